@@ -1,0 +1,7 @@
+"""Segmentation model builders, each returning a plain functional `keras.Model`."""
+
+from kseg.models import heads
+from kseg.models.deeplab import DeepLabV3Plus
+from kseg.models.registry import get_builder, get_model, list_models, register_model
+
+__all__ = ["DeepLabV3Plus", "get_builder", "get_model", "heads", "list_models", "register_model"]
