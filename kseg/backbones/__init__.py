@@ -1,0 +1,19 @@
+"""Feature-pyramid backbones: keras.applications and kseg networks behind one contract.
+
+`get_backbone(name, ...)` returns a functional model mapping RGB images in [0, 255] to a dict
+of feature maps keyed `"P{n}"` (stride 2**n), with optional atrous conversion to output
+stride 16 or 8; `list_backbones()` names what it accepts.
+"""
+
+from kseg.backbones import aligned_xception, atrous, preprocessing, taps, tiny
+from kseg.backbones.registry import get_backbone, list_backbones
+
+__all__ = [
+    "aligned_xception",
+    "atrous",
+    "get_backbone",
+    "list_backbones",
+    "preprocessing",
+    "taps",
+    "tiny",
+]

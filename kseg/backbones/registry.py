@@ -1,0 +1,219 @@
+"""Backbones by name: keras.applications and kseg networks behind one feature-pyramid contract."""
+
+import dataclasses
+import math
+import os
+from typing import Callable
+
+import keras
+
+from kseg.backbones.aligned_xception import AlignedXception65
+from kseg.backbones.atrous import dilate, layer_strides
+from kseg.backbones.preprocessing import ImagePreprocessing
+from kseg.backbones.taps import TAPS
+from kseg.backbones.tiny import TinyBackbone
+
+_OUTPUT_STRIDES = (8, 16, 32)
+# Arguments get_backbone sets itself; passing them through **app_kwargs would conflict.
+_RESERVED_KWARGS = ("include_top", "input_tensor", "input_shape", "weights", "pooling", "classes")
+
+
+@dataclasses.dataclass(frozen=True)
+class _BackboneSpec:
+    build: Callable[..., keras.Model]
+    preprocessing: str
+    native_output_stride: bool = False
+    imagenet: bool = True
+
+
+def _application(constructor):
+    def build(input_tensor, input_shape, weights, **kwargs):
+        return constructor(
+            include_top=False,
+            weights=weights,
+            input_tensor=input_tensor,
+            input_shape=input_shape,
+            **kwargs,
+        )
+
+    return build
+
+
+def _tiny(input_tensor, input_shape, weights, **kwargs):
+    model = TinyBackbone(input_tensor=input_tensor, input_shape=input_shape, **kwargs)
+    if weights is not None:
+        model.load_weights(weights)
+    return model
+
+
+_APPLICATIONS = keras.applications
+_BACKBONES = {
+    "vgg16": _BackboneSpec(_application(_APPLICATIONS.VGG16), "caffe"),
+    "resnet50": _BackboneSpec(_application(_APPLICATIONS.ResNet50), "caffe"),
+    "resnet101": _BackboneSpec(_application(_APPLICATIONS.ResNet101), "caffe"),
+    "resnet152": _BackboneSpec(_application(_APPLICATIONS.ResNet152), "caffe"),
+    "resnet50v2": _BackboneSpec(_application(_APPLICATIONS.ResNet50V2), "tf"),
+    "resnet101v2": _BackboneSpec(_application(_APPLICATIONS.ResNet101V2), "tf"),
+    "resnet152v2": _BackboneSpec(_application(_APPLICATIONS.ResNet152V2), "tf"),
+    "xception": _BackboneSpec(_application(_APPLICATIONS.Xception), "tf"),
+    "mobilenet": _BackboneSpec(_application(_APPLICATIONS.MobileNet), "tf"),
+    "mobilenetv2": _BackboneSpec(_application(_APPLICATIONS.MobileNetV2), "tf"),
+    # EfficientNet rescales and normalises inside the network.
+    **{
+        f"efficientnetb{variant}": _BackboneSpec(
+            _application(getattr(_APPLICATIONS, f"EfficientNetB{variant}")), "none"
+        )
+        for variant in range(8)
+    },
+    # DeepLab feeds its Xception inputs scaled to [-1, 1].
+    "xception65": _BackboneSpec(
+        AlignedXception65, "tf", native_output_stride=True, imagenet=False
+    ),
+    "tiny": _BackboneSpec(_tiny, "tf", imagenet=False),
+}
+
+
+def list_backbones():
+    """Names accepted by `kseg.backbones.get_backbone`.
+
+    Returns:
+        A sorted list of lower-case backbone names.
+
+    Example:
+    >>> "resnet50" in kseg.backbones.list_backbones()
+    True
+    """
+    return sorted(_BACKBONES)
+
+
+def _check_weights(name, spec, weights):
+    if weights is None:
+        return None
+    if weights == "imagenet":
+        if not spec.imagenet:
+            raise ValueError(
+                f"No ImageNet weights exist for backbone {name!r}; use weights=None or a "
+                "weights file path. Received: weights='imagenet'"
+            )
+        return weights
+    if isinstance(weights, (str, os.PathLike)):
+        path = os.fspath(weights)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"Weights file not found for backbone {name!r}. Received: weights={path!r}"
+            )
+        return path
+    raise ValueError(
+        f"`weights` must be None, 'imagenet' or a file path. Received: weights={weights!r}"
+    )
+
+
+def _select_taps(network, name):
+    """Keeps, for each stride, the deepest tap at that stride in `network`."""
+    strides = layer_strides(network)
+    by_stride = {}
+    # TAPS lists each backbone's taps from shallow to deep, so deeper taps overwrite.
+    for layer_name in TAPS[name].values():
+        by_stride[strides[layer_name][1]] = layer_name
+    return {stride: by_stride[stride] for stride in sorted(by_stride)}
+
+
+def get_backbone(
+    name,
+    input_shape=(None, None, 3),
+    weights=None,
+    output_stride=32,
+    include_preprocessing=True,
+    multi_grid=None,
+    **app_kwargs,
+):
+    """Builds a named backbone returning a feature pyramid `{"P1": ..., "P5": ...}`.
+
+    The keras.applications networks (VGG16, Simonyan & Zisserman 2015; ResNet and ResNetV2,
+    He et al. 2016; Xception, Chollet 2017; MobileNet, Howard et al. 2017; MobileNetV2,
+    Sandler et al. 2018; EfficientNet, Tan & Le 2019), built without their classifier, plus
+    the Modified Aligned Xception-65 of DeepLabv3+ (`"xception65"`) and a tiny test network
+    (`"tiny"`). Output `"P{n}"` is the deepest feature map at stride 2**n (see
+    `kseg.backbones.taps`). With `output_stride` 16 or 8 the stages past that stride are
+    dilated instead of strided (`kseg.backbones.atrous`; Chen et al., 2017), the weights keep
+    their names and shapes, and only the deepest feature per stride remains: a ResNet50 at
+    output stride 16 returns `P1`..`P4`, its `P4` being the `conv5_block3_out` feature.
+
+    The input is an RGB float image with values in [0, 255]; with `include_preprocessing` the
+    first layer applies the network's own normalisation
+    (`kseg.backbones.preprocessing.ImagePreprocessing`). The model carries two attributes:
+    `feature_info`, a list of `{"key", "stride", "channels", "layer"}` dicts in stride order,
+    and `preprocessing`, the normalisation mode the network expects (applied inside the model
+    only when `include_preprocessing` is True). Attributes do not survive saving; a model built
+    on top reads them when it is built.
+
+    Args:
+        name: Backbone name, one of `kseg.backbones.list_backbones()`.
+        input_shape: `(height, width, 3)`; None sizes keep the model size-agnostic.
+        weights: None (random initialisation), `"imagenet"` (downloaded and cached by
+            keras.applications) or the path of a weights file for the underlying network.
+        output_stride: 32, 16 or 8.
+        include_preprocessing: Whether the model normalises its [0, 255] input itself.
+        multi_grid: Optional rate multipliers for the last stage (DeepLabv3, e.g. `(1, 2, 4)`).
+        **app_kwargs: Forwarded to the network constructor, e.g. `alpha` for MobileNets.
+
+    Returns:
+        A functional `keras.Model` mapping images to a dict of feature maps keyed `"P{n}"`.
+
+    Example:
+    >>> backbone = kseg.backbones.get_backbone("tiny", output_stride=16)
+    >>> [(info["key"], info["stride"]) for info in backbone.feature_info]
+    [('P1', 2), ('P2', 4), ('P3', 8), ('P4', 16)]
+    """
+    key = name.lower() if isinstance(name, str) else name
+    if key not in _BACKBONES:
+        raise ValueError(
+            f"Unknown backbone. Expected one of {list_backbones()}. Received: name={name!r}"
+        )
+    spec = _BACKBONES[key]
+    if output_stride not in _OUTPUT_STRIDES:
+        raise ValueError(
+            f"`output_stride` must be one of {_OUTPUT_STRIDES}. Received: output_stride={output_stride!r}"
+        )
+    reserved = sorted(set(app_kwargs) & set(_RESERVED_KWARGS))
+    if reserved:
+        raise ValueError(
+            f"get_backbone sets {reserved} itself; remove them. Received: app_kwargs={app_kwargs}"
+        )
+    weights = _check_weights(key, spec, weights)
+
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = inputs
+    if include_preprocessing:
+        x = ImagePreprocessing(spec.preprocessing, name="preprocessing")(inputs)
+    if spec.native_output_stride:
+        network = spec.build(
+            x,
+            input_shape,
+            weights,
+            output_stride=output_stride,
+            multi_grid=(1, 1, 1) if multi_grid is None else multi_grid,
+            **app_kwargs,
+        )
+    else:
+        network = spec.build(x, input_shape, weights, **app_kwargs)
+        if output_stride < 32 or multi_grid is not None:
+            network = dilate(network, output_stride, multi_grid)
+
+    taps = _select_taps(network, key)
+    outputs = {
+        f"P{int(math.log2(stride))}": network.get_layer(layer_name).output
+        for stride, layer_name in taps.items()
+    }
+    backbone = keras.Model(network.inputs[0], outputs, name=f"{key}_backbone")
+    backbone.feature_info = [
+        {
+            "key": f"P{int(math.log2(stride))}",
+            "stride": stride,
+            "channels": int(network.get_layer(layer_name).output.shape[-1]),
+            "layer": layer_name,
+        }
+        for stride, layer_name in taps.items()
+    ]
+    backbone.preprocessing = spec.preprocessing
+    return backbone
