@@ -1,0 +1,72 @@
+"""tf.data pipelines for semantic segmentation: loaders, augmentation, validation.
+
+Every loader returns a `tf.data.Dataset` of `(image, mask)` pairs: image float32 `(H, W, 3)`
+with values in [0, 255] (models do their own preprocessing) and mask int32 `(H, W)` whose
+ignored pixels hold `ignore_label` (255 by default). Each loader has a matching `*_info()`
+returning a `DatasetInfo`.
+"""
+
+from kseg.data.augment import (
+    IMAGENET_MEAN_RGB,
+    augment_pair,
+    make_pipeline,
+    pad_to_size,
+    photometric_jitter,
+    random_crop,
+    random_flip_left_right,
+    random_scale,
+    resize_pair,
+)
+from kseg.data.camvid import CAMVID_CLASS_NAMES, CAMVID_PALETTE, camvid_dataset, camvid_info
+from kseg.data.folders import folder_dataset, folder_info, match_folder_pairs, paired_files_dataset
+from kseg.data.info import DatasetInfo
+from kseg.data.load import describe_source, load_dataset
+from kseg.data.shapes import (
+    SHAPES_CLASS_NAMES,
+    ShapesSample,
+    render_shapes_sample,
+    shapes_arrays,
+    shapes_dataset,
+    shapes_info,
+    shapes_instance_dataset,
+)
+from kseg.data.tfds import tfds_dataset, tfds_info
+from kseg.data.validate import DatasetError
+from kseg.data.voc import VOC_CLASS_NAMES, voc_colormap, voc_dataset, voc_info
+
+__all__ = [
+    "CAMVID_CLASS_NAMES",
+    "CAMVID_PALETTE",
+    "IMAGENET_MEAN_RGB",
+    "SHAPES_CLASS_NAMES",
+    "VOC_CLASS_NAMES",
+    "DatasetError",
+    "DatasetInfo",
+    "ShapesSample",
+    "augment_pair",
+    "camvid_dataset",
+    "camvid_info",
+    "describe_source",
+    "folder_dataset",
+    "folder_info",
+    "load_dataset",
+    "make_pipeline",
+    "match_folder_pairs",
+    "pad_to_size",
+    "paired_files_dataset",
+    "photometric_jitter",
+    "random_crop",
+    "random_flip_left_right",
+    "random_scale",
+    "render_shapes_sample",
+    "resize_pair",
+    "shapes_arrays",
+    "shapes_dataset",
+    "shapes_info",
+    "shapes_instance_dataset",
+    "tfds_dataset",
+    "tfds_info",
+    "voc_colormap",
+    "voc_dataset",
+    "voc_info",
+]
