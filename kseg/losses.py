@@ -34,21 +34,32 @@ _REDUCTIONS = _MEAN_REDUCTIONS + ("sum", "none", None)
 
 
 def _validate_ignore_label(ignore_label):
-    if ignore_label is not None and (isinstance(ignore_label, bool) or not isinstance(
-            ignore_label, (int, np.integer))):
-        raise ValueError(f"`ignore_label` must be an integer or None. Received: ignore_label={ignore_label!r}")
+    if ignore_label is not None and (
+        isinstance(ignore_label, bool) or not isinstance(ignore_label, (int, np.integer))
+    ):
+        raise ValueError(
+            f"`ignore_label` must be an integer or None. Received: ignore_label={ignore_label!r}"
+        )
     return None if ignore_label is None else int(ignore_label)
 
 
 def _validate_num_classes(num_classes):
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
-        raise ValueError(f"`num_classes` must be a positive integer. Received: num_classes={num_classes!r}")
+    if (
+        isinstance(num_classes, bool)
+        or not isinstance(num_classes, (int, np.integer))
+        or num_classes < 1
+    ):
+        raise ValueError(
+            f"`num_classes` must be a positive integer. Received: num_classes={num_classes!r}"
+        )
     return int(num_classes)
 
 
 def _validate_reduction(reduction):
     if reduction not in _REDUCTIONS:
-        raise ValueError(f"`reduction` must be one of {_REDUCTIONS}. Received: reduction={reduction!r}")
+        raise ValueError(
+            f"`reduction` must be one of {_REDUCTIONS}. Received: reduction={reduction!r}"
+        )
     return reduction
 
 
@@ -56,7 +67,9 @@ def _per_class_vector(values, arg_name):
     """Checks a per-class weight list and returns it as a tuple of floats."""
     values = [float(v) for v in values]
     if not values or any(not np.isfinite(v) or v < 0 for v in values):
-        raise ValueError(f"`{arg_name}` entries must be finite and non-negative. Received: {arg_name}={values}")
+        raise ValueError(
+            f"`{arg_name}` entries must be finite and non-negative. Received: {arg_name}={values}"
+        )
     return tuple(values)
 
 
@@ -87,12 +100,14 @@ def squeeze_labels(y_true, y_pred):
     if len(y_true.shape) != pred_rank - 1:
         raise ValueError(
             "Labels must have shape (B, H, W) or (B, H, W, 1) for scores of shape (B, H, W, C). "
-            f"Received: y_true.shape={tuple(y_true.shape)}, y_pred.shape={tuple(y_pred.shape)}")
+            f"Received: y_true.shape={tuple(y_true.shape)}, y_pred.shape={tuple(y_pred.shape)}"
+        )
     for label_dim, pred_dim in zip(y_true.shape, y_pred.shape[:-1]):
         if label_dim is not None and pred_dim is not None and label_dim != pred_dim:
             raise ValueError(
                 "Labels and scores disagree in batch or spatial size. "
-                f"Received: y_true.shape={tuple(y_true.shape)}, y_pred.shape={tuple(y_pred.shape)}")
+                f"Received: y_true.shape={tuple(y_true.shape)}, y_pred.shape={tuple(y_pred.shape)}"
+            )
     if "int" not in keras.backend.standardize_dtype(y_true.dtype):
         # Rounding, not truncation, so a float label of 2.9999999 stays class 3.
         y_true = ops.round(y_true)
@@ -135,17 +150,28 @@ def label_masks(labels, num_classes, ignore_label=255, check_labels=True):
         smallest = ops.min(ops.where(out_of_range, labels, int_max))
         largest = ops.max(ops.where(out_of_range, labels, int_min))
         count = ops.sum(ops.cast(out_of_range, "int32"))
+        message = (
+            f"Found label values outside [0, {num_classes}) that are not "
+            f"ignore_label={ignore_label}: smallest and largest offending values"
+        )
         tf.debugging.Assert(
             ops.equal(count, 0),
-            [f"Found label values outside [0, {num_classes}) that are not ignore_label={ignore_label}: "
-             "smallest and largest offending values", smallest, largest, "in this many pixels", count],
+            [
+                message,
+                smallest,
+                largest,
+                "in this many pixels",
+                count,
+            ],
         )
     return valid, out_of_range
 
 
-def _pixel_sample_weight(sample_weight, labels):
+def _pixel_sample_weight(sample_weight, labels, dtype="float32"):
     """Broadcasts a per-image `(B,)` or per-pixel `(B, H, W[, 1])` weight to the label shape."""
-    sample_weight = ops.cast(ops.convert_to_tensor(sample_weight), "float32")
+    sample_weight = ops.convert_to_tensor(sample_weight)
+    if dtype is not None:
+        sample_weight = ops.cast(sample_weight, dtype)
     rank = len(labels.shape)
     if len(sample_weight.shape) == rank + 1 and sample_weight.shape[-1] == 1:
         sample_weight = ops.squeeze(sample_weight, axis=-1)
@@ -168,8 +194,10 @@ def _safe_inputs(y_true, y_pred, num_classes, ignore_label, check_labels, from_l
     if num_classes is None:
         num_classes = y_pred.shape[-1]
     elif y_pred.shape[-1] is not None and y_pred.shape[-1] != num_classes:
-        raise ValueError(f"y_pred has {y_pred.shape[-1]} channels but num_classes={num_classes}. "
-                         f"Received: y_pred.shape={tuple(y_pred.shape)}")
+        raise ValueError(
+            f"y_pred has {y_pred.shape[-1]} channels but num_classes={num_classes}. "
+            f"Received: y_pred.shape={tuple(y_pred.shape)}"
+        )
     valid, out_of_range = label_masks(labels, num_classes, ignore_label, check_labels)
     # Overwriting the scores of pixels that do not count keeps an inf or NaN there out of the
     # gradient: `where` sends zero gradient to the unselected branch, but NaN * 0 is NaN. Equal
@@ -194,12 +222,14 @@ def _log_probabilities(y_pred, from_logits):
     return ops.log(ops.clip(probabilities, keras.backend.epsilon(), 1.0))
 
 
-def _cross_entropy_terms(y_true, y_pred, ignore_label, class_weights, from_logits, label_smoothing,
-                         check_labels):
+def _cross_entropy_terms(
+    y_true, y_pred, ignore_label, class_weights, from_logits, label_smoothing, check_labels
+):
     """Per-pixel (weight * loss, weight) for the cross-entropy, zero on ignored pixels."""
     num_classes = None if class_weights is None else len(class_weights)
-    labels, y_pred, valid, out_of_range = _safe_inputs(y_true, y_pred, num_classes, ignore_label,
-                                                       check_labels, from_logits)
+    labels, y_pred, valid, out_of_range = _safe_inputs(
+        y_true, y_pred, num_classes, ignore_label, check_labels, from_logits
+    )
     losses = ops.sparse_categorical_crossentropy(labels, y_pred, from_logits=from_logits)
     if label_smoothing:
         mean_nll = -ops.mean(_log_probabilities(y_pred, from_logits), axis=-1)
@@ -207,7 +237,9 @@ def _cross_entropy_terms(y_true, y_pred, ignore_label, class_weights, from_logit
     if class_weights is None:
         weights = ops.cast(valid, "float32")
     else:
-        weights = ops.where(valid, ops.take(ops.convert_to_tensor(class_weights, "float32"), labels), 0.0)
+        weights = ops.where(
+            valid, ops.take(ops.convert_to_tensor(class_weights, "float32"), labels), 0.0
+        )
     losses = _finish_pixel_losses(weights * losses, valid, out_of_range)
     return losses, weights
 
@@ -215,10 +247,12 @@ def _cross_entropy_terms(y_true, y_pred, ignore_label, class_weights, from_logit
 def _focal_terms(y_true, y_pred, gamma, alpha, ignore_label, from_logits, check_labels):
     """Per-pixel alpha_t (1 - p_t)^gamma (-log p_t), zero on ignored pixels, and the 0/1 weights."""
     num_classes = len(alpha) if isinstance(alpha, (list, tuple)) else None
-    labels, y_pred, valid, out_of_range = _safe_inputs(y_true, y_pred, num_classes, ignore_label,
-                                                       check_labels, from_logits)
-    log_p_true = ops.take_along_axis(_log_probabilities(y_pred, from_logits),
-                                     ops.expand_dims(labels, -1), axis=-1)[..., 0]
+    labels, y_pred, valid, out_of_range = _safe_inputs(
+        y_true, y_pred, num_classes, ignore_label, check_labels, from_logits
+    )
+    log_p_true = ops.take_along_axis(
+        _log_probabilities(y_pred, from_logits), ops.expand_dims(labels, -1), axis=-1
+    )[..., 0]
     # 1 - p_t via expm1 keeps precision when p_t is close to 1, where the focal term matters.
     one_minus_p = ops.maximum(-ops.expm1(log_p_true), 0.0)
     if gamma == 0:
@@ -226,7 +260,9 @@ def _focal_terms(y_true, y_pred, gamma, alpha, ignore_label, from_logits, check_
     else:
         # The power's gradient is infinite at 0 for gamma < 1; evaluate it away from 0 instead.
         positive = ops.greater(one_minus_p, 0.0)
-        modulation = ops.where(positive, ops.power(ops.where(positive, one_minus_p, 1.0), gamma), 0.0)
+        modulation = ops.where(
+            positive, ops.power(ops.where(positive, one_minus_p, 1.0), gamma), 0.0
+        )
     losses = -modulation * log_p_true
     if isinstance(alpha, (list, tuple)):
         losses = losses * ops.take(ops.convert_to_tensor(alpha, "float32"), labels)
@@ -236,8 +272,15 @@ def _focal_terms(y_true, y_pred, gamma, alpha, ignore_label, from_logits, check_
 
 
 @keras.saving.register_keras_serializable(package="kseg")
-def segmentation_cross_entropy(y_true, y_pred, ignore_label=255, class_weights=None, from_logits=True,
-                               label_smoothing=0.0, check_labels=True):
+def segmentation_cross_entropy(
+    y_true,
+    y_pred,
+    ignore_label=255,
+    class_weights=None,
+    from_logits=True,
+    label_smoothing=0.0,
+    check_labels=True,
+):
     """Per-pixel softmax cross-entropy with an ignore label and optional class weights.
 
     The pixel loss is `w[y] * ((1 - s) * (-log p_y) + s * mean_c(-log p_c))` with label
@@ -268,12 +311,15 @@ def segmentation_cross_entropy(y_true, y_pred, ignore_label=255, class_weights=N
         >>> [round(float(value), 4) for value in losses[0, 0]]
         [1.0986, 0.0]
     """
-    return _cross_entropy_terms(y_true, y_pred, ignore_label, class_weights, from_logits, label_smoothing,
-                                check_labels)[0]
+    return _cross_entropy_terms(
+        y_true, y_pred, ignore_label, class_weights, from_logits, label_smoothing, check_labels
+    )[0]
 
 
 @keras.saving.register_keras_serializable(package="kseg")
-def focal_loss(y_true, y_pred, gamma=2.0, alpha=None, ignore_label=255, from_logits=True, check_labels=True):
+def focal_loss(
+    y_true, y_pred, gamma=2.0, alpha=None, ignore_label=255, from_logits=True, check_labels=True
+):
     """Per-pixel multi-class focal loss for sparse labels, with an ignore label.
 
     Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017: `FL = -alpha_t (1 - p_t)^gamma
@@ -304,8 +350,16 @@ def focal_loss(y_true, y_pred, gamma=2.0, alpha=None, ignore_label=255, from_log
 
 
 @keras.saving.register_keras_serializable(package="kseg")
-def dice_loss(y_true, y_pred, num_classes, ignore_label=255, smooth=1.0, from_logits=True, check_labels=True,
-              sample_weight=None):
+def dice_loss(
+    y_true,
+    y_pred,
+    num_classes,
+    ignore_label=255,
+    smooth=1.0,
+    from_logits=True,
+    check_labels=True,
+    sample_weight=None,
+):
     """Soft multi-class Dice loss over a batch, with ignored pixels masked out.
 
     Milletari et al., "V-Net", 3DV 2016, extended to C classes by averaging: with `p` the
@@ -334,8 +388,9 @@ def dice_loss(y_true, y_pred, num_classes, ignore_label=255, smooth=1.0, from_lo
         >>> round(float(kseg.losses.dice_loss(np.array([[[0, 1]]]), logits, num_classes=2)), 3)
         0.0
     """
-    labels, y_pred, valid, out_of_range = _safe_inputs(y_true, y_pred, num_classes, ignore_label, check_labels,
-                                                       from_logits)
+    labels, y_pred, valid, out_of_range = _safe_inputs(
+        y_true, y_pred, num_classes, ignore_label, check_labels, from_logits
+    )
     probabilities = ops.softmax(y_pred, axis=-1) if from_logits else y_pred
     weights = ops.cast(valid, "float32")
     if sample_weight is not None:
@@ -346,7 +401,9 @@ def dice_loss(y_true, y_pred, num_classes, ignore_label=255, smooth=1.0, from_lo
     intersection = ops.sum(weights * probabilities * one_hot, axis=reduce_axes)
     total = ops.sum(weights * (probabilities + one_hot), axis=reduce_axes)
     # Only reachable with smooth=0: a class neither present nor predicted is a perfect match.
-    dice = ops.where(ops.greater(total + smooth, 0.0), (2.0 * intersection + smooth) / (total + smooth), 1.0)
+    dice = ops.where(
+        ops.greater(total + smooth, 0.0), (2.0 * intersection + smooth) / (total + smooth), 1.0
+    )
     loss = 1.0 - ops.mean(dice)
     return ops.where(ops.any(out_of_range), float("nan"), loss)
 
@@ -384,8 +441,14 @@ class _PixelLoss(keras.losses.Loss):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"ignore_label": self.ignore_label, "from_logits": self.from_logits,
-                       "check_labels": self.check_labels, "dtype": self.dtype})
+        config.update(
+            {
+                "ignore_label": self.ignore_label,
+                "from_logits": self.from_logits,
+                "check_labels": self.check_labels,
+                "dtype": self.dtype,
+            }
+        )
         return config
 
 
@@ -425,26 +488,50 @@ class SegmentationCrossEntropy(_PixelLoss):
         1.6269
     """
 
-    def __init__(self, ignore_label=255, class_weights=None, from_logits=True, label_smoothing=0.0,
-                 check_labels=True, reduction="sum_over_batch_size", name="segmentation_cross_entropy",
-                 dtype=None):
+    def __init__(
+        self,
+        ignore_label=255,
+        class_weights=None,
+        from_logits=True,
+        label_smoothing=0.0,
+        check_labels=True,
+        reduction="sum_over_batch_size",
+        name="segmentation_cross_entropy",
+        dtype=None,
+    ):
         super().__init__(ignore_label, from_logits, check_labels, reduction, name, dtype)
-        self.class_weights = None if class_weights is None else _per_class_vector(
-            class_weights, "class_weights")
+        self.class_weights = (
+            None if class_weights is None else _per_class_vector(class_weights, "class_weights")
+        )
         if self.class_weights is not None and sum(self.class_weights) == 0:
-            raise ValueError(f"`class_weights` must not all be 0. Received: class_weights={class_weights}")
+            raise ValueError(
+                f"`class_weights` must not all be 0. Received: class_weights={class_weights}"
+            )
         if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"`label_smoothing` must be in [0, 1). Received: label_smoothing={label_smoothing}")
+            raise ValueError(
+                f"`label_smoothing` must be in [0, 1). Received: label_smoothing={label_smoothing}"
+            )
         self.label_smoothing = float(label_smoothing)
 
     def _terms(self, y_true, y_pred):
-        return _cross_entropy_terms(y_true, y_pred, self.ignore_label, self.class_weights, self.from_logits,
-                                    self.label_smoothing, self.check_labels)
+        return _cross_entropy_terms(
+            y_true,
+            y_pred,
+            self.ignore_label,
+            self.class_weights,
+            self.from_logits,
+            self.label_smoothing,
+            self.check_labels,
+        )
 
     def get_config(self):
         config = super().get_config()
-        config.update({"class_weights": None if self.class_weights is None else list(self.class_weights),
-                       "label_smoothing": self.label_smoothing})
+        config.update(
+            {
+                "class_weights": None if self.class_weights is None else list(self.class_weights),
+                "label_smoothing": self.label_smoothing,
+            }
+        )
         return config
 
 
@@ -480,8 +567,17 @@ class FocalLoss(_PixelLoss):
         0.1733
     """
 
-    def __init__(self, gamma=2.0, alpha=None, ignore_label=255, from_logits=True, check_labels=True,
-                 reduction="sum_over_batch_size", name="focal_loss", dtype=None):
+    def __init__(
+        self,
+        gamma=2.0,
+        alpha=None,
+        ignore_label=255,
+        from_logits=True,
+        check_labels=True,
+        reduction="sum_over_batch_size",
+        name="focal_loss",
+        dtype=None,
+    ):
         super().__init__(ignore_label, from_logits, check_labels, reduction, name, dtype)
         if not np.isfinite(gamma) or gamma < 0:
             raise ValueError(f"`gamma` must be finite and >= 0. Received: gamma={gamma}")
@@ -490,19 +586,32 @@ class FocalLoss(_PixelLoss):
             alpha = _per_class_vector(alpha, "alpha")
         elif alpha is not None:
             if not np.isfinite(alpha) or alpha < 0:
-                raise ValueError(f"`alpha` must be None, a non-negative number or a per-class list. "
-                                 f"Received: alpha={alpha}")
+                raise ValueError(
+                    f"`alpha` must be None, a non-negative number or a per-class list. "
+                    f"Received: alpha={alpha}"
+                )
             alpha = float(alpha)
         self.alpha = alpha
 
     def _terms(self, y_true, y_pred):
-        return _focal_terms(y_true, y_pred, self.gamma, self.alpha, self.ignore_label, self.from_logits,
-                            self.check_labels)
+        return _focal_terms(
+            y_true,
+            y_pred,
+            self.gamma,
+            self.alpha,
+            self.ignore_label,
+            self.from_logits,
+            self.check_labels,
+        )
 
     def get_config(self):
         config = super().get_config()
-        config.update({"gamma": self.gamma,
-                       "alpha": list(self.alpha) if isinstance(self.alpha, tuple) else self.alpha})
+        config.update(
+            {
+                "gamma": self.gamma,
+                "alpha": list(self.alpha) if isinstance(self.alpha, tuple) else self.alpha,
+            }
+        )
         return config
 
 
@@ -533,12 +642,22 @@ class DiceLoss(keras.losses.Loss):
         >>> import numpy as np, kseg.losses
         >>> loss = kseg.losses.DiceLoss(num_classes=2, smooth=0.0)
         >>> probabilities = np.array([[[[0.75, 0.25], [0.25, 0.75]]]], "float32")
-        >>> round(float(loss(np.array([[[0, 255]]]), np.log(probabilities))), 4)  # 1 - (1.5 / 1.75 + 0) / 2
+        >>> # 1 - (1.5 / 1.75 + 0 / 0.25) / 2
+        >>> round(float(loss(np.array([[[0, 255]]]), np.log(probabilities))), 4)
         0.5714
     """
 
-    def __init__(self, num_classes, ignore_label=255, smooth=1.0, from_logits=True, check_labels=True,
-                 reduction="sum_over_batch_size", name="dice_loss", dtype=None):
+    def __init__(
+        self,
+        num_classes,
+        ignore_label=255,
+        smooth=1.0,
+        from_logits=True,
+        check_labels=True,
+        reduction="sum_over_batch_size",
+        name="dice_loss",
+        dtype=None,
+    ):
         super().__init__(name=name, reduction=_validate_reduction(reduction), dtype=dtype)
         self.num_classes = _validate_num_classes(num_classes)
         self.ignore_label = _validate_ignore_label(ignore_label)
@@ -549,22 +668,44 @@ class DiceLoss(keras.losses.Loss):
         self.check_labels = bool(check_labels)
 
     def call(self, y_true, y_pred):
-        return dice_loss(y_true, y_pred, self.num_classes, self.ignore_label, self.smooth, self.from_logits,
-                         self.check_labels)
+        return dice_loss(
+            y_true,
+            y_pred,
+            self.num_classes,
+            self.ignore_label,
+            self.smooth,
+            self.from_logits,
+            self.check_labels,
+        )
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         with keras.name_scope(self.name):
-            loss = dice_loss(y_true, y_pred, self.num_classes, self.ignore_label, self.smooth, self.from_logits,
-                             self.check_labels, sample_weight=sample_weight)
+            loss = dice_loss(
+                y_true,
+                y_pred,
+                self.num_classes,
+                self.ignore_label,
+                self.smooth,
+                self.from_logits,
+                self.check_labels,
+                sample_weight=sample_weight,
+            )
             if self.reduction in _MEAN_REDUCTIONS:
                 loss = _scale_for_replicas(loss)
             return loss
 
     def get_config(self):
         config = super().get_config()
-        config.update({"num_classes": self.num_classes, "ignore_label": self.ignore_label,
-                       "smooth": self.smooth, "from_logits": self.from_logits,
-                       "check_labels": self.check_labels, "dtype": self.dtype})
+        config.update(
+            {
+                "num_classes": self.num_classes,
+                "ignore_label": self.ignore_label,
+                "smooth": self.smooth,
+                "from_logits": self.from_logits,
+                "check_labels": self.check_labels,
+                "dtype": self.dtype,
+            }
+        )
         return config
 
 
@@ -587,7 +728,8 @@ class CombinedLoss(keras.losses.Loss):
     Example:
         >>> import numpy as np, kseg.losses
         >>> loss = kseg.losses.CombinedLoss(
-        ...     [kseg.losses.SegmentationCrossEntropy(), kseg.losses.DiceLoss(num_classes=3)], [1.0, 0.5])
+        ...     [kseg.losses.SegmentationCrossEntropy(), kseg.losses.DiceLoss(num_classes=3)],
+        ...     [1.0, 0.5])
         >>> float(loss(np.zeros((1, 4, 4), "int32"), np.zeros((1, 4, 4, 3), "float32"))) > 0
         True
     """
@@ -595,11 +737,15 @@ class CombinedLoss(keras.losses.Loss):
     def __init__(self, losses, weights=None, name="combined_loss", dtype=None):
         super().__init__(name=name, reduction="sum_over_batch_size", dtype=dtype)
         if not isinstance(losses, (list, tuple)) or not losses:
-            raise ValueError(f"`losses` must be a non-empty list of losses. Received: losses={losses!r}")
+            raise ValueError(
+                f"`losses` must be a non-empty list of losses. Received: losses={losses!r}"
+            )
         self.losses = [keras.losses.get(loss) for loss in losses]
         weights = [1.0] * len(losses) if weights is None else [float(w) for w in weights]
         if len(weights) != len(losses):
-            raise ValueError(f"`weights` needs one entry per loss ({len(losses)}). Received: weights={weights}")
+            raise ValueError(
+                f"`weights` needs one entry per loss ({len(losses)}). Received: weights={weights}"
+            )
         self.weights = weights
 
     def call(self, y_true, y_pred):
@@ -609,14 +755,21 @@ class CombinedLoss(keras.losses.Loss):
         with keras.name_scope(self.name):
             total = 0.0
             for weight, loss in zip(self.weights, self.losses):
-                total = total + weight * ops.cast(loss(y_true, y_pred, sample_weight=sample_weight), "float32")
+                total = total + weight * ops.cast(
+                    loss(y_true, y_pred, sample_weight=sample_weight), "float32"
+                )
             return total
 
     def get_config(self):
         config = super().get_config()
         config.pop("reduction", None)
-        config.update({"losses": [keras.losses.serialize(loss) for loss in self.losses],
-                       "weights": list(self.weights), "dtype": self.dtype})
+        config.update(
+            {
+                "losses": [keras.losses.serialize(loss) for loss in self.losses],
+                "weights": list(self.weights),
+                "dtype": self.dtype,
+            }
+        )
         return config
 
     @classmethod

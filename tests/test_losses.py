@@ -35,7 +35,9 @@ def np_true_class(values, labels):
 def np_cross_entropy(labels, logits, class_weights=None):
     """PyTorch CrossEntropyLoss(weight=w, ignore_index=255) semantics, in numpy."""
     log_p, valid = np_true_class(np_log_softmax(logits), labels)
-    weights = np.ones(valid.sum()) if class_weights is None else np.asarray(class_weights)[labels[valid]]
+    weights = (
+        np.ones(valid.sum()) if class_weights is None else np.asarray(class_weights)[labels[valid]]
+    )
     return np.sum(-log_p * weights) / np.sum(weights)
 
 
@@ -58,11 +60,14 @@ def np_dice(labels, logits, smooth):
 
 ALL_LOSSES = {
     "cross_entropy": lambda: SegmentationCrossEntropy(),
-    "weighted_cross_entropy": lambda: SegmentationCrossEntropy(class_weights=[0.5, 1.0, 2.0, 4.0],
-                                                               label_smoothing=0.1),
+    "weighted_cross_entropy": lambda: SegmentationCrossEntropy(
+        class_weights=[0.5, 1.0, 2.0, 4.0], label_smoothing=0.1
+    ),
     "focal": lambda: FocalLoss(gamma=2.0, alpha=[0.25, 0.5, 0.75, 1.0]),
     "dice": lambda: DiceLoss(num_classes=NUM_CLASSES),
-    "combined": lambda: CombinedLoss([SegmentationCrossEntropy(), DiceLoss(NUM_CLASSES)], [1.0, 0.5]),
+    "combined": lambda: CombinedLoss(
+        [SegmentationCrossEntropy(), DiceLoss(NUM_CLASSES)], [1.0, 0.5]
+    ),
 }
 
 
@@ -73,14 +78,19 @@ def test_cross_entropy_is_mean_over_valid_pixels(keep_channel_axis):
     value = float(SegmentationCrossEntropy()(y_true, logits))
     np.testing.assert_allclose(value, np_cross_entropy(labels, logits), rtol=1e-5)
     # The mean over all pixels, ignored ones counted as 0, is what the ignore label must avoid.
-    assert not np.isclose(value, np_cross_entropy(labels, logits) * (labels != IGNORE).mean(), rtol=1e-3)
+    assert not np.isclose(
+        value, np_cross_entropy(labels, logits) * (labels != IGNORE).mean(), rtol=1e-3
+    )
 
 
 def test_cross_entropy_matches_keras_sparse_categorical_crossentropy_ignore_class():
     labels, logits = random_batch(seed=1)
     keras_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=IGNORE)
-    np.testing.assert_allclose(float(SegmentationCrossEntropy()(labels, logits)),
-                               float(keras_loss(labels, logits)), rtol=1e-5)
+    np.testing.assert_allclose(
+        float(SegmentationCrossEntropy()(labels, logits)),
+        float(keras_loss(labels, logits)),
+        rtol=1e-5,
+    )
 
 
 def test_cross_entropy_class_weights_follow_pytorch_weighted_mean():
@@ -97,7 +107,9 @@ def test_label_smoothing_matches_keras_categorical_crossentropy_on_valid_pixels(
     labels, logits = random_batch(seed=3)
     valid = labels != IGNORE
     one_hot = np.eye(NUM_CLASSES, dtype="float32")[labels[valid]]
-    expected = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.2)(one_hot, logits[valid])
+    expected = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.2)(
+        one_hot, logits[valid]
+    )
     value = SegmentationCrossEntropy(label_smoothing=0.2)(labels, logits)
     np.testing.assert_allclose(float(value), float(expected), rtol=1e-5)
 
@@ -134,16 +146,20 @@ def test_focal_loss_agrees_with_keras_categorical_focal_crossentropy():
     labels, logits = random_batch(seed=7)
     valid = labels != IGNORE
     one_hot = np.eye(NUM_CLASSES, dtype="float32")[labels[valid]]
-    expected = keras.losses.categorical_focal_crossentropy(one_hot, logits[valid], alpha=0.25, gamma=2.0,
-                                                           from_logits=True)
+    expected = keras.losses.categorical_focal_crossentropy(
+        one_hot, logits[valid], alpha=0.25, gamma=2.0, from_logits=True
+    )
     value = FocalLoss(gamma=2.0, alpha=0.25)(labels, logits)
     np.testing.assert_allclose(float(value), float(np.mean(expected)), rtol=1e-4)
 
 
 def test_focal_loss_without_focusing_is_cross_entropy():
     labels, logits = random_batch(seed=8)
-    np.testing.assert_allclose(float(FocalLoss(gamma=0.0)(labels, logits)),
-                               float(SegmentationCrossEntropy()(labels, logits)), rtol=1e-5)
+    np.testing.assert_allclose(
+        float(FocalLoss(gamma=0.0)(labels, logits)),
+        float(SegmentationCrossEntropy()(labels, logits)),
+        rtol=1e-5,
+    )
 
 
 @pytest.mark.parametrize("smooth", [0.0, 1.0])
@@ -165,7 +181,9 @@ def test_ignored_pixels_change_neither_value_nor_gradient(name):
     loss = ALL_LOSSES[name]()
     ignored = (labels == IGNORE)[..., None]
     rng = np.random.default_rng(0)
-    perturbed = np.where(ignored, rng.choice([-1e6, 1e6], size=logits.shape), logits).astype("float32")
+    perturbed = np.where(ignored, rng.choice([-1e6, 1e6], size=logits.shape), logits).astype(
+        "float32"
+    )
 
     def value_and_gradient(scores):
         scores = tf.constant(scores)
@@ -246,9 +264,13 @@ def test_reductions():
     valid = labels != IGNORE
     pixel_map = SegmentationCrossEntropy(reduction="none")(labels, logits)
     assert tuple(pixel_map.shape) == labels.shape
-    np.testing.assert_allclose(np.asarray(pixel_map)[valid].mean(), np_cross_entropy(labels, logits), rtol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(pixel_map)[valid].mean(), np_cross_entropy(labels, logits), rtol=1e-5
+    )
     total = SegmentationCrossEntropy(reduction="sum")(labels, logits)
-    np.testing.assert_allclose(float(total), np_cross_entropy(labels, logits) * valid.sum(), rtol=1e-5)
+    np.testing.assert_allclose(
+        float(total), np_cross_entropy(labels, logits) * valid.sum(), rtol=1e-5
+    )
 
 
 @pytest.mark.parametrize("name", ["cross_entropy", "focal", "dice"])
@@ -307,7 +329,9 @@ def test_config_round_trip_and_serialization(name):
     restored = keras.losses.deserialize(keras.losses.serialize(loss))
     assert type(restored) is type(loss) and restored.get_config() == config
     labels, logits = random_batch(seed=19)
-    np.testing.assert_allclose(float(restored(labels, logits)), float(loss(labels, logits)), rtol=1e-6)
+    np.testing.assert_allclose(
+        float(restored(labels, logits)), float(loss(labels, logits)), rtol=1e-6
+    )
 
 
 def test_combined_loss_is_the_weighted_sum():
