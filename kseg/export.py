@@ -27,7 +27,9 @@ def _check_size(name, value):
         value = (value, value)
     value = tuple(value)
     if len(value) != 2 or not all(isinstance(v, int) and v > 0 for v in value):
-        raise ValueError(f"`{name}` must be a positive int or a pair of them. Received: {name}={value!r}")
+        raise ValueError(
+            f"`{name}` must be a positive int or a pair of them. Received: {name}={value!r}"
+        )
     return value
 
 
@@ -56,7 +58,9 @@ def serving_function(model, *, include_probabilities=True, input_size=None, size
     """
     input_size = _check_size("input_size", input_size)
     if size_divisor is not None and (not isinstance(size_divisor, int) or size_divisor < 1):
-        raise ValueError(f"`size_divisor` must be a positive int. Received: size_divisor={size_divisor!r}")
+        raise ValueError(
+            f"`size_divisor` must be a positive int. Received: size_divisor={size_divisor!r}"
+        )
     if input_size is not None and size_divisor is not None:
         raise ValueError(
             "Give either `input_size` or `size_divisor`, not both. "
@@ -66,7 +70,9 @@ def serving_function(model, *, include_probabilities=True, input_size=None, size
     def serve(images):
         images = tf.convert_to_tensor(images)
         if images.dtype != tf.uint8:
-            raise ValueError(f"The serving function takes uint8 images. Received: dtype={images.dtype.name}")
+            raise ValueError(
+                f"The serving function takes uint8 images. Received: dtype={images.dtype.name}"
+            )
         height, width = tf.shape(images)[1], tf.shape(images)[2]
         x = tf.cast(images, tf.float32)
         if input_size is not None:
@@ -89,7 +95,9 @@ def serving_function(model, *, include_probabilities=True, input_size=None, size
     return serve
 
 
-def saved_model(model, path, *, include_probabilities=True, input_size=None, size_divisor=None, verbose=False):
+def saved_model(
+    model, path, *, include_probabilities=True, input_size=None, size_divisor=None, verbose=False
+):
     """Write a SavedModel whose "serving_default" signature maps uint8 images to labels.
 
     Built on `keras.export.ExportArchive` (what `Model.export(format="tf_saved_model")` uses),
@@ -145,7 +153,7 @@ def tflite(
     size_divisor=None,
     optimize=False,
 ):
-    """Write a TFLite (LiteRT) flatbuffer with the same uint8-in, labels-out signature as `saved_model`.
+    """Write a TFLite (LiteRT) file with the uint8-in, labels-out signature of `saved_model`.
 
     The SavedModel written by `saved_model` is converted with `tf.lite.TFLiteConverter`; the
     "serving_default" signature keeps its dynamic batch, height and width (an interpreter resizes
@@ -173,7 +181,9 @@ def tflite(
     """
     path = Path(path)
     if path.suffix != ".tflite":
-        raise ValueError(f"The TFLite file name must end in '.tflite'. Received: path={str(path)!r}")
+        raise ValueError(
+            f"The TFLite file name must end in '.tflite'. Received: path={str(path)!r}"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         saved = saved_model(
             model,

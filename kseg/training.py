@@ -160,7 +160,8 @@ class WarmupPolynomialDecay(keras.optimizers.schedules.PolynomialDecay):
         )
         if not isinstance(warmup_steps, int) or warmup_steps < 0:
             raise ValueError(
-                f"`warmup_steps` must be a non-negative integer. Received: warmup_steps={warmup_steps!r}"
+                "`warmup_steps` must be a non-negative integer. "
+                f"Received: warmup_steps={warmup_steps!r}"
             )
         self.warmup_steps = warmup_steps
 
@@ -207,7 +208,9 @@ def poly_schedule(
         0.005359
     """
     if not isinstance(decay_steps, int) or decay_steps <= 0:
-        raise ValueError(f"`decay_steps` must be a positive integer. Received: decay_steps={decay_steps!r}")
+        raise ValueError(
+            f"`decay_steps` must be a positive integer. Received: decay_steps={decay_steps!r}"
+        )
     if warmup_steps:
         return WarmupPolynomialDecay(
             initial_learning_rate,
@@ -226,7 +229,9 @@ class _EpochBackup(keras.callbacks.BackupAndRestore):
     # `fit` would silently train from scratch again; keeping it makes the rerun a no-op and lets a
     # larger `epochs` continue the same run.
     def __init__(self, backup_dir):
-        super().__init__(backup_dir, save_freq="epoch", double_checkpoint=True, delete_checkpoint=False)
+        super().__init__(
+            backup_dir, save_freq="epoch", double_checkpoint=True, delete_checkpoint=False
+        )
 
 
 def make_callbacks(
@@ -273,7 +278,8 @@ def make_callbacks(
     """
     if checkpoint_format not in ("keras", "weights"):
         raise ValueError(
-            f"`checkpoint_format` must be 'keras' or 'weights'. Received: checkpoint_format={checkpoint_format!r}"
+            "`checkpoint_format` must be 'keras' or 'weights'. "
+            f"Received: checkpoint_format={checkpoint_format!r}"
         )
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -360,7 +366,9 @@ def compile_model(
         >>> model = kseg.training.compile_model(model, num_classes=3, learning_rate=0.01)
     """
     if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"`num_classes` must be a positive integer. Received: num_classes={num_classes!r}")
+        raise ValueError(
+            f"`num_classes` must be a positive integer. Received: num_classes={num_classes!r}"
+        )
     if isinstance(optimizer, str):
         name = optimizer.lower()
         if name == "sgd":
@@ -379,7 +387,9 @@ def compile_model(
                 f"Received: optimizer={optimizer!r}"
             )
     if loss is None:
-        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=ignore_label)
+        loss = keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True, ignore_class=ignore_label
+        )
     if metrics is None:
         metrics = [
             keras.metrics.MeanIoU(
@@ -409,7 +419,7 @@ def fit(
     verbose="auto",
     **fit_kwargs,
 ):
-    """Train a compiled model with checkpoints, logs and crash recovery; rerun the same call to resume.
+    """Train a compiled model with checkpoints, logs and crash recovery; rerun the call to resume.
 
     Builds `make_callbacks(run_dir, ...)`, appends `callbacks`, and calls `model.fit`. If an
     earlier call with the same `run_dir` was interrupted, the backup restores the weights,
@@ -419,8 +429,9 @@ def fit(
 
     Args:
         model: a compiled `keras.Model` (see `compile_model`).
-        train_ds: training data, typically a `tf.data.Dataset` of (image, mask) batches.
-        val_ds: optional validation data.
+        train_ds: training data: a `tf.data.Dataset` of (images, masks) batches, or an
+            (images, masks) tuple of arrays (then pass `batch_size`).
+        val_ds: optional validation data of the same kinds.
         epochs: total number of epochs of the run (not the number still to do).
         run_dir: directory for backups, checkpoints and logs.
         steps_per_epoch: steps per epoch; needed for repeated (infinite) datasets.
@@ -434,7 +445,9 @@ def fit(
         The `keras.callbacks.History` of this call (only the epochs it ran).
 
     Example:
-        >>> history = kseg.training.fit(model, train_ds, val_ds, epochs=30, run_dir="runs/camvid")  # doctest: +SKIP
+        >>> history = kseg.training.fit(  # doctest: +SKIP
+        ...     model, train_ds, val_ds, epochs=30, run_dir="runs/camvid"
+        ... )
     """
     if not getattr(model, "compiled", False) or model.optimizer is None:
         raise ValueError(
@@ -450,11 +463,15 @@ def fit(
         tensorboard=tensorboard,
         backup=backup,
     ) + list(callbacks or [])
+    targets = None
+    if isinstance(train_ds, tuple) and len(train_ds) == 2:
+        train_ds, targets = train_ds
     if isinstance(train_ds, tf.data.Dataset):
         # A tf.data pipeline shuffles itself; Keras would only warn that it ignores shuffle=True.
         fit_kwargs.setdefault("shuffle", False)
     return model.fit(
         train_ds,
+        targets,
         validation_data=val_ds,
         epochs=epochs,
         steps_per_epoch=steps_per_epoch,

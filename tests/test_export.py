@@ -29,7 +29,10 @@ def tiny_model(input_shape=(None, None, 3), downsample=False, upsample=False):
     if upsample:
         x = keras.layers.UpSampling2D()(x)
     logits = keras.layers.Conv2D(
-        NUM_CLASSES, 1, dtype="float32", kernel_initializer=init,
+        NUM_CLASSES,
+        1,
+        dtype="float32",
+        kernel_initializer=init,
         bias_initializer=keras.initializers.RandomNormal(seed=2),
     )(x)
     return keras.Model(inputs, logits)
@@ -74,7 +77,9 @@ def test_saved_model_serves_uint8_of_any_size(tmp_path):
 
 
 def test_saved_model_without_probabilities(tmp_path):
-    serving = _serving(export.saved_model(tiny_model(), tmp_path / "sm", include_probabilities=False))
+    serving = _serving(
+        export.saved_model(tiny_model(), tmp_path / "sm", include_probabilities=False)
+    )
     outputs = serving(images=tf.constant(_images((1, 8, 8, 3))))
     assert set(outputs) == {"labels"}
 
@@ -152,7 +157,9 @@ def test_serving_function_rejects_bad_arguments():
 def test_keras_file_round_trip_in_safe_mode(tmp_path):
     model = tiny_model(upsample=True)
     # Move the BatchNormalization statistics off their initial values so they are checked too.
-    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     images = _images((2, 16, 16, 3)).astype("float32")
     model.fit(images, np.zeros((2, 16, 16), "int32"), epochs=1, verbose=0)
     path = tmp_path / "model.keras"
@@ -160,7 +167,9 @@ def test_keras_file_round_trip_in_safe_mode(tmp_path):
     restored = keras.saving.load_model(path, safe_mode=True)
     for shape in [(1, 16, 16, 3), (2, 12, 20, 3)]:
         x = _images(shape, seed=5).astype("float32")
-        np.testing.assert_allclose(restored.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+        np.testing.assert_allclose(
+            restored.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6
+        )
 
 
 def _tflite_interpreter(path):
@@ -169,7 +178,9 @@ def _tflite_interpreter(path):
     except ImportError:
         Interpreter = getattr(tf.lite, "Interpreter", None)
     if Interpreter is None:
-        pytest.skip("no TFLite interpreter: neither ai_edge_litert nor tf.lite.Interpreter is available")
+        pytest.skip(
+            "no TFLite interpreter: neither ai_edge_litert nor tf.lite.Interpreter is available"
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return Interpreter(model_path=str(path))

@@ -1,4 +1,3 @@
-import importlib.util
 import json
 import math
 import os
@@ -30,11 +29,16 @@ def tiny_model(seed=0):
     inputs = keras.Input((None, None, 3))
     x = keras.layers.Rescaling(1.0 / 255)(inputs)
     x = keras.layers.Conv2D(
-        4, 3, padding="same", activation="relu",
+        4,
+        3,
+        padding="same",
+        activation="relu",
         kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
     )(x)
     logits = keras.layers.Conv2D(
-        NUM_CLASSES, 1, dtype="float32",
+        NUM_CLASSES,
+        1,
+        dtype="float32",
         kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 1),
     )(x)
     return keras.Model(inputs, logits)
@@ -137,7 +141,9 @@ def test_poly_schedule_with_warmup_and_end_rate():
 
 @pytest.mark.parametrize("warmup_steps", [0, 5])
 def test_poly_schedule_serializes(warmup_steps):
-    schedule = training.poly_schedule(0.01, 40, power=0.8, end_learning_rate=1e-3, warmup_steps=warmup_steps)
+    schedule = training.poly_schedule(
+        0.01, 40, power=0.8, end_learning_rate=1e-3, warmup_steps=warmup_steps
+    )
     config = keras.optimizers.schedules.serialize(schedule)
     restored = keras.optimizers.schedules.deserialize(json.loads(json.dumps(config)))
     assert type(restored) is type(schedule)
@@ -147,7 +153,8 @@ def test_poly_schedule_serializes(warmup_steps):
 
 def test_poly_schedule_survives_keras_file(tmp_path):
     model = training.compile_model(
-        tiny_model(), num_classes=NUM_CLASSES,
+        tiny_model(),
+        num_classes=NUM_CLASSES,
         learning_rate=training.poly_schedule(0.01, 40, warmup_steps=4),
     )
     _one_step_loss(model)
@@ -262,7 +269,9 @@ class _RestartProbe(keras.callbacks.Callback):
 
 def _compiled(seed):
     return training.compile_model(
-        tiny_model(seed), num_classes=NUM_CLASSES, optimizer="adam",
+        tiny_model(seed),
+        num_classes=NUM_CLASSES,
+        optimizer="adam",
         learning_rate=training.poly_schedule(0.01, decay_steps=12),
     )
 
@@ -272,12 +281,20 @@ def _assert_resumed(run_dir, crashed_epoch, epochs=4, steps=3):
     fresh = [w.copy() for w in model.get_weights()]
     probe = _RestartProbe()
     history = training.fit(
-        model, tiny_dataset(), tiny_dataset(), epochs=epochs, run_dir=run_dir,
-        tensorboard=False, verbose=0, callbacks=[probe],
+        model,
+        tiny_dataset(),
+        tiny_dataset(),
+        epochs=epochs,
+        run_dir=run_dir,
+        tensorboard=False,
+        verbose=0,
+        callbacks=[probe],
     )
     assert probe.first_epoch == crashed_epoch > 0
     assert history.epoch == list(range(crashed_epoch, epochs))
-    checkpointed = keras.saving.load_model(run_dir / "checkpoints" / f"epoch_{crashed_epoch:03d}.keras")
+    checkpointed = keras.saving.load_model(
+        run_dir / "checkpoints" / f"epoch_{crashed_epoch:03d}.keras"
+    )
     for restored, saved, initial in zip(probe.weights, checkpointed.get_weights(), fresh):
         np.testing.assert_array_equal(restored, saved)
         assert not np.array_equal(restored, initial)
@@ -295,15 +312,23 @@ def test_fit_resumes_after_exception_mid_epoch(tmp_path):
     run_dir = tmp_path / "run"
     with pytest.raises(RuntimeError, match="simulated crash"):
         training.fit(
-            _compiled(seed=0), tiny_dataset(), tiny_dataset(), epochs=4, run_dir=run_dir,
-            tensorboard=False, verbose=0, callbacks=[_CrashAt(epoch=2, batch=1)],
+            _compiled(seed=0),
+            tiny_dataset(),
+            tiny_dataset(),
+            epochs=4,
+            run_dir=run_dir,
+            tensorboard=False,
+            verbose=0,
+            callbacks=[_CrashAt(epoch=2, batch=1)],
         )
     model = _assert_resumed(run_dir, crashed_epoch=2)
 
     # Rerunning a finished run trains nothing and leaves the weights alone.
     final = model.get_weights()
     again = _compiled(seed=11)
-    history = training.fit(again, tiny_dataset(), epochs=4, run_dir=run_dir, tensorboard=False, verbose=0)
+    history = training.fit(
+        again, tiny_dataset(), epochs=4, run_dir=run_dir, tensorboard=False, verbose=0
+    )
     assert history.epoch == []
     for a, b in zip(again.get_weights(), final):
         np.testing.assert_array_equal(a, b)
@@ -317,7 +342,8 @@ def test_fit_resumes_after_sigkill(tmp_path):
         "import importlib.util, sys\n"
         f"spec = importlib.util.spec_from_file_location('helpers', {str(Path(__file__))!r})\n"
         "helpers = importlib.util.module_from_spec(spec); spec.loader.exec_module(helpers)\n"
-        "helpers.training.fit(helpers._compiled(seed=0), helpers.tiny_dataset(), helpers.tiny_dataset(),\n"
+        "data = helpers.tiny_dataset()\n"
+        "helpers.training.fit(helpers._compiled(seed=0), data, data,\n"
         f"    epochs=4, run_dir=helpers.Path({str(run_dir)!r}), tensorboard=False, verbose=0,\n"
         f"    callbacks=[helpers._HangAt(epoch=1, batch=1, marker={str(marker)!r})])\n"
     )
@@ -327,7 +353,9 @@ def test_fit_resumes_after_sigkill(tmp_path):
         deadline = time.monotonic() + 300
         while not marker.exists():
             if process.poll() is not None:
-                pytest.fail(f"training script ended early: {process.stderr.read().decode()[-2000:]}")
+                pytest.fail(
+                    f"training script ended early: {process.stderr.read().decode()[-2000:]}"
+                )
             if time.monotonic() > deadline:
                 pytest.fail("training script never reached the kill point")
             time.sleep(0.2)
