@@ -141,7 +141,9 @@ def AlignedXception65(
     (2, 2)
     """
     if output_stride not in (8, 16, 32):
-        raise ValueError(f"`output_stride` must be 8, 16 or 32. Received: output_stride={output_stride!r}")
+        raise ValueError(
+            f"`output_stride` must be 8, 16 or 32. Received: output_stride={output_stride!r}"
+        )
     multi_grid = tuple(multi_grid)
     if len(multi_grid) != 3 or not all(isinstance(r, int) and r >= 1 for r in multi_grid):
         raise ValueError(

@@ -25,8 +25,8 @@ def _square(pair, what, layer):
 
 
 def _own_stride(layer):
-    if isinstance(layer, _UNTRACEABLE) or isinstance(layer, keras.Model):
-        raise ValueError(
+    if isinstance(layer, (*_UNTRACEABLE, keras.Model)):
+        raise TypeError(
             f"Cannot trace feature strides through layer {layer.name!r} of type "
             f"{type(layer).__name__}: only 2D convolutions, pooling and stride-preserving "
             "layers are supported."
@@ -119,12 +119,13 @@ def _validate(output_stride, multi_grid):
         raise ValueError(
             f"`output_stride` must be a positive power of two. Received: output_stride={output_stride!r}"
         )
-    if multi_grid is not None:
-        if not multi_grid or not all(isinstance(r, int) and r >= 1 for r in multi_grid):
-            raise ValueError(
-                f"`multi_grid` must be a non-empty sequence of positive integers. "
-                f"Received: multi_grid={multi_grid!r}"
-            )
+    if multi_grid is not None and (
+        not multi_grid or not all(isinstance(r, int) and r >= 1 for r in multi_grid)
+    ):
+        raise ValueError(
+            f"`multi_grid` must be a non-empty sequence of positive integers. "
+            f"Received: multi_grid={multi_grid!r}"
+        )
 
 
 def dilate(model, output_stride, multi_grid=None):

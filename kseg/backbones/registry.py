@@ -3,7 +3,7 @@
 import dataclasses
 import math
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 
@@ -66,9 +66,7 @@ _BACKBONES = {
         for variant in range(8)
     },
     # DeepLab feeds its Xception inputs scaled to [-1, 1].
-    "xception65": _BackboneSpec(
-        AlignedXception65, "tf", native_output_stride=True, imagenet=False
-    ),
+    "xception65": _BackboneSpec(AlignedXception65, "tf", native_output_stride=True, imagenet=False),
     "tiny": _BackboneSpec(_tiny, "tf", imagenet=False),
 }
 

@@ -46,9 +46,7 @@ def _resnet_v2_taps(depth):
 
 
 def _efficientnet_taps(variant):
-    repeats = [
-        int(math.ceil(_EFFICIENTNET_DEPTH[variant] * r)) for r in _EFFICIENTNET_B0_REPEATS
-    ]
+    repeats = [math.ceil(_EFFICIENTNET_DEPTH[variant] * r) for r in _EFFICIENTNET_B0_REPEATS]
 
     def last_block_output(stage):
         count = repeats[stage - 1]

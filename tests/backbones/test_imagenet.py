@@ -67,8 +67,8 @@ def test_imagenet_backbone_matches_keras_application(name, offline_keras_cache):
     )
     expected = taps(preprocess_input(images.copy()))
     assert sorted(features) == sorted(expected)
-    for key in features:
-        np.testing.assert_allclose(features[key], np.asarray(expected[key]), rtol=1e-4, atol=1e-4)
+    for key, value in features.items():
+        np.testing.assert_allclose(value, np.asarray(expected[key]), rtol=1e-4, atol=1e-4)
 
     scratch = kseg.backbones.get_backbone(name, weights=None, **kwargs)
     assert not np.allclose(np.asarray(scratch(images)["P5"]), features["P5"], atol=1e-2)

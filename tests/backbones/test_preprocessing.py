@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import kseg.backbones
+import kseg.testing
 from kseg.backbones import registry
 from kseg.backbones.preprocessing import ImagePreprocessing
 
@@ -19,10 +20,7 @@ REFERENCE_PREPROCESSING = {
     "xception": keras.applications.xception.preprocess_input,
     "mobilenet": keras.applications.mobilenet.preprocess_input,
     "mobilenetv2": keras.applications.mobilenet_v2.preprocess_input,
-    **{
-        f"efficientnetb{v}": keras.applications.efficientnet.preprocess_input
-        for v in range(8)
-    },
+    **{f"efficientnetb{v}": keras.applications.efficientnet.preprocess_input for v in range(8)},
 }
 
 
@@ -72,19 +70,10 @@ def test_backbone_applies_preprocessing_as_first_layer():
         np.testing.assert_allclose(np.asarray(with_layer[key]), np.asarray(by_hand[key]), atol=1e-5)
 
 
-def test_config_round_trip_and_safe_mode_reload(tmp_path):
-    layer = ImagePreprocessing("torch", name="norm")
-    config = layer.get_config()
-    assert config["mode"] == "torch"
-    assert ImagePreprocessing.from_config(config).get_config() == config
-
-    inputs = keras.Input((None, None, 3))
-    model = keras.Model(inputs, ImagePreprocessing("caffe")(inputs))
-    path = tmp_path / "preprocessing.keras"
-    model.save(path)
-    reloaded = keras.saving.load_model(path, safe_mode=True)
-    images = _images()
-    np.testing.assert_allclose(np.asarray(reloaded(images)), np.asarray(model(images)))
+@pytest.mark.parametrize("mode", ["tf", "torch", "caffe", "none"])
+def test_layer_contract(mode):
+    out = kseg.testing.run_layer_test(ImagePreprocessing, {"mode": mode}, (2, 5, 7, 3))
+    assert out.shape == (2, 5, 7, 3)
 
 
 def test_symbolic_shape_with_unknown_size():

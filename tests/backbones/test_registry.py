@@ -21,10 +21,24 @@ EXPECTED_NAMES = {
     "tiny",
 }
 # The cheapest member of every family, checked on every run.
-CHEAP = ["tiny", "vgg16", "resnet50", "resnet50v2", "xception", "mobilenet", "mobilenetv2",
-         "efficientnetb0", "xception65"]
-LARGER = ["resnet101", "resnet152", "resnet101v2", "resnet152v2",
-          *(f"efficientnetb{v}" for v in range(1, 8))]
+CHEAP = [
+    "tiny",
+    "vgg16",
+    "resnet50",
+    "resnet50v2",
+    "xception",
+    "mobilenet",
+    "mobilenetv2",
+    "efficientnetb0",
+    "xception65",
+]
+LARGER = [
+    "resnet101",
+    "resnet152",
+    "resnet101v2",
+    "resnet152v2",
+    *(f"efficientnetb{v}" for v in range(1, 8)),
+]
 # keras.applications.Xception's stem uses two unpadded 3x3 convolutions, so its sizes fall
 # short of H / stride by a few pixels; every other network pads to ceil(H / stride).
 UNPADDED_STEM = {"xception"}
@@ -93,7 +107,10 @@ def test_forward_pass_on_dynamic_input():
     assert isinstance(features, dict)
     for entry in backbone.feature_info:
         assert tuple(features[entry["key"]].shape) == (
-            2, 64 // entry["stride"], 96 // entry["stride"], entry["channels"]
+            2,
+            64 // entry["stride"],
+            96 // entry["stride"],
+            entry["channels"],
         )
 
 
@@ -149,4 +166,3 @@ def test_saved_backbone_reloads_in_safe_mode(tmp_path):
     assert sorted(result) == sorted(expected) == ["P1", "P2", "P3"]
     for key in expected:
         np.testing.assert_allclose(np.asarray(result[key]), np.asarray(expected[key]), atol=1e-6)
-
