@@ -268,9 +268,15 @@ def augment_pair(
 
 
 def _pad_batch_to_multiple(images, masks, multiple, image_fill, ignore_label):
-    hw = tf.shape(images)[1:3]
-    target = (hw + multiple - 1) // multiple * multiple
-    pad = target - hw
+    static_hw = images.shape[1:3]
+    if static_hw.is_fully_defined():
+        # Python arithmetic keeps the batch shape static, which graph-mode models prefer.
+        pad = [-int(d) % multiple for d in static_hw]
+        if pad == [0, 0]:
+            return images, masks
+    else:
+        hw = tf.shape(images)[1:3]
+        pad = (hw + multiple - 1) // multiple * multiple - hw
     fill = _fill_vector(image_fill, images.dtype)
     paddings = [[0, 0], [0, pad[0]], [0, pad[1]]]
     images = tf.pad(images - fill, paddings + [[0, 0]]) + fill

@@ -245,16 +245,15 @@ def scan_pairs(
 
 def assert_valid_example(image, mask, num_classes, ignore_label, source: str):
     """In-graph checks for tensor datasets: equal sizes and labels in range, naming `source`."""
+    image_hw, mask_hw = tf.shape(image)[:2], tf.shape(mask)[:2]
     checks = [
-        tf.debugging.assert_equal(
-            tf.shape(image)[:2],
-            tf.shape(mask)[:2],
-            message=f"Image and mask sizes differ in {source}",
-            data=[
-                tf.constant("image (H, W):"),
-                tf.shape(image)[:2],
-                "mask (H, W):",
-                tf.shape(mask)[:2],
+        tf.debugging.Assert(
+            tf.reduce_all(tf.equal(image_hw, mask_hw)),
+            [
+                f"Image and mask sizes differ in {source}: image (H, W) =",
+                image_hw,
+                "mask (H, W) =",
+                mask_hw,
             ],
         )
     ]
