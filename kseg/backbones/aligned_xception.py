@@ -34,6 +34,11 @@ class _StridePlan:
         return stride, 1
 
 
+def _single(tensors):
+    # A one-element list of inputs would make Keras expect a list when the model is called.
+    return tensors[0] if len(tensors) == 1 else tensors
+
+
 def _separable_conv(x, filters, stride, rate, name):
     # Strided convolutions pad explicitly and symmetrically (DeepLab's `fixed_padding`), so
     # output pixel i sees input pixels centred on 2i for any input size: the "aligned" part,
@@ -164,7 +169,7 @@ def AlignedXception65(
         unit_rates = multi_grid if block_name == "exit_flow_block2" else (1, 1, 1)
         x = _xception_block(x, widths, shortcut, stride, rate, unit_rates, name=block_name)
 
-    source = keras.utils.get_source_inputs(inputs) if input_tensor is not None else inputs
+    source = inputs if input_tensor is None else _single(keras.utils.get_source_inputs(inputs))
     model = keras.Model(source, x, name=name)
     if weights is not None:
         model.load_weights(weights)

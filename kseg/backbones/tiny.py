@@ -5,6 +5,11 @@ import keras
 TINY_WIDTHS = (8, 16, 24, 32, 48)
 
 
+def _single(tensors):
+    # A one-element list of inputs would make Keras expect a list when the model is called.
+    return tensors[0] if len(tensors) == 1 else tensors
+
+
 def TinyBackbone(input_tensor=None, input_shape=(None, None, 3), widths=TINY_WIDTHS, name="tiny"):
     """Builds a plain five-stage Conv-BN-ReLU network, one stride-2 stage per pyramid level.
 
@@ -41,5 +46,5 @@ def TinyBackbone(input_tensor=None, input_shape=(None, None, 3), widths=TINY_WID
             )(x)
             x = keras.layers.BatchNormalization(name=f"{prefix}_bn")(x)
             x = keras.layers.ReLU(name=f"{prefix}_relu")(x)
-    source = keras.utils.get_source_inputs(inputs) if input_tensor is not None else inputs
+    source = inputs if input_tensor is None else _single(keras.utils.get_source_inputs(inputs))
     return keras.Model(source, x, name=name)
