@@ -1,3 +1,20 @@
-"""kseg: classic image-segmentation architectures for Keras 3 on TensorFlow."""
+"""kseg: classic image-segmentation architectures for Keras 3 on TensorFlow.
+
+Example:
+    >>> import kseg
+    >>> model = kseg.models.DeepLabV3Plus(num_classes=21, backbone="mobilenetv2", alpha=0.35)
+"""
 
 __version__ = "0.1.0"
+
+try:
+    import tensorflow as _tensorflow  # noqa: F401
+except ImportError as error:  # pragma: no cover - depends on the installation
+    raise ImportError(
+        "kseg needs TensorFlow, which comes through an extra: pip install 'kseg[cpu]' on a "
+        "machine without an NVIDIA GPU, 'kseg[gpu]' on Linux with one, or 'kseg[tf]' elsewhere."
+    ) from error
+
+from kseg import backbones, layers, losses, metrics, models, testing  # noqa: E402
+
+__all__ = ["backbones", "layers", "losses", "metrics", "models", "testing", "__version__"]
