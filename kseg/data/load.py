@@ -104,7 +104,8 @@ def load_dataset(source, split: str = "train", *, with_info: bool = False, **kwa
         info = tfds_info(name, **{k: kwargs[k] for k in info_keys if k in kwargs})
         ds = tfds_dataset(name, split, **kwargs)
     elif kind == "voc":
-        ds, info = voc_dataset(source, split, **kwargs), voc_info()
+        ds = voc_dataset(source, split, **kwargs)
+        info = voc_info(kwargs.get("ignore_label", 255))
     elif kind == "camvid":
         ds = camvid_dataset(source, split, **kwargs)
         info = camvid_info(kwargs.get("ignore_label", 255))

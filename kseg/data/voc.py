@@ -64,7 +64,7 @@ def voc_colormap(size: int = 256) -> np.ndarray:
     return colours.astype(np.uint8)
 
 
-def voc_info() -> DatasetInfo:
+def voc_info(ignore_label: int = 255) -> DatasetInfo:
     """Class names, palette and ignore label of PASCAL VOC segmentation.
 
     Example:
@@ -73,7 +73,7 @@ def voc_info() -> DatasetInfo:
     21
     """
     palette = tuple(tuple(int(c) for c in row) for row in voc_colormap(VOC_NUM_CLASSES))
-    return DatasetInfo(VOC_NUM_CLASSES, VOC_CLASS_NAMES, 255, palette)
+    return DatasetInfo(VOC_NUM_CLASSES, VOC_CLASS_NAMES, ignore_label, palette)
 
 
 def find_voc_root(root) -> Path:
@@ -105,6 +105,7 @@ def voc_dataset(
     split: str = "train",
     *,
     mask_dir: str = "SegmentationClass",
+    ignore_label: int = 255,
     validate: str = "header",
     shuffle_files: bool = False,
     seed: int | None = None,
@@ -123,13 +124,14 @@ def voc_dataset(
             "trainval", or e.g. "train_aug" for the SBD-augmented list).
         mask_dir: folder of masks beside `JPEGImages/` (e.g. "SegmentationClassAug" for
             grayscale SBD-augmented masks).
+        ignore_label: label given to the boundary value 255.
         validate: "header", "full" or "none"; see `kseg.data.paired_files_dataset`.
         shuffle_files: reshuffle the file order each epoch.
         seed: seed of that shuffle.
 
     Returns:
         A `tf.data.Dataset` of `(image, mask)`: float32 `(H, W, 3)` in [0, 255], int32
-        `(H, W)` with values in 0..20 and 255.
+        `(H, W)` with values in 0..20 and `ignore_label`.
 
     Example:
 
@@ -147,7 +149,8 @@ def voc_dataset(
         image_paths,
         mask_paths,
         num_classes=VOC_NUM_CLASSES,
-        ignore_label=255,
+        ignore_label=ignore_label,
+        label_map={255: ignore_label} if ignore_label != 255 else None,
         validate=validate,
         shuffle_files=shuffle_files,
         seed=seed,

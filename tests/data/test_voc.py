@@ -93,3 +93,9 @@ def test_voc_missing_mask_names_the_sample(tmp_path, rng, files):
 def test_not_a_voc_folder(tmp_path):
     with pytest.raises(DatasetError, match="JPEGImages"):
         voc_dataset(tmp_path, "train")
+
+
+def test_voc_other_ignore_label(tmp_path, rng, files):
+    truth = _voc_tree(files, tmp_path, rng, {"train": ["a"]})
+    ((_, mask),) = list(voc_dataset(tmp_path, "train", ignore_label=21).as_numpy_iterator())
+    np.testing.assert_array_equal(mask, np.where(truth["a"] == 255, 21, truth["a"]))
