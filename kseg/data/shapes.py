@@ -197,7 +197,8 @@ def render_shapes_sample(
         image_size: int or `(height, width)`, at least 48.
         max_objects: at most this many shapes (at least one).
         size_range: shape radius range as a fraction of the shorter image side; the defaults
-            give circles 26-56 px across in a 128 px image, polygons of similar area.
+            give circles 26-56 px across in a 128 px image (13-28 px at 64 px), polygons of
+            comparable area.
 
     Returns:
         A `ShapesSample`.
@@ -224,8 +225,8 @@ def render_shapes_sample(
     for _ in range(int(rng.integers(1, max_objects + 1))):
         kind = int(rng.integers(1, len(SHAPES_CLASS_NAMES)))
         radius = rng.uniform(low, high) * side
-        # Scale the polygons up so that every class covers roughly a circle's area at the same
-        # nominal size (a triangle inscribed in a circle fills only 41 % of it).
+        # Enlarge the polygons so their areas come closer to a circle's of the same nominal
+        # size (a triangle inscribed in a circle fills only 41 % of it, a star 42 %).
         radius *= _AREA_SCALE[kind]
         angle = rng.uniform(0.0, 2.0 * math.pi)
         for _ in range(_PLACEMENT_TRIES):
