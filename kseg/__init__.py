@@ -15,6 +15,31 @@ except ImportError as error:  # pragma: no cover - depends on the installation
         "machine without an NVIDIA GPU, 'kseg[gpu]' on Linux with one, or 'kseg[tf]' elsewhere."
     ) from error
 
-from kseg import backbones, layers, losses, metrics, models, testing  # noqa: E402
+from kseg import (  # noqa: E402
+    backbones,
+    data,
+    evaluation,
+    export,
+    layers,
+    losses,
+    metrics,
+    models,
+    testing,
+    training,
+    viz,
+)
 
-__all__ = ["backbones", "layers", "losses", "metrics", "models", "testing", "__version__"]
+__all__ = [
+    "backbones",
+    "data",
+    "evaluation",
+    "export",
+    "layers",
+    "losses",
+    "metrics",
+    "models",
+    "testing",
+    "training",
+    "viz",
+    "__version__",
+]

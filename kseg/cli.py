@@ -1,0 +1,442 @@
+"""The `kseg` command line: demo, train, evaluate, predict, export, list.
+
+Flags map onto builder arguments: `--backbone`, `--output-stride`, `--backbone-weights`, and any
+other builder keyword through `--model-arg NAME=VALUE` (e.g. `--model-arg alpha=0.35`).
+"""
+
+import argparse
+import ast
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _parse_model_args(pairs):
+    kwargs = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise SystemExit(f"--model-arg takes NAME=VALUE. Received: {pair!r}")
+        name, value = pair.split("=", 1)
+        try:
+            kwargs[name.strip()] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            kwargs[name.strip()] = value
+    return kwargs
+
+
+def _size(text):
+    parts = [int(p) for p in text.replace("x", ",").split(",")]
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) < 1:
+        raise argparse.ArgumentTypeError(f"expected SIZE or HEIGHT,WIDTH. Received: {text!r}")
+    return tuple(parts)
+
+
+def _load(source, split, resize, **kwargs):
+    import kseg.data
+
+    dataset, info = kseg.data.load_dataset(source, split, with_info=True, **kwargs)
+    if resize is not None:
+        dataset = dataset.map(lambda image, mask: kseg.data.resize_pair(image, mask, resize))
+    return dataset, info
+
+
+def _model_arguments(args, num_classes):
+    kwargs = {"num_classes": num_classes}
+    if args.backbone:
+        kwargs["backbone"] = args.backbone
+    if args.backbone_weights:
+        kwargs["backbone_weights"] = args.backbone_weights
+    if args.output_stride:
+        kwargs["output_stride"] = args.output_stride
+    kwargs.update(_parse_model_args(args.model_arg))
+    return kwargs
+
+
+def _loss(name, num_classes, ignore_label):
+    import kseg.losses
+
+    cross_entropy = kseg.losses.SegmentationCrossEntropy(ignore_label=ignore_label)
+    choices = {
+        "ce": cross_entropy,
+        "focal": kseg.losses.FocalLoss(ignore_label=ignore_label),
+        "dice": kseg.losses.DiceLoss(num_classes, ignore_label=ignore_label),
+        "ce+dice": kseg.losses.CombinedLoss(
+            [cross_entropy, kseg.losses.DiceLoss(num_classes, ignore_label=ignore_label)],
+            [1.0, 1.0],
+        ),
+    }
+    return choices[name]
+
+
+def train_model(
+    *,
+    train_ds,
+    val_ds,
+    num_classes,
+    model_name,
+    model_kwargs,
+    run_dir,
+    epochs,
+    steps_per_epoch,
+    learning_rate,
+    optimizer,
+    loss,
+    ignore_label,
+    batchnorm_momentum=None,
+    jit_compile=False,
+    verbose="auto",
+):
+    """Builds, compiles and trains a registered model with kseg's resumable `fit`."""
+    import kseg.metrics
+    import kseg.models
+    import kseg.training
+
+    model = kseg.models.get_model(model_name, **model_kwargs)
+    if batchnorm_momentum is not None:
+        kseg.training.set_batchnorm_momentum(model, batchnorm_momentum)
+    schedule = kseg.training.poly_schedule(learning_rate, epochs * steps_per_epoch, power=0.9)
+    kseg.training.compile_model(
+        model,
+        num_classes=num_classes,
+        optimizer=optimizer,
+        learning_rate=schedule,
+        loss=_loss(loss, num_classes, ignore_label),
+        metrics=[kseg.metrics.MeanIoU(num_classes, ignore_label=ignore_label, name="mean_iou")],
+        ignore_label=ignore_label,
+        jit_compile=jit_compile,
+    )
+    history = kseg.training.fit(
+        model,
+        train_ds.repeat(),
+        val_ds,
+        epochs=epochs,
+        run_dir=run_dir,
+        steps_per_epoch=steps_per_epoch,
+        verbose=verbose,
+    )
+    model.save(Path(run_dir) / "model.keras")
+    return model, history
+
+
+def _print_scores(scores, class_names):
+    names = class_names or [str(i) for i in range(len(scores["iou"]))]
+    width = max(len(n) for n in names)
+    for name, iou in zip(names, scores["iou"]):
+        print(f"  {name:{width}s}  IoU {iou:.4f}")
+    print(
+        f"mean IoU {scores['mean_iou']:.4f}  pixel accuracy {scores['pixel_accuracy']:.4f}  "
+        f"mean accuracy {scores['mean_accuracy']:.4f}"
+    )
+
+
+def _write_scores(path, scores, class_names):
+    record = {
+        key: (value.tolist() if hasattr(value, "tolist") else value)
+        for key, value in scores.items()
+    }
+    record["class_names"] = list(class_names) if class_names else None
+    Path(path).write_text(json.dumps(record, indent=2, allow_nan=True))
+
+
+def cmd_demo(args):
+    """Trains DeepLabV3+ on the built-in shapes data and reports validation mIoU."""
+    import numpy as np
+
+    import kseg.data
+    import kseg.evaluation
+    import kseg.export
+    import kseg.training
+    import kseg.viz
+
+    policy = kseg.training.set_precision(args.precision)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    info = kseg.data.shapes_info()
+    print(
+        f"kseg demo: DeepLabV3+ ({args.backbone}, alpha {args.alpha}) on {args.train_samples} "
+        f"shapes images of {args.image_size}px, {args.epochs} epochs, precision {policy}"
+    )
+    train = kseg.data.make_pipeline(
+        kseg.data.shapes_dataset("train", args.train_samples, args.image_size, seed=args.seed),
+        args.batch_size,
+        crop_size=args.image_size,
+        scale_range=(0.75, 1.25),
+        jitter=False,
+        seed=args.seed,
+    )
+    val_source = kseg.data.shapes_dataset("val", args.val_samples, args.image_size, seed=args.seed)
+    val = kseg.data.make_pipeline(val_source, 50, augment=False)
+    steps = args.train_samples // args.batch_size
+    model, _ = train_model(
+        train_ds=train,
+        val_ds=val,
+        num_classes=info.num_classes,
+        model_name="deeplabv3plus",
+        model_kwargs={
+            "num_classes": info.num_classes,
+            "backbone": args.backbone,
+            "alpha": args.alpha,
+            "output_stride": 16,
+            "num_filters": args.num_filters,
+        },
+        run_dir=out / "run",
+        epochs=args.epochs,
+        steps_per_epoch=steps,
+        learning_rate=args.learning_rate,
+        optimizer="adam",
+        loss="ce",
+        ignore_label=info.ignore_label,
+        batchnorm_momentum=0.9,
+        verbose=2 if args.quiet_progress else "auto",
+    )
+    scores = kseg.evaluation.evaluate_model(model, val, info.num_classes)
+    _print_scores(scores, info.class_names)
+    _write_scores(out / "scores.json", scores, info.class_names)
+
+    images, masks = next(iter(val.unbatch().batch(4)))
+    predictions = np.argmax(model.predict(images, verbose=0), axis=-1)
+    panels = [
+        kseg.viz.overlay(image, prediction, info.palette)
+        for image, prediction in zip(images.numpy(), predictions)
+    ]
+    truth = [kseg.viz.overlay(image, mask, info.palette) for image, mask in zip(images.numpy(), masks.numpy())]
+    from PIL import Image
+
+    grid = np.concatenate([np.concatenate(panels, 1), np.concatenate(truth, 1)], 0)
+    Image.fromarray(grid).save(out / "overlay.png")
+    kseg.export.saved_model(model, out / "saved_model")
+    print(f"validation mIoU {scores['mean_iou']:.4f}")
+    print(f"wrote {out / 'overlay.png'} (top: prediction, bottom: ground truth), "
+          f"{out / 'saved_model'}, {out / 'run' / 'model.keras'}")
+    return scores
+
+
+def cmd_train(args):
+    """Trains a registered model on a dataset, resuming an interrupted run in the same folder."""
+    import kseg.data
+    import kseg.training
+
+    policy = kseg.training.set_precision(args.precision)
+    train_source, info = _load(args.data, args.train_split, args.resize)
+    val_source, _ = _load(args.data, args.val_split, args.resize)
+    num_classes = args.num_classes or info.num_classes
+    if num_classes is None:
+        raise SystemExit(f"the number of classes of {args.data!r} is unknown: pass --num-classes")
+    train = kseg.data.make_pipeline(
+        train_source, args.batch_size, crop_size=args.crop_size, seed=args.seed,
+        ignore_label=info.ignore_label,
+    )
+    val = kseg.data.make_pipeline(
+        val_source, args.val_batch_size, augment=False, ignore_label=info.ignore_label
+    )
+    steps = args.steps_per_epoch or max(1, sum(1 for _ in train_source) // args.batch_size)
+    print(f"training {args.model} on {args.data} ({num_classes} classes), precision {policy}, "
+          f"{args.epochs} epochs of {steps} steps, run folder {args.run_dir}")
+    model, _ = train_model(
+        train_ds=train,
+        val_ds=val,
+        num_classes=num_classes,
+        model_name=args.model,
+        model_kwargs=_model_arguments(args, num_classes),
+        run_dir=args.run_dir,
+        epochs=args.epochs,
+        steps_per_epoch=steps,
+        learning_rate=args.learning_rate,
+        optimizer=args.optimizer,
+        loss=args.loss,
+        ignore_label=info.ignore_label,
+        jit_compile=args.jit,
+    )
+    import kseg.evaluation
+
+    scores = kseg.evaluation.evaluate_model(model, val, num_classes, ignore_label=info.ignore_label)
+    _print_scores(scores, info.class_names)
+    _write_scores(Path(args.run_dir) / "scores.json", scores, info.class_names)
+
+
+def _load_model(path):
+    import keras
+
+    import kseg  # noqa: F401  (registers kseg's layers, losses and metrics)
+
+    if not Path(path).exists():
+        raise SystemExit(f"model file not found: {path}")
+    return keras.saving.load_model(path)
+
+
+def cmd_evaluate(args):
+    """Scores a saved model on a dataset split: per-class IoU, mIoU, accuracies."""
+    import kseg.data
+    import kseg.evaluation
+
+    model = _load_model(args.model)
+    source, info = _load(args.data, args.split, args.resize)
+    num_classes = args.num_classes or info.num_classes or int(model.output.shape[-1])
+    val = kseg.data.make_pipeline(source, args.batch_size, augment=False, ignore_label=info.ignore_label)
+    scores = kseg.evaluation.evaluate_model(model, val, num_classes, ignore_label=info.ignore_label)
+    _print_scores(scores, info.class_names)
+    if args.output:
+        _write_scores(args.output, scores, info.class_names)
+
+
+def _image_files(inputs):
+    suffixes = {".png", ".jpg", ".jpeg", ".bmp"}
+    files = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise SystemExit(f"input not found: {item}")
+    if not files:
+        raise SystemExit(f"no images found in {', '.join(inputs)}")
+    return files
+
+
+def cmd_predict(args):
+    """Writes a label PNG and a colour overlay for every input image."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+    from tqdm.auto import tqdm
+
+    import kseg.viz
+
+    model = _load_model(args.model)
+    num_classes = int(model.output.shape[-1])
+    palette = kseg.viz.CAMVID_PALETTE if args.palette == "camvid" else kseg.viz.palette(num_classes)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in tqdm(_image_files(args.inputs), desc="predicting", unit="image"):
+        try:
+            image = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
+        except (UnidentifiedImageError, OSError) as error:
+            raise SystemExit(f"cannot read image {path}: {error}") from None
+        labels = np.argmax(model.predict(image[None], verbose=0)[0], axis=-1).astype(np.uint8)
+        Image.fromarray(labels).save(out / f"{path.stem}_labels.png")
+        kseg.viz.save_overlay(out / f"{path.stem}_overlay.png", image, labels, palette=palette)
+    print(f"wrote predictions to {out}")
+
+
+def cmd_export(args):
+    """Exports a saved `.keras` model as a SavedModel serving uint8 images (and TFLite)."""
+    import kseg.export
+
+    model = _load_model(args.model)
+    path = kseg.export.saved_model(model, args.out)
+    print(f"wrote SavedModel {path} (signature serving_default: uint8 images -> labels, probabilities)")
+    if args.tflite:
+        print(f"wrote {kseg.export.tflite(model, args.tflite)}")
+
+
+def cmd_list(args):
+    """Lists the registered models and backbones."""
+    import kseg
+
+    print("models:    " + ", ".join(kseg.models.list_models()))
+    print("backbones: " + ", ".join(kseg.backbones.list_backbones()))
+
+
+def _add_model_flags(parser):
+    parser.add_argument("--model", default="deeplabv3plus", help="registered model name")
+    parser.add_argument("--backbone", help="backbone name (see `kseg list`)")
+    parser.add_argument("--backbone-weights", help="None, 'imagenet' or a weights file")
+    parser.add_argument("--output-stride", type=int, choices=(8, 16, 32))
+    parser.add_argument("--model-arg", action="append", metavar="NAME=VALUE",
+                        help="any other builder argument, e.g. alpha=0.35 (repeatable)")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="kseg", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help=cmd_demo.__doc__, description=cmd_demo.__doc__)
+    demo.add_argument("--out", default="runs/demo", help="output folder")
+    demo.add_argument("--epochs", type=int, default=12)
+    demo.add_argument("--train-samples", type=int, default=1600)
+    demo.add_argument("--val-samples", type=int, default=200)
+    demo.add_argument("--image-size", type=int, default=128)
+    demo.add_argument("--batch-size", type=int, default=16)
+    demo.add_argument("--backbone", default="mobilenetv2")
+    demo.add_argument("--alpha", type=float, default=0.35)
+    demo.add_argument("--num-filters", type=int, default=64, help="ASPP and decoder channels")
+    demo.add_argument("--learning-rate", type=float, default=5e-3)
+    demo.add_argument("--precision", default="float32",
+                      choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"))
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--quiet-progress", action="store_true", help="one line per epoch")
+    demo.set_defaults(handler=cmd_demo)
+
+    train = commands.add_parser("train", help=cmd_train.__doc__, description=cmd_train.__doc__)
+    train.add_argument("--data", required=True,
+                       help="'shapes', 'tfds:NAME', a VOC or CamVid root, or IMAGES,MASKS folders")
+    train.add_argument("--train-split", default="train")
+    train.add_argument("--val-split", default="val")
+    train.add_argument("--num-classes", type=int)
+    _add_model_flags(train)
+    train.add_argument("--epochs", type=int, default=30)
+    train.add_argument("--steps-per-epoch", type=int)
+    train.add_argument("--batch-size", type=int, default=8)
+    train.add_argument("--val-batch-size", type=int, default=1)
+    train.add_argument("--crop-size", type=_size, default=(512, 512), help="SIZE or HEIGHT,WIDTH")
+    train.add_argument("--resize", type=_size, help="resize every image first (HEIGHT,WIDTH)")
+    train.add_argument("--optimizer", default="sgd", choices=("sgd", "adam", "adamw"))
+    train.add_argument("--learning-rate", type=float, default=0.01)
+    train.add_argument("--loss", default="ce", choices=("ce", "focal", "dice", "ce+dice"))
+    train.add_argument("--precision", default="auto",
+                       choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"))
+    train.add_argument("--jit", action="store_true", help="compile the train step with XLA")
+    train.add_argument("--run-dir", default="runs/train",
+                       help="checkpoints, logs and model.keras; rerun to resume")
+    train.add_argument("--seed", type=int, default=0)
+    train.set_defaults(handler=cmd_train)
+
+    evaluate = commands.add_parser("evaluate", help=cmd_evaluate.__doc__,
+                                   description=cmd_evaluate.__doc__)
+    evaluate.add_argument("--model", required=True, help="a .keras file")
+    evaluate.add_argument("--data", required=True)
+    evaluate.add_argument("--split", default="val")
+    evaluate.add_argument("--num-classes", type=int)
+    evaluate.add_argument("--batch-size", type=int, default=1)
+    evaluate.add_argument("--resize", type=_size)
+    evaluate.add_argument("--output", help="write the scores as JSON")
+    evaluate.set_defaults(handler=cmd_evaluate)
+
+    predict = commands.add_parser("predict", help=cmd_predict.__doc__, description=cmd_predict.__doc__)
+    predict.add_argument("--model", required=True, help="a .keras file")
+    predict.add_argument("inputs", nargs="+", help="image files or folders")
+    predict.add_argument("--out", default="predictions")
+    predict.add_argument("--palette", default="voc", choices=("voc", "camvid"))
+    predict.set_defaults(handler=cmd_predict)
+
+    export = commands.add_parser("export", help=cmd_export.__doc__, description=cmd_export.__doc__)
+    export.add_argument("--model", required=True, help="a .keras file")
+    export.add_argument("--out", required=True, help="SavedModel folder")
+    export.add_argument("--tflite", help="also write a TFLite file here")
+    export.set_defaults(handler=cmd_export)
+
+    listing = commands.add_parser("list", help=cmd_list.__doc__, description=cmd_list.__doc__)
+    listing.set_defaults(handler=cmd_list)
+    return parser
+
+
+def main(argv=None):
+    """Entry point of the `kseg` command."""
+    args = build_parser().parse_args(argv)
+    import kseg.data
+
+    try:
+        return args.handler(args)
+    except kseg.data.DatasetError as error:
+        print(f"kseg: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()
