@@ -7,6 +7,12 @@ Example:
 
 __version__ = "0.1.0"
 
+import os as _os
+
+# TensorFlow's C++ start-up chatter (oneDNN, CPU features) buries kseg's own output; a value the
+# user has set is kept.
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 try:
     import tensorflow as _tensorflow  # noqa: F401
 except ImportError as error:  # pragma: no cover - depends on the installation
