@@ -36,9 +36,13 @@ def _size(text):
     return tuple(parts)
 
 
-def _load(source, split, resize, **kwargs):
+def _load(source, split, resize, num_classes=None):
     import kseg.data
 
+    kwargs = {}
+    if num_classes is not None and kseg.data.describe_source(source) == "folders":
+        # Plain folders declare no class count: given one, the loader checks every label.
+        kwargs["num_classes"] = num_classes
     dataset, info = kseg.data.load_dataset(source, split, with_info=True, **kwargs)
     if resize is not None:
         dataset = dataset.map(lambda image, mask: kseg.data.resize_pair(image, mask, resize))
@@ -177,13 +181,13 @@ def cmd_demo(args):
         val_ds=val,
         num_classes=info.num_classes,
         model_name="deeplabv3plus",
-        model_kwargs={
-            "num_classes": info.num_classes,
-            "backbone": args.backbone,
-            "alpha": args.alpha,
-            "output_stride": 16,
-            "num_filters": args.num_filters,
-        },
+        model_kwargs=dict(
+            num_classes=info.num_classes,
+            backbone=args.backbone,
+            output_stride=16,
+            num_filters=args.num_filters,
+            **({"alpha": args.alpha} if args.backbone.startswith("mobilenet") else {}),
+        ),
         run_dir=out / "run",
         epochs=args.epochs,
         steps_per_epoch=steps,
@@ -222,8 +226,8 @@ def cmd_train(args):
     import kseg.training
 
     policy = kseg.training.set_precision(args.precision)
-    train_source, info = _load(args.data, args.train_split, args.resize)
-    val_source, _ = _load(args.data, args.val_split, args.resize)
+    train_source, info = _load(args.data, args.train_split, args.resize, args.num_classes)
+    val_source, _ = _load(args.data, args.val_split, args.resize, args.num_classes)
     num_classes = args.num_classes or info.num_classes
     if num_classes is None:
         raise SystemExit(f"the number of classes of {args.data!r} is unknown: pass --num-classes")
@@ -275,7 +279,7 @@ def cmd_evaluate(args):
     import kseg.evaluation
 
     model = _load_model(args.model)
-    source, info = _load(args.data, args.split, args.resize)
+    source, info = _load(args.data, args.split, args.resize, args.num_classes)
     num_classes = args.num_classes or info.num_classes or int(model.output.shape[-1])
     val = kseg.data.make_pipeline(source, args.batch_size, augment=False, ignore_label=info.ignore_label)
     scores = kseg.evaluation.evaluate_model(model, val, num_classes, ignore_label=info.ignore_label)
@@ -364,7 +368,7 @@ def build_parser():
     demo.add_argument("--image-size", type=int, default=128)
     demo.add_argument("--batch-size", type=int, default=16)
     demo.add_argument("--backbone", default="mobilenetv2")
-    demo.add_argument("--alpha", type=float, default=0.35)
+    demo.add_argument("--alpha", type=float, default=0.35, help="width of a MobileNet backbone")
     demo.add_argument("--num-filters", type=int, default=64, help="ASPP and decoder channels")
     demo.add_argument("--learning-rate", type=float, default=5e-3)
     demo.add_argument("--precision", default="float32",
@@ -426,15 +430,31 @@ def build_parser():
     return parser
 
 
+def _pipeline_error_message(error):
+    """The readable part of an error raised inside a tf.data pipeline or a graph assertion."""
+    text = getattr(error, "message", str(error))
+    for marker in ("DatasetError: ", "assertion failed: "):
+        if marker in text:
+            return text.split(marker, 1)[1].splitlines()[0]
+    return text.splitlines()[0]
+
+
 def main(argv=None):
     """Entry point of the `kseg` command."""
     args = build_parser().parse_args(argv)
+    import tensorflow as tf
+
     import kseg.data
 
     try:
         return args.handler(args)
     except kseg.data.DatasetError as error:
         print(f"kseg: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except tf.errors.InvalidArgumentError as error:
+        # A bad file met while streaming: checkpoints written so far are kept, so after a fix
+        # the same command resumes.
+        print(f"kseg: error: {_pipeline_error_message(error)}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

@@ -1,6 +1,7 @@
 """Resize one feature map to the spatial size of another."""
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 
@@ -42,11 +43,10 @@ class ResizeToMatch(keras.layers.Layer):
 
     def call(self, inputs):
         source, reference = inputs
-        reference_shape = ops.shape(reference)
-        resized = ops.image.resize(
-            ops.cast(source, "float32"),
-            (reference_shape[1], reference_shape[2]),
-            interpolation=self.interpolation,
+        # keras.ops.image.resize checks the target size in Python, which a size only known
+        # at run time cannot pass when the model is traced for export: TensorFlow's op takes it.
+        resized = tf.image.resize(
+            ops.cast(source, "float32"), tf.shape(reference)[1:3], method=self.interpolation
         )
         return ops.cast(resized, self.compute_dtype)
 

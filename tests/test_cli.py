@@ -1,0 +1,77 @@
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from kseg import cli
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    scores = cli.main([
+        "demo", "--out", str(out), "--epochs", "1", "--train-samples", "32", "--val-samples", "8",
+        "--image-size", "64", "--backbone", "tiny", "--num-filters", "16", "--quiet-progress",
+    ])
+    return out, scores
+
+
+def test_demo_writes_scores_overlay_model_and_saved_model(demo_run):
+    out, scores = demo_run
+    recorded = json.loads((out / "scores.json").read_text())
+    assert recorded["mean_iou"] == pytest.approx(scores["mean_iou"])
+    assert len(recorded["iou"]) == 5
+    overlay = np.asarray(Image.open(out / "overlay.png"))
+    assert overlay.shape == (128, 256, 3)  # 2 rows (prediction, truth) of 4 images of 64 px
+    serving = tf.saved_model.load(str(out / "saved_model")).signatures["serving_default"]
+    outputs = serving(images=tf.zeros((1, 40, 56, 3), tf.uint8))
+    assert outputs["labels"].shape == (1, 40, 56)
+    assert (out / "run" / "model.keras").is_file()
+
+
+def test_evaluate_predict_export_on_the_demo_model(demo_run, tmp_path, capsys):
+    out, scores = demo_run
+    model = str(out / "run" / "model.keras")
+    cli.main(["evaluate", "--model", model, "--data", "shapes", "--split", "val",
+              "--output", str(tmp_path / "eval.json")])
+    assert "mean IoU" in capsys.readouterr().out
+    image = np.random.default_rng(0).integers(0, 255, (30, 44, 3), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "photo.png")
+    cli.main(["predict", "--model", model, str(tmp_path / "photo.png"), "--out", str(tmp_path / "pred")])
+    labels = np.asarray(Image.open(tmp_path / "pred" / "photo_labels.png"))
+    assert labels.shape == (30, 44) and labels.max() < 5
+    cli.main(["export", "--model", model, "--out", str(tmp_path / "exported")])
+    assert (tmp_path / "exported" / "saved_model.pb").is_file()
+
+
+def test_train_on_folders_then_reports_a_bad_label_by_file(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    for split in ("train", "val"):
+        for folder in ("images", "masks"):
+            (tmp_path / folder / split).mkdir(parents=True)
+        for index in range(4):
+            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(
+                tmp_path / "images" / split / f"{index}.png")
+            Image.fromarray(rng.integers(0, 3, (32, 32), dtype=np.uint8)).save(
+                tmp_path / "masks" / split / f"{index}.png")
+    run = tmp_path / "run"
+    args = ["train", "--data", str(tmp_path), "--num-classes", "3", "--backbone", "tiny",
+            "--epochs", "1", "--batch-size", "2", "--crop-size", "32", "--run-dir", str(run),
+            "--precision", "float32"]
+    cli.main(args)
+    assert (run / "model.keras").is_file()
+    assert "mean IoU" in capsys.readouterr().out
+
+    Image.fromarray(np.full((32, 32), 7, np.uint8)).save(tmp_path / "masks" / "train" / "2.png")
+    with pytest.raises(SystemExit) as stop:
+        cli.main(args[:-4] + ["--run-dir", str(tmp_path / "run2"), "--precision", "float32"])
+    assert stop.value.code == 2
+    message = capsys.readouterr().err
+    assert "2.png" in message and "7" in message
+
+
+def test_unknown_model_file_is_named(tmp_path):
+    with pytest.raises(SystemExit, match="missing.keras"):
+        cli.main(["export", "--model", str(tmp_path / "missing.keras"), "--out", str(tmp_path / "x")])
