@@ -15,76 +15,16 @@ from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 
-def _bit_interleaved_palette(num_colors):
-    # The PASCAL VOC devkit rule (VOClabelcolormap.m): the bits of the label index are dealt out
-    # to R, G, B in turn, starting from each channel's most significant bit.
-    index = np.arange(num_colors, dtype=np.int64)
-    colors = np.zeros((num_colors, 3), dtype=np.int64)
-    for bit in range(7, -1, -1):
-        for channel in range(3):
-            colors[:, channel] |= ((index >> channel) & 1) << bit
-        index = index >> 3
-    return colors.astype(np.uint8)
+from kseg.data.camvid import CAMVID_CLASS_NAMES as CAMVID_CLASSES
+from kseg.data.camvid import CAMVID_PALETTE as _CAMVID_COLOURS
+from kseg.data.voc import VOC_CLASS_NAMES as VOC_CLASSES
+from kseg.data.voc import voc_colormap
 
-
-VOC_PALETTE = _bit_interleaved_palette(256)
+VOC_PALETTE = voc_colormap(256)
 """The PASCAL VOC colormap, (256, 3) uint8: 0 background black, 1 aeroplane (128, 0, 0), ...,
 15 person (192, 128, 128), and 255 (the "void"/ignore border) (224, 224, 192)."""
 
-VOC_CLASSES = (
-    "background",
-    "aeroplane",
-    "bicycle",
-    "bird",
-    "boat",
-    "bottle",
-    "bus",
-    "car",
-    "cat",
-    "chair",
-    "cow",
-    "diningtable",
-    "dog",
-    "horse",
-    "motorbike",
-    "person",
-    "pottedplant",
-    "sheep",
-    "sofa",
-    "train",
-    "tvmonitor",
-)
-
-CAMVID_CLASSES = (
-    "Sky",
-    "Building",
-    "Pole",
-    "Road",
-    "Pavement",
-    "Tree",
-    "SignSymbol",
-    "Fence",
-    "Car",
-    "Pedestrian",
-    "Bicyclist",
-)
-
-CAMVID_PALETTE = np.array(
-    [
-        (128, 128, 128),  # Sky
-        (128, 0, 0),  # Building
-        (192, 192, 128),  # Pole
-        (128, 64, 128),  # Road
-        (60, 40, 222),  # Pavement
-        (128, 128, 0),  # Tree
-        (192, 128, 128),  # SignSymbol
-        (64, 64, 128),  # Fence
-        (64, 0, 128),  # Car
-        (64, 64, 0),  # Pedestrian
-        (0, 128, 192),  # Bicyclist
-    ],
-    dtype=np.uint8,
-)
+CAMVID_PALETTE = np.array(_CAMVID_COLOURS, dtype=np.uint8)
 """The 11 CamVid class colours of the SegNet tutorial (Badrinarayanan et al., 2017), in the order
 of CAMVID_CLASSES; label 11 (void) is drawn with the ignore colour."""
 
@@ -115,7 +55,7 @@ def palette(num_classes):
         )
     if num_classes <= len(VOC_PALETTE):
         return VOC_PALETTE[:num_classes].copy()
-    return _bit_interleaved_palette(int(num_classes))
+    return voc_colormap(int(num_classes))
 
 
 def _as_mask(mask):
@@ -162,7 +102,7 @@ def colorize(mask, palette=None, *, ignore_label=255, ignore_color=IGNORE_COLOR)
     if palette is None:
         highest = int(mask.max(initial=0))
         palette = (
-            VOC_PALETTE if highest < len(VOC_PALETTE) else _bit_interleaved_palette(highest + 1)
+            VOC_PALETTE if highest < len(VOC_PALETTE) else voc_colormap(highest + 1)
         )
     colors = _as_palette(palette)
     ignored = mask == ignore_label if ignore_label is not None else np.zeros(mask.shape, bool)
