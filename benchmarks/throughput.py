@@ -19,12 +19,12 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import keras_cv  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import keras_cv
+import numpy as np
+import tensorflow as tf
 
-import kseg  # noqa: E402
+import kseg
 
 
 def build_kseg(size, output_stride):

@@ -21,7 +21,7 @@ except ImportError as error:  # pragma: no cover - depends on the installation
         "machine without an NVIDIA GPU, 'kseg[gpu]' on Linux with one, or 'kseg[tf]' elsewhere."
     ) from error
 
-from kseg import (  # noqa: E402
+from kseg import (
     backbones,
     data,
     evaluation,
@@ -36,6 +36,7 @@ from kseg import (  # noqa: E402
 )
 
 __all__ = [
+    "__version__",
     "backbones",
     "data",
     "evaluation",
@@ -47,5 +48,4 @@ __all__ = [
     "testing",
     "training",
     "viz",
-    "__version__",
 ]

@@ -14,10 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
-
-from kseg.data.camvid import CAMVID_CLASS_NAMES as CAMVID_CLASSES
 from kseg.data.camvid import CAMVID_PALETTE as _CAMVID_COLOURS
-from kseg.data.voc import VOC_CLASS_NAMES as VOC_CLASSES
 from kseg.data.voc import voc_colormap
 
 VOC_PALETTE = voc_colormap(256)

@@ -32,7 +32,7 @@ def test_demo_writes_scores_overlay_model_and_saved_model(demo_run):
 
 
 def test_evaluate_predict_export_on_the_demo_model(demo_run, tmp_path, capsys):
-    out, scores = demo_run
+    out, _scores = demo_run
     model = str(out / "run" / "model.keras")
     cli.main(["evaluate", "--model", model, "--data", "shapes", "--split", "val",
               "--output", str(tmp_path / "eval.json")])

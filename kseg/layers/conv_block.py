@@ -59,7 +59,7 @@ class ConvBNReLU(keras.layers.Layer):
         self.use_activation = bool(use_activation)
         self.batchnorm_momentum = float(batchnorm_momentum)
 
-        bn = dict(momentum=self.batchnorm_momentum, epsilon=1e-5, dtype=self.dtype_policy)
+        bn = {"momentum": self.batchnorm_momentum, "epsilon": 1e-5, "dtype": self.dtype_policy}
         if self.separable:
             self.depthwise = keras.layers.DepthwiseConv2D(
                 self.kernel_size,

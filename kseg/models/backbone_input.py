@@ -33,7 +33,7 @@ def resolve_backbone(backbone, *, input_shape, weights, output_stride, **backbon
                 f"prebuilt model. Received: {sorted(backbone_kwargs) + (['weights'] if weights else [])}"
             )
         if not isinstance(backbone.output, dict):
-            raise ValueError(
+            raise TypeError(
                 "a prebuilt backbone must output a dict of 'P{n}' features, as "
                 f"kseg.backbones.get_backbone returns. Received outputs: {backbone.output}"
             )
