@@ -118,7 +118,8 @@ class ConvBNReLU(keras.layers.Layer):
                 "dilation_rate": self.dilation_rate,
                 "separable": self.separable,
                 "use_activation": self.use_activation,
-                "batchnorm_momentum": self.batchnorm_momentum,
+                # Read back from the layer, which kseg.training.set_batchnorm_momentum may change.
+                "batchnorm_momentum": self.bn.momentum,
             }
         )
         return config
