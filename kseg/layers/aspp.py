@@ -28,6 +28,7 @@ class ASPP(keras.layers.Layer):
         image_pooling: include the image-level pooling branch.
         separable: depthwise-separable 3x3 branches (DeepLabV3+).
         dropout: dropout rate after the projection (0.1 in DeepLabv3+).
+        batchnorm_momentum: momentum of every branch's batch normalisation.
         **kwargs: standard `keras.layers.Layer` arguments.
 
     Returns:
@@ -47,6 +48,7 @@ class ASPP(keras.layers.Layer):
         image_pooling=True,
         separable=False,
         dropout=0.1,
+        batchnorm_momentum=0.99,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -66,7 +68,12 @@ class ASPP(keras.layers.Layer):
         self.dropout = float(dropout)
 
         policy = self.dtype_policy
-        self.branches = [ConvBNReLU(self.filters, 1, name="aspp_conv_0", dtype=policy)]
+        momentum = float(batchnorm_momentum)
+        self.branches = [
+            ConvBNReLU(
+                self.filters, 1, batchnorm_momentum=momentum, name="aspp_conv_0", dtype=policy
+            )
+        ]
         for index, rate in enumerate(self.dilation_rates, start=1):
             self.branches.append(
                 ConvBNReLU(
@@ -74,13 +81,18 @@ class ASPP(keras.layers.Layer):
                     3,
                     dilation_rate=rate,
                     separable=self.separable,
+                    batchnorm_momentum=momentum,
                     name=f"aspp_conv_{index}",
                     dtype=policy,
                 )
             )
         if self.image_pooling:
-            self.pooling_conv = ConvBNReLU(self.filters, 1, name="aspp_pooling", dtype=policy)
-        self.projection = ConvBNReLU(self.filters, 1, name="aspp_projection", dtype=policy)
+            self.pooling_conv = ConvBNReLU(
+                self.filters, 1, batchnorm_momentum=momentum, name="aspp_pooling", dtype=policy
+            )
+        self.projection = ConvBNReLU(
+            self.filters, 1, batchnorm_momentum=momentum, name="aspp_projection", dtype=policy
+        )
         self.projection_dropout = keras.layers.Dropout(self.dropout, dtype=policy)
 
     def build(self, input_shape):
@@ -118,6 +130,8 @@ class ASPP(keras.layers.Layer):
                 "image_pooling": self.image_pooling,
                 "separable": self.separable,
                 "dropout": self.dropout,
+                # Read back from a sublayer, which kseg.training.set_batchnorm_momentum may change.
+                "batchnorm_momentum": self.projection.bn.momentum,
             }
         )
         return config
