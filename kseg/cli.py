@@ -161,8 +161,14 @@ def cmd_demo(args):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     info = kseg.data.shapes_info()
+    weights = None
+    if not args.scratch:
+        # The ImageNet file kseg ships, so the demo fine-tunes without a network; other
+        # backbones download theirs through keras.applications.
+        weights = kseg.backbones.bundled_weights_path(args.backbone, args.alpha) or "imagenet"
     print(
-        f"kseg demo: DeepLabV3+ ({args.backbone}, alpha {args.alpha}) on {args.train_samples} "
+        f"kseg demo: DeepLabV3+ ({args.backbone}, alpha {args.alpha}, "
+        f"{'random' if weights is None else 'ImageNet'} initialisation) on {args.train_samples} "
         f"shapes images of {args.image_size}px, {args.epochs} epochs, precision {policy}"
     )
     train = kseg.data.make_pipeline(
@@ -186,6 +192,7 @@ def cmd_demo(args):
             backbone=args.backbone,
             output_stride=16,
             num_filters=args.num_filters,
+            backbone_weights=weights,
             **({"alpha": args.alpha} if args.backbone.startswith("mobilenet") else {}),
         ),
         run_dir=out / "run",
@@ -362,15 +369,17 @@ def build_parser():
 
     demo = commands.add_parser("demo", help=cmd_demo.__doc__, description=cmd_demo.__doc__)
     demo.add_argument("--out", default="runs/demo", help="output folder")
-    demo.add_argument("--epochs", type=int, default=12)
-    demo.add_argument("--train-samples", type=int, default=1600)
+    demo.add_argument("--epochs", type=int, default=6)
+    demo.add_argument("--train-samples", type=int, default=2000)
     demo.add_argument("--val-samples", type=int, default=200)
     demo.add_argument("--image-size", type=int, default=128)
     demo.add_argument("--batch-size", type=int, default=16)
     demo.add_argument("--backbone", default="mobilenetv2")
     demo.add_argument("--alpha", type=float, default=0.35, help="width of a MobileNet backbone")
+    demo.add_argument("--scratch", action="store_true",
+                      help="random backbone initialisation instead of ImageNet weights")
     demo.add_argument("--num-filters", type=int, default=64, help="ASPP and decoder channels")
-    demo.add_argument("--learning-rate", type=float, default=5e-3)
+    demo.add_argument("--learning-rate", type=float, default=2e-3)
     demo.add_argument("--precision", default="float32",
                       choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"))
     demo.add_argument("--seed", type=int, default=0)

@@ -14,6 +14,7 @@ def demo_run(tmp_path_factory):
     scores = cli.main([
         "demo", "--out", str(out), "--epochs", "1", "--train-samples", "32", "--val-samples", "8",
         "--image-size", "64", "--backbone", "tiny", "--num-filters", "16", "--quiet-progress",
+        "--scratch",
     ])
     return out, scores
 
