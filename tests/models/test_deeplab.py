@@ -78,3 +78,19 @@ def test_mobilenetv2_alpha_reaches_the_backbone():
 def test_bad_output_stride_is_named():
     with pytest.raises(ValueError, match="output_stride"):
         kseg.models.DeepLabV3Plus(num_classes=3, backbone="tiny", output_stride=4)
+
+
+def test_saved_model_serves_what_the_keras_model_computes(tmp_path):
+    import tensorflow as tf
+
+    model = kseg.models.DeepLabV3Plus(num_classes=4, backbone="tiny", num_filters=16)
+    kseg.export.saved_model(model, tmp_path / "exported")
+    serving = tf.saved_model.load(str(tmp_path / "exported")).signatures["serving_default"]
+    for size in [(64, 64), (45, 77)]:
+        images = np.random.default_rng(0).integers(0, 256, (2, *size, 3), dtype=np.uint8)
+        served = serving(images=tf.constant(images))
+        logits = np.asarray(model(images.astype("float32"), training=False))
+        probabilities = np.exp(logits - logits.max(-1, keepdims=True))
+        probabilities /= probabilities.sum(-1, keepdims=True)
+        np.testing.assert_allclose(served["probabilities"].numpy(), probabilities, atol=1e-5)
+        np.testing.assert_array_equal(served["labels"].numpy(), logits.argmax(-1))
