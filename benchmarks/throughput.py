@@ -37,7 +37,15 @@ def build_kseg(size, output_stride):
 
 
 def build_keras_cv(size):
-    backbone = keras_cv.models.ResNet50V2Backbone(input_shape=(size, size, 3))
+    # keras-cv's ResNet50V2Backbone() alias fetches its preset from a model hub; the same
+    # architecture built from its published stage configuration needs no network.
+    backbone = keras_cv.models.ResNetV2Backbone(
+        stackwise_filters=[64, 128, 256, 512],
+        stackwise_blocks=[3, 4, 6, 3],
+        stackwise_strides=[1, 2, 2, 2],
+        include_rescaling=True,
+        input_shape=(size, size, 3),
+    )
     return keras_cv.models.DeepLabV3Plus(backbone=backbone, num_classes=21), False
 
 
