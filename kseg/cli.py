@@ -211,18 +211,19 @@ def cmd_demo(args):
 
     images, masks = next(iter(val.unbatch().batch(4)))
     predictions = np.argmax(model.predict(images, verbose=0), axis=-1)
-    panels = [
-        kseg.viz.overlay(image, prediction, info.palette)
-        for image, prediction in zip(images.numpy(), predictions)
+    rows = [
+        images.numpy().astype(np.uint8),
+        [kseg.viz.colorize(p, info.palette) for p in predictions],
+        [kseg.viz.colorize(m, info.palette) for m in masks.numpy()],
     ]
-    truth = [kseg.viz.overlay(image, mask, info.palette) for image, mask in zip(images.numpy(), masks.numpy())]
     from PIL import Image
 
-    grid = np.concatenate([np.concatenate(panels, 1), np.concatenate(truth, 1)], 0)
-    Image.fromarray(grid).save(out / "overlay.png")
+    Image.fromarray(np.concatenate([np.concatenate(list(r), 1) for r in rows], 0)).save(
+        out / "overlay.png"
+    )
     kseg.export.saved_model(model, out / "saved_model")
     print(f"validation mIoU {scores['mean_iou']:.4f}")
-    print(f"wrote {out / 'overlay.png'} (top: prediction, bottom: ground truth), "
+    print(f"wrote {out / 'overlay.png'} (rows: image, prediction, ground truth), "
           f"{out / 'saved_model'}, {out / 'run' / 'model.keras'}")
     return scores
 
@@ -456,7 +457,7 @@ def main(argv=None):
     import kseg.data
 
     try:
-        return args.handler(args)
+        args.handler(args)
     except kseg.data.DatasetError as error:
         print(f"kseg: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -465,6 +466,7 @@ def main(argv=None):
         # the same command resumes.
         print(f"kseg: error: {_pipeline_error_message(error)}", file=sys.stderr)
         raise SystemExit(2) from None
+    return 0
 
 
 if __name__ == "__main__":
