@@ -416,6 +416,7 @@ def shapes_instance_dataset(
     cache: bool = True,
     max_objects: int = 4,
     size_range: tuple[float, float] = (0.10, 0.22),
+    background_contrast: float = 1.0,
 ) -> tf.data.Dataset:
     """The shapes dataset with instance targets, for instance segmentation (Mask R-CNN).
 
@@ -429,6 +430,7 @@ def shapes_instance_dataset(
         cache: keep rendered samples in memory after the first pass.
         max_objects: at most this many shapes per image.
         size_range: shape radius range as a fraction of the shorter side.
+        background_contrast: strength of the background textures, in [0, 1].
 
     Returns:
         A `tf.data.Dataset` of `(image, targets)`: image float32 `(H, W, 3)` in [0, 255];
@@ -446,7 +448,11 @@ def shapes_instance_dataset(
         num_samples,
         image_size,
         seed,
-        {"max_objects": max_objects, "size_range": size_range},
+        {
+            "max_objects": max_objects,
+            "size_range": size_range,
+            "background_contrast": background_contrast,
+        },
         True,
     )
     if cache:
