@@ -127,3 +127,17 @@ def test_bad_arguments():
         shapes_dataset(num_samples=0)
     with pytest.raises(ValueError, match="size_range"):
         render_shapes_sample(0, size_range=(0.3, 0.2))
+
+
+def test_background_contrast_mutes_textures_and_keeps_the_geometry():
+    import numpy as np
+
+    import kseg
+
+    for index in range(6):
+        full = kseg.data.render_shapes_sample(index, split="val", background_contrast=1.0)
+        flat = kseg.data.render_shapes_sample(index, split="val", background_contrast=0.0)
+        np.testing.assert_array_equal(full.semantic_mask, flat.semantic_mask)
+        background = flat.semantic_mask == 0
+        # Only the final sensor noise (sigma at most 8) is left on a zero-contrast background.
+        assert flat.image[background].astype(float).std(axis=0).max() < 8 * 1.5
