@@ -22,25 +22,29 @@ import tensorflow as tf
 PRECISION_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 
-# CPU flags that mean bfloat16 matmuls/convolutions run natively instead of being emulated.
-_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+# CPU flags of matrix units that make bfloat16 convolutions and matmuls faster than float32.
+# AVX512_BF16 alone is not enough: on an AVX512_BF16 CPU without AMX, oneDNN's bf16 convolution
+# (TensorFlow 2.21) ran at half the float32 speed (benchmarks/throughput.py, the closing note of
+# the foundation issue), so such CPUs stay on float32.
+_FAST_BF16_CPU_FLAGS = ("amx_bf16",)
 
 
 def cpu_supports_bf16(cpuinfo_path="/proc/cpuinfo"):
-    """Tell whether the CPU executes bfloat16 arithmetic natively (AVX512_BF16 or AMX).
+    """Tell whether the CPU runs bfloat16 convolutions faster than float32 (AMX-BF16 tiles).
 
     Reads the `flags` lines of a Linux `/proc/cpuinfo`; on systems without that file the answer is
-    False, so callers fall back to float32 rather than emulated (slow) bfloat16.
+    False, so callers fall back to float32. AVX512_BF16 without AMX answers False: its bfloat16
+    kernels measured slower than float32 in TensorFlow.
 
     Args:
         cpuinfo_path: path of the cpuinfo file to read.
 
     Returns:
-        True when an `avx512_bf16` or `amx_bf16` flag is listed.
+        True when an `amx_bf16` flag is listed.
 
     Example:
         >>> kseg.training.cpu_supports_bf16()  # doctest: +SKIP
-        True
+        False
     """
     try:
         text = Path(cpuinfo_path).read_text(errors="ignore")
@@ -49,7 +53,7 @@ def cpu_supports_bf16(cpuinfo_path="/proc/cpuinfo"):
     for line in text.splitlines():
         if line.startswith("flags") and ":" in line:
             flags = set(line.split(":", 1)[1].split())
-            if flags.intersection(_BF16_CPU_FLAGS):
+            if flags.intersection(_FAST_BF16_CPU_FLAGS):
                 return True
     return False
 
@@ -63,8 +67,8 @@ def resolve_precision(policy="auto"):
 
     Args:
         policy: "auto", "float32", "mixed_float16" or "mixed_bfloat16". "auto" picks
-            "mixed_float16" when a GPU is visible, "mixed_bfloat16" when the CPU supports bfloat16
-            natively (see `cpu_supports_bf16`), and "float32" otherwise.
+            "mixed_float16" when a GPU is visible, "mixed_bfloat16" when the CPU has AMX-BF16
+            units (see `cpu_supports_bf16`), and "float32" otherwise.
 
     Returns:
         The policy name.
