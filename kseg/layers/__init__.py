@@ -3,5 +3,12 @@
 from kseg.layers.aspp import ASPP
 from kseg.layers.conv_block import ConvBNReLU
 from kseg.layers.resize import ResizeToMatch
+from kseg.layers.unpooling import MaxPoolingWithArgmax2D, MaxUnpooling2D
 
-__all__ = ["ASPP", "ConvBNReLU", "ResizeToMatch"]
+__all__ = [
+    "ASPP",
+    "ConvBNReLU",
+    "MaxPoolingWithArgmax2D",
+    "MaxUnpooling2D",
+    "ResizeToMatch",
+]
