@@ -2,13 +2,16 @@
 
 from kseg.layers.aspp import ASPP
 from kseg.layers.conv_block import ConvBNReLU
+from kseg.layers.crop import CropToMatch, PadToMultiple
 from kseg.layers.resize import ResizeToMatch
 from kseg.layers.unpooling import MaxPoolingWithArgmax2D, MaxUnpooling2D
 
 __all__ = [
     "ASPP",
     "ConvBNReLU",
+    "CropToMatch",
     "MaxPoolingWithArgmax2D",
     "MaxUnpooling2D",
+    "PadToMultiple",
     "ResizeToMatch",
 ]
