@@ -8,11 +8,13 @@ stride 16 or 8; `list_backbones()` names what it accepts.
 from kseg.backbones import aligned_xception, atrous, preprocessing, taps, tiny
 from kseg.backbones.bundled import bundled_weights_path
 from kseg.backbones.registry import get_backbone, list_backbones
+from kseg.backbones.surgery import convolutionalize
 
 __all__ = [
     "aligned_xception",
     "atrous",
     "bundled_weights_path",
+    "convolutionalize",
     "get_backbone",
     "list_backbones",
     "preprocessing",
