@@ -3,6 +3,17 @@
 from kseg.models import heads
 from kseg.models.deeplab import DeepLabV3Plus
 from kseg.models.registry import get_builder, get_model, list_models, register_model
+from kseg.models.segnet import SegNet, SegNetBasic
 from kseg.models.unet import UNet
 
-__all__ = ["DeepLabV3Plus", "UNet", "get_builder", "get_model", "heads", "list_models", "register_model"]
+__all__ = [
+    "DeepLabV3Plus",
+    "SegNet",
+    "SegNetBasic",
+    "UNet",
+    "get_builder",
+    "get_model",
+    "heads",
+    "list_models",
+    "register_model",
+]

@@ -11,6 +11,9 @@ import kseg
 NUM_CLASSES = 3
 # Builders whose smallest test configuration needs more than the defaults below.
 SMALL_CONFIG = {
+    # SegNet builds its own encoders; narrow widths keep them fast.
+    "segnet": {"backbone": "vgg16_bn", "num_filters": 4},
+    "segnet_basic": {"backbone": None, "num_filters": 4},
     # The backbone form of U-Net is padded, so it keeps every input size; narrow decoder for speed.
     "unet": {"num_filters": 4},
 }
