@@ -1,6 +1,7 @@
 """Custom Keras layers used by kseg's architectures, each registered as serializable."""
 
 from kseg.layers.aspp import ASPP
+from kseg.layers.bilinear import BilinearConvTranspose2D, BilinearUpsamplingKernel
 from kseg.layers.conv_block import ConvBNReLU
 from kseg.layers.crop import CropToMatch, PadToMultiple
 from kseg.layers.resize import ResizeToMatch
@@ -8,6 +9,8 @@ from kseg.layers.unpooling import MaxPoolingWithArgmax2D, MaxUnpooling2D
 
 __all__ = [
     "ASPP",
+    "BilinearConvTranspose2D",
+    "BilinearUpsamplingKernel",
     "ConvBNReLU",
     "CropToMatch",
     "MaxPoolingWithArgmax2D",
