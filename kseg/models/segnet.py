@@ -37,11 +37,7 @@ def _load_vgg16_convs(model, backbone_weights):
         vgg = keras.applications.VGG16(include_top=False, weights="imagenet")
     else:
         path = os.fspath(backbone_weights)
-        # A file saved with or without VGG16's classifier both hold the conv weights.
-        try:
-            vgg = keras.applications.VGG16(include_top=False, weights=path)
-        except ValueError:
-            vgg = keras.applications.VGG16(include_top=True, weights=path)
+        vgg = keras.applications.VGG16(include_top=False, weights=path)
     for layer in vgg.layers:
         if isinstance(layer, keras.layers.Conv2D):
             model.get_layer(layer.name).set_weights(layer.get_weights())
@@ -79,7 +75,8 @@ def SegNet(
         input_shape: `(H, W, 3)`; H and W may be None.
         backbone_weights: None, `"imagenet"` (keras.applications VGG16, which
             has no BN: the BN layers start as the identity) or the path of a
-            VGG16 weights file (with or without its classifier).
+            VGG16 weights file saved without its classifier
+            (`include_top=False`).
         num_filters: width of the first stage; later stages use 2x, 4x, 8x
             and 8x. VGG16's weights need the paper's 64.
         backbone: only `"vgg16_bn"`, the paper's encoder; accepted so every
