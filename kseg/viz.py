@@ -14,8 +14,14 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
-from kseg.data.camvid import CAMVID_PALETTE as _CAMVID_COLOURS
-from kseg.data.voc import voc_colormap
+from kseg.data.camvid import CAMVID_CLASS_NAMES, CAMVID_PALETTE as _CAMVID_COLOURS
+from kseg.data.voc import VOC_CLASS_NAMES, voc_colormap
+
+VOC_CLASSES = VOC_CLASS_NAMES
+"""The 21 PASCAL VOC class names, background first (the same tuple as kseg.data)."""
+
+CAMVID_CLASSES = CAMVID_CLASS_NAMES
+"""The 11 CamVid class names of the SegNet tutorial (the same tuple as kseg.data)."""
 
 VOC_PALETTE = voc_colormap(256)
 """The PASCAL VOC colormap, (256, 3) uint8: 0 background black, 1 aeroplane (128, 0, 0), ...,
