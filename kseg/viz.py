@@ -14,7 +14,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
-from kseg.data.camvid import CAMVID_CLASS_NAMES, CAMVID_PALETTE as _CAMVID_COLOURS
+from kseg.data.camvid import CAMVID_CLASS_NAMES
+from kseg.data.camvid import CAMVID_PALETTE as _CAMVID_COLOURS
 from kseg.data.voc import VOC_CLASS_NAMES, voc_colormap
 
 VOC_CLASSES = VOC_CLASS_NAMES
