@@ -31,6 +31,7 @@ from kseg.data.shapes import (
     shapes_instance_dataset,
 )
 from kseg.data.tfds import tfds_dataset, tfds_info
+from kseg.data.unet_weights import unet_weight_map, with_unet_weights
 from kseg.data.validate import DatasetError
 from kseg.data.voc import VOC_CLASS_NAMES, voc_colormap, voc_dataset, voc_info
 
@@ -66,7 +67,9 @@ __all__ = [
     "shapes_instance_dataset",
     "tfds_dataset",
     "tfds_info",
+    "unet_weight_map",
     "voc_colormap",
     "voc_dataset",
     "voc_info",
+    "with_unet_weights",
 ]
