@@ -99,3 +99,27 @@ def test_tf_data_map_matches_numpy():
 def test_bad_input_is_named(mask, kwargs, word):
     with pytest.raises(ValueError, match=word):
         unet_weight_map(mask, **kwargs)
+
+
+def test_weights_feed_fit_as_per_pixel_sample_weights():
+    import keras
+
+    from kseg.models import UNet
+
+    cells = two_cells()[:32, :48]
+    dataset = (
+        tf.data.Dataset.from_tensors((np.full((32, 48, 1), 128.0, np.float32), cells))
+        .map(with_unet_weights)
+        .batch(1)
+    )
+    model = UNet(num_classes=2, input_shape=(None, None, 1), num_filters=2, depth=2, padding="same")
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(optimizer=keras.optimizers.SGD(1e-3), loss=loss)
+    _, labels, weights = next(iter(dataset))
+    logits = model(np.full((1, 32, 48, 1), 128.0, np.float32))
+    # Keras averages the weighted per-pixel losses over all pixels.
+    per_pixel = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+    expected = float(np.mean(np.asarray(per_pixel) * weights.numpy()))
+    assert model.evaluate(dataset, verbose=0) == pytest.approx(expected, rel=1e-4)
+    history = model.fit(dataset, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
