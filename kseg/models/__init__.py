@@ -2,12 +2,16 @@
 
 from kseg.models import heads
 from kseg.models.deeplab import DeepLabV3Plus
+from kseg.models.fcn import FCN8s, FCN16s, FCN32s
 from kseg.models.registry import get_builder, get_model, list_models, register_model
 from kseg.models.segnet import SegNet, SegNetBasic
 from kseg.models.unet import UNet
 
 __all__ = [
     "DeepLabV3Plus",
+    "FCN8s",
+    "FCN16s",
+    "FCN32s",
     "SegNet",
     "SegNetBasic",
     "UNet",

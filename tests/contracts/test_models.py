@@ -16,6 +16,8 @@ SMALL_CONFIG = {
     "segnet_basic": {"backbone": None, "num_filters": 4},
     # The backbone form of U-Net is padded, so it keeps every input size; narrow decoder for speed.
     "unet": {"num_filters": 4},
+    # FCN's fc6/fc7 are 4096 wide in the paper; 8 keeps the tiny-backbone build fast.
+    **{name: {"num_filters": 8} for name in ("fcn32s", "fcn16s", "fcn8s")},
 }
 
 

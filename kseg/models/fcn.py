@@ -1,0 +1,190 @@
+"""Fully convolutional networks (FCN-32s, FCN-16s, FCN-8s)."""
+
+import keras
+
+from kseg.backbones import get_backbone
+from kseg.backbones.preprocessing import ImagePreprocessing
+from kseg.backbones.surgery import convolutionalize
+from kseg.layers.bilinear import BilinearConvTranspose2D
+from kseg.layers.offset_crop import OffsetCrop
+from kseg.models.backbone_input import resolve_backbone
+from kseg.models.registry import register_model
+
+# Caffe crop offsets of the reference VGG16 FCNs (skip crops and the final crop at the image).
+# Keras's conv1_1 pads 1 px itself, so the image sits one pixel further in than behind
+# Caffe's pad-100 conv1_1: the final offsets are the paper's 19 / 27 / 31 plus one.
+_VGG16_OFFSETS = {"pool4": 5, "pool3": 9, 32: 20, 16: 28, 8: 32}
+_VGG16_FC_WIDTH = 4096
+
+
+def _ceil_mode_pooling(encoder):
+    """VGG16 with Caffe's ceil-mode pooling, without which the final crop can run out of pixels."""
+
+    def clone(layer):
+        if isinstance(layer, keras.layers.MaxPooling2D):
+            return keras.layers.MaxPooling2D.from_config({**layer.get_config(), "padding": "same"})
+        return layer
+
+    return keras.models.clone_model(encoder, clone_function=clone)
+
+
+def _load_vgg16_classifier(encoder, fc6, fc7, weights):
+    """Copies VGG16 classifier weights (conv body, then fc1/fc2 through the surgery)."""
+    classifier = keras.applications.VGG16(include_top=True, weights=weights)
+    convolutional = convolutionalize(classifier)
+    for layer in encoder.layers:
+        if layer.weights:
+            layer.set_weights(convolutional.get_layer(layer.name).get_weights())
+    fc6.set_weights(convolutional.get_layer("fc1").get_weights())
+    fc7.set_weights(convolutional.get_layer("fc2").get_weights())
+
+
+def _score(x, num_classes, name):
+    # Zero scores let the skips start from the coarser net's prediction, as in the paper.
+    return keras.layers.Conv2D(num_classes, 1, kernel_initializer="zeros", name=name)(x)
+
+
+def _fcn(stride, num_classes, backbone, input_shape, backbone_weights, num_filters, input_padding, dropout, name, **backbone_kwargs):
+    if input_padding < 0:
+        raise ValueError(f"input_padding must be >= 0. Received: input_padding={input_padding}")
+    is_vgg16 = isinstance(backbone, str) and backbone.lower() == "vgg16"
+    load_classifier = is_vgg16 and backbone_weights is not None
+    if load_classifier and num_filters != _VGG16_FC_WIDTH:
+        raise ValueError(
+            "VGG16 classifier weights need fc6/fc7 of width 4096. "
+            f"Received: num_filters={num_filters}, backbone_weights={backbone_weights!r}"
+        )
+    channels = input_shape[-1]
+    if isinstance(backbone, str):
+        encoder = get_backbone(
+            backbone,
+            input_shape=(None, None, channels),
+            weights=None if load_classifier else backbone_weights,
+            include_preprocessing=False,
+            **backbone_kwargs,
+        )
+        preprocessing = encoder.preprocessing
+    else:
+        # A prebuilt backbone normalises its input itself.
+        encoder = resolve_backbone(backbone, input_shape=input_shape, weights=backbone_weights, output_stride=32, **backbone_kwargs)
+        preprocessing = None
+    strides = {info["key"]: info["stride"] for info in encoder.feature_info}
+    if any(strides.get(key) != value for key, value in (("P3", 8), ("P4", 16), ("P5", 32))):
+        raise ValueError(f"FCN needs features P3, P4, P5 at strides 8, 16, 32. Received: {strides}")
+    if is_vgg16:
+        encoder = _ceil_mode_pooling(encoder)
+    offsets = _VGG16_OFFSETS if is_vgg16 else dict.fromkeys(["pool4", "pool3", 32, 16, 8])
+
+    image = keras.Input(shape=input_shape, name="image")
+    x = image if preprocessing is None else ImagePreprocessing(preprocessing, name="preprocessing")(image)
+    # The paper pads 100 px so that the 7x7 fc6 sees enough context on inputs of any size.
+    features = encoder(keras.layers.ZeroPadding2D(input_padding, name="input_padding")(x))
+    fc6 = keras.layers.Conv2D(num_filters, 7, activation="relu", name="fc6")
+    fc7 = keras.layers.Conv2D(num_filters, 1, activation="relu", name="fc7")
+    x = keras.layers.Dropout(dropout, name="drop6")(fc6(features["P5"]))
+    x = keras.layers.Dropout(dropout, name="drop7")(fc7(x))
+    if load_classifier:
+        _load_vgg16_classifier(encoder, fc6, fc7, backbone_weights)
+    scores = _score(x, num_classes, "score_fr")
+    for skip, key, label in ((16, "P4", "pool4"), (8, "P3", "pool3")):
+        if stride > skip:
+            break
+        upsampled = BilinearConvTranspose2D(2, num_classes, name=f"upscore_{'2' if skip == 16 else 'pool4'}")(scores)
+        skip_scores = _score(features[key], num_classes, f"score_{label}")
+        skip_scores = OffsetCrop(offsets[label], name=f"score_{label}c")([skip_scores, upsampled])
+        scores = keras.layers.Add(name=f"fuse_{label}")([upsampled, skip_scores])
+    # The final upsampling stays bilinear interpolation: the paper fixes it.
+    scores = BilinearConvTranspose2D(stride, num_classes, trainable=False, name=f"upscore{stride}")(scores)
+    logits = OffsetCrop(offsets[stride], dtype="float32", name="score")([scores, image])
+    return keras.Model(image, logits, name=name)
+
+
+_ARGS_DOC = """
+    Args:
+        num_classes: number of classes (21 for PASCAL VOC).
+        backbone: "vgg16" (the paper's) or another name from
+            `kseg.backbones.list_backbones()` with stride-8/16/32 features
+            (e.g. "tiny" for tests), or a model from `get_backbone`.
+        input_shape: `(H, W, 3)`; H and W may be None.
+        backbone_weights: None, "imagenet" or a weights path. For "vgg16" these
+            are weights of the whole `keras.applications.VGG16(include_top=True)`
+            classifier, whose fc1/fc2 become fc6/fc7 through
+            `kseg.backbones.surgery.convolutionalize`.
+        num_filters: width of fc6 (7x7) and fc7 (1x1), 4096 in the paper.
+        input_padding: zero pixels added around the normalised image (100).
+        dropout: dropout after fc6 and fc7 (0.5).
+        name: model name.
+        **backbone_kwargs: forwarded to `kseg.backbones.get_backbone`.
+
+    Returns:
+        A `keras.Model` mapping `(B, H, W, 3)` RGB images in [0, 255] to
+        float32 `(B, H, W, num_classes)` logits.
+"""
+
+
+@register_model("fcn32s")
+def FCN32s(num_classes=21, backbone="vgg16", input_shape=(None, None, 3), backbone_weights=None,
+           num_filters=4096, input_padding=100, dropout=0.5, name="fcn32s", **backbone_kwargs):
+    """FCN-32s: VGG16 with convolutional fc6/fc7, scores upsampled x32 in one step.
+
+    Long, Shelhamer & Darrell 2015, "Fully Convolutional Networks for Semantic
+    Segmentation". The image is zero-padded by 100 px (in the backbone's
+    normalised space, as Caffe pads conv1_1), VGG16 pools in Caffe's ceil
+    mode, fc6/fc7 are 7x7/1x1 convolutions, a zero-initialised 1x1 score
+    layer gives stride-32 class scores, and a frozen bilinear 64x64
+    transposed convolution upsamples them; a crop at Caffe's offset returns
+    logits of the input's size for any input size.
+    {args}
+    Example:
+        >>> import numpy as np, kseg
+        >>> model = kseg.models.FCN32s(num_classes=3, backbone="tiny", num_filters=16)
+        >>> tuple(model(np.zeros((1, 65, 97, 3))).shape)
+        (1, 65, 97, 3)
+    """
+    return _fcn(32, num_classes, backbone, input_shape, backbone_weights, num_filters, input_padding, dropout, name, **backbone_kwargs)
+
+
+@register_model("fcn16s")
+def FCN16s(num_classes=21, backbone="vgg16", input_shape=(None, None, 3), backbone_weights=None,
+           num_filters=4096, input_padding=100, dropout=0.5, name="fcn16s", **backbone_kwargs):
+    """FCN-16s: FCN-32s scores upsampled x2 and summed with pool4 scores, then x16.
+
+    Long, Shelhamer & Darrell 2015, "Fully Convolutional Networks for Semantic
+    Segmentation", section 4.2. The x2 transposed convolution starts as
+    bilinear interpolation and learns; pool4's zero-initialised scores are
+    cropped (offset 5) to it and added; a frozen bilinear x16 transposed
+    convolution and the final crop give logits of the input's size.
+    {args}
+    Example:
+        >>> import numpy as np, kseg
+        >>> model = kseg.models.FCN16s(num_classes=3, backbone="tiny", num_filters=16)
+        >>> tuple(model(np.zeros((1, 65, 97, 3))).shape)
+        (1, 65, 97, 3)
+    """
+    return _fcn(16, num_classes, backbone, input_shape, backbone_weights, num_filters, input_padding, dropout, name, **backbone_kwargs)
+
+
+@register_model("fcn8s")
+def FCN8s(num_classes=21, backbone="vgg16", input_shape=(None, None, 3), backbone_weights=None,
+          num_filters=4096, input_padding=100, dropout=0.5, name="fcn8s", **backbone_kwargs):
+    """FCN-8s: FCN-16s with a further x2 step fused with pool3 scores, then x8.
+
+    Long, Shelhamer & Darrell 2015, "Fully Convolutional Networks for Semantic
+    Segmentation", section 4.2: the paper's best net (62.7 mean IU on VOC2011
+    val). Skip fusion is an element-wise sum after cropping pool4 scores at
+    offset 5 and pool3 scores at offset 9; intermediate x2 transposed
+    convolutions are bilinear-initialised and learned, the final x8 one is
+    frozen bilinear interpolation, and the final crop (offset 32 here, Caffe's
+    31 plus Keras's 1 px conv1_1 padding) gives logits of the input's size.
+    {args}
+    Example:
+        >>> import numpy as np, kseg
+        >>> model = kseg.models.FCN8s(num_classes=3, backbone="tiny", num_filters=16)
+        >>> tuple(model(np.zeros((1, 65, 97, 3))).shape)
+        (1, 65, 97, 3)
+    """
+    return _fcn(8, num_classes, backbone, input_shape, backbone_weights, num_filters, input_padding, dropout, name, **backbone_kwargs)
+
+
+for _builder in (FCN32s, FCN16s, FCN8s):
+    _builder.__doc__ = _builder.__doc__.replace("{args}", _ARGS_DOC.strip("\n"))

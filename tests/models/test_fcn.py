@@ -1,0 +1,137 @@
+"""FCN-32s/16s/8s: paper structure, any input size, VGG16 classifier weights through the surgery."""
+
+import keras
+import numpy as np
+import pytest
+
+from kseg.layers.bilinear import bilinear_kernel_1d
+from kseg.models import FCN8s, FCN16s, FCN32s
+
+BUILDERS = {"fcn32s": FCN32s, "fcn16s": FCN16s, "fcn8s": FCN8s}
+ODD_SIZES = [(1, 1), (33, 47), (65, 97), (101, 37)]
+
+
+def images(size, batch=1, seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, (batch, *size, 3)).astype("float32")
+
+
+def randomise_scores(model, seed=0):
+    """Score layers start at zero (the paper's init); random ones make outputs informative."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if layer.name.startswith("score_") and layer.weights:
+            layer.set_weights([rng.normal(0, 0.1, w.shape).astype("float32") for w in layer.get_weights()])
+
+
+@pytest.mark.parametrize("name", BUILDERS)
+@pytest.mark.parametrize("size", ODD_SIZES)
+def test_any_input_size_gives_logits_of_the_same_size(name, size):
+    model = BUILDERS[name](num_classes=3, backbone="tiny", num_filters=8)
+    logits = model(images(size, batch=2), training=False)
+    assert tuple(logits.shape) == (2, *size, 3)
+
+
+@pytest.fixture(scope="module")
+def small_vgg16_fcn8s():
+    keras.utils.set_random_seed(0)
+    return FCN8s(num_classes=4, backbone="vgg16", num_filters=16)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (33, 47), (65, 97)])
+def test_vgg16_fcn8s_keeps_odd_input_sizes(small_vgg16_fcn8s, size):
+    randomise_scores(small_vgg16_fcn8s)
+    logits = np.asarray(small_vgg16_fcn8s(images(size), training=False))
+    assert logits.shape == (1, *size, 4)
+    assert np.abs(logits).max() > 0
+
+
+def test_vgg16_pools_in_ceil_mode_like_caffe(small_vgg16_fcn8s):
+    # 65 + 200 = 265 px: Caffe's ceil-mode pools give 133, 67, 34, 17, 9 (floor would end at 8).
+    encoder = small_vgg16_fcn8s.get_layer("vgg16_backbone")
+    features = encoder(np.zeros((1, 265, 265, 3), "float32"))
+    assert [features[f"P{n}"].shape[1] for n in range(1, 6)] == [133, 67, 34, 17, 9]
+
+
+def test_score_layers_start_at_zero_so_the_first_prediction_is_zero():
+    model = FCN8s(num_classes=3, backbone="tiny", num_filters=8)
+    for name in ("score_fr", "score_pool4", "score_pool3"):
+        assert not any(np.asarray(w).any() for w in model.get_layer(name).weights)
+    assert not np.asarray(model(images((40, 40)), training=False)).any()
+
+
+@pytest.mark.parametrize(
+    "name,learned,frozen",
+    [
+        ("fcn32s", {}, {"upscore32": 64}),
+        ("fcn16s", {"upscore_2": 4}, {"upscore16": 32}),
+        ("fcn8s", {"upscore_2": 4, "upscore_pool4": 4}, {"upscore8": 16}),
+    ],
+)
+def test_upsampling_is_bilinear_and_only_the_final_one_is_frozen(name, learned, frozen):
+    model = BUILDERS[name](num_classes=3, backbone="tiny", num_filters=8)
+    deconvolutions = {layer.name: layer for layer in model.layers if "upscore" in layer.name}
+    assert set(deconvolutions) == set(learned) | set(frozen)
+    for layer_name, size in {**learned, **frozen}.items():
+        layer = deconvolutions[layer_name]
+        assert layer.trainable == (layer_name in learned)
+        kernel = np.asarray(layer.weights[0])
+        assert kernel.shape == (size, size, 3, 3)
+        profile = bilinear_kernel_1d(size)
+        np.testing.assert_allclose(kernel[:, :, 1, 1], np.outer(profile, profile))
+        assert not kernel[:, :, 0, 1].any()
+
+
+def test_skip_fusion_adds_cropped_pool_scores():
+    model = FCN16s(num_classes=2, backbone="tiny", num_filters=8)
+    randomise_scores(model)
+    probe = keras.Model(
+        model.input,
+        [model.get_layer(n).output for n in ("upscore_2", "score_pool4", "score_pool4c", "fuse_pool4")],
+    )
+    upsampled, pool4, cropped, fused = (np.asarray(t) for t in probe(images((50, 70)), training=False))
+    np.testing.assert_allclose(fused, upsampled + cropped, atol=1e-5)
+    top = (pool4.shape[1] - cropped.shape[1]) // 2
+    left = (pool4.shape[2] - cropped.shape[2]) // 2
+    np.testing.assert_array_equal(cropped, pool4[:, top : top + cropped.shape[1], left : left + cropped.shape[2]])
+
+
+def test_bad_backbone_weights_configuration_is_explained():
+    with pytest.raises(ValueError, match="num_filters=16"):
+        FCN8s(backbone="vgg16", backbone_weights="imagenet", num_filters=16)
+
+
+def vgg16_conv_parameters():
+    """VGG16's 13 3x3 convolutions (Simonyan & Zisserman 2015, configuration D) with biases."""
+    widths = [3, 64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
+    return sum(9 * cin * cout + cout for cin, cout in zip(widths[:-1], widths[1:]))
+
+
+@pytest.mark.slow
+def test_full_vgg16_fcn8s_loads_classifier_weights_through_the_surgery(tmp_path):
+    keras.utils.set_random_seed(1)
+    classifier = keras.applications.VGG16(weights=None, include_top=True)
+    path = tmp_path / "vgg16_random.weights.h5"
+    classifier.save_weights(path)
+    model = FCN8s(num_classes=21, backbone="vgg16", backbone_weights=str(path))
+    k = 21
+    expected = (
+        vgg16_conv_parameters()
+        + 7 * 7 * 512 * 4096 + 4096  # fc6
+        + 4096 * 4096 + 4096  # fc7
+        + (4096 + 1) * k + (512 + 1) * k + (256 + 1) * k  # score_fr, score_pool4, score_pool3
+        + (4 * 4 + 4 * 4 + 16 * 16) * k * k  # upscore2, upscore_pool4, upscore8 (no bias)
+    )
+    assert model.count_params() == expected
+    np.testing.assert_array_equal(
+        np.asarray(model.get_layer("fc6").kernel).reshape(-1, 4096),
+        np.asarray(classifier.get_layer("fc1").kernel),
+    )
+    np.testing.assert_array_equal(
+        np.asarray(model.get_layer("fc7").kernel)[0, 0], np.asarray(classifier.get_layer("fc2").kernel)
+    )
+    encoder = model.get_layer("vgg16_backbone")
+    np.testing.assert_array_equal(
+        np.asarray(encoder.get_layer("block5_conv3").kernel),
+        np.asarray(classifier.get_layer("block5_conv3").kernel),
+    )
+    assert tuple(model(images((45, 51)), training=False).shape) == (1, 45, 51, 21)
