@@ -11,7 +11,9 @@ def _clone(layer):
 
 
 def _check_chain(classifier):
-    layers = [layer for layer in classifier.layers if not isinstance(layer, keras.layers.InputLayer)]
+    layers = [
+        layer for layer in classifier.layers if not isinstance(layer, keras.layers.InputLayer)
+    ]
     previous = classifier.inputs[0]
     for layer in layers:
         if len(layer._inbound_nodes) != 1 or layer.input is not previous:
@@ -59,9 +61,13 @@ def convolutionalize(classifier, input_shape=(None, None, 3), name=None):
         (7, 7, 512, 4096)
     """
     if not isinstance(classifier, keras.Model) or not classifier.built:
-        raise TypeError(f"classifier must be a built keras.Model. Received: classifier={classifier!r}")
+        raise TypeError(
+            f"classifier must be a built keras.Model. Received: classifier={classifier!r}"
+        )
     layers = _check_chain(classifier)
-    flatten_positions = [i for i, layer in enumerate(layers) if isinstance(layer, keras.layers.Flatten)]
+    flatten_positions = [
+        i for i, layer in enumerate(layers) if isinstance(layer, keras.layers.Flatten)
+    ]
     if len(flatten_positions) != 1:
         raise ValueError(
             "convolutionalize needs exactly one Flatten layer before the Dense head. Received: "
@@ -103,7 +109,7 @@ def convolutionalize(classifier, input_shape=(None, None, 3), name=None):
         elif isinstance(layer, _DENSE_LIKE_PASSTHROUGH):
             x = _clone(layer)(x)
         else:
-            raise ValueError(
+            raise TypeError(
                 "after Flatten only Dense, Dropout and Activation layers can be converted. "
                 f"Received: layer {layer.name!r} of type {type(layer).__name__}"
             )

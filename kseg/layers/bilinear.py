@@ -23,7 +23,9 @@ def bilinear_kernel_1d(kernel_size):
         [0.25, 0.75, 0.75, 0.25]
     """
     if int(kernel_size) != kernel_size or kernel_size < 1:
-        raise ValueError(f"kernel_size must be a positive integer. Received: kernel_size={kernel_size!r}")
+        raise ValueError(
+            f"kernel_size must be a positive integer. Received: kernel_size={kernel_size!r}"
+        )
     factor = (kernel_size + 1) // 2
     center = factor - 1 if kernel_size % 2 == 1 else factor - 0.5
     return (1 - np.abs(np.arange(kernel_size) - center) / factor).astype("float32")
@@ -96,7 +98,9 @@ class BilinearConvTranspose2D(keras.layers.Layer):
         if int(factor) != factor or factor < 1:
             raise ValueError(f"factor must be a positive integer. Received: factor={factor!r}")
         if int(channels) != channels or channels < 1:
-            raise ValueError(f"channels must be a positive integer. Received: channels={channels!r}")
+            raise ValueError(
+                f"channels must be a positive integer. Received: channels={channels!r}"
+            )
         self.factor = int(factor)
         self.channels = int(channels)
         self.kernel_size = 2 * self.factor - self.factor % 2

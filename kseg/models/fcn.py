@@ -44,7 +44,18 @@ def _score(x, num_classes, name):
     return keras.layers.Conv2D(num_classes, 1, kernel_initializer="zeros", name=name)(x)
 
 
-def _fcn(stride, num_classes, backbone, input_shape, backbone_weights, num_filters, input_padding, dropout, name, **backbone_kwargs):
+def _fcn(
+    stride,
+    num_classes,
+    backbone,
+    input_shape,
+    backbone_weights,
+    num_filters,
+    input_padding,
+    dropout,
+    name,
+    **backbone_kwargs,
+):
     if input_padding < 0:
         raise ValueError(f"input_padding must be >= 0. Received: input_padding={input_padding}")
     is_vgg16 = isinstance(backbone, str) and backbone.lower() == "vgg16"
@@ -66,7 +77,13 @@ def _fcn(stride, num_classes, backbone, input_shape, backbone_weights, num_filte
         preprocessing = encoder.preprocessing
     else:
         # A prebuilt backbone normalises its input itself.
-        encoder = resolve_backbone(backbone, input_shape=input_shape, weights=backbone_weights, output_stride=32, **backbone_kwargs)
+        encoder = resolve_backbone(
+            backbone,
+            input_shape=input_shape,
+            weights=backbone_weights,
+            output_stride=32,
+            **backbone_kwargs,
+        )
         preprocessing = None
     strides = {info["key"]: info["stride"] for info in encoder.feature_info}
     if any(strides.get(key) != value for key, value in (("P3", 8), ("P4", 16), ("P5", 32))):
@@ -76,7 +93,11 @@ def _fcn(stride, num_classes, backbone, input_shape, backbone_weights, num_filte
     offsets = _VGG16_OFFSETS if is_vgg16 else dict.fromkeys(["pool4", "pool3", 32, 16, 8])
 
     image = keras.Input(shape=input_shape, name="image")
-    x = image if preprocessing is None else ImagePreprocessing(preprocessing, name="preprocessing")(image)
+    x = (
+        image
+        if preprocessing is None
+        else ImagePreprocessing(preprocessing, name="preprocessing")(image)
+    )
     # The paper pads 100 px so that the 7x7 fc6 sees enough context on inputs of any size.
     features = encoder(keras.layers.ZeroPadding2D(input_padding, name="input_padding")(x))
     fc6 = keras.layers.Conv2D(num_filters, 7, activation="relu", name="fc6")
@@ -89,12 +110,16 @@ def _fcn(stride, num_classes, backbone, input_shape, backbone_weights, num_filte
     for skip, key, label in ((16, "P4", "pool4"), (8, "P3", "pool3")):
         if stride > skip:
             break
-        upsampled = BilinearConvTranspose2D(2, num_classes, name=f"upscore_{'2' if skip == 16 else 'pool4'}")(scores)
+        upsampled = BilinearConvTranspose2D(
+            2, num_classes, name=f"upscore_{'2' if skip == 16 else 'pool4'}"
+        )(scores)
         skip_scores = _score(features[key], num_classes, f"score_{label}")
         skip_scores = OffsetCrop(offsets[label], name=f"score_{label}c")([skip_scores, upsampled])
         scores = keras.layers.Add(name=f"fuse_{label}")([upsampled, skip_scores])
     # The final upsampling stays bilinear interpolation: the paper fixes it.
-    scores = BilinearConvTranspose2D(stride, num_classes, trainable=False, name=f"upscore{stride}")(scores)
+    scores = BilinearConvTranspose2D(stride, num_classes, trainable=False, name=f"upscore{stride}")(
+        scores
+    )
     logits = OffsetCrop(offsets[stride], dtype="float32", name="score")([scores, image])
     return keras.Model(image, logits, name=name)
 
@@ -123,8 +148,17 @@ _ARGS_DOC = """
 
 
 @register_model("fcn32s")
-def FCN32s(num_classes=21, backbone="vgg16", input_shape=(None, None, 3), backbone_weights=None,
-           num_filters=4096, input_padding=100, dropout=0.5, name="fcn32s", **backbone_kwargs):
+def FCN32s(
+    num_classes=21,
+    backbone="vgg16",
+    input_shape=(None, None, 3),
+    backbone_weights=None,
+    num_filters=4096,
+    input_padding=100,
+    dropout=0.5,
+    name="fcn32s",
+    **backbone_kwargs,
+):
     """FCN-32s: VGG16 with convolutional fc6/fc7, scores upsampled x32 in one step.
 
     Long, Shelhamer & Darrell 2015, "Fully Convolutional Networks for Semantic
@@ -141,12 +175,32 @@ def FCN32s(num_classes=21, backbone="vgg16", input_shape=(None, None, 3), backbo
         >>> tuple(model(np.zeros((1, 65, 97, 3))).shape)
         (1, 65, 97, 3)
     """
-    return _fcn(32, num_classes, backbone, input_shape, backbone_weights, num_filters, input_padding, dropout, name, **backbone_kwargs)
+    return _fcn(
+        32,
+        num_classes,
+        backbone,
+        input_shape,
+        backbone_weights,
+        num_filters,
+        input_padding,
+        dropout,
+        name,
+        **backbone_kwargs,
+    )
 
 
 @register_model("fcn16s")
-def FCN16s(num_classes=21, backbone="vgg16", input_shape=(None, None, 3), backbone_weights=None,
-           num_filters=4096, input_padding=100, dropout=0.5, name="fcn16s", **backbone_kwargs):
+def FCN16s(
+    num_classes=21,
+    backbone="vgg16",
+    input_shape=(None, None, 3),
+    backbone_weights=None,
+    num_filters=4096,
+    input_padding=100,
+    dropout=0.5,
+    name="fcn16s",
+    **backbone_kwargs,
+):
     """FCN-16s: FCN-32s scores upsampled x2 and summed with pool4 scores, then x16.
 
     Long, Shelhamer & Darrell 2015, "Fully Convolutional Networks for Semantic
@@ -161,12 +215,32 @@ def FCN16s(num_classes=21, backbone="vgg16", input_shape=(None, None, 3), backbo
         >>> tuple(model(np.zeros((1, 65, 97, 3))).shape)
         (1, 65, 97, 3)
     """
-    return _fcn(16, num_classes, backbone, input_shape, backbone_weights, num_filters, input_padding, dropout, name, **backbone_kwargs)
+    return _fcn(
+        16,
+        num_classes,
+        backbone,
+        input_shape,
+        backbone_weights,
+        num_filters,
+        input_padding,
+        dropout,
+        name,
+        **backbone_kwargs,
+    )
 
 
 @register_model("fcn8s")
-def FCN8s(num_classes=21, backbone="vgg16", input_shape=(None, None, 3), backbone_weights=None,
-          num_filters=4096, input_padding=100, dropout=0.5, name="fcn8s", **backbone_kwargs):
+def FCN8s(
+    num_classes=21,
+    backbone="vgg16",
+    input_shape=(None, None, 3),
+    backbone_weights=None,
+    num_filters=4096,
+    input_padding=100,
+    dropout=0.5,
+    name="fcn8s",
+    **backbone_kwargs,
+):
     """FCN-8s: FCN-16s with a further x2 step fused with pool3 scores, then x8.
 
     Long, Shelhamer & Darrell 2015, "Fully Convolutional Networks for Semantic
@@ -183,7 +257,18 @@ def FCN8s(num_classes=21, backbone="vgg16", input_shape=(None, None, 3), backbon
         >>> tuple(model(np.zeros((1, 65, 97, 3))).shape)
         (1, 65, 97, 3)
     """
-    return _fcn(8, num_classes, backbone, input_shape, backbone_weights, num_filters, input_padding, dropout, name, **backbone_kwargs)
+    return _fcn(
+        8,
+        num_classes,
+        backbone,
+        input_shape,
+        backbone_weights,
+        num_filters,
+        input_padding,
+        dropout,
+        name,
+        **backbone_kwargs,
+    )
 
 
 for _builder in (FCN32s, FCN16s, FCN8s):

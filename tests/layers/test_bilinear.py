@@ -31,7 +31,9 @@ def test_kernel_equals_fcn_upsample_filt(shared_dir, name):
 
 @pytest.mark.parametrize("factor", [2, 4, 8, 16, 32])
 def test_profile_sums_and_peaks_match_the_reference_table(shared_dir, factor):
-    table = json.loads((shared_dir / "refs" / "fcn_upsample_filt.json").read_text())[f"factor{factor}"]
+    table = json.loads((shared_dir / "refs" / "fcn_upsample_filt.json").read_text())[
+        f"factor{factor}"
+    ]
     profile = bilinear_kernel_1d(table["kernel_size"])
     np.testing.assert_allclose(profile, table["1d_profile"], atol=1e-7)
     kernel_2d = np.outer(profile, profile)
@@ -46,7 +48,9 @@ def test_layer_equals_pytorch_fcn_bilinear_deconvolution(shared_dir, factor, ker
     layer = BilinearConvTranspose2D(factor=factor, channels=4)
     out = np.asarray(layer(refs["x_nhwc"]))
     assert layer.kernel_size == kernel_size
-    np.testing.assert_allclose(out, refs[f"fcn_bilinear_f{factor}_k{kernel_size}_y_nhwc"], atol=1e-4)
+    np.testing.assert_allclose(
+        out, refs[f"fcn_bilinear_f{factor}_k{kernel_size}_y_nhwc"], atol=1e-4
+    )
 
 
 def torch_style_conv_transpose(x, kernel_tf, bias, stride, padding, output_padding=0):
@@ -67,9 +71,17 @@ def torch_style_conv_transpose(x, kernel_tf, bias, stride, padding, output_paddi
 
 @pytest.mark.parametrize(
     "config,stride,padding,output_padding",
-    [("k4s2p1", 2, 1, 0), ("k4s2p0", 2, 0, 0), ("k3s2p1op1", 2, 1, 1), ("k3s1p1", 1, 1, 0), ("k16s8p4", 8, 4, 0)],
+    [
+        ("k4s2p1", 2, 1, 0),
+        ("k4s2p0", 2, 0, 0),
+        ("k3s2p1op1", 2, 1, 1),
+        ("k3s1p1", 1, 1, 0),
+        ("k16s8p4", 8, 4, 0),
+    ],
 )
-def test_keras_transposed_convolution_cropped_equals_pytorch(shared_dir, config, stride, padding, output_padding):
+def test_keras_transposed_convolution_cropped_equals_pytorch(
+    shared_dir, config, stride, padding, output_padding
+):
     refs = np.load(shared_dir / "refs" / "conv_transpose2d.npz")
     out = torch_style_conv_transpose(
         refs["x_nhwc"], refs[f"{config}_w_tf"], refs[f"{config}_b"], stride, padding, output_padding
@@ -97,7 +109,9 @@ def test_bad_factor_is_named_in_the_error():
 
 
 def test_bilinear_layer_contract():
-    run_layer_test(BilinearConvTranspose2D, {"factor": 2, "channels": 3}, (2, 5, 6, 3), expected_channels=3)
+    run_layer_test(
+        BilinearConvTranspose2D, {"factor": 2, "channels": 3}, (2, 5, 6, 3), expected_channels=3
+    )
 
 
 def test_frozen_layer_keeps_its_kernel_out_of_the_trainable_weights():
@@ -121,4 +135,6 @@ def test_offset_crop_rejects_negative_offsets():
 
 
 def test_offset_crop_layer_contract():
-    run_layer_test(OffsetCrop, {"offset": [1, 2]}, [(2, 9, 11, 3), (2, 5, 6, 1)], expected_channels=3)
+    run_layer_test(
+        OffsetCrop, {"offset": [1, 2]}, [(2, 9, 11, 3), (2, 5, 6, 1)], expected_channels=3
+    )

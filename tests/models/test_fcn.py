@@ -1,5 +1,7 @@
 """FCN-32s/16s/8s: paper structure, any input size, VGG16 classifier weights through the surgery."""
 
+import itertools
+
 import keras
 import numpy as np
 import pytest
@@ -20,7 +22,9 @@ def randomise_scores(model, seed=0):
     rng = np.random.default_rng(seed)
     for layer in model.layers:
         if layer.name.startswith("score_") and layer.weights:
-            layer.set_weights([rng.normal(0, 0.1, w.shape).astype("float32") for w in layer.get_weights()])
+            layer.set_weights(
+                [rng.normal(0, 0.1, w.shape).astype("float32") for w in layer.get_weights()]
+            )
 
 
 @pytest.mark.parametrize("name", BUILDERS)
@@ -86,13 +90,20 @@ def test_skip_fusion_adds_cropped_pool_scores():
     randomise_scores(model)
     probe = keras.Model(
         model.input,
-        [model.get_layer(n).output for n in ("upscore_2", "score_pool4", "score_pool4c", "fuse_pool4")],
+        [
+            model.get_layer(n).output
+            for n in ("upscore_2", "score_pool4", "score_pool4c", "fuse_pool4")
+        ],
     )
-    upsampled, pool4, cropped, fused = (np.asarray(t) for t in probe(images((50, 70)), training=False))
+    upsampled, pool4, cropped, fused = (
+        np.asarray(t) for t in probe(images((50, 70)), training=False)
+    )
     np.testing.assert_allclose(fused, upsampled + cropped, atol=1e-5)
     top = (pool4.shape[1] - cropped.shape[1]) // 2
     left = (pool4.shape[2] - cropped.shape[2]) // 2
-    np.testing.assert_array_equal(cropped, pool4[:, top : top + cropped.shape[1], left : left + cropped.shape[2]])
+    np.testing.assert_array_equal(
+        cropped, pool4[:, top : top + cropped.shape[1], left : left + cropped.shape[2]]
+    )
 
 
 def test_bad_backbone_weights_configuration_is_explained():
@@ -103,7 +114,7 @@ def test_bad_backbone_weights_configuration_is_explained():
 def vgg16_conv_parameters():
     """VGG16's 13 3x3 convolutions (Simonyan & Zisserman 2015, configuration D) with biases."""
     widths = [3, 64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
-    return sum(9 * cin * cout + cout for cin, cout in zip(widths[:-1], widths[1:]))
+    return sum(9 * cin * cout + cout for cin, cout in itertools.pairwise(widths))
 
 
 @pytest.mark.slow
@@ -116,9 +127,13 @@ def test_full_vgg16_fcn8s_loads_classifier_weights_through_the_surgery(tmp_path)
     k = 21
     expected = (
         vgg16_conv_parameters()
-        + 7 * 7 * 512 * 4096 + 4096  # fc6
-        + 4096 * 4096 + 4096  # fc7
-        + (4096 + 1) * k + (512 + 1) * k + (256 + 1) * k  # score_fr, score_pool4, score_pool3
+        + 7 * 7 * 512 * 4096
+        + 4096  # fc6
+        + 4096 * 4096
+        + 4096  # fc7
+        + (4096 + 1) * k
+        + (512 + 1) * k
+        + (256 + 1) * k  # score_fr, score_pool4, score_pool3
         + (4 * 4 + 4 * 4 + 16 * 16) * k * k  # upscore2, upscore_pool4, upscore8 (no bias)
     )
     assert model.count_params() == expected
@@ -127,7 +142,8 @@ def test_full_vgg16_fcn8s_loads_classifier_weights_through_the_surgery(tmp_path)
         np.asarray(classifier.get_layer("fc1").kernel),
     )
     np.testing.assert_array_equal(
-        np.asarray(model.get_layer("fc7").kernel)[0, 0], np.asarray(classifier.get_layer("fc2").kernel)
+        np.asarray(model.get_layer("fc7").kernel)[0, 0],
+        np.asarray(classifier.get_layer("fc2").kernel),
     )
     encoder = model.get_layer("vgg16_backbone")
     np.testing.assert_array_equal(
@@ -135,3 +151,37 @@ def test_full_vgg16_fcn8s_loads_classifier_weights_through_the_surgery(tmp_path)
         np.asarray(classifier.get_layer("block5_conv3").kernel),
     )
     assert tuple(model(images((45, 51)), training=False).shape) == (1, 45, 51, 21)
+
+
+def copy_first_channels(layer, centre):
+    """Sets a convolution to pass its first three channels through from the kernel's `centre`."""
+    kernel = np.zeros(layer.kernel.shape, "float32")
+    kernel[centre, centre, range(3), range(3)] = 1
+    layer.set_weights([kernel, np.zeros(layer.bias.shape, "float32")])
+
+
+@pytest.mark.parametrize("builder", [FCN32s, FCN16s, FCN8s])
+def test_vgg16_crop_offsets_centre_the_output_on_the_input(builder):
+    """A bright block filling one pool5 cell must come out centred on itself.
+
+    With pass-through kernels the body max-pools the image, fc6 reads its kernel centre
+    and the frozen bilinear deconvolution spreads each cell symmetrically, so a wrong crop
+    offset shows as an asymmetric response around the block's centre.
+    """
+    keras.utils.set_random_seed(0)
+    model = builder(num_classes=3, backbone="vgg16", num_filters=3)
+    for layer in model.get_layer("vgg16_backbone").layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            copy_first_channels(layer, 1)
+    copy_first_channels(model.get_layer("fc6"), 3)
+    for name in ("fc7", "score_fr"):
+        copy_first_channels(model.get_layer(name), 0)
+    # 100 px padding: pool5 cell 4 covers padded pixels 128..159, i.e. image pixels 28..59.
+    image = np.zeros((1, 96, 96, 3), "float32")
+    image[:, 28:60, 28:60] = 255
+    response = np.asarray(model(image, training=False))[0, :, :, 0]
+    assert response.max() > 0
+    # Centre 43.5: the response is mirror-symmetric about it on rows and columns.
+    window = response[12:76, 12:76]
+    np.testing.assert_allclose(window, window[::-1, :], atol=1e-4 * response.max())
+    np.testing.assert_allclose(window, window[:, ::-1], atol=1e-4 * response.max())
