@@ -4,6 +4,7 @@ from kseg.layers.aspp import ASPP
 from kseg.layers.bilinear import BilinearConvTranspose2D, BilinearUpsamplingKernel
 from kseg.layers.conv_block import ConvBNReLU
 from kseg.layers.crop import CropToMatch, PadToMultiple
+from kseg.layers.offset_crop import OffsetCrop
 from kseg.layers.resize import ResizeToMatch
 from kseg.layers.unpooling import MaxPoolingWithArgmax2D, MaxUnpooling2D
 
@@ -15,6 +16,7 @@ __all__ = [
     "CropToMatch",
     "MaxPoolingWithArgmax2D",
     "MaxUnpooling2D",
+    "OffsetCrop",
     "PadToMultiple",
     "ResizeToMatch",
 ]
