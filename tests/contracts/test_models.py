@@ -18,6 +18,8 @@ SMALL_CONFIG = {
     "unet": {"num_filters": 4},
     # FCN's fc6/fc7 are 4096 wide in the paper; 8 keeps the tiny-backbone build fast.
     **{name: {"num_filters": 8} for name in ("fcn32s", "fcn16s", "fcn8s")},
+    # FCN-AlexNet is its own encoder; narrow convolutions and fc6/fc7 keep it fast.
+    "fcn_alexnet": {"backbone": None, "conv_filters": (4, 4, 4, 4, 4), "num_filters": 8},
 }
 
 
