@@ -73,13 +73,16 @@ def patch_scores(classifier, images, pixels=None, batch_size=256):
     row_offsets = tf.range(patch_height)
     column_offsets = tf.range(patch_width)
 
+    padded_width = width + patch_width - 1
+
     @tf.function(reduce_retracing=True)
     def score_chunk(image, coordinates):
-        # In padded coordinates, pixel (y, x)'s patch starts at (y, x) itself.
-        rows = coordinates[:, :1] + row_offsets[None, :]
-        columns = coordinates[:, 1:] + column_offsets[None, :]
-        patches = tf.gather(image, rows, axis=0)
-        patches = tf.gather(patches, columns, axis=2, batch_dims=1)
+        # In padded coordinates, pixel (y, x)'s patch starts at (y, x) itself; one gather on the
+        # flattened image builds the patches without a (rows x full width) intermediate.
+        rows = coordinates[:, 0, None, None] + row_offsets[None, :, None]
+        columns = coordinates[:, 1, None, None] + column_offsets[None, None, :]
+        flat = tf.reshape(image, [-1, tf.shape(image)[-1]])
+        patches = tf.gather(flat, rows * padded_width + columns)
         return tf.cast(classifier(patches, training=False), tf.float32)
 
     results = []
