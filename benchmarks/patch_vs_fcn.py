@@ -50,7 +50,6 @@ def build_classifier():
 
 
 def worker(args):
-    import keras
 
     from kseg.models.fcn_alexnet import FCNAlexNet
     from kseg.models.patch_classifier import patch_scores
@@ -75,7 +74,9 @@ def worker(args):
         chosen = rng.choice(total_pixels, size=args.pixels, replace=False)
         pixels = np.stack([chosen // args.size, chosen % args.size], axis=1)
         baseline = peak_rss_mib()
-        patch_scores(classifier, image, pixels=pixels[: args.batch_size], batch_size=args.batch_size)
+        patch_scores(
+            classifier, image, pixels=pixels[: args.batch_size], batch_size=args.batch_size
+        )
         start = time.perf_counter()
         patch_scores(classifier, image, pixels=pixels, batch_size=args.batch_size)
         measured = time.perf_counter() - start
@@ -99,7 +100,9 @@ def main():
     parser.add_argument("--pixels", type=int, default=2048, help="pixels the patch side classifies")
     parser.add_argument("--batch-size", type=int, default=128, help="patches per classifier call")
     parser.add_argument("--repeats", type=int, default=5, help="timed FCN runs (median reported)")
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "patch_vs_fcn.json"))
+    parser.add_argument(
+        "--out", default=os.path.join(os.path.dirname(__file__), "results", "patch_vs_fcn.json")
+    )
     parser.add_argument("--worker", choices=["patch", "fcn"], help=argparse.SUPPRESS)
     parser.add_argument("--weights", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -136,7 +139,8 @@ def main():
         "patch_batch_size": args.batch_size,
         "patch": sides["patch"],
         "fcn": sides["fcn"],
-        "time_ratio_patch_over_fcn": sides["patch"]["seconds_per_image"] / sides["fcn"]["seconds_per_image"],
+        "time_ratio_patch_over_fcn": sides["patch"]["seconds_per_image"]
+        / sides["fcn"]["seconds_per_image"],
         "peak_memory_ratio_patch_over_fcn": sides["patch"]["peak_increment_mib"]
         / sides["fcn"]["peak_increment_mib"],
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
@@ -145,7 +149,9 @@ def main():
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as handle:
         json.dump(report, handle, indent=2)
-    print(f"image {args.size}x{args.size}, classifier {report['classifier']['parameters']:,} parameters")
+    print(
+        f"image {args.size}x{args.size}, classifier {report['classifier']['parameters']:,} parameters"
+    )
     print(
         f"patch: {sides['patch']['seconds_per_image']:.1f} s/image (from {args.pixels} pixels in "
         f"{sides['patch']['measured_seconds']:.1f} s), peak +{sides['patch']['peak_increment_mib']:.0f} MiB"

@@ -56,7 +56,7 @@ def AlexNetClassifier(
         logits.
 
     Example:
-        >>> import kseg
+        >>> import kseg.models.fcn_alexnet
         >>> model = kseg.models.fcn_alexnet.AlexNetClassifier(conv_filters=(4,) * 5, num_filters=8)
         >>> model.output_shape
         (None, 21)
@@ -64,7 +64,9 @@ def AlexNetClassifier(
     if padding not in ("same", "valid"):
         raise ValueError(f'padding must be "same" or "valid". Received: padding={padding!r}')
     if len(conv_filters) != 5:
-        raise ValueError(f"conv_filters needs 5 widths (conv1..conv5). Received: conv_filters={conv_filters!r}")
+        raise ValueError(
+            f"conv_filters needs 5 widths (conv1..conv5). Received: conv_filters={conv_filters!r}"
+        )
     conv = keras.layers.Conv2D
     pool = keras.layers.MaxPooling2D
     return keras.Sequential(
@@ -73,11 +75,17 @@ def AlexNetClassifier(
             keras.layers.Rescaling(1 / 255, name="rescale"),
             conv(conv_filters[0], 11, strides=4, activation="relu", name="conv1"),
             pool(3, 2, name="pool1"),
-            conv(conv_filters[1], 5, padding=padding, groups=groups, activation="relu", name="conv2"),
+            conv(
+                conv_filters[1], 5, padding=padding, groups=groups, activation="relu", name="conv2"
+            ),
             pool(3, 2, name="pool2"),
             conv(conv_filters[2], 3, padding=padding, activation="relu", name="conv3"),
-            conv(conv_filters[3], 3, padding=padding, groups=groups, activation="relu", name="conv4"),
-            conv(conv_filters[4], 3, padding=padding, groups=groups, activation="relu", name="conv5"),
+            conv(
+                conv_filters[3], 3, padding=padding, groups=groups, activation="relu", name="conv4"
+            ),
+            conv(
+                conv_filters[4], 3, padding=padding, groups=groups, activation="relu", name="conv5"
+            ),
             pool(3, 2, name="pool5"),
             keras.layers.Flatten(name="flatten"),
             keras.layers.Dense(num_filters, activation="relu", name="fc6"),
@@ -133,13 +141,15 @@ def FCNAlexNet(
         float32 `(B, H, W, num_classes)` logits.
 
     Example:
-        >>> import numpy as np, kseg
-        >>> model = kseg.models.FCNAlexNet(num_classes=3, conv_filters=(4,) * 5, num_filters=8)
+        >>> import numpy as np, kseg.models.fcn_alexnet
+        >>> model = kseg.models.fcn_alexnet.FCNAlexNet(num_classes=3, conv_filters=(4,) * 5, num_filters=8)
         >>> tuple(model(np.zeros((1, 65, 97, 3))).shape)
         (1, 65, 97, 3)
     """
     if backbone is not None:
-        raise ValueError(f"FCNAlexNet builds its own AlexNet encoder; pass backbone=None. Received: backbone={backbone!r}")
+        raise ValueError(
+            f"FCNAlexNet builds its own AlexNet encoder; pass backbone=None. Received: backbone={backbone!r}"
+        )
     if int(input_padding) != input_padding or input_padding < _MIN_INPUT_PADDING:
         raise ValueError(
             f"input_padding must be an integer >= {_MIN_INPUT_PADDING} so the upsampled scores "
@@ -156,8 +166,8 @@ def FCNAlexNet(
     x = keras.layers.ZeroPadding2D(input_padding, name="input_padding")(image)
     scores = convolutional(x)
     # The paper keeps the single-step x32 upsampling fixed bilinear interpolation.
-    scores = BilinearConvTranspose2D(
-        ALEXNET_STRIDE, num_classes, trainable=False, name="upscore"
-    )(scores)
+    scores = BilinearConvTranspose2D(ALEXNET_STRIDE, num_classes, trainable=False, name="upscore")(
+        scores
+    )
     logits = OffsetCrop(input_padding - 82, dtype="float32", name="score")([scores, image])
     return keras.Model(image, logits, name=name)

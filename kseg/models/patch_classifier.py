@@ -40,14 +40,16 @@ def patch_scores(classifier, images, pixels=None, batch_size=256):
         given.
 
     Example:
-        >>> import keras, numpy as np, kseg
+        >>> import keras, numpy as np, kseg.models.patch_classifier
         >>> classifier = keras.Sequential([keras.Input((5, 5, 3)), keras.layers.Flatten(),
         ...                                keras.layers.Dense(4)])
         >>> kseg.models.patch_classifier.patch_scores(classifier, np.zeros((1, 8, 9, 3))).shape
         (1, 8, 9, 4)
     """
     if int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer. Received: batch_size={batch_size!r}")
+        raise ValueError(
+            f"batch_size must be a positive integer. Received: batch_size={batch_size!r}"
+        )
     patch_height, patch_width = _patch_size(classifier)
     images = tf.convert_to_tensor(images, dtype=classifier.inputs[0].dtype)
     if images.shape.rank != 4:
@@ -59,11 +61,15 @@ def patch_scores(classifier, images, pixels=None, batch_size=256):
         pixels = np.stack([grid_y.ravel(), grid_x.ravel()], axis=1)
     pixels = np.asarray(pixels)
     if pixels.ndim != 2 or pixels.shape[1] != 2 or not np.issubdtype(pixels.dtype, np.integer):
-        raise ValueError(f"pixels must be (P, 2) integers. Received: shape={pixels.shape}, dtype={pixels.dtype}")
+        raise ValueError(
+            f"pixels must be (P, 2) integers. Received: shape={pixels.shape}, dtype={pixels.dtype}"
+        )
     if pixels.size and (
         pixels.min() < 0 or pixels[:, 0].max() >= height or pixels[:, 1].max() >= width
     ):
-        raise ValueError(f"pixels must lie inside the {height}x{width} image. Received: {pixels.min(0)}..{pixels.max(0)}")
+        raise ValueError(
+            f"pixels must lie inside the {height}x{width} image. Received: {pixels.min(0)}..{pixels.max(0)}"
+        )
 
     top, left = patch_height // 2, patch_width // 2
     padded = tf.pad(
@@ -117,7 +123,7 @@ def patch_labels(classifier, images, batch_size=256):
         int64 numpy array `(B, H, W)` of class indices.
 
     Example:
-        >>> import keras, numpy as np, kseg
+        >>> import keras, numpy as np, kseg.models.patch_classifier
         >>> classifier = keras.Sequential([keras.Input((3, 3, 1)), keras.layers.Flatten(),
         ...                                keras.layers.Dense(2)])
         >>> kseg.models.patch_classifier.patch_labels(classifier, np.zeros((2, 4, 4, 1))).shape

@@ -21,9 +21,7 @@ def reference_scores(classifier, image, y, x):
     """The classifier on the zero-padded patch whose top-left is (y - ph // 2, x - pw // 2)."""
     patch_height, patch_width = classifier.input_shape[1:3]
     top, left = patch_height // 2, patch_width // 2
-    padded = np.pad(
-        image, [(top, patch_height - 1 - top), (left, patch_width - 1 - left), (0, 0)]
-    )
+    padded = np.pad(image, [(top, patch_height - 1 - top), (left, patch_width - 1 - left), (0, 0)])
     patch = padded[y : y + patch_height, x : x + patch_width]
     return np.asarray(classifier(patch[None], training=False))[0]
 
