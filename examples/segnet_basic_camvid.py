@@ -67,6 +67,9 @@ def parse_args(argv=None):
     parser.add_argument("--num-filters", type=int, default=64, help="stage width (the paper's 64)")
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate")
     parser.add_argument("--val-images", type=int, default=None, help="score only the first N")
+    parser.add_argument(
+        "--max-train-minutes", type=float, default=0, help="stop training after this (0: no limit)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
@@ -111,12 +114,14 @@ def main(argv=None):
         ),
         metrics=[],
     )
-    kseg.training.fit(
+    time_limit = kseg.training.TimeLimit(args.max_train_minutes)
+    history = kseg.training.fit(
         model,
         train,
         epochs=args.epochs,
         steps_per_epoch=steps,
         run_dir=str(out),
+        callbacks=[time_limit],
         tensorboard=False,
         verbose=2,
     )
@@ -132,6 +137,8 @@ def main(argv=None):
         "class_weights": dict(zip(info.class_names, map(float, class_weights))),
         "image_size": list(SIZE),
         "epochs": args.epochs,
+        "epochs_run": len(history.epoch),
+        "max_train_minutes": args.max_train_minutes,
         "steps_per_epoch": steps,
         "batch_size": args.batch_size,
         "num_filters": args.num_filters,

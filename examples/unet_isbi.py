@@ -109,19 +109,6 @@ def training_tiles(images, masks, weights, tile_size, output_size, batch_size, s
     return dataset.repeat().map(augment).batch(batch_size, drop_remainder=True).prefetch(2)
 
 
-class StopAfter(keras.callbacks.Callback):
-    """Ends training after the epoch during which `seconds` of wall time have passed."""
-
-    def __init__(self, seconds):
-        super().__init__()
-        self.seconds = seconds
-        self.started = time.time()
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.seconds and time.time() - self.started > self.seconds:
-            self.model.stop_training = True
-
-
 def score(predicted, masks):
     """Cell IoU and pixel error of 0/1 predictions against 0/1 masks."""
     predicted, masks = predicted.astype(bool), masks.astype(bool)
@@ -206,7 +193,7 @@ def main(argv=None):
         epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch,
         run_dir=str(out),
-        callbacks=[StopAfter(60 * args.max_train_minutes)],
+        callbacks=[kseg.training.TimeLimit(args.max_train_minutes)],
         tensorboard=False,
         verbose=2,
     )

@@ -13,6 +13,7 @@ Run directory layout written by `make_callbacks` / `fit`:
     run_dir/logs/               TensorBoard event files (train/, validation/)
 """
 
+import time
 import warnings
 from pathlib import Path
 
@@ -236,6 +237,31 @@ class _EpochBackup(keras.callbacks.BackupAndRestore):
         super().__init__(
             backup_dir, save_freq="epoch", double_checkpoint=True, delete_checkpoint=False
         )
+
+
+class TimeLimit(keras.callbacks.Callback):
+    """Stops training at the end of the epoch during which `minutes` of wall time have passed.
+
+    The clock starts when training begins; `minutes=0` or `None` means no limit. The epoch in
+    progress always finishes, so checkpoints and backups stay whole.
+
+    Example:
+        >>> fit(model, train, epochs=100, run_dir="runs/a", callbacks=[TimeLimit(45)])
+    """
+
+    def __init__(self, minutes):
+        super().__init__()
+        self.minutes = minutes
+        self.started = None
+        self.stopped_epoch = None
+
+    def on_train_begin(self, logs=None):
+        self.started = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.minutes and time.monotonic() - self.started >= 60 * self.minutes:
+            self.model.stop_training = True
+            self.stopped_epoch = epoch
 
 
 def make_callbacks(

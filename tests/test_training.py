@@ -392,3 +392,21 @@ def test_set_batchnorm_momentum_reaches_nested_layers_and_survives_saving(tmp_pa
     } == {0.9}
     with pytest.raises(ValueError, match="momentum"):
         kseg.training.set_batchnorm_momentum(model, 1.5)
+
+
+@pytest.mark.parametrize("minutes, expected_epochs", [(1e-9, 1), (0, 4), (60, 4)])
+def test_time_limit_stops_after_the_epoch_that_crosses_it(tmp_path, minutes, expected_epochs):
+    model = tiny_model()
+    training.compile_model(model, num_classes=NUM_CLASSES, metrics=[])
+    limit = training.TimeLimit(minutes)
+    history = training.fit(
+        model,
+        tiny_dataset(),
+        epochs=4,
+        run_dir=tmp_path,
+        callbacks=[limit],
+        tensorboard=False,
+        verbose=0,
+    )
+    assert len(history.epoch) == expected_epochs
+    assert limit.stopped_epoch == (0 if expected_epochs == 1 else None)
