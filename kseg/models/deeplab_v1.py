@@ -1,0 +1,190 @@
+"""DeepLab v1: VGG16-LargeFOV and its multi-scale (MSc) variant."""
+
+import keras
+
+from kseg.backbones.preprocessing import ImagePreprocessing
+from kseg.models.backbone_input import feature_stride, resolve_backbone
+from kseg.models.heads import logits_head
+from kseg.models.registry import register_model
+
+_VARIANTS = ("largefov", "msc-largefov")
+# VGG16's five blocks: (convolutions, channels), Simonyan & Zisserman 2015, Table 1 (D).
+_VGG16_BLOCKS = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
+_MSC_FILTERS = 128
+_OUTPUT_STRIDE = 8
+
+
+def _vgg16_largefov_body(x):
+    """VGG16 convolutions with DeepLab's pooling; returns the pool5 map and the MSc taps.
+
+    Layer names are keras.applications.VGG16's, so its ImageNet weights load by name.
+    """
+    taps = [(x, 1)]
+    stride = 1
+    for block, (convolutions, filters) in enumerate(_VGG16_BLOCKS, start=1):
+        # pool4 no longer subsamples, so conv5 is dilated by 2 to keep its field of view.
+        dilation = 2 if block == 5 else 1
+        for index in range(1, convolutions + 1):
+            x = keras.layers.Conv2D(
+                filters,
+                3,
+                padding="same",
+                dilation_rate=dilation,
+                activation="relu",
+                name=f"block{block}_conv{index}",
+            )(x)
+        pool_stride = 2 if block <= 3 else 1
+        stride *= pool_stride
+        x = keras.layers.MaxPooling2D(
+            3, strides=pool_stride, padding="same", name=f"block{block}_pool"
+        )(x)
+        if block <= 4:
+            taps.append((x, stride))
+    # The released DeepLab-LargeFOV prototxt follows pool5 with a 3x3 stride-1 average pool.
+    x = keras.layers.AveragePooling2D(3, strides=1, padding="same", name="pool5a")(x)
+    return x, taps
+
+
+def _load_vgg16_convolutions(model, weights):
+    vgg16 = keras.applications.VGG16(
+        include_top=False, weights=weights, input_shape=(None, None, 3)
+    )
+    for layer in vgg16.layers:
+        if layer.weights:
+            model.get_layer(layer.name).set_weights(layer.get_weights())
+
+
+def _msc_branch(tap, stride, index, dropout):
+    """Two layers (128 3x3, 128 1x1) bringing one tap to stride 8."""
+    x = keras.layers.Conv2D(
+        _MSC_FILTERS,
+        3,
+        strides=_OUTPUT_STRIDE // stride,
+        padding="same",
+        activation="relu",
+        name=f"msc_{index}_conv1",
+    )(tap)
+    x = keras.layers.Dropout(dropout, name=f"msc_{index}_drop1")(x)
+    x = keras.layers.Conv2D(_MSC_FILTERS, 1, activation="relu", name=f"msc_{index}_conv2")(x)
+    return keras.layers.Dropout(dropout, name=f"msc_{index}_drop2")(x)
+
+
+@register_model("deeplabv1")
+def DeepLabV1(
+    num_classes=21,
+    backbone="vgg16",
+    variant="largefov",
+    input_shape=(None, None, 3),
+    backbone_weights=None,
+    num_filters=1024,
+    fc6_dilation=12,
+    dropout=0.5,
+    name="deeplabv1",
+    **backbone_kwargs,
+):
+    """DeepLab v1 (DeepLab-LargeFOV, DeepLab-MSc-LargeFOV): atrous VGG16 at output stride 8.
+
+    Chen, Papandreou, Kokkinos, Murphy & Yuille 2015, "Semantic Image Segmentation with Deep
+    Convolutional Nets and Fully Connected CRFs" (ICLR). VGG16's pool1-3 become 3x3 stride-2
+    poolings ("same" padding), pool4 and pool5 3x3 stride-1 poolings, so the features stay
+    at stride 8; conv5_1-3 use dilation 2 (Sec. 3.1, the "hole" algorithm). LargeFOV
+    (Sec. 4, Table 2: 3x3 fc6 with input stride 12, 1024 channels, 20.5M parameters) follows
+    with fc6 (3x3, dilation 12, 1024), fc7 (1x1, 1024), dropout after each and the fc8
+    classifier; the stride-8 scores are bilinearly upsampled to the input size. The
+    MSc variant (Sec. 3.3) attaches a two-layer branch (128 3x3 then 128 1x1, ReLU) to the
+    input and to each of pool1-pool4 and concatenates the five 128-channel maps with fc7,
+    5 x 128 = 640 extra channels before the classifier. Every branch meets the others at
+    stride 8 through the stride of its 3x3 layer: 8 on the input, 4 on pool1, 2 on pool2 and
+    1 on pool3 and pool4, as in the released DeepLab-MSc-LargeFOV prototxt. That prototxt
+    also drops out the branch activations, here with the same rate as fc6/fc7. The paper
+    trains the branches with the rest frozen; a single Keras model leaves that choice to the
+    caller (set `trainable` on the VGG layers).
+
+    With `backbone="vgg16"` the VGG16 convolutions are built here with keras.applications
+    layer names and take their weights from `keras.applications.VGG16(include_top=False)`
+    when `backbone_weights` is given; fc6/fc7 start from random weights (the paper
+    subsamples VGG16's fc6/fc7, which are not part of the include_top=False weights). Any
+    other registry backbone (e.g. "tiny") is built at output stride 8 by
+    `kseg.backbones.get_backbone` and fc6/fc7 sit on its stride-8 feature; MSc branches
+    then read the input and the backbone's stride-2, -4 and -8 features (4 x 128 channels,
+    the backbone having no pool4).
+
+    Args:
+        num_classes: number of classes (21 for PASCAL VOC).
+        backbone: "vgg16" (the paper's), another name from
+            `kseg.backbones.list_backbones()` or a model from `get_backbone` built at
+            output stride 8.
+        variant: "largefov" or "msc-largefov".
+        input_shape: `(H, W, 3)`; H and W may be None.
+        backbone_weights: None, "imagenet" or a weights path (for "vgg16", a file of
+            `keras.applications.VGG16(include_top=False)` weights).
+        num_filters: width of fc6 and fc7 (1024).
+        fc6_dilation: atrous rate of the 3x3 fc6 (12).
+        dropout: dropout rate after fc6, fc7 and the MSc layers (0.5).
+        name: model name.
+        **backbone_kwargs: forwarded to `kseg.backbones.get_backbone` for non-VGG16 names.
+
+    Returns:
+        A `keras.Model` mapping `(B, H, W, 3)` RGB images in [0, 255] to float32
+        `(B, H, W, num_classes)` logits.
+
+    Example:
+        >>> import numpy as np, kseg
+        >>> from kseg.models.deeplab_v1 import DeepLabV1
+        >>> model = DeepLabV1(num_classes=3, backbone="tiny", num_filters=16)
+        >>> tuple(model(np.zeros((1, 65, 97, 3))).shape)
+        (1, 65, 97, 3)
+    """
+    if variant not in _VARIANTS:
+        raise ValueError(f"variant must be one of {_VARIANTS}. Received: variant={variant!r}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout}")
+    image = keras.Input(shape=input_shape, name="image")
+    is_vgg16 = isinstance(backbone, str) and backbone.lower() == "vgg16"
+    if is_vgg16:
+        if backbone_kwargs:
+            raise ValueError(
+                f"DeepLab v1 builds VGG16 itself and takes no backbone options. "
+                f"Received: {sorted(backbone_kwargs)}"
+            )
+        normalised = ImagePreprocessing("caffe", name="preprocessing")(image)
+        x, taps = _vgg16_largefov_body(normalised)
+    else:
+        encoder = resolve_backbone(
+            backbone,
+            input_shape=input_shape,
+            weights=backbone_weights,
+            output_stride=_OUTPUT_STRIDE,
+            **backbone_kwargs,
+        )
+        strides = {info["key"]: info["stride"] for info in encoder.feature_info}
+        if strides.get("P3") != _OUTPUT_STRIDE or max(strides.values()) != _OUTPUT_STRIDE:
+            raise ValueError(
+                f"DeepLab v1 needs a backbone whose deepest feature 'P3' is at stride 8. "
+                f"Received feature strides: {strides}"
+            )
+        features = encoder(image)
+        x = features["P3"]
+        taps = [(image, 1)] + [(features[key], feature_stride(encoder, key)) for key in strides]
+
+    x = keras.layers.Conv2D(
+        num_filters,
+        3,
+        padding="same",
+        dilation_rate=fc6_dilation,
+        activation="relu",
+        name="fc6",
+    )(x)
+    x = keras.layers.Dropout(dropout, name="drop6")(x)
+    x = keras.layers.Conv2D(num_filters, 1, activation="relu", name="fc7")(x)
+    x = keras.layers.Dropout(dropout, name="drop7")(x)
+    if variant == "msc-largefov":
+        branches = [
+            _msc_branch(tap, stride, index, dropout) for index, (tap, stride) in enumerate(taps)
+        ]
+        x = keras.layers.Concatenate(name="msc_concat")([x, *branches])
+    logits = logits_head(x, num_classes, image, name="fc8")
+    model = keras.Model(image, logits, name=name)
+    if is_vgg16 and backbone_weights is not None:
+        _load_vgg16_convolutions(model, backbone_weights)
+    return model

@@ -1,0 +1,191 @@
+"""DeepLab v3: multi-grid atrous ResNet with ASPP and image pooling."""
+
+import keras
+
+from kseg.backbones.atrous import layer_strides
+from kseg.layers.aspp import ASPP
+from kseg.models.backbone_input import deepest_feature_key, resolve_backbone
+from kseg.models.heads import logits_head
+from kseg.models.registry import register_model
+
+_BASE_RATES = (6, 12, 18)
+_CONVOLUTIONS = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D")
+_POOLINGS = ("MaxPooling2D", "AveragePooling2D")
+
+
+@register_model("deeplabv3")
+def DeepLabV3(
+    num_classes=21,
+    backbone="resnet101",
+    output_stride=16,
+    multi_grid=(1, 2, 4),
+    dilation_rates=None,
+    num_filters=256,
+    dropout=0.1,
+    input_shape=(None, None, 3),
+    backbone_weights=None,
+    name="deeplabv3",
+    **backbone_kwargs,
+):
+    """DeepLab v3: ASPP with image pooling and batch normalisation on a multi-grid ResNet.
+
+    Chen, Papandreou, Schroff & Adam 2017, "Rethinking Atrous Convolution for Semantic Image
+    Segmentation". The backbone is dilated to `output_stride` and the three 3x3 units of its
+    last block use the rates `multi_grid` (1, 2, 4) times the block's rate (Sec. 3.2,
+    `kseg.backbones.get_backbone(..., multi_grid=...)`). ASPP (Sec. 3.3,
+    `kseg.layers.ASPP`) has a 1x1 branch, three 3x3 atrous branches at rates 6, 12, 18 at
+    output stride 16 (doubled at 8), an image-pooling branch, batch normalisation and 256
+    channels, concatenated and projected by a 1x1 convolution (dropout 0.1 after it, as in
+    the reference TensorFlow implementation); a 1x1 classifier gives the scores, bilinearly
+    upsampled to the input size.
+
+    The paper trains at output stride 16 and evaluates at 8 with the same weights (Table 6).
+    `kseg.models.deeplab_v3.with_output_stride(model, 8)` rebuilds a trained OS16 model at
+    output stride 8 (the block before the last one dilated instead of strided, all later
+    rates and the ASPP rates doubled) and copies its weights; equivalently, build
+    `DeepLabV3(..., output_stride=8)` with the same arguments and call
+    `set_weights(os16_model.get_weights())`: the weights agree in number, order and shape.
+
+    Args:
+        num_classes: number of classes (21 for PASCAL VOC).
+        backbone: a name from `kseg.backbones.list_backbones()` ("resnet101" in the paper)
+            or a model from `get_backbone`.
+        output_stride: 16 (training in the paper) or 8 (evaluation).
+        multi_grid: rate multipliers of the last block's 3x3 convolutions, or None.
+            Backbones whose last stage does not split into `len(multi_grid)` groups (the
+            tiny test backbone) need None.
+        dilation_rates: ASPP rates; default (6, 12, 18) times 16 / output_stride.
+        num_filters: channels of ASPP (256).
+        dropout: dropout after the ASPP projection.
+        input_shape: `(H, W, 3)`; H and W may be None.
+        backbone_weights: None, "imagenet" or a path to backbone weights.
+        name: model name.
+        **backbone_kwargs: forwarded to `kseg.backbones.get_backbone`.
+
+    Returns:
+        A `keras.Model` mapping `(B, H, W, 3)` RGB images in [0, 255] to float32
+        `(B, H, W, num_classes)` logits.
+
+    Example:
+        >>> import numpy as np, kseg
+        >>> from kseg.models.deeplab_v3 import DeepLabV3
+        >>> model = DeepLabV3(num_classes=3, backbone="tiny", multi_grid=None)
+        >>> tuple(model(np.zeros((1, 65, 97, 3))).shape)
+        (1, 65, 97, 3)
+    """
+    if output_stride not in (8, 16):
+        raise ValueError(f"output_stride must be 8 or 16. Received: output_stride={output_stride}")
+    if dilation_rates is None:
+        dilation_rates = tuple(rate * 16 // output_stride for rate in _BASE_RATES)
+    if isinstance(backbone, str) and multi_grid is not None:
+        backbone_kwargs["multi_grid"] = tuple(multi_grid)
+    encoder = resolve_backbone(
+        backbone,
+        input_shape=input_shape,
+        weights=backbone_weights,
+        output_stride=output_stride,
+        **backbone_kwargs,
+    )
+    image = keras.Input(shape=input_shape, name="image")
+    features = encoder(image)[deepest_feature_key(encoder)]
+    x = ASPP(num_filters, dilation_rates, separable=False, dropout=dropout, name="aspp")(features)
+    logits = logits_head(x, num_classes, image, name="logits")
+    return keras.Model(image, logits, name=name)
+
+
+def _own_stride(layer_config):
+    strides = layer_config["config"].get("strides", 1)
+    return strides[0] if isinstance(strides, (list, tuple)) else strides
+
+
+def _densify_backbone(backbone, backbone_config, output_stride):
+    """Rewrites a backbone's config to compute its features at `output_stride`."""
+    strides = layer_strides(backbone)
+    current = max(out for _, out in strides.values())
+    for layer_config in backbone_config["layers"]:
+        name = layer_config["config"]["name"]
+        if name not in strides:
+            continue
+        input_stride, _ = strides[name]
+        config = layer_config["config"]
+        kind = layer_config["class_name"]
+        if kind in _CONVOLUTIONS + _POOLINGS and input_stride >= output_stride:
+            if _own_stride(layer_config) > 1:
+                if input_stride != output_stride:
+                    raise ValueError(
+                        f"layer {name!r} subsamples at stride {input_stride}, past "
+                        f"output_stride={output_stride}; the backbone cannot be densified"
+                    )
+                config["strides"] = [1, 1]
+                if kind in _POOLINGS:
+                    config["padding"] = "same"
+        kernel = config.get("kernel_size", 1)
+        kernel = kernel[0] if isinstance(kernel, (list, tuple)) else kernel
+        if kind in _CONVOLUTIONS and kernel > 1 and input_stride > output_stride:
+            # A kernel that sampled a stride-s map now reads a stride-output_stride map:
+            # spreading its taps by s / output_stride keeps the field of view.
+            factor = input_stride // output_stride
+            rate = config.get("dilation_rate", 1)
+            rate = rate[0] if isinstance(rate, (list, tuple)) else rate
+            config["dilation_rate"] = [rate * factor, rate * factor]
+    return current
+
+
+def with_output_stride(model, output_stride):
+    """Rebuilds a DeepLab v3 model at a finer output stride with the same weights.
+
+    DeepLabv3 (Chen et al. 2017, "Rethinking Atrous Convolution for Semantic Image
+    Segmentation", Sec. 4.1 and Table 6) trains at output stride 16 and evaluates at output
+    stride 8: the last subsampling step before the features becomes a stride-1 step, every
+    spatial convolution after it multiplies its atrous rate by the stride it no longer has
+    (ResNet-101's block3 gets rate 2, block4's multi-grid rates (2, 4, 8) become
+    (4, 8, 16)), and the ASPP rates double (6, 12, 18 -> 12, 24, 36). Kernel shapes do not
+    change, so the weights carry over; the result equals building
+    `DeepLabV3(..., output_stride=8)` and calling `set_weights` with the OS16 weights.
+
+    Args:
+        model: a model from `kseg.models.deeplab_v3.DeepLabV3` (built or reloaded).
+        output_stride: the new output stride, a power-of-two divisor of the current one.
+
+    Returns:
+        A new `keras.Model` with the same layer names and weights.
+
+    Example:
+        >>> import kseg
+        >>> from kseg.models.deeplab_v3 import DeepLabV3, with_output_stride
+        >>> os16 = DeepLabV3(num_classes=3, backbone="tiny", multi_grid=None)
+        >>> os8 = with_output_stride(os16, 8)
+        >>> os8.get_layer("aspp").dilation_rates
+        (12, 24, 36)
+    """
+    backbones = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    asp_layers = [layer for layer in model.layers if isinstance(layer, ASPP)]
+    if len(backbones) != 1 or len(asp_layers) != 1:
+        raise ValueError(
+            "with_output_stride expects a DeepLabV3 model: one nested backbone and one ASPP "
+            f"layer. Received: model {model.name!r} with {len(backbones)} nested models and "
+            f"{len(asp_layers)} ASPP layers"
+        )
+    backbone = backbones[0]
+    current = max(out for _, out in layer_strides(backbone).values())
+    if (
+        not isinstance(output_stride, int)
+        or output_stride <= 0
+        or current % output_stride
+        or (current // output_stride) & (current // output_stride - 1)
+    ):
+        raise ValueError(
+            f"output_stride must divide the model's output stride {current} by a power of "
+            f"two. Received: output_stride={output_stride}"
+        )
+    factor = current // output_stride
+    config = model.get_config()
+    for layer_config in config["layers"]:
+        if layer_config["config"]["name"] == backbone.name:
+            _densify_backbone(backbone, layer_config["config"], output_stride)
+        elif layer_config["config"]["name"] == asp_layers[0].name:
+            rates = layer_config["config"]["dilation_rates"]
+            layer_config["config"]["dilation_rates"] = [rate * factor for rate in rates]
+    dense = keras.Model.from_config(config)
+    dense.set_weights(model.get_weights())
+    return dense
