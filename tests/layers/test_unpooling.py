@@ -10,14 +10,16 @@ import tensorflow as tf
 import kseg
 from kseg.testing import run_layer_test
 
-REFS = Path(__file__).resolve().parents[2] / ".." / "shared" / "refs" / "maxpool_unpool.npz"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "maxpool_unpool.npz"
+with np.load(FIXTURE) as _fixture:
+    TORCH_CASES = [str(case) for case in _fixture["cases"]]
 
 
 @pytest.fixture(scope="module")
-def refs():
-    if not REFS.exists():
-        pytest.skip(f"reference vectors not found at {REFS}")
-    return dict(np.load(REFS))
+def torch_vectors():
+    """PyTorch max_pool2d(return_indices=True) + MaxUnpool2d, made by tests/fixtures/make_maxpool_unpool.py."""
+    with np.load(FIXTURE) as vectors:
+        return dict(vectors)
 
 
 def pool_and_unpool(x, padding="valid"):
@@ -25,17 +27,33 @@ def pool_and_unpool(x, padding="valid"):
     return pooled, argmax, kseg.layers.MaxUnpooling2D()([pooled, argmax, x])
 
 
-@pytest.mark.parametrize("case", ["even", "odd"])
-def test_matches_torch_max_pool2d_and_max_unpool2d(refs, case):
-    x = refs[f"{case}_x_nhwc"]
+@pytest.mark.parametrize("case", TORCH_CASES)
+def test_matches_torch_max_pool2d_and_max_unpool2d(torch_vectors, case):
+    x = torch_vectors[f"{case}_x"]
+    # PyTorch's ceil_mode keeps a trailing odd row as a one-pixel window, as "same" padding does
+    # for a 2x2 window with stride 2; floor mode drops it, as "valid" padding does.
+    padding = "same" if torch_vectors[f"{case}_ceil_mode"] else "valid"
     batch, height, width, channels = x.shape
-    pooled, argmax, unpooled = (np.asarray(t) for t in pool_and_unpool(x))
+    pooled, argmax, unpooled = (np.asarray(t) for t in pool_and_unpool(x, padding))
 
-    np.testing.assert_array_equal(pooled, refs[f"{case}_pooled_nhwc"])
-    # The layer folds the batch into the index; the reference counts within one image.
-    per_image = argmax - np.arange(batch)[:, None, None, None] * height * width * channels
-    np.testing.assert_array_equal(per_image, refs[f"{case}_indices_tf_style_nhwc"])
-    np.testing.assert_array_equal(unpooled, refs[f"{case}_unpooled_nhwc"])
+    np.testing.assert_array_equal(pooled, torch_vectors[f"{case}_pooled"])
+    # PyTorch counts h * W + w within one plane; the layer folds the batch and channel in.
+    plane = torch_vectors[f"{case}_plane_indices"]
+    expected_argmax = (
+        np.arange(batch)[:, None, None, None] * height * width * channels
+        + plane * channels
+        + np.arange(channels)
+    )
+    np.testing.assert_array_equal(argmax, expected_argmax)
+    np.testing.assert_array_equal(unpooled, torch_vectors[f"{case}_unpooled"])
+
+
+def test_fixture_covers_odd_sizes_batches_and_channel_counts(torch_vectors):
+    shapes = [torch_vectors[f"{case}_x"].shape for case in TORCH_CASES]
+    assert any(h % 2 or w % 2 for _, h, w, _ in shapes)
+    assert {n for n, *_ in shapes} >= {1, 2, 3}
+    assert len({c for *_, c in shapes}) >= 3
+    assert {bool(torch_vectors[f"{case}_ceil_mode"]) for case in TORCH_CASES} == {True, False}
 
 
 @pytest.mark.parametrize("padding", ["valid", "same"])
