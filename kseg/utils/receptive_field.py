@@ -5,6 +5,7 @@ import math
 import keras
 
 from kseg.backbones.preprocessing import ImagePreprocessing
+from kseg.layers.resize import ResizeToMatch
 
 _LAYERS = keras.layers
 _CONVOLUTIONS = (
@@ -50,6 +51,7 @@ _UPSAMPLING = (
     _LAYERS.UpSampling2D,
     _LAYERS.UpSampling3D,
     _LAYERS.Resizing,
+    ResizeToMatch,
 )
 # Layers that act on each position alone (or only pad and crop): the field passes unchanged.
 _POINTWISE = (
@@ -147,8 +149,7 @@ def _layer_fields(layer, axis):
     if isinstance(layer, keras.Sequential):
         return _chain_fields(layer.layers, axis)
     if isinstance(layer, keras.Model):
-        fields = _model_fields(layer, axis)
-        return _pareto(set().union(*(fields[id(t)] for t in layer.outputs)))
+        return _widest(_model_fields(layer, axis), layer.outputs)
     if isinstance(layer, _GLOBAL):
         return {(math.inf, 1)}
     geometry = _geometry(layer)
@@ -166,7 +167,11 @@ def _chain_fields(layers, axis):
 
 
 def _model_fields(model, axis):
-    """Maps `id(tensor)` to the Pareto set of `(field, jump)` pairs over paths reaching it."""
+    """Maps `id(tensor)` to the Pareto set of `(field, jump)` pairs over paths reaching it.
+
+    A tensor behind a layer the recurrence cannot follow maps to that layer's error instead,
+    raised only if a measured output depends on it.
+    """
     if not hasattr(model, "_nodes_by_depth"):
         raise TypeError(
             f"receptive_field needs a functional or Sequential model. Received: {model!r}"
@@ -179,17 +184,37 @@ def _model_fields(model, axis):
                 for tensor in node.outputs:
                     fields[id(tensor)] = {(1, 1)}
                 continue
-            incoming = _pareto(set().union(*(fields[id(t)] for t in node.input_tensors)))
+            inputs = [fields[id(t)] for t in node.input_tensors]
+            errors = [value for value in inputs if isinstance(value, Exception)]
             layer = node.operation
-            if isinstance(layer, keras.Model) and not isinstance(layer, keras.Sequential):
+            if errors:
+                outgoing = [errors[0]] * len(node.outputs)
+            elif isinstance(layer, keras.Model) and not isinstance(layer, keras.Sequential):
+                incoming = _pareto(set().union(*inputs))
                 inner = _model_fields(layer, axis)
-                for tensor, inner_output in zip(node.outputs, layer.outputs, strict=True):
-                    fields[id(tensor)] = _compose(incoming, inner[id(inner_output)])
-                continue
-            outgoing = _compose(incoming, _layer_fields(layer, axis))
-            for tensor in node.outputs:
-                fields[id(tensor)] = outgoing
+                outgoing = []
+                for inner_output in layer.outputs:
+                    value = inner[id(inner_output)]
+                    outgoing.append(
+                        value if isinstance(value, Exception) else _compose(incoming, value)
+                    )
+            else:
+                incoming = _pareto(set().union(*inputs))
+                try:
+                    outgoing = [_compose(incoming, _layer_fields(layer, axis))] * len(node.outputs)
+                except TypeError as error:
+                    outgoing = [error] * len(node.outputs)
+            for tensor, value in zip(node.outputs, outgoing, strict=True):
+                fields[id(tensor)] = value
     return fields
+
+
+def _widest(fields, tensors):
+    values = [fields[id(t)] for t in tensors]
+    for value in values:
+        if isinstance(value, Exception):
+            raise value
+    return _pareto(set().union(*values))
 
 
 def _output_tensors(model, output):
@@ -197,14 +222,21 @@ def _output_tensors(model, output):
         return list(model.outputs)
     if isinstance(model.output, dict) and output in model.output:
         return [model.output[output]]
-    try:
-        return [model.get_layer(output).output]
-    except ValueError:
+    # A nested model's own `.output` lives in its inner graph: read the outer node instead.
+    nodes = [
+        node
+        for depth_nodes in model._nodes_by_depth.values()
+        for node in depth_nodes
+        if not node.is_input and node.operation.name == output
+    ]
+    if len(nodes) != 1:
         keys = sorted(model.output) if isinstance(model.output, dict) else []
         raise ValueError(
-            f"`output` must be a layer name of model {model.name!r} (nested models count as "
-            f"one layer) or one of its output keys {keys}. Received: output={output!r}"
-        ) from None
+            f"`output` must name a layer called once in model {model.name!r} (nested models "
+            f"count as one layer) or one of its output keys {keys}. Received: output={output!r}"
+            + (f", called {len(nodes)} times" if nodes else "")
+        )
+    return list(nodes[0].outputs)
 
 
 def receptive_field(model_or_layers, output=None):
@@ -275,8 +307,7 @@ def receptive_field(model_or_layers, output=None):
         rank = _spatial_rank(model.layers)
         per_axis = []
         for axis in range(rank):
-            fields = _model_fields(model, axis)
-            per_axis.append(max(r for t in targets for r, _ in fields[id(t)]))
+            per_axis.append(max(r for r, _ in _widest(_model_fields(model, axis), targets)))
     if not per_axis:
         return 1
     per_axis = [value if value == math.inf else int(value) for value in per_axis]

@@ -1,0 +1,305 @@
+"""Dilated convolution networks: the VGG16 front-end and the context module of Yu & Koltun."""
+
+import keras
+import numpy as np
+
+from kseg.backbones.preprocessing import ImagePreprocessing
+from kseg.backbones.surgery import convolutionalize
+from kseg.layers.resize import ResizeToMatch
+from kseg.models.backbone_input import deepest_feature_key, feature_stride, resolve_backbone
+from kseg.models.registry import register_model
+
+# Table 1 of the paper: dilation of each 3x3 layer, then the 1x1 output layer.
+CONTEXT_DILATIONS = (1, 1, 2, 4, 8, 16, 1)
+# Output channels of the 3x3 layers in units of C; the 1x1 layer outputs C.
+CONTEXT_MULTIPLIERS = {"basic": (1, 1, 1, 1, 1, 1, 1), "large": (2, 2, 4, 8, 16, 32, 32)}
+# Yu's layer names (ct_conv1_1 ... ct_fc1), so weights map one to one.
+_CONTEXT_NAMES = ("conv1_1", "conv1_2", "conv2_1", "conv3_1", "conv4_1", "conv5_1", "fc1")
+# The paper asks for sigma << C / c_{i+1}; the smallest such ratio, 1/32, is 31 times this.
+_LARGE_NOISE_STDDEV = 1e-3
+# VGG16 configuration D: (block, convolutions, width). Blocks 4 and 5 lose their pooling.
+_VGG16_BLOCKS = ((1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512))
+_VGG16_FC_WIDTH = 4096
+_OUTPUT_STRIDE = 8
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class ContextIdentity(keras.initializers.Initializer):
+    """Identity initialisation of a context-module convolution, for any channel counts.
+
+    Yu & Koltun 2016, "Multi-scale Context Aggregation by Dilated Convolutions", section 3:
+    random initialisation did not train the context module, so each kernel starts as
+    `k^b(t, a) = C / c_out` at the centre tap `t = 0` when
+    `floor(a * C / c_in) == floor(b * C / c_out)`, and `eps ~ N(0, sigma^2)` elsewhere, `a`
+    and `b` being the input and output channel, `c_in` and `c_out` the layer's channel
+    counts and `C` the module's base width (the number of classes), which divides both.
+    With equal counts and `stddev=0` this is the plain identity `1[t=0] 1[a=b]` of the basic
+    module. Channel `a` of the module's input thus spreads over `c_out / C` outputs, each
+    holding `C / c_out` of it, so a chain of these layers closed by a `c -> C` layer passes
+    its (non-negative) input through unchanged; the noise breaks ties between copies.
+
+    Args:
+        base_channels: `C`, which must divide the kernel's input and output channels.
+        stddev: standard deviation of the noise off the identity (0 for none).
+        seed: optional int seed of the noise.
+
+    Returns:
+        An initializer producing `(kh, kw, c_in, c_out)` kernels with odd `kh`, `kw`.
+
+    Example:
+        >>> import kseg
+        >>> init = kseg.models.dilated.ContextIdentity(base_channels=2)
+        >>> kernel = init((3, 3, 2, 4))
+        >>> float(kernel[1, 1, 0, 1]), float(kernel[1, 1, 0, 2])
+        (0.5, 0.0)
+    """
+
+    def __init__(self, base_channels, stddev=0.0, seed=None):
+        if not isinstance(base_channels, int) or base_channels < 1:
+            raise ValueError(
+                f"base_channels must be a positive integer. Received: base_channels={base_channels!r}"
+            )
+        if stddev < 0:
+            raise ValueError(f"stddev must be >= 0. Received: stddev={stddev!r}")
+        self.base_channels = base_channels
+        self.stddev = stddev
+        self.seed = seed
+
+    def __call__(self, shape, dtype=None):
+        if len(shape) != 4 or shape[0] % 2 == 0 or shape[1] % 2 == 0:
+            raise ValueError(
+                f"ContextIdentity needs a 2D kernel of odd size. Received: shape={tuple(shape)}"
+            )
+        height, width, c_in, c_out = shape
+        base = self.base_channels
+        if c_in % base or c_out % base:
+            raise ValueError(
+                f"base_channels={base} must divide the kernel's channels. "
+                f"Received: shape={tuple(shape)}"
+            )
+        groups_in = np.arange(c_in) * base // c_in
+        groups_out = np.arange(c_out) * base // c_out
+        centre = np.zeros((height, width, 1, 1), bool)
+        centre[height // 2, width // 2] = True
+        on_identity = centre & (groups_in[:, None] == groups_out[None, :])
+        kernel = np.where(on_identity, base / c_out, 0.0)
+        if self.stddev > 0:
+            rng = np.random.default_rng(self.seed)
+            kernel = np.where(on_identity, kernel, rng.normal(0.0, self.stddev, tuple(shape)))
+        return keras.ops.convert_to_tensor(kernel, dtype=dtype or "float32")
+
+    def get_config(self):
+        return {"base_channels": self.base_channels, "stddev": self.stddev, "seed": self.seed}
+
+
+def ContextModule(num_channels, variant="basic", name="context"):
+    """The context module: dilated 3x3 convolutions that aggregate multi-scale context.
+
+    Yu & Koltun 2016, "Multi-scale Context Aggregation by Dilated Convolutions", section 3
+    and table 1. It maps `C` feature maps (a front-end's class scores) to `C` maps of the
+    same size: seven 3x3 convolutions with dilations 1, 1, 2, 4, 8, 16, 1, each followed by
+    ReLU, then a 1x1 convolution without it. The basic module keeps `C` channels throughout;
+    the large one widens to 2C, 2C, 4C, 8C, 16C, 32C, 32C. Its receptive field grows to 67
+    positions (3, 5, 9, 17, 33, 65, 67, 67 after each layer). Kernels start from the
+    paper's identity initialisation (`ContextIdentity`; exact for the basic module, with
+    N(0, 1e-3^2) noise off the identity for the large one) and biases from zero, so the
+    untrained basic module returns `relu(x)`, which is `x` for non-negative input. Every
+    layer pads "same" with zeros, where the paper's deploy network zero-pads its input by
+    33 once and convolves "valid"; both keep the input's size.
+
+    Args:
+        num_channels: `C`, the input and output channels (the number of classes).
+        variant: "basic" or "large".
+        name: model name.
+
+    Returns:
+        A functional `keras.Model` mapping `(B, H, W, C)` to `(B, H, W, C)`; its layers are
+        named after the paper's reference network (`ctx_conv1_1` ... `ctx_fc1`,
+        `ctx_final`).
+
+    Example:
+        >>> import numpy as np, kseg
+        >>> context = kseg.models.dilated.ContextModule(4)
+        >>> scores = np.random.default_rng(0).uniform(0, 1, (1, 9, 9, 4)).astype("float32")
+        >>> bool(np.allclose(context(scores), scores))
+        True
+    """
+    if not isinstance(num_channels, int) or num_channels < 1:
+        raise ValueError(
+            f"num_channels must be a positive integer. Received: num_channels={num_channels!r}"
+        )
+    if variant not in CONTEXT_MULTIPLIERS:
+        raise ValueError(
+            f"variant must be one of {sorted(CONTEXT_MULTIPLIERS)}. Received: variant={variant!r}"
+        )
+    stddev = 0.0 if variant == "basic" else _LARGE_NOISE_STDDEV
+    inputs = keras.Input((None, None, num_channels), name=f"{name}_input")
+    x = inputs
+    for index, (multiplier, dilation, layer_name) in enumerate(
+        zip(CONTEXT_MULTIPLIERS[variant], CONTEXT_DILATIONS, _CONTEXT_NAMES, strict=True)
+    ):
+        x = keras.layers.Conv2D(
+            multiplier * num_channels,
+            3,
+            dilation_rate=dilation,
+            padding="same",
+            activation="relu",
+            kernel_initializer=ContextIdentity(num_channels, stddev, seed=index),
+            name=f"ctx_{layer_name}",
+        )(x)
+    outputs = keras.layers.Conv2D(
+        num_channels,
+        1,
+        kernel_initializer=ContextIdentity(num_channels, stddev, seed=len(CONTEXT_DILATIONS)),
+        name="ctx_final",
+    )(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _vgg16_front_end(image):
+    """VGG16's convolutions without pool4 and pool5, conv5 dilated by 2 (stride-8 output)."""
+    x = ImagePreprocessing("caffe", name="preprocessing")(image)
+    for block, depth, width in _VGG16_BLOCKS:
+        for index in range(1, depth + 1):
+            x = keras.layers.Conv2D(
+                width,
+                3,
+                padding="same",
+                dilation_rate=2 if block == 5 else 1,
+                activation="relu",
+                name=f"block{block}_conv{index}",
+            )(x)
+        if block <= 3:
+            # "same" pooling keeps ceil(H / 8) positions, so odd sizes lose no border pixel.
+            x = keras.layers.MaxPooling2D(2, padding="same", name=f"block{block}_pool")(x)
+    return x
+
+
+def _load_vgg16_classifier(model, weights):
+    """Copies VGG16 classifier weights: the 13 convolutions, then fc1/fc2 into fc6/fc7."""
+    classifier = convolutionalize(keras.applications.VGG16(include_top=True, weights=weights))
+    for block, depth, _ in _VGG16_BLOCKS:
+        for index in range(1, depth + 1):
+            layer_name = f"block{block}_conv{index}"
+            model.get_layer(layer_name).set_weights(classifier.get_layer(layer_name).get_weights())
+    model.get_layer("fc6").set_weights(classifier.get_layer("fc1").get_weights())
+    model.get_layer("fc7").set_weights(classifier.get_layer("fc2").get_weights())
+
+
+@register_model("dilatednet")
+def DilatedNet(
+    num_classes=21,
+    backbone="vgg16",
+    context_module="basic",
+    input_shape=(None, None, 3),
+    backbone_weights=None,
+    num_filters=_VGG16_FC_WIDTH,
+    dropout=0.5,
+    name="dilatednet",
+    **backbone_kwargs,
+):
+    """Dilated-convolution segmentation net: front-end plus context module.
+
+    Yu & Koltun 2016, "Multi-scale Context Aggregation by Dilated Convolutions" (ICLR).
+    The front-end is VGG16 with pool4 and pool5 removed, conv5_1..3 dilated by 2 and fc6
+    a 7x7 convolution dilated by 4 (4096 channels), then fc7 (1x1, 4096) and a 1x1 class
+    layer, with ReLU and dropout after fc6 and fc7; it predicts at stride 8. The context
+    module (`ContextModule`, basic or large) refines the class scores, and bilinear
+    upsampling by 8 gives logits of the input's size. The paper convolves "valid" and pads
+    the image by 186 reflected pixels; here every layer pads "same" with zeros and the
+    three poolings round up, so any input size gives `ceil(H / 8)` scores and logits of
+    the input's size without a margin. The front-end's field is 380 pixels (Yu's training
+    script crops `8 * n + 372` pixels for `n` scores, 372 being that field less one
+    stride), and the basic context module adds 66 positions of 8 pixels.
+
+    With `backbone="vgg16"` and ImageNet weights the 13 convolutions and, through
+    `kseg.backbones.surgery.convolutionalize`, the classifier's fc1/fc2 become the
+    front-end's convolutions and fc6/fc7 (dilation changes no kernel shape). Another
+    backbone name (e.g. "tiny" for tests) is built by `kseg.backbones.get_backbone` at
+    output stride 8 (later stages dilated) and its deepest feature feeds fc6.
+
+    Args:
+        num_classes: number of classes `C` (21 for PASCAL VOC).
+        backbone: "vgg16" (the paper's), another name from
+            `kseg.backbones.list_backbones()`, or a model from `get_backbone` with
+            output stride 8.
+        context_module: "basic", "large" or None (front-end only).
+        input_shape: `(H, W, 3)`; H and W may be None.
+        backbone_weights: None, "imagenet" or a weights path. For "vgg16" these are the
+            weights of `keras.applications.VGG16(include_top=True)`, and `num_filters`
+            must be 4096.
+        num_filters: channels of fc6 and fc7 (4096).
+        dropout: dropout rate after fc6 and fc7 (0.5).
+        name: model name.
+        **backbone_kwargs: forwarded to `kseg.backbones.get_backbone`.
+
+    Returns:
+        A `keras.Model` mapping `(B, H, W, 3)` RGB images in [0, 255] to float32
+        `(B, H, W, num_classes)` logits.
+
+    Example:
+        >>> import numpy as np, kseg
+        >>> model = kseg.models.DilatedNet(num_classes=3, backbone="tiny", num_filters=8)
+        >>> tuple(model(np.zeros((1, 65, 97, 3))).shape)
+        (1, 65, 97, 3)
+    """
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(
+            f"num_classes must be a positive integer. Received: num_classes={num_classes!r}"
+        )
+    if context_module is not None and context_module not in CONTEXT_MULTIPLIERS:
+        raise ValueError(
+            f"context_module must be 'basic', 'large' or None. "
+            f"Received: context_module={context_module!r}"
+        )
+    is_vgg16 = isinstance(backbone, str) and backbone.lower() == "vgg16"
+    if is_vgg16 and backbone_weights is not None and num_filters != _VGG16_FC_WIDTH:
+        raise ValueError(
+            "VGG16 classifier weights need fc6/fc7 of width 4096. "
+            f"Received: num_filters={num_filters}, backbone_weights={backbone_weights!r}"
+        )
+    if is_vgg16 and backbone_kwargs:
+        raise ValueError(
+            f"the VGG16 front-end takes no backbone options. Received: {sorted(backbone_kwargs)}"
+        )
+
+    image = keras.Input(shape=input_shape, name="image")
+    if is_vgg16:
+        features = _vgg16_front_end(image)
+    else:
+        encoder = resolve_backbone(
+            backbone,
+            input_shape=input_shape,
+            weights=backbone_weights,
+            output_stride=_OUTPUT_STRIDE,
+            **backbone_kwargs,
+        )
+        key = deepest_feature_key(encoder)
+        if feature_stride(encoder, key) != _OUTPUT_STRIDE:
+            raise ValueError(
+                f"DilatedNet needs a backbone at output stride 8. Received: backbone "
+                f"{encoder.name!r} whose deepest feature {key!r} has stride "
+                f"{feature_stride(encoder, key)}"
+            )
+        features = encoder(image)[key]
+
+    x = keras.layers.Conv2D(
+        num_filters, 7, dilation_rate=4, padding="same", activation="relu", name="fc6"
+    )(features)
+    x = keras.layers.Dropout(dropout, name="drop6")(x)
+    x = keras.layers.Conv2D(num_filters, 1, activation="relu", name="fc7")(x)
+    x = keras.layers.Dropout(dropout, name="drop7")(x)
+    # Yu's reference initialises the class layer from N(0, 0.001^2).
+    x = keras.layers.Conv2D(
+        num_classes,
+        1,
+        kernel_initializer=keras.initializers.RandomNormal(stddev=1e-3),
+        name="final",
+    )(x)
+    if context_module is not None:
+        x = ContextModule(num_classes, context_module, name="context")(x)
+    logits = ResizeToMatch(name="upsample", dtype="float32")([x, image])
+    model = keras.Model(image, logits, name=name)
+    if is_vgg16 and backbone_weights is not None:
+        _load_vgg16_classifier(model, backbone_weights)
+    return model
