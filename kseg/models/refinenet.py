@@ -78,7 +78,10 @@ def RefineNet(
     if not 0.0 <= float(dropout) < 1.0:
         raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout}")
     encoder = resolve_backbone(
-        backbone, input_shape=input_shape, weights=backbone_weights, output_stride=32,
+        backbone,
+        input_shape=input_shape,
+        weights=backbone_weights,
+        output_stride=32,
         **backbone_kwargs,
     )
     for key, stride in _STAGES:
@@ -95,20 +98,22 @@ def RefineNet(
     image = keras.Input(shape=input_shape, name="image")
     features = encoder(image)
 
-    x = None
+    refined, refined_width = None, None
     for level, (key, _) in zip((4, 3, 2, 1), _STAGES):
         width = deepest_filters if level == 4 else num_filters
         path = keras.layers.Conv2D(
             width, 3, padding="same", use_bias=False, name=f"{key.lower()}_reduce"
         )(features[key])
-        inputs = [path] if x is None else [path, x]
-        path_filters = [width] if x is None else [width, previous_width]
-        x = RefineNetBlock(path_filters, crp_blocks=crp_blocks, name=f"refinenet_{level}")(
-            inputs if len(inputs) > 1 else inputs[0]
+        block = RefineNetBlock(
+            [width] if refined is None else [width, refined_width],
+            crp_blocks=crp_blocks,
+            name=f"refinenet_{level}",
         )
-        previous_width = min(path_filters)
+        refined = block(path if refined is None else [path, refined])
+        refined_width = block.filters
+    x = refined
     for unit in range(1, int(final_units) + 1):
-        x = ResidualConvUnit(previous_width, name=f"final_rcu_{unit}")(x)
+        x = ResidualConvUnit(refined_width, name=f"final_rcu_{unit}")(x)
     if dropout:
         x = keras.layers.Dropout(float(dropout), name="dropout")(x)
     logits = logits_head(x, num_classes, image, name="logits")

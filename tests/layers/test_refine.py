@@ -58,7 +58,9 @@ def test_rcu_is_identity_plus_relu_conv_relu_conv_without_batchnorm():
     unit = ResidualConvUnit(4)
     unit.build(x.shape)
     _randomise(unit)
-    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in unit._flatten_layers())
+    assert not any(
+        isinstance(layer, keras.layers.BatchNormalization) for layer in vars(unit).values()
+    )
     assert sorted(w.path.split("/")[-1] for w in unit.weights) == ["bias", "kernel", "kernel"]
     expected = x + _conv3x3(
         _relu(_conv3x3(_relu(x), unit.conv1.kernel.numpy(), unit.conv1.bias.numpy())),
@@ -168,7 +170,9 @@ def test_mrf_takes_the_first_input_size_and_the_given_channels():
     layer = MultiResolutionFusion(6, num_inputs=3)
     out = np.asarray(layer([fine, mid, coarse]))
     assert out.shape == (1, 17, 25, 6)
-    assert layer.compute_output_shape([(None, None, None, 6), (None, None, None, 10), (None, None, None, 12)]) == (
+    assert layer.compute_output_shape(
+        [(None, None, None, 6), (None, None, None, 10), (None, None, None, 12)]
+    ) == (
         None,
         None,
         None,
@@ -221,9 +225,7 @@ def _block_params(path_filters, crp_blocks, adaptive_units=2, output_units=1):
     )
 
 
-@pytest.mark.parametrize(
-    "path_filters, crp_blocks", [((16,), 2), ((8, 16), 2), ((8, 8), 4)]
-)
+@pytest.mark.parametrize("path_filters, crp_blocks", [((16,), 2), ((8, 16), 2), ((8, 8), 4)])
 def test_block_parameter_count_follows_the_paper_structure(path_filters, crp_blocks):
     block = RefineNetBlock(path_filters, crp_blocks=crp_blocks)
     block.build([(None, None, None, c) for c in path_filters])
@@ -254,7 +256,9 @@ def test_block_without_units_and_zero_pooling_is_relu_of_the_fusion():
 
 def test_block_rejects_mismatched_paths():
     with pytest.raises(ValueError, match="input path 1"):
-        RefineNetBlock((8, 16))([np.zeros((1, 4, 4, 8), "float32"), np.zeros((1, 2, 2, 8), "float32")])
+        RefineNetBlock((8, 16))(
+            [np.zeros((1, 4, 4, 8), "float32"), np.zeros((1, 2, 2, 8), "float32")]
+        )
     with pytest.raises(ValueError, match="path_filters"):
         RefineNetBlock(8)
 
