@@ -63,7 +63,7 @@ class MaxPoolingWithArgmax2D(keras.layers.Layer):
         self.padding = padding
 
     def call(self, inputs):
-        pooled, argmax = tf.nn.max_pool_with_argmax(
+        _, argmax = tf.nn.max_pool_with_argmax(
             inputs,
             ksize=self.pool_size,
             strides=self.strides,
@@ -71,6 +71,14 @@ class MaxPoolingWithArgmax2D(keras.layers.Layer):
             output_dtype=tf.int64,
             include_batch_in_index=True,
         )
+        # The values come from a plain max pool, not from max_pool_with_argmax's first output.
+        # Grappler's arithmetic optimizer swaps a max pool with a monotonic op feeding only it
+        # (BN -> ReLU -> pool becomes pool -> ReLU) and, for MaxPoolWithArgmax, rewires the
+        # int64 argmax consumers to the float ReLU output; the graph then fails to optimise
+        # ("Ignoring multi-device function optimization failure ... expected int64") and the
+        # whole function runs unoptimised. Two consumers of the input rule the swap out; the
+        # maximum is the same value either way.
+        pooled = tf.nn.max_pool2d(inputs, self.pool_size, self.strides, self.padding.upper())
         # The argmax has no gradient; stopping it keeps it out of autodiff bookkeeping.
         return pooled, tf.stop_gradient(argmax)
 

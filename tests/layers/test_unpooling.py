@@ -1,5 +1,8 @@
 """MaxPoolingWithArgmax2D and MaxUnpooling2D against PyTorch's vectors and the unpooling property."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import keras
@@ -195,3 +198,34 @@ def test_functional_model_with_both_layers_reloads_in_safe_mode(tmp_path):
     model.save(tmp_path / "model.keras")
     reloaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
     np.testing.assert_array_equal(np.asarray(reloaded(x)), np.asarray(model(x)))
+
+
+GRAPPLER_PROBE = """
+import numpy as np, keras
+from kseg.layers.unpooling import MaxPoolingWithArgmax2D, MaxUnpooling2D
+
+image = keras.Input((None, None, 3))
+x = keras.layers.Conv2D(2, 3, padding="same", use_bias=False)(image)
+x = keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
+pooled, argmax = MaxPoolingWithArgmax2D(padding="same")(x)
+logits = keras.layers.Conv2D(3, 1)(MaxUnpooling2D()([pooled, argmax, x]))
+model = keras.Model(image, logits)
+model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+rng = np.random.default_rng(0)
+images = rng.uniform(0, 255, (2, 12, 10, 3)).astype("float32")
+model.fit(images, rng.integers(0, 3, (2, 12, 10)), epochs=1, verbose=0)
+model.predict(images, verbose=0)
+print("finished")
+"""
+
+
+def test_fit_and_predict_log_no_graph_optimization_failure():
+    # BN -> ReLU -> pooling with indices once made grappler give up on the whole function
+    # ("Ignoring multi-device function optimization failure ... expected int64"), in training
+    # and inference graphs alike; TensorFlow logs that in C++, so it is read from a subprocess.
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0"}
+    result = subprocess.run(
+        [sys.executable, "-c", GRAPPLER_PROBE], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert "finished" in result.stdout, result.stderr[-2000:]
+    assert "optimization failure" not in result.stderr, result.stderr[-2000:]
