@@ -5,6 +5,12 @@ from kseg.layers.bilinear import BilinearConvTranspose2D, BilinearUpsamplingKern
 from kseg.layers.conv_block import ConvBNReLU
 from kseg.layers.crop import CropToMatch, PadToMultiple
 from kseg.layers.offset_crop import OffsetCrop
+from kseg.layers.refine import (
+    ChainedResidualPooling,
+    MultiResolutionFusion,
+    RefineNetBlock,
+    ResidualConvUnit,
+)
 from kseg.layers.resize import ResizeToMatch
 from kseg.layers.unpooling import MaxPoolingWithArgmax2D, MaxUnpooling2D
 
@@ -12,11 +18,15 @@ __all__ = [
     "ASPP",
     "BilinearConvTranspose2D",
     "BilinearUpsamplingKernel",
+    "ChainedResidualPooling",
     "ConvBNReLU",
     "CropToMatch",
     "MaxPoolingWithArgmax2D",
     "MaxUnpooling2D",
+    "MultiResolutionFusion",
     "OffsetCrop",
     "PadToMultiple",
+    "RefineNetBlock",
+    "ResidualConvUnit",
     "ResizeToMatch",
 ]

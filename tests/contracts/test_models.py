@@ -19,6 +19,7 @@ SMALL_CONFIG = {
     # FCN's fc6/fc7 are 4096 wide in the paper; 8 keeps the tiny-backbone build fast.
     **{name: {"num_filters": 8} for name in ("fcn32s", "fcn16s", "fcn8s")},
     # FCN-AlexNet is its own encoder; narrow convolutions and fc6/fc7 keep it fast.
+    "refinenet": {"num_filters": 8},
     "fcn_alexnet": {"backbone": None, "conv_filters": (4, 4, 4, 4, 4), "num_filters": 8},
 }
 
