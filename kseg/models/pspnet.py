@@ -1,0 +1,234 @@
+"""PSPNet: pyramid pooling over a dilated ResNet, with a training-only auxiliary head.
+
+The deep-supervision head needs the labels, so it cannot be a layer that adds its own loss;
+and a second model output would change what `fit`, `predict` and export see. Instead the
+builder returns a `DeepSupervisionModel`: a functional model whose graph computes both logits
+(so one `.keras` file holds both heads and reloads in safe mode), whose `call` returns only
+the main logits unless training, and whose `compute_loss` (the override Keras 3 provides for
+this) adds the auxiliary loss with its weight during `fit`. `model.fit(images, masks)` then
+works with any kseg or Keras loss, while `predict`, `evaluate`, export and every metric see
+the main logits alone.
+"""
+
+import keras
+
+from kseg.backbones.taps import TAPS
+from kseg.layers.conv_block import ConvBNReLU
+from kseg.layers.pyramid_pooling import PyramidPooling
+from kseg.models.backbone_input import deepest_feature_key, resolve_backbone
+from kseg.models.heads import auxiliary_head, logits_head
+from kseg.models.registry import register_model
+
+MAIN_OUTPUT = "logits"
+AUXILIARY_OUTPUT = "auxiliary_logits"
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class DeepSupervisionModel(keras.Model):
+    """A functional model with a training-only auxiliary output whose loss is weighted.
+
+    Deep supervision (Lee et al. 2015, "Deeply-Supervised Nets"; PSPNet's auxiliary loss,
+    Zhao et al. 2017, Sec. 3.4) trains an intermediate stage with its own classifier. The
+    graph returns `{"logits": ..., "auxiliary_logits": ...}`; calling the model returns the
+    dict only with `training=True` and the main logits otherwise, so `predict`, `evaluate`,
+    metrics and SavedModel export see one tensor. During `fit` the compiled loss is applied
+    to both and summed as `main + auxiliary_loss_weight * auxiliary`.
+
+    Args:
+        inputs: the functional inputs.
+        outputs: a dict with the keys "logits" and "auxiliary_logits".
+        auxiliary_loss_weight: weight of the auxiliary loss (0.4 in PSPNet).
+        **kwargs: standard functional `keras.Model` arguments (`name`, `trainable`).
+
+    Returns:
+        A model whose inference output is the "logits" tensor.
+
+    Example:
+        >>> import keras, kseg
+        >>> from kseg.models.pspnet import DeepSupervisionModel
+        >>> image = keras.Input((None, None, 3))
+        >>> mid = keras.layers.Conv2D(4, 3, padding="same")(image)
+        >>> outputs = {"logits": keras.layers.Conv2D(2, 1)(mid),
+        ...            "auxiliary_logits": keras.layers.Conv2D(2, 1)(mid)}
+        >>> model = DeepSupervisionModel(image, outputs, auxiliary_loss_weight=0.4)
+        >>> model.output.shape
+        (None, None, None, 2)
+    """
+
+    def __init__(self, *args, auxiliary_loss_weight=0.4, **kwargs):
+        super().__init__(*args, **kwargs)
+        outputs = self._outputs_struct
+        if not isinstance(outputs, dict) or set(outputs) != {MAIN_OUTPUT, AUXILIARY_OUTPUT}:
+            raise ValueError(
+                f"outputs must be a dict with the keys {MAIN_OUTPUT!r} and {AUXILIARY_OUTPUT!r}. "
+                f"Received: outputs={outputs}"
+            )
+        if float(auxiliary_loss_weight) < 0:
+            raise ValueError(
+                "auxiliary_loss_weight must be non-negative. "
+                f"Received: auxiliary_loss_weight={auxiliary_loss_weight}"
+            )
+        self.auxiliary_loss_weight = float(auxiliary_loss_weight)
+
+    @property
+    def output(self):
+        """The inference output, the main logits (the auxiliary one is `auxiliary_output`)."""
+        return self._outputs_struct[MAIN_OUTPUT]
+
+    @property
+    def auxiliary_output(self):
+        """The symbolic auxiliary logits of the graph."""
+        return self._outputs_struct[AUXILIARY_OUTPUT]
+
+    def call(self, inputs, training=None, mask=None, **kwargs):
+        outputs = super().call(inputs, training=training, mask=mask, **kwargs)
+        return outputs if training else outputs[MAIN_OUTPUT]
+
+    def compute_output_spec(self, inputs, training=None, mask=None):
+        outputs = super().compute_output_spec(inputs, training=training, mask=mask)
+        return outputs if training else outputs[MAIN_OUTPUT]
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        if not isinstance(y_pred, dict):
+            return super().compute_loss(x, y, y_pred, sample_weight, training=training)
+        # The parent adds the regularisation losses once, with the main loss.
+        loss = super().compute_loss(x, y, y_pred[MAIN_OUTPUT], sample_weight, training=training)
+        if self._compile_loss is not None and self.auxiliary_loss_weight > 0:
+            auxiliary = self._compile_loss(y, y_pred[AUXILIARY_OUTPUT], sample_weight)
+            if auxiliary is not None:
+                loss = loss + self.auxiliary_loss_weight * keras.ops.cast(auxiliary, loss.dtype)
+        return loss
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        if isinstance(y_pred, dict):
+            y_pred = y_pred[MAIN_OUTPUT]
+        return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def get_config(self):
+        config = super().get_config()
+        config["auxiliary_loss_weight"] = self.auxiliary_loss_weight
+        return config
+
+
+def _auxiliary_tap(backbone, auxiliary_layer, encoder):
+    if auxiliary_layer is None:
+        if not isinstance(backbone, str) or backbone.lower() not in TAPS:
+            raise ValueError(
+                "auxiliary_layer must name the backbone layer the auxiliary head reads when the "
+                f"backbone is a prebuilt model. Received: backbone={getattr(backbone, 'name', backbone)!r}"
+            )
+        # The stride-16 tap of the undilated network: res4 (conv4 block output) for ResNets.
+        auxiliary_layer = TAPS[backbone.lower()]["P4"]
+    try:
+        return encoder.get_layer(auxiliary_layer).output
+    except ValueError:
+        raise ValueError(
+            f"backbone {encoder.name!r} has no layer named {auxiliary_layer!r}. "
+            f"Received: auxiliary_layer={auxiliary_layer!r}"
+        ) from None
+
+
+@register_model("pspnet")
+def PSPNet(
+    num_classes=21,
+    backbone="resnet101",
+    input_shape=(None, None, 3),
+    backbone_weights=None,
+    output_stride=8,
+    bins=(1, 2, 3, 6),
+    num_filters=512,
+    dropout=0.1,
+    auxiliary_loss_weight=0.4,
+    auxiliary_filters=256,
+    auxiliary_layer=None,
+    align_corners=True,
+    name="pspnet",
+    **backbone_kwargs,
+):
+    """PSPNet: a pyramid pooling module on a dilated ResNet, with deep supervision.
+
+    Zhao et al. 2017, "Pyramid Scene Parsing Network". The ResNet runs at output stride 8
+    (conv4 dilated by 2, conv5 by 4); the pyramid pooling module pools its last feature map
+    to 1x1, 2x2, 3x3 and 6x6 bins, reduces each to C/4 channels, upsamples and concatenates
+    them with it (`kseg.layers.PyramidPooling`); a 3x3 convolution to 512 channels with BN
+    and ReLU, dropout 0.1 and a 1x1 classifier follow, and the logits are upsampled
+    bilinearly to the input size. An auxiliary head on the res4 output (3x3 conv to 256,
+    BN, ReLU, dropout, classifier) adds its loss with weight 0.4 during training only.
+
+    The paper's ResNet has a three-convolution "deep" stem; kseg uses the keras.applications
+    ResNet (7x7 stem), whose ImageNet weights load directly: the difference is 0.2% of the
+    parameters. The final upsampling is `logits_head`'s half-pixel bilinear resize; the
+    pyramid levels follow the public code's `align_corners=True` unless told otherwise.
+
+    Args:
+        num_classes: number of classes.
+        backbone: a name from `kseg.backbones.list_backbones()` ("resnet101", "resnet50",
+            "tiny", ...) or a model from `get_backbone` (then give `auxiliary_layer`).
+        input_shape: `(H, W, 3)`; H and W may be None.
+        backbone_weights: None, "imagenet" or a path to backbone weights.
+        output_stride: 8 (the paper), 16 or 32.
+        bins: pyramid pooling bin sizes.
+        num_filters: channels of the 3x3 convolution after pyramid pooling.
+        dropout: spatial dropout before both classifiers.
+        auxiliary_loss_weight: weight of the res4 auxiliary loss; 0 builds no auxiliary
+            head and returns a plain functional model.
+        auxiliary_filters: channels of the auxiliary 3x3 convolution.
+        auxiliary_layer: backbone layer the auxiliary head reads; default the stride-16 tap
+            of the named backbone (`conv4_block23_out` for ResNet-101).
+        align_corners: bilinear convention of the pyramid levels' upsampling.
+        name: model name.
+        **backbone_kwargs: forwarded to the backbone.
+
+    Returns:
+        A `kseg.models.pspnet.DeepSupervisionModel` (a plain functional `keras.Model` when
+        `auxiliary_loss_weight` is 0) mapping `(B, H, W, 3)` images in [0, 255] to float32
+        `(B, H, W, num_classes)` logits.
+
+    Example:
+        >>> import numpy as np, kseg
+        >>> model = kseg.models.pspnet.PSPNet(num_classes=4, backbone="tiny", num_filters=8,
+        ...                                   auxiliary_filters=8)
+        >>> model.predict(np.zeros((1, 65, 97, 3)), verbose=0).shape
+        (1, 65, 97, 4)
+    """
+    if float(auxiliary_loss_weight) < 0:
+        raise ValueError(
+            f"auxiliary_loss_weight must be non-negative. Received: auxiliary_loss_weight={auxiliary_loss_weight}"
+        )
+    encoder = resolve_backbone(
+        backbone,
+        input_shape=input_shape,
+        weights=backbone_weights,
+        output_stride=output_stride,
+        **backbone_kwargs,
+    )
+    deepest = encoder.output[deepest_feature_key(encoder)]
+    taps = {"context": deepest}
+    if auxiliary_loss_weight > 0:
+        taps["auxiliary"] = _auxiliary_tap(backbone, auxiliary_layer, encoder)
+    encoder = keras.Model(encoder.input, taps, name=encoder.name)
+
+    image = keras.Input(shape=input_shape, name="image")
+    features = encoder(image)
+    x = PyramidPooling(bins, align_corners=align_corners, name="pyramid_pooling")(
+        features["context"]
+    )
+    x = ConvBNReLU(num_filters, 3, name="psp_conv")(x)
+    x = keras.layers.SpatialDropout2D(dropout, name="psp_dropout")(x)
+    logits = logits_head(x, num_classes, image, name="logits")
+    if auxiliary_loss_weight == 0:
+        return keras.Model(image, logits, name=name)
+    auxiliary = auxiliary_head(
+        features["auxiliary"],
+        num_classes,
+        image,
+        filters=auxiliary_filters,
+        dropout=dropout,
+        name="auxiliary",
+    )
+    return DeepSupervisionModel(
+        image,
+        {MAIN_OUTPUT: logits, AUXILIARY_OUTPUT: auxiliary},
+        auxiliary_loss_weight=auxiliary_loss_weight,
+        name=name,
+    )
