@@ -101,7 +101,6 @@ def _own_stride(layer_config):
 def _densify_backbone(backbone, backbone_config, output_stride):
     """Rewrites a backbone's config to compute its features at `output_stride`."""
     strides = layer_strides(backbone)
-    current = max(out for _, out in strides.values())
     for layer_config in backbone_config["layers"]:
         name = layer_config["config"]["name"]
         if name not in strides:
@@ -109,16 +108,16 @@ def _densify_backbone(backbone, backbone_config, output_stride):
         input_stride, _ = strides[name]
         config = layer_config["config"]
         kind = layer_config["class_name"]
-        if kind in _CONVOLUTIONS + _POOLINGS and input_stride >= output_stride:
-            if _own_stride(layer_config) > 1:
-                if input_stride != output_stride:
-                    raise ValueError(
-                        f"layer {name!r} subsamples at stride {input_stride}, past "
-                        f"output_stride={output_stride}; the backbone cannot be densified"
-                    )
-                config["strides"] = [1, 1]
-                if kind in _POOLINGS:
-                    config["padding"] = "same"
+        subsamples = kind in _CONVOLUTIONS + _POOLINGS and _own_stride(layer_config) > 1
+        if subsamples and input_stride >= output_stride:
+            if input_stride != output_stride:
+                raise ValueError(
+                    f"layer {name!r} subsamples at stride {input_stride}, past "
+                    f"output_stride={output_stride}; the backbone cannot be densified"
+                )
+            config["strides"] = [1, 1]
+            if kind in _POOLINGS:
+                config["padding"] = "same"
         kernel = config.get("kernel_size", 1)
         kernel = kernel[0] if isinstance(kernel, (list, tuple)) else kernel
         if kind in _CONVOLUTIONS and kernel > 1 and input_stride > output_stride:
@@ -128,7 +127,6 @@ def _densify_backbone(backbone, backbone_config, output_stride):
             rate = config.get("dilation_rate", 1)
             rate = rate[0] if isinstance(rate, (list, tuple)) else rate
             config["dilation_rate"] = [rate * factor, rate * factor]
-    return current
 
 
 def with_output_stride(model, output_stride):
@@ -159,12 +157,12 @@ def with_output_stride(model, output_stride):
         (12, 24, 36)
     """
     backbones = [layer for layer in model.layers if isinstance(layer, keras.Model)]
-    asp_layers = [layer for layer in model.layers if isinstance(layer, ASPP)]
-    if len(backbones) != 1 or len(asp_layers) != 1:
+    aspp_layers = [layer for layer in model.layers if isinstance(layer, ASPP)]
+    if len(backbones) != 1 or len(aspp_layers) != 1:
         raise ValueError(
             "with_output_stride expects a DeepLabV3 model: one nested backbone and one ASPP "
             f"layer. Received: model {model.name!r} with {len(backbones)} nested models and "
-            f"{len(asp_layers)} ASPP layers"
+            f"{len(aspp_layers)} ASPP layers"
         )
     backbone = backbones[0]
     current = max(out for _, out in layer_strides(backbone).values())
@@ -183,7 +181,7 @@ def with_output_stride(model, output_stride):
     for layer_config in config["layers"]:
         if layer_config["config"]["name"] == backbone.name:
             _densify_backbone(backbone, layer_config["config"], output_stride)
-        elif layer_config["config"]["name"] == asp_layers[0].name:
+        elif layer_config["config"]["name"] == aspp_layers[0].name:
             rates = layer_config["config"]["dilation_rates"]
             layer_config["config"]["dilation_rates"] = [rate * factor for rate in rates]
     dense = keras.Model.from_config(config)

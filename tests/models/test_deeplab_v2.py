@@ -10,7 +10,9 @@ from kseg.models.deeplab_v2 import DeepLabV2
 # parameters as torchvision/segmentation_models.pytorch tabulate it (convolution weights
 # without bias, BN gamma and beta), plus ASPP-L: four 3x3 2048 -> 21 convolutions with bias.
 RESNET101_TRUNK_PARAMETERS = 42_500_160
-PUBLIC_DEEPLABV2_RESNET101_VOC_PARAMETERS = RESNET101_TRUNK_PARAMETERS + 4 * (3 * 3 * 2048 * 21 + 21)
+PUBLIC_DEEPLABV2_RESNET101_VOC_PARAMETERS = RESNET101_TRUNK_PARAMETERS + 4 * (
+    3 * 3 * 2048 * 21 + 21
+)
 
 
 def _trainable_count(model):

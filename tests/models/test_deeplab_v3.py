@@ -57,7 +57,9 @@ def test_aspp_follows_the_paper():
         aspp = _tiny(output_stride=output_stride).get_layer("aspp")
         assert aspp.dilation_rates == rates
         assert aspp.image_pooling and not aspp.separable
-    assert DeepLabV3(num_classes=3, backbone="tiny", multi_grid=None).get_layer("aspp").filters == 256
+    assert (
+        DeepLabV3(num_classes=3, backbone="tiny", multi_grid=None).get_layer("aspp").filters == 256
+    )
     assert with_output_stride(_tiny(), 8).get_layer("aspp").dilation_rates == (12, 24, 36)
 
 
