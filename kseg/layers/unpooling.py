@@ -7,6 +7,12 @@ from keras import ops
 _PADDINGS = ("valid", "same")
 
 
+def _assert(condition, *message_and_values):
+    # A bare Assert op: tf.debugging's asserts wrap it in a cond, whose Merge node grappler's
+    # loop optimizer then reports it has to skip.
+    return tf.raw_ops.Assert(condition=condition, data=list(message_and_values), summarize=8)
+
+
 def _pooled_length(length, pool_size, strides, padding):
     if length is None:
         return None
@@ -161,6 +167,16 @@ class MaxUnpooling2D(keras.layers.Layer):
                     "pooled values and argmax indices must have the same shape. Received: "
                     f"pooled shape={tuple(pooled_shape)}, argmax shape={tuple(argmax_shape)}"
                 )
+        reference_shape = input_shape[2]
+        if len(reference_shape) == 4:
+            for axis in (1, 2):
+                output_size, pooled_size = reference_shape[axis], pooled_shape[axis]
+                if None not in (output_size, pooled_size) and output_size < pooled_size:
+                    raise ValueError(
+                        "the unpooled output cannot be smaller than the pooled map its indices "
+                        f"came from. Received: output (reference) shape={tuple(reference_shape)}, "
+                        f"argmax shape={tuple(argmax_shape)}"
+                    )
 
     def call(self, inputs):
         pooled, argmax, reference = self._split(inputs)
@@ -169,10 +185,13 @@ class MaxUnpooling2D(keras.layers.Layer):
                 f"argmax must hold integer indices. Received: argmax dtype={argmax.dtype}"
             )
         pooled_shape = tf.shape(pooled, out_type=tf.int64)
-        tf.debugging.assert_equal(
+        argmax_shape = tf.shape(argmax, out_type=tf.int64)
+        same_shape = _assert(
+            tf.reduce_all(tf.equal(pooled_shape, argmax_shape)),
+            "pooled values and argmax indices must have the same shape. Received: pooled shape=",
             pooled_shape,
-            tf.shape(argmax, out_type=tf.int64),
-            message="pooled values and argmax indices must have the same shape",
+            "argmax shape=",
+            argmax_shape,
         )
         reference = tf.convert_to_tensor(reference)
         if reference.shape.rank == 1:
@@ -182,13 +201,25 @@ class MaxUnpooling2D(keras.layers.Layer):
         output_shape = tf.concat([pooled_shape[:1], height_width, pooled_shape[3:]], axis=0)
         flat_size = tf.reduce_prod(output_shape)
         flat_argmax = tf.reshape(tf.cast(argmax, tf.int64), (-1, 1))
-        tf.debugging.assert_less(
-            flat_argmax,
-            flat_size,
-            message="argmax indices fall outside the unpooled output; check the output size",
+        largest = tf.reduce_max(flat_argmax)
+        smallest = tf.reduce_min(flat_argmax)
+        fits = _assert(
+            tf.reduce_all(height_width >= argmax_shape[1:3])
+            & (largest < flat_size)
+            & (smallest >= 0),
+            "argmax indices do not fit the unpooled output, which must be at least as large as the "
+            "pooled map and hold every index. Received: output shape=",
+            output_shape,
+            "argmax shape=",
+            argmax_shape,
+            "index range=",
+            tf.stack([smallest, largest]),
         )
-        # scatter_nd's gradient with respect to the values is a gather at the same indices.
-        flat = tf.scatter_nd(flat_argmax, tf.reshape(pooled, (-1,)), tf.reshape(flat_size, (1,)))
+        with tf.control_dependencies([same_shape, fits]):
+            # scatter_nd's gradient with respect to the values is a gather at the same indices.
+            flat = tf.scatter_nd(
+                flat_argmax, tf.reshape(pooled, (-1,)), tf.reshape(flat_size, (1,))
+            )
         return ops.reshape(flat, output_shape)
 
     def compute_output_shape(self, input_shape):
