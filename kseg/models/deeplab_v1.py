@@ -40,7 +40,7 @@ def _vgg16_largefov_body(x):
         )(x)
         if block <= 4:
             taps.append((x, stride))
-    # The released DeepLab-LargeFOV prototxt follows pool5 with a 3x3 stride-1 average pool.
+    # The authors' LargeFOV prototxt smooths pool5 with a 3x3 stride-1 average pool ("pool5a").
     x = keras.layers.AveragePooling2D(3, strides=1, padding="same", name="pool5a")(x)
     return x, taps
 
@@ -95,10 +95,13 @@ def DeepLabV1(
     input and to each of pool1-pool4 and concatenates the five 128-channel maps with fc7,
     5 x 128 = 640 extra channels before the classifier. Every branch meets the others at
     stride 8 through the stride of its 3x3 layer: 8 on the input, 4 on pool1, 2 on pool2 and
-    1 on pool3 and pool4, as in the released DeepLab-MSc-LargeFOV prototxt. That prototxt
-    also drops out the branch activations, here with the same rate as fc6/fc7. The paper
-    trains the branches with the rest frozen; a single Keras model leaves that choice to the
-    caller (set `trainable` on the VGG layers).
+    1 on pool3 and pool4, as in the authors' DeepLab-MSc-LargeFOV train.prototxt (whose
+    branch layers are also followed by dropout 0.5, kept here). That prototxt gives each
+    branch its own 1x1 score layer and sums the scores; one 1x1 classifier over the
+    concatenation, as the paper describes it, is the same linear map. The prototxts also
+    average-pool pool5 (3x3, stride 1, layer "pool5a") before fc6, which this model keeps.
+    The paper trains the branches with the rest frozen; a single Keras model leaves that
+    choice to the caller (set `trainable` on the VGG layers).
 
     With `backbone="vgg16"` the VGG16 convolutions are built here with keras.applications
     layer names and take their weights from `keras.applications.VGG16(include_top=False)`

@@ -53,7 +53,8 @@ def DeepLabV3(
         output_stride: 16 (training in the paper) or 8 (evaluation).
         multi_grid: rate multipliers of the last block's 3x3 convolutions, or None.
             Backbones whose last stage does not split into `len(multi_grid)` groups (the
-            tiny test backbone) need None.
+            tiny test backbone) need None. A prebuilt backbone keeps the rates it was built
+            with (pass `multi_grid` to `get_backbone` instead).
         dilation_rates: ASPP rates; default (6, 12, 18) times 16 / output_stride.
         num_filters: channels of ASPP (256).
         dropout: dropout after the ASPP projection.
