@@ -1,8 +1,14 @@
 """SegNet and SegNet-Basic: widths and parameter counts from the paper, sizes, VGG16 weight loading."""
 
+from pathlib import Path
+
+import h5py
 import keras
 import numpy as np
 import pytest
+from keras.src.backend import config as keras_config
+from keras.src.legacy.saving import legacy_h5_format
+from keras.src.utils import file_utils
 
 import kseg
 
@@ -135,3 +141,52 @@ def test_bad_arguments_are_named(tmp_path):
         kseg.models.SegNet(3, backbone_weights=tmp_path / "missing.h5")
     with pytest.raises(ValueError, match="backbone='tiny'"):
         kseg.models.SegNetBasic(3, backbone="tiny")
+
+
+VGG16_NOTOP_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+
+
+def test_imagenet_weights_load_offline_through_keras_applications(tmp_path, monkeypatch):
+    """`backbone_weights="imagenet"` end to end, served from a seeded stand-in of Google's file.
+
+    No VGG16 ImageNet file is on this machine, so a randomly initialised VGG16 is written in the
+    legacy HDF5 layout of Google's file, under its name, into a private Keras cache with
+    downloads forbidden. Its hash cannot match Google's, so the hash check accepts this file
+    alone, and the test records that Keras asked for the real file's hash.
+    """
+    models = tmp_path / "models"
+    models.mkdir()
+    keras.utils.set_random_seed(7)
+    stand_in = keras.applications.VGG16(weights=None, include_top=False)
+    with h5py.File(models / VGG16_NOTOP_FILE, "w") as file:
+        legacy_h5_format.save_weights_to_hdf5_group(file, stand_in)
+    del stand_in
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    # Keras reads KERAS_HOME once at import; get_file asks keras_home(), which returns this.
+    monkeypatch.setattr(keras_config, "_KERAS_DIR", str(tmp_path))
+    hashes_checked = []
+
+    def accept_the_stand_in(path, file_hash, **kwargs):
+        hashes_checked.append(file_hash)
+        return Path(path) == models / VGG16_NOTOP_FILE
+
+    def refuse_download(url, *args, **kwargs):
+        raise AssertionError(f"the test tried to download {url}")
+
+    monkeypatch.setattr(file_utils, "validate_file", accept_the_stand_in)
+    monkeypatch.setattr(file_utils, "urlretrieve", refuse_download)
+
+    keras.utils.set_random_seed(8)
+    model = kseg.models.SegNet(11, input_shape=(32, 32, 3), backbone_weights="imagenet")
+    # keras.applications' published MD5 of the no-top VGG16 file.
+    assert hashes_checked == ["6d6bbae143d832006294945121d1f1fc"]
+
+    with h5py.File(models / VGG16_NOTOP_FILE, "r") as file:
+        names = [name for name in file.attrs["layer_names"] if "conv" in str(name)]
+        assert len(names) == 13
+        for name in map(str, names):
+            kernel, bias = model.get_layer(name).get_weights()
+            np.testing.assert_array_equal(kernel, file[name][f"{name}/kernel"][()])
+            np.testing.assert_array_equal(bias, file[name][f"{name}/bias"][()])
+    assert tuple(model(np.zeros((1, 32, 32, 3), "float32")).shape) == (1, 32, 32, 11)
