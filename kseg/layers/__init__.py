@@ -5,6 +5,7 @@ from kseg.layers.bilinear import BilinearConvTranspose2D, BilinearUpsamplingKern
 from kseg.layers.conv_block import ConvBNReLU
 from kseg.layers.crop import CropToMatch, PadToMultiple
 from kseg.layers.offset_crop import OffsetCrop
+from kseg.layers.pyramid_pooling import PyramidPooling
 from kseg.layers.refine import (
     ChainedResidualPooling,
     MultiResolutionFusion,
@@ -26,6 +27,7 @@ __all__ = [
     "MultiResolutionFusion",
     "OffsetCrop",
     "PadToMultiple",
+    "PyramidPooling",
     "RefineNetBlock",
     "ResidualConvUnit",
     "ResizeToMatch",

@@ -4,6 +4,7 @@ from kseg.models import heads
 from kseg.models.deeplab import DeepLabV3Plus
 from kseg.models.fcn import FCN8s, FCN16s, FCN32s
 from kseg.models.fcn_alexnet import FCNAlexNet
+from kseg.models.pspnet import DeepSupervisionModel, PSPNet
 from kseg.models.refinenet import RefineNet
 from kseg.models.registry import get_builder, get_model, list_models, register_model
 from kseg.models.segnet import SegNet, SegNetBasic
@@ -11,10 +12,12 @@ from kseg.models.unet import UNet
 
 __all__ = [
     "DeepLabV3Plus",
+    "DeepSupervisionModel",
     "FCN8s",
     "FCN16s",
     "FCN32s",
     "FCNAlexNet",
+    "PSPNet",
     "RefineNet",
     "SegNet",
     "SegNetBasic",

@@ -20,6 +20,7 @@ SMALL_CONFIG = {
     **{name: {"num_filters": 8} for name in ("fcn32s", "fcn16s", "fcn8s")},
     # FCN-AlexNet is its own encoder; narrow convolutions and fc6/fc7 keep it fast.
     "refinenet": {"num_filters": 8},
+    "pspnet": {"num_filters": 8, "auxiliary_filters": 8},
     "fcn_alexnet": {"backbone": None, "conv_filters": (4, 4, 4, 4, 4), "num_filters": 8},
 }
 
