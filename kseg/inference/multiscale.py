@@ -30,13 +30,19 @@ def _scale_core(model, flip, channels):
             shape = tf.shape(images)
             count, size = shape[0], shape[1:3]
             # Round half up (tf.round rounds half to even), never below one pixel.
-            scaled_size = tf.maximum(tf.cast(tf.floor(tf.cast(size, tf.float32) * scale + 0.5), tf.int32), 1)
+            scaled_size = tf.maximum(
+                tf.cast(tf.floor(tf.cast(size, tf.float32) * scale + 0.5), tf.int32), 1
+            )
             scaled = tf.image.resize(images, scaled_size, method="bilinear")
             if flip:
                 scaled = tf.concat([scaled, tf.reverse(scaled, axis=[2])], axis=0)
-            probabilities = tf.nn.softmax(tf.cast(model_ref()(scaled, training=False), tf.float32), axis=-1)
+            probabilities = tf.nn.softmax(
+                tf.cast(model_ref()(scaled, training=False), tf.float32), axis=-1
+            )
             if flip:
-                probabilities = 0.5 * (probabilities[:count] + tf.reverse(probabilities[count:], axis=[2]))
+                probabilities = 0.5 * (
+                    probabilities[:count] + tf.reverse(probabilities[count:], axis=[2])
+                )
             return tf.image.resize(probabilities, size, method="bilinear")
 
         cores[key] = core
@@ -53,7 +59,9 @@ def probabilities_to_output(probabilities, output):
     return np.log(np.maximum(probabilities, np.finfo(np.float32).tiny))
 
 
-def multiscale_predict(model, images, scales=DEEPLAB_SCALES, flip=True, batch_size=1, output="probabilities"):
+def multiscale_predict(
+    model, images, scales=DEEPLAB_SCALES, flip=True, batch_size=1, output="probabilities"
+):
     """Averages a model's class probabilities over rescaled and left-right flipped inputs.
 
     The evaluation protocol of DeepLab v3 (Chen et al. 2017, "Rethinking Atrous Convolution for
@@ -98,9 +106,13 @@ def multiscale_predict(model, images, scales=DEEPLAB_SCALES, flip=True, batch_si
     if single:
         images = images[None]
     if images.shape.rank != 4:
-        raise ValueError(f"images must be (B, H, W, C) or (H, W, C). Received: shape={tuple(images.shape)}")
+        raise ValueError(
+            f"images must be (B, H, W, C) or (H, W, C). Received: shape={tuple(images.shape)}"
+        )
     if 0 in images.shape[1:]:
-        raise ValueError(f"images must have non-zero height, width and channels. Received: shape={tuple(images.shape)}")
+        raise ValueError(
+            f"images must have non-zero height, width and channels. Received: shape={tuple(images.shape)}"
+        )
     core = _scale_core(model, flip, images.shape[-1])
 
     chunks = []

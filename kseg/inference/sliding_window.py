@@ -52,7 +52,7 @@ def window_starts(length, window, overlap):
     """
     if length <= window:
         return [0]
-    stride = max(1, int(round(window * (1 - overlap))))
+    stride = max(1, round(window * (1 - overlap)))
     return list(range(0, length - window, stride)) + [length - window]
 
 
@@ -77,7 +77,9 @@ def window_weights(window, weighting):
         1.0
     """
     if weighting not in WEIGHTINGS:
-        raise ValueError(f"weighting must be one of {WEIGHTINGS}. Received: weighting={weighting!r}")
+        raise ValueError(
+            f"weighting must be one of {WEIGHTINGS}. Received: weighting={weighting!r}"
+        )
     if weighting == "uniform":
         return np.ones(window, np.float32)
     profiles = []
@@ -92,7 +94,9 @@ def window_weights(window, weighting):
 def _pair(value, name):
     pair = (value, value) if np.isscalar(value) else tuple(value)
     if len(pair) != 2 or not all(float(v).is_integer() and v >= 1 for v in pair):
-        raise ValueError(f"{name} must be a positive int or (height, width). Received: {name}={value}")
+        raise ValueError(
+            f"{name} must be a positive int or (height, width). Received: {name}={value}"
+        )
     return int(pair[0]), int(pair[1])
 
 
@@ -184,5 +188,7 @@ def sliding_window_predict(
         for (top, left), weighted in zip(batch, probabilities):
             totals[top : top + window[0], left : left + window[1]] += weighted
             weight_sums[top : top + window[0], left : left + window[1]] += weights
-    averaged = totals[:height, :width] / weight_sums[:height, :width, None]
+    # In place: on a large image a second (H, W, K) array would double the peak memory.
+    averaged = totals[:height, :width]
+    averaged /= weight_sums[:height, :width, None]
     return probabilities_to_output(averaged, output)

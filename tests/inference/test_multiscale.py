@@ -89,7 +89,9 @@ def test_scales_match_a_manual_resize_run_resize_average():
 def test_uint8_tensor_and_unbatched_inputs_agree_with_float_numpy():
     model = position_model()
     images = np.random.default_rng(1).integers(0, 256, (3, 7, 11, 3), dtype=np.uint8)
-    reference = multiscale_predict(model, images.astype(np.float32), scales=(0.5, 1.25), batch_size=3)
+    reference = multiscale_predict(
+        model, images.astype(np.float32), scales=(0.5, 1.25), batch_size=3
+    )
     from_uint8 = multiscale_predict(model, tf.constant(images), scales=(0.5, 1.25), batch_size=2)
     single = multiscale_predict(model, images[1], scales=(0.5, 1.25))
     np.testing.assert_allclose(from_uint8, reference, atol=1e-6)

@@ -1,3 +1,5 @@
+import itertools
+
 import keras
 import numpy as np
 import pytest
@@ -42,9 +44,17 @@ def softmax(logits):
     return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
-@pytest.mark.parametrize("length, window, overlap", [
-    (100, 40, 0.5), (101, 40, 1 / 3), (41, 40, 0.9), (7, 7, 0.0), (1000, 64, 0.0), (97, 10, 0.75),
-])
+@pytest.mark.parametrize(
+    "length, window, overlap",
+    [
+        (100, 40, 0.5),
+        (101, 40, 1 / 3),
+        (41, 40, 0.9),
+        (7, 7, 0.0),
+        (1000, 64, 0.0),
+        (97, 10, 0.75),
+    ],
+)
 def test_windows_cover_every_pixel_and_stay_inside(length, window, overlap):
     starts = window_starts(length, window, overlap)
     coverage = np.zeros(length, int)
@@ -54,7 +64,7 @@ def test_windows_cover_every_pixel_and_stay_inside(length, window, overlap):
     assert starts[0] == 0 and starts[-1] == length - window
     assert starts == sorted(set(starts))
     stride = max(1, round(window * (1 - overlap)))
-    assert all(b - a <= stride for a, b in zip(starts, starts[1:]))
+    assert all(b - a <= stride for a, b in itertools.pairwise(starts))
 
 
 def test_axis_shorter_than_window_gets_one_window():
@@ -67,8 +77,9 @@ def test_pointwise_model_stitches_to_the_whole_image_output(shape, weighting):
     model = pointwise_model()
     image = random_image(shape)
     expected = softmax(model.predict(image[None], verbose=0)[0])
-    result = sliding_window_predict(model, image, window=(32, 24), overlap=1 / 3, batch_size=3,
-                                    weighting=weighting)
+    result = sliding_window_predict(
+        model, image, window=(32, 24), overlap=1 / 3, batch_size=3, weighting=weighting
+    )
     np.testing.assert_allclose(result, expected, atol=1e-6)
 
 
@@ -128,8 +139,9 @@ def test_outputs_and_uint8_input():
     model = pointwise_model()
     image = np.random.default_rng(3).integers(0, 256, (40, 30, 3), dtype=np.uint8)
     probabilities = sliding_window_predict(model, image, window=16)
-    np.testing.assert_allclose(sliding_window_predict(model, image.astype(np.float32), window=16),
-                               probabilities, atol=1e-6)
+    np.testing.assert_allclose(
+        sliding_window_predict(model, image.astype(np.float32), window=16), probabilities, atol=1e-6
+    )
     labels = sliding_window_predict(model, image, window=16, output="labels")
     logits = sliding_window_predict(model, image, window=16, output="logits")
     np.testing.assert_array_equal(labels, probabilities.argmax(axis=-1))
