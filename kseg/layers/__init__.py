@@ -1,6 +1,7 @@
 """Custom Keras layers used by kseg's architectures, each registered as serializable."""
 
 from kseg.layers.aspp import ASPP
+from kseg.layers.aspp_sum import ASPPSum
 from kseg.layers.bilinear import BilinearConvTranspose2D, BilinearUpsamplingKernel
 from kseg.layers.conv_block import ConvBNReLU
 from kseg.layers.crop import CropToMatch, PadToMultiple
@@ -13,10 +14,12 @@ from kseg.layers.refine import (
     ResidualConvUnit,
 )
 from kseg.layers.resize import ResizeToMatch
+from kseg.layers.scale_resize import ScaleResize
 from kseg.layers.unpooling import MaxPoolingWithArgmax2D, MaxUnpooling2D
 
 __all__ = [
     "ASPP",
+    "ASPPSum",
     "BilinearConvTranspose2D",
     "BilinearUpsamplingKernel",
     "ChainedResidualPooling",
@@ -31,4 +34,5 @@ __all__ = [
     "RefineNetBlock",
     "ResidualConvUnit",
     "ResizeToMatch",
+    "ScaleResize",
 ]

@@ -2,6 +2,9 @@
 
 from kseg.models import heads
 from kseg.models.deeplab import DeepLabV3Plus
+from kseg.models.deeplab_v1 import DeepLabV1
+from kseg.models.deeplab_v2 import DeepLabV2
+from kseg.models.deeplab_v3 import DeepLabV3
 from kseg.models.fcn import FCN8s, FCN16s, FCN32s
 from kseg.models.fcn_alexnet import FCNAlexNet
 from kseg.models.pspnet import DeepSupervisionModel, PSPNet
@@ -11,6 +14,9 @@ from kseg.models.segnet import SegNet, SegNetBasic
 from kseg.models.unet import UNet
 
 __all__ = [
+    "DeepLabV1",
+    "DeepLabV2",
+    "DeepLabV3",
     "DeepLabV3Plus",
     "DeepSupervisionModel",
     "FCN8s",
