@@ -32,6 +32,7 @@ from kseg import (
     models,
     testing,
     training,
+    utils,
     viz,
 )
 
@@ -47,5 +48,6 @@ __all__ = [
     "models",
     "testing",
     "training",
+    "utils",
     "viz",
 ]

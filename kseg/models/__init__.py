@@ -5,6 +5,7 @@ from kseg.models.deeplab import DeepLabV3Plus
 from kseg.models.deeplab_v1 import DeepLabV1
 from kseg.models.deeplab_v2 import DeepLabV2
 from kseg.models.deeplab_v3 import DeepLabV3
+from kseg.models.dilated import DilatedNet
 from kseg.models.fcn import FCN8s, FCN16s, FCN32s
 from kseg.models.fcn_alexnet import FCNAlexNet
 from kseg.models.pspnet import DeepSupervisionModel, PSPNet
@@ -19,6 +20,7 @@ __all__ = [
     "DeepLabV3",
     "DeepLabV3Plus",
     "DeepSupervisionModel",
+    "DilatedNet",
     "FCN8s",
     "FCN16s",
     "FCN32s",

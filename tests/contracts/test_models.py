@@ -20,6 +20,7 @@ SMALL_CONFIG = {
     **{name: {"num_filters": 8} for name in ("fcn32s", "fcn16s", "fcn8s")},
     # FCN-AlexNet is its own encoder; narrow convolutions and fc6/fc7 keep it fast.
     "refinenet": {"num_filters": 8},
+    "dilatednet": {"num_filters": 8},
     "deeplabv1": {"num_filters": 16},
     # Two scales keep the pyramid's fit step short; the tiny backbone's last stage has two
     # convolutions, too few for DeepLab v3's three-way multi-grid.
