@@ -100,6 +100,42 @@ def _pair(value, name):
     return int(pair[0]), int(pair[1])
 
 
+def _stitch(core, image, window, overlap, batch_size, weights, padding):
+    """Weighted average of the softmax outputs of the windows tiling one (H, W, C) image."""
+    height, width = image.shape[:2]
+    pad = ((0, max(window[0] - height, 0)), (0, max(window[1] - width, 0)), (0, 0))
+    if any(p[1] for p in pad):
+        image = np.pad(image, pad, mode=padding)
+    padded_height, padded_width = image.shape[:2]
+    corners = [
+        (top, left)
+        for top in window_starts(padded_height, window[0], overlap)
+        for left in window_starts(padded_width, window[1], overlap)
+    ]
+    totals = None
+    weight_sums = np.zeros((padded_height, padded_width), np.float32)
+    for start in range(0, len(corners), batch_size):
+        batch = corners[start : start + batch_size]
+        windows = np.stack([image[t : t + window[0], l : l + window[1]] for t, l in batch])
+        probabilities = core(tf.constant(windows)).numpy()
+        if probabilities.shape[1:3] != window:
+            raise ValueError(
+                "the model must return outputs the size of its input window; for an unpadded "
+                "U-Net use kseg.models.unet.overlap_tile_predict. "
+                f"Received: window={window} giving outputs {probabilities.shape[1:3]}"
+            )
+        if totals is None:
+            totals = np.zeros((padded_height, padded_width, probabilities.shape[-1]), np.float32)
+        probabilities *= weights[None, :, :, None]
+        for (top, left), weighted in zip(batch, probabilities):
+            totals[top : top + window[0], left : left + window[1]] += weighted
+            weight_sums[top : top + window[0], left : left + window[1]] += weights
+    # In place: on a large image a second (H, W, K) array would double the peak memory.
+    averaged = totals[:height, :width]
+    averaged /= weight_sums[:height, :width, None]
+    return averaged
+
+
 def sliding_window_predict(
     model,
     image,
@@ -108,6 +144,8 @@ def sliding_window_predict(
     batch_size=4,
     weighting="uniform",
     padding="reflect",
+    scales=(1.0,),
+    flip=False,
     output="probabilities",
 ):
     """Segments an image of any size by stitching a model's predictions on overlapping windows.
@@ -124,6 +162,11 @@ def sliding_window_predict(
     size. The model must return outputs the size of its input; for the unpadded U-Net use
     `kseg.models.unet.overlap_tile_predict`.
 
+    With several `scales` and/or `flip`, the DeepLab v3 averaging of
+    `kseg.inference.multiscale.multiscale_predict` is applied at the image level: the whole
+    image is resized bilinearly to `floor(size * scale + 0.5)` (and mirrored), tiled with the
+    same window, and the stitched probabilities are resized back and averaged with equal weight.
+
     Args:
         model: a segmentation model mapping `(B, h, w, C)` images to logits `(B, h, w, K)`.
         image: `(H, W, C)` numpy array or tensor, float or uint8, values as the model expects.
@@ -132,6 +175,8 @@ def sliding_window_predict(
         batch_size: windows per model call.
         weighting: "uniform" or "gaussian" (see `window_weights`).
         padding: "reflect" or "constant" (zeros), for images smaller than the window.
+        scales: positive image resize factors averaged over; `(1.0,)` for plain tiling.
+        flip: also average over the left-right mirrored image.
         output: "probabilities", "logits" (log-probabilities) or "labels" (argmax, int32).
 
     Returns:
@@ -154,41 +199,34 @@ def sliding_window_predict(
         raise ValueError(f"padding must be one of {PADDINGS}. Received: padding={padding!r}")
     if output not in OUTPUTS:
         raise ValueError(f"output must be one of {OUTPUTS}. Received: output={output!r}")
+    scales = tuple(float(s) for s in np.atleast_1d(scales))
+    if not scales or not all(np.isfinite(s) and s > 0 for s in scales):
+        raise ValueError(f"scales must be one or more positive factors. Received: scales={scales}")
     weights = window_weights(window, weighting)
     image = np.asarray(image, np.float32)
     if image.ndim != 3 or 0 in image.shape:
         raise ValueError(f"image must be one (H, W, C) image. Received: shape={image.shape}")
     height, width, channels = image.shape
-    pad = ((0, max(window[0] - height, 0)), (0, max(window[1] - width, 0)), (0, 0))
-    if any(p[1] for p in pad):
-        image = np.pad(image, pad, mode=padding)
-    padded_height, padded_width = image.shape[:2]
-    corners = [
-        (top, left)
-        for top in window_starts(padded_height, window[0], overlap)
-        for left in window_starts(padded_width, window[1], overlap)
-    ]
     core = _softmax_core(model, channels)
 
-    totals = None
-    weight_sums = np.zeros((padded_height, padded_width), np.float32)
-    for start in range(0, len(corners), int(batch_size)):
-        batch = corners[start : start + int(batch_size)]
-        windows = np.stack([image[t : t + window[0], l : l + window[1]] for t, l in batch])
-        probabilities = core(tf.constant(windows)).numpy()
-        if probabilities.shape[1:3] != window:
-            raise ValueError(
-                "the model must return outputs the size of its input window; for an unpadded "
-                "U-Net use kseg.models.unet.overlap_tile_predict. "
-                f"Received: window={window} giving outputs {probabilities.shape[1:3]}"
+    total = None
+    for scale in scales:
+        size = tuple(max(int(np.floor(n * scale + 0.5)), 1) for n in (height, width))
+        scaled = image if size == (height, width) else tf.image.resize(image, size).numpy()
+        for mirrored in (False, True) if flip else (False,):
+            source = scaled[:, ::-1] if mirrored else scaled
+            probabilities = _stitch(
+                core, source, window, overlap, int(batch_size), weights, padding
             )
-        if totals is None:
-            totals = np.zeros((padded_height, padded_width, probabilities.shape[-1]), np.float32)
-        probabilities *= weights[None, :, :, None]
-        for (top, left), weighted in zip(batch, probabilities):
-            totals[top : top + window[0], left : left + window[1]] += weighted
-            weight_sums[top : top + window[0], left : left + window[1]] += weights
-    # In place: on a large image a second (H, W, K) array would double the peak memory.
-    averaged = totals[:height, :width]
-    averaged /= weight_sums[:height, :width, None]
-    return probabilities_to_output(averaged, output)
+            if mirrored:
+                probabilities = probabilities[:, ::-1]
+            if size != (height, width):
+                probabilities = tf.image.resize(probabilities, (height, width)).numpy()
+            if total is None:
+                total = np.ascontiguousarray(probabilities)
+            else:
+                total += probabilities
+    passes = len(scales) * (2 if flip else 1)
+    if passes > 1:
+        total /= passes
+    return probabilities_to_output(total, output)

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+from kseg.inference.multiscale import multiscale_predict
 from kseg.inference.sliding_window import sliding_window_predict, window_starts, window_weights
 
 NUM_CLASSES = 3
@@ -148,6 +149,29 @@ def test_outputs_and_uint8_input():
     np.testing.assert_allclose(softmax(logits), probabilities, atol=1e-6)
 
 
+def test_image_level_scales_and_flip_match_multiscale_predict():
+    # A pointwise model stitches exactly, so tiling each rescaled image must reproduce the
+    # whole-image multi-scale average.
+    model = pointwise_model()
+    image = random_image((30, 44, 3))
+    expected = multiscale_predict(model, image, scales=(0.5, 0.75, 1.5), flip=True)
+    result = sliding_window_predict(
+        model, image, window=(16, 12), overlap=0.25, scales=(0.5, 0.75, 1.5), flip=True
+    )
+    np.testing.assert_allclose(result, expected, atol=1e-5)
+
+
+def test_flipped_tiling_is_flipped_back():
+    # One window as large as the image: the position-dependent model's mirrored pass must be
+    # mirrored back exactly as multiscale_predict does.
+    model = position_model()
+    image = random_image((10, 16, 3))
+    expected = multiscale_predict(model, image, scales=(1.0,), flip=True)
+    result = sliding_window_predict(model, image, window=(10, 16), flip=True)
+    np.testing.assert_allclose(result, expected, atol=1e-6)
+    assert not np.allclose(result, sliding_window_predict(model, image, window=(10, 16)), atol=1e-3)
+
+
 def test_model_changing_the_size_is_refused():
     inputs = keras.Input((None, None, 3))
     model = keras.Model(inputs, keras.layers.Conv2D(NUM_CLASSES, 3)(inputs))
@@ -165,6 +189,7 @@ def test_model_changing_the_size_is_refused():
         ({"padding": "edge"}, "padding"),
         ({"output": "softmax"}, "output"),
         ({"batch_size": 0}, "batch_size"),
+        ({"scales": (0.0,)}, "scales"),
     ],
 )
 def test_bad_arguments_are_named(kwargs, message):
