@@ -15,6 +15,7 @@ from kseg.models.registry import register_model
 # Caffe's pad-100 conv1_1: the final offsets are the paper's 19 / 27 / 31 plus one.
 _VGG16_OFFSETS = {"pool4": 5, "pool3": 9, 32: 20, 16: 28, 8: 32}
 _VGG16_FC_WIDTH = 4096
+_FC6_KERNEL = 7
 
 
 def _ceil_mode_pooling(encoder):
@@ -37,6 +38,30 @@ def _load_vgg16_classifier(encoder, fc6, fc7, weights):
             layer.set_weights(convolutional.get_layer(layer.name).get_weights())
     fc6.set_weights(convolutional.get_layer("fc1").get_weights())
     fc7.set_weights(convolutional.get_layer("fc2").get_weights())
+
+
+def _stride32_side(encoder, padded_side):
+    shape = (1, padded_side, padded_side, encoder.input.shape[-1])
+    return encoder.compute_output_spec(keras.KerasTensor(shape))["P5"].shape[1]
+
+
+def _least_input_padding(encoder, input_padding):
+    """The least padding, from `input_padding` up, that gives a 1x1 image a P5 map fc6 fits in."""
+    if _stride32_side(encoder, 1 + 2 * input_padding) >= _FC6_KERNEL:
+        return input_padding
+    low, high = input_padding, input_padding + 32 * _FC6_KERNEL
+    if _stride32_side(encoder, 1 + 2 * high) < _FC6_KERNEL:
+        raise ValueError(
+            f"backbone {encoder.name!r} gives no {_FC6_KERNEL}x{_FC6_KERNEL} stride-32 map for "
+            f"fc6 even with input_padding={high}. Received: input_padding={input_padding}"
+        )
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _stride32_side(encoder, 1 + 2 * middle) >= _FC6_KERNEL:
+            high = middle
+        else:
+            low = middle
+    return high
 
 
 def _score(x, num_classes, name):
@@ -90,6 +115,16 @@ def _fcn(
         raise ValueError(f"FCN needs features P3, P4, P5 at strides 8, 16, 32. Received: {strides}")
     if is_vgg16:
         encoder = _ceil_mode_pooling(encoder)
+    # Too little padding leaves fc6 a stride-32 map smaller than its 7x7 kernel on small images.
+    least_padding = _least_input_padding(encoder, input_padding)
+    if is_vgg16 and least_padding > input_padding:
+        # VGG16's crop offsets are tied to the padding, so it is not raised behind the caller.
+        raise ValueError(
+            f"FCN on VGG16 needs input_padding >= {least_padding} (the paper's 100) so that "
+            f"every input size reaches fc6. Received: input_padding={input_padding}"
+        )
+    # Other backbones crop centred, so extra padding keeps the output aligned.
+    input_padding = least_padding
     offsets = _VGG16_OFFSETS if is_vgg16 else dict.fromkeys(["pool4", "pool3", 32, 16, 8])
 
     image = keras.Input(shape=input_shape, name="image")
@@ -100,7 +135,7 @@ def _fcn(
     )
     # The paper pads 100 px so that the 7x7 fc6 sees enough context on inputs of any size.
     features = encoder(keras.layers.ZeroPadding2D(input_padding, name="input_padding")(x))
-    fc6 = keras.layers.Conv2D(num_filters, 7, activation="relu", name="fc6")
+    fc6 = keras.layers.Conv2D(num_filters, _FC6_KERNEL, activation="relu", name="fc6")
     fc7 = keras.layers.Conv2D(num_filters, 1, activation="relu", name="fc7")
     x = keras.layers.Dropout(dropout, name="drop6")(fc6(features["P5"]))
     x = keras.layers.Dropout(dropout, name="drop7")(fc7(x))
@@ -136,7 +171,12 @@ _ARGS_DOC = """
             classifier, whose fc1/fc2 become fc6/fc7 through
             `kseg.backbones.surgery.convolutionalize`.
         num_filters: width of fc6 (7x7) and fc7 (1x1), 4096 in the paper.
-        input_padding: zero pixels added around the normalised image (100).
+        input_padding: zero pixels added around the normalised image (the
+            paper's 100). Any input size from 1x1 up works: a backbone other
+            than VGG16 whose stride-32 map would otherwise be smaller than
+            fc6's 7x7 kernel for a 1x1 image gets the least padding that
+            avoids it (e.g. 111 for "mobilenetv2"); VGG16, whose crop offsets
+            depend on the padding, refuses less than 96.
         dropout: dropout after fc6 and fc7 (0.5).
         name: model name.
         **backbone_kwargs: forwarded to `kseg.backbones.get_backbone`.

@@ -185,3 +185,34 @@ def test_vgg16_crop_offsets_centre_the_output_on_the_input(builder):
     window = response[12:76, 12:76]
     np.testing.assert_allclose(window, window[::-1, :], atol=1e-4 * response.max())
     np.testing.assert_allclose(window, window[:, ::-1], atol=1e-4 * response.max())
+
+
+@pytest.fixture(scope="module")
+def mobilenetv2_fcn8s():
+    return FCN8s(num_classes=3, backbone="mobilenetv2", num_filters=8, alpha=0.35)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (2, 40), (13, 17)])
+def test_registry_backbone_fcn_accepts_images_smaller_than_its_minimum(mobilenetv2_fcn8s, size):
+    # 1 + 2 * 100 px gives MobileNetV2 a 6x6 stride-32 map, too small for fc6's 7x7 kernel.
+    logits = mobilenetv2_fcn8s(images(size), training=False)
+    assert tuple(logits.shape) == (1, *size, 3)
+
+
+def test_registry_backbone_padding_is_raised_to_the_least_that_reaches_fc6(mobilenetv2_fcn8s):
+    padding = mobilenetv2_fcn8s.get_layer("input_padding").padding[0][0]
+    encoder = mobilenetv2_fcn8s.get_layer(
+        next(layer.name for layer in mobilenetv2_fcn8s.layers if isinstance(layer, keras.Model))
+    )
+
+    def stride32_side(side):
+        return encoder.compute_output_spec(keras.KerasTensor((1, side, side, 3)))["P5"].shape[1]
+
+    assert padding > 100
+    assert stride32_side(1 + 2 * padding) >= 7 > stride32_side(1 + 2 * (padding - 1))
+    assert stride32_side(1 + 2 * 100) < 7
+
+
+def test_vgg16_refuses_padding_that_small_images_cannot_survive():
+    with pytest.raises(ValueError, match=r"input_padding >= 96.*Received: input_padding=50"):
+        FCN8s(num_classes=3, backbone="vgg16", num_filters=8, input_padding=50)
