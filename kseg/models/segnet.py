@@ -65,10 +65,11 @@ def SegNet(
     the classifier (the authors' `conv1_1_D`). The encoder alone holds VGG16's
     14.7M parameters, as the paper states.
 
-    Any input size works: the poolings use "same" padding, so an odd row or
-    column is pooled with an implicit -inf border rather than dropped, and
-    each unpooling restores the exact size of the tensor its stage pooled.
-    No cropping is needed and the logits have the input's height and width.
+    Any input size works, down to 1x1, so no size is refused and none is
+    padded: the poolings use "same" padding, so an odd row or column is
+    pooled with an implicit -inf border rather than dropped, and each
+    unpooling restores the exact size of the tensor its stage pooled. No
+    cropping is needed and the logits have the input's height and width.
 
     Args:
         num_classes: number of output classes.
@@ -154,7 +155,8 @@ def SegNetBasic(
     normalisation, without ReLU as in the paper; a 1x1 classifier. Pixels
     are standardised with ImageNet's mean and deviation, standing in for the
     paper's local contrast normalisation. Poolings use "same" padding and
-    unpoolings restore each stage's exact size, so any input size keeps it.
+    unpoolings restore each stage's exact size, so any input size, down to
+    1x1, keeps it: no size is refused and none is padded.
 
     Args:
         num_classes: number of output classes.

@@ -1,7 +1,10 @@
 """U-Net: a contracting path, a symmetric expanding path and crop-and-concatenate skips."""
 
+import itertools
+
 import keras
 import numpy as np
+import tensorflow as tf
 
 from kseg.layers import CropToMatch, PadToMultiple
 from kseg.models.backbone_input import resolve_backbone
@@ -48,7 +51,9 @@ def unet_output_size(input_size, depth=4, padding="valid"):
     for _ in range(depth):
         size = 2 * size - 4
     if size <= 0:
-        raise ValueError(f"input too small for an unpadded U-Net. Received: input_size={input_size}")
+        raise ValueError(
+            f"input too small for an unpadded U-Net. Received: input_size={input_size}"
+        )
     return size
 
 
@@ -61,10 +66,99 @@ def _tiles(size, depth):
     return size - 4 > 0
 
 
+def valid_input_sizes(depth=4):
+    """The input sizes an unpadded U-Net of `depth` poolings accepts, as `(smallest, step)`.
+
+    Every valid height or width is `smallest + k * step` for `k >= 0`, with `step = 2**depth`:
+    each level subtracts 4 and halves, so sizes that tile differ by multiples of `2**depth`.
+    For the paper's depth 4 this gives `(188, 16)`, and 572 = 188 + 24 * 16.
+
+    Args:
+        depth: the number of 2x2 poolings.
+
+    Returns:
+        A tuple `(smallest, step)` of ints.
+
+    Example:
+        >>> import kseg
+        >>> kseg.models.unet.valid_input_sizes(4)
+        (188, 16)
+    """
+    step = 2**depth
+    size = 1
+    while True:
+        try:
+            unet_output_size(size, depth)
+            return size, step
+        except ValueError:
+            size += 1
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class UNetInputSizeCheck(keras.layers.Layer):
+    """Passes images through unchanged, refusing heights and widths an unpadded U-Net cannot tile.
+
+    Ronneberger et al. 2015 (section 2) choose the tile size so that every 2x2 max pooling
+    sees an even size; other sizes would silently misalign the crop-and-concatenate skips.
+    A static input shape is checked when the model is built (`unet_output_size`); this layer
+    checks dynamic ones when the model runs and names the size and the valid sizes.
+
+    Args:
+        smallest: the smallest valid size (`valid_input_sizes(depth)[0]`).
+        step: the spacing of valid sizes (`2**depth`).
+        **kwargs: standard `keras.layers.Layer` arguments.
+
+    Returns:
+        The input tensor, unchanged.
+
+    Example:
+        >>> import numpy as np, kseg
+        >>> check = kseg.models.unet.UNetInputSizeCheck(smallest=44, step=4)
+        >>> check(np.zeros((1, 48, 52, 1), "float32")).shape
+        TensorShape([1, 48, 52, 1])
+    """
+
+    def __init__(self, smallest, step, **kwargs):
+        super().__init__(autocast=False, **kwargs)
+        if int(smallest) <= 0 or int(step) <= 0:
+            raise ValueError(
+                f"smallest and step must be positive. Received: smallest={smallest}, step={step}"
+            )
+        self.smallest = int(smallest)
+        self.step = int(step)
+
+    def call(self, images):
+        height_width = tf.shape(images)[1:3]
+        valid = tf.reduce_all(
+            (height_width >= self.smallest)
+            & (tf.math.floormod(height_width - self.smallest, self.step) == 0)
+        )
+        message = (
+            "an unpadded U-Net needs every 2x2 pooling to see an even size: valid heights "
+            f"and widths are {self.smallest} + k * {self.step} ({self.smallest}, "
+            f"{self.smallest + self.step}, ...); use padding='same', or "
+            "kseg.models.unet.overlap_tile_predict with a valid tile. Received: image "
+            "height and width="
+        )
+        check = tf.raw_ops.Assert(condition=valid, data=[message, height_width])
+        with tf.control_dependencies([check]):
+            return tf.identity(images)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "smallest": self.smallest, "step": self.step}
+
+
 def _double_conv(x, filters, padding, name):
     for index in (1, 2):
         x = keras.layers.Conv2D(
-            filters, 3, padding=padding, activation="relu", kernel_initializer="he_normal",
+            filters,
+            3,
+            padding=padding,
+            activation="relu",
+            kernel_initializer="he_normal",
             name=f"{name}_conv_{index}",
         )(x)
     return x
@@ -102,14 +196,21 @@ def UNet(
     contracting feature map, and two 3x3 convolutions with ReLU; a 1x1
     convolution gives the logits. With the paper's settings a 572x572 tile gives
     388x388 logits and the network has 31,031,685 parameters for one input
-    channel and two classes. Valid tile sizes come from
-    `kseg.models.unet.unet_output_size`; a static `input_shape` is checked when
-    the model is built, a dynamic one is the caller's responsibility (larger
-    images go through overlap-tile inference).
+    channel and two classes.
+
+    Input sizes: the unpadded form is not padded automatically, since its
+    output is smaller than its input by design and the paper meets other
+    sizes with overlap-tile inference (`overlap_tile_predict`). Its valid
+    heights and widths are `smallest + k * 2**depth`
+    (`kseg.models.unet.valid_input_sizes`; 188, 204, ..., 572, ... for
+    depth 4). Any other size raises an error naming the size and the valid
+    ones: a static `input_shape` when the model is built
+    (`kseg.models.unet.unet_output_size`), a dynamic one when the model runs
+    (`kseg.models.unet.UNetInputSizeCheck`).
 
     `padding="same"` keeps the size: the input is zero-padded (centred) to a
     multiple of `2**depth` and the logits are cropped back, so every input size
-    works and sizes already divisible by `2**depth` are untouched. With
+    (down to 1x1) works and sizes already divisible by `2**depth` are untouched. With
     `backbone`, a registry backbone replaces the contracting path: its deepest
     feature is the bottleneck, the shallower ones ("P4".."P1") are the skips,
     the input is padded to a multiple of the deepest stride, and the decoder
@@ -159,9 +260,13 @@ def UNet(
             f"Received: padding={padding!r}"
         )
     if int(num_classes) <= 0:
-        raise ValueError(f"num_classes must be a positive integer. Received: num_classes={num_classes}")
+        raise ValueError(
+            f"num_classes must be a positive integer. Received: num_classes={num_classes}"
+        )
     if int(depth) <= 0 or int(num_filters) <= 0:
-        raise ValueError(f"depth and num_filters must be positive. Received: depth={depth}, num_filters={num_filters}")
+        raise ValueError(
+            f"depth and num_filters must be positive. Received: depth={depth}, num_filters={num_filters}"
+        )
     image = keras.Input(shape=input_shape, name="image")
 
     if backbone is None:
@@ -169,7 +274,11 @@ def UNet(
             for size in input_shape[:2]:
                 if size is not None:
                     unet_output_size(size, depth, padding)
-        x = keras.layers.Rescaling(1.0 / 255, name="rescale")(image)
+        x = image
+        if padding == "valid":
+            smallest, step = valid_input_sizes(depth)
+            x = UNetInputSizeCheck(smallest, step, name="input_size_check")(x)
+        x = keras.layers.Rescaling(1.0 / 255, name="rescale")(x)
         if padding == "same":
             x = PadToMultiple(2**depth, name="pad")(x)
         skips = []
@@ -181,21 +290,26 @@ def UNet(
         final_ratio = None
     else:
         encoder = resolve_backbone(
-            backbone, input_shape=input_shape, weights=backbone_weights, output_stride=32,
+            backbone,
+            input_shape=input_shape,
+            weights=backbone_weights,
+            output_stride=32,
             **backbone_kwargs,
         )
         infos = sorted(encoder.feature_info, key=lambda info: info["stride"])
         features = encoder(PadToMultiple(infos[-1]["stride"], name="pad")(image))
         x = features[infos[-1]["key"]]
         skips = []
-        for shallow, deep in zip(infos[:-1], infos[1:]):
+        for shallow, deep in itertools.pairwise(infos):
             skips.append((features[shallow["key"]], deep["stride"] // shallow["stride"]))
         final_ratio = infos[0]["stride"]
 
     if dropout:
         x = keras.layers.Dropout(dropout, name="bottleneck_dropout")(x)
     for level, (skip, ratio) in reversed(list(enumerate(skips))):
-        filters = num_filters * 2**level if backbone is None else num_filters * infos[level]["stride"]
+        filters = (
+            num_filters * 2**level if backbone is None else num_filters * infos[level]["stride"]
+        )
         x = _up_block(x, skip, filters, ratio, padding, f"up_{level + 1}")
     if final_ratio is not None and final_ratio > 1:
         x = _up_block(x, None, num_filters, final_ratio, padding, "up_0")
@@ -242,7 +356,9 @@ def overlap_tile_predict(model, images, tile_size=572, batch_size=4):
             f"images must be (H, W, C) or (B, H, W, C). Received: shape={images.shape}"
         )
     count, height, width, _ = images.shape
-    probe = model.predict(np.zeros((1, tile_size, tile_size, images.shape[-1]), np.float32), verbose=0)
+    probe = model.predict(
+        np.zeros((1, tile_size, tile_size, images.shape[-1]), np.float32), verbose=0
+    )
     output_size = probe.shape[1]
     if probe.shape[2] != output_size or (tile_size - output_size) % 2:
         raise ValueError(
@@ -263,7 +379,11 @@ def overlap_tile_predict(model, images, tile_size=572, batch_size=4):
     )
     tiles = np.stack(
         [
-            padded[b, r * output_size : r * output_size + tile_size, c * output_size : c * output_size + tile_size]
+            padded[
+                b,
+                r * output_size : r * output_size + tile_size,
+                c * output_size : c * output_size + tile_size,
+            ]
             for b in range(count)
             for r in range(rows)
             for c in range(cols)
@@ -271,6 +391,8 @@ def overlap_tile_predict(model, images, tile_size=572, batch_size=4):
     )
     logits = model.predict(tiles, batch_size=batch_size, verbose=0).astype(np.float32)
     logits = logits.reshape(count, rows, cols, output_size, output_size, -1)
-    logits = logits.transpose(0, 1, 3, 2, 4, 5).reshape(count, rows * output_size, cols * output_size, -1)
+    logits = logits.transpose(0, 1, 3, 2, 4, 5).reshape(
+        count, rows * output_size, cols * output_size, -1
+    )
     logits = logits[:, :height, :width]
     return logits[0] if single else logits

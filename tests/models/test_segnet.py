@@ -89,7 +89,7 @@ def test_decoder_mirrors_the_encoder_with_indices_from_the_matching_stage(vgg16_
         assert argmax._keras_history.operation.name == f"block{stage}_pool"
 
 
-@pytest.mark.parametrize("size", [(360, 480), (45, 61), (17, 33), (5, 7)])
+@pytest.mark.parametrize("size", [(360, 480), (45, 61), (17, 33), (5, 7), (1, 1), (2, 3), (1, 17)])
 def test_logits_keep_the_input_size(size):
     model = kseg.models.SegNet(11, num_filters=2)
     logits = model(np.zeros((1, *size, 3), "float32"))
@@ -107,7 +107,7 @@ def test_segnet_basic_has_the_papers_layers_and_keeps_odd_sizes():
         isinstance(layer, keras.layers.ReLU) for layer in model.layers if "decoder" in layer.name
     )
     small = kseg.models.SegNetBasic(4, num_filters=2)
-    for size in [(45, 61), (360, 480)]:
+    for size in [(45, 61), (360, 480), (1, 1), (3, 2)]:
         assert tuple(small(np.zeros((2, *size, 3), "float32")).shape) == (2, *size, 4)
 
 

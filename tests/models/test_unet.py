@@ -3,9 +3,16 @@ import os
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import kseg
-from kseg.models.unet import UNet, overlap_tile_predict, unet_output_size
+from kseg.models.unet import (
+    UNet,
+    UNetInputSizeCheck,
+    overlap_tile_predict,
+    unet_output_size,
+    valid_input_sizes,
+)
 
 
 def conv_params(kernel, channels_in, channels_out):
@@ -22,7 +29,11 @@ def paper_parameter_count(input_channels, num_classes, num_filters=64, depth=4):
         channels = width
     for level in reversed(range(depth)):
         width = num_filters * 2**level
-        total += conv_params(2, 2 * width, width) + conv_params(3, 2 * width, width) + conv_params(3, width, width)
+        total += (
+            conv_params(2, 2 * width, width)
+            + conv_params(3, 2 * width, width)
+            + conv_params(3, width, width)
+        )
     return total + conv_params(1, num_filters, num_classes)
 
 
@@ -72,7 +83,12 @@ def test_dynamic_valid_model_matches_the_formula():
     model = UNet(num_classes=3, num_filters=2, depth=2)
     size = 92
     out = model(np.zeros((1, size, size, 3), "float32"))
-    assert tuple(out.shape) == (1, unet_output_size(size, depth=2), unet_output_size(size, depth=2), 3)
+    assert tuple(out.shape) == (
+        1,
+        unet_output_size(size, depth=2),
+        unet_output_size(size, depth=2),
+        3,
+    )
 
 
 @pytest.mark.parametrize("size", [(64, 64), (32, 80), (65, 97)])
@@ -149,6 +165,60 @@ def test_overlap_tile_handles_batches_and_small_images():
     images = np.random.default_rng(4).uniform(0, 255, (2, 30, 41, 1)).astype("float32")
     batch = overlap_tile_predict(model, images, tile_size=92)
     assert batch.shape == (2, 30, 41, 2)
-    np.testing.assert_allclose(batch[1], overlap_tile_predict(model, images[1], tile_size=92), atol=1e-5)
+    np.testing.assert_allclose(
+        batch[1], overlap_tile_predict(model, images[1], tile_size=92), atol=1e-5
+    )
     with pytest.raises(ValueError, match="Received: shape"):
         overlap_tile_predict(model, np.zeros((5, 5)), tile_size=92)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 4])
+def test_valid_sizes_are_an_arithmetic_progression_of_step_2_to_the_depth(depth):
+    def tiles(size):
+        try:
+            unet_output_size(size, depth)
+        except ValueError:
+            return False
+        return True
+
+    smallest, step = valid_input_sizes(depth)
+    assert step == 2**depth
+    expected = [size for size in range(1, 700) if tiles(size)]
+    assert expected == list(range(smallest, 700, step))
+    if depth == 4:
+        assert 572 in expected
+
+
+def test_dynamic_unpadded_model_refuses_sizes_that_do_not_tile():
+    # Without the check, 90 and 93 ran and gave crops misaligned with the skips, 20 failed
+    # inside a convolution.
+    model = UNet(num_classes=2, num_filters=2, depth=2, input_shape=(None, None, 1))
+    smallest, step = valid_input_sizes(2)
+    assert (smallest, step) == (44, 4)
+    for size in [(90, 92), (93, 93), (20, 20), (44, 41)]:
+        message = rf"valid heights and widths are 44 \+ k \* 4.*Received: .*\[{size[0]} {size[1]}\]"
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+            model(np.zeros((1, *size, 1), "float32"))
+        with pytest.raises(tf.errors.InvalidArgumentError, match="valid heights and widths"):
+            model.predict(np.zeros((1, *size, 1), "float32"), verbose=0)
+    for size in [(44, 48), (92, 92)]:
+        out = model(np.zeros((1, *size, 1), "float32"))
+        assert tuple(out.shape[1:3]) == tuple(unet_output_size(s, depth=2) for s in size)
+
+
+def test_input_size_check_passes_images_through_and_reloads():
+    check = UNetInputSizeCheck(smallest=44, step=4)
+    assert UNetInputSizeCheck.from_config(check.get_config()).get_config() == check.get_config()
+    image = np.random.default_rng(5).uniform(0, 255, (2, 48, 52, 1)).astype("float32")
+    np.testing.assert_array_equal(np.asarray(check(image)), image)
+    with pytest.raises(ValueError, match="step=0"):
+        UNetInputSizeCheck(smallest=44, step=0)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (2, 3), (17, 1)])
+def test_padded_and_backbone_forms_pad_any_size(size):
+    for model in (
+        UNet(num_classes=2, num_filters=2, depth=2, padding="same"),
+        UNet(num_classes=2, num_filters=2, backbone="tiny"),
+    ):
+        assert tuple(model(np.zeros((1, *size, 3), "float32")).shape) == (1, *size, 2)
