@@ -108,24 +108,25 @@ class _PermutohedralLattice:
         residual = elevated - nearest
         coordinate_sum = tf.cast(tf.reduce_sum(nearest, axis=1, keepdims=True) / total, tf.int32)
 
-        # rank[i] = position of residual[i] in decreasing order, ties to the lower index.
-        greater = tf.cast(residual[:, None, :] > residual[:, :, None], tf.int32)
-        tie_before = tf.cast(residual[:, None, :] == residual[:, :, None], tf.int32) * tf.constant(
-            np.tril(np.ones((total, total), np.int32), -1)
-        )
-        rank = tf.reduce_sum(greater + tie_before, axis=2) + coordinate_sum
+        # rank[i] = position of residual[i] in decreasing order, ties to the lower index, then
+        # shifted by the coordinate sum; the shift wraps round and moves the nearest point.
+        descending = tf.argsort(residual, axis=1, direction="DESCENDING", stable=True)
+        rank = tf.argsort(descending, axis=1, stable=True) + coordinate_sum
         nearest = tf.cast(nearest, tf.int32)
         below = rank < 0
         above = rank > d
         rank = tf.where(below, rank + total, tf.where(above, rank - total, rank))
         nearest = tf.where(below, nearest + total, tf.where(above, nearest - total, nearest))
 
+        # Barycentric weights: with u[p] the scaled residual of the coordinate of rank d - p,
+        # they are u[0] + 1 - u[d] and u[p] - u[p-1] (Adams et al., section 3.1).
         value = (elevated - tf.cast(nearest, tf.float32)) / total
-        slots = tf.one_hot(d - rank, total + 1) - tf.one_hot(d - rank + 1, total + 1)
-        barycentric = tf.reduce_sum(value[:, :, None] * slots, axis=1)
-        self.weights = tf.concat(
-            [barycentric[:, :1] + 1.0 + barycentric[:, total:], barycentric[:, 1:total]], axis=1
+        ranked = tf.math.floormod(
+            tf.range(total, dtype=tf.int32)[None, :] - coordinate_sum, total
         )
+        by_rank = tf.gather(value, tf.gather(descending, ranked, batch_dims=1), batch_dims=1)
+        u = tf.reverse(by_rank, axis=[1])
+        self.weights = tf.concat([u[:, :1] + 1.0 - u[:, d:], u[:, 1:] - u[:, :-1]], axis=1)
 
         # Vertex r of the enclosing simplex: nearest + r, minus d+1 where rank > d - r; the last
         # coordinate is implied by the zero sum, so keys keep the first d.
@@ -159,7 +160,9 @@ class _PermutohedralLattice:
         flat_vertices = tf.gather(tf.math.invert_permutation(order), first_index)
         self.vertices = tf.reshape(flat_vertices, (-1, total))
 
-        unique_keys = tf.math.unsorted_segment_max(keys, flat_vertices, self.size)
+        unique_keys = tf.cast(
+            tf.math.floormod(sorted_codes[:, None] // strides, radix), tf.int32
+        ) + low
         self.neighbours = []
         for j in range(total):
             step = -np.ones(d, np.int32)
