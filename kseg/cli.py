@@ -290,10 +290,49 @@ def cmd_evaluate(args):
     source, info = _load(args.data, args.split, args.resize, args.num_classes)
     num_classes = args.num_classes or info.num_classes or int(model.output.shape[-1])
     val = kseg.data.make_pipeline(source, args.batch_size, augment=False, ignore_label=info.ignore_label)
-    scores = kseg.evaluation.evaluate_model(model, val, num_classes, ignore_label=info.ignore_label)
+    scores = kseg.evaluation.evaluate_model(
+        model, val, num_classes, ignore_label=info.ignore_label, predict_fn=_predictor(model, args)
+    )
     _print_scores(scores, info.class_names)
     if args.output:
         _write_scores(args.output, scores, info.class_names)
+
+
+def _predictor(model, args):
+    """The `--scales/--flip/--window/--crf` inference modes as an images -> labels function."""
+    import kseg.inference
+
+    if args.scales == (1.0,) and not args.flip and args.window is None and not args.crf:
+        return None
+    return kseg.inference.make_predictor(
+        model,
+        scales=args.scales,
+        flip=args.flip,
+        window=args.window,
+        overlap=args.overlap,
+        crf=args.crf,
+    )
+
+
+def _scales(text):
+    try:
+        scales = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        scales = ()
+    if not scales or any(scale <= 0 for scale in scales):
+        raise argparse.ArgumentTypeError(f"expected positive numbers like 0.5,1,1.5, got {text!r}")
+    return scales
+
+
+def _add_inference_flags(parser):
+    parser.add_argument("--scales", type=_scales, default=(1.0,),
+                        help="average over these image scales, e.g. 0.5,0.75,1,1.25,1.5,1.75")
+    parser.add_argument("--flip", action="store_true", help="also average over mirrored images")
+    parser.add_argument("--window", type=_size,
+                        help="sliding-window inference with this window (SIZE or HEIGHT,WIDTH)")
+    parser.add_argument("--overlap", type=float, default=1 / 3,
+                        help="fraction shared by neighbouring windows")
+    parser.add_argument("--crf", action="store_true", help="refine with the dense CRF")
 
 
 def _image_files(inputs):
@@ -322,6 +361,7 @@ def cmd_predict(args):
 
     model = _load_model(args.model)
     num_classes = int(model.output.shape[-1])
+    predict = _predictor(model, args)
     palette = kseg.viz.CAMVID_PALETTE if args.palette == "camvid" else kseg.viz.palette(num_classes)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -330,7 +370,11 @@ def cmd_predict(args):
             image = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
         except (UnidentifiedImageError, OSError) as error:
             raise SystemExit(f"cannot read image {path}: {error}") from None
-        labels = np.argmax(model.predict(image[None], verbose=0)[0], axis=-1).astype(np.uint8)
+        if predict is None:
+            labels = np.argmax(model.predict(image[None], verbose=0)[0], axis=-1)
+        else:
+            labels = predict(image[None])[0]
+        labels = labels.astype(np.uint8)
         Image.fromarray(labels).save(out / f"{path.stem}_labels.png")
         kseg.viz.save_overlay(out / f"{path.stem}_overlay.png", image, labels, palette=palette)
     print(f"wrote predictions to {out}")
@@ -420,6 +464,7 @@ def build_parser():
     evaluate.add_argument("--batch-size", type=int, default=1)
     evaluate.add_argument("--resize", type=_size)
     evaluate.add_argument("--output", help="write the scores as JSON")
+    _add_inference_flags(evaluate)
     evaluate.set_defaults(handler=cmd_evaluate)
 
     predict = commands.add_parser("predict", help=cmd_predict.__doc__, description=cmd_predict.__doc__)
@@ -427,6 +472,7 @@ def build_parser():
     predict.add_argument("inputs", nargs="+", help="image files or folders")
     predict.add_argument("--out", default="predictions")
     predict.add_argument("--palette", default="voc", choices=("voc", "camvid"))
+    _add_inference_flags(predict)
     predict.set_defaults(handler=cmd_predict)
 
     export = commands.add_parser("export", help=cmd_export.__doc__, description=cmd_export.__doc__)

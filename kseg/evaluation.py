@@ -7,7 +7,9 @@ from tqdm.auto import tqdm
 from kseg.metrics import confusion_matrix_scores
 
 
-def confusion_matrix(model, dataset, num_classes, *, ignore_label=255, progress=True):
+def confusion_matrix(
+    model, dataset, num_classes, *, ignore_label=255, progress=True, predict_fn=None
+):
     """Accumulates the confusion matrix of a model's argmax predictions over a dataset.
 
     Pixels labelled `ignore_label` (including the padding `kseg.data.make_pipeline` adds) are
@@ -19,6 +21,9 @@ def confusion_matrix(model, dataset, num_classes, *, ignore_label=255, progress=
         num_classes: number of classes.
         ignore_label: label left out of the counts.
         progress: show a progress bar.
+        predict_fn: optional function mapping a batch of images to int labels `(B, H, W)`
+            in place of the model's argmax, e.g. `kseg.inference.make_predictor(model,
+            scales=(0.5, 1.0, 1.5), flip=True, crf=True)`.
 
     Returns:
         An int64 array `(num_classes, num_classes)`.
@@ -31,9 +36,7 @@ def confusion_matrix(model, dataset, num_classes, *, ignore_label=255, progress=
         16384
     """
 
-    @tf.function(reduce_retracing=True)
-    def batch_counts(images, masks):
-        predictions = tf.argmax(model(images, training=False), axis=-1, output_type=tf.int32)
+    def count(predictions, masks):
         masks = tf.cast(masks, tf.int32)
         valid = masks != ignore_label
         out_of_range = tf.logical_and(valid, tf.logical_or(masks < 0, masks >= num_classes))
@@ -46,13 +49,24 @@ def confusion_matrix(model, dataset, num_classes, *, ignore_label=255, progress=
         return tf.math.bincount(pairs, minlength=num_classes**2, maxlength=num_classes**2,
                                 dtype=tf.int64)
 
+    @tf.function(reduce_retracing=True)
+    def model_counts(images, masks):
+        predictions = tf.argmax(model(images, training=False), axis=-1, output_type=tf.int32)
+        return count(predictions, masks)
+
     total = np.zeros(num_classes * num_classes, np.int64)
     for images, masks in tqdm(dataset, desc="evaluating", unit="batch", disable=not progress):
-        total += batch_counts(images, masks).numpy()
+        if predict_fn is None:
+            total += model_counts(images, masks).numpy()
+        else:
+            predictions = tf.convert_to_tensor(predict_fn(images.numpy()), tf.int32)
+            total += count(predictions, masks).numpy()
     return total.reshape(num_classes, num_classes)
 
 
-def evaluate_model(model, dataset, num_classes, *, ignore_label=255, progress=True):
+def evaluate_model(
+    model, dataset, num_classes, *, ignore_label=255, progress=True, predict_fn=None
+):
     """Mean IoU, per-class IoU and accuracies of a model over a dataset.
 
     Args:
@@ -61,6 +75,7 @@ def evaluate_model(model, dataset, num_classes, *, ignore_label=255, progress=Tr
         num_classes: number of classes.
         ignore_label: label left out of every score.
         progress: show a progress bar.
+        predict_fn: optional images -> labels function (see `confusion_matrix`).
 
     Returns:
         The dict of `kseg.metrics.confusion_matrix_scores`, plus "confusion_matrix".
@@ -74,7 +89,12 @@ def evaluate_model(model, dataset, num_classes, *, ignore_label=255, progress=Tr
         True
     """
     confusion = confusion_matrix(
-        model, dataset, num_classes, ignore_label=ignore_label, progress=progress
+        model,
+        dataset,
+        num_classes,
+        ignore_label=ignore_label,
+        progress=progress,
+        predict_fn=predict_fn,
     )
     scores = dict(confusion_matrix_scores(confusion))
     scores["confusion_matrix"] = confusion

@@ -47,6 +47,55 @@ def test_evaluate_predict_export_on_the_demo_model(demo_run, tmp_path, capsys):
     assert (tmp_path / "exported" / "saved_model.pb").is_file()
 
 
+def test_evaluate_and_predict_with_inference_modes(demo_run, tmp_path):
+    import keras
+
+    from kseg.inference import make_predictor
+
+    out, _scores = demo_run
+    model_path = str(out / "run" / "model.keras")
+    model = keras.saving.load_model(model_path)
+    rng = np.random.default_rng(3)
+    (tmp_path / "images" / "val").mkdir(parents=True)
+    (tmp_path / "masks" / "val").mkdir(parents=True)
+    images = rng.integers(0, 255, (2, 64, 64, 3), dtype=np.uint8)
+    masks = rng.integers(0, 5, (2, 64, 64), dtype=np.uint8)
+    for index, (image, mask) in enumerate(zip(images, masks)):
+        Image.fromarray(image).save(tmp_path / "images" / "val" / f"{index}.png")
+        Image.fromarray(mask).save(tmp_path / "masks" / "val" / f"{index}.png")
+    scores_path = tmp_path / "scores.json"
+    cli.main(["evaluate", "--model", model_path, "--data", str(tmp_path), "--num-classes", "5",
+              "--scales", "0.75,1,1.25", "--flip", "--crf", "--output", str(scores_path)])
+    predict = make_predictor(model, scales=(0.75, 1.0, 1.25), flip=True, crf=True)
+    labels = predict(images.astype("float32"))
+    expected = np.bincount(
+        masks.astype(np.int64).ravel() * 5 + labels.ravel(), minlength=25
+    ).reshape(5, 5)
+    np.testing.assert_array_equal(json.loads(scores_path.read_text())["confusion_matrix"], expected)
+
+    image = np.random.default_rng(0).integers(0, 255, (70, 90, 3), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "photo.png")
+    cli.main(["predict", "--model", model_path, str(tmp_path / "photo.png"), "--out",
+              str(tmp_path / "pred"), "--window", "48", "--overlap", "0.5"])
+    labels = np.asarray(Image.open(tmp_path / "pred" / "photo_labels.png"))
+    np.testing.assert_array_equal(labels, cli_free_sliding_window(model, image))
+
+
+def cli_free_sliding_window(model, image):
+    from kseg.inference.sliding_window import sliding_window_predict
+
+    return sliding_window_predict(
+        model, image.astype("float32"), window=48, overlap=0.5, output="labels"
+    )
+
+
+@pytest.mark.parametrize("flag", [["--scales", "0,1"], ["--scales", "a"], ["--window", "0"]])
+def test_bad_inference_flags_are_named(flag, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["evaluate", "--model", "m.keras", "--data", "shapes", *flag])
+    assert flag[0] in capsys.readouterr().err
+
+
 def test_train_on_folders_then_reports_a_bad_label_by_file(tmp_path, capsys):
     rng = np.random.default_rng(1)
     for split in ("train", "val"):

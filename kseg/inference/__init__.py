@@ -1,3 +1,8 @@
 """Inference-time procedures applied around a trained segmentation model."""
 
 from kseg.inference.dense_crf import dense_crf
+from kseg.inference.multiscale import multiscale_predict
+from kseg.inference.predictor import make_predictor
+from kseg.inference.sliding_window import sliding_window_predict
+
+__all__ = ["dense_crf", "make_predictor", "multiscale_predict", "sliding_window_predict"]
