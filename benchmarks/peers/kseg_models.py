@@ -54,6 +54,18 @@ def _pspnet(height, width, num_classes):
     ), "kseg.models.pspnet.PSPNet(backbone='resnet50')"
 
 
+def _pspnet_473(height, width, num_classes):
+    # Without the training-only auxiliary head, as keras-segmentation's pspnet_50 has none.
+    builder = _optional_builder("kseg.models.pspnet", "PSPNet")
+    return builder(
+        num_classes=num_classes,
+        backbone="resnet50",
+        input_shape=(height, width, 3),
+        backbone_weights=None,
+        auxiliary_loss_weight=0,
+    ), "kseg.models.pspnet.PSPNet(backbone='resnet50', auxiliary_loss_weight=0)"
+
+
 def _deeplabv3(height, width, num_classes):
     builder = _optional_builder("kseg.models.deeplab_v3", "DeepLabV3")
     return builder(
@@ -69,6 +81,7 @@ CASES = {
     "unet_vgg16": _unet_vgg16,
     "fcn8s": _fcn8s,
     "pspnet": _pspnet,
+    "pspnet_473": _pspnet_473,
     "deeplabv3": _deeplabv3,
 }
 

@@ -72,6 +72,8 @@ def main():
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=args.learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        # Explicitly none: keras-hub's task models otherwise add an accuracy metric.
+        metrics=[],
         jit_compile=False,
     )
     images, labels = _synthetic_batch(
