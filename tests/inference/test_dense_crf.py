@@ -32,19 +32,24 @@ def test_every_iteration_matches_pydensecrf(shared_crf):
         logits = mean_field_logits(image, unary, iterations=iterations, **README_SETTINGS)
         q = np.exp(logits) / np.sum(np.exp(logits), axis=-1, keepdims=True)
         expected = shared_crf["q_iters_lhw"][iterations].transpose(1, 2, 0)
-        np.testing.assert_allclose(q, expected, atol=1e-4)
+        # Same appearance lattice as pydensecrf; the smoothness kernel is exact here where
+        # pydensecrf approximates it with a 2-D lattice (0.025 apart on their own, see below).
+        np.testing.assert_allclose(q, expected, atol=0.025)
     np.testing.assert_array_equal(q.argmax(-1), shared_crf["labels_hw"])
 
 
-def test_smoothness_kernel_alone_matches_pydensecrf(shared_crf):
+def test_smoothness_kernel_alone_matches_exact_mean_field(shared_crf):
     q = dense_crf(
         shared_crf["image_hwc_uint8"],
         shared_crf["prob_lhw"].transpose(1, 2, 0),
         iterations=5,
         **{**README_SETTINGS, "compat_bilateral": 0},
     )
-    expected = shared_crf["gauss_only_q_iters_lhw"][5].transpose(1, 2, 0)
-    np.testing.assert_allclose(np.asarray(q), expected, atol=1e-4)
+    exact = shared_crf["gauss_only_q_exact_iters_lhw"][5].transpose(1, 2, 0)
+    # Truncating the kernel at 3 sigma is the only approximation left.
+    np.testing.assert_allclose(np.asarray(q), exact, atol=5e-3)
+    lattice = shared_crf["gauss_only_q_iters_lhw"][5].transpose(1, 2, 0)
+    np.testing.assert_allclose(np.asarray(q), lattice, atol=0.03)
 
 
 def test_labels_agree_with_exact_mean_field(shared_crf):
@@ -95,7 +100,7 @@ def test_lattice_approximates_a_unit_gaussian(dimension):
     splat = np.zeros((int(lattice.size) + 1, 1))
     np.add.at(splat, np.asarray(lattice.vertices).reshape(-1),
               (np.asarray(lattice.weights)[..., None] * values[:, None, :]).reshape(-1, 1))
-    blurred = np.asarray(lattice.blur(splat[:-1].astype("float32")))
+    blurred = np.asarray(lattice.blur(splat.astype("float32")))
     approx = (blurred[np.asarray(lattice.vertices)] * np.asarray(lattice.weights)[..., None]).sum(1)
     exact = _exact_gaussian_filter(features.astype("float64"), values)
     # The lattice filters up to a global scale; after fitting it, the shape must match.
