@@ -39,13 +39,23 @@ import numpy as np
 LABELS = 21
 SETTINGS = {
     "deeplab_10it": (
-        {"sxy_gaussian": 1.0, "compat_gaussian": 3.0, "sxy_bilateral": 67.0,
-         "srgb_bilateral": 3.0, "compat_bilateral": 4.0},
+        {
+            "sxy_gaussian": 1.0,
+            "compat_gaussian": 3.0,
+            "sxy_bilateral": 67.0,
+            "srgb_bilateral": 3.0,
+            "compat_bilateral": 4.0,
+        },
         10,
     ),
     "readme_5it": (
-        {"sxy_gaussian": 3.0, "compat_gaussian": 3.0, "sxy_bilateral": 80.0,
-         "srgb_bilateral": 13.0, "compat_bilateral": 10.0},
+        {
+            "sxy_gaussian": 3.0,
+            "compat_gaussian": 3.0,
+            "sxy_bilateral": 80.0,
+            "srgb_bilateral": 13.0,
+            "compat_bilateral": 10.0,
+        },
         5,
     ),
 }
@@ -59,8 +69,10 @@ def peak_rss_mib():
 def make_inputs(camvid, size, seed=0):
     from PIL import Image
 
-    name = sorted((Path(camvid) / "val").glob("*.png"))[0].name
-    image = Image.open(Path(camvid) / "val" / name).convert("RGB").resize((size, size), Image.BILINEAR)
+    name = min((Path(camvid) / "val").glob("*.png")).name
+    image = (
+        Image.open(Path(camvid) / "val" / name).convert("RGB").resize((size, size), Image.BILINEAR)
+    )
     truth = np.asarray(
         Image.open(Path(camvid) / "valannot" / name).resize((size, size), Image.NEAREST), np.int64
     )
@@ -88,8 +100,10 @@ def pydensecrf_run(image, probabilities, settings, iterations):
     crf.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(probabilities.transpose(2, 0, 1))))
     crf.addPairwiseGaussian(sxy=settings["sxy_gaussian"], compat=settings["compat_gaussian"])
     crf.addPairwiseBilateral(
-        sxy=settings["sxy_bilateral"], srgb=settings["srgb_bilateral"],
-        rgbim=np.array(image, np.uint8, order="C"), compat=settings["compat_bilateral"],
+        sxy=settings["sxy_bilateral"],
+        srgb=settings["srgb_bilateral"],
+        rgbim=np.array(image, np.uint8, order="C"),
+        compat=settings["compat_bilateral"],
     )
     q = np.array(crf.inference(iterations))
     seconds = time.perf_counter() - start
@@ -128,18 +142,28 @@ def memory_worker(args):
         import tensorflow as tf  # noqa: F401  (its import alone costs RSS; counted in the baseline)
     baseline = peak_rss_mib()
     seconds, labels = run(image, probabilities, settings, iterations)
-    print(json.dumps({
-        "side": args.side, "size": args.size, "seconds": seconds,
-        "peak_rss_mib": peak_rss_mib(), "peak_rss_before_crf_mib": baseline,
-        "label_histogram": np.bincount(labels.reshape(-1), minlength=LABELS).tolist(),
-    }))
+    print(
+        json.dumps(
+            {
+                "side": args.side,
+                "size": args.size,
+                "seconds": seconds,
+                "peak_rss_mib": peak_rss_mib(),
+                "peak_rss_before_crf_mib": baseline,
+                "label_histogram": np.bincount(labels.reshape(-1), minlength=LABELS).tolist(),
+            }
+        )
+    )
 
 
 def main(args):
     image, probabilities, name = make_inputs(args.camvid, 512)
     results = {
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                    "load_average_start": os.getloadavg()},
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "load_average_start": os.getloadavg(),
+        },
         "input": {"image": name, "size": [512, 512], "labels": LABELS},
         "settings": {key: {"iterations": it, **s} for key, (s, it) in SETTINGS.items()},
     }
@@ -148,9 +172,18 @@ def main(args):
         labels_path = os.path.join(folder, "labels.npz")
         np.savez(inputs, image=image, probabilities=probabilities)
         worker = subprocess.Popen(
-            [args.pydensecrf_python, __file__, "--pydensecrf-worker", "--inputs", inputs,
-             "--labels-out", labels_path],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            [
+                args.pydensecrf_python,
+                __file__,
+                "--pydensecrf-worker",
+                "--inputs",
+                inputs,
+                "--labels-out",
+                labels_path,
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
 
         def pydensecrf_timed(key):
@@ -192,17 +225,29 @@ def main(args):
     results["memory_2048"] = {}
     for side, python in (("kseg", sys.executable), ("pydensecrf", args.pydensecrf_python)):
         output = subprocess.run(
-            [python, __file__, "--memory-worker", "--side", side, "--size", "2048",
-             "--camvid", args.camvid],
-            check=True, capture_output=True, text=True,
+            [
+                python,
+                __file__,
+                "--memory-worker",
+                "--side",
+                side,
+                "--size",
+                "2048",
+                "--camvid",
+                args.camvid,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout
         report = json.loads(output.strip().splitlines()[-1])
         histogram = report.pop("label_histogram")
         results["memory_2048"][side] = report
         results["memory_2048"].setdefault("histograms", {})[side] = histogram
         print("2048", json.dumps(report), flush=True)
-    kseg_hist, reference_hist = (np.array(results["memory_2048"]["histograms"][s])
-                                 for s in ("kseg", "pydensecrf"))
+    kseg_hist, reference_hist = (
+        np.array(results["memory_2048"]["histograms"][s]) for s in ("kseg", "pydensecrf")
+    )
     results["memory_2048"]["label_histogram_overlap"] = float(
         np.minimum(kseg_hist, reference_hist).sum() / reference_hist.sum()
     )
@@ -217,10 +262,15 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--pydensecrf-python", default="/work/envs/crf/bin/python")
-    parser.add_argument("--camvid", default=str(here.parents[1] / ".." / "shared" / "data" / "camvid"))
+    parser.add_argument(
+        "--camvid", default=str(here.parents[1] / ".." / "shared" / "data" / "camvid")
+    )
     parser.add_argument("--out", default=str(here.parent / "results" / "dense_crf.json"))
-    parser.add_argument("--skip-memory", action="store_true",
-                        help="time 512x512 only; no 2048x2048 run, no results file")
+    parser.add_argument(
+        "--skip-memory",
+        action="store_true",
+        help="time 512x512 only; no 2048x2048 run, no results file",
+    )
     parser.add_argument("--pydensecrf-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--memory-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--inputs", help=argparse.SUPPRESS)

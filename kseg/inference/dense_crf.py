@@ -1,12 +1,14 @@
 """Fully-connected CRF post-processing: mean-field inference with Gaussian edge potentials."""
 
 import math
+import numbers
 
 import numpy as np
 import tensorflow as tf
 
-# DeepLab v2's released CRF settings for its ResNet-101 PASCAL VOC model (bi_w=4, bi_xy_std=67,
-# bi_rgb_std=3, pos_w=3, pos_xy_std=1, 10 mean-field iterations). DeepLab v1 (Chen et al.,
+# The CRF settings distributed with DeepLab v2's ResNet-101 PASCAL VOC model (bi_w=4,
+# bi_xy_std=67, bi_rgb_std=3, pos_w=3, pos_xy_std=1, 10 mean-field iterations; the values that
+# re-implementations such as deeplab-pytorch carry over). DeepLab v1 (Chen et al.,
 # ICLR 2015, section 4.1) fixes w2=3, theta_gamma=3 and cross-validates w1 in [5, 10],
 # theta_alpha in [50, 100], theta_beta in [3, 10], also with 10 iterations.
 DEEPLAB_CRF_DEFAULTS = {
@@ -23,12 +25,12 @@ MIN_PROBABILITY = 1e-5
 
 
 def _check_positive(name, value):
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not value > 0:
         raise ValueError(f"{name} must be a positive number. Received: {name}={value!r}")
 
 
 def _check_non_negative(name, value):
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not value >= 0:
         raise ValueError(f"{name} must be a non-negative number. Received: {name}={value!r}")
 
 
@@ -52,7 +54,11 @@ def validate_crf_parameters(
         >>> from kseg.inference.dense_crf import validate_crf_parameters
         >>> validate_crf_parameters(10, 1, 3, 67, 3, 4)
     """
-    if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or iterations < 0:
+    if (
+        isinstance(iterations, bool)
+        or not isinstance(iterations, (int, np.integer))
+        or iterations < 0
+    ):
         raise ValueError(f"iterations must be an int >= 0. Received: iterations={iterations!r}")
     _check_positive("sxy_gaussian", sxy_gaussian)
     _check_non_negative("compat_gaussian", compat_gaussian)
@@ -123,9 +129,7 @@ class _PermutohedralLattice:
         # Barycentric weights: with u[p] the scaled residual of the coordinate of rank d - p,
         # they are u[0] + 1 - u[d] and u[p] - u[p-1] (Adams et al., section 3.1).
         value = (elevated - tf.cast(nearest, tf.float32)) / total
-        ranked = tf.math.floormod(
-            tf.range(total, dtype=tf.int32)[None, :] - coordinate_sum, total
-        )
+        ranked = tf.math.floormod(tf.range(total, dtype=tf.int32)[None, :] - coordinate_sum, total)
         by_rank = tf.gather(value, tf.gather(descending, ranked, batch_dims=1), batch_dims=1)
         u = tf.reverse(by_rank, axis=[1])
         self.weights = tf.concat([u[:, :1] + 1.0 - u[:, d:], u[:, 1:] - u[:, :-1]], axis=1)
@@ -245,7 +249,7 @@ def _smoothness_filter(height, width, sxy, compat):
     mass) and several times faster than a 2-D lattice, which for DeepLab's sxy = 1 would
     hold more vertices than pixels.
     """
-    radius = max(1, int(math.ceil(3.0 * sxy)))
+    radius = max(1, math.ceil(3.0 * sxy))
     offsets = np.arange(-radius, radius + 1, dtype=np.float64)
     taps = tf.constant(np.exp(-0.5 * (offsets / sxy) ** 2), tf.float32)
 

@@ -98,8 +98,11 @@ def test_lattice_approximates_a_unit_gaussian(dimension):
     values = rng.uniform(size=(400, 1))
     lattice = _PermutohedralLattice(features)
     splat = np.zeros((int(lattice.size) + 1, 1))
-    np.add.at(splat, np.asarray(lattice.vertices).reshape(-1),
-              (np.asarray(lattice.weights)[..., None] * values[:, None, :]).reshape(-1, 1))
+    np.add.at(
+        splat,
+        np.asarray(lattice.vertices).reshape(-1),
+        (np.asarray(lattice.weights)[..., None] * values[:, None, :]).reshape(-1, 1),
+    )
     blurred = np.asarray(lattice.blur(splat.astype("float32")))
     approx = (blurred[np.asarray(lattice.vertices)] * np.asarray(lattice.weights)[..., None]).sum(1)
     exact = _exact_gaussian_filter(features.astype("float64"), values)
@@ -174,4 +177,6 @@ def test_rejects_non_rgb_images():
 )
 def test_rejects_bad_parameters(argument, value):
     with pytest.raises(ValueError, match=f"Received: {argument}="):
-        dense_crf(np.zeros((4, 4, 3), np.uint8), np.ones((4, 4, 2), "float32") / 2, **{argument: value})
+        dense_crf(
+            np.zeros((4, 4, 3), np.uint8), np.ones((4, 4, 2), "float32") / 2, **{argument: value}
+        )
