@@ -175,22 +175,29 @@ class _PermutohedralLattice:
 
         # Neighbour look-up by one more tf.unique over the codes followed by every neighbour's
         # code: a neighbour that exists gets its vertex's id (< M), a missing one a new id.
+        # Only the +step neighbours are looked up: B = n1(A) exactly when A = n2(B).
         shifts = []
         for j in range(total):
             step = -np.ones(d, np.int64)
             if j < d:
                 step[j] = d
-            shift = tf.add_n([int(step[i]) * strides[i] for i in range(d)])
-            shifts.extend([shift, -shift])
+            shifts.append(tf.add_n([int(step[i]) * strides[i] for i in range(d)]))
         queries = tf.concat([codes] + [codes + shift for shift in shifts], axis=0)
         found = tf.unique(queries, out_idx=tf.int32)[1][self.size :]
-        found = tf.where(found < self.size, found, self.size)
+        ids = tf.range(self.size, dtype=tf.int32)
         # Row M of the lattice values is a zero row standing for absent neighbours; it is its
         # own neighbour, so blurring keeps it zero.
         absent = self.size[None]
-        self.neighbours = [
-            tf.concat([part, absent], axis=0) for part in tf.split(found, len(shifts))
-        ]
+        self.neighbours = []
+        for forward in tf.split(found, total):
+            exists = forward < self.size
+            backward = tf.tensor_scatter_nd_update(
+                tf.fill(self.size[None] + 1, self.size),
+                tf.boolean_mask(forward, exists)[:, None],
+                tf.boolean_mask(ids, exists),
+            )
+            forward = tf.concat([tf.where(exists, forward, self.size), absent], axis=0)
+            self.neighbours.extend([forward, backward])
 
     def blur(self, values):
         """Blurs (M+1, C) lattice values, last row zero, with [1/2, 1, 1/2] along every direction."""
