@@ -187,7 +187,10 @@ def run_case(case, args):
     for worker in workers.values():
         worker.close()
     for side, worker in workers.items():
-        result[side] = {**worker.info, **{op: _summary(blocks[side][op], args.batch) for op in blocks[side]}}
+        result[side] = {
+            **worker.info,
+            **{op: _summary(blocks[side][op], args.batch) for op in blocks[side]},
+        }
     for op in ("train", "predict"):
         kseg_rates = result["kseg"][op]["per_block_images_per_second"]
         peer_rates = result["peer"][op]["per_block_images_per_second"]
@@ -214,50 +217,71 @@ def run_case(case, args):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=DEFAULT_CASES)
-    parser.add_argument("--size", type=int, default=128, help="square input size (rounded up per case)")
+    parser.add_argument(
+        "--size", type=int, default=128, help="square input size (rounded up per case)"
+    )
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--classes", type=int, default=11)
-    parser.add_argument("--warmup", type=int, default=2, help="untimed train+predict steps per worker")
+    parser.add_argument(
+        "--warmup", type=int, default=2, help="untimed train+predict steps per worker"
+    )
     parser.add_argument("--steps", type=int, default=1, help="timed train steps per block")
-    parser.add_argument("--predict-steps", type=int, default=3, help="timed predict steps per block")
-    parser.add_argument("--rounds", type=int, default=8, help="alternating kseg/peer blocks per case")
+    parser.add_argument(
+        "--predict-steps", type=int, default=3, help="timed predict steps per block"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=8, help="alternating kseg/peer blocks per case"
+    )
     for peer_name in PEERS:
         parser.add_argument(f"--{peer_name.replace('_', '-')}-python", dest=f"{peer_name}_python")
     parser.add_argument("--output", default=str(HERE / "results" / "peer_throughput.json"))
     parser.add_argument("--log-dir", default="/tmp", help="where worker stderr goes")
     args = parser.parse_args()
 
-    started = time.time()
-    results = [run_case(case, args) for case in args.cases]
-    report = {
-        "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
-        "settings": {
-            "batch": args.batch,
-            "classes": args.classes,
-            "warmup_steps": args.warmup,
-            "timed_train_steps_per_block": args.steps,
-            "timed_predict_steps_per_block": args.predict_steps,
-            "rounds": args.rounds,
-            "precision": "float32",
-            "optimizer": "Adam(1e-4)",
-            "loss": "SparseCategoricalCrossentropy(from_logits=True)",
-            "jit_compile": False,
-            "data": "one synthetic batch, uniform [0, 255) images, uniform labels, seed 0",
-            "weights": "random on both sides (no downloads)",
-        },
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "contention": (
-                "the CPU is shared with other work; both workers stay loaded and only one runs "
-                "at a time, in alternating blocks (kseg first in even rounds, the peer first in odd "
-                "ones), so contention hits both sides alike; load_average_1min per case records it"
-            ),
-        },
-        "wall_seconds": round(time.time() - started, 1),
-        "cases": results,
+    command = " ".join([Path(sys.argv[0]).name] + sys.argv[1:])
+    settings = {
+        "classes": args.classes,
+        "warmup_steps": args.warmup,
+        "timed_train_steps_per_block": args.steps,
+        "timed_predict_steps_per_block": args.predict_steps,
+        "rounds": args.rounds,
+        "precision": "float32",
+        "optimizer": "Adam(1e-4)",
+        "loss": "SparseCategoricalCrossentropy(from_logits=True)",
+        "metrics": "none",
+        "jit_compile": False,
+        "data": "one synthetic batch, uniform [0, 255) images, uniform labels, seed 0",
+        "weights": "random on both sides (no downloads)",
     }
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
+    output = Path(args.output)
+    # Cases run by another command (e.g. the slow pspnet_473) stay in the file, each with
+    # the command and settings that measured it.
+    report = json.loads(output.read_text()) if output.exists() else {}
+    cases = report.get("cases", {}) if isinstance(report.get("cases"), dict) else {}
+    for case in args.cases:
+        started = time.time()
+        result = run_case(case, args)
+        cases[case] = {
+            **result,
+            "command": command,
+            "settings": settings,
+            "wall_seconds": round(time.time() - started, 1),
+            "measured_at_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        report = {
+            "machine": {
+                "cpu_count": os.cpu_count(),
+                "contention": (
+                    "the CPU is shared with other work; both workers stay loaded and only one "
+                    "runs at a time, in alternating blocks (kseg first in even rounds, the peer "
+                    "first in odd ones), so contention hits both sides alike; each case records "
+                    "the 1-minute load average seen around its blocks"
+                ),
+            },
+            "cases": cases,
+        }
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.output}")
 
 

@@ -41,6 +41,27 @@ def _synthetic_batch(batch, height, width, channels, num_classes, label_shape, s
     return images, labels
 
 
+def _forward_gflops(model, height, width):
+    """Floating-point operations of one image's forward pass, from TensorFlow's graph profiler.
+
+    The model is traced for a fixed (1, H, W, 3) input and its variables frozen into
+    constants, so every convolution has a static shape the profiler can count. It counts
+    each multiply-add as two operations.
+    """
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    function = tf.function(lambda images: model(images, training=False))
+    concrete = function.get_concrete_function(tf.TensorSpec([1, height, width, 3], tf.float32))
+    graph = convert_variables_to_constants_v2(concrete).graph
+    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    profile = tf.compat.v1.profiler.profile(graph=graph, options=options)
+    return profile.total_float_ops / 1e9
+
+
 def _timed(function, steps):
     seconds = []
     for _ in range(steps):
@@ -52,7 +73,9 @@ def _timed(function, steps):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--side", required=True, help="module in benchmarks/peers building the models")
+    parser.add_argument(
+        "--side", required=True, help="module in benchmarks/peers building the models"
+    )
     parser.add_argument("--case", required=True)
     parser.add_argument("--height", type=int, required=True)
     parser.add_argument("--width", type=int, required=True)
@@ -79,6 +102,7 @@ def main():
     images, labels = _synthetic_batch(
         args.batch, args.height, args.width, 3, args.classes, built["label_shape"], args.seed
     )
+    gflops = _forward_gflops(model, args.height, args.width)
     for _ in range(args.warmup):
         model.train_on_batch(images, labels)
         model.predict_on_batch(images)
@@ -90,7 +114,10 @@ def main():
             "ready": True,
             "description": built["description"],
             "parameters": int(model.count_params()),
-            "trainable_parameters": int(sum(int(np.prod(w.shape)) for w in model.trainable_weights)),
+            "forward_gflops_per_image": round(gflops, 2),
+            "trainable_parameters": int(
+                sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+            ),
             "output_shape": [int(d) for d in np.shape(model.predict_on_batch(images))[1:]],
             "library": built["library"],
             "versions": {
@@ -104,8 +131,8 @@ def main():
             "jit_compile": False,
         }
     )
-    train = lambda: model.train_on_batch(images, labels)  # noqa: E731
-    predict = lambda: model.predict_on_batch(images)  # noqa: E731
+    train = lambda: model.train_on_batch(images, labels)
+    predict = lambda: model.predict_on_batch(images)
     for line in sys.stdin:
         command = json.loads(line)
         if command["op"] == "stop":
