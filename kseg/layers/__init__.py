@@ -4,6 +4,7 @@ from kseg.layers.aspp import ASPP
 from kseg.layers.aspp_sum import ASPPSum
 from kseg.layers.bilinear import BilinearConvTranspose2D, BilinearUpsamplingKernel
 from kseg.layers.conv_block import ConvBNReLU
+from kseg.layers.crf import DenseCRF
 from kseg.layers.crop import CropToMatch, PadToMultiple
 from kseg.layers.offset_crop import OffsetCrop
 from kseg.layers.pyramid_pooling import PyramidPooling
@@ -25,6 +26,7 @@ __all__ = [
     "ChainedResidualPooling",
     "ConvBNReLU",
     "CropToMatch",
+    "DenseCRF",
     "MaxPoolingWithArgmax2D",
     "MaxUnpooling2D",
     "MultiResolutionFusion",
