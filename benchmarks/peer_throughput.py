@@ -12,44 +12,53 @@ and warmed up while this script alternates short timed blocks between them
 (kseg first in even rounds, the peer first in odd ones), so load from other
 work on the shared CPU falls on both sides alike. Reported: median images/s
 over the blocks, the ratio kseg/peer of those medians and the median of the
-per-round paired ratios, parameter counts of both models, and the load average
-around the run; everything goes to `benchmarks/results/peer_throughput.json`.
+per-round paired ratios, parameter counts and forward GFLOPs per image of both
+models (TensorFlow's graph profiler on the frozen forward pass: equal work means
+a ratio measures the implementation, unequal work the architecture), and the
+load average around the blocks; each case is written, with the command and
+settings that measured it, into `benchmarks/results/peer_throughput.json`
+(cases not re-run are kept).
 
 The pairs, and why:
 - `unet`: kseg's paper-width U-Net in its padded form (64..1024 filters, two
   3x3 ReLU convs per level, 2x2 up-convolutions, 31.0M parameters) against
   keras-unet-collection's `unet_2d` without a backbone, the one packaged Keras
   U-Net with the paper's layout. Its up-convolutions are 3x3 (+ReLU) instead of
-  2x2, hence 37.6M parameters and somewhat more work per image. segmentation_models
-  has no backbone-free U-Net.
+  2x2, hence 37.6M parameters and 1.26x kseg's work (30.3 against 24.1 forward
+  GFLOPs at 128x128). segmentation_models has no backbone-free U-Net.
 - `unet_vgg16`: kseg's U-Net on the VGG16 encoder with decoder widths
   256/128/64/32/16 against segmentation_models' `Unet('vgg16')` with the same
   widths, no BN and upsampling blocks (both: 2 x (3x3 conv + ReLU) after the
   concatenation). sm adds a two-conv 512-channel centre block at stride 32 and
   takes its skips before the pools (one level wider); kseg upsamples with
   learned 2x2 transposed convolutions, sm with nearest-neighbour upsampling.
+  The work is nearly equal (11.5 against 12.4 GFLOPs at 128x128).
 - `fcn8s`: segmentation_models has no FCN. The packaged Keras FCN-8s is
   keras-segmentation's `fcn_8_vgg` (VGG16, fc6 7x7/fc7 1x1 with 4096 channels,
   pool3/pool4 score fusion): same layers and parameter count as kseg's FCN8s.
   It leaves out the paper's 100 px input padding, which kseg keeps (the paper's
   structure, needed for any input size): kseg's conv body sees (H+200)x(W+200)
-  pixels, about 6.6x the VGG16 work at 128x128, so this pair measures the price
-  of the paper's padding as much as the implementation. Comparing FCN-8s with
+  pixels: 72.2 against 13.9 forward GFLOPs at 128x128 (5.2x), so this pair
+  measures the price of the paper's padding, not the implementation. Comparing FCN-8s with
   sm's Linknet/FPN would compare different architectures, so they are not used.
 - `pspnet`: kseg's PSPNet (dilated ResNet-50 at output stride 8, bins 1/2/3/6,
   auxiliary res4 head during training) against segmentation_models' `PSPNet
   ('resnet50')`, the model a user would pick. sm's PSPNet is not the paper's:
   with its default `downsample_factor=8` it cuts the ResNet after its stride-8
-  stage instead of dilating the later stages, so it has about a tenth of the
-  parameters; the ratio is reported with both counts and is not an
-  implementation comparison. Inputs are rounded up to a multiple of 48 (sm's
+  stage instead of dilating the later stages, so it has a twelfth of the
+  parameters and of the work (2.4 against 29.2 GFLOPs at 144x144); the ratio
+  is reported with both counts and is not an implementation comparison. Inputs are rounded up to a multiple of 48 (sm's
   pooling needs 6 x 8). keras-segmentation's `pspnet_50` (the ported Caffe
-  dilated network, 46.8M parameters) only accepts 473x473 or 713x713 inputs:
-  it is the architecture-matched pair `pspnet_473` (kseg without its
-  training-only auxiliary head), run by name only since it takes minutes.
+  dilated network, 46.8M parameters, 323 GFLOPs at 473x473) only accepts
+  473x473 or 713x713 inputs: it is the architecture-matched pair `pspnet_473`
+  (kseg without its training-only auxiliary head: 46.7M, 311 GFLOPs), run by
+  name only since it takes minutes:
+  `--cases pspnet_473 --batch 1 --rounds 4 --predict-steps 1`.
 - `deeplabv3`: kseg's DeepLabV3 (ResNet-50, output stride 16, multi-grid 1/2/4,
   ASPP with image pooling) against keras-hub's DeepLabV3 built from a ResNet-50
-  backbone config without presets (nothing downloaded).
+  backbone config without presets (nothing downloaded). The parameter counts
+  agree within 0.1%, but keras-hub's ResNet cannot dilate, so its ASPP runs at
+  output stride 32: 7.6 against kseg's 9.9 GFLOPs at 128x128.
 
 Adding a case is a few lines: a builder in `benchmarks/peers/kseg_models.py`,
 one in the peer's module, and an entry in `CASES` below.
@@ -201,6 +210,10 @@ def run_case(case, args):
             k / p for k, p in zip(kseg_rates, peer_rates)
         )
     result["load_average_1min"] = {"min": min(loads), "max": max(loads)}
+    # Work per image tells an implementation gap from an architecture gap.
+    result["forward_gflops_ratio_kseg_over_peer"] = (
+        result["kseg"]["forward_gflops_per_image"] / result["peer"]["forward_gflops_per_image"]
+    )
     print(
         f"[{case}] train {result['kseg']['train']['images_per_second']:.2f} vs "
         f"{result['peer']['train']['images_per_second']:.2f} img/s "
@@ -208,7 +221,8 @@ def run_case(case, args):
         f"{result['kseg']['predict']['images_per_second']:.2f} vs "
         f"{result['peer']['predict']['images_per_second']:.2f} img/s "
         f"(x{result['predict_ratio_kseg_over_peer']:.2f}); params "
-        f"{result['kseg']['parameters']:,} vs {result['peer']['parameters']:,}",
+        f"{result['kseg']['parameters']:,} vs {result['peer']['parameters']:,}; forward GFLOPs "
+        f"{result['kseg']['forward_gflops_per_image']} vs {result['peer']['forward_gflops_per_image']}",
         flush=True,
     )
     return result
