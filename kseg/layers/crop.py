@@ -2,7 +2,6 @@
 
 import keras
 import tensorflow as tf
-from keras import ops
 
 
 @keras.saving.register_keras_serializable(package="kseg")

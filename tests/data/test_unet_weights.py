@@ -82,6 +82,7 @@ def test_tf_data_map_matches_numpy():
     dataset = tf.data.Dataset.from_tensors((image, cells)).map(with_unet_weights)
     out_image, labels, weights = next(iter(dataset))
     assert weights.shape == (40, 60) and labels.dtype == tf.int32
+    np.testing.assert_array_equal(out_image.numpy(), image)
     np.testing.assert_array_equal(labels.numpy(), (cells > 0).astype(np.int32))
     np.testing.assert_allclose(weights.numpy(), unet_weight_map(cells), rtol=1e-6)
 
