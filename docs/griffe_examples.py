@@ -29,13 +29,13 @@ def _rewrite(text):
         index += 1
         body = []
         while index < len(lines) and not (
-            lines[index].startswith(indent) and _SECTION.match(lines[index][len(indent):])
+            lines[index].startswith(indent) and _SECTION.match(lines[index][len(indent) :])
         ):
             body.append(lines[index])
             index += 1
         content = [line for line in body if line.strip()]
         if content and all(len(line) - len(line.lstrip()) <= len(indent) for line in content[:1]):
-            body = [f"{indent}    {line[len(indent):]}" if line.strip() else "" for line in body]
+            body = [f"{indent}    {line[len(indent) :]}" if line.strip() else "" for line in body]
         out.extend(line for line in body if line.strip() or out[-1].strip())
     return "\n".join(out)
 

@@ -17,13 +17,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import keras  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import matplotlib.pyplot as plt
+import numpy as np
 
-import kseg  # noqa: E402
-from kseg.inference.sliding_window import window_starts, window_weights  # noqa: E402
-from kseg.layers.pyramid_pooling import adaptive_average_pooling_2d  # noqa: E402
+import kseg
+from kseg.inference.sliding_window import window_starts, window_weights
+from kseg.layers.pyramid_pooling import adaptive_average_pooling_2d
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -165,7 +165,9 @@ def refinenet_chained_pooling(out):
         layers += [pool, keras.layers.Conv2D(1, 3, padding="same")]
         field = kseg.utils.receptive_field(layers)
         axes[block].imshow(np.asarray(x)[0, :, :, 0], cmap="gray", vmin=0, vmax=1)
-        axes[block].set_title(f"{block} × 5×5 max pool (stride 1)\nfield with the convs: {field}×{field}", fontsize=9)
+        axes[block].set_title(
+            f"{block} × 5×5 max pool (stride 1)\nfield with the convs: {field}×{field}", fontsize=9
+        )
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -254,8 +256,9 @@ def inference_windows(out):
     colours = plt.cm.tab10.colors
     for k, (top, left) in enumerate((r, c) for r in rows for c in cols):
         axes[0].add_patch(
-            plt.Rectangle((left, top), window, window, lw=2, ec=colours[k % 10],
-                          fc=(*colours[k % 10], 0.08))
+            plt.Rectangle(
+                (left, top), window, window, lw=2, ec=colours[k % 10], fc=(*colours[k % 10], 0.08)
+            )
         )
     axes[0].set_aspect("equal")
     axes[0].set_title(f"window_starts: {len(rows)}×{len(cols)} windows of {window} px", fontsize=9)
