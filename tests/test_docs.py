@@ -147,10 +147,9 @@ def test_make_figures_writes_every_committed_figure(tmp_path):
 
 def test_mkdocs_build_strict(tmp_path):
     missing = [
-        m
-        for m in ("mkdocs", "material", "mkdocstrings", "mkdocstrings_handlers.python")
-        if importlib.util.find_spec(m.split(".")[0]) is None
-        or (m == "mkdocstrings_handlers.python" and importlib.util.find_spec(m) is None)
+        name
+        for name in ("mkdocs", "material", "mkdocstrings", "mkdocstrings_handlers")
+        if importlib.util.find_spec(name) is None
     ]
     if missing:
         pytest.skip(
