@@ -1,8 +1,12 @@
 """DeepLab v1: VGG16-LargeFOV and its multi-scale (MSc) variant."""
 
+from pathlib import Path
+
+import h5py
 import keras
 
 from kseg.backbones.preprocessing import ImagePreprocessing
+from kseg.backbones.surgery import convolutionalize
 from kseg.models.backbone_input import feature_stride, resolve_backbone
 from kseg.models.heads import logits_head
 from kseg.models.registry import register_model
@@ -12,6 +16,9 @@ _VARIANTS = ("largefov", "msc-largefov")
 _VGG16_BLOCKS = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
 _MSC_FILTERS = 128
 _OUTPUT_STRIDE = 8
+# VGG16's fc6 reads a 7x7x512 pool5 map and has 4096 units, as does fc7 (Table 1, D).
+_VGG16_FC6_TAPS = 7
+_VGG16_FC_WIDTH = 4096
 
 
 def _vgg16_largefov_body(x):
@@ -54,6 +61,73 @@ def _load_vgg16_convolutions(model, weights):
             model.get_layer(layer.name).set_weights(layer.get_weights())
 
 
+def _holds_vgg16_classifier(weights):
+    """Whether `backbone_weights` carry VGG16's fc layers ("imagenet" always does)."""
+    if weights == "imagenet":
+        return True
+    path = Path(weights)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"backbone_weights must be None, 'imagenet' or an existing VGG16 weights file. "
+            f"Received: backbone_weights={weights!r}"
+        )
+    try:
+        with h5py.File(path, "r") as handle:
+            if "layer_names" in handle.attrs:
+                # keras.applications' legacy HDF5 layout lists the layers by name.
+                names = [
+                    name.decode() if isinstance(name, bytes) else str(name)
+                    for name in handle.attrs["layer_names"]
+                ]
+                return "fc1" in names
+            # Keras 3 `.weights.h5` files name layer groups after their class.
+            return any(key.startswith("dense") for key in handle.get("layers", {}))
+    except OSError as error:
+        raise ValueError(
+            f"backbone_weights is not an HDF5 weights file. Received: backbone_weights={weights!r}"
+        ) from error
+
+
+def _decimation_steps(fc6_kernel_size, num_filters):
+    """Spatial and channel strides that subsample VGG16's fc6/fc7 to this model's fc6/fc7."""
+    spans = _VGG16_FC6_TAPS - 1
+    if fc6_kernel_size < 2 or spans % (fc6_kernel_size - 1):
+        raise ValueError(
+            "VGG16 classifier weights can only be decimated to an fc6 kernel that takes evenly "
+            f"spaced taps of the 7x7 fc6 from corner to corner (2, 3, 4 or 7). "
+            f"Received: fc6_kernel_size={fc6_kernel_size}"
+        )
+    if _VGG16_FC_WIDTH % num_filters:
+        raise ValueError(
+            "VGG16 classifier weights can only be decimated to a width dividing 4096 "
+            f"(1024 for LargeFOV, 4096 for the 4x4 models). Received: num_filters={num_filters}"
+        )
+    return spans // (fc6_kernel_size - 1), _VGG16_FC_WIDTH // num_filters
+
+
+def _load_vgg16_classifier(model, weights, tap_step, channel_step):
+    """Copies VGG16's convolutions, then its fc1/fc2 decimated into fc6/fc7.
+
+    `kseg.backbones.surgery.convolutionalize` turns fc1 into its 7x7x512x4096 convolution;
+    fc6 keeps every `tap_step`-th tap of each spatial axis and every `channel_step`-th
+    output, and fc7 keeps the same every `channel_step`-th rows (the fc6 units that
+    survive) and columns. Biases follow their units.
+    """
+    classifier = convolutionalize(keras.applications.VGG16(include_top=True, weights=weights))
+    for layer in classifier.layers:
+        if layer.weights and layer.name.startswith("block"):
+            model.get_layer(layer.name).set_weights(layer.get_weights())
+    fc1_kernel, fc1_bias = classifier.get_layer("fc1").get_weights()
+    fc2_kernel, fc2_bias = classifier.get_layer("fc2").get_weights()
+    del classifier
+    model.get_layer("fc6").set_weights(
+        [fc1_kernel[::tap_step, ::tap_step, :, ::channel_step], fc1_bias[::channel_step]]
+    )
+    model.get_layer("fc7").set_weights(
+        [fc2_kernel[:, :, ::channel_step, ::channel_step], fc2_bias[::channel_step]]
+    )
+
+
 def _msc_branch(tap, stride, index, dropout):
     """Two layers (128 3x3, 128 1x1) bringing one tap to stride 8."""
     x = keras.layers.Conv2D(
@@ -78,6 +152,7 @@ def DeepLabV1(
     backbone_weights=None,
     num_filters=1024,
     fc6_dilation=12,
+    fc6_kernel_size=3,
     dropout=0.5,
     name="deeplabv1",
     **backbone_kwargs,
@@ -104,13 +179,33 @@ def DeepLabV1(
     choice to the caller (set `trainable` on the VGG layers).
 
     With `backbone="vgg16"` the VGG16 convolutions are built here with keras.applications
-    layer names and take their weights from `keras.applications.VGG16(include_top=False)`
-    when `backbone_weights` is given; fc6/fc7 start from random weights (the paper
-    subsamples VGG16's fc6/fc7, which are not part of the include_top=False weights). Any
-    other registry backbone (e.g. "tiny") is built at output stride 8 by
-    `kseg.backbones.get_backbone` and fc6/fc7 sit on its stride-8 feature; MSc branches
-    then read the input and the backbone's stride-2, -4 and -8 features (4 x 128 channels,
-    the backbone having no pool4).
+    layer names. `backbone_weights="imagenet"`, or a file of
+    `keras.applications.VGG16(include_top=True)` weights, gives the paper's initialisation:
+    the convolutions are copied and fc6/fc7 are VGG16's first two FC layers
+    (keras.applications' fc1/fc2) subsampled "by simple
+    decimation" (Sec. 3.1: the 7x7 first FC layer is subsampled "to 4x4 (or 3x3) spatial
+    size"). fc1 is first rewritten as its 7x7x512x4096 convolution by
+    `kseg.backbones.surgery.convolutionalize`; fc6 then keeps the evenly spaced taps that
+    include both corners, every `6 // (fc6_kernel_size - 1)`-th one (indices 0, 3, 6 for
+    3x3; 0, 2, 4, 6 for 4x4), and every `4096 // num_filters`-th output unit (0, 4, 8, ...,
+    4092 for LargeFOV's 1024, Sec. 4.1 and Table 2: "4096 to 1024" channels); fc7 keeps the
+    same every 4th input rows and output columns of fc2, biases following their units. W.
+    Liu's SSD re-does this reduction "following what DeepLab did" (weiliu89/caffe issue
+    #258), and the pycaffe script that produces its `VGG_ILSVRC_16_layers_fc_reduced` model
+    slices fc6 as `[::4, :, ::3, ::3]` and fc7 as `[::4, ::4]` (Caffe's out, in, h, w
+    order). The steps agree with Table 2's geometry: taps 3 apart at pool5's stride 32 are
+    96 pixels apart, which fc6 at stride 8 reaches with dilation 12 (LargeFOV's "input
+    stride 12"); taps 2 apart give dilation 8 (DeepLab-CRF-4x4: `fc6_kernel_size=4,
+    fc6_dilation=8, num_filters=4096`, 65.1M parameters), and the paper's plain
+    DeepLab-CRF (receptive field 128) reads the 4x4 kernel with dilation 4.
+    A file of `include_top=False` weights (keras.applications'
+    `..._notop.h5` or any VGG16 without Dense layers) fills the convolutions only and
+    leaves fc6/fc7 random, in which case any `fc6_kernel_size` and `num_filters` work.
+    fc8 is always trained from scratch and starts from the Keras defaults (Glorot-uniform
+    kernel, zero bias). Any other registry backbone (e.g. "tiny") is built at output stride
+    8 by `kseg.backbones.get_backbone` and fc6/fc7 sit on its stride-8 feature; MSc
+    branches then read the input and the backbone's stride-2, -4 and -8 features
+    (4 x 128 channels, the backbone having no pool4).
 
     Args:
         num_classes: number of classes (21 for PASCAL VOC).
@@ -119,10 +214,15 @@ def DeepLabV1(
             output stride 8.
         variant: "largefov" or "msc-largefov".
         input_shape: `(H, W, 3)`; H and W may be None.
-        backbone_weights: None, "imagenet" or a weights path (for "vgg16", a file of
-            `keras.applications.VGG16(include_top=False)` weights).
-        num_filters: width of fc6 and fc7 (1024).
-        fc6_dilation: atrous rate of the 3x3 fc6 (12).
+        backbone_weights: None, "imagenet" or a weights path. For "vgg16", "imagenet"
+            and files of `keras.applications.VGG16(include_top=True)` weights also
+            initialise fc6/fc7 by decimation; files of `include_top=False` weights fill
+            the convolutions only.
+        num_filters: width of fc6 and fc7 (1024); with VGG16 classifier weights it must
+            divide 4096.
+        fc6_dilation: atrous rate of fc6 (12).
+        fc6_kernel_size: spatial size of fc6 (3; 4 for the paper's 4x4 models); with VGG16
+            classifier weights one of 2, 3, 4 or 7.
         dropout: dropout rate after fc6, fc7 and the MSc layers (0.5).
         name: model name.
         **backbone_kwargs: forwarded to `kseg.backbones.get_backbone` for non-VGG16 names.
@@ -142,6 +242,10 @@ def DeepLabV1(
         raise ValueError(f"variant must be one of {_VARIANTS}. Received: variant={variant!r}")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout}")
+    if int(fc6_kernel_size) < 1:
+        raise ValueError(
+            f"fc6_kernel_size must be a positive integer. Received: fc6_kernel_size={fc6_kernel_size}"
+        )
     image = keras.Input(shape=input_shape, name="image")
     is_vgg16 = isinstance(backbone, str) and backbone.lower() == "vgg16"
     if is_vgg16:
@@ -150,6 +254,10 @@ def DeepLabV1(
                 f"DeepLab v1 builds VGG16 itself and takes no backbone options. "
                 f"Received: {sorted(backbone_kwargs)}"
             )
+        load_classifier = backbone_weights is not None and _holds_vgg16_classifier(backbone_weights)
+        if load_classifier:
+            # Checked before building so a bad width fails before any weights are fetched.
+            decimation = _decimation_steps(int(fc6_kernel_size), int(num_filters))
         normalised = ImagePreprocessing("caffe", name="preprocessing")(image)
         x, taps = _vgg16_largefov_body(normalised)
     else:
@@ -172,7 +280,7 @@ def DeepLabV1(
 
     x = keras.layers.Conv2D(
         num_filters,
-        3,
+        int(fc6_kernel_size),
         padding="same",
         dilation_rate=fc6_dilation,
         activation="relu",
@@ -189,5 +297,8 @@ def DeepLabV1(
     logits = logits_head(x, num_classes, image, name="fc8")
     model = keras.Model(image, logits, name=name)
     if is_vgg16 and backbone_weights is not None:
-        _load_vgg16_convolutions(model, backbone_weights)
+        if load_classifier:
+            _load_vgg16_classifier(model, backbone_weights, *decimation)
+        else:
+            _load_vgg16_convolutions(model, backbone_weights)
     return model

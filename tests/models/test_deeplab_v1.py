@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import h5py
 import keras
 import numpy as np
@@ -82,34 +84,151 @@ def test_tiny_backbone_msc_has_a_branch_per_backbone_stride():
     assert tuple(model(np.zeros((1, 65, 97, 3), "float32")).shape) == (1, 65, 97, 3)
 
 
-@pytest.fixture
-def offline_vgg16_file(tmp_path, monkeypatch):
-    """A Keras cache holding random VGG16 weights under the ImageNet file name."""
-    models = tmp_path / "models"
+VGG16_TOP_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels.h5"
+# keras.applications' published MD5 of the VGG16 file with the classifier.
+VGG16_TOP_HASH = "64373286793e3c8b2b4e3219cbf3544b"
+
+
+def _legacy_weights_file(path, model):
+    """Writes `model` in the legacy HDF5 layout of keras.applications' downloads."""
+    with h5py.File(path, "w") as handle:
+        legacy_h5_format.save_weights_to_hdf5_group(handle, model)
+
+
+def _saved_layer(path, name):
+    with h5py.File(path, "r") as handle:
+        return handle[name][f"{name}/kernel"][()], handle[name][f"{name}/bias"][()]
+
+
+@pytest.fixture(scope="module")
+def imagenet_deeplabs(tmp_path_factory):
+    """LargeFOV and DeepLab-CRF-4x4 built with `backbone_weights="imagenet"`, offline (~30 s).
+
+    No VGG16 ImageNet file is on this machine, so a seeded random VGG16 with its classifier
+    is written in the layout of Google's file, under its name, into a private Keras cache
+    with downloads forbidden; the hash check accepts that file alone.
+    """
+    home = tmp_path_factory.mktemp("keras_home")
+    models = home / "models"
     models.mkdir()
-    reference = keras.applications.VGG16(include_top=False, weights=None)
-    # keras.applications ships legacy HDF5 weight files, which Keras 3 only writes this way.
-    with h5py.File(models / VGG16_NOTOP_FILE, "w") as handle:
-        legacy_h5_format.save_weights_to_hdf5_group(handle, reference)
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    monkeypatch.setattr(keras_config, "_KERAS_DIR", str(tmp_path))
-    # The file is ours, not Google's: its hash differs, which must not trigger a download.
-    monkeypatch.setattr(file_utils, "validate_file", lambda *args, **kwargs: True)
+    keras.utils.set_random_seed(11)
+    _legacy_weights_file(models / VGG16_TOP_FILE, keras.applications.VGG16(weights=None))
+    hashes_checked = []
+
+    def accept_the_stand_in(path, file_hash, **kwargs):
+        hashes_checked.append(file_hash)
+        return Path(path) == models / VGG16_TOP_FILE
 
     def refuse_download(url, *args, **kwargs):
         raise AssertionError(f"the test tried to download {url}")
 
-    monkeypatch.setattr(file_utils, "urlretrieve", refuse_download)
-    return reference
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KERAS_HOME", str(home))
+        # Keras reads KERAS_HOME once at import; get_file asks keras_home(), which returns this.
+        patch.setattr(keras_config, "_KERAS_DIR", str(home))
+        patch.setattr(file_utils, "validate_file", accept_the_stand_in)
+        patch.setattr(file_utils, "urlretrieve", refuse_download)
+        largefov = DeepLabV1(num_classes=3, backbone_weights="imagenet")
+        four_by_four = DeepLabV1(
+            num_classes=3,
+            backbone_weights="imagenet",
+            fc6_kernel_size=4,
+            fc6_dilation=8,
+            num_filters=4096,
+        )
+    assert hashes_checked == [VGG16_TOP_HASH, VGG16_TOP_HASH]
+    return models / VGG16_TOP_FILE, largefov, four_by_four
 
 
-def test_imagenet_weights_fill_every_vgg16_convolution(offline_vgg16_file):
-    model = DeepLabV1(num_classes=3, backbone_weights="imagenet", num_filters=16)
-    convolutions = [layer for layer in offline_vgg16_file.layers if layer.weights]
+@pytest.mark.slow
+def test_imagenet_largefov_fc6_fc7_are_vgg16_fc_layers_decimated(imagenet_deeplabs):
+    path, model, _ = imagenet_deeplabs
+    fc1_kernel, fc1_bias = _saved_layer(path, "fc1")
+    fc2_kernel, fc2_bias = _saved_layer(path, "fc2")
+    # Sec. 3.1 decimation to 3x3: taps 0, 3, 6 of the 7x7 kernel; every 4th of 4096 units.
+    taps = [0, 3, 6]
+    units = np.arange(0, 4096, 4)
+    as_convolution = fc1_kernel.reshape(7, 7, 512, 4096)
+    expected_fc6 = as_convolution[np.ix_(taps, taps, np.arange(512), units)]
+    fc6_kernel, fc6_bias = model.get_layer("fc6").get_weights()
+    assert fc6_kernel.shape == (3, 3, 512, 1024)
+    np.testing.assert_array_equal(fc6_kernel, expected_fc6)
+    np.testing.assert_array_equal(fc6_bias, fc1_bias[units])
+    fc7_kernel, fc7_bias = model.get_layer("fc7").get_weights()
+    np.testing.assert_array_equal(fc7_kernel[0, 0], fc2_kernel[np.ix_(units, units)])
+    np.testing.assert_array_equal(fc7_bias, fc2_bias[units])
+
+
+@pytest.mark.slow
+def test_imagenet_4x4_fc6_keeps_every_other_tap_and_all_units(imagenet_deeplabs):
+    path, _, model = imagenet_deeplabs
+    fc1_kernel, fc1_bias = _saved_layer(path, "fc1")
+    fc2_kernel, fc2_bias = _saved_layer(path, "fc2")
+    taps = [0, 2, 4, 6]
+    expected_fc6 = fc1_kernel.reshape(7, 7, 512, 4096)[np.ix_(taps, taps)]
+    fc6_kernel, fc6_bias = model.get_layer("fc6").get_weights()
+    np.testing.assert_array_equal(fc6_kernel, expected_fc6)
+    np.testing.assert_array_equal(fc6_bias, fc1_bias)
+    fc7_kernel, fc7_bias = model.get_layer("fc7").get_weights()
+    np.testing.assert_array_equal(fc7_kernel[0, 0], fc2_kernel)
+    np.testing.assert_array_equal(fc7_bias, fc2_bias)
+    # Table 2: DeepLab-CRF-4x4 has 65.1M parameters (with VOC's 21 classes: 18 more x 4097).
+    assert round((model.count_params() + 18 * 4097) / 1e6, 1) == 65.1
+
+
+@pytest.mark.slow
+def test_imagenet_weights_fill_every_convolution_and_leave_fc8_to_training(imagenet_deeplabs):
+    path, largefov, four_by_four = imagenet_deeplabs
+    with h5py.File(path, "r") as handle:
+        convolutions = [str(name) for name in handle.attrs["layer_names"] if "conv" in str(name)]
+    assert len(convolutions) == 13
+    for model in (largefov, four_by_four):
+        for name in convolutions:
+            kernel, bias = model.get_layer(name).get_weights()
+            saved_kernel, saved_bias = _saved_layer(path, name)
+            np.testing.assert_array_equal(kernel, saved_kernel)
+            np.testing.assert_array_equal(bias, saved_bias)
+        fc8_kernel, fc8_bias = model.get_layer("fc8_classifier").get_weights()
+        assert fc8_kernel.shape[-1] == 3 and np.all(fc8_bias == 0) and np.any(fc8_kernel != 0)
+    assert tuple(largefov(np.zeros((1, 41, 33, 3), "float32")).shape) == (1, 41, 33, 3)
+
+
+@pytest.mark.parametrize("layout", ["keras3", "legacy"])
+def test_notop_weights_fill_the_convolutions_only(tmp_path, layout):
+    keras.utils.set_random_seed(5)
+    reference = keras.applications.VGG16(include_top=False, weights=None)
+    if layout == "keras3":
+        path = tmp_path / "vgg16_notop.weights.h5"
+        reference.save_weights(path)
+    else:
+        path = tmp_path / VGG16_NOTOP_FILE
+        _legacy_weights_file(path, reference)
+    # Without fc layers to decimate, fc6 may have any size and width.
+    model = DeepLabV1(num_classes=3, backbone_weights=str(path), num_filters=16, fc6_kernel_size=5)
+    convolutions = [layer for layer in reference.layers if layer.weights]
     assert len(convolutions) == 13
     for layer in convolutions:
         for loaded, saved in zip(model.get_layer(layer.name).get_weights(), layer.get_weights()):
             np.testing.assert_array_equal(loaded, saved)
+    assert model.get_layer("fc6").kernel.shape == (5, 5, 512, 16)
+
+
+@pytest.mark.parametrize(
+    "options, named",
+    [
+        ({"num_filters": 1000}, "num_filters=1000"),
+        ({"fc6_kernel_size": 5}, "fc6_kernel_size=5"),
+    ],
+)
+def test_imagenet_decimation_refuses_shapes_it_cannot_reach(options, named):
+    # Checked before any weights are fetched, so this needs no file.
+    with pytest.raises(ValueError, match=named):
+        DeepLabV1(num_classes=3, backbone_weights="imagenet", **options)
+
+
+def test_missing_weights_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="absent.h5"):
+        DeepLabV1(num_classes=3, backbone_weights=str(tmp_path / "absent.h5"))
 
 
 def test_bad_variant_is_named():
