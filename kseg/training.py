@@ -499,7 +499,7 @@ def fit(
     if isinstance(train_ds, tf.data.Dataset):
         # A tf.data pipeline shuffles itself; Keras would only warn that it ignores shuffle=True.
         fit_kwargs.setdefault("shuffle", False)
-    return model.fit(
+    run = lambda: model.fit(  # noqa: E731
         train_ds,
         targets,
         validation_data=val_ds,
@@ -510,6 +510,44 @@ def fit(
         verbose=verbose,
         **fit_kwargs,
     )
+    strategy = model.distribute_strategy
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and isinstance(
+        train_ds, tf.data.Dataset
+    ):
+        return _fit_multi_worker(model, strategy, train_ds.element_spec, run)
+    return run()
+
+
+def _fit_multi_worker(model, strategy, element_spec, run):
+    # Keras 3.15's `fit` does not run under a multi-worker MultiWorkerMirroredStrategy as is
+    # (keras-team/keras#20585): it averages a first (images, masks) batch with `strategy.reduce`,
+    # which rejects the pair, and it averages each step's scalar logs across workers with
+    # `strategy.reduce("MEAN", axis=0)`, which needs an axis 0. So the loss, metrics and optimizer
+    # are built here from the dataset's element spec, inside the scope so that their variables
+    # are mirrored; the strategy is detached from the model while `fit` runs inside the same scope
+    # (`Model.distribute_strategy` then falls back to the scope's, so steps still go through
+    # `strategy.run` with all-reduced gradients); and each step returns its logs with a leading
+    # axis of one, which the cross-worker mean removes again. The logs are then the mean of the
+    # workers' local metrics: the global value whenever every worker sees as many examples.
+    def with_leading_axis(step):
+        def wrapped(data):
+            return keras.tree.map_structure(lambda value: tf.expand_dims(value, 0), step(data))
+
+        return wrapped
+
+    with strategy.scope():
+        model._symbolic_build(data_batch=element_spec)
+        saved = model._distribute_strategy
+        model._distribute_strategy = None
+        model.train_step = with_leading_axis(type(model).train_step.__get__(model))
+        model.test_step = with_leading_axis(type(model).test_step.__get__(model))
+        try:
+            return run()
+        finally:
+            del model.train_step, model.test_step
+            model._distribute_strategy = saved
+            # The compiled steps close over the wrappers; later calls must trace afresh.
+            model.train_function = model.test_function = None
 
 
 def latest_checkpoint(run_dir):
