@@ -94,36 +94,48 @@ def train_model(
     batchnorm_momentum=None,
     jit_compile=False,
     verbose="auto",
+    strategy=None,
 ):
-    """Builds, compiles and trains a registered model with kseg's resumable `fit`."""
+    """Builds, compiles and trains a registered model with kseg's resumable `fit`.
+
+    The model and its optimizer are created inside `strategy.scope()` (the current strategy when
+    None), so their variables are mirrored on every replica. Under a multi-worker strategy only
+    the chief writes into `run_dir`; other workers keep their backups and checkpoints in
+    `run_dir/workers/<task>` (see `kseg.distribute.worker_run_dir`).
+    """
+    import tensorflow as tf
+
+    import kseg.distribute
     import kseg.metrics
     import kseg.models
     import kseg.training
 
-    model = kseg.models.get_model(model_name, **model_kwargs)
-    if batchnorm_momentum is not None:
-        kseg.training.set_batchnorm_momentum(model, batchnorm_momentum)
-    schedule = kseg.training.poly_schedule(learning_rate, epochs * steps_per_epoch, power=0.9)
-    kseg.training.compile_model(
-        model,
-        num_classes=num_classes,
-        optimizer=optimizer,
-        learning_rate=schedule,
-        loss=_loss(loss, num_classes, ignore_label),
-        metrics=[kseg.metrics.MeanIoU(num_classes, ignore_label=ignore_label, name="mean_iou")],
-        ignore_label=ignore_label,
-        jit_compile=jit_compile,
-    )
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():
+        model = kseg.models.get_model(model_name, **model_kwargs)
+        if batchnorm_momentum is not None:
+            kseg.training.set_batchnorm_momentum(model, batchnorm_momentum)
+        schedule = kseg.training.poly_schedule(learning_rate, epochs * steps_per_epoch, power=0.9)
+        kseg.training.compile_model(
+            model,
+            num_classes=num_classes,
+            optimizer=optimizer,
+            learning_rate=schedule,
+            loss=_loss(loss, num_classes, ignore_label),
+            metrics=[kseg.metrics.MeanIoU(num_classes, ignore_label=ignore_label, name="mean_iou")],
+            ignore_label=ignore_label,
+            jit_compile=jit_compile,
+        )
     history = kseg.training.fit(
         model,
         train_ds.repeat(),
         val_ds,
         epochs=epochs,
-        run_dir=run_dir,
+        run_dir=kseg.distribute.worker_run_dir(run_dir, strategy),
         steps_per_epoch=steps_per_epoch,
         verbose=verbose,
     )
-    model.save(Path(run_dir) / "model.keras")
+    kseg.distribute.save_on_chief(model, Path(run_dir) / "model.keras", strategy)
     return model, history
 
 
@@ -229,26 +241,46 @@ def cmd_demo(args):
 
 
 def cmd_train(args):
-    """Trains a registered model on a dataset, resuming an interrupted run in the same folder."""
+    """Trains a registered model on a dataset, resuming an interrupted run in the same folder.
+
+    `--batch-size` is the global batch: each of the strategy's N replicas gets batch-size / N
+    examples per step. `--scale-learning-rate` multiplies `--learning-rate` by N (linear scaling).
+    """
     import kseg.data
+    import kseg.distribute
     import kseg.training
 
+    try:
+        # First: MultiWorkerMirroredStrategy must be set up before any other TensorFlow work.
+        strategy = kseg.distribute.get_strategy(args.strategy)
+        per_replica = kseg.distribute.per_replica_batch_size(args.batch_size, strategy)
+    except kseg.distribute.DistributionError as error:
+        raise SystemExit(f"kseg: error: {error}") from None
+    learning_rate = args.learning_rate
+    if args.scale_learning_rate:
+        learning_rate = kseg.distribute.scale_learning_rate(learning_rate, strategy)
     policy = kseg.training.set_precision(args.precision)
     train_source, info = _load(args.data, args.train_split, args.resize, args.num_classes)
     val_source, _ = _load(args.data, args.val_split, args.resize, args.num_classes)
     num_classes = args.num_classes or info.num_classes
     if num_classes is None:
         raise SystemExit(f"the number of classes of {args.data!r} is unknown: pass --num-classes")
-    train = kseg.data.make_pipeline(
-        train_source, args.batch_size, crop_size=args.crop_size, seed=args.seed,
-        ignore_label=info.ignore_label,
-    )
-    val = kseg.data.make_pipeline(
-        val_source, args.val_batch_size, augment=False, ignore_label=info.ignore_label
-    )
+    with strategy.scope():
+        # Element-wise sharding: every step sees the same global batch whatever the worker count.
+        train = kseg.distribute.shard_by_data(kseg.data.make_pipeline(
+            train_source, args.batch_size, crop_size=args.crop_size, seed=args.seed,
+            ignore_label=info.ignore_label,
+        ))
+        val = kseg.distribute.shard_by_data(kseg.data.make_pipeline(
+            val_source, args.val_batch_size, augment=False, ignore_label=info.ignore_label
+        ))
     steps = args.steps_per_epoch or max(1, sum(1 for _ in train_source) // args.batch_size)
+    replicas = strategy.num_replicas_in_sync
     print(f"training {args.model} on {args.data} ({num_classes} classes), precision {policy}, "
           f"{args.epochs} epochs of {steps} steps, run folder {args.run_dir}")
+    print(f"strategy {args.strategy}: {replicas} replica{'s' if replicas > 1 else ''}, "
+          f"global batch {args.batch_size} ({per_replica} per replica), "
+          f"learning rate {learning_rate:g}")
     model, _ = train_model(
         train_ds=train,
         val_ds=val,
@@ -258,17 +290,19 @@ def cmd_train(args):
         run_dir=args.run_dir,
         epochs=args.epochs,
         steps_per_epoch=steps,
-        learning_rate=args.learning_rate,
+        learning_rate=learning_rate,
         optimizer=args.optimizer,
         loss=args.loss,
         ignore_label=info.ignore_label,
         jit_compile=args.jit,
+        strategy=strategy,
     )
     import kseg.evaluation
 
     scores = kseg.evaluation.evaluate_model(model, val, num_classes, ignore_label=info.ignore_label)
     _print_scores(scores, info.class_names)
-    _write_scores(Path(args.run_dir) / "scores.json", scores, info.class_names)
+    if kseg.distribute.is_chief(strategy):
+        _write_scores(Path(args.run_dir) / "scores.json", scores, info.class_names)
 
 
 def _load_model(path):
@@ -440,7 +474,8 @@ def build_parser():
     _add_model_flags(train)
     train.add_argument("--epochs", type=int, default=30)
     train.add_argument("--steps-per-epoch", type=int)
-    train.add_argument("--batch-size", type=int, default=8)
+    train.add_argument("--batch-size", type=int, default=8,
+                       help="global batch per step, split evenly over the replicas")
     train.add_argument("--val-batch-size", type=int, default=1)
     train.add_argument("--crop-size", type=_size, default=(512, 512), help="SIZE or HEIGHT,WIDTH")
     train.add_argument("--resize", type=_size, help="resize every image first (HEIGHT,WIDTH)")
@@ -453,6 +488,11 @@ def build_parser():
     train.add_argument("--run-dir", default="runs/train",
                        help="checkpoints, logs and model.keras; rerun to resume")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--strategy", default="default",
+                       choices=("default", "mirrored", "multiworker", "tpu"),
+                       help="tf.distribute strategy; multiworker reads the cluster from TF_CONFIG")
+    train.add_argument("--scale-learning-rate", action="store_true",
+                       help="multiply --learning-rate by the number of replicas (linear scaling)")
     train.set_defaults(handler=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help=cmd_evaluate.__doc__,

@@ -125,3 +125,49 @@ def test_train_on_folders_then_reports_a_bad_label_by_file(tmp_path, capsys):
 def test_unknown_model_file_is_named(tmp_path):
     with pytest.raises(SystemExit, match="missing.keras"):
         cli.main(["export", "--model", str(tmp_path / "missing.keras"), "--out", str(tmp_path / "x")])
+
+
+def _tiny_folder_dataset(root, size=32, count=4):
+    rng = np.random.default_rng(5)
+    for split in ("train", "val"):
+        for folder in ("images", "masks"):
+            (root / folder / split).mkdir(parents=True)
+        for index in range(count):
+            Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(
+                root / "images" / split / f"{index}.png")
+            Image.fromarray(rng.integers(0, 3, (size, size), dtype=np.uint8)).save(
+                root / "masks" / split / f"{index}.png")
+
+
+def test_train_with_mirrored_strategy_end_to_end(tmp_path, capsys):
+    import keras
+
+    _tiny_folder_dataset(tmp_path)
+    run = tmp_path / "run"
+    cli.main(["train", "--data", str(tmp_path), "--num-classes", "3", "--backbone", "tiny",
+              "--epochs", "1", "--batch-size", "2", "--crop-size", "32", "--run-dir", str(run),
+              "--precision", "float32", "--strategy", "mirrored", "--scale-learning-rate",
+              "--learning-rate", "0.02"])
+    out = capsys.readouterr().out
+    # One CPU is one replica: the global batch is the per-replica batch, the rate is unscaled.
+    assert "strategy mirrored: 1 replica, global batch 2 (2 per replica), learning rate 0.02" in out
+    scores = json.loads((run / "scores.json").read_text())
+    assert len(scores["iou"]) == 3
+    model = keras.saving.load_model(run / "model.keras")
+    assert model.predict(np.zeros((1, 32, 32, 3), "float32"), verbose=0).shape == (1, 32, 32, 3)
+    assert (run / "backup").is_dir() and not (run / "workers").exists()
+
+
+def test_train_multiworker_without_tf_config_names_the_variable(tmp_path, monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(SystemExit, match="TF_CONFIG is not set"):
+        cli.main(["train", "--data", "shapes", "--strategy", "multiworker",
+                  "--run-dir", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_tpu_strategy_without_a_tpu_says_so(tmp_path, monkeypatch):
+    monkeypatch.delenv("TPU_NAME", raising=False)
+    with pytest.raises(SystemExit, match="no reachable TPU"):
+        cli.main(["train", "--data", "shapes", "--strategy", "tpu",
+                  "--run-dir", str(tmp_path / "run")])

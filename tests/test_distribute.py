@@ -8,6 +8,7 @@ statistics would otherwise make the distributed step differ from the single-devi
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -83,6 +84,70 @@ def _worker(out_dir):
         saved=saved is not None,
         *[w.numpy() for w in model.weights],
     )
+
+
+class _Replicas:
+    """Only what the batch and learning-rate rules read from a strategy: its replica count."""
+
+    def __init__(self, count):
+        self.num_replicas_in_sync = count
+
+
+@pytest.mark.parametrize(
+    "text, named",
+    [
+        ("", "TF_CONFIG is not set"),
+        ("{not json", "not valid JSON"),
+        ('{"task": {"type": "worker", "index": 0}}', "'worker' (or 'chief') address list"),
+        ('{"cluster": {"worker": "localhost:1"}, "task": {"type": "worker"}}', "list of 'host:port'"),
+        ('{"cluster": {"worker": ["localhost:1"]}}', "task=None"),
+        ('{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "ps", "index": 0}}', "'ps'"),
+        ('{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", "index": 1}}',
+         "index=1"),
+    ],
+)
+def test_bad_tf_config_is_explained(text, named, monkeypatch):
+    from kseg.distribute import DistributionError, get_strategy
+
+    monkeypatch.setenv("TF_CONFIG", text)
+    with pytest.raises(DistributionError, match=re.escape(named)):
+        get_strategy("multiworker")
+
+
+def test_good_tf_config_is_returned_decoded():
+    from kseg.distribute import parse_tf_config
+
+    text = json.dumps({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}})
+    assert parse_tf_config(text) == json.loads(text)
+
+
+def test_default_and_mirrored_strategies_on_one_cpu():
+    import tensorflow as tf
+
+    from kseg.distribute import get_strategy, is_chief, worker_run_dir
+
+    assert get_strategy("default") is tf.distribute.get_strategy()
+    mirrored = get_strategy("mirrored")
+    assert isinstance(mirrored, tf.distribute.MirroredStrategy)
+    assert mirrored.num_replicas_in_sync == 1
+    assert is_chief(mirrored) and worker_run_dir("runs/x", mirrored) == Path("runs/x")
+
+
+def test_unknown_strategy_lists_the_choices():
+    from kseg.distribute import DistributionError, get_strategy
+
+    with pytest.raises(DistributionError, match="mirrored.*Received: name='horovod'"):
+        get_strategy("horovod")
+
+
+def test_global_batch_splits_evenly_and_learning_rate_scales_linearly():
+    from kseg.distribute import DistributionError, per_replica_batch_size, scale_learning_rate
+
+    assert per_replica_batch_size(12, _Replicas(4)) == 3
+    assert scale_learning_rate(0.01, _Replicas(4)) == pytest.approx(0.04)
+    for batch in (6, 2):
+        with pytest.raises(DistributionError, match=f"multiple of the 4 replicas.*batch_size={batch}"):
+            per_replica_batch_size(batch, _Replicas(4))
 
 
 def _free_ports(count):
