@@ -69,8 +69,16 @@ class MaxPoolingWithArgmax2D(keras.layers.Layer):
         self.padding = padding
 
     def call(self, inputs):
+        # MaxPoolWithArgmax rejects an empty tensor; one zero image stands in for an empty
+        # batch and is sliced off again, so an empty batch gives empty outputs like MaxPool.
+        batch = tf.shape(inputs)[0]
+        may_be_empty = inputs.shape[0] is None or inputs.shape[0] == 0
+        nonempty = inputs
+        if may_be_empty:
+            stand_in = tf.maximum(1 - batch, 0)
+            nonempty = tf.pad(inputs, [[0, stand_in], [0, 0], [0, 0], [0, 0]])
         _, argmax = tf.nn.max_pool_with_argmax(
-            inputs,
+            nonempty,
             ksize=self.pool_size,
             strides=self.strides,
             padding=self.padding.upper(),
@@ -86,6 +94,8 @@ class MaxPoolingWithArgmax2D(keras.layers.Layer):
         # maximum is the same value either way.
         pooled = tf.nn.max_pool2d(inputs, self.pool_size, self.strides, self.padding.upper())
         # The argmax has no gradient; stopping it keeps it out of autodiff bookkeeping.
+        if may_be_empty:
+            argmax = argmax[:batch]
         return pooled, tf.stop_gradient(argmax)
 
     def compute_output_shape(self, input_shape):
