@@ -284,6 +284,32 @@ def _pad_batch_to_multiple(images, masks, multiple, image_fill, ignore_label):
     return images, masks
 
 
+def _check_element_spec(ds):
+    """Reject image/mask ranks and channel counts the pipeline cannot handle, before tracing."""
+    image_spec, mask_spec = ds.element_spec[:2]
+    image_shape, mask_shape = image_spec.shape, mask_spec.shape
+    if image_shape.rank is not None and (image_shape.rank != 3 or image_shape[-1] not in (3, None)):
+        raise ValueError(
+            "make_pipeline needs RGB images of shape (H, W, 3); convert grayscale or RGBA images "
+            f"first. Received: image shape={tuple(image_shape)}"
+        )
+    if mask_shape.rank is not None and mask_shape.rank != 2:
+        raise ValueError(
+            "make_pipeline needs masks of shape (H, W) (squeeze a trailing channel axis). "
+            f"Received: mask shape={tuple(mask_shape)}"
+        )
+
+
+def _require_pixels(image, mask):
+    # A zero-size image would pad to a batch of nothing but ignored pixels and train silently.
+    has_pixels = tf.debugging.assert_positive(
+        tf.shape(image)[:2],
+        message="make_pipeline: an image has zero height or width; its (H, W) is",
+    )
+    with tf.control_dependencies([has_pixels]):
+        return tf.identity(image), mask
+
+
 def make_pipeline(
     ds: tf.data.Dataset,
     batch_size: int,
@@ -346,6 +372,7 @@ def make_pipeline(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1. Received: batch_size={batch_size}")
+    _check_element_spec(ds)
     if shuffle is None:
         shuffle = augment
     buffer = 64 if shuffle is True else int(shuffle)
@@ -361,8 +388,7 @@ def make_pipeline(
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip((ds, seeds)).map(
             lambda pair, element_seed: augment_pair(
-                pair[0],
-                pair[1],
+                *_require_pixels(pair[0], pair[1]),
                 element_seed,
                 crop,
                 scale_range=scale_range,
@@ -377,13 +403,21 @@ def make_pipeline(
         ds = ds.batch(batch_size, drop_remainder=True)
     else:
         ds = ds.map(
-            lambda image, mask: (tf.cast(image, tf.float32), tf.cast(mask, tf.int32)),
+            lambda image, mask: _require_pixels(
+                tf.cast(image, tf.float32), tf.cast(mask, tf.int32)
+            ),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
         if eval_size is not None:
             size = _pair_size(eval_size, "eval_size")
 
             def pad_fixed(image, mask):
+                # Known sizes fail here with a clear message rather than in set_shape below.
+                if any(d is not None and d > s for d, s in zip(image.shape[:2], size)):
+                    raise ValueError(
+                        f"An evaluation image is larger than eval_size={size}. "
+                        f"Received: image shape={tuple(image.shape)}"
+                    )
                 tf.debugging.assert_less_equal(
                     tf.shape(image)[:2],
                     tf.constant(size),

@@ -41,6 +41,17 @@ class ResizeToMatch(keras.layers.Layer):
             )
         self.interpolation = interpolation
 
+    def build(self, input_shape):
+        source_shape, reference_shape = input_shape
+        # tf.image.resize also takes a single (H, W, C) image, so a missing batch axis would
+        # otherwise pass silently with the reference's width taken for a height.
+        if len(source_shape) != 4 or len(reference_shape) < 3:
+            raise ValueError(
+                "ResizeToMatch takes [source (B, H, W, C), reference (B, H, W, ...)]. Received: "
+                f"source shape={tuple(source_shape)}, reference shape={tuple(reference_shape)}"
+            )
+        self.built = True
+
     def call(self, inputs):
         source, reference = inputs
         # keras.ops.image.resize checks the target size in Python, which a size only known
