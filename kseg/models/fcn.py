@@ -6,6 +6,7 @@ from kseg.backbones import get_backbone
 from kseg.backbones.preprocessing import ImagePreprocessing
 from kseg.backbones.surgery import convolutionalize
 from kseg.layers.bilinear import BilinearConvTranspose2D
+from kseg.layers.crop import CropToMatch, PadToMultiple
 from kseg.layers.offset_crop import OffsetCrop
 from kseg.models.backbone_input import resolve_backbone
 from kseg.models.registry import register_model
@@ -16,6 +17,8 @@ from kseg.models.registry import register_model
 _VGG16_OFFSETS = {"pool4": 5, "pool3": 9, 32: 20, 16: 28, 8: 32}
 _VGG16_FC_WIDTH = 4096
 _FC6_KERNEL = 7
+_PAPER_INPUT_PADDING = 100
+_FC6_PADDINGS = ("valid", "same")
 
 
 def _ceil_mode_pooling(encoder):
@@ -64,6 +67,72 @@ def _least_input_padding(encoder, input_padding):
     return high
 
 
+def _fc6_fc7(features, num_filters, dropout, padding):
+    fc6 = keras.layers.Conv2D(
+        num_filters, _FC6_KERNEL, padding=padding, activation="relu", name="fc6"
+    )
+    fc7 = keras.layers.Conv2D(num_filters, 1, activation="relu", name="fc7")
+    x = keras.layers.Dropout(dropout, name="drop6")(fc6(features["P5"]))
+    return keras.layers.Dropout(dropout, name="drop7")(fc7(x)), fc6, fc7
+
+
+def _same_padded_fcn(
+    stride,
+    num_classes,
+    encoder,
+    preprocessing,
+    input_shape,
+    is_vgg16,
+    load_classifier,
+    backbone_weights,
+    num_filters,
+    dropout,
+    name,
+):
+    """FCN without input padding: 'same' fc6, skips and image aligned by their own geometry.
+
+    With 'same' convolutions and ceil-mode pooling, stride-s cell i covers image pixels
+    [s*i, s*i + s - 1]. A valid x`f` transposed convolution with a `2f`-wide bilinear
+    kernel puts coarse cell i at output position f*i + f - 1/2, and the finer map's cell
+    centre lies f/2 earlier, so every crop (skip or image) starts at offset f // 2:
+    1 for the x2 steps, 4/8/16 at the image for FCN-8s/16s/32s. The upsampled map is
+    always the larger one, so it is cropped to the skip's size rather than the reverse.
+    """
+    image = keras.Input(shape=input_shape, name="image")
+    x = (
+        image
+        if preprocessing is None
+        else ImagePreprocessing(preprocessing, name="preprocessing")(image)
+    )
+    if not is_vgg16:
+        # Other backbones round odd sizes their own way; a multiple of 32 gives every
+        # stride exact cells, and the centred padding is cropped off at the end.
+        x = PadToMultiple(32, name="pad_to_stride")(x)
+    body_input = x
+    features = encoder(body_input)
+    x, fc6, fc7 = _fc6_fc7(features, num_filters, dropout, "same")
+    if load_classifier:
+        _load_vgg16_classifier(encoder, fc6, fc7, backbone_weights)
+    scores = _score(x, num_classes, "score_fr")
+    for skip, key, label in ((16, "P4", "pool4"), (8, "P3", "pool3")):
+        if stride > skip:
+            break
+        upscore = f"upscore_{'2' if skip == 16 else 'pool4'}"
+        upsampled = BilinearConvTranspose2D(2, num_classes, name=upscore)(scores)
+        skip_scores = _score(features[key], num_classes, f"score_{label}")
+        upsampled = OffsetCrop(1, name=f"{upscore}c")([upsampled, skip_scores])
+        scores = keras.layers.Add(name=f"fuse_{label}")([upsampled, skip_scores])
+    scores = BilinearConvTranspose2D(stride, num_classes, trainable=False, name=f"upscore{stride}")(
+        scores
+    )
+    if is_vgg16:
+        logits = OffsetCrop(stride // 2, dtype="float32", name="score")([scores, image])
+    else:
+        scores = OffsetCrop(stride // 2, name="score_padded")([scores, body_input])
+        logits = CropToMatch(dtype="float32", name="score")([scores, image])
+    return keras.Model(image, logits, name=name)
+
+
 def _score(x, num_classes, name):
     # Zero scores let the skips start from the coarser net's prediction, as in the paper.
     return keras.layers.Conv2D(num_classes, 1, kernel_initializer="zeros", name=name)(x)
@@ -77,10 +146,23 @@ def _fcn(
     backbone_weights,
     num_filters,
     input_padding,
+    fc6_padding,
     dropout,
     name,
     **backbone_kwargs,
 ):
+    if fc6_padding not in _FC6_PADDINGS:
+        raise ValueError(
+            f"fc6_padding must be one of {_FC6_PADDINGS}. Received: fc6_padding={fc6_padding!r}"
+        )
+    same = fc6_padding == "same"
+    if same and input_padding not in (None, 0):
+        raise ValueError(
+            "fc6_padding='same' runs the body on the unpadded image, so input_padding must be "
+            f"None or 0. Received: input_padding={input_padding}"
+        )
+    if input_padding is None:
+        input_padding = 0 if same else _PAPER_INPUT_PADDING
     if input_padding < 0:
         raise ValueError(f"input_padding must be >= 0. Received: input_padding={input_padding}")
     is_vgg16 = isinstance(backbone, str) and backbone.lower() == "vgg16"
@@ -115,6 +197,20 @@ def _fcn(
         raise ValueError(f"FCN needs features P3, P4, P5 at strides 8, 16, 32. Received: {strides}")
     if is_vgg16:
         encoder = _ceil_mode_pooling(encoder)
+    if same:
+        return _same_padded_fcn(
+            stride,
+            num_classes,
+            encoder,
+            preprocessing,
+            input_shape,
+            is_vgg16,
+            load_classifier,
+            backbone_weights,
+            num_filters,
+            dropout,
+            name,
+        )
     # Too little padding leaves fc6 a stride-32 map smaller than its 7x7 kernel on small images.
     least_padding = _least_input_padding(encoder, input_padding)
     if is_vgg16 and least_padding > input_padding:
@@ -135,10 +231,7 @@ def _fcn(
     )
     # The paper pads 100 px so that the 7x7 fc6 sees enough context on inputs of any size.
     features = encoder(keras.layers.ZeroPadding2D(input_padding, name="input_padding")(x))
-    fc6 = keras.layers.Conv2D(num_filters, _FC6_KERNEL, activation="relu", name="fc6")
-    fc7 = keras.layers.Conv2D(num_filters, 1, activation="relu", name="fc7")
-    x = keras.layers.Dropout(dropout, name="drop6")(fc6(features["P5"]))
-    x = keras.layers.Dropout(dropout, name="drop7")(fc7(x))
+    x, fc6, fc7 = _fc6_fc7(features, num_filters, dropout, "valid")
     if load_classifier:
         _load_vgg16_classifier(encoder, fc6, fc7, backbone_weights)
     scores = _score(x, num_classes, "score_fr")
@@ -171,12 +264,29 @@ _ARGS_DOC = """
             classifier, whose fc1/fc2 become fc6/fc7 through
             `kseg.backbones.surgery.convolutionalize`.
         num_filters: width of fc6 (7x7) and fc7 (1x1), 4096 in the paper.
-        input_padding: zero pixels added around the normalised image (the
-            paper's 100). Any input size from 1x1 up works: a backbone other
+        input_padding: zero pixels added around the normalised image; None
+            means the paper's 100 with `fc6_padding="valid"` and 0 with
+            "same". Any input size from 1x1 up works: a backbone other
             than VGG16 whose stride-32 map would otherwise be smaller than
             fc6's 7x7 kernel for a 1x1 image gets the least padding that
             avoids it (e.g. 111 for "mobilenetv2"); VGG16, whose crop offsets
             depend on the padding, refuses less than 96.
+        fc6_padding: "valid" (the paper's form) or "same". "valid" pads the
+            image by `input_padding` and runs fc6 as a valid 7x7 convolution,
+            keeping the paper's exact receptive-field geometry and Caffe's
+            crop offsets for every input size, at a price on small images:
+            at 128x128 the padded VGG16 FCN-8s costs about 5x the
+            multiply-adds of the unpadded one (1.7x at 512x512). "same" runs
+            the body on the unpadded image and fc6 as a 'same'-padded 7x7
+            convolution (the form of keras-segmentation's `fcn_8_vgg`):
+            much less work on small images, but fc6 and the convolutions
+            near the border see zeros instead of padded context, so border
+            predictions differ from the paper's net. Skip and image crops
+            then start at half the upsampling factor (1 for the x2 steps),
+            which centres every upsampled cell on the pixels it came from;
+            backbones other than VGG16 first get a centred pad to a multiple
+            of 32, removed again at the end. Any input size from 1x1 up
+            works, the parameter count and the weight loading are the same.
         dropout: dropout after fc6 and fc7 (0.5).
         name: model name.
         **backbone_kwargs: forwarded to `kseg.backbones.get_backbone`.
@@ -194,7 +304,8 @@ def FCN32s(
     input_shape=(None, None, 3),
     backbone_weights=None,
     num_filters=4096,
-    input_padding=100,
+    input_padding=None,
+    fc6_padding="valid",
     dropout=0.5,
     name="fcn32s",
     **backbone_kwargs,
@@ -223,6 +334,7 @@ def FCN32s(
         backbone_weights,
         num_filters,
         input_padding,
+        fc6_padding,
         dropout,
         name,
         **backbone_kwargs,
@@ -236,7 +348,8 @@ def FCN16s(
     input_shape=(None, None, 3),
     backbone_weights=None,
     num_filters=4096,
-    input_padding=100,
+    input_padding=None,
+    fc6_padding="valid",
     dropout=0.5,
     name="fcn16s",
     **backbone_kwargs,
@@ -263,6 +376,7 @@ def FCN16s(
         backbone_weights,
         num_filters,
         input_padding,
+        fc6_padding,
         dropout,
         name,
         **backbone_kwargs,
@@ -276,7 +390,8 @@ def FCN8s(
     input_shape=(None, None, 3),
     backbone_weights=None,
     num_filters=4096,
-    input_padding=100,
+    input_padding=None,
+    fc6_padding="valid",
     dropout=0.5,
     name="fcn8s",
     **backbone_kwargs,
@@ -305,6 +420,7 @@ def FCN8s(
         backbone_weights,
         num_filters,
         input_padding,
+        fc6_padding,
         dropout,
         name,
         **backbone_kwargs,
