@@ -124,6 +124,10 @@ LAYER_CASES = {
         r"rank|4-D|\(4, 4, 2\)",
     ),
     "MaxUnpooling2D two inputs": (lambda: MaxUnpooling2D()([RANK4, RANK4]), r"argmax"),
+    "MaxUnpooling2D float argmax": (
+        lambda: MaxUnpooling2D()([RANK4, RANK4, RANK4]),
+        r"argmax dtype=.*float32",
+    ),
 }
 
 
@@ -205,9 +209,9 @@ def test_mismatched_file_lists_are_counted(tmp_path):
     )
 
 
-def _tensor_pairs(image_shape, mask_shape, image_dtype="float32"):
+def _tensor_pairs(image_shape, mask_shape, image_dtype="float32", mask_dtype="int32"):
     image = np.zeros(image_shape, image_dtype)
-    mask = np.zeros(mask_shape, "int32")
+    mask = np.zeros(mask_shape, mask_dtype)
     return tf.data.Dataset.from_tensors((image, mask))
 
 
@@ -231,6 +235,20 @@ PIPELINE_CASES = {
     "mask with a channel axis": (
         lambda: make_pipeline(_tensor_pairs((8, 8, 3), (8, 8, 1)), 1, crop_size=4),
         r"mask|\(8, 8, 1\)",
+    ),
+    "text images": (
+        lambda: make_pipeline(
+            tf.data.Dataset.from_tensors((tf.fill([8, 8, 3], "x"), tf.zeros([8, 8], tf.int32))),
+            1,
+            crop_size=4,
+        ),
+        r"image dtype=string",
+    ),
+    "float mask": (
+        lambda: make_pipeline(
+            _tensor_pairs((8, 8, 3), (8, 8), mask_dtype="float32"), 1, crop_size=4
+        ),
+        r"mask dtype=float32",
     ),
     "evaluation image larger than eval_size": (
         lambda: list(

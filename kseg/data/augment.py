@@ -293,6 +293,17 @@ def _check_element_spec(ds):
             "make_pipeline needs RGB images of shape (H, W, 3); convert grayscale or RGBA images "
             f"first. Received: image shape={tuple(image_shape)}"
         )
+    if not (image_spec.dtype.is_floating or image_spec.dtype.is_integer):
+        raise TypeError(
+            "make_pipeline needs numeric images (float or integer pixel values). "
+            f"Received: image dtype={image_spec.dtype.name}"
+        )
+    if not mask_spec.dtype.is_integer:
+        # Casting a float mask to int32 truncates it: labels scaled to [0, 1] would all become 0.
+        raise TypeError(
+            "make_pipeline needs integer masks holding class ids. "
+            f"Received: mask dtype={mask_spec.dtype.name}"
+        )
     if mask_shape.rank is not None and mask_shape.rank != 2:
         raise ValueError(
             "make_pipeline needs masks of shape (H, W) (squeeze a trailing channel axis). "
