@@ -499,17 +499,20 @@ def fit(
     if isinstance(train_ds, tf.data.Dataset):
         # A tf.data pipeline shuffles itself; Keras would only warn that it ignores shuffle=True.
         fit_kwargs.setdefault("shuffle", False)
-    run = lambda: model.fit(  # noqa: E731
-        train_ds,
-        targets,
-        validation_data=val_ds,
-        epochs=epochs,
-        steps_per_epoch=steps_per_epoch,
-        validation_steps=validation_steps,
-        callbacks=all_callbacks,
-        verbose=verbose,
-        **fit_kwargs,
-    )
+
+    def run():
+        return model.fit(
+            train_ds,
+            targets,
+            validation_data=val_ds,
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
+            validation_steps=validation_steps,
+            callbacks=all_callbacks,
+            verbose=verbose,
+            **fit_kwargs,
+        )
+
     strategy = model.distribute_strategy
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and isinstance(
         train_ds, tf.data.Dataset

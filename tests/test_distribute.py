@@ -42,9 +42,7 @@ def _dataset():
 def _train(run_dir, strategy):
     """Trains the two-conv model for STEPS steps of GLOBAL_BATCH under `strategy`."""
     import keras
-    import tensorflow as tf
 
-    import kseg.distribute
     import kseg.training
 
     keras.utils.set_random_seed(0)
@@ -93,7 +91,7 @@ def _worker(out_dir):
         chief=kseg.distribute.is_chief(strategy),
         saved=saved is not None,
         first_images=first_images,
-        *[w.numpy() for w in model.weights],
+        **{f"weight_{i}": w.numpy() for i, w in enumerate(model.weights)},
     )
 
 
@@ -213,7 +211,7 @@ def test_two_workers_match_each_other_and_a_single_worker(tmp_path):
     half = GLOBAL_BATCH // 2
     np.testing.assert_array_equal(results[0]["first_images"], images[:half])
     np.testing.assert_array_equal(results[1]["first_images"], images[half:GLOBAL_BATCH])
-    weights = [[r[f"arr_{i}"] for i in range(4)] for r in results]
+    weights = [[r[f"weight_{i}"] for i in range(4)] for r in results]
     # The all-reduced update is applied identically on both workers: bit-identical weights.
     for first, second in zip(*weights):
         np.testing.assert_array_equal(first, second)
