@@ -114,7 +114,7 @@ def get_strategy(name="default"):
     Example:
         >>> strategy = kseg.distribute.get_strategy("mirrored")
         >>> with strategy.scope():
-        ...     model = kseg.models.get_model("fcn", num_classes=3, backbone="tiny")
+        ...     model = kseg.models.get_model("fcn8s", num_classes=3, backbone="tiny")
     """
     if name == "default":
         return tf.distribute.get_strategy()
