@@ -24,6 +24,7 @@ except ImportError as error:  # pragma: no cover - depends on the installation
 from kseg import (
     backbones,
     data,
+    distribute,
     evaluation,
     export,
     inference,
@@ -41,6 +42,7 @@ __all__ = [
     "__version__",
     "backbones",
     "data",
+    "distribute",
     "evaluation",
     "export",
     "inference",
