@@ -207,3 +207,18 @@ def test_tflite_rejects_bad_quantization_arguments(tmp_path):
         export.tflite_from_saved_model(tmp_path / "missing", tmp_path / "m.tflite")
     with pytest.raises(ValueError, match=r"image_size=\(0, 8\)"):
         export.saved_model(model, tmp_path / "sm", image_size=(0, 8))
+
+
+def test_representative_images_accept_a_dataset_of_pairs():
+    images = np.random.default_rng(3).uniform(0, 255, (3, 10, 12, 3)).astype("float32")
+    masks = np.zeros((3, 10, 12), "int32")
+    dataset = tf.data.Dataset.from_tensor_slices((images, masks))
+    batches = [batch for (batch,) in export._representative_batches(dataset)]
+    assert len(batches) == 3
+    for batch, image in zip(batches, images):
+        assert batch.dtype == np.uint8 and batch.shape == (1, 10, 12, 3)
+        np.testing.assert_array_equal(batch[0], image.astype("uint8"))
+    with pytest.raises(ValueError, match="yielded no images"):
+        list(export._representative_batches(dataset.take(0)))
+    with pytest.raises(ValueError, match=r"range=\[-1.0"):
+        list(export._representative_batches([np.full((4, 4, 3), -1.0)]))
