@@ -118,12 +118,15 @@ def vgg16_conv_parameters():
 
 
 @pytest.mark.slow
-def test_full_vgg16_fcn8s_loads_classifier_weights_through_the_surgery(tmp_path):
+@pytest.mark.parametrize("fc6_padding", ["valid", "same"])
+def test_full_vgg16_fcn8s_loads_classifier_weights_through_the_surgery(tmp_path, fc6_padding):
     keras.utils.set_random_seed(1)
     classifier = keras.applications.VGG16(weights=None, include_top=True)
     path = tmp_path / "vgg16_random.weights.h5"
     classifier.save_weights(path)
-    model = FCN8s(num_classes=21, backbone="vgg16", backbone_weights=str(path))
+    model = FCN8s(
+        num_classes=21, backbone="vgg16", backbone_weights=str(path), fc6_padding=fc6_padding
+    )
     k = 21
     expected = (
         vgg16_conv_parameters()
@@ -216,3 +219,106 @@ def test_registry_backbone_padding_is_raised_to_the_least_that_reaches_fc6(mobil
 def test_vgg16_refuses_padding_that_small_images_cannot_survive():
     with pytest.raises(ValueError, match=r"input_padding >= 96.*Received: input_padding=50"):
         FCN8s(num_classes=3, backbone="vgg16", num_filters=8, input_padding=50)
+
+
+# fc6_padding="same": unpadded body, 'same' fc6 (keras-segmentation's fcn_8_vgg layout).
+
+
+@pytest.mark.parametrize("name", BUILDERS)
+@pytest.mark.parametrize("size", ODD_SIZES)
+def test_same_padded_fcn_gives_logits_of_the_input_size(name, size):
+    model = BUILDERS[name](num_classes=3, backbone="tiny", num_filters=8, fc6_padding="same")
+    randomise_scores(model)
+    logits = np.asarray(model(images(size, batch=2), training=False))
+    assert logits.shape == (2, *size, 3)
+    assert np.isfinite(logits).all()
+
+
+@pytest.fixture(scope="module")
+def small_vgg16_fcn8s_same():
+    keras.utils.set_random_seed(0)
+    return FCN8s(num_classes=4, backbone="vgg16", num_filters=16, fc6_padding="same")
+
+
+@pytest.mark.parametrize("size", [(1, 1), (31, 33), (65, 97), (101, 37)])
+def test_same_padded_vgg16_fcn8s_keeps_odd_input_sizes(small_vgg16_fcn8s_same, size):
+    randomise_scores(small_vgg16_fcn8s_same)
+    logits = np.asarray(small_vgg16_fcn8s_same(images(size), training=False))
+    assert logits.shape == (1, *size, 4)
+    assert np.abs(logits).max() > 0
+
+
+def test_same_padded_vgg16_runs_the_body_on_the_unpadded_image(small_vgg16_fcn8s_same):
+    layer_names = {layer.name for layer in small_vgg16_fcn8s_same.layers}
+    assert "input_padding" not in layer_names
+    encoder = small_vgg16_fcn8s_same.get_layer("vgg16_backbone")
+    probe = keras.Model(
+        small_vgg16_fcn8s_same.input, small_vgg16_fcn8s_same.get_layer("fc6").output
+    )
+    fc6 = probe(images((65, 97)), training=False)
+    pool5 = encoder(images((65, 97)))["P5"]
+    # Ceil-mode pooling of 65x97 five times: ceil(65 / 32) = 3, ceil(97 / 32) = 4.
+    assert tuple(pool5.shape[1:3]) == tuple(fc6.shape[1:3]) == (3, 4)
+
+
+@pytest.mark.parametrize(
+    "backbone,num_filters", [("tiny", 8), ("vgg16", 16)], ids=["tiny", "vgg16"]
+)
+@pytest.mark.parametrize("name", BUILDERS)
+def test_same_padded_fcn_has_the_paper_forms_parameters(name, backbone, num_filters):
+    paper, same = (
+        BUILDERS[name](
+            num_classes=5, backbone=backbone, num_filters=num_filters, fc6_padding=fc6_padding
+        )
+        for fc6_padding in ("valid", "same")
+    )
+    assert same.count_params() == paper.count_params()
+    assert same.get_layer("fc6").kernel.shape == paper.get_layer("fc6").kernel.shape
+    assert tuple(same.get_layer("fc6").kernel.shape[:2]) == (7, 7)
+
+
+@pytest.mark.parametrize("builder", [FCN32s, FCN16s, FCN8s])
+def test_same_padded_vgg16_crops_centre_the_output_on_the_input(builder):
+    """The bright-block test of the paper form, on an unpadded 90x90 image.
+
+    Without input padding pool5 cell 1 covers pixels 32..63. At 90 px the final
+    upsampled map (8 * 12 + 8 = 104 px for FCN-8s) is not a multiple of the image, so a
+    centred crop (offset 7) would shift the response off the block; offset 4 keeps it
+    mirror-symmetric about the block's centre 47.5.
+    """
+    keras.utils.set_random_seed(0)
+    model = builder(num_classes=3, backbone="vgg16", num_filters=3, fc6_padding="same")
+    for layer in model.get_layer("vgg16_backbone").layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            copy_first_channels(layer, 1)
+    copy_first_channels(model.get_layer("fc6"), 3)
+    for name in ("fc7", "score_fr"):
+        copy_first_channels(model.get_layer(name), 0)
+    image = np.zeros((1, 90, 90, 3), "float32")
+    image[:, 32:64, 32:64] = 255
+    response = np.asarray(model(image, training=False))[0, :, :, 0]
+    assert response.max() > 0
+    window = response[16:80, 16:80]
+    np.testing.assert_allclose(window, window[::-1, :], atol=1e-4 * response.max())
+    np.testing.assert_allclose(window, window[:, ::-1], atol=1e-4 * response.max())
+
+
+def test_same_padded_fcn_reloads_in_safe_mode(tmp_path):
+    model = FCN8s(num_classes=3, backbone="tiny", num_filters=8, fc6_padding="same")
+    randomise_scores(model)
+    path = tmp_path / "fcn8s_same.keras"
+    model.save(path)
+    reloaded = keras.saving.load_model(path)
+    batch = images((37, 51))
+    np.testing.assert_allclose(
+        np.asarray(reloaded(batch, training=False)),
+        np.asarray(model(batch, training=False)),
+        atol=1e-5,
+    )
+
+
+def test_bad_fc6_padding_configuration_is_explained():
+    with pytest.raises(ValueError, match=r"one of.*Received: fc6_padding='valid '"):
+        FCN8s(num_classes=3, backbone="tiny", num_filters=8, fc6_padding="valid ")
+    with pytest.raises(ValueError, match=r"input_padding must be None or 0.*input_padding=100"):
+        FCN8s(num_classes=3, backbone="tiny", num_filters=8, fc6_padding="same", input_padding=100)
