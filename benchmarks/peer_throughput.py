@@ -41,6 +41,10 @@ The pairs, and why:
   pixels: 72.2 against 13.9 forward GFLOPs at 128x128 (5.2x), so this pair
   measures the price of the paper's padding, not the implementation. Comparing FCN-8s with
   sm's Linknet/FPN would compare different architectures, so they are not used.
+- `fcn8s_same`: the same peer against kseg's `FCN8s(fc6_padding="same")`,
+  which drops the input padding and runs fc6 as a 'same'-padded 7x7 conv like
+  the peer, so both do the same work and the ratio measures the
+  implementation.
 - `pspnet`: kseg's PSPNet (dilated ResNet-50 at output stride 8, bins 1/2/3/6,
   auxiliary res4 head during training) against segmentation_models' `PSPNet
   ('resnet50')`, the model a user would pick. sm's PSPNet is not the paper's:
@@ -103,21 +107,24 @@ CASES = {
     "unet": ("keras_unet_collection", 16),
     "unet_vgg16": ("segmentation_models", 32),
     "fcn8s": ("keras_segmentation", 32),
+    "fcn8s_same": ("keras_segmentation", 32),
     "pspnet": ("segmentation_models", 48),
     "deeplabv3": ("keras_hub", 16),
     "pspnet_473": ("keras_segmentation", {"fixed": 473}),
 }
 # pspnet_473 takes minutes per round on 2 cores: asked for by name only.
-DEFAULT_CASES = ["unet", "unet_vgg16", "fcn8s", "pspnet", "deeplabv3"]
+DEFAULT_CASES = ["unet", "unet_vgg16", "fcn8s", "fcn8s_same", "pspnet", "deeplabv3"]
+# A case that pairs a second kseg form with an existing peer model names that model here.
+PEER_CASE = {"fcn8s_same": "fcn8s"}
 
 
 class Worker:
     """A warmed-up model in a subprocess, answering timed-block commands."""
 
-    def __init__(self, name, module, python, env, case, size, args):
+    def __init__(self, name, module, python, env, case, size, args, side_case=None):
         self.name = name
         command = [
-            python, str(WORKER), "--side", module, "--case", case,
+            python, str(WORKER), "--side", module, "--case", side_case or case,
             "--height", str(size), "--width", str(size), "--batch", str(args.batch),
             "--classes", str(args.classes), "--warmup", str(args.warmup),
         ]  # fmt: skip
@@ -175,7 +182,9 @@ def run_case(case, args):
     try:
         # Started one after the other so that neither warm-up is timed under the other's.
         workers["kseg"] = Worker("kseg", "kseg_models", sys.executable, {}, case, size, args)
-        workers["peer"] = Worker(peer_name, module, python, env, case, size, args)
+        workers["peer"] = Worker(
+            peer_name, module, python, env, case, size, args, PEER_CASE.get(case)
+        )
     except (RuntimeError, OSError) as error:
         for worker in workers.values():
             worker.close()

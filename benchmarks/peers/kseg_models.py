@@ -31,9 +31,22 @@ def _unet_vgg16(height, width, num_classes):
 
 
 def _fcn8s(height, width, num_classes):
+    return (
+        kseg.models.FCN8s(
+            num_classes=num_classes, input_shape=(height, width, 3), backbone_weights=None
+        ),
+        "kseg.models.FCN8s(backbone='vgg16', num_filters=4096, input_padding=100)",
+    )
+
+
+def _fcn8s_same(height, width, num_classes):
+    # keras-segmentation's fcn_8_vgg layout: no input padding, fc6 a 'same'-padded 7x7 conv.
     return kseg.models.FCN8s(
-        num_classes=num_classes, input_shape=(height, width, 3), backbone_weights=None
-    ), "kseg.models.FCN8s(backbone='vgg16', num_filters=4096, input_padding=100)"
+        num_classes=num_classes,
+        input_shape=(height, width, 3),
+        backbone_weights=None,
+        fc6_padding="same",
+    ), "kseg.models.FCN8s(backbone='vgg16', num_filters=4096, fc6_padding='same')"
 
 
 def _optional_builder(module, name):
@@ -80,6 +93,7 @@ CASES = {
     "unet": _unet,
     "unet_vgg16": _unet_vgg16,
     "fcn8s": _fcn8s,
+    "fcn8s_same": _fcn8s_same,
     "pspnet": _pspnet,
     "pspnet_473": _pspnet_473,
     "deeplabv3": _deeplabv3,
