@@ -9,6 +9,7 @@ import ast
 import json
 import os
 import sys
+import zipfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -248,7 +249,14 @@ def cmd_train(args):
     """
     import kseg.data
     import kseg.distribute
+    import kseg.models
     import kseg.training
+
+    if args.model.lower() not in kseg.models.list_models():
+        raise SystemExit(
+            f"kseg: error: unknown model {args.model!r}; registered: "
+            f"{', '.join(kseg.models.list_models())}"
+        )
 
     try:
         # First: MultiWorkerMirroredStrategy must be set up before any other TensorFlow work.
@@ -312,6 +320,8 @@ def _load_model(path):
 
     if not Path(path).exists():
         raise SystemExit(f"model file not found: {path}")
+    if str(path).endswith(".keras") and not zipfile.is_zipfile(path):
+        raise SystemExit(f"not a .keras model archive (a zip file saved by model.save): {path}")
     return keras.saving.load_model(path)
 
 

@@ -56,11 +56,6 @@ def folders(tmp_path):
 
 # --- model builders -----------------------------------------------------------------------------
 
-MODELS_UNCHECKED = (
-    "kseg.models builders pass num_classes to arithmetic unchecked: the error is "
-    "\"'<=' not supported between instances of 'str' and 'int'\", naming no argument"
-)
-
 MODEL_CASES = {
     "unknown model": ({"name": "no_such_net"}, ValueError, [r"no_such_net", r"deeplabv3plus"]),
     "zero classes": ({"num_classes": 0}, ValueError, [r"num_classes"]),
@@ -69,7 +64,6 @@ MODEL_CASES = {
         {"num_classes": "3"},
         (TypeError, ValueError),
         [r"num_classes"],
-        marks=pytest.mark.xfail(strict=True, reason=MODELS_UNCHECKED),
     ),
     "unknown backbone": ({"backbone": "no_such_backbone"}, ValueError, [r"no_such_backbone"]),
     # Keras's input check names the shape it got and the rank it expected.
@@ -308,11 +302,6 @@ def test_cli_train_missing_data_folder(capsys, tmp_path):
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kseg.cli.main lets get_model's ValueError escape as a traceback instead of "
-    "`kseg: error: Unknown model ...` and exit status 2",
-)
 def test_cli_train_unknown_model(capsys, tmp_path):
     _cli_error(
         capsys,
@@ -360,11 +349,6 @@ def test_cli_predict_missing_input(capsys, tmp_path, tiny_keras_file):
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kseg.cli._load_model passes a non-zip file to keras.saving.load_model, whose "
-    "ValueError says 'File not found' for a file that exists, and escapes as a traceback",
-)
 def test_cli_model_file_that_is_not_a_keras_archive(capsys, tmp_path):
     fake = tmp_path / "fake.keras"
     fake.write_text("this is not a zip archive")

@@ -37,6 +37,11 @@ def get_model(name, **kwargs):
         raise ValueError(
             f"Unknown model {name!r}. Available models: {', '.join(list_models())}"
         ) from None
+    num_classes = kwargs.get("num_classes", 1)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(
+            f"num_classes must be a positive integer. Received: num_classes={num_classes!r}"
+        )
     return builder(**kwargs)
 
 
