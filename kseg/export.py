@@ -1,4 +1,4 @@
-"""Export a segmentation model for serving: a SavedModel or a TFLite file that takes uint8 images.
+"""Export a segmentation model for serving: a SavedModel, TFLite or ONNX file taking uint8 images.
 
 The exported function is the whole inference path, so a client sends raw pixels and gets labels
 back: uint8 RGB (B, H, W, 3) of any H and W -> float32 in [0, 255] (the kseg model input
@@ -242,9 +242,11 @@ def tflite_from_saved_model(
       (convolutions, fully connected), about 4x smaller.
     - "int8" with `representative_images`: full-integer quantisation; activations are
       calibrated on those images (Jacob et al., 2018) and every op with an int8 kernel runs in
-      int8. Ops without one (resize of the logits, softmax/argmax heads, dynamic-shape
-      arithmetic) stay float, with quantize/dequantize at their edges; the interface stays
-      uint8 in and float32/int32 out.
+      int8, falling back to float for any without one. For every kseg model that converts to
+      built-ins, only the input CAST (uint8 to float) and the output DEQUANTIZE ops produce
+      float32: convolutions, resizes, softmax and argmax all run in int8
+      (benchmarks/export_parity.py lists them). The interface stays uint8 in and
+      float32/int32 out.
 
     Args:
         saved_model_path: a SavedModel directory written by `saved_model`.
@@ -303,6 +305,14 @@ def tflite_from_saved_model(
     converter.target_spec.supported_ops = supported_ops
     try:
         flatbuffer = converter.convert()
+    except RuntimeError as error:
+        if representative_images is None or "Flex delegate" not in str(error):
+            raise
+        raise ValueError(
+            "Full-integer calibration runs the model in the TFLite interpreter, which here has "
+            "no Flex delegate for its TF Select ops; use quantization='int8' without "
+            "`representative_images` (dynamic range) or 'float16' for this model."
+        ) from error
     except Exception as error:
         friendly = _select_ops_error(error)
         if friendly is None:
