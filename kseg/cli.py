@@ -425,14 +425,32 @@ def cmd_predict(args):
 
 
 def cmd_export(args):
-    """Exports a saved `.keras` model as a SavedModel serving uint8 images (and TFLite)."""
+    """Exports a saved `.keras` model: SavedModel (uint8 images in), TFLite or ONNX."""
     import kseg.export
 
     model = _load_model(args.model)
-    path = kseg.export.saved_model(model, args.out)
-    print(f"wrote SavedModel {path} (signature serving_default: uint8 images -> labels, probabilities)")
+    common = {"include_logits": args.logits, "image_size": args.image_size}
+    if args.format == "savedmodel":
+        path = kseg.export.saved_model(model, args.out, **common)
+        print(f"wrote SavedModel {path} (signature serving_default: uint8 images -> labels, "
+              "probabilities)")
+    elif args.format == "tflite":
+        representative = None
+        if args.calibration_data:
+            import kseg.data
+
+            source, _ = _load(args.calibration_data, args.calibration_split, None, None)
+            representative = source.take(args.calibration_steps)
+        path = kseg.export.tflite(
+            model, args.out, quantization=args.quantization,
+            representative_images=representative, allow_select_tf_ops=args.select_tf_ops,
+            **common,
+        )
+        print(f"wrote {path} (TFLite, quantization {args.quantization})")
+    else:
+        print(f"wrote {kseg.export.onnx(model, args.out, opset=args.opset, **common)} (ONNX)")
     if args.tflite:
-        print(f"wrote {kseg.export.tflite(model, args.tflite)}")
+        print(f"wrote {kseg.export.tflite(model, args.tflite, **common)}")
 
 
 def cmd_list(args):
@@ -527,8 +545,23 @@ def build_parser():
 
     export = commands.add_parser("export", help=cmd_export.__doc__, description=cmd_export.__doc__)
     export.add_argument("--model", required=True, help="a .keras file")
-    export.add_argument("--out", required=True, help="SavedModel folder")
-    export.add_argument("--tflite", help="also write a TFLite file here")
+    export.add_argument("--out", required=True,
+                        help="SavedModel folder, or the .tflite / .onnx file")
+    export.add_argument("--format", default="savedmodel", choices=("savedmodel", "tflite", "onnx"))
+    export.add_argument("--quantization", default="none", choices=("none", "float16", "int8"),
+                        help="TFLite weights: int8 alone is dynamic-range")
+    export.add_argument("--calibration-data",
+                        help="images for full-integer int8 (same forms as --data of kseg train)")
+    export.add_argument("--calibration-split", default="train")
+    export.add_argument("--calibration-steps", type=int, default=100,
+                        help="calibration images to use")
+    export.add_argument("--image-size", type=_size,
+                        help="fix the signature's HEIGHT,WIDTH (some models need it for TFLite/ONNX)")
+    export.add_argument("--select-tf-ops", action="store_true",
+                        help="let TFLite fall back to TensorFlow ops (SegNet's argmax pooling)")
+    export.add_argument("--opset", type=int, help="ONNX opset")
+    export.add_argument("--logits", action="store_true", help="also output the logits")
+    export.add_argument("--tflite", help="also write a float TFLite file here")
     export.set_defaults(handler=cmd_export)
 
     listing = commands.add_parser("list", help=cmd_list.__doc__, description=cmd_list.__doc__)

@@ -171,3 +171,30 @@ def test_train_tpu_strategy_without_a_tpu_says_so(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="no reachable TPU"):
         cli.main(["train", "--data", "shapes", "--strategy", "tpu",
                   "--run-dir", str(tmp_path / "run")])
+
+
+def test_export_formats_write_files_that_run(demo_run, tmp_path):
+    out, _scores = demo_run
+    model = str(out / "run" / "model.keras")
+    target = tmp_path / "model_int8.tflite"
+    cli.main(["export", "--model", model, "--format", "tflite", "--out", str(target),
+              "--quantization", "int8", "--calibration-data", "shapes",
+              "--calibration-split", "val", "--calibration-steps", "2"])
+    interpreter = tf.lite.Interpreter(model_path=str(target))
+    runner = interpreter.get_signature_runner("serving_default")
+    outputs = runner(images=np.zeros((1, 32, 48, 3), np.uint8))
+    assert outputs["labels"].shape == (1, 32, 48) and outputs["labels"].max() < 5
+
+
+def test_export_onnx_when_tf2onnx_is_installed(demo_run, tmp_path):
+    pytest.importorskip("tf2onnx")
+    onnxruntime = pytest.importorskip("onnxruntime")
+    out, _scores = demo_run
+    target = tmp_path / "model.onnx"
+    cli.main(["export", "--model", str(out / "run" / "model.keras"), "--format", "onnx",
+              "--out", str(target), "--image-size", "32,48"])
+    session = onnxruntime.InferenceSession(str(target))
+    feeds = {session.get_inputs()[0].name: np.zeros((1, 32, 48, 3), np.uint8)}
+    names = [output.name for output in session.get_outputs()]
+    labels = dict(zip(names, session.run(None, feeds)))["labels"]
+    assert labels.shape == (1, 32, 48)
