@@ -19,11 +19,20 @@ NECK_HEAD_PREFIXES = (
     "pyramid",
     "context",
     "refinenet",
+    "final_rcu",
+    "fc",
+    "score",
+    "upscore",
+    "up",
     "logits",
     "classifier",
     "auxiliary",
 )
-"""Layer-name prefixes that label a part of the neck or head in the summary's breakdown."""
+"""Layer-name prefixes that label a part of the neck or head in the summary's breakdown.
+
+A prefix matches a whole name or a name continuing with `_` or a digit, so `up` (U-Net's
+expanding path, `up_3_conv_1`) does not swallow `upscore8` and `fc` matches FCN's `fc6`.
+"""
 
 
 def _variable_size(variable):
@@ -67,7 +76,8 @@ def find_backbone(model):
 def _prefix_group(layer_name):
     lowered = layer_name.lower()
     for prefix in NECK_HEAD_PREFIXES:
-        if lowered.startswith(prefix):
+        rest = lowered[len(prefix) :]
+        if lowered.startswith(prefix) and (not rest or rest[0] == "_" or rest[0].isdigit()):
             return prefix
     return "other"
 
@@ -245,8 +255,8 @@ def diagram_tools_missing():
         A list drawn from `"pydot"` (the Python package) and `"graphviz"` (the `dot` program).
 
     Example:
-    >>> kseg.summary.diagram_tools_missing()
-    []
+    >>> if not kseg.summary.diagram_tools_missing():
+    ...     kseg.summary.plot_model_diagram(model, "model.png")
     """
     missing = []
     if importlib.util.find_spec("pydot") is None:
