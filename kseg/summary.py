@@ -241,9 +241,7 @@ def format_summary(summary):
         rows.append(("Non-trainable params", f"{summary['non_trainable_params']:,}"))
     if summary.get("flops") is not None:
         height, width = summary["input_size"]
-        rows.append(
-            (f"FLOPs per image ({height}x{width})", f"{summary['flops'] / 1e9:,.3f} G")
-        )
+        rows.append((f"FLOPs per image ({height}x{width})", f"{summary['flops'] / 1e9:,.3f} G"))
     label_width = max(len(label) for label, _ in rows)
     return "\n".join(f"{label.ljust(label_width)}  {value}" for label, value in rows)
 

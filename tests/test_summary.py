@@ -129,7 +129,7 @@ def test_availability_check_reports_each_missing_tool(monkeypatch):
 
 def test_present_tools_delegate_to_keras_plot_model(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(summary_module, "diagram_tools_missing", lambda: [])
+    monkeypatch.setattr(summary_module, "diagram_tools_missing", list)
     monkeypatch.setattr(
         summary_module.keras.utils, "plot_model", lambda model, **kw: calls.append((model, kw))
     )
