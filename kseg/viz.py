@@ -17,6 +17,7 @@ from PIL import Image
 from kseg.data.camvid import CAMVID_CLASS_NAMES
 from kseg.data.camvid import CAMVID_PALETTE as _CAMVID_COLOURS
 from kseg.data.voc import VOC_CLASS_NAMES, voc_colormap
+from kseg.summary import plot_model_diagram  # noqa: F401  (the diagram belongs with the plots)
 
 VOC_CLASSES = VOC_CLASS_NAMES
 """The 21 PASCAL VOC class names, background first (the same tuple as kseg.data)."""
