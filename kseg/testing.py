@@ -6,6 +6,44 @@ import tempfile
 import keras
 import numpy as np
 
+# The smallest configuration of each registered model that still exercises its architecture,
+# on top of `backbone="tiny"`; the contract and export tests build every model this way.
+SMALL_MODEL_CONFIGS = {
+    # SegNet builds its own encoders; narrow widths keep them fast.
+    "segnet": {"backbone": "vgg16_bn", "num_filters": 4},
+    "segnet_basic": {"backbone": None, "num_filters": 4},
+    # The backbone form of U-Net is padded, so it keeps every input size; narrow decoder for speed.
+    "unet": {"num_filters": 4},
+    # FCN's fc6/fc7 are 4096 wide in the paper; 8 keeps the tiny-backbone build fast.
+    **{name: {"num_filters": 8} for name in ("fcn32s", "fcn16s", "fcn8s")},
+    # FCN-AlexNet is its own encoder; narrow convolutions and fc6/fc7 keep it fast.
+    "fcn_alexnet": {"backbone": None, "conv_filters": (4, 4, 4, 4, 4), "num_filters": 8},
+    "refinenet": {"num_filters": 8},
+    "dilatednet": {"num_filters": 8},
+    "deeplabv1": {"num_filters": 16},
+    # Two scales keep the pyramid's fit step short; the tiny backbone's last stage has two
+    # convolutions, too few for DeepLab v3's three-way multi-grid.
+    "deeplabv2": {"input_scales": (1.0, 0.5)},
+    "deeplabv3": {"multi_grid": None, "num_filters": 16},
+    "pspnet": {"num_filters": 8, "auxiliary_filters": 8},
+}
+
+
+def build_small_model(name, num_classes=3, **overrides):
+    """Builds registered model `name` on the tiny backbone in its `SMALL_MODEL_CONFIGS` form.
+
+    Example:
+        >>> import kseg
+        >>> model = kseg.testing.build_small_model("fcn8s")
+        >>> model.output.shape[-1]
+        3
+    """
+    from kseg.models import get_model
+
+    kwargs = {"num_classes": num_classes, "backbone": "tiny", **SMALL_MODEL_CONFIGS.get(name, {})}
+    kwargs.update(overrides)
+    return get_model(name, **kwargs)
+
 
 def _as_list(value):
     return list(value) if isinstance(value, (list, tuple)) and isinstance(value[0], (list, tuple)) else [value]

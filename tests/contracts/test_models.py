@@ -9,33 +9,10 @@ import pytest
 import kseg
 
 NUM_CLASSES = 3
-# Builders whose smallest test configuration needs more than the defaults below.
-SMALL_CONFIG = {
-    # SegNet builds its own encoders; narrow widths keep them fast.
-    "segnet": {"backbone": "vgg16_bn", "num_filters": 4},
-    "segnet_basic": {"backbone": None, "num_filters": 4},
-    # The backbone form of U-Net is padded, so it keeps every input size; narrow decoder for speed.
-    "unet": {"num_filters": 4},
-    # FCN's fc6/fc7 are 4096 wide in the paper; 8 keeps the tiny-backbone build fast.
-    **{name: {"num_filters": 8} for name in ("fcn32s", "fcn16s", "fcn8s")},
-    # FCN-AlexNet is its own encoder; narrow convolutions and fc6/fc7 keep it fast.
-    "refinenet": {"num_filters": 8},
-    "dilatednet": {"num_filters": 8},
-    "deeplabv1": {"num_filters": 16},
-    # Two scales keep the pyramid's fit step short; the tiny backbone's last stage has two
-    # convolutions, too few for DeepLab v3's three-way multi-grid.
-    "deeplabv2": {"input_scales": (1.0, 0.5)},
-    "deeplabv3": {"multi_grid": None, "num_filters": 16},
-    "pspnet": {"num_filters": 8, "auxiliary_filters": 8},
-    "fcn_alexnet": {"backbone": None, "conv_filters": (4, 4, 4, 4, 4), "num_filters": 8},
-}
 
 
 def build(name, **overrides):
-    kwargs = {"num_classes": NUM_CLASSES, "backbone": "tiny"}
-    kwargs.update(SMALL_CONFIG.get(name, {}))
-    kwargs.update(overrides)
-    return kseg.models.get_model(name, **kwargs)
+    return kseg.testing.build_small_model(name, NUM_CLASSES, **overrides)
 
 
 MODELS = kseg.models.list_models()

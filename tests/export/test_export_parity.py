@@ -30,21 +30,6 @@ from kseg import export
 
 NUM_CLASSES = 3
 IMAGE_SIZE = (64, 64)
-# The contract tests' smallest configurations (tests/contracts/test_models.py is not importable
-# as a package module, so the table is repeated here).
-SMALL_CONFIG = {
-    "segnet": {"backbone": "vgg16_bn", "num_filters": 4},
-    "segnet_basic": {"backbone": None, "num_filters": 4},
-    "unet": {"num_filters": 4},
-    **{name: {"num_filters": 8} for name in ("fcn32s", "fcn16s", "fcn8s")},
-    "refinenet": {"num_filters": 8},
-    "dilatednet": {"num_filters": 8},
-    "deeplabv1": {"num_filters": 16},
-    "deeplabv2": {"input_scales": (1.0, 0.5)},
-    "deeplabv3": {"multi_grid": None, "num_filters": 16},
-    "pspnet": {"num_filters": 8, "auxiliary_filters": 8},
-    "fcn_alexnet": {"backbone": None, "conv_filters": (4, 4, 4, 4, 4), "num_filters": 8},
-}
 MODELS = kseg.models.list_models()
 # Their shape arithmetic on a dynamic size leaves ops TFLite has no built-in for (float64
 # Mul/Floor in DeepLab v2's scale branches; U-Net's padding hides the channel count from its
@@ -58,8 +43,7 @@ QUANTIZED_MODELS = ("deeplabv3plus",)
 
 
 def build(name):
-    kwargs = {"num_classes": NUM_CLASSES, "backbone": "tiny", **SMALL_CONFIG.get(name, {})}
-    model = kseg.models.get_model(name, **kwargs)
+    model = kseg.testing.build_small_model(name, NUM_CLASSES)
     rng = np.random.default_rng(0)
     for weight in model.weights:
         value = weight.numpy()
@@ -93,7 +77,7 @@ def _op_names(path):
 
 def test_registry_and_support_tables_agree():
     assert NEEDS_FIXED_SIZE | NEEDS_SELECT_TF_OPS | set(QUANTIZED_MODELS) <= set(MODELS)
-    assert set(SMALL_CONFIG) <= set(MODELS)
+    assert set(kseg.testing.SMALL_MODEL_CONFIGS) <= set(MODELS)
 
 
 @pytest.mark.parametrize("name", MODELS)
