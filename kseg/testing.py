@@ -2,6 +2,7 @@
 
 import os
 import tempfile
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -43,6 +44,51 @@ def build_small_model(name, num_classes=3, **overrides):
     kwargs = {"num_classes": num_classes, "backbone": "tiny", **SMALL_MODEL_CONFIGS.get(name, {})}
     kwargs.update(overrides)
     return get_model(name, **kwargs)
+
+
+def offline_keras_cache(monkeypatch, home, stand_ins=()):
+    """Serves keras.applications' weight files from `home/models` with downloading forbidden.
+
+    Keras's download cache moves to `home` (both `KERAS_HOME` and the folder Keras read at
+    import), and any download attempt fails the test. Files listed in `stand_ins` (for
+    instance seeded random weights saved under an official file name) pass Keras's hash
+    check and every other file fails it; without `stand_ins` the real check runs.
+
+    Args:
+        monkeypatch: pytest's `monkeypatch` fixture (or a `pytest.MonkeyPatch`).
+        home: folder to use as the Keras home; `home/models` is created.
+        stand_ins: paths of files to accept whatever their hash.
+
+    Returns:
+        The list to which each hash Keras asks for is appended (when `stand_ins` are given).
+
+    Example:
+        >>> def test_offline(tmp_path, monkeypatch):
+        ...     kseg.testing.offline_keras_cache(monkeypatch, tmp_path)
+    """
+    from keras.src.backend import config as keras_config
+    from keras.src.utils import file_utils
+
+    home = Path(home)
+    (home / "models").mkdir(parents=True, exist_ok=True)
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    # Keras reads KERAS_HOME once at import; get_file asks keras_home(), which returns this.
+    monkeypatch.setattr(keras_config, "_KERAS_DIR", str(home))
+
+    def refuse_download(url, *args, **kwargs):
+        raise AssertionError(f"the test tried to download {url}")
+
+    monkeypatch.setattr(file_utils, "urlretrieve", refuse_download)
+    hashes_checked = []
+    if stand_ins:
+        accepted = {Path(path) for path in stand_ins}
+
+        def accept_stand_ins(path, file_hash, **kwargs):
+            hashes_checked.append(file_hash)
+            return Path(path) in accepted
+
+        monkeypatch.setattr(file_utils, "validate_file", accept_stand_ins)
+    return hashes_checked
 
 
 def _as_list(value):

@@ -6,10 +6,9 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from keras.src.backend import config as keras_config
-from keras.src.utils import file_utils
 
 import kseg.backbones
+import kseg.testing
 from kseg.backbones.taps import TAPS
 
 SHARED_WEIGHTS = Path(__file__).resolve().parents[2] / ".." / "shared" / "weights"
@@ -35,18 +34,10 @@ def offline_keras_cache(tmp_path, monkeypatch):
     """A Keras cache holding the shared ImageNet files, with downloading forbidden."""
     if not SHARED_WEIGHTS.is_dir():
         pytest.skip(f"shared ImageNet weights folder {SHARED_WEIGHTS} is absent")
+    kseg.testing.offline_keras_cache(monkeypatch, tmp_path)
     models = tmp_path / "models"
-    models.mkdir()
     for path in SHARED_WEIGHTS.glob("*.h5"):
         shutil.copy(path, models)
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    # Keras reads KERAS_HOME once at import; get_file asks keras_home(), which returns this.
-    monkeypatch.setattr(keras_config, "_KERAS_DIR", str(tmp_path))
-
-    def refuse_download(url, *args, **kwargs):
-        raise AssertionError(f"the test tried to download {url}")
-
-    monkeypatch.setattr(file_utils, "urlretrieve", refuse_download)
     return models
 
 

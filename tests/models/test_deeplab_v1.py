@@ -1,13 +1,11 @@
-from pathlib import Path
 
 import h5py
 import keras
 import numpy as np
 import pytest
-from keras.src.backend import config as keras_config
 from keras.src.legacy.saving import legacy_h5_format
-from keras.src.utils import file_utils
 
+import kseg.testing
 from kseg.models.deeplab_v1 import DeepLabV1
 
 # Chen et al. 2015 (ICLR), Table 2: DeepLab-LargeFOV has 20.5M parameters.
@@ -113,21 +111,10 @@ def imagenet_deeplabs(tmp_path_factory):
     models.mkdir()
     keras.utils.set_random_seed(11)
     _legacy_weights_file(models / VGG16_TOP_FILE, keras.applications.VGG16(weights=None))
-    hashes_checked = []
-
-    def accept_the_stand_in(path, file_hash, **kwargs):
-        hashes_checked.append(file_hash)
-        return Path(path) == models / VGG16_TOP_FILE
-
-    def refuse_download(url, *args, **kwargs):
-        raise AssertionError(f"the test tried to download {url}")
-
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("KERAS_HOME", str(home))
-        # Keras reads KERAS_HOME once at import; get_file asks keras_home(), which returns this.
-        patch.setattr(keras_config, "_KERAS_DIR", str(home))
-        patch.setattr(file_utils, "validate_file", accept_the_stand_in)
-        patch.setattr(file_utils, "urlretrieve", refuse_download)
+        hashes_checked = kseg.testing.offline_keras_cache(
+            patch, home, stand_ins=[models / VGG16_TOP_FILE]
+        )
         largefov = DeepLabV1(num_classes=3, backbone_weights="imagenet")
         four_by_four = DeepLabV1(
             num_classes=3,

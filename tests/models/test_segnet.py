@@ -1,14 +1,11 @@
 """SegNet and SegNet-Basic: widths and parameter counts from the paper, sizes, VGG16 weight loading."""
 
-from pathlib import Path
 
 import h5py
 import keras
 import numpy as np
 import pytest
-from keras.src.backend import config as keras_config
 from keras.src.legacy.saving import legacy_h5_format
-from keras.src.utils import file_utils
 
 import kseg
 
@@ -162,20 +159,9 @@ def test_imagenet_weights_load_offline_through_keras_applications(tmp_path, monk
         legacy_h5_format.save_weights_to_hdf5_group(file, stand_in)
     del stand_in
 
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    # Keras reads KERAS_HOME once at import; get_file asks keras_home(), which returns this.
-    monkeypatch.setattr(keras_config, "_KERAS_DIR", str(tmp_path))
-    hashes_checked = []
-
-    def accept_the_stand_in(path, file_hash, **kwargs):
-        hashes_checked.append(file_hash)
-        return Path(path) == models / VGG16_NOTOP_FILE
-
-    def refuse_download(url, *args, **kwargs):
-        raise AssertionError(f"the test tried to download {url}")
-
-    monkeypatch.setattr(file_utils, "validate_file", accept_the_stand_in)
-    monkeypatch.setattr(file_utils, "urlretrieve", refuse_download)
+    hashes_checked = kseg.testing.offline_keras_cache(
+        monkeypatch, tmp_path, stand_ins=[models / VGG16_NOTOP_FILE]
+    )
 
     keras.utils.set_random_seed(8)
     model = kseg.models.SegNet(11, input_shape=(32, 32, 3), backbone_weights="imagenet")
