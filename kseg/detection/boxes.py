@@ -1,0 +1,188 @@
+"""Box arithmetic shared by the Mask R-CNN pieces: area, pairwise IoU, delta coding and clipping.
+
+Boxes are float32 `[y1, x1, y2, x2]` in absolute, continuous pixel coordinates of the network
+input (pixel (i, j) covers [i, i+1) x [j, j+1)), with any number of leading batch axes.
+"""
+
+import math
+
+import tensorflow as tf
+
+# Faster R-CNN's guard against exp() overflow in decoding: no box grows more than 1000/16 times
+# its anchor along one side.
+_MAX_LOG_SCALE = math.log(1000.0 / 16.0)
+
+
+def _as_float_boxes(boxes, name):
+    boxes = tf.convert_to_tensor(boxes)
+    boxes = tf.cast(boxes, tf.float32)
+    if boxes.shape.rank is not None and boxes.shape.rank >= 1 and boxes.shape[-1] is not None:
+        if boxes.shape[-1] != 4:
+            raise ValueError(
+                f"{name} must have a last axis of 4 ([y1, x1, y2, x2]). Received: {name}.shape="
+                f"{boxes.shape}"
+            )
+    elif boxes.shape.rank == 0:
+        raise ValueError(f"{name} must have a last axis of 4. Received: a scalar")
+    return boxes
+
+
+def _as_weights(weights):
+    if len(weights) != 4:
+        raise ValueError(
+            f"weights must hold four numbers (wy, wx, wh, ww). Received: weights={weights}"
+        )
+    return [float(w) for w in weights]
+
+
+def box_area(boxes):
+    """Area of `[y1, x1, y2, x2]` boxes, 0 for boxes with a negative side.
+
+    Args:
+        boxes: `(..., 4)` boxes in any numeric dtype.
+
+    Returns:
+        float32 tensor of shape `(...)`.
+
+    Example:
+        >>> from kseg.detection.boxes import box_area
+        >>> float(box_area([[2.0, 3.0, 6.0, 8.0]])[0])
+        20.0
+    """
+    boxes = _as_float_boxes(boxes, "boxes")
+    y1, x1, y2, x2 = tf.unstack(boxes, num=4, axis=-1)
+    return tf.maximum(y2 - y1, 0.0) * tf.maximum(x2 - x1, 0.0)
+
+
+def box_iou(boxes_a, boxes_b):
+    """Pairwise intersection over union of two sets of boxes.
+
+    The overlap criterion of Everingham et al. 2010 (PASCAL VOC) used by Faster R-CNN
+    (Ren et al. 2015) to match anchors and proposals to ground truth. Pairs whose union is
+    empty (two zero-area boxes) get 0 rather than NaN, so padding rows of zeros are harmless.
+
+    Args:
+        boxes_a: `(..., N, 4)` boxes.
+        boxes_b: `(..., M, 4)` boxes; leading axes broadcast against those of `boxes_a`.
+
+    Returns:
+        float32 tensor `(..., N, M)` with values in [0, 1].
+
+    Example:
+        >>> from kseg.detection.boxes import box_iou
+        >>> round(float(box_iou([[0.0, 0.0, 2.0, 2.0]], [[1.0, 0.0, 3.0, 2.0]])[0, 0]), 4)
+        0.3333
+    """
+    boxes_a = _as_float_boxes(boxes_a, "boxes_a")
+    boxes_b = _as_float_boxes(boxes_b, "boxes_b")
+    area_a = box_area(boxes_a)[..., :, None]
+    area_b = box_area(boxes_b)[..., None, :]
+    a = boxes_a[..., :, None, :]
+    b = boxes_b[..., None, :, :]
+    top_left = tf.maximum(a[..., :2], b[..., :2])
+    bottom_right = tf.minimum(a[..., 2:], b[..., 2:])
+    sides = tf.maximum(bottom_right - top_left, 0.0)
+    intersection = sides[..., 0] * sides[..., 1]
+    union = area_a + area_b - intersection
+    return tf.math.divide_no_nan(intersection, union)
+
+
+def _centres_and_sizes(boxes):
+    y1, x1, y2, x2 = tf.unstack(boxes, num=4, axis=-1)
+    height = y2 - y1
+    width = x2 - x1
+    return y1 + 0.5 * height, x1 + 0.5 * width, height, width
+
+
+def encode_boxes(boxes, anchors, weights=(1.0, 1.0, 1.0, 1.0)):
+    """Regression targets that move `anchors` onto `boxes`.
+
+    The parametrisation of Girshick et al. 2014 (R-CNN, appendix C) as used by Faster R-CNN
+    (Ren et al. 2015, eq. 2): `(dy, dx, dh, dw) = ((cy - cya) / ha * wy, (cx - cxa) / wa * wx,
+    log(h / ha) * wh, log(w / wa) * ww)`. The weights rescale the targets to roughly unit
+    variance: (1, 1, 1, 1) for the RPN and (10, 10, 5, 5) for the Mask R-CNN box head.
+    Anchors and boxes must have positive sides (a zero side gives an infinite log).
+
+    Args:
+        boxes: `(..., 4)` target boxes.
+        anchors: `(..., 4)` reference boxes; leading axes broadcast against `boxes`.
+        weights: four numbers `(wy, wx, wh, ww)`.
+
+    Returns:
+        float32 deltas `(..., 4)` ordered `(dy, dx, dh, dw)`.
+
+    Example:
+        >>> from kseg.detection.boxes import encode_boxes
+        >>> encode_boxes([[0.0, 0.0, 20.0, 10.0]], [[0.0, 0.0, 10.0, 10.0]]).numpy().round(4)
+        array([[0.5   , 0.    , 0.6931, 0.    ]], dtype=float32)
+    """
+    wy, wx, wh, ww = _as_weights(weights)
+    boxes = _as_float_boxes(boxes, "boxes")
+    anchors = _as_float_boxes(anchors, "anchors")
+    cy, cx, h, w = _centres_and_sizes(boxes)
+    cya, cxa, ha, wa = _centres_and_sizes(anchors)
+    return tf.stack(
+        [
+            wy * (cy - cya) / ha,
+            wx * (cx - cxa) / wa,
+            wh * tf.math.log(h / ha),
+            ww * tf.math.log(w / wa),
+        ],
+        axis=-1,
+    )
+
+
+def decode_boxes(deltas, anchors, weights=(1.0, 1.0, 1.0, 1.0)):
+    """Applies `(dy, dx, dh, dw)` deltas to anchors; the inverse of `encode_boxes`.
+
+    As in Faster R-CNN (Ren et al. 2015) and Detectron, the size deltas are clamped at
+    log(1000 / 16) before the exponential so an untrained head cannot overflow to infinity.
+
+    Args:
+        deltas: `(..., 4)` deltas (any float dtype; computed in float32).
+        anchors: `(..., 4)` reference boxes; leading axes broadcast against `deltas`.
+        weights: the four numbers `(wy, wx, wh, ww)` the deltas were encoded with.
+
+    Returns:
+        float32 boxes `(..., 4)` `[y1, x1, y2, x2]`.
+
+    Example:
+        >>> from kseg.detection.boxes import decode_boxes
+        >>> decode_boxes([[0.5, 0.0, 0.6931472, 0.0]], [[0.0, 0.0, 10.0, 10.0]]).numpy().round(3)
+        array([[ 0.,  0., 20., 10.]], dtype=float32)
+    """
+    wy, wx, wh, ww = _as_weights(weights)
+    deltas = _as_float_boxes(deltas, "deltas")
+    anchors = _as_float_boxes(anchors, "anchors")
+    cya, cxa, ha, wa = _centres_and_sizes(anchors)
+    dy, dx, dh, dw = tf.unstack(deltas, num=4, axis=-1)
+    dh = tf.minimum(dh / wh, _MAX_LOG_SCALE)
+    dw = tf.minimum(dw / ww, _MAX_LOG_SCALE)
+    cy = dy / wy * ha + cya
+    cx = dx / wx * wa + cxa
+    h = tf.exp(dh) * ha
+    w = tf.exp(dw) * wa
+    return tf.stack([cy - 0.5 * h, cx - 0.5 * w, cy + 0.5 * h, cx + 0.5 * w], axis=-1)
+
+
+def clip_boxes(boxes, height, width):
+    """Clips boxes to the image `[0, height] x [0, width]`.
+
+    Args:
+        boxes: `(..., 4)` boxes.
+        height: image height in pixels (Python number or scalar tensor).
+        width: image width in pixels (Python number or scalar tensor).
+
+    Returns:
+        float32 boxes `(..., 4)` with y in [0, height] and x in [0, width].
+
+    Example:
+        >>> from kseg.detection.boxes import clip_boxes
+        >>> clip_boxes([[-5.0, 3.0, 40.0, 90.0]], 32, 64).numpy()
+        array([[ 0.,  3., 32., 64.]], dtype=float32)
+    """
+    boxes = _as_float_boxes(boxes, "boxes")
+    height = tf.cast(height, tf.float32)
+    width = tf.cast(width, tf.float32)
+    upper = tf.stack([height, width, height, width])
+    return tf.clip_by_value(boxes, 0.0, upper)
