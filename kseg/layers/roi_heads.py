@@ -1,0 +1,174 @@
+"""Mask R-CNN's per-region heads: box classification/regression and the mask branch."""
+
+import keras
+from keras import ops
+
+
+def _check_positive(**values):
+    for name, value in values.items():
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class BoxHead(keras.layers.Layer):
+    """Class scores and class-specific box deltas for pooled regions.
+
+    He et al. 2017, "Mask R-CNN", Fig. 4 (right, the FPN head): the 7x7 RoIAlign features are
+    flattened and pass two 1024-d fully connected layers with ReLU, then a classifier over
+    `num_classes` (background included) and a regressor of four deltas per class. As in
+    Detectron the classifier starts at std 0.01 and the regressor at std 0.001.
+
+    Args:
+        num_classes: classes including the background (81 for COCO).
+        fc_units: width of the two hidden layers (1024).
+        **kwargs: standard `keras.layers.Layer` arguments.
+
+    Returns:
+        `(class_logits (B, R, num_classes), box_deltas (B, R, num_classes, 4))` in float32
+        for inputs `(B, R, S, S, C)`.
+
+    Example:
+        >>> import numpy as np
+        >>> from kseg.layers.roi_heads import BoxHead
+        >>> logits, deltas = BoxHead(3, 16)(np.zeros((2, 5, 7, 7, 8), "float32"))
+        >>> tuple(logits.shape), tuple(deltas.shape)
+        ((2, 5, 3), (2, 5, 3, 4))
+    """
+
+    def __init__(self, num_classes, fc_units=1024, **kwargs):
+        super().__init__(**kwargs)
+        _check_positive(num_classes=num_classes, fc_units=fc_units)
+        if num_classes < 2:
+            raise ValueError(
+                "num_classes counts the background and at least one object class. "
+                f"Received: num_classes={num_classes}"
+            )
+        self.num_classes = num_classes
+        self.fc_units = fc_units
+        self.hidden = [
+            keras.layers.Dense(
+                fc_units, activation="relu", dtype=self.dtype_policy, name=f"box_fc{i}"
+            )
+            for i in (1, 2)
+        ]
+        self.classifier = keras.layers.Dense(
+            num_classes,
+            kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
+            dtype=self.dtype_policy,
+            name="box_class_logits",
+        )
+        self.regressor = keras.layers.Dense(
+            4 * num_classes,
+            kernel_initializer=keras.initializers.RandomNormal(stddev=0.001),
+            dtype=self.dtype_policy,
+            name="box_deltas",
+        )
+
+    def build(self, input_shape):
+        flat = input_shape[2] * input_shape[3] * input_shape[4]
+        self.hidden[0].build((None, flat))
+        self.hidden[1].build((None, self.fc_units))
+        self.classifier.build((None, self.fc_units))
+        self.regressor.build((None, self.fc_units))
+
+    def call(self, pooled):
+        shape = ops.shape(pooled)
+        hidden = ops.reshape(pooled, (shape[0] * shape[1], -1))
+        for layer in self.hidden:
+            hidden = layer(hidden)
+        logits = ops.reshape(ops.cast(self.classifier(hidden), "float32"), (shape[0], shape[1], -1))
+        deltas = ops.reshape(
+            ops.cast(self.regressor(hidden), "float32"), (shape[0], shape[1], self.num_classes, 4)
+        )
+        return logits, deltas
+
+    def compute_output_shape(self, input_shape):
+        batch, rois = input_shape[:2]
+        return (batch, rois, self.num_classes), (batch, rois, self.num_classes, 4)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(num_classes=self.num_classes, fc_units=self.fc_units)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class MaskHead(keras.layers.Layer):
+    """One mask logit map per class for pooled regions.
+
+    He et al. 2017, "Mask R-CNN", Fig. 4 (right): four 3x3 convolutions of 256 channels with
+    ReLU on the 14x14 RoIAlign features, a 2x2 stride-2 transposed convolution with ReLU to
+    28x28, and a 1x1 convolution to one mask per class. Classes do not compete: the loss
+    reads only the ground-truth class's map (Sec. 3).
+
+    Args:
+        num_classes: classes including the background.
+        channels: width of the convolutions (256).
+        num_convs: number of 3x3 convolutions (4).
+        **kwargs: standard `keras.layers.Layer` arguments.
+
+    Returns:
+        Mask logits `(B, R, 2S, 2S, num_classes)` in float32 for inputs `(B, R, S, S, C)`.
+
+    Example:
+        >>> import numpy as np
+        >>> from kseg.layers.roi_heads import MaskHead
+        >>> MaskHead(3, channels=8)(np.zeros((2, 5, 14, 14, 8), "float32")).shape
+        TensorShape([2, 5, 28, 28, 3])
+    """
+
+    def __init__(self, num_classes, channels=256, num_convs=4, **kwargs):
+        super().__init__(**kwargs)
+        _check_positive(num_classes=num_classes, channels=channels, num_convs=num_convs)
+        self.num_classes = num_classes
+        self.channels = channels
+        self.num_convs = num_convs
+        he = keras.initializers.HeNormal()
+        self.convs = [
+            keras.layers.Conv2D(
+                channels, 3, padding="same", activation="relu", kernel_initializer=he,
+                dtype=self.dtype_policy, name=f"mask_conv{i + 1}",
+            )
+            for i in range(num_convs)
+        ]
+        self.upsample = keras.layers.Conv2DTranspose(
+            channels, 2, strides=2, activation="relu", kernel_initializer=he,
+            dtype=self.dtype_policy, name="mask_deconv",
+        )
+        self.predictor = keras.layers.Conv2D(
+            num_classes, 1, kernel_initializer=keras.initializers.RandomNormal(stddev=0.001),
+            dtype=self.dtype_policy, name="mask_logits",
+        )
+
+    def build(self, input_shape):
+        size = input_shape[2:4]
+        shape = (None, *size, input_shape[4])
+        for conv in self.convs:
+            conv.build(shape)
+            shape = (None, *size, self.channels)
+        self.upsample.build(shape)
+        doubled = [None if s is None else 2 * s for s in size]
+        self.predictor.build((None, *doubled, self.channels))
+
+    def call(self, pooled):
+        shape = ops.shape(pooled)
+        hidden = ops.reshape(pooled, (shape[0] * shape[1], shape[2], shape[3], shape[4]))
+        for conv in self.convs:
+            hidden = conv(hidden)
+        logits = ops.cast(self.predictor(self.upsample(hidden)), "float32")
+        return ops.reshape(
+            logits, (shape[0], shape[1], 2 * shape[2], 2 * shape[3], self.num_classes)
+        )
+
+    def compute_output_shape(self, input_shape):
+        batch, rois, height, width = input_shape[:4]
+        doubled = [None if s is None else 2 * s for s in (height, width)]
+        return (batch, rois, *doubled, self.num_classes)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_classes=self.num_classes, channels=self.channels, num_convs=self.num_convs
+        )
+        return config
