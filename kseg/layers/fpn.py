@@ -39,7 +39,9 @@ class FeaturePyramid(keras.layers.Layer):
     def __init__(self, channels=256, extra_level=True, num_inputs=4, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(channels, int) or channels < 1:
-            raise ValueError(f"channels must be a positive integer. Received: channels={channels!r}")
+            raise ValueError(
+                f"channels must be a positive integer. Received: channels={channels!r}"
+            )
         if not isinstance(num_inputs, int) or num_inputs < 2:
             raise ValueError(f"num_inputs must be at least 2. Received: num_inputs={num_inputs!r}")
         self.channels = channels
@@ -76,9 +78,7 @@ class FeaturePyramid(keras.layers.Layer):
         merged = [laterals[-1]]
         for lateral in reversed(laterals[:-1]):
             coarser = merged[0]
-            upsampled = tf.image.resize(
-                coarser, tf.shape(lateral)[1:3], method="nearest"
-            )
+            upsampled = tf.image.resize(coarser, tf.shape(lateral)[1:3], method="nearest")
             merged.insert(0, lateral + ops.cast(upsampled, lateral.dtype))
         outputs = [smoothing(m) for smoothing, m in zip(self.smoothing, merged)]
         if self.extra_level:

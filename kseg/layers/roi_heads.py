@@ -127,18 +127,31 @@ class MaskHead(keras.layers.Layer):
         he = keras.initializers.HeNormal()
         self.convs = [
             keras.layers.Conv2D(
-                channels, 3, padding="same", activation="relu", kernel_initializer=he,
-                dtype=self.dtype_policy, name=f"mask_conv{i + 1}",
+                channels,
+                3,
+                padding="same",
+                activation="relu",
+                kernel_initializer=he,
+                dtype=self.dtype_policy,
+                name=f"mask_conv{i + 1}",
             )
             for i in range(num_convs)
         ]
         self.upsample = keras.layers.Conv2DTranspose(
-            channels, 2, strides=2, activation="relu", kernel_initializer=he,
-            dtype=self.dtype_policy, name="mask_deconv",
+            channels,
+            2,
+            strides=2,
+            activation="relu",
+            kernel_initializer=he,
+            dtype=self.dtype_policy,
+            name="mask_deconv",
         )
         self.predictor = keras.layers.Conv2D(
-            num_classes, 1, kernel_initializer=keras.initializers.RandomNormal(stddev=0.001),
-            dtype=self.dtype_policy, name="mask_logits",
+            num_classes,
+            1,
+            kernel_initializer=keras.initializers.RandomNormal(stddev=0.001),
+            dtype=self.dtype_policy,
+            name="mask_logits",
         )
 
     def build(self, input_shape):

@@ -41,15 +41,26 @@ class RegionProposalHead(keras.layers.Layer):
         self.channels = channels
         normal = keras.initializers.RandomNormal(stddev=0.01)
         self.shared = keras.layers.Conv2D(
-            channels, 3, padding="same", activation="relu", kernel_initializer=normal,
-            dtype=self.dtype_policy, name="rpn_conv",
+            channels,
+            3,
+            padding="same",
+            activation="relu",
+            kernel_initializer=normal,
+            dtype=self.dtype_policy,
+            name="rpn_conv",
         )
         self.objectness = keras.layers.Conv2D(
-            num_anchors, 1, kernel_initializer=normal, dtype=self.dtype_policy,
+            num_anchors,
+            1,
+            kernel_initializer=normal,
+            dtype=self.dtype_policy,
             name="rpn_objectness",
         )
         self.box_deltas = keras.layers.Conv2D(
-            4 * num_anchors, 1, kernel_initializer=normal, dtype=self.dtype_policy,
+            4 * num_anchors,
+            1,
+            kernel_initializer=normal,
+            dtype=self.dtype_policy,
             name="rpn_box_deltas",
         )
 
@@ -65,9 +76,7 @@ class RegionProposalHead(keras.layers.Layer):
             hidden = self.shared(feature)
             batch = ops.shape(feature)[0]
             scores.append(ops.reshape(ops.cast(self.objectness(hidden), "float32"), (batch, -1)))
-            deltas.append(
-                ops.reshape(ops.cast(self.box_deltas(hidden), "float32"), (batch, -1, 4))
-            )
+            deltas.append(ops.reshape(ops.cast(self.box_deltas(hidden), "float32"), (batch, -1, 4)))
         return scores, deltas
 
     def compute_output_shape(self, input_shape):
