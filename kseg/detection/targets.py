@@ -40,7 +40,9 @@ def _check_fraction(name, value):
 
 def _check_samples(num_samples):
     if int(num_samples) != num_samples or num_samples <= 0:
-        raise ValueError(f"num_samples must be a positive integer. Received: num_samples={num_samples}")
+        raise ValueError(
+            f"num_samples must be a positive integer. Received: num_samples={num_samples}"
+        )
 
 
 def _check_boxes(name, boxes, rank):
@@ -324,13 +326,9 @@ def roi_targets(
     indices = tf.concat([pos_idx, neg_idx], axis=1)
     taken = tf.concat([pos_taken, neg_taken], axis=1)
     is_positive_slot = tf.concat([pos_taken, tf.zeros_like(neg_taken)], axis=1)
-    padded_indices = tf.concat(
-        [indices, tf.zeros([batch, num_samples], tf.int32)], axis=1
-    )
+    padded_indices = tf.concat([indices, tf.zeros([batch, num_samples], tf.int32)], axis=1)
     padded_taken = tf.concat([taken, tf.zeros([batch, num_samples], tf.bool)], axis=1)
-    padded_positive = tf.concat(
-        [is_positive_slot, tf.zeros([batch, num_samples], tf.bool)], axis=1
-    )
+    padded_positive = tf.concat([is_positive_slot, tf.zeros([batch, num_samples], tf.bool)], axis=1)
     _, order = tf.math.top_k(tf.cast(padded_taken, tf.int32), k=num_samples, sorted=True)
     chosen = tf.gather(padded_indices, order, batch_dims=1)
     valid = tf.gather(padded_taken, order, batch_dims=1)
@@ -370,9 +368,7 @@ def roi_targets(
         return tf.zeros([batch, num_samples, mask_size, mask_size], tf.float32)
 
     crops = tf.cond(num_gt > 0, crop, no_masks)
-    mask_targets = tf.where(
-        positive[..., None, None] & (crops >= 0.5), 1.0, 0.0
-    )
+    mask_targets = tf.where(positive[..., None, None] & (crops >= 0.5), 1.0, 0.0)
     return {
         "rois": rois,
         "classes": classes,
