@@ -17,7 +17,11 @@ def _check_detect_settings(score_threshold, nms_iou, max_detections, box_weights
         )
     if not 0.0 < float(nms_iou) <= 1.0:
         raise ValueError(f"nms_iou must lie in (0, 1]. Received: nms_iou={nms_iou!r}")
-    if isinstance(max_detections, bool) or not isinstance(max_detections, int) or max_detections < 1:
+    if (
+        isinstance(max_detections, bool)
+        or not isinstance(max_detections, int)
+        or max_detections < 1
+    ):
         raise ValueError(
             f"max_detections must be a positive integer. Received: max_detections={max_detections!r}"
         )

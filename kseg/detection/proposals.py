@@ -14,13 +14,15 @@ _EXCLUDED_THRESHOLD = -0.5
 
 
 def _check_settings(objectness, deltas, anchors, pre_nms_top_n, post_nms_top_n, nms_iou, min_size):
-    if not isinstance(objectness, (list, tuple)) or not objectness:
-        raise ValueError(
-            "select_proposals expects objectness as a non-empty list with one (B, A_l) tensor per "
-            f"level. Received: objectness={type(objectness).__name__}"
+    if not isinstance(objectness, (list, tuple)):
+        raise TypeError(
+            "select_proposals expects objectness as a list with one (B, A_l) tensor per level. "
+            f"Received: objectness={type(objectness).__name__}"
         )
+    if not objectness:
+        raise ValueError("select_proposals needs at least one level. Received: objectness=[]")
     if not isinstance(deltas, (list, tuple)) or not isinstance(anchors, (list, tuple)):
-        raise ValueError(
+        raise TypeError(
             "select_proposals expects deltas and anchors as per-level lists like objectness. "
             f"Received: deltas={type(deltas).__name__}, anchors={type(anchors).__name__}"
         )
