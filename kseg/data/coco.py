@@ -36,9 +36,7 @@ def _mask_api():
     try:
         from pycocotools import mask as mask_api
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "COCO annotations need pycocotools: `pip install pycocotools`."
-        ) from exc
+        raise ImportError("COCO annotations need pycocotools: `pip install pycocotools`.") from exc
     return mask_api
 
 

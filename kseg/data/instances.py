@@ -81,9 +81,9 @@ def instances_from_label_map(instance_mask, classes, image=None) -> dict:
                 "instance_mask holds values outside 0..N where N = len(classes) =",
                 count,
                 "; offending values:",
-                tf.unique(tf.boolean_mask(
-                    instance_mask, (instance_mask < 0) | (instance_mask > count)
-                ))[0],
+                tf.unique(
+                    tf.boolean_mask(instance_mask, (instance_mask < 0) | (instance_mask > count))
+                )[0],
             ],
             summarize=10,
         ),

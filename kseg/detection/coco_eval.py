@@ -19,7 +19,18 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 STAT_NAMES = (
-    "AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl",
+    "AP",
+    "AP50",
+    "AP75",
+    "APs",
+    "APm",
+    "APl",
+    "AR1",
+    "AR10",
+    "AR100",
+    "ARs",
+    "ARm",
+    "ARl",
 )
 IOU_TYPE_PREFIX = {"segm": "mask", "bbox": "box"}
 
@@ -368,8 +379,13 @@ def coco_evaluate(
             evaluator.summarize()
         if verbose:
             print(f"COCO {iou_type} evaluation")
-            print("\n".join(line for line in log.getvalue().splitlines() if "Precision" in line
-                            or "Recall" in line))
+            print(
+                "\n".join(
+                    line
+                    for line in log.getvalue().splitlines()
+                    if "Precision" in line or "Recall" in line
+                )
+            )
         for name, value in zip(STAT_NAMES, evaluator.stats):
             metrics[f"{prefix}_{name}"] = float(value)
         if per_category:
@@ -379,5 +395,7 @@ def coco_evaluate(
                 values = precision[:, :, k]
                 values = values[values > -1]
                 name = gt.cats[category_id]["name"]
-                metrics[f"{prefix}_AP/{name}"] = float(values.mean()) if values.size else float("nan")
+                metrics[f"{prefix}_AP/{name}"] = (
+                    float(values.mean()) if values.size else float("nan")
+                )
     return metrics
