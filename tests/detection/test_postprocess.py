@@ -120,6 +120,16 @@ def test_padding_rois_and_empty_images_give_zero_rows_without_nan():
     assert int(out["classes"][1, 0]) == 1
 
 
+def test_low_precision_head_outputs_are_computed_in_float32():
+    rois = tf.constant([[[4.0, 4.0, 20.0, 20.0]]])
+    logits = tf.constant([[[0.0, 3.0]]], tf.bfloat16)
+    out = detect(rois, logits, tf.zeros((1, 1, 2, 4), tf.float16), 32, 32)
+    assert out["boxes"].dtype == tf.float32 and out["scores"].dtype == tf.float32
+    np.testing.assert_allclose(out["boxes"][0, 0], [4, 4, 20, 20])
+    masks = paste_masks(tf.ones((1, 1, 7, 7), tf.bfloat16), out["boxes"][:, :1], 32, 32)
+    np.testing.assert_array_equal(masks[0, 0], _box_image([4, 4, 20, 20], 32, 32))
+
+
 def test_bad_detect_arguments_are_named():
     rois, logits, deltas = tf.zeros((1, 2, 4)), tf.zeros((1, 2, 3)), tf.zeros((1, 2, 3, 4))
     with pytest.raises(ValueError, match="box_deltas"):

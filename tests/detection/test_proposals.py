@@ -247,3 +247,30 @@ def test_bad_arguments_are_named():
         select_proposals(logits, deltas, anchors, 64, 64, nms_iou=1.5)
     with pytest.raises(TypeError, match="objectness"):
         select_proposals(logits[0], deltas, anchors, 64, 64)
+
+
+def test_saved_model_export_with_dynamic_image_size(tmp_path):
+    class Proposals(tf.Module):
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None, None], tf.float32),
+                tf.TensorSpec([None, None, 4], tf.float32),
+                tf.TensorSpec([None, 4], tf.float32),
+                tf.TensorSpec([None, None, None, 3], tf.float32),
+            ]
+        )
+        def __call__(self, logits, deltas, anchors, images):
+            shape = tf.shape(images)
+            return select_proposals(
+                [logits], [deltas], [anchors], shape[1], shape[2], post_nms_top_n=8
+            )
+
+    tf.saved_model.save(Proposals(), str(tmp_path))
+    restored = tf.saved_model.load(str(tmp_path))
+    logits, deltas, anchors = _random_rpn_outputs(9, 2, (20,), 64)
+    for height, width in ((64, 64), (32, 96)):
+        expected = select_proposals(logits, deltas, anchors, height, width, post_nms_top_n=8)
+        found = restored(logits[0], deltas[0], anchors[0], tf.zeros((2, height, width, 3)))
+        for a, b in zip(expected, found):
+            np.testing.assert_allclose(a, b, atol=1e-6)
+        assert float(tf.reduce_max(found[0][..., 2])) <= height
