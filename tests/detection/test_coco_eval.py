@@ -191,3 +191,21 @@ def test_ground_truth_from_plain_examples_and_errors():
         coco_evaluate(gt, [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 1.0}])
     with pytest.raises(ValueError, match="iou_types"):
         coco_evaluate(gt, [], iou_types=("keypoints",))
+
+
+def test_mask_evaluation_sizes_detections_by_mask_area():
+    # A 10x10 object and a higher-scoring false positive shaped like an L: its mask area (199)
+    # is "small" (< 32^2) but its box (60x60) is "medium". COCO sizes mask detections by mask
+    # area, so the false positive halves mask APs; box APs ignores it (medium box).
+    obj = np.zeros((1, 100, 100), np.uint8)
+    obj[0, 5:15, 5:15] = 1
+    gt = coco_ground_truth([{"masks": obj, "classes": np.array([1])}], ["thing"])
+    ell = np.zeros((100, 100), np.uint8)
+    ell[30:90, 30:32] = 1
+    ell[88:90, 30:90] = 1
+    masks = np.stack([ell, obj[0]])[None]
+    boxes = boxes_from_masks(masks[0]).numpy()[None]
+    results = detections_to_coco([1], boxes, [[0.9, 0.8]], [[1, 1]], masks, [2], [1])
+    metrics = coco_evaluate(gt, results)
+    assert metrics["mask_APs"] == pytest.approx(0.5)
+    assert metrics["box_APs"] == pytest.approx(1.0)
