@@ -75,14 +75,15 @@ def box_iou(boxes_a, boxes_b):
     """
     boxes_a = _as_float_boxes(boxes_a, "boxes_a")
     boxes_b = _as_float_boxes(boxes_b, "boxes_b")
-    area_a = box_area(boxes_a)[..., :, None]
-    area_b = box_area(boxes_b)[..., None, :]
-    a = boxes_a[..., :, None, :]
-    b = boxes_b[..., None, :, :]
-    top_left = tf.maximum(a[..., :2], b[..., :2])
-    bottom_right = tf.minimum(a[..., 2:], b[..., 2:])
-    sides = tf.maximum(bottom_right - top_left, 0.0)
-    intersection = sides[..., 0] * sides[..., 1]
+    # Per-coordinate (..., N, 1) against (..., 1, M) broadcasts are much faster on CPU than
+    # broadcasting whole (..., N, 1, 4) boxes, which matters for ~10^5 anchors per image.
+    ay1, ax1, ay2, ax2 = (c[..., :, None] for c in tf.unstack(boxes_a, num=4, axis=-1))
+    by1, bx1, by2, bx2 = (c[..., None, :] for c in tf.unstack(boxes_b, num=4, axis=-1))
+    area_a = tf.maximum(ay2 - ay1, 0.0) * tf.maximum(ax2 - ax1, 0.0)
+    area_b = tf.maximum(by2 - by1, 0.0) * tf.maximum(bx2 - bx1, 0.0)
+    overlap_h = tf.maximum(tf.minimum(ay2, by2) - tf.maximum(ay1, by1), 0.0)
+    overlap_w = tf.maximum(tf.minimum(ax2, bx2) - tf.maximum(ax1, bx1), 0.0)
+    intersection = overlap_h * overlap_w
     union = area_a + area_b - intersection
     return tf.math.divide_no_nan(intersection, union)
 
