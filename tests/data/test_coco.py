@@ -212,3 +212,14 @@ def test_malformed_json_and_missing_keys_are_named(tmp_path):
 
     with pytest.raises(ValueError, match="missing_images"):
         coco_instance_dataset(path, image_dir, missing_images="ignore")
+
+
+def test_boxes_come_from_masks_and_disagreeing_bbox_is_reported(tmp_path):
+    images = [{"id": 1, "file_name": "a.png", "height": 20, "width": 20}]
+    annotation = _square(1, 1, 4, 6, 5)
+    annotation["bbox"] = [0.0, 0.0, 15.0, 15.0]  # stated box far from the polygon
+    path, image_dir = _write_tree(tmp_path, images, [annotation])
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(image_dir / "a.png")
+    with pytest.warns(UserWarning, match=r"bbox .* disagrees"):
+        (example,) = list(coco_instance_dataset(path, image_dir).as_numpy_iterator())
+    np.testing.assert_array_equal(example["boxes"], [[6, 4, 11, 9]])
