@@ -116,8 +116,8 @@ def rpn_targets(
 
     Faster R-CNN's RPN assignment (Ren et al. 2015, section 3.1.2): an anchor is positive when
     its IoU with some ground-truth box is >= `positive_iou` (0.7), or when it is the
-    highest-IoU anchor of a ground-truth box (all anchors tying for that maximum, as in
-    Detectron, so every valid box has at least one positive); it is negative when its best IoU
+    highest-IoU anchor of a ground-truth box (all anchors tying for that maximum in float32, as
+    in Detectron, so every valid box has at least one positive); it is negative when its best IoU
     is below `negative_iou` (0.3) and it is not positive; the rest are ignored. Each image then
     keeps a random sample of at most `num_samples` (256) anchors with at most
     `num_samples * positive_fraction` positives, negatives filling the remainder. Anchors that
@@ -287,7 +287,8 @@ def roi_targets(
         raise ValueError(f"mask_size must be a positive integer. Received: mask_size={mask_size}")
     mask_size = int(mask_size)
     num_samples = int(num_samples)
-    proposals = tf.cast(tf.convert_to_tensor(proposals), tf.float32)
+    # Targets are constants for the heads: no gradient flows back into the proposals.
+    proposals = tf.stop_gradient(tf.cast(tf.convert_to_tensor(proposals), tf.float32))
     _check_boxes("proposals", proposals, 3)
     gt_masks = tf.convert_to_tensor(gt_masks)
     if gt_masks.dtype == tf.bool:
