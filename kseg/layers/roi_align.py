@@ -68,11 +68,11 @@ def roi_align_boxes(
     the centres of an even subdivision of the bin (He et al., "Mask R-CNN", ICCV
     2017, Sec. 3), the arithmetic of torchvision's `roi_align`. All
     `(S * sampling_ratio)^2` sample points of a box form one evenly spaced grid,
-    so one `tf.image.crop_and_resize` call samples every box and a block mean
-    forms the bins. The feature map is padded by one replicated pixel on each
-    side: torchvision reads the edge value for sample points up to one pixel
-    outside the map and 0 beyond, while `crop_and_resize` gives 0 for any
-    point outside its image.
+    so one `tf.image.crop_and_resize` call samples every box and a
+    `sampling_ratio x sampling_ratio` average pool forms the bins. The feature
+    map is padded by one replicated pixel on each side: torchvision reads the
+    edge value for sample points up to one pixel outside the map and 0 beyond,
+    while `crop_and_resize` gives 0 for any point outside its image.
 
     Args:
         features: `(B, H, W, C)` feature maps.
@@ -124,9 +124,9 @@ def roi_align_boxes(
     )
     if sampling_ratio == 1:
         return sampled
-    channels = tf.shape(features)[3]
-    blocks = tf.reshape(sampled, [-1, out_h, sampling_ratio, out_w, sampling_ratio, channels])
-    return tf.reduce_mean(blocks, axis=[2, 4])
+    # A strided average pool forms the bins; on CPU it is an order of magnitude faster than
+    # a mean over a (K, S, s, S, s, C) reshape.
+    return tf.nn.avg_pool2d(sampled, sampling_ratio, sampling_ratio, "VALID")
 
 
 def assign_levels(boxes, canonical_size=224, canonical_level=4, min_level=2, max_level=5):
