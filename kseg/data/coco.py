@@ -334,6 +334,10 @@ def _build_records(data, path, image_dir, categories, skip_crowd, missing_images
     images = {}
     for index, image in enumerate(data["images"]):
         _require_keys(image, _REQUIRED_IMAGE_KEYS, path, "images", index)
+        if image["id"] in images:
+            raise DatasetError(
+                f"COCO annotation file {path!r}: images[{index}] repeats image id {image['id']!r}."
+            )
         images[image["id"]] = {
             "id": int(image["id"]),
             "file_name": str(image["file_name"]),

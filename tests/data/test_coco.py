@@ -210,6 +210,11 @@ def test_malformed_json_and_missing_keys_are_named(tmp_path):
     with pytest.raises(DatasetError, match="image_id=99"):
         coco_instance_dataset(path, image_dir)
 
+    twice = [images[0], {**images[0], "file_name": "b.png"}]
+    path, image_dir = _write_tree(tmp_path, twice, [])
+    with pytest.raises(DatasetError, match=r"images\[1\] repeats image id 1"):
+        coco_instance_dataset(path, image_dir)
+
     with pytest.raises(ValueError, match="missing_images"):
         coco_instance_dataset(path, image_dir, missing_images="ignore")
 
