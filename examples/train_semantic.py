@@ -158,13 +158,13 @@ def main(argv=None):
         ignore_label=info.ignore_label,
         run_eagerly=args.run_eagerly,
     )
-    history = kseg.training.fit(
+    kseg.training.fit(
         model, train, val, epochs=args.epochs, steps_per_epoch=steps, run_dir=str(out),
         tensorboard=False, verbose=2,
     )
     model.save(out / "model.keras")
-    if history.epoch:
-        kseg.viz.plot_history(history, out / "curves.png")
+    # From the run's CSV log, so a resumed run plots all its epochs.
+    kseg.viz.plot_history(out, out / "curves.png")
 
     scores = kseg.evaluation.evaluate_model(
         model, val, num_classes, ignore_label=info.ignore_label, progress=False
