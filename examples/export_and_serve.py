@@ -23,7 +23,7 @@ import argparse
 import json
 import sys
 import warnings
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import keras
@@ -136,7 +136,9 @@ def make_handler(serving, counter):
 def serve(serving, port, max_requests=None):
     """Answers requests with the SavedModel's signature until interrupted or `max_requests`."""
     counter = []
-    server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(serving, counter))
+    # One request at a time: the model is the bottleneck, and `handle_request` then returns only
+    # once the reply has gone out, so `max_requests` is exact.
+    server = HTTPServer(("127.0.0.1", port), make_handler(serving, counter))
     print(f"serving on http://127.0.0.1:{server.server_address[1]}/predict", flush=True)
     try:
         while max_requests is None or len(counter) < max_requests:
