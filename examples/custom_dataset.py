@@ -54,7 +54,8 @@ def parse_args(argv=None):
         epilog="Folder layout and examples: see the top of this file.",
     )
     parser.add_argument(
-        "--data", help="folder with images/ and masks/ (each with train/ and val/), or "
+        "--data",
+        help="folder with images/ and masks/ (each with train/ and val/), or "
         "'IMAGES_DIR,MASKS_DIR'; default: write a demo folder from the shapes data",
     )
     parser.add_argument("--num-classes", type=int, help="classes in the masks (with --data)")
@@ -73,7 +74,8 @@ def parse_args(argv=None):
     parser.add_argument("--out", default="runs/custom_dataset", help="run folder")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--tiny", action="store_true",
+        "--tiny",
+        action="store_true",
         help="smoke-test size: tiny backbone, 64 px crops, one eager epoch of 2 steps",
     )
     args = parser.parse_args(argv)
@@ -107,9 +109,11 @@ def main(argv=None):
     if args.data is None:
         size = 64 if args.tiny else 128
         counts = (8, 4) if args.tiny else (300, 40)
-        args.data = str(write_example_folder(
-            out / "example_data", train_images=counts[0], val_images=counts[1], image_size=size
-        ))
+        args.data = str(
+            write_example_folder(
+                out / "example_data", train_images=counts[0], val_images=counts[1], image_size=size
+            )
+        )
         args.num_classes = kseg.data.shapes_info().num_classes
         args.class_names = ",".join(kseg.data.shapes_info().class_names)
         print(f"wrote a demo folder of {counts[0]} + {counts[1]} images to {args.data}")
@@ -125,12 +129,18 @@ def main(argv=None):
     )
     val_source = kseg.data.load_dataset(args.data, args.val_split, **options)
     num_train = int(train_source.cardinality())
-    print(f"{num_train} training and {int(val_source.cardinality())} validation pairs "
-          f"from {args.data}")
+    print(
+        f"{num_train} training and {int(val_source.cardinality())} validation pairs "
+        f"from {args.data}"
+    )
 
     train = kseg.data.make_pipeline(
-        train_source, args.batch_size, crop_size=args.crop_size,
-        ignore_label=info.ignore_label, seed=args.seed, repeat=True,
+        train_source,
+        args.batch_size,
+        crop_size=args.crop_size,
+        ignore_label=info.ignore_label,
+        seed=args.seed,
+        repeat=True,
     )
     # Batches of one: folder images may differ in size, and each is scored at full resolution.
     val = kseg.data.make_pipeline(val_source, 1, augment=False, ignore_label=info.ignore_label)
@@ -147,8 +157,14 @@ def main(argv=None):
         run_eagerly=args.tiny,
     )
     kseg.training.fit(
-        model, train, val, epochs=args.epochs, steps_per_epoch=steps, run_dir=str(out),
-        tensorboard=False, verbose=2,
+        model,
+        train,
+        val,
+        epochs=args.epochs,
+        steps_per_epoch=steps,
+        run_dir=str(out),
+        tensorboard=False,
+        verbose=2,
     )
     model.save(out / "model.keras")
 
@@ -171,8 +187,11 @@ def main(argv=None):
     for index, (image, mask) in enumerate(val_source.take(args.max_overlays)):
         labels = np.argmax(model.predict(image[None], verbose=0)[0], axis=-1)
         kseg.viz.save_overlay(
-            out / "predictions" / f"{args.val_split}_{index:04d}_overlay.png", image.numpy(),
-            labels, ground_truth=mask.numpy(), palette=palette,
+            out / "predictions" / f"{args.val_split}_{index:04d}_overlay.png",
+            image.numpy(),
+            labels,
+            ground_truth=mask.numpy(),
+            palette=palette,
         )
     print(f"val mIoU {record['mean_iou']:.4f}")
     print(f"wrote {out / 'model.keras'}, {out / 'scores.json'}, {out / 'predictions'}/")

@@ -73,7 +73,10 @@ def parse_args(argv=None):
 def load_split(args):
     if args.data == "shapes":
         return kseg.data.load_dataset(
-            "shapes", args.split, num_samples=args.num_samples, image_size=args.image_size,
+            "shapes",
+            args.split,
+            num_samples=args.num_samples,
+            image_size=args.image_size,
             with_info=True,
         )
     kwargs = {}
@@ -98,9 +101,7 @@ def image_files(items):
 def write_prediction(labels_path, overlay_path, image, labels, palette, ground_truth=None):
     labels_path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(labels.astype(np.uint8)).save(labels_path)
-    kseg.viz.save_overlay(
-        overlay_path, image, labels, ground_truth=ground_truth, palette=palette
-    )
+    kseg.viz.save_overlay(overlay_path, image, labels, ground_truth=ground_truth, palette=palette)
 
 
 def main(argv=None):
@@ -115,26 +116,41 @@ def main(argv=None):
 
     source, info = load_split(args)
     predict = kseg.inference.make_predictor(
-        model, scales=args.scales, flip=args.flip, window=args.window, overlap=args.overlap,
+        model,
+        scales=args.scales,
+        flip=args.flip,
+        window=args.window,
+        overlap=args.overlap,
         crf=args.crf,
     )
     # Batches of one: images keep their own size, as the sliding window and the CRF expect.
     batches = kseg.data.make_pipeline(source, 1, augment=False, ignore_label=info.ignore_label)
     scores = kseg.evaluation.evaluate_model(
-        model, batches, num_classes, ignore_label=info.ignore_label, predict_fn=predict,
+        model,
+        batches,
+        num_classes,
+        ignore_label=info.ignore_label,
+        predict_fn=predict,
         progress=False,
     )
     names = info.class_names or [str(index) for index in range(num_classes)]
     for name, iou in zip(names, scores["iou"]):
         print(f"  {name:12s} IoU {iou:.4f}")
-    mode = f"scales {','.join(f'{s:g}' for s in args.scales)}, flip {args.flip}, " \
-           f"window {args.window}, crf {args.crf}"
+    mode = (
+        f"scales {','.join(f'{s:g}' for s in args.scales)}, flip {args.flip}, "
+        f"window {args.window}, crf {args.crf}"
+    )
     record = {
         "model": str(args.model),
         "data": args.data,
         "split": args.split,
-        "inference": {"scales": list(args.scales), "flip": args.flip, "window": args.window,
-                      "overlap": args.overlap, "crf": args.crf},
+        "inference": {
+            "scales": list(args.scales),
+            "flip": args.flip,
+            "window": args.window,
+            "overlap": args.overlap,
+            "crf": args.crf,
+        },
         "class_names": list(names),
         "iou": [float(value) for value in scores["iou"]],
         "mean_iou": float(scores["mean_iou"]),
@@ -147,19 +163,28 @@ def main(argv=None):
     for index, (image, mask) in enumerate(source.take(args.max_overlays)):
         image, name = image.numpy(), f"{args.split}_{index:04d}.png"
         write_prediction(
-            out / "labels" / name, out / "overlays" / name, image, predict(image[None])[0],
-            palette, ground_truth=mask.numpy(),
+            out / "labels" / name,
+            out / "overlays" / name,
+            image,
+            predict(image[None])[0],
+            palette,
+            ground_truth=mask.numpy(),
         )
     for path in image_files(args.images):
         image = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
         folder = out / "predictions"
         write_prediction(
-            folder / f"{path.stem}_labels.png", folder / f"{path.stem}_overlay.png", image,
-            predict(image[None])[0], palette,
+            folder / f"{path.stem}_labels.png",
+            folder / f"{path.stem}_overlay.png",
+            image,
+            predict(image[None])[0],
+            palette,
         )
     print(f"{args.split} mIoU {record['mean_iou']:.4f} ({mode})")
-    print(f"wrote {out / 'scores.json'}, {out / 'overlays'}/, {out / 'labels'}/"
-          + (f", {out / 'predictions'}/" if args.images else ""))
+    print(
+        f"wrote {out / 'scores.json'}, {out / 'overlays'}/, {out / 'labels'}/"
+        + (f", {out / 'predictions'}/" if args.images else "")
+    )
     return record
 
 

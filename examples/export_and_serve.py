@@ -47,14 +47,21 @@ def parse_args(argv=None):
     parser.add_argument("--num-images", type=int, default=8, help="images compared")
     parser.add_argument("--image-size", type=int, default=128, help="shapes image size")
     parser.add_argument(
-        "--quantization", default="none", choices=("none", "float16", "int8"),
+        "--quantization",
+        default="none",
+        choices=("none", "float16", "int8"),
         help="TFLite weights (int8: dynamic range)",
     )
     parser.add_argument("--no-tflite", action="store_true", help="SavedModel only")
-    parser.add_argument("--serve", type=int, metavar="PORT", help="then serve on this port "
-                        "(0 picks a free one)")
-    parser.add_argument("--max-requests", type=int, default=None,
-                        help="stop serving after this many requests (default: never)")
+    parser.add_argument(
+        "--serve", type=int, metavar="PORT", help="then serve on this port (0 picks a free one)"
+    )
+    parser.add_argument(
+        "--max-requests",
+        type=int,
+        default=None,
+        help="stop serving after this many requests (default: never)",
+    )
     parser.add_argument(
         "--tiny", action="store_true", help="smoke-test size: 2 shapes images of 64 px"
     )
@@ -99,8 +106,10 @@ def compare(name, run, images, keras_logits):
         total += expected[..., 0].size
         worst = max(worst, float(np.max(np.abs(outputs["logits"] - expected))))
     figures = {"label_agreement": agree / total, "max_abs_logit_difference": worst}
-    print(f"{name:10s} labels agree on {100 * figures['label_agreement']:.2f}% of pixels, "
-          f"largest logit difference {worst:.2e}")
+    print(
+        f"{name:10s} labels agree on {100 * figures['label_agreement']:.2f}% of pixels, "
+        f"largest logit difference {worst:.2e}"
+    )
     return figures
 
 
@@ -165,17 +174,14 @@ def main(argv=None):
         lite = kseg.export.tflite_from_saved_model(
             saved, out / "model.tflite", quantization=args.quantization
         )
-        print(f"wrote {lite} ({lite.stat().st_size / 1e6:.2f} MB, quantization "
-              f"{args.quantization})")
+        print(
+            f"wrote {lite} ({lite.stat().st_size / 1e6:.2f} MB, quantization {args.quantization})"
+        )
         artefacts["tflite"] = tflite_runner(lite)
 
     images = load_images(args)
-    keras_logits = [
-        model.predict(image.astype(np.float32), verbose=0) for image in images
-    ]
-    parity = {
-        name: compare(name, run, images, keras_logits) for name, run in artefacts.items()
-    }
+    keras_logits = [model.predict(image.astype(np.float32), verbose=0) for image in images]
+    parity = {name: compare(name, run, images, keras_logits) for name, run in artefacts.items()}
     parity["images"] = len(images)
     parity["quantization"] = None if args.no_tflite else args.quantization
     (out / "parity.json").write_text(json.dumps(parity, indent=2))

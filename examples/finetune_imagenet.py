@@ -35,7 +35,9 @@ def parse_args(argv=None):
     )
     parser.add_argument("--model", default="deeplabv3plus", choices=MODELS)
     parser.add_argument(
-        "--alpha", type=float, default=0.35,
+        "--alpha",
+        type=float,
+        default=0.35,
         help="MobileNetV2 width with ImageNet weights: 0.35, 0.5, 0.75, 1.0, 1.3 or 1.4",
     )
     parser.add_argument(
@@ -56,11 +58,13 @@ def parse_args(argv=None):
     parser.add_argument("--out", default="runs/finetune_imagenet", help="run folder")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--run-eagerly", action="store_true",
+        "--run-eagerly",
+        action="store_true",
         help="skip graph compilation: slower steps, but no tracing cost for a handful of them",
     )
     parser.add_argument(
-        "--tiny", action="store_true",
+        "--tiny",
+        action="store_true",
         help="smoke-test size: 64 px, 8 images, one eager step per phase, narrow decoder",
     )
     args = parser.parse_args(argv)
@@ -91,8 +95,12 @@ def backbone_of(model):
 def load_split(args, split, num_samples):
     if args.data == "shapes":
         return kseg.data.load_dataset(
-            "shapes", split, num_samples=num_samples, image_size=args.image_size,
-            seed=args.seed, with_info=True,
+            "shapes",
+            split,
+            num_samples=num_samples,
+            image_size=args.image_size,
+            seed=args.seed,
+            with_info=True,
         )
     kwargs = {}
     if args.num_classes and kseg.data.describe_source(args.data) == "folders":
@@ -100,8 +108,9 @@ def load_split(args, split, num_samples):
     return kseg.data.load_dataset(args.data, split, with_info=True, **kwargs)
 
 
-def train_phase(model, train, val, *, args, epochs, steps, learning_rate, num_classes, info,
-                run_dir):
+def train_phase(
+    model, train, val, *, args, epochs, steps, learning_rate, num_classes, info, run_dir
+):
     # Compiling again after changing `trainable` is what makes Keras pick up the change.
     kseg.training.compile_model(
         model,
@@ -112,8 +121,14 @@ def train_phase(model, train, val, *, args, epochs, steps, learning_rate, num_cl
         run_eagerly=args.run_eagerly,
     )
     return kseg.training.fit(
-        model, train, val, epochs=epochs, steps_per_epoch=steps, run_dir=str(run_dir),
-        tensorboard=False, verbose=2,
+        model,
+        train,
+        val,
+        epochs=epochs,
+        steps_per_epoch=steps,
+        run_dir=str(run_dir),
+        tensorboard=False,
+        verbose=2,
     )
 
 
@@ -130,8 +145,13 @@ def main(argv=None):
     if num_classes is None:
         raise SystemExit(f"the number of classes of {args.data!r} is unknown: pass --num-classes")
     train = kseg.data.make_pipeline(
-        train_source, args.batch_size, crop_size=args.image_size, scale_range=(0.75, 1.25),
-        ignore_label=info.ignore_label, seed=args.seed, repeat=True,
+        train_source,
+        args.batch_size,
+        crop_size=args.image_size,
+        scale_range=(0.75, 1.25),
+        ignore_label=info.ignore_label,
+        seed=args.seed,
+        repeat=True,
     )
     val = kseg.data.make_pipeline(
         val_source, min(args.batch_size, 16), augment=False, ignore_label=info.ignore_label
@@ -140,22 +160,38 @@ def main(argv=None):
 
     model = build_model(args, num_classes)
     backbone = backbone_of(model)
-    print(f"{args.model} on ImageNet MobileNetV2-{args.alpha}: {model.count_params():,} "
-          f"parameters, {backbone.count_params():,} of them pretrained")
+    print(
+        f"{args.model} on ImageNet MobileNetV2-{args.alpha}: {model.count_params():,} "
+        f"parameters, {backbone.count_params():,} of them pretrained"
+    )
 
     if args.frozen_epochs:
         backbone.trainable = False
         print(f"phase 1: decoder only, {args.frozen_epochs} epochs")
         train_phase(
-            model, train, val, args=args, epochs=args.frozen_epochs, steps=steps,
-            learning_rate=args.learning_rate, num_classes=num_classes, info=info,
+            model,
+            train,
+            val,
+            args=args,
+            epochs=args.frozen_epochs,
+            steps=steps,
+            learning_rate=args.learning_rate,
+            num_classes=num_classes,
+            info=info,
             run_dir=out / "frozen",
         )
     backbone.trainable = True
     print(f"phase 2: whole network, {args.epochs} epochs")
     train_phase(
-        model, train, val, args=args, epochs=args.epochs, steps=steps,
-        learning_rate=args.learning_rate / 10, num_classes=num_classes, info=info,
+        model,
+        train,
+        val,
+        args=args,
+        epochs=args.epochs,
+        steps=steps,
+        learning_rate=args.learning_rate / 10,
+        num_classes=num_classes,
+        info=info,
         run_dir=out / "finetune",
     )
     model.save(out / "model.keras")

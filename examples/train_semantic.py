@@ -53,14 +53,14 @@ def parse_args(argv=None):
     parser.add_argument("--num-classes", type=int, help="needed for plain image/mask folders")
     parser.add_argument("--model", default="deeplabv3plus", help="a name from `kseg list`")
     parser.add_argument("--backbone", default="mobilenetv2", help="a backbone from `kseg list`")
-    parser.add_argument(
-        "--alpha", type=float, default=0.35, help="width of a MobileNet backbone"
-    )
+    parser.add_argument("--alpha", type=float, default=0.35, help="width of a MobileNet backbone")
     parser.add_argument(
         "--backbone-weights", default=None, help="None, 'imagenet' or a weights file"
     )
     parser.add_argument(
-        "--model-arg", action="append", metavar="NAME=VALUE",
+        "--model-arg",
+        action="append",
+        metavar="NAME=VALUE",
         help="any other builder argument, e.g. num_filters=64 (repeatable)",
     )
     parser.add_argument("--image-size", type=int, default=128, help="shapes image size")
@@ -76,11 +76,13 @@ def parse_args(argv=None):
     parser.add_argument("--out", default="runs/train_semantic", help="run folder")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--run-eagerly", action="store_true",
+        "--run-eagerly",
+        action="store_true",
         help="skip graph compilation: slower steps, but no tracing cost for a handful of them",
     )
     parser.add_argument(
-        "--tiny", action="store_true",
+        "--tiny",
+        action="store_true",
         help="smoke-test size: tiny backbone, 64 px, 8 images, 1 eager epoch of 2 steps",
     )
     args = parser.parse_args(argv)
@@ -112,8 +114,12 @@ def load_split(args, split, num_samples):
     """`(dataset, info)` of one split; the shapes data is rendered at `--image-size`."""
     if args.data == "shapes":
         return kseg.data.load_dataset(
-            "shapes", split, num_samples=num_samples, image_size=args.image_size,
-            seed=args.seed, with_info=True,
+            "shapes",
+            split,
+            num_samples=num_samples,
+            image_size=args.image_size,
+            seed=args.seed,
+            with_info=True,
         )
     kwargs = {}
     if args.num_classes and kseg.data.describe_source(args.data) == "folders":
@@ -138,8 +144,13 @@ def main(argv=None):
     if num_classes is None:
         raise SystemExit(f"the number of classes of {args.data!r} is unknown: pass --num-classes")
     train = kseg.data.make_pipeline(
-        train_source, args.batch_size, crop_size=args.crop_size, scale_range=(0.75, 1.25),
-        ignore_label=info.ignore_label, seed=args.seed, repeat=True,
+        train_source,
+        args.batch_size,
+        crop_size=args.crop_size,
+        scale_range=(0.75, 1.25),
+        ignore_label=info.ignore_label,
+        seed=args.seed,
+        repeat=True,
     )
     val = kseg.data.make_pipeline(
         val_source, min(args.batch_size, 16), augment=False, ignore_label=info.ignore_label
@@ -148,8 +159,10 @@ def main(argv=None):
 
     kwargs = model_kwargs(args, num_classes)
     model = kseg.models.get_model(args.model, **kwargs)
-    print(f"{args.model} {kwargs}: {model.count_params():,} parameters; "
-          f"{args.epochs} epochs of {steps} steps on {args.data}")
+    print(
+        f"{args.model} {kwargs}: {model.count_params():,} parameters; "
+        f"{args.epochs} epochs of {steps} steps on {args.data}"
+    )
     kseg.training.compile_model(
         model,
         num_classes=num_classes,
@@ -159,8 +172,14 @@ def main(argv=None):
         run_eagerly=args.run_eagerly,
     )
     kseg.training.fit(
-        model, train, val, epochs=args.epochs, steps_per_epoch=steps, run_dir=str(out),
-        tensorboard=False, verbose=2,
+        model,
+        train,
+        val,
+        epochs=args.epochs,
+        steps_per_epoch=steps,
+        run_dir=str(out),
+        tensorboard=False,
+        verbose=2,
     )
     model.save(out / "model.keras")
     # From the run's CSV log, so a resumed run plots all its epochs.

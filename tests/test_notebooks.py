@@ -1,0 +1,106 @@
+"""The notebooks are stored without outputs and run top to bottom with their tiny settings."""
+
+import math
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+nbformat = pytest.importorskip("nbformat", reason="the notebook tests need nbformat (dev extra)")
+nbclient = pytest.importorskip("nbclient", reason="the notebook tests need nbclient (dev extra)")
+pytest.importorskip("ipykernel", reason="the notebook tests need ipykernel (dev extra)")
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPO / "notebooks"
+CELL_TIMEOUT = 300
+
+
+def execute(name, workdir, monkeypatch):
+    """Runs notebook `name` in `workdir` with KSEG_NOTEBOOK_TINY=1; returns (stdout, notebook)."""
+    monkeypatch.setenv("KSEG_NOTEBOOK_TINY", "1")
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+    monkeypatch.delenv("KSEG_DATA_DIR", raising=False)
+    # The kernel must import the kseg of this checkout, installed or not.
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    )
+    notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    client = nbclient.NotebookClient(
+        notebook,
+        timeout=CELL_TIMEOUT,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(workdir)}},
+    )
+    client.execute()
+    return "".join(
+        output.get("text", "")
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+        if output.get("output_type") == "stream" and output.get("name") == "stdout"
+    ), notebook
+
+
+def printed_scores(stdout):
+    """Per-class IoUs and the mIoU printed by the notebook's evaluation cell."""
+    lines = re.findall(r"^\S+ +IoU (nan|\d\.\d{3})$", stdout, re.MULTILINE)
+    ious = [float(value) for value in lines]
+    miou = float(re.findall(r"val mIoU (\d\.\d{4})", stdout)[-1])
+    return ious, miou
+
+
+def assert_miou_is_mean_of_present_classes(ious, miou, num_classes):
+    assert len(ious) == num_classes
+    present = [value for value in ious if not math.isnan(value)]
+    assert 0.0 <= miou <= 1.0
+    # The per-class figures are printed to 3 decimals.
+    assert miou == pytest.approx(np.mean(present), abs=6e-4)
+
+
+@pytest.mark.parametrize("name", ["quickstart", "bring_your_own_data"])
+def test_notebook_is_stored_without_outputs(name):
+    notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    nbformat.validate(notebook)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert code
+    assert all(cell.outputs == [] and cell.execution_count is None for cell in code)
+    # One parameters cell holds the switch to tiny sizes.
+    switches = [cell for cell in code if "KSEG_NOTEBOOK_TINY" in cell.source]
+    assert len(switches) == 1
+
+
+def test_quickstart_trains_evaluates_plots_and_exports(tmp_path, monkeypatch):
+    stdout, notebook = execute("quickstart", tmp_path, monkeypatch)
+    ious, miou = printed_scores(stdout)
+    assert_miou_is_mean_of_present_classes(ious, miou, 5)
+    assert "labels match the Keras model's on 100.00% of pixels" in stdout
+    run = tmp_path / "runs" / "quickstart"
+    assert (run / "saved_model" / "saved_model.pb").is_file()
+    assert (run / "model.keras").is_file()
+    figures = [
+        output
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+        if "image/png" in output.get("data", {})
+    ]
+    # Data samples, training curves and predictions.
+    assert len(figures) >= 3
+
+
+def test_bring_your_own_data_writes_a_folder_trains_and_predicts(tmp_path, monkeypatch):
+    stdout, _ = execute("bring_your_own_data", tmp_path, monkeypatch)
+    assert "6 training and 3 validation pairs" in stdout
+    ious, miou = printed_scores(stdout)
+    assert_miou_is_mean_of_present_classes(ious, miou, 5)
+    images = sorted((tmp_path / "example_data" / "images" / "val").iterdir())
+    predictions = tmp_path / "runs" / "bring_your_own_data" / "predictions"
+    for image_path in images:
+        labels = np.asarray(Image.open(predictions / f"{image_path.stem}_labels.png"))
+        assert labels.shape == Image.open(image_path).size[::-1]
+        assert labels.max() < 5
+    header = (tmp_path / "runs" / "bring_your_own_data" / "history.csv").read_text().split()[0]
+    assert "loss" in header.split(",")
