@@ -24,6 +24,7 @@ except ImportError as error:  # pragma: no cover - depends on the installation
 from kseg import (
     backbones,
     data,
+    detection,
     distribute,
     evaluation,
     export,
@@ -43,6 +44,7 @@ __all__ = [
     "__version__",
     "backbones",
     "data",
+    "detection",
     "distribute",
     "evaluation",
     "export",

@@ -18,8 +18,15 @@ from kseg.data.augment import (
     resize_pair,
 )
 from kseg.data.camvid import CAMVID_CLASS_NAMES, CAMVID_PALETTE, camvid_dataset, camvid_info
+from kseg.data.coco import CocoCategories, coco_categories, coco_instance_dataset
 from kseg.data.folders import folder_dataset, folder_info, match_folder_pairs, paired_files_dataset
 from kseg.data.info import DatasetInfo
+from kseg.data.instances import (
+    boxes_from_masks,
+    instances_from_label_map,
+    pad_instance_batch,
+    shapes_instance_examples,
+)
 from kseg.data.load import describe_source, load_dataset
 from kseg.data.shapes import (
     SHAPES_CLASS_NAMES,
@@ -41,18 +48,24 @@ __all__ = [
     "IMAGENET_MEAN_RGB",
     "SHAPES_CLASS_NAMES",
     "VOC_CLASS_NAMES",
+    "CocoCategories",
     "DatasetError",
     "DatasetInfo",
     "ShapesSample",
     "augment_pair",
+    "boxes_from_masks",
     "camvid_dataset",
     "camvid_info",
+    "coco_categories",
+    "coco_instance_dataset",
     "describe_source",
     "folder_dataset",
     "folder_info",
+    "instances_from_label_map",
     "load_dataset",
     "make_pipeline",
     "match_folder_pairs",
+    "pad_instance_batch",
     "pad_to_size",
     "paired_files_dataset",
     "photometric_jitter",
@@ -65,6 +78,7 @@ __all__ = [
     "shapes_dataset",
     "shapes_info",
     "shapes_instance_dataset",
+    "shapes_instance_examples",
     "tfds_dataset",
     "tfds_info",
     "unet_weight_map",

@@ -6,6 +6,7 @@ from kseg.layers.bilinear import BilinearConvTranspose2D, BilinearUpsamplingKern
 from kseg.layers.conv_block import ConvBNReLU
 from kseg.layers.crf import DenseCRF
 from kseg.layers.crop import CropToMatch, PadToMultiple
+from kseg.layers.fpn import FeaturePyramid
 from kseg.layers.offset_crop import OffsetCrop
 from kseg.layers.pyramid_pooling import PyramidPooling
 from kseg.layers.refine import (
@@ -15,6 +16,9 @@ from kseg.layers.refine import (
     ResidualConvUnit,
 )
 from kseg.layers.resize import ResizeToMatch
+from kseg.layers.roi_align import MultiLevelRoIAlign, RoIAlign, assign_levels
+from kseg.layers.roi_heads import BoxHead, MaskHead
+from kseg.layers.rpn_head import RegionProposalHead
 from kseg.layers.scale_resize import ScaleResize
 from kseg.layers.unpooling import MaxPoolingWithArgmax2D, MaxUnpooling2D
 
@@ -23,18 +27,25 @@ __all__ = [
     "ASPPSum",
     "BilinearConvTranspose2D",
     "BilinearUpsamplingKernel",
+    "BoxHead",
     "ChainedResidualPooling",
     "ConvBNReLU",
     "CropToMatch",
     "DenseCRF",
+    "FeaturePyramid",
+    "MaskHead",
     "MaxPoolingWithArgmax2D",
     "MaxUnpooling2D",
+    "MultiLevelRoIAlign",
     "MultiResolutionFusion",
     "OffsetCrop",
     "PadToMultiple",
     "PyramidPooling",
     "RefineNetBlock",
+    "RegionProposalHead",
     "ResidualConvUnit",
     "ResizeToMatch",
+    "RoIAlign",
     "ScaleResize",
+    "assign_levels",
 ]

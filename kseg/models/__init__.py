@@ -8,6 +8,7 @@ from kseg.models.deeplab_v3 import DeepLabV3
 from kseg.models.dilated import DilatedNet
 from kseg.models.fcn import FCN8s, FCN16s, FCN32s
 from kseg.models.fcn_alexnet import FCNAlexNet
+from kseg.models.mask_rcnn import MaskRCNN
 from kseg.models.pspnet import DeepSupervisionModel, PSPNet
 from kseg.models.refinenet import RefineNet
 from kseg.models.registry import get_builder, get_model, list_models, register_model
@@ -25,6 +26,7 @@ __all__ = [
     "FCN16s",
     "FCN32s",
     "FCNAlexNet",
+    "MaskRCNN",
     "PSPNet",
     "RefineNet",
     "SegNet",

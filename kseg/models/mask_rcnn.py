@@ -1,0 +1,362 @@
+"""Mask R-CNN: FPN backbone, region proposals, RoIAlign, box and mask heads, trained with `fit`.
+
+He et al. 2017, "Mask R-CNN". The model is a `keras.Model` subclass because training needs
+the ground truth inside the graph (anchor and proposal matching, sampling, mask targets), so
+`train_step` and `test_step` are overridden as Keras 3 intends; `call` is inference and
+returns fixed-size detections, which `predict` and the SavedModel export serve.
+"""
+
+import keras
+import tensorflow as tf
+
+from kseg.detection.anchors import generate_anchors
+from kseg.detection.losses import box_head_losses, mask_loss, rpn_losses
+from kseg.detection.postprocess import detect
+from kseg.detection.proposals import select_proposals
+from kseg.detection.targets import roi_targets, rpn_targets
+from kseg.layers.fpn import FeaturePyramid
+from kseg.layers.roi_align import MultiLevelRoIAlign
+from kseg.layers.roi_heads import BoxHead, MaskHead
+from kseg.layers.rpn_head import RegionProposalHead
+from kseg.models.backbone_input import resolve_backbone
+
+SIZE_DIVISOR = 64
+LOSS_NAMES = (
+    "rpn_objectness_loss",
+    "rpn_box_loss",
+    "box_class_loss",
+    "box_regression_loss",
+    "mask_loss",
+)
+
+
+def pad_to_multiple(images, multiple=SIZE_DIVISOR):
+    """Zero-pads `(B, H, W, C)` images at the bottom and right to sides divisible by `multiple`.
+
+    Example:
+        >>> pad_to_multiple(tf.zeros((1, 100, 130, 3))).shape
+        TensorShape([1, 128, 192, 3])
+    """
+    shape = tf.shape(images)
+    pad_h = (-shape[1]) % multiple
+    pad_w = (-shape[2]) % multiple
+    return tf.pad(images, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class MaskRCNN(keras.Model):
+    """Instance segmentation with a feature pyramid, RPN, RoIAlign and box and mask heads.
+
+    He et al. 2017, "Mask R-CNN", with the FPN backbone (Lin et al. 2017): backbone stages
+    C2..C5 feed `kseg.layers.FeaturePyramid` (P2..P6, 256 channels); a shared
+    `RegionProposalHead` scores 3 anchors per position (one size per level, 32..512 px);
+    proposals are decoded, clipped and reduced by TensorFlow's NMS; `MultiLevelRoIAlign`
+    pools 7x7 features for the `BoxHead` and 14x14 for the `MaskHead` from the level the
+    paper's rule assigns. Training samples 256 anchors at 1:1 and 512 regions at 1:3 inside
+    the graph; the mask loss is the average binary cross-entropy of the ground-truth class's
+    28x28 mask only.
+
+    Inputs are RGB images in [0, 255], any size (padded inside to a multiple of 64). `fit`
+    takes `(images, targets)` with `targets` a dict of `gt_boxes (B, M, 4)` `[y1, x1, y2,
+    x2]` pixels, `gt_classes (B, M)` (1..num_classes-1; -1 on padding rows) and `gt_masks (B,
+    M, H, W)`, as `kseg.data.pad_instance_batch` yields. `call` and `predict` return a dict of
+    `boxes (B, D, 4)`, `scores (B, D)`, `classes (B, D)`, `num_detections (B,)` and `masks
+    (B, D, 28, 28)` probabilities of each detection's class; `kseg.detection.paste_masks`
+    turns those into full-image masks.
+
+    Args:
+        num_classes: classes including the background (81 for COCO).
+        backbone: a backbone name from `kseg.backbones.list_backbones()` (ResNet-50/101 in
+            the paper).
+        backbone_weights: None, "imagenet" or a path, for the backbone.
+        backbone_kwargs: options for the backbone (e.g. `{"alpha": 0.35}`).
+        freeze_batch_norm: run the backbone's batch normalisation in inference mode with
+            fixed parameters (the usual practice at a few images per batch).
+        fpn_channels: width of the pyramid, RPN and mask head (256).
+        anchor_sizes: anchor side per level P2..P6 (32..512 px).
+        aspect_ratios: anchor height/width ratios (0.5, 1, 2).
+        rpn_train_nms: `(pre_nms_top_n, post_nms_top_n)` per image in training (2000, 2000).
+        rpn_test_nms: the same at inference (1000, 1000).
+        rpn_nms_iou: proposal NMS threshold (0.7).
+        rpn_batch_size: anchors sampled per image (256, half positive at most).
+        roi_batch_size: regions sampled per image (512, a quarter positive at most).
+        roi_positive_fraction: the positive share of sampled regions (0.25).
+        box_fc_units: width of the box head's fully connected layers (1024).
+        mask_channels: width of the mask head's convolutions (256).
+        sampling_ratio: RoIAlign samples per bin side (2).
+        detections_per_image: detections kept per image (100).
+        score_threshold: minimum class score of a detection (0.05).
+        detection_nms_iou: class-wise NMS threshold at inference (0.5).
+        **kwargs: standard `keras.Model` arguments (`name`).
+
+    Example:
+        >>> import kseg
+        >>> model = kseg.models.MaskRCNN(num_classes=5, backbone="tiny", fpn_channels=16,
+        ...                              box_fc_units=32, mask_channels=16)
+        >>> out = model(tf.zeros((1, 64, 64, 3)))
+        >>> sorted(out)
+        ['boxes', 'classes', 'masks', 'num_detections', 'scores']
+    """
+
+    def __init__(
+        self,
+        num_classes=81,
+        backbone="resnet50",
+        backbone_weights=None,
+        backbone_kwargs=None,
+        freeze_batch_norm=True,
+        fpn_channels=256,
+        anchor_sizes=(32, 64, 128, 256, 512),
+        aspect_ratios=(0.5, 1.0, 2.0),
+        rpn_train_nms=(2000, 2000),
+        rpn_test_nms=(1000, 1000),
+        rpn_nms_iou=0.7,
+        rpn_batch_size=256,
+        roi_batch_size=512,
+        roi_positive_fraction=0.25,
+        box_fc_units=1024,
+        mask_channels=256,
+        sampling_ratio=2,
+        detections_per_image=100,
+        score_threshold=0.05,
+        detection_nms_iou=0.5,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not isinstance(backbone, str):
+            raise TypeError(
+                "MaskRCNN takes the backbone by name so that the model can be saved and "
+                f"reloaded. Received: backbone={backbone!r}"
+            )
+        if not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(
+                "num_classes counts the background and at least one object class. "
+                f"Received: num_classes={num_classes!r}"
+            )
+        if len(anchor_sizes) != 5:
+            raise ValueError(
+                "anchor_sizes needs one size per pyramid level P2..P6. "
+                f"Received: anchor_sizes={anchor_sizes!r}"
+            )
+        if not 0.0 < roi_positive_fraction <= 1.0:
+            raise ValueError(
+                "roi_positive_fraction must be in (0, 1]. "
+                f"Received: roi_positive_fraction={roi_positive_fraction!r}"
+            )
+        self.num_classes = num_classes
+        self.backbone_name = backbone
+        self.backbone_kwargs = dict(backbone_kwargs or {})
+        self.freeze_batch_norm = bool(freeze_batch_norm)
+        self.fpn_channels = fpn_channels
+        self.anchor_sizes = tuple(float(s) for s in anchor_sizes)
+        self.aspect_ratios = tuple(float(r) for r in aspect_ratios)
+        self.rpn_train_nms = tuple(int(n) for n in rpn_train_nms)
+        self.rpn_test_nms = tuple(int(n) for n in rpn_test_nms)
+        self.rpn_nms_iou = float(rpn_nms_iou)
+        self.rpn_batch_size = int(rpn_batch_size)
+        self.roi_batch_size = int(roi_batch_size)
+        self.roi_positive_fraction = float(roi_positive_fraction)
+        self.box_fc_units = box_fc_units
+        self.mask_channels = mask_channels
+        self.sampling_ratio = sampling_ratio
+        self.detections_per_image = int(detections_per_image)
+        self.score_threshold = float(score_threshold)
+        self.detection_nms_iou = float(detection_nms_iou)
+
+        self.backbone = resolve_backbone(
+            backbone,
+            input_shape=(None, None, 3),
+            weights=backbone_weights,
+            output_stride=32,
+            **self.backbone_kwargs,
+        )
+        if self.freeze_batch_norm:
+            for layer in self.backbone._flatten_layers():
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.trainable = False
+        self.feature_pyramid = FeaturePyramid(fpn_channels, name="fpn")
+        self.rpn_head = RegionProposalHead(len(self.aspect_ratios), fpn_channels, name="rpn_head")
+        self.box_roi_align = MultiLevelRoIAlign(
+            output_size=7, sampling_ratio=sampling_ratio, name="box_roi_align"
+        )
+        self.mask_roi_align = MultiLevelRoIAlign(
+            output_size=14, sampling_ratio=sampling_ratio, name="mask_roi_align"
+        )
+        self.box_head = BoxHead(num_classes, box_fc_units, name="box_head")
+        self.mask_head = MaskHead(num_classes, mask_channels, name="mask_head")
+        self.loss_trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", *LOSS_NAMES)}
+        self.build((None, None, None, 3))
+
+    def build(self, input_shape):
+        # Every weight shape is known from the configuration, so the model is complete (and
+        # saveable, countable) before it sees data, whichever of call or fit runs first.
+        channels = {info["key"]: info["channels"] for info in self.backbone.feature_info}
+        self.feature_pyramid.build([(None, None, None, channels[f"P{n}"]) for n in (2, 3, 4, 5)])
+        self.rpn_head.build([(None, None, None, self.fpn_channels)])
+        self.box_head.build((None, None, 7, 7, self.fpn_channels))
+        self.mask_head.build((None, None, 14, 14, self.fpn_channels))
+        self.built = True
+
+    # ----------------------------------------------------------------- shared pieces
+
+    def _pyramid(self, images, training):
+        features = self.backbone(images, training=training)
+        return self.feature_pyramid([features[f"P{level}"] for level in (2, 3, 4, 5)])
+
+    def _anchors(self, images):
+        shape = tf.shape(images)
+        return generate_anchors(
+            shape[1],
+            shape[2],
+            sizes=self.anchor_sizes,
+            aspect_ratios=self.aspect_ratios,
+        )
+
+    def _proposals(self, objectness, deltas, anchors, images, nms_counts):
+        shape = tf.shape(images)
+        proposals, _ = select_proposals(
+            [tf.stop_gradient(o) for o in objectness],
+            [tf.stop_gradient(d) for d in deltas],
+            anchors,
+            shape[1],
+            shape[2],
+            pre_nms_top_n=nms_counts[0],
+            post_nms_top_n=nms_counts[1],
+            nms_iou=self.rpn_nms_iou,
+        )
+        return tf.stop_gradient(proposals)
+
+    def _mask_logits_for(self, pyramid, boxes, classes):
+        pooled = self.mask_roi_align([*pyramid[:4], boxes])
+        logits = self.mask_head(pooled)
+        logits = tf.transpose(logits, (0, 1, 4, 2, 3))
+        return tf.gather(logits, tf.maximum(classes, 0), axis=2, batch_dims=2)
+
+    # ----------------------------------------------------------------- inference
+
+    def call(self, images, training=False):
+        images = pad_to_multiple(tf.cast(images, self.compute_dtype))
+        pyramid = self._pyramid(images, training)
+        objectness, deltas = self.rpn_head(pyramid)
+        anchors = self._anchors(images)
+        proposals = self._proposals(objectness, deltas, anchors, images, self.rpn_test_nms)
+        class_logits, box_deltas = self.box_head(self.box_roi_align([*pyramid[:4], proposals]))
+        shape = tf.shape(images)
+        detections = detect(
+            proposals,
+            class_logits,
+            box_deltas,
+            shape[1],
+            shape[2],
+            score_threshold=self.score_threshold,
+            nms_iou=self.detection_nms_iou,
+            max_detections=self.detections_per_image,
+        )
+        mask_logits = self._mask_logits_for(pyramid, detections["boxes"], detections["classes"])
+        detections["masks"] = tf.sigmoid(mask_logits)
+        return detections
+
+    # ----------------------------------------------------------------- training
+
+    def compute_losses(self, images, targets, training=True):
+        """The five Mask R-CNN losses and their sum for a batch, as a dict of float32 scalars.
+
+        Example:
+            >>> losses = model.compute_losses(images, targets)  # doctest: +SKIP
+            >>> sorted(losses)[:2]  # doctest: +SKIP
+            ['box_class_loss', 'box_regression_loss']
+        """
+        images = pad_to_multiple(tf.cast(images, self.compute_dtype))
+        gt_boxes = tf.cast(targets["gt_boxes"], tf.float32)
+        gt_classes = tf.cast(targets["gt_classes"], tf.int32)
+        gt_masks = targets["gt_masks"]
+        pyramid = self._pyramid(images, training)
+        objectness, deltas = self.rpn_head(pyramid)
+        anchors = self._anchors(images)
+        labels, delta_targets = rpn_targets(
+            tf.concat(anchors, axis=0), gt_boxes, gt_classes, num_samples=self.rpn_batch_size
+        )
+        rpn_objectness, rpn_box = rpn_losses(
+            tf.concat(objectness, axis=1), tf.concat(deltas, axis=1), labels, delta_targets
+        )
+        proposals = self._proposals(objectness, deltas, anchors, images, self.rpn_train_nms)
+        sampled = roi_targets(
+            proposals,
+            gt_boxes,
+            gt_classes,
+            gt_masks,
+            num_samples=self.roi_batch_size,
+            positive_fraction=self.roi_positive_fraction,
+            mask_size=28,
+        )
+        rois = tf.stop_gradient(sampled["rois"])
+        class_logits, box_deltas = self.box_head(self.box_roi_align([*pyramid[:4], rois]))
+        box_class, box_regression = box_head_losses(
+            class_logits, box_deltas, sampled["classes"], sampled["box_deltas"]
+        )
+        # The mask branch runs on the positive regions only (at most a quarter of the sample).
+        positives = max(1, round(self.roi_batch_size * self.roi_positive_fraction))
+        _, order = tf.math.top_k(tf.cast(sampled["classes"] > 0, tf.float32), k=positives)
+        mask_rois = tf.gather(rois, order, batch_dims=1)
+        mask_classes = tf.gather(sampled["classes"], order, batch_dims=1)
+        mask_targets = tf.gather(sampled["mask_targets"], order, batch_dims=1)
+        pooled = self.mask_roi_align([*pyramid[:4], mask_rois])
+        masks = mask_loss(self.mask_head(pooled), mask_classes, mask_targets)
+        losses = dict(zip(LOSS_NAMES, (rpn_objectness, rpn_box, box_class, box_regression, masks)))
+        losses["loss"] = tf.add_n(list(losses.values()))
+        if self.losses:
+            losses["loss"] = losses["loss"] + tf.add_n(
+                [tf.cast(loss, tf.float32) for loss in self.losses]
+            )
+        return losses
+
+    def _update_trackers(self, losses):
+        for name, tracker in self.loss_trackers.items():
+            tracker.update_state(losses[name])
+        return {name: tracker.result() for name, tracker in self.loss_trackers.items()}
+
+    def train_step(self, data):
+        images, targets, _ = keras.utils.unpack_x_y_sample_weight(data)
+        with tf.GradientTape() as tape:
+            losses = self.compute_losses(images, targets, training=True)
+            scaled = self.optimizer.scale_loss(losses["loss"])
+        variables = self.trainable_variables
+        gradients = tape.gradient(scaled, variables)
+        self.optimizer.apply(gradients, variables)
+        return self._update_trackers(losses)
+
+    def test_step(self, data):
+        images, targets, _ = keras.utils.unpack_x_y_sample_weight(data)
+        return self._update_trackers(self.compute_losses(images, targets, training=False))
+
+    @property
+    def metrics(self):
+        return list(self.loss_trackers.values())
+
+    # ----------------------------------------------------------------- serialisation
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "num_classes": self.num_classes,
+            "backbone": self.backbone_name,
+            # The weights travel in the saved file; a reload must not download them again.
+            "backbone_weights": None,
+            "backbone_kwargs": self.backbone_kwargs,
+            "freeze_batch_norm": self.freeze_batch_norm,
+            "fpn_channels": self.fpn_channels,
+            "anchor_sizes": self.anchor_sizes,
+            "aspect_ratios": self.aspect_ratios,
+            "rpn_train_nms": self.rpn_train_nms,
+            "rpn_test_nms": self.rpn_test_nms,
+            "rpn_nms_iou": self.rpn_nms_iou,
+            "rpn_batch_size": self.rpn_batch_size,
+            "roi_batch_size": self.roi_batch_size,
+            "roi_positive_fraction": self.roi_positive_fraction,
+            "box_fc_units": self.box_fc_units,
+            "mask_channels": self.mask_channels,
+            "sampling_ratio": self.sampling_ratio,
+            "detections_per_image": self.detections_per_image,
+            "score_threshold": self.score_threshold,
+            "detection_nms_iou": self.detection_nms_iou,
+        }
