@@ -12,14 +12,18 @@ same command resumes an interrupted run.
 
 Usage:
     python examples/train_semantic.py                                  # DeepLabV3+ on shapes
-    python examples/train_semantic.py --model unet --backbone mobilenetv2 --epochs 8
-    python examples/train_semantic.py --model fcn8s --backbone vgg16 --backbone-weights imagenet
+    python examples/train_semantic.py --model unet --epochs 8           # U-Net, MobileNetV2 encoder
+    python examples/train_semantic.py --model pspnet --backbone resnet50 --image-size 96
+    python examples/train_semantic.py --model segnet_basic --model-arg num_filters=32
+    python examples/train_semantic.py --model fcn8s --model-arg num_filters=512 \
+        --epochs 8                                                      # fc6/fc7 512 wide
     python examples/train_semantic.py --data ../shared/data/camvid --crop-size 256 --epochs 20
     python examples/train_semantic.py --tiny --out /tmp/kseg_tiny      # seconds, for CI
 """
 
 import argparse
 import ast
+import inspect
 import json
 from pathlib import Path
 
@@ -52,7 +56,11 @@ def parse_args(argv=None):
     )
     parser.add_argument("--num-classes", type=int, help="needed for plain image/mask folders")
     parser.add_argument("--model", default="deeplabv3plus", help="a name from `kseg list`")
-    parser.add_argument("--backbone", default="mobilenetv2", help="a backbone from `kseg list`")
+    parser.add_argument(
+        "--backbone",
+        help="a backbone from `kseg list`; default: mobilenetv2 for models built on the backbone "
+        "registry, the model's own encoder for SegNet, SegNet-Basic and FCN-AlexNet",
+    )
     parser.add_argument("--alpha", type=float, default=0.35, help="width of a MobileNet backbone")
     parser.add_argument(
         "--backbone-weights", default=None, help="None, 'imagenet' or a weights file"
@@ -94,16 +102,24 @@ def parse_args(argv=None):
     return args
 
 
+def takes_registry_backbone(model_name):
+    """Whether a builder forwards backbone options (e.g. `alpha`) to `kseg.backbones`."""
+    parameters = inspect.signature(kseg.models.get_builder(model_name)).parameters.values()
+    return any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters)
+
+
 def model_kwargs(args, num_classes):
     """Builder arguments: the backbone choice plus `--model-arg`s (small widths with --tiny)."""
     kwargs = {"num_classes": num_classes}
     if args.tiny:
         # The smallest configuration kseg's own tests use for each architecture.
         kwargs.update(backbone="tiny", **kseg.testing.SMALL_MODEL_CONFIGS.get(args.model, {}))
-    elif args.backbone:
-        kwargs["backbone"] = args.backbone
-        if args.backbone.startswith("mobilenet"):
-            kwargs["alpha"] = args.alpha
+    else:
+        backbone = args.backbone or ("mobilenetv2" if takes_registry_backbone(args.model) else None)
+        if backbone:
+            kwargs["backbone"] = backbone
+            if backbone.startswith("mobilenet"):
+                kwargs["alpha"] = args.alpha
         if args.backbone_weights:
             kwargs["backbone_weights"] = args.backbone_weights
     kwargs.update(parse_model_args(args.model_arg))

@@ -4,6 +4,7 @@ Each script runs in its own Python process with its `--tiny` settings, as a user
 and the test checks its exit status, the files it promises and the figures it prints.
 """
 
+import importlib.util
 import json
 import math
 import os
@@ -263,3 +264,26 @@ def test_export_and_serve_matches_keras_and_answers_http(trained_fcn8s, tmp_path
     assert parity["tflite"]["max_abs_logit_difference"] < 1e-3
     assert (out / "saved_model" / "saved_model.pb").is_file()
     assert (out / "model.tflite").stat().st_size > 0
+
+
+def _load_example(name):
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_train_semantic_gives_a_mobilenet_only_to_models_built_on_the_backbone_registry():
+    train_semantic = _load_example("train_semantic")
+    defaults = train_semantic.parse_args([])
+    unet = train_semantic.model_kwargs(defaults, 5)
+    assert unet == {"num_classes": 5, "backbone": "mobilenetv2", "alpha": 0.35}
+    # SegNet-Basic and FCN-AlexNet are their own encoders: their builders take no alpha.
+    for name in ("segnet_basic", "fcn_alexnet"):
+        kwargs = train_semantic.model_kwargs(train_semantic.parse_args(["--model", name]), 5)
+        assert "alpha" not in kwargs and "backbone" not in kwargs
+    kwargs = train_semantic.model_kwargs(
+        train_semantic.parse_args(["--model", "segnet_basic", "--model-arg", "num_filters=4"]), 5
+    )
+    model = kseg.models.get_model("segnet_basic", **kwargs)
+    assert model.predict(np.zeros((1, 32, 48, 3), np.float32), verbose=0).shape == (1, 32, 48, 5)
