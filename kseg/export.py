@@ -160,7 +160,29 @@ def saved_model(
         >>> serving = tf.saved_model.load(str(path)).signatures["serving_default"]
         >>> sorted(serving(images=tf.zeros((1, 5, 7, 3), tf.uint8)))
         ['labels', 'probabilities']
+
+    A `kseg.models.MaskRCNN` gets the instance signature of
+    `kseg.detection.export_instance_saved_model` instead (one uint8 image in; boxes, scores,
+    classes, full-image masks out); the semantic options do not apply to it.
     """
+    from kseg.models.mask_rcnn import MaskRCNN
+
+    if isinstance(model, MaskRCNN):
+        semantic = {
+            "include_logits": include_logits,
+            "input_size": input_size,
+            "size_divisor": size_divisor,
+            "image_size": image_size,
+        }
+        given = sorted(name for name, value in semantic.items() if value)
+        if given:
+            raise ValueError(
+                f"{given} apply to semantic models; a MaskRCNN export takes one image of any "
+                "size and returns detections."
+            )
+        from kseg.detection.serving import export_instance_saved_model
+
+        return export_instance_saved_model(model, path, verbose=verbose)
     serve = serving_function(
         model,
         include_probabilities=include_probabilities,

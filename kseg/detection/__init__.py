@@ -11,6 +11,7 @@ from kseg.detection.evaluation import evaluate_instances, instance_predictor
 from kseg.detection.losses import box_head_losses, mask_loss, rpn_losses, smooth_l1
 from kseg.detection.postprocess import detect, paste_masks
 from kseg.detection.proposals import select_proposals
+from kseg.detection.serving import export_instance_saved_model, instance_serving_function
 from kseg.detection.targets import roi_targets, rpn_targets
 
 __all__ = [
@@ -25,8 +26,10 @@ __all__ = [
     "detections_to_coco",
     "encode_boxes",
     "evaluate_instances",
+    "export_instance_saved_model",
     "generate_anchors",
     "instance_predictor",
+    "instance_serving_function",
     "mask_loss",
     "paste_masks",
     "roi_targets",

@@ -1,0 +1,154 @@
+"""Mask R-CNN: structure, training through fit, mixed precision, saving and export."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import kseg
+from kseg.models.mask_rcnn import MaskRCNN
+
+SMALL = {
+    "backbone": "tiny",
+    "fpn_channels": 16,
+    "box_fc_units": 32,
+    "mask_channels": 16,
+    "anchor_sizes": (16, 32, 64, 128, 256),
+    "roi_batch_size": 32,
+    "rpn_train_nms": (200, 100),
+    "rpn_test_nms": (100, 50),
+    "detections_per_image": 10,
+}
+# torchvision 0.29.1 maskrcnn_resnet50_fpn(num_classes=81): parameters, and those of its ResNet-50
+# trunk (its frozen batch norms are buffers, so the trunk counts convolution kernels only).
+TORCHVISION_MASK_RCNN_R50_81 = 44_400_693
+TORCHVISION_R50_TRUNK = 23_508_032
+
+
+def small_model(num_classes=5, **overrides):
+    return MaskRCNN(num_classes=num_classes, **{**SMALL, **overrides})
+
+
+def shapes_batches(batch_size=2, num_samples=4, image_size=64):
+    examples = kseg.data.shapes_instance_examples(
+        "train", num_samples=num_samples, image_size=image_size
+    )
+    return kseg.data.pad_instance_batch(examples, batch_size)
+
+
+def test_resnet50_model_matches_the_paper_layout_and_torchvision_count():
+    model = MaskRCNN(num_classes=81, backbone="resnet50")
+    trunk = model.backbone.count_params()
+    heads = model.count_params() - trunk
+    # FPN, RPN, box and mask heads are layer-for-layer those of torchvision's model.
+    assert heads == TORCHVISION_MASK_RCNN_R50_81 - TORCHVISION_R50_TRUNK
+    # keras.applications' ResNet-50 adds conv biases and batch-norm statistics: +0.18 %.
+    assert model.count_params() / TORCHVISION_MASK_RCNN_R50_81 == pytest.approx(1.0, abs=0.005)
+
+
+@pytest.mark.parametrize("size", [(64, 64), (65, 97)])
+def test_inference_returns_fixed_size_detections_for_any_image_size(size):
+    model = small_model()
+    out = model(np.random.default_rng(0).uniform(0, 255, (2, *size, 3)).astype("float32"))
+    assert tuple(out["boxes"].shape) == (2, 10, 4)
+    assert tuple(out["masks"].shape) == (2, 10, 28, 28)
+    assert out["classes"].dtype == tf.int32 and tuple(out["num_detections"].shape) == (2,)
+    boxes = out["boxes"].numpy()
+    assert boxes.min() >= 0 and boxes[..., 2].max() <= 128 and boxes[..., 3].max() <= 128
+    classes = out["classes"].numpy()
+    counts = out["num_detections"].numpy()
+    for b in range(2):
+        assert np.all((classes[b, : counts[b]] >= 1) & (classes[b, : counts[b]] <= 4))
+
+
+def test_fit_lowers_the_loss_on_one_repeated_batch():
+    keras.utils.set_random_seed(0)
+    model = small_model()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    batch = shapes_batches().take(1).cache().repeat()
+    history = model.fit(batch, epochs=4, steps_per_epoch=3, verbose=0)
+    losses = history.history["loss"]
+    assert all(np.isfinite(losses))
+    assert losses[-1] < losses[0]
+    for name in ("rpn_objectness_loss", "rpn_box_loss", "box_class_loss", "mask_loss"):
+        assert np.isfinite(history.history[name]).all()
+
+
+def test_images_without_instances_train_without_nan():
+    model = small_model()
+    model.compile(optimizer=keras.optimizers.SGD(1e-3))
+    images = np.random.default_rng(1).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    targets = {
+        "gt_boxes": np.zeros((2, 1, 4), "float32"),
+        "gt_classes": -np.ones((2, 1), "int32"),
+        "gt_masks": np.zeros((2, 1, 64, 64), "uint8"),
+    }
+    logs = model.train_on_batch(images, targets, return_dict=True)
+    assert all(np.isfinite(v) for v in logs.values())
+    assert logs["mask_loss"] == 0.0 and logs["box_regression_loss"] == 0.0
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_trains_with_float32_losses(policy):
+    keras.config.set_dtype_policy(policy)
+    model = small_model()
+    # Eager steps: tracing the training graph twice more would cost most of a minute.
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), run_eagerly=True)
+    if policy == "mixed_float16":
+        # Keras wraps the optimizer in dynamic loss scaling for float16.
+        assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert model.box_head.compute_dtype == policy.split("_")[1]
+    images, targets = next(iter(shapes_batches()))
+    logs = model.train_on_batch(images, targets, return_dict=True)
+    assert all(np.isfinite(v) for v in logs.values())
+    out = model(np.zeros((1, 64, 64, 3), "float32"))
+    assert out["boxes"].dtype == tf.float32 and out["masks"].dtype == tf.float32
+
+
+def test_keras_file_reloads_in_safe_mode_with_identical_detections(tmp_path):
+    model = small_model(score_threshold=0.0)
+    images = np.random.default_rng(2).uniform(0, 255, (1, 64, 64, 3)).astype("float32")
+    path = tmp_path / "mask_rcnn.keras"
+    model.save(path)
+    reloaded = keras.saving.load_model(path, safe_mode=True)
+    assert isinstance(reloaded, MaskRCNN)
+    a, b = model(images), reloaded(images)
+    for key in a:
+        np.testing.assert_allclose(a[key].numpy(), b[key].numpy(), atol=1e-6)
+
+
+def test_saved_model_takes_a_uint8_image_of_any_size_and_matches_keras(tmp_path):
+    model = small_model(score_threshold=0.0)
+    path = kseg.export.saved_model(model, tmp_path / "export")
+    serving = tf.saved_model.load(str(path)).signatures["serving_default"]
+    predict = kseg.detection.instance_predictor(model)
+    for height, width in ((64, 64), (70, 90)):
+        image = np.random.default_rng(height).integers(0, 256, (height, width, 3), "uint8")
+        served = serving(image=tf.constant(image))
+        padded = np.zeros((1, 128 if height > 64 else 64, 128 if width > 64 else 64, 3), "float32")
+        padded[0, :height, :width] = image
+        expected = {k: v.numpy()[0] for k, v in predict(padded).items()}
+        count = int(served["num_detections"])
+        assert count == expected["num_detections"] > 0
+        np.testing.assert_array_equal(served["classes"].numpy(), expected["classes"])
+        np.testing.assert_allclose(served["scores"].numpy(), expected["scores"], atol=1e-5)
+        clipped = np.minimum(expected["boxes"], [height, width, height, width])
+        np.testing.assert_allclose(served["boxes"].numpy(), clipped, atol=1e-4)
+        assert served["masks"].shape == (10, height, width)
+        np.testing.assert_array_equal(
+            served["masks"].numpy(), expected["masks"][:, :height, :width]
+        )
+
+
+def test_semantic_export_options_are_refused_for_mask_rcnn(tmp_path):
+    with pytest.raises(ValueError, match="image_size"):
+        kseg.export.saved_model(small_model(), tmp_path / "x", image_size=(64, 64))
+
+
+def test_configuration_errors_are_named():
+    with pytest.raises(ValueError, match="num_classes"):
+        MaskRCNN(num_classes=1, backbone="tiny")
+    with pytest.raises(ValueError, match="anchor_sizes"):
+        MaskRCNN(num_classes=3, backbone="tiny", anchor_sizes=(32, 64))
+    with pytest.raises(TypeError, match="by name"):
+        MaskRCNN(num_classes=3, backbone=keras.Sequential())
