@@ -152,3 +152,23 @@ def test_configuration_errors_are_named():
         MaskRCNN(num_classes=3, backbone="tiny", anchor_sizes=(32, 64))
     with pytest.raises(TypeError, match="by name"):
         MaskRCNN(num_classes=3, backbone=keras.Sequential())
+
+
+def test_degenerate_outside_and_empty_ground_truth_train_without_nan():
+    # Rows a user's annotations can contain: a zero-area box, a box reaching outside the image,
+    # a box with an empty mask, a box entirely outside the image.
+    model = small_model()
+    model.compile(optimizer=keras.optimizers.SGD(1e-3), run_eagerly=True)
+    masks = np.zeros((1, 4, 64, 64), "uint8")
+    masks[0, 1, 40:64, 50:64] = 1
+    targets = {
+        "gt_boxes": np.array(
+            [[[10, 10, 10, 30], [40, 50, 90, 100], [5, 5, 20, 20], [70, 70, 90, 90]]], "float32"
+        ),
+        "gt_classes": np.array([[1, 2, 3, 4]], "int32"),
+        "gt_masks": masks,
+    }
+    images = np.random.default_rng(3).uniform(0, 255, (1, 64, 64, 3)).astype("float32")
+    for _ in range(2):
+        logs = model.train_on_batch(images, targets, return_dict=True)
+        assert all(np.isfinite(v) for v in logs.values()), logs
