@@ -2,6 +2,11 @@
 
 Flags map onto builder arguments: `--backbone`, `--output-stride`, `--backbone-weights`, and any
 other builder keyword through `--model-arg NAME=VALUE` (e.g. `--model-arg alpha=0.35`).
+
+`evaluate`, `predict` and `export` also take a saved `kseg.models.MaskRCNN`: evaluation then
+reports COCO mask and box AP on `--data shapes` or `--data coco:ANNOTATIONS.json,IMAGE_DIR`,
+prediction writes instance overlays and detection JSON files, and export writes the instance
+SavedModel.
 """
 
 import argparse
@@ -26,6 +31,16 @@ def _parse_model_args(pairs):
         except (ValueError, SyntaxError):
             kwargs[name.strip()] = value
     return kwargs
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer. Received: {text!r}")
+    return value
 
 
 def _size(text):
@@ -325,13 +340,203 @@ def _load_model(path):
     return keras.saving.load_model(path)
 
 
+COCO_PREFIX = "coco:"
+
+
+def _is_instance_model(model):
+    from kseg.models.mask_rcnn import MaskRCNN
+
+    return isinstance(model, MaskRCNN)
+
+
+def _coco_source(source):
+    """`coco:ANNOTATIONS.json,IMAGE_DIR` as `(annotations, image_dir)`; None for other sources."""
+    text = os.fspath(source)
+    if not text.startswith(COCO_PREFIX):
+        return None
+    parts = [part.strip() for part in text[len(COCO_PREFIX):].split(",")]
+    if len(parts) != 2 or not all(parts):
+        raise SystemExit(
+            "kseg: error: COCO data are given as coco:ANNOTATIONS.json,IMAGE_DIR. "
+            f"Received: --data {text!r}"
+        )
+    return tuple(parts)
+
+
+def _instance_examples(source, split, num_samples):
+    """Instance examples and their categories from `shapes` or `coco:ANNOTATIONS,IMAGE_DIR`."""
+    import kseg.data
+
+    coco = _coco_source(source)
+    if coco is not None:
+        annotations, image_dir = coco
+        # Both calls name a missing annotation file or image folder in a DatasetError.
+        examples = kseg.data.coco_instance_dataset(annotations, image_dir)
+        categories = kseg.data.coco_categories(annotations)
+        if num_samples is not None:
+            examples = examples.take(num_samples)
+        return examples, categories
+    if source == "shapes":
+        kwargs = {} if num_samples is None else {"num_samples": num_samples}
+        return kseg.data.shapes_instance_examples(split, **kwargs), kseg.data.shapes_info()
+    raise SystemExit(
+        "kseg: error: a MaskRCNN model is evaluated on instance annotations: --data shapes or "
+        f"--data coco:ANNOTATIONS.json,IMAGE_DIR. Received: --data {source!r}"
+    )
+
+
+def _refuse_semantic_flags(args, flags):
+    """Stops with a message naming the semantic-only flags given for an instance model."""
+    given = [flag for flag, value in flags if value]
+    if given:
+        raise SystemExit(
+            f"kseg: error: {', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to "
+            f"semantic segmentation models only; {args.model} is a MaskRCNN."
+        )
+
+
+def _inference_flags_given(args):
+    return [
+        ("--scales", args.scales != (1.0,)),
+        ("--flip", args.flip),
+        ("--window", args.window is not None),
+        ("--crf", args.crf),
+    ]
+
+
+def _print_instance_scores(scores):
+    for kind in ("mask", "box"):
+        print(
+            f"{kind:4s} AP {scores[f'{kind}_AP']:.4f}  AP50 {scores[f'{kind}_AP50']:.4f}  "
+            f"AP75 {scores[f'{kind}_AP75']:.4f}"
+        )
+    print(f"({scores['num_images']} images)")
+
+
+def _evaluate_instances(model, args):
+    import kseg.detection
+
+    _refuse_semantic_flags(
+        args,
+        [("--resize", args.resize is not None), ("--num-classes", args.num_classes is not None),
+         *_inference_flags_given(args)],
+    )
+    examples, categories = _instance_examples(args.data, args.split, args.num_samples)
+    class_names = list(_category_names(categories))
+    if len(class_names) + 1 != model.num_classes:
+        raise SystemExit(
+            f"kseg: error: {args.model} predicts {model.num_classes - 1} object classes but "
+            f"{args.data} has {len(class_names)} ({', '.join(class_names)})."
+        )
+    scores = kseg.detection.evaluate_instances(
+        model, examples, categories, batch_size=args.batch_size
+    )
+    _print_instance_scores(scores)
+    if args.output:
+        record = {key: float(value) for key, value in scores.items()}
+        record["num_images"] = int(scores["num_images"])
+        record["class_names"] = class_names
+        Path(args.output).write_text(json.dumps(record, indent=2, allow_nan=True))
+
+
+def _category_names(categories):
+    if hasattr(categories, "coco_ids"):
+        return tuple(categories.names)
+    return tuple(categories.class_names[1:])
+
+
+def _draw_instances(image, masks, boxes):
+    """The image with each instance's mask blended in its own colour and its box outlined.
+
+    Masks arrive best first; they are painted in reverse so that a better detection covers a
+    weaker one where they overlap. Instance i gets colour i + 1 of `kseg.viz.palette`.
+    """
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    import kseg.viz
+
+    colours = kseg.viz.palette(len(masks) + 1)
+    labels = np.zeros(image.shape[:2], np.int32)
+    for index in reversed(range(len(masks))):
+        labels[masks[index] > 0] = index + 1
+    blended = kseg.viz.overlay(image, labels, colours, alpha=0.5)
+    drawn = Image.fromarray(np.where(labels[..., None] > 0, blended, image).astype(np.uint8))
+    pen = ImageDraw.Draw(drawn)
+    for index, (y1, x1, y2, x2) in enumerate(boxes):
+        # Boxes are continuous [y1, x1, y2, x2]; PIL's rectangle includes its last pixel.
+        pen.rectangle(
+            [float(x1), float(y1), max(float(x1), float(x2) - 1), max(float(y1), float(y2) - 1)],
+            outline=tuple(int(c) for c in colours[index + 1]),
+        )
+    return drawn
+
+
+def _predict_instances(model, args, files):
+    import numpy as np
+    import tensorflow as tf
+    from PIL import Image, UnidentifiedImageError
+    from tqdm.auto import tqdm
+
+    import kseg.detection
+
+    _refuse_semantic_flags(args, _inference_flags_given(args))
+    serve = tf.function(
+        kseg.detection.instance_serving_function(model, mask_threshold=args.mask_threshold),
+        reduce_retracing=True,
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in tqdm(files, desc="predicting", unit="image"):
+        try:
+            image = np.asarray(Image.open(path).convert("RGB"), dtype=np.uint8)
+        except (UnidentifiedImageError, OSError) as error:
+            raise SystemExit(f"cannot read image {path}: {error}") from None
+        result = {key: value.numpy() for key, value in serve(tf.constant(image)).items()}
+        count = int(result["num_detections"])
+        keep = [i for i in range(count) if result["scores"][i] >= args.min_score]
+        detections = [
+            {
+                "box": [round(float(v), 2) for v in result["boxes"][i]],
+                "class": int(result["classes"][i]),
+                "score": round(float(result["scores"][i]), 4),
+                "mask_area": int(result["masks"][i].sum()),
+            }
+            for i in keep
+        ]
+        record = {
+            "image": str(path),
+            "height": int(image.shape[0]),
+            "width": int(image.shape[1]),
+            "box_format": "[y1, x1, y2, x2] in pixels, max exclusive",
+            "min_score": args.min_score,
+            "detections": detections,
+        }
+        (out / f"{path.stem}_instances.json").write_text(json.dumps(record, indent=2))
+        _draw_instances(image, result["masks"][keep], result["boxes"][keep]).save(
+            out / f"{path.stem}_instances.png"
+        )
+    print(f"wrote instance overlays and detections to {out}")
+
+
 def cmd_evaluate(args):
-    """Scores a saved model on a dataset split: per-class IoU, mIoU, accuracies."""
+    """Scores a saved model on a dataset split: per-class IoU, mIoU, accuracies (semantic models)
+    or COCO mask and box AP, AP50, AP75 (MaskRCNN models)."""
     import kseg.data
     import kseg.evaluation
 
     model = _load_model(args.model)
+    if _is_instance_model(model):
+        return _evaluate_instances(model, args)
+    if _coco_source(args.data) is not None:
+        raise SystemExit(
+            f"kseg: error: {args.data} holds instance annotations, which only MaskRCNN models "
+            f"are evaluated on; {args.model} is a semantic segmentation model (evaluate it on "
+            "label-map data: 'shapes', a VOC or CamVid root, IMAGES,MASKS folders...)."
+        )
     source, info = _load(args.data, args.split, args.resize, args.num_classes)
+    if args.num_samples is not None:
+        source = source.take(args.num_samples)
     num_classes = args.num_classes or info.num_classes or int(model.output.shape[-1])
     val = kseg.data.make_pipeline(source, args.batch_size, augment=False, ignore_label=info.ignore_label)
     scores = kseg.evaluation.evaluate_model(
@@ -396,7 +601,8 @@ def _image_files(inputs):
 
 
 def cmd_predict(args):
-    """Writes a label PNG and a colour overlay for every input image."""
+    """Writes a label PNG and a colour overlay for every input image; for a MaskRCNN model, an
+    instance overlay PNG and a JSON of boxes, classes and scores."""
     import numpy as np
     from PIL import Image, UnidentifiedImageError
     from tqdm.auto import tqdm
@@ -404,6 +610,8 @@ def cmd_predict(args):
     import kseg.viz
 
     model = _load_model(args.model)
+    if _is_instance_model(model):
+        return _predict_instances(model, args, _image_files(args.inputs))
     num_classes = int(model.output.shape[-1])
     predict = _predictor(model, args)
     palette = kseg.viz.CAMVID_PALETTE if args.palette == "camvid" else kseg.viz.palette(num_classes)
@@ -424,11 +632,34 @@ def cmd_predict(args):
     print(f"wrote predictions to {out}")
 
 
+def _export_instances(model, args):
+    import kseg.export
+
+    if args.format != "savedmodel" or args.tflite:
+        given = f"--format {args.format}" if args.format != "savedmodel" else "--tflite"
+        raise SystemExit(
+            f"kseg: error: {given} is not supported for instance segmentation models "
+            f"({args.model} is a MaskRCNN, whose proposal and NMS stages have no TFLite or ONNX "
+            "export in kseg); use --format savedmodel."
+        )
+    _refuse_semantic_flags(
+        args,
+        [("--logits", args.logits), ("--image-size", args.image_size is not None),
+         ("--quantization", args.quantization != "none"),
+         ("--calibration-data", args.calibration_data is not None)],
+    )
+    path = kseg.export.saved_model(model, args.out)
+    print(f"wrote SavedModel {path} (signature serving_default: one uint8 image (H, W, 3) -> "
+          "boxes, scores, classes, masks, num_detections)")
+
+
 def cmd_export(args):
     """Exports a saved `.keras` model: SavedModel (uint8 images in), TFLite or ONNX."""
     import kseg.export
 
     model = _load_model(args.model)
+    if _is_instance_model(model):
+        return _export_instances(model, args)
     common = {"include_logits": args.logits, "image_size": args.image_size}
     if args.format == "savedmodel":
         path = kseg.export.saved_model(model, args.out, **common)
@@ -526,8 +757,13 @@ def build_parser():
     evaluate = commands.add_parser("evaluate", help=cmd_evaluate.__doc__,
                                    description=cmd_evaluate.__doc__)
     evaluate.add_argument("--model", required=True, help="a .keras file")
-    evaluate.add_argument("--data", required=True)
-    evaluate.add_argument("--split", default="val")
+    evaluate.add_argument("--data", required=True,
+                          help="as for `kseg train`; for a MaskRCNN model 'shapes' or "
+                               "'coco:ANNOTATIONS.json,IMAGE_DIR'")
+    evaluate.add_argument("--split", default="val",
+                          help="split name (a coco: source is one split already)")
+    evaluate.add_argument("--num-samples", type=_positive_int,
+                          help="evaluate the first N images only (shapes: generate N)")
     evaluate.add_argument("--num-classes", type=int)
     evaluate.add_argument("--batch-size", type=int, default=1)
     evaluate.add_argument("--resize", type=_size)
@@ -540,6 +776,10 @@ def build_parser():
     predict.add_argument("inputs", nargs="+", help="image files or folders")
     predict.add_argument("--out", default="predictions")
     predict.add_argument("--palette", default="voc", choices=("voc", "camvid"))
+    predict.add_argument("--min-score", type=float, default=0.5,
+                         help="MaskRCNN: keep detections scoring at least this")
+    predict.add_argument("--mask-threshold", type=float, default=0.5,
+                         help="MaskRCNN: mask probability at which a pixel belongs to the instance")
     _add_inference_flags(predict)
     predict.set_defaults(handler=cmd_predict)
 
