@@ -491,7 +491,7 @@ def _resolve_num_classes(num_classes, probabilities):
     if num_classes is None:
         raise ValueError("Give `num_classes` (or `probabilities`, whose last axis sets it).")
     if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)):
-        raise ValueError(f"`num_classes` must be an integer. Received: num_classes={num_classes!r}")
+        raise TypeError(f"`num_classes` must be an integer. Received: num_classes={num_classes!r}")
     if not 1 <= num_classes <= 255:
         raise ValueError(
             "`num_classes` must be in 1..255 (labels are uint8 with 255 reserved). "
