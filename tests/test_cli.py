@@ -1,4 +1,6 @@
+import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -198,3 +200,224 @@ def test_export_onnx_when_tf2onnx_is_installed(demo_run, tmp_path):
     names = [output.name for output in session.get_outputs()]
     labels = dict(zip(names, session.run(None, feeds)))["labels"]
     assert labels.shape == (1, 32, 48)
+
+
+# ----------------------------------------------------------------- instance segmentation
+
+REPO = Path(__file__).resolve().parents[1]
+COCO_CATEGORIES = [  # sparse COCO ids, numbered 1..4 by kseg in id order
+    {"id": 2, "name": "block"},
+    {"id": 5, "name": "wedge"},
+    {"id": 9, "name": "bar"},
+    {"id": 11, "name": "dot"},
+]
+
+
+def mask_rcnn_small_config():
+    """The SMALL Mask R-CNN configuration of tests/models/test_mask_rcnn.py."""
+    spec = importlib.util.spec_from_file_location(
+        "mask_rcnn_model_tests", REPO / "tests" / "models" / "test_mask_rcnn.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.SMALL
+
+
+def write_tiny_coco(root, count=3, size=(64, 80), seed=0):
+    """A COCO-format folder: `count` PNGs in root/images and root/annotations.json.
+
+    Each image holds two polygons (a rectangle and a triangle) painted in flat colours over
+    noise; their categories cycle through COCO_CATEGORIES. Returns (annotations, image_dir).
+    """
+    from PIL import ImageDraw
+
+    rng = np.random.default_rng(seed)
+    image_dir = root / "images"
+    image_dir.mkdir(parents=True)
+    images, annotations = [], []
+    height, width = size
+    for index in range(count):
+        image = Image.fromarray(rng.integers(0, 80, (height, width, 3), dtype=np.uint8))
+        pen = ImageDraw.Draw(image)
+        top, left = int(rng.integers(2, 20)), int(rng.integers(2, 30))
+        rectangle = [left, top, left + 24, top, left + 24, top + 18, left, top + 18]
+        triangle = [50, 40, 76, 60, 50, 62]
+        for number, polygon in enumerate((rectangle, triangle)):
+            pen.polygon(polygon, fill=(220, 60 + 120 * number, 40))
+            xs, ys = polygon[0::2], polygon[1::2]
+            annotations.append({
+                "id": len(annotations) + 1,
+                "image_id": index + 10,
+                "category_id": COCO_CATEGORIES[(index + number) % 4]["id"],
+                "segmentation": [[float(v) for v in polygon]],
+                "bbox": [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)],
+                "area": 1.0,
+                "iscrowd": 0,
+            })
+        image.save(image_dir / f"scene_{index}.png")
+        images.append({"id": index + 10, "file_name": f"scene_{index}.png",
+                       "height": height, "width": width})
+    path = root / "annotations.json"
+    path.write_text(json.dumps(
+        {"images": images, "annotations": annotations, "categories": COCO_CATEGORIES}
+    ))
+    return path, image_dir
+
+
+@pytest.fixture(scope="module")
+def mask_rcnn_file(tmp_path_factory):
+    """A tiny untrained MaskRCNN (5 classes as the shapes data) saved as .keras."""
+    from kseg.models.mask_rcnn import MaskRCNN
+
+    path = tmp_path_factory.mktemp("mask_rcnn") / "mask_rcnn.keras"
+    # Every region scores above 0, so the untrained model still returns detections.
+    MaskRCNN(num_classes=5, score_threshold=0.0, **mask_rcnn_small_config()).save(path)
+    return path
+
+
+def spy_on_evaluate_instances(monkeypatch):
+    """Records the arguments and the result of every kseg.detection.evaluate_instances call."""
+    import kseg.detection
+
+    calls = []
+    real = kseg.detection.evaluate_instances
+
+    def recording(model, examples, categories, **kwargs):
+        images = [example["image"] for example in examples.as_numpy_iterator()]
+        result = real(model, examples, categories, **kwargs)
+        calls.append({"model": model, "images": images, "categories": categories,
+                      "kwargs": kwargs, "result": result})
+        return result
+
+    monkeypatch.setattr(kseg.detection, "evaluate_instances", recording)
+    return calls
+
+
+def test_evaluate_mask_rcnn_on_shapes_reports_coco_ap(mask_rcnn_file, tmp_path, capsys,
+                                                      monkeypatch):
+    import kseg
+    from kseg.models.mask_rcnn import MaskRCNN
+
+    calls = spy_on_evaluate_instances(monkeypatch)
+    output = tmp_path / "scores.json"
+    cli.main(["evaluate", "--model", str(mask_rcnn_file), "--data", "shapes", "--split", "val",
+              "--num-samples", "3", "--batch-size", "2", "--output", str(output)])
+    printed = capsys.readouterr().out
+    scores = json.loads(output.read_text())
+    (call,) = calls
+    assert isinstance(call["model"], MaskRCNN) and call["kwargs"] == {"batch_size": 2}
+    # The held-out shapes images, as kseg.data generates them.
+    expected_images = [e["image"] for e in kseg.data.shapes_instance_examples(
+        "val", num_samples=3).as_numpy_iterator()]
+    np.testing.assert_array_equal(np.stack(call["images"]), np.stack(expected_images))
+    assert scores["num_images"] == 3
+    assert scores["class_names"] == ["circle", "square", "triangle", "star"]
+    for key in ("mask_AP", "mask_AP50", "mask_AP75", "box_AP", "box_AP50", "box_AP75"):
+        assert scores[key] == call["result"][key]
+        # COCOeval reports -1 only when no ground truth exists; every image holds shapes.
+        assert 0.0 <= scores[key] <= 1.0
+    assert f"mask AP {scores['mask_AP']:.4f}  AP50 {scores['mask_AP50']:.4f}" in printed
+    assert f"box  AP {scores['box_AP']:.4f}  AP50 {scores['box_AP50']:.4f}" in printed
+
+
+def test_evaluate_mask_rcnn_on_a_coco_folder(mask_rcnn_file, tmp_path, capsys, monkeypatch):
+    import kseg
+
+    calls = spy_on_evaluate_instances(monkeypatch)
+    annotations, image_dir = write_tiny_coco(tmp_path)
+    output = tmp_path / "scores.json"
+    cli.main(["evaluate", "--model", str(mask_rcnn_file), "--data",
+              f"coco:{annotations},{image_dir}", "--output", str(output)])
+    scores = json.loads(output.read_text())
+    (call,) = calls
+    assert call["categories"] == kseg.data.coco_categories(annotations)
+    assert call["categories"].coco_ids == (2, 5, 9, 11)
+    for index, image in enumerate(call["images"]):
+        np.testing.assert_array_equal(image, np.asarray(Image.open(image_dir / f"scene_{index}.png")))
+    assert scores["num_images"] == 3
+    assert scores["class_names"] == [c["name"] for c in COCO_CATEGORIES]
+    for key in ("mask_AP", "mask_AP75", "box_AP", "box_AP50"):
+        assert scores[key] == call["result"][key]
+    assert "(3 images)" in capsys.readouterr().out
+
+
+def test_instance_evaluation_errors_name_the_problem(mask_rcnn_file, demo_run, tmp_path, capsys):
+    annotations, image_dir = write_tiny_coco(tmp_path)
+    model = str(mask_rcnn_file)
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["evaluate", "--model", model, "--data",
+                  f"coco:{tmp_path / 'missing.json'},{image_dir}"])
+    assert stop.value.code == 2 and "missing.json" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["evaluate", "--model", model, "--data",
+                  f"coco:{annotations},{tmp_path / 'no_images'}"])
+    assert stop.value.code == 2 and "no_images" in capsys.readouterr().err
+    (image_dir / "scene_1.png").unlink()
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["evaluate", "--model", model, "--data", f"coco:{annotations},{image_dir}"])
+    assert "scene_1.png" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="coco:ANNOTATIONS.json,IMAGE_DIR"):
+        cli.main(["evaluate", "--model", model, "--data", f"coco:{annotations}"])
+    with pytest.raises(SystemExit, match="'shapes' or|--data shapes or"):
+        cli.main(["evaluate", "--model", model, "--data", str(tmp_path)])
+    with pytest.raises(SystemExit, match="--scales, --flip apply to semantic"):
+        cli.main(["evaluate", "--model", model, "--data", "shapes", "--scales", "1,2", "--flip"])
+    semantic = str(demo_run[0] / "run" / "model.keras")
+    with pytest.raises(SystemExit, match="only MaskRCNN models"):
+        cli.main(["evaluate", "--model", semantic, "--data", f"coco:{annotations},{image_dir}"])
+
+
+def test_evaluate_refuses_a_class_count_that_differs_from_the_data(tmp_path):
+    from kseg.models.mask_rcnn import MaskRCNN
+
+    path = tmp_path / "three.keras"
+    MaskRCNN(num_classes=3, **mask_rcnn_small_config()).save(path)
+    with pytest.raises(SystemExit, match="predicts 2 object classes but shapes has 4"):
+        cli.main(["evaluate", "--model", str(path), "--data", "shapes", "--num-samples", "1"])
+
+
+def test_predict_with_mask_rcnn_writes_overlays_and_detections(mask_rcnn_file, tmp_path):
+    import keras
+
+    import kseg
+
+    image = np.random.default_rng(4).integers(0, 256, (70, 90, 3), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "photo.png")
+    out = tmp_path / "pred"
+    cli.main(["predict", "--model", str(mask_rcnn_file), str(tmp_path / "photo.png"),
+              "--out", str(out), "--min-score", "0"])
+    record = json.loads((out / "photo_instances.json").read_text())
+    serve = kseg.detection.instance_serving_function(keras.saving.load_model(mask_rcnn_file))
+    expected = {key: value.numpy() for key, value in serve(image).items()}
+    count = int(expected["num_detections"])
+    detections = record["detections"]
+    assert (record["height"], record["width"]) == (70, 90) and len(detections) == count > 0
+    np.testing.assert_allclose([d["box"] for d in detections], expected["boxes"][:count],
+                               atol=0.006)
+    np.testing.assert_allclose([d["score"] for d in detections], expected["scores"][:count],
+                               atol=6e-5)
+    assert [d["class"] for d in detections] == expected["classes"][:count].tolist()
+    assert [d["mask_area"] for d in detections] == expected["masks"][:count].sum((1, 2)).tolist()
+
+    drawn = np.asarray(Image.open(out / "photo_instances.png"))
+    assert drawn.shape == image.shape
+    covered = expected["masks"][:count].any(axis=0)
+    outlines = np.zeros(covered.shape, bool)
+    for y1, x1, y2, x2 in expected["boxes"][:count]:
+        rows = slice(int(y1), int(np.ceil(y2)) + 1)
+        cols = slice(int(x1), int(np.ceil(x2)) + 1)
+        outlines[rows, cols] = True  # the box and its outline, generously
+    untouched = ~covered & ~outlines
+    # Pixels outside every mask and box are the photo's; masked pixels are tinted.
+    np.testing.assert_array_equal(drawn[untouched], image[untouched])
+    assert (drawn[covered] != image[covered]).any(axis=-1).mean() > 0.9
+
+
+@pytest.mark.parametrize("flags", [["--format", "tflite", "--out", "m.tflite"],
+                                   ["--format", "onnx", "--out", "m.onnx"],
+                                   ["--out", "saved", "--tflite", "m.tflite"]])
+def test_export_of_mask_rcnn_refuses_tflite_and_onnx(mask_rcnn_file, tmp_path, flags):
+    with pytest.raises(SystemExit, match="not supported for instance segmentation models"):
+        cli.main(["export", "--model", str(mask_rcnn_file),
+                  *[str(tmp_path / f) if f.startswith(("m.", "saved")) else f for f in flags]])
+    assert not any(tmp_path.iterdir())
