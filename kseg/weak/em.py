@@ -113,7 +113,7 @@ def em_adapt_latent_labels(
     foreground_fraction=FOREGROUND_FRACTION,
     background_fraction=BACKGROUND_FRACTION,
     background_class=0,
-    max_iterations=20,
+    max_iterations=50,
 ):
     """EM-Adapt's E-step: the latent segmentation of each image from its tags and logits.
 
@@ -131,7 +131,10 @@ def em_adapt_latent_labels(
     monotone in the other biases, so repeating it from b = 0 (Jacobi sweeps, all classes in
     parallel) increases the biases towards the least ones meeting every fraction; the sweeps
     stop when every image meets them, or after `max_iterations`. A boosted class then covers
-    exactly n_l pixels and every present class at least n_l. The released DeepLab layer
+    exactly n_l pixels and every present class at least n_l. Loose fractions (summing well
+    below 1) settle in a few sweeps; tight ones (summing to 1, as after scaling) approach the
+    fixed point geometrically and may need tens of sweeps, ending within a pixel or two of
+    their targets if cut short. The released DeepLab layer
     (AdaptiveBiasChannel) does the same update one class after another.
 
     Args:
@@ -350,7 +353,7 @@ class EMAdaptCrossEntropy(_LatentCrossEntropy):
         foreground_fraction=FOREGROUND_FRACTION,
         background_fraction=BACKGROUND_FRACTION,
         background_class=0,
-        max_iterations=20,
+        max_iterations=50,
         reduction="sum_over_batch_size",
         name="em_adapt_cross_entropy",
         dtype=None,
