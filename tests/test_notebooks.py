@@ -60,7 +60,7 @@ def assert_miou_is_mean_of_present_classes(ious, miou, num_classes):
     assert miou == pytest.approx(np.mean(present), abs=6e-4)
 
 
-@pytest.mark.parametrize("name", ["quickstart", "bring_your_own_data"])
+@pytest.mark.parametrize("name", ["quickstart", "bring_your_own_data", "mask_rcnn"])
 def test_notebook_is_stored_without_outputs(name):
     notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     nbformat.validate(notebook)
@@ -104,3 +104,38 @@ def test_bring_your_own_data_writes_a_folder_trains_and_predicts(tmp_path, monke
         assert labels.max() < 5
     header = (tmp_path / "runs" / "bring_your_own_data" / "history.csv").read_text().split()[0]
     assert "loss" in header.split(",")
+
+
+def printed_coco_metrics(stdout):
+    """The AP figures printed by the Mask R-CNN notebook's evaluation cell."""
+    return {
+        name: float(value)
+        for name, value in re.findall(
+            r"^((?:mask|box)_AP(?:50|75)?) +(-?\d\.\d{3})$", stdout, re.MULTILINE
+        )
+    }
+
+
+def test_mask_rcnn_trains_evaluates_exports_and_serves_one_image(tmp_path, monkeypatch):
+    stdout, notebook = execute("mask_rcnn", tmp_path, monkeypatch)
+    metrics = printed_coco_metrics(stdout)
+    assert set(metrics) == {
+        f"{kind}_AP{suffix}" for kind in ("mask", "box") for suffix in ("", "50", "75")
+    }
+    # COCO AP lies in [0, 1]; AP at the lenient IoU 0.50 is never below the stricter ones.
+    for kind in ("mask", "box"):
+        assert 0.0 <= metrics[f"{kind}_AP75"] <= metrics[f"{kind}_AP50"] <= 1.0
+        assert metrics[f"{kind}_AP"] <= metrics[f"{kind}_AP50"]
+    assert "scored on 4 validation images" in stdout
+    assert re.search(r"returns the Keras model's \d+ detections for a 64x64 uint8 image", stdout)
+    run = tmp_path / "runs" / "mask_rcnn"
+    assert (run / "saved_model" / "saved_model.pb").is_file()
+    figures = [
+        output
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+        if "image/png" in output.get("data", {})
+    ]
+    # Ground-truth samples, the loss curves and the predictions.
+    assert len(figures) >= 3
