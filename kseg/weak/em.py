@@ -5,7 +5,7 @@ Convolutional Network for Semantic Image Segmentation", ICCV 2015, train DeepLab
 expectation-maximisation: the E-step turns the network's current scores plus class biases
 into a latent segmentation (an argmax), the M-step is the ordinary pixel cross-entropy on it.
 Here both steps run inside a Keras loss, so any kseg model trains with `model.compile(loss=...)`
-and `model.fit`:
+and `model.fit` (each loss also comes as a per-pixel function, Keras's two-level form):
 
 - `EMAdaptCrossEntropy` (image-level tags, y_true `(B, K)` multi-hot): per image, adaptive
   biases make each present class the argmax on at least a preset fraction of the pixels
@@ -99,7 +99,7 @@ def _check_background(background_class, num_classes):
 
 
 def _class_vector(num_classes, background_class, foreground_value, background_value):
-    """(K,) float32 with `background_value` at the background class, `foreground_value` elsewhere."""
+    """(K,) float32: `background_value` at the background class, `foreground_value` elsewhere."""
     is_background = tf.equal(
         tf.range(num_classes), -1 if background_class is None else background_class
     )
@@ -179,6 +179,8 @@ def em_adapt_latent_labels(
         )
     _check_class_count(tags, logits, "the tags")
     _check_background(background_class, logits.shape[-1])
+    if logits.shape[-1] == 1:
+        raise ValueError("EM-Adapt needs at least two classes. Received: logits with K=1")
 
     shape = tf.shape(logits)
     batch, num_classes = shape[0], shape[3]
@@ -286,6 +288,92 @@ def em_fixed_latent_labels(
     bias = _class_vector(tf.shape(logits)[-1], background_class, foreground_bias, background_bias)
     labels = tf.argmax(tf.where(allowed, logits + bias, _SUPPRESSED), axis=-1, output_type=tf.int32)
     return tf.where(tf.reduce_any(allowed, axis=-1), labels, IGNORE_LABEL)
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+def em_adapt_cross_entropy(
+    y_true,
+    y_pred,
+    foreground_fraction=FOREGROUND_FRACTION,
+    background_fraction=BACKGROUND_FRACTION,
+    background_class=0,
+    max_iterations=50,
+):
+    """Per-pixel EM-Adapt loss: cross-entropy of the logits on `em_adapt_latent_labels`.
+
+    The function form of `EMAdaptCrossEntropy` (Papandreou et al., ICCV 2015, section 3.2).
+    Pixels of images without tags get 0 and are left out of the Keras mask, so
+    `model.compile(loss=em_adapt_cross_entropy)` averages over the tagged images' pixels.
+
+    Args:
+        y_true: `(B, K)` multi-hot tags.
+        y_pred: `(B, H, W, K)` logits.
+        foreground_fraction: rho_fg.
+        background_fraction: rho_bg.
+        background_class: index of the background class, or None.
+        max_iterations: bound on the bias sweeps of the E-step.
+
+    Returns:
+        float32 `(B, H, W)` per-pixel losses.
+
+    Example:
+        >>> import numpy as np
+        >>> from kseg.weak.em import em_adapt_cross_entropy
+        >>> logits = np.zeros((1, 4, 4, 3), "float32")
+        >>> losses = em_adapt_cross_entropy(np.array([[1, 1, 0]], "float32"), logits)
+        >>> round(float(losses[0, 0, 0]), 4)  # -log(1/3)
+        1.0986
+    """
+    labels = em_adapt_latent_labels(
+        y_true,
+        y_pred,
+        foreground_fraction=foreground_fraction,
+        background_fraction=background_fraction,
+        background_class=background_class,
+        max_iterations=max_iterations,
+    )
+    return segmentation_cross_entropy(labels, y_pred, ignore_label=IGNORE_LABEL, check_labels=False)
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+def em_fixed_cross_entropy(
+    y_true,
+    y_pred,
+    foreground_bias=FOREGROUND_BIAS,
+    background_bias=BACKGROUND_BIAS,
+    background_class=0,
+):
+    """Per-pixel EM-Fixed loss: cross-entropy of the logits on `em_fixed_latent_labels`.
+
+    The function form of `EMFixedCrossEntropy` (Papandreou et al., ICCV 2015, sections
+    3.2-3.4). Pixels allowing no class get 0 and are left out of the Keras mask.
+
+    Args:
+        y_true: `(B, H, W, K)` 0/1 allowed-class maps.
+        y_pred: `(B, H, W, K)` logits.
+        foreground_bias: b_fg.
+        background_bias: b_bg.
+        background_class: index of the background class, or None.
+
+    Returns:
+        float32 `(B, H, W)` per-pixel losses.
+
+    Example:
+        >>> import numpy as np
+        >>> from kseg.weak.em import em_fixed_cross_entropy
+        >>> allowed = np.ones((1, 2, 2, 3), np.uint8)
+        >>> losses = em_fixed_cross_entropy(allowed, np.zeros((1, 2, 2, 3), "float32"))
+        >>> round(float(losses[0, 0, 0]), 4)
+        1.0986
+    """
+    labels = em_fixed_latent_labels(
+        y_true,
+        y_pred,
+        foreground_bias=foreground_bias,
+        background_bias=background_bias,
+        background_class=background_class,
+    )
+    return segmentation_cross_entropy(labels, y_pred, ignore_label=IGNORE_LABEL, check_labels=False)
 
 
 class _LatentCrossEntropy(keras.losses.Loss):
@@ -449,7 +537,7 @@ class EMFixedCrossEntropy(_LatentCrossEntropy):
         )
 
     def latent_labels(self, y_true, y_pred):
-        """The E-step's latent segmentation `(B, H, W)` for allowed maps y_true and logits y_pred."""
+        """The E-step's latent segmentation `(B, H, W)` for allowed maps y_true, logits y_pred."""
         return em_fixed_latent_labels(
             y_true,
             y_pred,
@@ -676,7 +764,8 @@ def bbox_seg_labels(
     unknown = set(crf_parameters) - set(DEEPLAB_CRF_DEFAULTS)
     if unknown:
         raise ValueError(
-            f"unknown CRF parameters {sorted(unknown)}; expected some of {sorted(DEEPLAB_CRF_DEFAULTS)}"
+            f"unknown CRF parameters {sorted(unknown)}; "
+            f"expected some of {sorted(DEEPLAB_CRF_DEFAULTS)}"
         )
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[-1] != 3:
@@ -779,7 +868,8 @@ def mixed_supervision_dataset(strong, weak, num_classes, *, strong_fraction=None
         or not 1 <= num_classes < IGNORE_LABEL
     ):
         raise ValueError(
-            f"num_classes must be an int in [1, {IGNORE_LABEL}). Received: num_classes={num_classes!r}"
+            f"num_classes must be an int in [1, {IGNORE_LABEL}). "
+            f"Received: num_classes={num_classes!r}"
         )
     if strong_fraction is not None:
         strong_fraction = _check_fraction("strong_fraction", strong_fraction)
@@ -808,7 +898,9 @@ def mixed_supervision_dataset(strong, weak, num_classes, *, strong_fraction=None
         check = tf.debugging.assert_equal(
             tf.reduce_any(bad),
             False,
-            message=f"a strong mask has a label outside [0, {num_classes}) that is not {IGNORE_LABEL}",
+            message=(
+                f"a strong mask has a label outside [0, {num_classes}) that is not {IGNORE_LABEL}"
+            ),
         )
         with tf.control_dependencies([check]):
             # tf.one_hot gives an all-zero row for 255: the ignored pixel allows no class.

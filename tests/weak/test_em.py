@@ -11,7 +11,9 @@ from kseg.weak.em import (
     EMFixedCrossEntropy,
     bbox_seg_labels,
     box_label_map,
+    em_adapt_cross_entropy,
     em_adapt_latent_labels,
+    em_fixed_cross_entropy,
     em_fixed_latent_labels,
     mixed_supervision_dataset,
     tag_label_map,
@@ -176,7 +178,7 @@ def test_tags_naming_a_class_beyond_the_model_are_refused():
 
 
 def _synthetic_boxes_image():
-    """Two flat objects of distinct colours, each inside a larger box, on a third colour."""
+    """Two flat objects of distinct colours inside larger boxes, on a third colour, plus noise."""
     height, width = 48, 64
     image = np.empty((height, width, 3), np.uint8)
     image[:] = (40, 90, 60)
@@ -185,6 +187,8 @@ def _synthetic_boxes_image():
     square = (rows >= 14) & (rows < 34) & (columns >= 40) & (columns < 58)
     image[disc] = (220, 200, 40)
     image[square] = (180, 40, 200)
+    noise = np.random.default_rng(10).normal(0, 10, image.shape)
+    image = np.clip(image + noise, 0, 255).astype(np.uint8)
     boxes = np.array([[8, 4, 37, 33], [9, 36, 40, 62]], np.float32)
     return image, boxes, np.array([1, 2]), {1: disc, 2: square}
 
@@ -238,12 +242,15 @@ def test_losses_are_cross_entropy_on_the_latent_labels(kind):
         y_true[1, :2] = 0  # two rows allowing no class: ignored
         latent = np.asarray(em_fixed_latent_labels(y_true, logits))
     value, gradient = _loss_and_gradient(loss, y_true, logits)
+    function = em_adapt_cross_entropy if kind == "adapt" else em_fixed_cross_entropy
+    per_pixel = np.asarray(function(y_true, logits))
 
     counted = latent != 255
     log_softmax = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     safe = np.where(counted, latent, 0)
     picked = np.take_along_axis(log_softmax, safe[..., None], -1)[..., 0]
     np.testing.assert_allclose(value, -picked[counted].mean(), rtol=1e-5)
+    np.testing.assert_allclose(per_pixel, np.where(counted, -picked, 0.0), rtol=1e-5, atol=1e-6)
     # The E-step carries no gradient: d loss / d logits = (softmax - onehot) / counted pixels.
     expected = (np.exp(log_softmax) - np.eye(3)[safe]) * counted[..., None] / counted.sum()
     np.testing.assert_allclose(gradient, expected, atol=1e-6)
