@@ -1,8 +1,10 @@
 """Draws the documentation's figures with kseg itself and writes them as PNGs next to this file.
 
 Every number in a figure comes from a kseg function or layer (receptive fields, pooling indices,
-bilinear kernels, adaptive pooling, the dense CRF, sliding-window geometry); matplotlib only
-draws them. Runs in well under a minute on a CPU:
+bilinear kernels, adaptive pooling, the dense CRF, sliding-window geometry, RoIAlign sample
+points, FPN levels, anchors and their matching); matplotlib only draws them. The one exception
+is RoIPool's quantised bins, which kseg does not implement: they follow Fast R-CNN's rounding
+rule in a few lines of numpy, for comparison. Runs in well under a minute on a CPU:
 
     python docs/figures/make_figures.py
 """
@@ -22,8 +24,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import kseg
+from kseg.detection.anchors import generate_anchors
+from kseg.detection.targets import rpn_targets
 from kseg.inference.sliding_window import window_starts, window_weights
 from kseg.layers.pyramid_pooling import adaptive_average_pooling_2d
+from kseg.layers.roi_align import RoIAlign, assign_levels
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -276,6 +281,251 @@ def inference_windows(out):
     _save(fig, out, "inference_windows.png")
 
 
+# The Mask R-CNN page's example box, in feature-map pixels (spatial_scale 1): deliberately not
+# on the cell grid, so RoIPool's rounding shows.
+ROI_BOX_YXYX = (1.3, 1.6, 6.1, 8.4)
+ROI_BINS = 3
+MASK_RCNN_SHAPES_ANCHOR_SIZES = (16, 32, 64, 128, 256)
+
+
+def _roi_align_sample_points(box, bins, sampling_ratio, height, width):
+    """Where RoIAlign samples, read back from kseg's RoIAlign itself.
+
+    The feature map holds each pixel centre's own continuous coordinates (y + 0.5, x + 0.5),
+    a linear function, so bilinear interpolation returns the sample point's position exactly.
+    With one sample per bin and `bins * sampling_ratio` bins, the layer samples the same points
+    as `bins` bins of `sampling_ratio x sampling_ratio` samples.
+    """
+    rows, cols = np.meshgrid(np.arange(height) + 0.5, np.arange(width) + 0.5, indexing="ij")
+    coordinates = np.stack([rows, cols], -1)[None].astype("float32")
+    layer = RoIAlign(output_size=bins * sampling_ratio, sampling_ratio=1, aligned=True)
+    points = np.asarray(layer([coordinates, np.asarray([[box]], "float32")]))[0, 0]
+    return points[..., 0].ravel(), points[..., 1].ravel()
+
+
+def _roi_pool_cells(box, bins):
+    """RoIPool's bins (Fast R-CNN, Girshick 2015) for a box in feature-map pixels.
+
+    Two quantisations: the box edges are rounded to the nearest cell boundary, then bin k of n
+    over a span of L cells takes cells floor(k * L / n) up to ceil((k + 1) * L / n). Returns
+    (y0, y1, x0, x1) per bin in cells, ends excluded.
+    """
+    y1, x1, y2, x2 = (int(np.floor(v + 0.5)) for v in box)
+    height, width = max(y2 - y1, 1), max(x2 - x1, 1)
+    cells = []
+    for i in range(bins):
+        for j in range(bins):
+            cells.append(
+                (
+                    y1 + int(np.floor(i * height / bins)),
+                    y1 + int(np.ceil((i + 1) * height / bins)),
+                    x1 + int(np.floor(j * width / bins)),
+                    x1 + int(np.ceil((j + 1) * width / bins)),
+                )
+            )
+    return cells
+
+
+def _feature_grid(ax, height, width):
+    for y in range(height + 1):
+        ax.axhline(y, color="0.8", lw=0.7, zorder=0)
+    for x in range(width + 1):
+        ax.axvline(x, color="0.8", lw=0.7, zorder=0)
+    centres_y, centres_x = np.meshgrid(np.arange(height) + 0.5, np.arange(width) + 0.5)
+    ax.plot(centres_x.ravel(), centres_y.ravel(), ".", color="0.7", ms=3, zorder=1)
+    ax.set_xlim(0, width)
+    ax.set_ylim(height, 0)
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _roi_pool_max(features, box, bins):
+    values = []
+    for y0, y1, x0, x1 in _roi_pool_cells(box, bins):
+        values.append(features[y0:y1, x0:x1].max())
+    return np.asarray(values)
+
+
+def roi_align_sampling(out):
+    height, width = 8, 10
+    y1, x1, y2, x2 = ROI_BOX_YXYX
+    sample_y, sample_x = _roi_align_sample_points(ROI_BOX_YXYX, ROI_BINS, 2, height, width)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), gridspec_kw={"width_ratios": [1, 1, 1.1]})
+    outline = {"fill": False, "lw": 2, "ec": "tab:red", "zorder": 3}
+    ax = axes[0]
+    _feature_grid(ax, height, width)
+    ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, **outline))
+    for k in range(1, ROI_BINS):
+        ax.plot([x1 + k * (x2 - x1) / ROI_BINS] * 2, [y1, y2], color="tab:red", lw=0.8, ls="--")
+        ax.plot([x1, x2], [y1 + k * (y2 - y1) / ROI_BINS] * 2, color="tab:red", lw=0.8, ls="--")
+    ax.plot(sample_x, sample_y, "o", color="tab:blue", ms=4, zorder=4)
+    ax.set_title(
+        f"RoIAlign: {ROI_BINS}×{ROI_BINS} bins, 2×2 bilinear samples each\n"
+        "(points read back from kseg's RoIAlign)",
+        fontsize=9,
+    )
+    ax = axes[1]
+    _feature_grid(ax, height, width)
+    colours = plt.cm.tab10.colors
+    for k, (c0, c1, d0, d1) in enumerate(_roi_pool_cells(ROI_BOX_YXYX, ROI_BINS)):
+        colour = colours[k % 10]
+        ax.add_patch(
+            plt.Rectangle((d0, c0), d1 - d0, c1 - c0, fc=(*colour, 0.18), ec=colour, lw=1.2)
+        )
+    ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, ls=":", **outline))
+    ax.set_title(
+        "RoIPool: box rounded to cells, bins floored/ceiled\n(overlapping, uneven, shifted)",
+        fontsize=9,
+    )
+    # Slide the box right over a ramp whose value is each pixel centre's x: RoIAlign's bin
+    # follows the box continuously, RoIPool's stays put and then jumps a whole cell.
+    ramp = np.broadcast_to(np.arange(width) + 0.5, (height, width)).astype("float32")
+    shifts = np.linspace(0.0, 2.0, 161)
+    boxes = np.asarray([[y1, x1 + s, y2, x2 + s] for s in shifts], "float32")
+    align = RoIAlign(output_size=ROI_BINS, sampling_ratio=2, aligned=True)
+    aligned = np.asarray(align([ramp[None, :, :, None], boxes[None]]))[0, :, 0, 0, 0]
+    pooled = [_roi_pool_max(ramp, box, ROI_BINS)[0] for box in boxes]
+    centre = x1 + shifts + 0.5 * (x2 - x1) / ROI_BINS
+    ax = axes[2]
+    ax.plot(shifts, centre, ":", color="0.4", label="the bin's true centre x")
+    ax.plot(shifts, aligned, lw=2, alpha=0.8, label="RoIAlign (mean of its 4 samples)")
+    ax.plot(shifts, pooled, drawstyle="steps-post", label="RoIPool (max over its cells)")
+    ax.set_xlabel("box shifted right by (feature pixels)")
+    ax.set_ylabel("first bin's output on f(y, x) = x")
+    ax.legend(fontsize=8)
+    ax.set_title("one bin as the box slides", fontsize=9)
+    _save(fig, out, "mask_rcnn_roi_align.png")
+
+
+def fpn_levels(out):
+    sizes = np.geomspace(16, 1024, 400)
+    boxes = np.stack([np.zeros_like(sizes), np.zeros_like(sizes), sizes, sizes], -1)
+    levels = np.asarray(assign_levels(boxes.astype("float32")))
+    unclamped = np.floor(4 + np.log2(sizes / 224))
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.plot(sizes, unclamped, ":", color="0.5", label="floor(4 + log2(√(wh) / 224))")
+    ax.plot(sizes, levels, lw=2, label="kseg.layers.assign_levels (clamped to P2..P5)")
+    for size in (56, 112, 224, 448):
+        ax.axvline(size, color="0.85", lw=0.8, zorder=0)
+        ax.text(size, 6.15, f"{size}", ha="center", fontsize=8, color="0.4")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(
+        [16, 32, 64, 128, 256, 512, 1024], ["16", "32", "64", "128", "256", "512", "1024"]
+    )
+    ax.set_yticks([0, 1, 2, 3, 4, 5, 6], ["P0", "P1", "P2", "P3", "P4", "P5", "P6"])
+    ax.set_ylim(-0.3, 6.6)
+    ax.set_xlabel("box side √(wh) in input pixels")
+    ax.set_ylabel("pooled from")
+    ax.legend(fontsize=8, loc="lower right")
+    _save(fig, out, "mask_rcnn_fpn_levels.png")
+
+
+def fpn_anchors(out):
+    size = 256
+    strides = (4, 8, 16, 32, 64)
+    levels = generate_anchors(size, size)
+    fig, axes = plt.subplots(1, 5, figsize=(14, 3.3))
+    colours = ("tab:blue", "tab:orange", "tab:green")
+    for index, (ax, stride, anchors) in enumerate(zip(axes, strides, levels)):
+        cells = size // stride
+        anchors = np.asarray(anchors).reshape(cells, cells, 3, 4)
+        # The position whose centre lies nearest the image centre.
+        row = col = cells // 2 - (1 if cells > 1 else 0)
+        centres = (np.arange(cells) + 0.5) * stride
+        grid_y, grid_x = np.meshgrid(centres, centres)
+        ax.plot(grid_x.ravel(), grid_y.ravel(), ".", color="0.6", ms=2)
+        ax.add_patch(plt.Rectangle((0, 0), size, size, fill=False, ec="black", lw=1))
+        for colour, (y1, x1, y2, x2), ratio in zip(
+            colours, anchors[row, col], ("1:2", "1:1", "2:1")
+        ):
+            ax.add_patch(
+                plt.Rectangle(
+                    (x1, y1), x2 - x1, y2 - y1, fill=False, ec=colour, lw=1.5, label=ratio
+                )
+            )
+        ax.plot([centres[col]], [centres[row]], "k+", ms=6)
+        # Each panel zooms to its own anchors; the black square is the 256x256 image.
+        limit = max(1.25 * np.abs(anchors[row, col] - centres[row]).max(), 40.0)
+        ax.set_xlim(centres[col] - limit, centres[col] + limit)
+        ax.set_ylim(centres[row] + limit, centres[row] - limit)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        side = np.sqrt(np.prod(anchors[row, col, 1, 2:] - anchors[row, col, 1, :2]))
+        ax.set_title(
+            f"P{index + 2}: stride {stride}, {cells}×{cells} cells\n"
+            f"area {side:.0f}², view {2 * limit:.0f} px",
+            fontsize=9,
+        )
+    axes[0].legend(title="h:w", fontsize=7, title_fontsize=7, loc="lower left")
+    _save(fig, out, "mask_rcnn_anchors.png")
+
+
+def mask_rcnn_matched_anchors(out):
+    image_size = 128
+    info = kseg.data.shapes_info()
+    examples = kseg.data.shapes_instance_examples("val", num_samples=8, image_size=image_size)
+    example = max(examples.as_numpy_iterator(), key=lambda e: len(e["classes"]))
+    image, boxes, classes, masks = (example[k] for k in ("image", "boxes", "classes", "masks"))
+    levels = generate_anchors(image_size, image_size, sizes=MASK_RCNN_SHAPES_ANCHOR_SIZES)
+    level_of = np.concatenate([np.full(len(a), i + 2) for i, a in enumerate(levels)])
+    anchors = np.concatenate([np.asarray(a) for a in levels])
+    # All positives, no sampling cap, to show every anchor the RPN is taught to fire on.
+    labels, _ = rpn_targets(
+        anchors, boxes[None], classes[None], num_samples=len(anchors), positive_fraction=1.0, seed=0
+    )
+    labels = np.asarray(labels)[0]
+    instance_map = np.zeros(masks.shape[1:], "int32")
+    for k, mask in enumerate(masks):
+        instance_map[mask > 0] = classes[k]
+    fig, axes = plt.subplots(1, 2, figsize=(7, 3.5))
+    blended = kseg.viz.overlay(image, instance_map, info.palette, alpha=0.6)
+    axes[0].imshow(np.where(instance_map[..., None] > 0, blended, image))
+    for (y1, x1, y2, x2), cls in zip(boxes, classes):
+        axes[0].add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, ec="white", lw=1.5))
+        axes[0].text(
+            x1,
+            y1 - 1.5,
+            info.class_names[cls],
+            color="white",
+            fontsize=8,
+            bbox={"fc": "black", "alpha": 0.5, "pad": 1, "lw": 0},
+        )
+    axes[0].set_title("ground truth: instance masks and boxes", fontsize=9)
+    axes[1].imshow(image)
+    colours = dict(zip(range(2, 7), plt.cm.plasma(np.linspace(0.05, 0.85, 5))))
+    shown = set()
+    for index in np.flatnonzero(labels == 1):
+        y1, x1, y2, x2 = anchors[index]
+        level = int(level_of[index])
+        axes[1].add_patch(
+            plt.Rectangle(
+                (x1, y1),
+                x2 - x1,
+                y2 - y1,
+                fill=False,
+                ec=colours[level],
+                lw=1,
+                label=None
+                if level in shown
+                else f"P{level} ({MASK_RCNN_SHAPES_ANCHOR_SIZES[level - 2]} px)",
+            )
+        )
+        shown.add(level)
+    axes[1].legend(fontsize=7, loc="lower right")
+    axes[1].set_title(
+        f"rpn_targets: {int((labels == 1).sum())} positive anchors of {len(anchors)}",
+        fontsize=9,
+    )
+    for ax in axes:
+        ax.set_xlim(-0.5, image_size - 0.5)
+        ax.set_ylim(image_size - 0.5, -0.5)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    _save(fig, out, "mask_rcnn_matched_anchors.png")
+
+
 FIGURES = (
     dilated_receptive_field,
     segnet_unpooling,
@@ -286,17 +536,23 @@ FIGURES = (
     deeplab_aspp_taps,
     dense_crf,
     inference_windows,
+    roi_align_sampling,
+    fpn_levels,
+    fpn_anchors,
+    mask_rcnn_matched_anchors,
 )
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=HERE, help="folder for the PNGs")
+    parser.add_argument("--only", nargs="*", help="names of the figure functions to draw")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(0)
     for figure in FIGURES:
-        figure(args.out)
+        if not args.only or figure.__name__ in args.only:
+            figure(args.out)
 
 
 if __name__ == "__main__":
