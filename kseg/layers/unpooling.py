@@ -21,30 +21,119 @@ def _pooled_length(length, pool_size, strides, padding):
     return (length - pool_size) // strides + 1
 
 
+_INDEX_FORMATS = ("flat", "window")
+
+
+def _check_index_format(index_format):
+    if index_format not in _INDEX_FORMATS:
+        raise ValueError(
+            f"index_format must be one of {_INDEX_FORMATS}. Received: index_format={index_format!r}"
+        )
+    return index_format
+
+
+def _positive_int(value, name):
+    if int(value) <= 0:
+        raise ValueError(f"{name} must be a positive integer. Received: {name}={value}")
+    return int(value)
+
+
+def _static_or_dynamic(tensor, axis):
+    # A known channel count must survive the reshapes: TFLite's Conv2D needs it, and a
+    # dynamic one would hide it.
+    static = tensor.shape[axis]
+    return static if static is not None else tf.shape(tensor)[axis]
+
+
+def _window_argmax(inputs, window, padding):
+    """Row-major position of each window's first maximum, for windows that do not overlap."""
+    height, width = tf.shape(inputs)[1], tf.shape(inputs)[2]
+    if padding == "same":
+        # TensorFlow's "same" puts the smaller half of the padding before; padding with the
+        # lowest finite value keeps it from ever being the maximum of a window with real values.
+        pad_height = -(-height // window) * window - height
+        pad_width = -(-width // window) * window - width
+        inputs = tf.pad(
+            inputs,
+            [[0, 0], [pad_height // 2, pad_height - pad_height // 2],
+             [pad_width // 2, pad_width - pad_width // 2], [0, 0]],
+            constant_values=inputs.dtype.min,
+        )  # fmt: skip
+    else:
+        inputs = inputs[:, : height // window * window, : width // window * window]
+    stacked = tf.nn.space_to_depth(inputs, window)
+    channels = _static_or_dynamic(inputs, 3)
+    # space_to_depth orders each window's values row-major ahead of the channel, so axis 1
+    # below runs over the window positions 0..k*k-1.
+    positions = tf.argmax(
+        tf.reshape(stacked, [-1, window * window, channels]), axis=1, output_type=tf.int32
+    )
+    shape = tf.shape(stacked)
+    return tf.reshape(positions, [shape[0], shape[1], shape[2], channels])
+
+
+def _window_unpool(values, positions, window, height_width):
+    """Writes each value at its window position, then crops or zero-pads to `height_width`."""
+    shape = tf.shape(values)
+    channels = _static_or_dynamic(values, 3)
+    one_hot = tf.one_hot(
+        tf.reshape(positions, [-1, channels]), window * window, axis=1, dtype=values.dtype
+    )
+    spread = one_hot * tf.reshape(values, [-1, 1, channels])
+    spread = tf.reshape(spread, [shape[0], shape[1], shape[2], window * window * channels])
+    full = tf.nn.depth_to_space(spread, window)
+    # A "same" pooling padded the grid by less than one window, its smaller half before;
+    # a "valid" one (or a larger requested size) leaves rows and columns to fill with zeros.
+    covered = shape[1:3] * window
+    excess = tf.maximum(covered - height_width, 0)
+    kept = tf.minimum(covered, height_width)
+    start = excess // 2
+    full = tf.slice(full, [0, start[0], start[1], 0], [-1, kept[0], kept[1], -1])
+    missing = tf.maximum(height_width - covered, 0)
+    full = tf.pad(full, [[0, 0], [0, missing[0]], [0, missing[1]], [0, 0]])
+    # Padding by computed amounts leaves every dimension unknown to TFLite's converter, whose
+    # Conv2D then has no built-in kernel; the reshape states the channel count again.
+    return tf.reshape(full, [shape[0], height_width[0], height_width[1], channels])
+
+
 @keras.saving.register_keras_serializable(package="kseg")
 class MaxPoolingWithArgmax2D(keras.layers.Layer):
-    """Max pooling that also returns the flat position of every maximum.
+    """Max pooling that also returns where every maximum was.
 
     SegNet (Badrinarayanan, Kendall & Cipolla, "SegNet: A Deep Convolutional
     Encoder-Decoder Architecture for Image Segmentation", TPAMI 2017) keeps the
     max-pooling indices of each encoder stage and lets the decoder upsample by
     writing values back to those positions (`kseg.layers.MaxUnpooling2D`).
-    The indices come from `tf.nn.max_pool_with_argmax` with the batch folded
-    in: the maximum of output `(b, i, j, c)` sits at input position
-    `((b * H + y) * W + x) * C + c`, so the indices address the flattened
-    input tensor directly. `"valid"` padding drops a trailing odd row or
-    column as PyTorch's `max_pool2d` does; `"same"` padding keeps it, which
-    lets a decoder restore any input size exactly.
+    Two index formats are offered:
+
+    - `"flat"` (default): `tf.nn.max_pool_with_argmax` with the batch folded
+      in: the maximum of output `(b, i, j, c)` sits at input position
+      `((b * H + y) * W + x) * C + c`, so the indices address the flattened
+      input tensor directly and any window and stride work. TFLite has no
+      built-in for it (TF Select only).
+    - `"window"`: the position of the maximum inside its own window,
+      `dy * pool_size + dx` in `0 .. pool_size**2 - 1`, the first maximum on
+      ties as `max_pool_with_argmax` picks. This is the storage the paper
+      describes ("storing only the max-pooling indices ... 2 bits for each
+      2x2 pooling window", Section 3). It needs non-overlapping windows
+      (`pool_size == strides`) and is computed with `space_to_depth` and
+      `argmax`, which TFLite runs with built-in kernels.
+
+    `"valid"` padding drops a trailing odd row or column as PyTorch's
+    `max_pool2d` does; `"same"` padding keeps it, which lets a decoder restore
+    any input size exactly.
 
     Args:
         pool_size: square pooling window.
-        strides: pooling stride.
+        strides: pooling stride; must equal `pool_size` for `"window"` indices.
         padding: `"valid"` or `"same"`.
+        index_format: `"flat"` or `"window"`, as above.
         **kwargs: standard `keras.layers.Layer` arguments.
 
     Returns:
         A tuple `(pooled, argmax)`: the pooled tensor `(B, h, w, C)` in the
-        compute dtype and int64 indices of the same shape.
+        compute dtype and indices of the same shape, int64 for `"flat"` and
+        int32 for `"window"`.
 
     Example:
         >>> import keras, kseg
@@ -52,23 +141,42 @@ class MaxPoolingWithArgmax2D(keras.layers.Layer):
         >>> pooled, argmax = kseg.layers.MaxPoolingWithArgmax2D()(x)
         >>> pooled.shape, argmax.dtype
         ((None, None, None, 8), 'int64')
+        >>> window = kseg.layers.MaxPoolingWithArgmax2D(index_format="window")
+        >>> window(x)[1].dtype
+        'int32'
     """
 
-    def __init__(self, pool_size=2, strides=2, padding="valid", **kwargs):
+    def __init__(self, pool_size=2, strides=2, padding="valid", index_format="flat", **kwargs):
         super().__init__(**kwargs)
-        if int(pool_size) <= 0:
-            raise ValueError(
-                f"pool_size must be a positive integer. Received: pool_size={pool_size}"
-            )
-        if int(strides) <= 0:
-            raise ValueError(f"strides must be a positive integer. Received: strides={strides}")
+        pool_size = _positive_int(pool_size, "pool_size")
+        strides = _positive_int(strides, "strides")
         if padding not in _PADDINGS:
             raise ValueError(f"padding must be one of {_PADDINGS}. Received: padding={padding!r}")
-        self.pool_size = int(pool_size)
-        self.strides = int(strides)
+        if _check_index_format(index_format) == "window" and pool_size != strides:
+            raise ValueError(
+                "index_format='window' needs non-overlapping windows, pool_size == strides; "
+                "use index_format='flat' for other strides. "
+                f"Received: pool_size={pool_size}, strides={strides}"
+            )
+        self.pool_size = pool_size
+        self.strides = strides
         self.padding = padding
+        self.index_format = index_format
+
+    def build(self, input_shape):
+        if len(input_shape) != 4:
+            raise ValueError(
+                "MaxPoolingWithArgmax2D takes 4-D inputs (B, H, W, C). "
+                f"Received: input shape={tuple(input_shape)}"
+            )
 
     def call(self, inputs):
+        # The values come from a plain max pool in both formats, so they (and their gradient)
+        # do not depend on the index format.
+        pooled = tf.nn.max_pool2d(inputs, self.pool_size, self.strides, self.padding.upper())
+        if self.index_format == "window":
+            argmax = _window_argmax(inputs, self.pool_size, self.padding)
+            return pooled, tf.stop_gradient(argmax)
         # MaxPoolWithArgmax rejects an empty tensor; one zero image stands in for an empty
         # batch and is sliced off again, so an empty batch gives empty outputs like MaxPool.
         batch = tf.shape(inputs)[0]
@@ -77,6 +185,12 @@ class MaxPoolingWithArgmax2D(keras.layers.Layer):
         if may_be_empty:
             stand_in = tf.maximum(1 - batch, 0)
             nonempty = tf.pad(inputs, [[0, stand_in], [0, 0], [0, 0], [0, 0]])
+        # Only the indices are taken from max_pool_with_argmax. Grappler's arithmetic optimizer
+        # swaps a max pool with a monotonic op feeding only it (BN -> ReLU -> pool becomes
+        # pool -> ReLU) and, for MaxPoolWithArgmax, rewires the int64 argmax consumers to the
+        # float ReLU output; the graph then fails to optimise ("Ignoring multi-device function
+        # optimization failure ... expected int64") and the whole function runs unoptimised.
+        # Two consumers of the input rule the swap out; the maximum is the same value either way.
         _, argmax = tf.nn.max_pool_with_argmax(
             nonempty,
             ksize=self.pool_size,
@@ -85,17 +199,9 @@ class MaxPoolingWithArgmax2D(keras.layers.Layer):
             output_dtype=tf.int64,
             include_batch_in_index=True,
         )
-        # The values come from a plain max pool, not from max_pool_with_argmax's first output.
-        # Grappler's arithmetic optimizer swaps a max pool with a monotonic op feeding only it
-        # (BN -> ReLU -> pool becomes pool -> ReLU) and, for MaxPoolWithArgmax, rewires the
-        # int64 argmax consumers to the float ReLU output; the graph then fails to optimise
-        # ("Ignoring multi-device function optimization failure ... expected int64") and the
-        # whole function runs unoptimised. Two consumers of the input rule the swap out; the
-        # maximum is the same value either way.
-        pooled = tf.nn.max_pool2d(inputs, self.pool_size, self.strides, self.padding.upper())
-        # The argmax has no gradient; stopping it keeps it out of autodiff bookkeeping.
         if may_be_empty:
             argmax = argmax[:batch]
+        # The argmax has no gradient; stopping it keeps it out of autodiff bookkeeping.
         return pooled, tf.stop_gradient(argmax)
 
     def compute_output_shape(self, input_shape):
@@ -112,13 +218,20 @@ class MaxPoolingWithArgmax2D(keras.layers.Layer):
         pooled_shape, argmax_shape = self.compute_output_shape(inputs.shape)
         return (
             keras.KerasTensor(pooled_shape, dtype=self.compute_dtype),
-            keras.KerasTensor(argmax_shape, dtype="int64"),
+            keras.KerasTensor(
+                argmax_shape, dtype="int32" if self.index_format == "window" else "int64"
+            ),
         )
 
     def get_config(self):
         config = super().get_config()
         config.update(
-            {"pool_size": self.pool_size, "strides": self.strides, "padding": self.padding}
+            {
+                "pool_size": self.pool_size,
+                "strides": self.strides,
+                "padding": self.padding,
+                "index_format": self.index_format,
+            }
         )
         return config
 
@@ -130,13 +243,20 @@ class MaxUnpooling2D(keras.layers.Layer):
     The decoder's upsampling of SegNet (Badrinarayanan, Kendall & Cipolla,
     TPAMI 2017): it needs no learned weights and restores boundary detail,
     since each value returns to the exact pixel that won its pooling window.
-    Indices follow `kseg.layers.MaxPoolingWithArgmax2D` (batch folded in,
-    `((b * H + y) * W + x) * C + c`). The output's height and width are those
-    of a reference tensor (the encoder's tensor before pooling), so sizes the
-    pooling rounded down come back exactly. Overlapping windows whose maxima
-    coincide add up at that position.
+    Indices follow `kseg.layers.MaxPoolingWithArgmax2D` in the same
+    `index_format`: `"flat"` ones address the flattened output
+    (`((b * H + y) * W + x) * C + c`) and are scattered there; overlapping
+    windows whose maxima coincide add up at that position. `"window"` ones
+    give the position `dy * pool_size + dx` inside each non-overlapping
+    window, the paper's 2 bits per 2x2 window; they are expanded with a
+    one-hot and `depth_to_space`, which TFLite runs with built-in kernels.
+    The output's height and width are those of a reference tensor (the
+    encoder's tensor before pooling), so sizes the pooling rounded down or
+    padded up come back exactly.
 
     Args:
+        index_format: `"flat"` (default) or `"window"`, as the pooling made them.
+        pool_size: the pooling window, used by `"window"` indices only.
         **kwargs: standard `keras.layers.Layer` arguments.
 
     Returns:
@@ -150,7 +270,16 @@ class MaxUnpooling2D(keras.layers.Layer):
         >>> pooled, argmax = kseg.layers.MaxPoolingWithArgmax2D()(x)
         >>> kseg.layers.MaxUnpooling2D()([pooled, argmax, x]).shape
         (None, None, None, 8)
+        >>> pool = kseg.layers.MaxPoolingWithArgmax2D(padding="same", index_format="window")
+        >>> pooled, positions = pool(x)
+        >>> kseg.layers.MaxUnpooling2D(index_format="window")([pooled, positions, x]).shape
+        (None, None, None, 8)
     """
+
+    def __init__(self, index_format="flat", pool_size=2, **kwargs):
+        super().__init__(**kwargs)
+        self.index_format = _check_index_format(index_format)
+        self.pool_size = _positive_int(pool_size, "pool_size")
 
     def _split(self, inputs):
         if not isinstance(inputs, (list, tuple)) or len(inputs) != 3:
@@ -187,6 +316,17 @@ class MaxUnpooling2D(keras.layers.Layer):
                         f"came from. Received: output (reference) shape={tuple(reference_shape)}, "
                         f"argmax shape={tuple(argmax_shape)}"
                     )
+                if (
+                    self.index_format == "window"
+                    and None not in (output_size, pooled_size)
+                    and output_size <= (pooled_size - 1) * self.pool_size
+                ):
+                    raise ValueError(
+                        "the unpooled output would crop away whole pooling windows: with "
+                        f"pool_size={self.pool_size} it needs more than (h - 1) * "
+                        f"{self.pool_size} rows and columns. Received: output (reference) "
+                        f"shape={tuple(reference_shape)}, argmax shape={tuple(argmax_shape)}"
+                    )
 
     def call(self, inputs):
         pooled, argmax, reference = self._split(inputs)
@@ -194,6 +334,9 @@ class MaxUnpooling2D(keras.layers.Layer):
             raise TypeError(
                 f"argmax must hold integer indices. Received: argmax dtype={argmax.dtype}"
             )
+        reference = tf.convert_to_tensor(reference)
+        if self.index_format == "window":
+            return self._unpool_windows(pooled, argmax, reference)
         pooled_shape = tf.shape(pooled, out_type=tf.int64)
         argmax_shape = tf.shape(argmax, out_type=tf.int64)
         same_shape = _assert(
@@ -203,7 +346,6 @@ class MaxUnpooling2D(keras.layers.Layer):
             "argmax shape=",
             argmax_shape,
         )
-        reference = tf.convert_to_tensor(reference)
         if reference.shape.rank == 1:
             height_width = tf.cast(reference, tf.int64)
         else:
@@ -232,6 +374,40 @@ class MaxUnpooling2D(keras.layers.Layer):
             )
         return ops.reshape(flat, output_shape)
 
+    def _unpool_windows(self, pooled, positions, reference):
+        window = self.pool_size
+        pooled_shape = tf.shape(pooled)
+        positions_shape = tf.shape(positions)
+        if reference.shape.rank == 1:
+            height_width = tf.cast(reference, tf.int32)
+        else:
+            height_width = tf.shape(reference)[1:3]
+        same_shape = _assert(
+            tf.reduce_all(tf.equal(pooled_shape, positions_shape)),
+            "pooled values and argmax indices must have the same shape. Received: pooled shape=",
+            pooled_shape,
+            "argmax shape=",
+            positions_shape,
+        )
+        positions = tf.cast(positions, tf.int32)
+        largest = tf.reduce_max(positions)
+        smallest = tf.reduce_min(positions)
+        fits = _assert(
+            tf.reduce_all(height_width > (pooled_shape[1:3] - 1) * window)
+            & (largest < window * window)
+            & (smallest >= 0),
+            f"window argmax indices do not fit: each must lie in [0, {window * window}) "
+            f"(pool_size={window}) and the output must cover every pooled window. "
+            "Received: output size=",
+            height_width,
+            "argmax shape=",
+            positions_shape,
+            "index range=",
+            tf.stack([smallest, largest]),
+        )
+        with tf.control_dependencies([same_shape, fits]):
+            return _window_unpool(pooled, positions, window, height_width)
+
     def compute_output_shape(self, input_shape):
         pooled_shape, _, reference_shape = self._split(input_shape)
         if len(reference_shape) == 1:
@@ -241,3 +417,8 @@ class MaxUnpooling2D(keras.layers.Layer):
     def compute_output_spec(self, inputs):
         shape = self.compute_output_shape([tensor.shape for tensor in self._split(inputs)])
         return keras.KerasTensor(shape, dtype=self.compute_dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"index_format": self.index_format, "pool_size": self.pool_size})
+        return config

@@ -18,7 +18,12 @@ def _conv_bn(x, filters, kernel_size, name, activation=True):
     return keras.layers.ReLU(name=f"{name}_relu")(x) if activation else x
 
 
-def _check_common(num_classes, num_filters, input_shape):
+def _check_common(num_classes, num_filters, input_shape, index_format):
+    if index_format not in ("flat", "window"):
+        raise ValueError(
+            "index_format must be 'window' or 'flat'. "
+            f"Received: index_format={index_format!r}"
+        )
     if int(num_classes) <= 0:
         raise ValueError(
             f"num_classes must be a positive integer. Received: num_classes={num_classes}"
@@ -50,6 +55,7 @@ def SegNet(
     backbone_weights=None,
     num_filters=64,
     backbone="vgg16_bn",
+    index_format="window",
     name="segnet",
 ):
     """SegNet: VGG16's 13 convolutions with BN as encoder, a mirrored decoder fed by pool indices.
@@ -94,7 +100,7 @@ def SegNet(
         >>> model(np.zeros((1, 45, 60, 3), "float32")).shape
         TensorShape([1, 45, 60, 11])
     """
-    _check_common(num_classes, num_filters, input_shape)
+    _check_common(num_classes, num_filters, input_shape, index_format)
     if backbone != "vgg16_bn":
         raise ValueError(f"SegNet's encoder is VGG16 with BN. Received: backbone={backbone!r}")
     if backbone_weights is not None and int(num_filters) != 64:
@@ -114,13 +120,17 @@ def SegNet(
     for stage, (width, (_, depth)) in enumerate(zip(widths, _VGG16_STAGES), start=1):
         for index in range(1, depth + 1):
             x = _conv_bn(x, width, 3, f"block{stage}_conv{index}")
-        pooled, argmax = MaxPoolingWithArgmax2D(padding="same", name=f"block{stage}_pool")(x)
+        pooled, argmax = MaxPoolingWithArgmax2D(
+            padding="same", index_format=index_format, name=f"block{stage}_pool"
+        )(x)
         skips.append((x, argmax))
         x = pooled
 
     for stage in range(len(_VGG16_STAGES), 0, -1):
         before_pool, argmax = skips[stage - 1]
-        x = MaxUnpooling2D(name=f"decoder{stage}_unpool")([x, argmax, before_pool])
+        x = MaxUnpooling2D(index_format=index_format, name=f"decoder{stage}_unpool")(
+            [x, argmax, before_pool]
+        )
         depth = _VGG16_STAGES[stage - 1][1]
         for index in range(depth, 0, -1):
             if stage == 1 and index == 1:
@@ -144,6 +154,7 @@ def SegNetBasic(
     num_filters=64,
     kernel_size=7,
     backbone=None,
+    index_format="window",
     name="segnet_basic",
 ):
     """SegNet-Basic: four 7x7 encoder stages with pool indices and a mirrored, ReLU-free decoder.
@@ -177,7 +188,7 @@ def SegNetBasic(
         >>> model(np.zeros((1, 45, 60, 3), "float32")).shape
         TensorShape([1, 45, 60, 11])
     """
-    _check_common(num_classes, num_filters, input_shape)
+    _check_common(num_classes, num_filters, input_shape, index_format)
     if backbone is not None:
         raise ValueError(f"SegNet-Basic has its own encoder. Received: backbone={backbone!r}")
     if int(kernel_size) <= 0:
@@ -190,12 +201,16 @@ def SegNetBasic(
     skips = []
     for stage in range(1, 5):
         x = _conv_bn(x, num_filters, kernel_size, f"encoder{stage}_conv")
-        pooled, argmax = MaxPoolingWithArgmax2D(padding="same", name=f"encoder{stage}_pool")(x)
+        pooled, argmax = MaxPoolingWithArgmax2D(
+            padding="same", index_format=index_format, name=f"encoder{stage}_pool"
+        )(x)
         skips.append((x, argmax))
         x = pooled
     for stage in range(4, 0, -1):
         before_pool, argmax = skips[stage - 1]
-        x = MaxUnpooling2D(name=f"decoder{stage}_unpool")([x, argmax, before_pool])
+        x = MaxUnpooling2D(index_format=index_format, name=f"decoder{stage}_unpool")(
+            [x, argmax, before_pool]
+        )
         x = _conv_bn(x, num_filters, kernel_size, f"decoder{stage}_conv", activation=False)
     logits = keras.layers.Conv2D(num_classes, 1, name="classifier", dtype="float32")(x)
     return keras.Model(image, logits, name=name)
