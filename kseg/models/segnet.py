@@ -21,8 +21,7 @@ def _conv_bn(x, filters, kernel_size, name, activation=True):
 def _check_common(num_classes, num_filters, input_shape, index_format):
     if index_format not in ("flat", "window"):
         raise ValueError(
-            "index_format must be 'window' or 'flat'. "
-            f"Received: index_format={index_format!r}"
+            f"index_format must be 'window' or 'flat'. Received: index_format={index_format!r}"
         )
     if int(num_classes) <= 0:
         raise ValueError(

@@ -260,3 +260,255 @@ def test_fit_and_predict_log_no_graph_optimization_failure():
     )
     assert "finished" in result.stdout, result.stderr[-2000:]
     assert "optimization failure" not in result.stderr, result.stderr[-2000:]
+
+
+# ---- index_format="window": the position inside each non-overlapping window ----
+
+SHARED_REFS = Path(__file__).resolve().parents[2] / ".." / "shared" / "refs"
+
+
+def distinct_values(shape, seed):
+    """A random permutation, so no window holds a tie and every argmax is unambiguous."""
+    rng = np.random.default_rng(seed)
+    return rng.permutation(int(np.prod(shape))).reshape(shape).astype("float32") - 40.0
+
+
+def flat_to_window(flat, input_shape, pool_size, padding):
+    """Window positions from TF's flat indices: the row and column inside the window, row-major.
+
+    TensorFlow's "same" padding puts the smaller half of the padding above and left of the
+    input, so the window grid starts that many pixels before the input.
+    """
+    _, height, width, channels = input_shape
+    rows, cols = flat.shape[1:3]
+    y = flat // channels // width % height
+    x = flat // channels % width
+    top = (rows * pool_size - height) // 2 if padding == "same" else 0
+    left = (cols * pool_size - width) // 2 if padding == "same" else 0
+    dy = y - (np.arange(rows)[:, None, None] * pool_size - top)
+    dx = x - (np.arange(cols)[None, :, None] * pool_size - left)
+    assert dy.min() >= 0 and dy.max() < pool_size and dx.min() >= 0 and dx.max() < pool_size
+    return dy * pool_size + dx
+
+
+def pool_and_unpool_windows(x, padding="valid", pool_size=2):
+    pooled, positions = kseg.layers.MaxPoolingWithArgmax2D(
+        pool_size, pool_size, padding, index_format="window"
+    )(x)
+    unpool = kseg.layers.MaxUnpooling2D(index_format="window", pool_size=pool_size)
+    return pooled, positions, unpool([pooled, positions, x])
+
+
+WINDOW_SHAPES = [(2, 7, 9, 3), (1, 6, 4, 5), (3, 5, 5, 1), (2, 11, 8, 4), (1, 3, 3, 2)]
+
+
+@pytest.mark.parametrize("pool_size", [2, 3])
+@pytest.mark.parametrize("padding", ["valid", "same"])
+@pytest.mark.parametrize("shape", WINDOW_SHAPES)
+def test_window_indices_unpool_exactly_as_flat_indices(shape, padding, pool_size):
+    x = distinct_values(shape, seed=sum(shape) + pool_size)
+    flat_pooled, flat_argmax = kseg.layers.MaxPoolingWithArgmax2D(pool_size, pool_size, padding)(x)
+    flat_unpooled = kseg.layers.MaxUnpooling2D()([flat_pooled, flat_argmax, x])
+    pooled, positions, unpooled = pool_and_unpool_windows(x, padding, pool_size)
+
+    assert keras.backend.standardize_dtype(positions.dtype) == "int32"
+    np.testing.assert_array_equal(np.asarray(pooled), np.asarray(flat_pooled))
+    np.testing.assert_array_equal(
+        np.asarray(positions), flat_to_window(np.asarray(flat_argmax), shape, pool_size, padding)
+    )
+    np.testing.assert_array_equal(np.asarray(unpooled), np.asarray(flat_unpooled))
+
+
+@pytest.mark.parametrize("padding", ["valid", "same"])
+def test_window_indices_take_the_first_maximum_on_ties_as_max_pool_with_argmax(padding):
+    shape = (2, 9, 7, 3)
+    # Three levels over 3x3 windows: most windows hold several maxima.
+    x = np.random.default_rng(11).integers(0, 3, shape).astype("float32")
+    _, flat_argmax = kseg.layers.MaxPoolingWithArgmax2D(3, 3, padding)(x)
+    _, positions, _ = pool_and_unpool_windows(x, padding, pool_size=3)
+    np.testing.assert_array_equal(
+        np.asarray(positions), flat_to_window(np.asarray(flat_argmax), shape, 3, padding)
+    )
+
+
+def _torch_window_cases():
+    """(name, x, pooled, window positions, unpooled, padding) from both PyTorch vector files."""
+    cases = []
+    with np.load(FIXTURE) as vectors:
+        for case in TORCH_CASES:
+            padding = "same" if vectors[f"{case}_ceil_mode"] else "valid"
+            cases.append(
+                (case, vectors[f"{case}_x"], vectors[f"{case}_pooled"],
+                 vectors[f"{case}_plane_indices"], vectors[f"{case}_unpooled"], padding)
+            )  # fmt: skip
+    shared = SHARED_REFS / "maxpool_unpool.npz"
+    if shared.is_file():
+        with np.load(shared) as vectors:
+            for case in ("even", "odd"):
+                # NCHW plane indices h * W + w, moved to NHWC; kernel 2, stride 2, floor mode.
+                cases.append(
+                    (f"shared_{case}", vectors[f"{case}_x_nhwc"], vectors[f"{case}_pooled_nhwc"],
+                     np.transpose(vectors[f"{case}_indices"], (0, 2, 3, 1)),
+                     vectors[f"{case}_unpooled_nhwc"], "valid")
+                )  # fmt: skip
+    return cases
+
+
+def test_shared_reference_vectors_are_present():
+    if not (SHARED_REFS / "maxpool_unpool.npz").is_file():
+        pytest.skip(f"shared PyTorch vectors not found at {SHARED_REFS / 'maxpool_unpool.npz'}")
+    assert sum(name.startswith("shared_") for name, *_ in _torch_window_cases()) == 2
+
+
+@pytest.mark.parametrize("case", _torch_window_cases(), ids=lambda case: case[0])
+def test_torch_indices_as_window_positions_reproduce_torch_unpooling(case):
+    _, x, pooled, plane, torch_unpooled, padding = case
+    batch, height, width, channels = x.shape
+    # PyTorch's plane index h * W + w is TF's flat index with the batch and channel taken out.
+    flat = (
+        np.arange(batch)[:, None, None, None] * height * width * channels
+        + plane * channels
+        + np.arange(channels)
+    )
+    positions = flat_to_window(flat, x.shape, 2, padding)
+    unpooled = kseg.layers.MaxUnpooling2D(index_format="window")([pooled, positions, x])
+    np.testing.assert_array_equal(np.asarray(unpooled), torch_unpooled)
+    ours_pooled, ours_positions, _ = pool_and_unpool_windows(x, padding)
+    np.testing.assert_array_equal(np.asarray(ours_pooled), pooled)
+    np.testing.assert_array_equal(np.asarray(ours_positions), positions)
+
+
+def test_window_unpooling_gradient_flows_to_the_maxima_only():
+    x = tf.constant(distinct_values((2, 5, 7, 3), seed=12))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        pooled, positions = kseg.layers.MaxPoolingWithArgmax2D(index_format="window")(x)
+        tape.watch(pooled)
+        unpooled = kseg.layers.MaxUnpooling2D(index_format="window")([pooled, positions, x])
+        loss = tf.reduce_sum(unpooled * 2.0)
+    np.testing.assert_array_equal(
+        tape.gradient(loss, x).numpy(), np.where(unpooled.numpy() != 0, 2.0, 0.0)
+    )
+    np.testing.assert_array_equal(tape.gradient(loss, pooled).numpy(), 2.0)
+
+
+def test_window_format_dynamic_sizes_empty_batches_and_saved_model(tmp_path):
+    image = keras.Input((None, None, 4))
+    model = keras.Model(image, pool_and_unpool_windows(image, "same", pool_size=3)[2])
+    serve = tf.function(model, input_signature=[tf.TensorSpec((None, None, None, 4), tf.float32)])
+    sizes = [(1, 6, 8, 4), (3, 9, 5, 4), (2, 1, 1, 4), (0, 7, 5, 4)]
+    inputs = [distinct_values(size, seed=13) for size in sizes]
+    for x in inputs:
+        unpooled = serve(x).numpy()
+        assert unpooled.shape == x.shape
+        # Each kept value is its own input pixel: a window maximum.
+        np.testing.assert_array_equal(unpooled[unpooled != 0], x[unpooled != 0])
+
+    path = str(tmp_path / "saved")
+    model.export(path, format="tf_saved_model", verbose=False)
+    restored = tf.saved_model.load(path)
+    for x in inputs:
+        np.testing.assert_array_equal(restored.serve(x).numpy(), np.asarray(model(x)))
+
+
+def test_window_format_under_mixed_bfloat16_keeps_values_and_int32_indices():
+    x = distinct_values((2, 7, 9, 3), seed=14) / 7.0
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        pooled, positions, unpooled = pool_and_unpool_windows(x, "same")
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert keras.backend.standardize_dtype(pooled.dtype) == "bfloat16"
+    assert keras.backend.standardize_dtype(positions.dtype) == "int32"
+    assert keras.backend.standardize_dtype(unpooled.dtype) == "bfloat16"
+    rounded = np.asarray(tf.cast(tf.cast(x, tf.bfloat16), tf.float32))
+    np.testing.assert_array_equal(
+        np.asarray(tf.cast(unpooled, tf.float32)),
+        np.asarray(pool_and_unpool_windows(rounded, "same")[2]),
+    )
+
+
+def test_window_format_converts_to_tflite_builtins_and_matches(tmp_path):
+    image = keras.Input((None, None, 2))
+    model = keras.Model(image, pool_and_unpool_windows(image, "valid", pool_size=3)[2])
+    serve = tf.function(model, input_signature=[tf.TensorSpec((None, None, None, 2), tf.float32)])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [serve.get_concrete_function()], model
+    )
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    interpreter = tf.lite.Interpreter(model_content=converter.convert())
+    assert not any(op["op_name"].startswith("Flex") for op in interpreter._get_ops_details())
+    runner = interpreter.get_signature_runner()
+    for size in [(1, 7, 11, 2), (2, 9, 4, 2)]:
+        x = distinct_values(size, seed=15)
+        (unpooled,) = runner(**{runner.get_input_details().popitem()[0]: x}).values()
+        np.testing.assert_array_equal(unpooled, np.asarray(model(x)))
+
+
+def test_window_format_refuses_overlapping_windows_and_unknown_formats():
+    with pytest.raises(ValueError, match=r"pool_size == strides.*pool_size=3, strides=2"):
+        kseg.layers.MaxPoolingWithArgmax2D(pool_size=3, strides=2, index_format="window")
+    with pytest.raises(ValueError, match="index_format='linear'"):
+        kseg.layers.MaxPoolingWithArgmax2D(index_format="linear")
+    with pytest.raises(ValueError, match="index_format='linear'"):
+        kseg.layers.MaxUnpooling2D(index_format="linear")
+    with pytest.raises(ValueError, match="pool_size=0"):
+        kseg.layers.MaxUnpooling2D(index_format="window", pool_size=0)
+
+
+def test_window_positions_out_of_range_or_too_small_outputs_raise_clear_errors():
+    x = distinct_values((1, 6, 6, 2), seed=16)
+    pooled, positions = kseg.layers.MaxPoolingWithArgmax2D(index_format="window")(x)
+    unpool = kseg.layers.MaxUnpooling2D(index_format="window")
+    bad = np.asarray(positions).copy()
+    bad[0, 0, 0, 0] = 4
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"\[0, 4\).*index range=\] \[0 4\]"):
+        unpool([pooled, bad, x])
+    # A 3x3 map of 2x2 windows needs more than 4 rows: 4 would crop the last window away.
+    with pytest.raises(ValueError, match=r"crop away whole pooling windows.*\(1, 4, 6, 2\)"):
+        kseg.layers.MaxUnpooling2D(index_format="window")(
+            [pooled, positions, np.zeros((1, 4, 6, 2), "float32")]
+        )
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"output size=\] \[4 6\]"):
+        kseg.layers.MaxUnpooling2D(index_format="window")([pooled, positions, tf.constant([4, 6])])
+
+
+def test_configs_carry_the_index_format_and_old_configs_mean_flat():
+    pool = kseg.layers.MaxPoolingWithArgmax2D(padding="same", index_format="window")
+    unpool = kseg.layers.MaxUnpooling2D(index_format="window", pool_size=2)
+    assert pool.get_config()["index_format"] == unpool.get_config()["index_format"] == "window"
+    old_pool = {k: v for k, v in pool.get_config().items() if k != "index_format"}
+    old_unpool = {
+        k: v for k, v in unpool.get_config().items() if k not in ("index_format", "pool_size")
+    }
+    assert kseg.layers.MaxPoolingWithArgmax2D.from_config(old_pool).index_format == "flat"
+    assert kseg.layers.MaxUnpooling2D.from_config(old_unpool).index_format == "flat"
+
+
+@keras.saving.register_keras_serializable(package="kseg_tests")
+class _PoolUnpoolWindows(keras.layers.Layer):
+    """Window-format pooling and unpooling in sequence, for the shared layer checks."""
+
+    def __init__(self, padding="valid", **kwargs):
+        super().__init__(**kwargs)
+        self.padding = padding
+        self.pool = kseg.layers.MaxPoolingWithArgmax2D(
+            padding=padding, index_format="window", dtype=self.dtype_policy
+        )
+        self.unpool = kseg.layers.MaxUnpooling2D(index_format="window", dtype=self.dtype_policy)
+
+    def call(self, inputs):
+        pooled, positions = self.pool(inputs)
+        return self.unpool([pooled, positions, inputs])
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "padding": self.padding}
+
+
+@pytest.mark.parametrize("padding", ["valid", "same"])
+def test_shared_layer_checks_pass_for_window_pooling_and_unpooling(padding):
+    out = run_layer_test(_PoolUnpoolWindows, {"padding": padding}, (2, 7, 9, 3))
+    assert out.shape == (2, 7, 9, 3)
