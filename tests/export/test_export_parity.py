@@ -35,15 +35,17 @@ MODELS = kseg.models.list_models()
 # Mul/Floor in DeepLab v2's scale branches; U-Net's padding hides the channel count from its
 # first Conv2D); a fixed image size folds it away.
 NEEDS_FIXED_SIZE = {"deeplabv2", "unet"}
-# tf.nn.max_pool_with_argmax has no TFLite built-in at all.
-NEEDS_SELECT_TF_OPS = {"segnet", "segnet_basic"}
+# Models whose TFLite file needs TF Select (Flex) ops: none. SegNet and SegNet-Basic keep
+# window-position pooling indices (index_format="window"), computed with built-in ops; their
+# flat-index form, tf.nn.max_pool_with_argmax, has no TFLite built-in (see the Flex test below).
+NEEDS_SELECT_TF_OPS = frozenset()
 # Quantisation is checked on one representative model (ASPP, separable convolutions, decoder
 # with a skip) to keep the conversions within the test-time budget.
 QUANTIZED_MODELS = ("deeplabv3plus",)
 
 
-def build(name):
-    model = kseg.testing.build_small_model(name, NUM_CLASSES)
+def build(name, **overrides):
+    model = kseg.testing.build_small_model(name, NUM_CLASSES, **overrides)
     rng = np.random.default_rng(0)
     for weight in model.weights:
         value = weight.numpy()
@@ -94,20 +96,21 @@ def test_saved_model_and_float_tflite_match_keras(name, tmp_path):
     served = serving(images=tf.constant(images))
     np.testing.assert_allclose(served["logits"].numpy(), expected, atol=1e-4, rtol=0)
 
-    if name in NEEDS_SELECT_TF_OPS:
-        # tensorflow's pip interpreter has no Flex delegate, so check the conversion only.
-        if name == "segnet_basic":
-            with pytest.raises(ValueError, match="MaxPoolWithArgmax.*allow_select_tf_ops=True"):
-                export.tflite_from_saved_model(saved, tmp_path / "builtin.tflite")
-        path = export.tflite_from_saved_model(
-            saved, tmp_path / "flex.tflite", allow_select_tf_ops=True
-        )
-        assert "FlexMaxPoolWithArgmax" in _op_names(path)
-        return
     path = export.tflite_from_saved_model(saved, tmp_path / "model.tflite")
+    assert not [op for op in _op_names(path) if op.startswith("Flex")]
     outputs = _tflite_outputs(path, images)
     np.testing.assert_allclose(outputs["logits"], expected, atol=1e-4, rtol=0)
     np.testing.assert_array_equal(outputs["labels"].shape, images.shape[:3])
+
+
+def test_flat_pooling_indices_need_the_flex_max_pool_with_argmax(tmp_path):
+    # tensorflow's pip interpreter has no Flex delegate, so the conversion alone is checked.
+    model = build("segnet_basic", index_format="flat")
+    saved = export.saved_model(model, tmp_path / "sm", include_logits=True)
+    with pytest.raises(ValueError, match="MaxPoolWithArgmax.*allow_select_tf_ops=True"):
+        export.tflite_from_saved_model(saved, tmp_path / "builtin.tflite")
+    path = export.tflite_from_saved_model(saved, tmp_path / "flex.tflite", allow_select_tf_ops=True)
+    assert "FlexMaxPoolWithArgmax" in _op_names(path)
 
 
 @pytest.fixture(scope="module")
