@@ -65,8 +65,14 @@ def _check_bounds_pair(bounds, name, upper_limit=1.0):
 
 
 def _check_solver(iterations, step_size, foreground_slack):
-    if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or iterations < 1:
-        raise ValueError(f"`iterations` must be a positive integer. Received: iterations={iterations!r}")
+    if (
+        isinstance(iterations, bool)
+        or not isinstance(iterations, (int, np.integer))
+        or iterations < 1
+    ):
+        raise ValueError(
+            f"`iterations` must be a positive integer. Received: iterations={iterations!r}"
+        )
     if not 0.0 < float(step_size) <= 1.0:
         raise ValueError(
             "`step_size` must be in (0, 1] (the dual gradient is 1-Lipschitz). "
@@ -102,15 +108,15 @@ def _check_ranks(logits, tags):
     if logits.shape[-1] is None:
         raise ValueError("The class axis of `logits` must be known statically.")
     if tags.shape.rank != 2:
-        raise ValueError(
-            f"`tags` must have shape (B, K). Received: tags.shape={tuple(tags.shape)}"
-        )
+        raise ValueError(f"`tags` must have shape (B, K). Received: tags.shape={tuple(tags.shape)}")
 
 
 def _per_class(value, like, name):
     value = tf.cast(tf.convert_to_tensor(value), tf.float32)
     if value.shape.rank not in (0, 1, 2):
-        raise ValueError(f"`{name}` must be a scalar, (K,) or (B, K). Received: shape {value.shape}")
+        raise ValueError(
+            f"`{name}` must be a scalar, (K,) or (B, K). Received: shape {value.shape}"
+        )
     return tf.broadcast_to(value, tf.shape(like))
 
 
@@ -124,7 +130,7 @@ def latent_distribution(
     background=0,
     background_bounds=DEFAULT_BACKGROUND_BOUNDS,
     foreground_slack=None,
-    iterations=50,
+    iterations=100,
     step_size=1.0,
 ):
     """The per-image distribution closest in KL to softmax(logits) that obeys the tags' constraints.
@@ -192,9 +198,7 @@ def latent_distribution(
     )[None, :]
     foreground = tf.logical_and(present, tf.logical_not(is_background))
     any_foreground = tf.reduce_any(foreground, axis=-1, keepdims=True)
-    background_constrained = tf.logical_and(
-        tf.logical_and(present, is_background), any_foreground
-    )
+    background_constrained = tf.logical_and(tf.logical_and(present, is_background), any_foreground)
 
     zeros = tf.zeros_like(tags)
     lower = tf.where(foreground, lower_bound, zeros)
@@ -236,8 +240,7 @@ def latent_distribution(
         updated = updated * active
         # Momentum restarts when the projected step turns against the last move.
         restart = (
-            tf.reduce_sum((updated - lookahead) * (updated - current), axis=-1, keepdims=True)
-            < 0.0
+            tf.reduce_sum((updated - lookahead) * (updated - current), axis=-1, keepdims=True) < 0.0
         )
         next_momentum = tf.where(restart, 1.0, next_momentum)
         return index + 1, updated, current, next_momentum
@@ -321,7 +324,7 @@ class ConstrainedCrossEntropy(keras.losses.Loss):
         background_bounds=DEFAULT_BACKGROUND_BOUNDS,
         size_bounds=DEFAULT_SIZE_BOUNDS,
         foreground_slack=None,
-        iterations=50,
+        iterations=100,
         step_size=1.0,
         reduction="sum_over_batch_size",
         name="constrained_cross_entropy",
@@ -330,7 +333,9 @@ class ConstrainedCrossEntropy(keras.losses.Loss):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.lower_bound = _check_fraction(lower_bound, "lower_bound")
         if background is not None and (isinstance(background, bool) or int(background) < 0):
-            raise ValueError(f"`background` must be a class index or None. Received: {background!r}")
+            raise ValueError(
+                f"`background` must be a class index or None. Received: {background!r}"
+            )
         self.background = None if background is None else int(background)
         self.background_bounds = _check_bounds_pair(background_bounds, "background_bounds")
         self.size_bounds = _check_bounds_pair(size_bounds, "size_bounds", upper_limit=np.inf)

@@ -155,9 +155,11 @@ def scribbles_from_mask(mask, *, fraction=1.0, width=3, ignore_label=255, seed=N
     regions = []
     for class_id in np.unique(mask[labelled]):
         components = skimage.measure.label(labelled & (mask == class_id), connectivity=1)
-        regions.extend((int(class_id), components, index) for index in range(1, components.max() + 1))
+        regions.extend(
+            (int(class_id), components, index) for index in range(1, components.max() + 1)
+        )
     rng = np.random.default_rng(seed)
-    chosen = rng.permutation(len(regions))[: int(round(float(fraction) * len(regions)))]
+    chosen = rng.permutation(len(regions))[: round(float(fraction) * len(regions))]
 
     scribbles = np.full(mask.shape, fill, np.uint8)
     for region_index in np.sort(chosen):
@@ -196,7 +198,7 @@ def tags_from_mask(mask, num_classes, *, ignore_label=255, with_sizes=False):
     mask = _as_mask(mask)
     ignore_label = _check_ignore_label(ignore_label)
     if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)):
-        raise ValueError(f"`num_classes` must be an integer. Received: num_classes={num_classes!r}")
+        raise TypeError(f"`num_classes` must be an integer. Received: num_classes={num_classes!r}")
     if num_classes < 1:
         raise ValueError(f"`num_classes` must be positive. Received: num_classes={num_classes}")
     _check_labels(mask, ignore_label, int(num_classes), f"num_classes={num_classes}")
@@ -344,6 +346,4 @@ def weak_label_dataset(dataset, kind, *, num_classes=None, seed=None, **options)
             weak.set_shape([width])
         return image, weak
 
-    return dataset.enumerate().map(
-        to_weak, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-    )
+    return dataset.enumerate().map(to_weak, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

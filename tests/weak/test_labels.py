@@ -3,10 +3,10 @@ import pytest
 import tensorflow as tf
 
 pytest.importorskip("skimage", reason="kseg.weak needs scikit-image (the `weak` extra)")
-from scipy import ndimage  # noqa: E402  (scikit-image depends on scipy)
+from scipy import ndimage
 
-import kseg.data  # noqa: E402
-from kseg.weak.labels import (  # noqa: E402
+import kseg.data
+from kseg.weak.labels import (
     boxes_from_mask,
     scribbles_from_mask,
     tags_from_mask,
@@ -97,7 +97,9 @@ def test_tags_are_the_classes_present_and_sizes_their_shares(shapes):
         tags, sizes = tags_from_mask(mask, 5, with_sizes=True)
         assert tags.dtype == np.float32 and tags.shape == (5,)
         assert set(np.flatnonzero(tags)) == set(np.unique(mask).tolist())
-        np.testing.assert_allclose(sizes, np.bincount(mask.ravel(), minlength=5) / mask.size, atol=1e-7)
+        np.testing.assert_allclose(
+            sizes, np.bincount(mask.ravel(), minlength=5) / mask.size, atol=1e-7
+        )
     mask = np.array([[1, 1, 255, 255]])
     tags, sizes = tags_from_mask(mask, 3, with_sizes=True)
     np.testing.assert_array_equal(tags, [0, 1, 0])
@@ -152,7 +154,9 @@ def test_weak_label_dataset_applies_the_generators(shapes):
     )
     tagged = list(weak_label_dataset(dataset, "tags", num_classes=5, with_sizes=True))
     for (_, weak), mask in zip(tagged, shapes["masks"]):
-        np.testing.assert_array_equal(weak.numpy(), np.concatenate(tags_from_mask(mask, 5, with_sizes=True)))
+        np.testing.assert_array_equal(
+            weak.numpy(), np.concatenate(tags_from_mask(mask, 5, with_sizes=True))
+        )
     scribbled = weak_label_dataset(dataset, "scribbles", seed=3, fraction=0.5)
     first = [weak.numpy() for _, weak in scribbled]
     again = [weak.numpy() for _, weak in scribbled]

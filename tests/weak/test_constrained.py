@@ -1,0 +1,209 @@
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import kseg.data
+import kseg.testing
+from kseg.weak.constrained import ConstrainedCrossEntropy, latent_distribution
+
+
+def softmax(logits):
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def mean_kl(p, q):
+    """(1/n) sum_i KL(P_i || Q_i) over the pixels of one image, 0 log 0 = 0."""
+    p, q = p.reshape(-1, p.shape[-1]).astype(np.float64), q.reshape(-1, q.shape[-1])
+    terms = np.where(p > 0, p * np.log(np.maximum(p, 1e-300) / q), 0.0)
+    return terms.sum() / p.shape[0]
+
+
+def paper_bounds(tags, lower_bound=0.05, background_bounds=(0.3, 0.7)):
+    """Per-class (lower, upper) mass bounds of Pathak et al. for one image's tags."""
+    present = tags > 0.5
+    foreground = present.copy()
+    foreground[0] = False
+    lower = np.where(foreground, lower_bound, 0.0)
+    upper = np.ones_like(lower)
+    if present[0] and foreground.any():
+        lower[0], upper[0] = background_bounds
+    return present, lower, upper
+
+
+def load_reference():
+    """Primal SLSQP optima of toy projections (tests/fixtures/make_ccnn_projection.py)."""
+    path = Path(__file__).resolve().parents[1] / "fixtures" / "ccnn_projection.npz"
+    with np.load(path) as data:
+        count = sum(1 for key in data.files if key.startswith("kl_"))
+        return [
+            {
+                name: data[f"{name}_{i}"]
+                for name in ("logits", "present", "lower", "upper", "p", "kl")
+            }
+            for i in range(count)
+        ]
+
+
+def check_against_reference(problem, p):
+    present, lower, upper = problem["present"], problem["lower"], problem["upper"]
+    mass = p.mean(axis=(0, 1))
+    assert np.all(mass[~present] <= 1e-4)
+    assert np.all(mass >= lower - 1e-4), (mass, lower)
+    assert np.all(mass <= upper + 1e-4), (mass, upper)
+    q = softmax(problem["logits"].astype(np.float64))
+    ours, best = mean_kl(p, q), float(problem["kl"])
+    assert ours <= best + 1e-5
+    assert abs(ours - best) < 1e-3
+    # Same optimum, and the optimum is unique (the objective is strictly convex in P).
+    np.testing.assert_allclose(p, problem["p"], atol=2e-3)
+
+
+def test_projection_meets_the_paper_constraints_and_matches_a_primal_solver():
+    problems = load_reference()[:4]
+    logits = np.stack([problem["logits"] for problem in problems])
+    tags = np.stack([problem["present"] for problem in problems]).astype(np.float32)
+    p = latent_distribution(logits, tags).numpy()
+    np.testing.assert_allclose(p.sum(-1), 1.0, atol=1e-5)
+    for b, problem in enumerate(problems):
+        # The fixture's bounds are the paper's, as the defaults should produce them.
+        present, lower, upper = paper_bounds(tags[b])
+        np.testing.assert_array_equal(problem["present"], present)
+        np.testing.assert_allclose(problem["lower"], lower)
+        np.testing.assert_allclose(problem["upper"], upper)
+        # Not trivial: Q restricted to the tagged classes breaks a bound.
+        restricted = softmax(problem["logits"].astype(np.float64)).mean((0, 1)) * present
+        restricted /= restricted.sum()
+        assert np.any(restricted < lower - 1e-3) or np.any(restricted > upper + 1e-3)
+        check_against_reference(problem, p[b])
+
+
+def test_size_bounds_are_met_and_optimal():
+    problem = load_reference()[4]
+    p = latent_distribution(
+        problem["logits"][None],
+        problem["present"][None].astype(np.float32),
+        lower_bounds=problem["lower"],
+        upper_bounds=problem["upper"],
+    ).numpy()[0]
+    check_against_reference(problem, p)
+
+
+def test_the_solution_is_q_tilted_per_class():
+    """The dual form P_i ∝ Q_i exp(v): log(P/Q) differs from pixel to pixel only by a constant."""
+    rng = np.random.default_rng(2)
+    logits = rng.normal(size=(1, 6, 6, 3)).astype(np.float32)
+    p = latent_distribution(logits, np.array([[1.0, 1.0, 1.0]])).numpy()[0].reshape(-1, 3)
+    log_ratio = np.log(p) - np.log(softmax(logits[0].astype(np.float64)).reshape(-1, 3))
+    shifts = log_ratio - log_ratio[:, :1]
+    np.testing.assert_allclose(shifts, np.broadcast_to(shifts[:1], shifts.shape), atol=1e-4)
+
+
+def test_background_upper_bound_holds_back_a_dominant_background():
+    logits = np.zeros((1, 4, 4, 3), np.float32)
+    logits[..., 0] = 3.0
+    p = latent_distribution(logits, np.array([[1.0, 0.0, 1.0]])).numpy()
+    np.testing.assert_allclose(p.mean((1, 2)), [[0.7, 0.0, 0.3]], atol=1e-4)
+    # The background alone needs no bound: it takes everything.
+    p = latent_distribution(logits, np.array([[1.0, 0.0, 0.0]])).numpy()
+    np.testing.assert_allclose(p[..., 0], 1.0, atol=1e-6)
+
+
+def test_slack_caps_the_push_towards_a_foreground_bound():
+    logits = np.zeros((1, 8, 8, 2), np.float32)
+    logits[..., 1] = -8.0  # Q gives class 1 about 3e-4 of the image
+    tags = np.array([[1.0, 1.0]])
+    # No background class, so only the 5% lower bounds constrain P.
+    hard = latent_distribution(logits, tags, background=None).numpy().mean((1, 2))[0]
+    soft = latent_distribution(logits, tags, background=None, foreground_slack=2.0)
+    soft = soft.numpy().mean((1, 2))[0]
+    assert hard[1] >= 0.05 - 1e-4
+    # With slack beta the multiplier stops at beta: class 1 odds grow by exactly exp(2).
+    q1 = 1.0 / (1.0 + np.exp(8.0))
+    expected = q1 * np.exp(2.0) / (q1 * np.exp(2.0) + 1.0 - q1)
+    np.testing.assert_allclose(soft[1], expected, rtol=1e-4)
+
+
+def test_empty_tags_leave_q_and_give_zero_loss():
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(2, 4, 4, 3)).astype(np.float32)
+    tags = np.array([[0.0, 0.0, 0.0], [1.0, 1.0, 0.0]], np.float32)
+    p = latent_distribution(logits, tags).numpy()
+    np.testing.assert_allclose(p[0], softmax(logits[0]), atol=1e-6)
+    per_image = ConstrainedCrossEntropy(reduction="none")(tags, logits).numpy()
+    assert per_image[0] == 0.0 and per_image[1] > 0.0
+
+
+def test_tags_naming_a_class_the_model_lacks_are_an_error():
+    logits = np.zeros((1, 4, 4, 3), np.float32)
+    tags = np.array([[1.0, 0.0, 0.0, 0.0, 1.0]], np.float32)
+    with pytest.raises(ValueError, match=r"class\(es\) 4.*does not predict"):
+        latent_distribution(logits, tags)
+    with pytest.raises(ValueError, match=r"class\(es\) 4"):
+        ConstrainedCrossEntropy()(tags, logits)
+    # Width 2K is read as tags plus area fractions, which must sum to 1.
+    with pytest.raises(ValueError, match="sum"):
+        ConstrainedCrossEntropy()(np.array([[1, 0, 1, 1, 0, 1]], np.float32), logits)
+
+
+def test_loss_gradient_is_q_minus_p():
+    rng = np.random.default_rng(4)
+    logits = tf.constant(rng.normal(size=(1, 3, 3, 3)).astype(np.float32))
+    tags = np.array([[1.0, 0.0, 1.0]], np.float32)
+    loss = ConstrainedCrossEntropy(reduction="sum")
+    with tf.GradientTape() as tape:
+        tape.watch(logits)
+        value = loss(tags, logits)
+    p = latent_distribution(logits, tags).numpy()
+    expected = (softmax(logits.numpy()) - p) / 9.0
+    np.testing.assert_allclose(tape.gradient(value, logits).numpy(), expected, atol=1e-6)
+    cross_entropy = -(p * np.log(softmax(logits.numpy().astype(np.float64)))).sum(-1).mean()
+    np.testing.assert_allclose(float(value), cross_entropy, rtol=1e-5)
+
+
+def test_loss_config_round_trip():
+    loss = ConstrainedCrossEntropy(lower_bound=0.1, foreground_slack=2.0, iterations=20)
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
+    assert isinstance(restored, ConstrainedCrossEntropy)
+    assert restored.get_config() == loss.get_config()
+    with pytest.raises(ValueError, match="background_bounds"):
+        ConstrainedCrossEntropy(background_bounds=(0.8, 0.2))
+
+
+def test_loss_trains_a_kseg_model_from_tags_only():
+    from kseg.weak.labels import weak_label_dataset
+
+    pytest.importorskip("skimage", reason="weak_label_dataset imports scikit-image lazily")
+    keras.utils.set_random_seed(0)
+    data = kseg.data.shapes_dataset("train", num_samples=4, image_size=64)
+    tagged = weak_label_dataset(data, "tags", num_classes=5).batch(2)
+    model = kseg.testing.build_small_model("fcn8s", num_classes=5)
+    model.compile(
+        keras.optimizers.Adam(1e-3), loss=ConstrainedCrossEntropy(iterations=20), run_eagerly=True
+    )
+    history = model.fit(tagged, epochs=1, verbose=0)
+    losses = history.history["loss"]
+    assert len(losses) == 1 and np.isfinite(losses[0]) and losses[0] > 0
+
+
+def test_area_fractions_become_relative_size_bounds():
+    rng = np.random.default_rng(5)
+    logits = rng.normal(size=(2, 4, 4, 3)).astype(np.float32)
+    tags = np.array([[1, 0, 1], [1, 1, 1]], np.float32)
+    sizes = np.array([[0.6, 0.0, 0.4], [0.5, 0.3, 0.2]], np.float32)
+    value = ConstrainedCrossEntropy(size_bounds=(0.9, 1.1), reduction="none")(
+        np.concatenate([tags, sizes], axis=1), logits
+    )
+    p = latent_distribution(
+        logits,
+        tags,
+        lower_bounds=np.where(tags > 0, 0.9 * sizes, np.nan),
+        upper_bounds=np.where(tags > 0, np.minimum(1.0, 1.1 * sizes), np.nan),
+    ).numpy()
+    mass = p.mean((1, 2))
+    assert np.all(mass >= 0.9 * sizes - 1e-4) and np.all(mass <= 1.1 * sizes + 1e-4)
+    expected = -(p * np.log(softmax(logits.astype(np.float64)))).sum(-1).mean((1, 2))
+    np.testing.assert_allclose(value.numpy(), expected, rtol=1e-5)
