@@ -25,7 +25,8 @@ import numpy as np
 
 import kseg
 from kseg.detection.anchors import generate_anchors
-from kseg.detection.targets import rpn_targets
+from kseg.detection.postprocess import paste_masks
+from kseg.detection.targets import roi_targets, rpn_targets
 from kseg.inference.sliding_window import window_starts, window_weights
 from kseg.layers.pyramid_pooling import adaptive_average_pooling_2d
 from kseg.layers.roi_align import RoIAlign, assign_levels
@@ -465,8 +466,7 @@ def fpn_anchors(out):
 def mask_rcnn_matched_anchors(out):
     image_size = 128
     info = kseg.data.shapes_info()
-    examples = kseg.data.shapes_instance_examples("val", num_samples=8, image_size=image_size)
-    example = max(examples.as_numpy_iterator(), key=lambda e: len(e["classes"]))
+    example = _largest_instance_example(image_size)
     image, boxes, classes, masks = (example[k] for k in ("image", "boxes", "classes", "masks"))
     levels = generate_anchors(image_size, image_size, sizes=MASK_RCNN_SHAPES_ANCHOR_SIZES)
     level_of = np.concatenate([np.full(len(a), i + 2) for i, a in enumerate(levels)])
@@ -526,6 +526,72 @@ def mask_rcnn_matched_anchors(out):
     _save(fig, out, "mask_rcnn_matched_anchors.png")
 
 
+def _largest_instance_example(image_size):
+    examples = kseg.data.shapes_instance_examples("val", num_samples=8, image_size=image_size)
+    return max(examples.as_numpy_iterator(), key=lambda e: len(e["classes"]))
+
+
+def mask_rcnn_mask_targets(out):
+    image_size = 128
+    info = kseg.data.shapes_info()
+    example = _largest_instance_example(image_size)
+    image, boxes, classes, masks = (example[k] for k in ("image", "boxes", "classes", "masks"))
+    # A proposal off the object's box, as the RPN would give: shifted and a little too large.
+    star = int(np.flatnonzero(classes == info.class_names.index("star"))[0])
+    proposal = boxes[star] + np.asarray([-5.0, 4.0, 3.0, 8.0], "float32")
+    targets = roi_targets(
+        proposal[None, None],
+        boxes[None],
+        classes[None],
+        masks[None],
+        num_samples=8,
+        positive_fraction=1.0,
+        seed=0,
+    )
+    rois = np.asarray(targets["rois"])[0]
+    row = int(np.flatnonzero(np.all(np.isclose(rois, proposal), axis=1))[0])
+    target = np.asarray(targets["mask_targets"])[0, row]
+    pasted = np.asarray(
+        paste_masks(target[None, None], proposal[None, None], image_size, image_size)
+    )[0, 0]
+    truth = masks[star] > 0
+    iou = np.logical_and(pasted > 0, truth).sum() / np.logical_or(pasted > 0, truth).sum()
+    y1, x1, y2, x2 = proposal
+    gy1, gx1, gy2, gx2 = boxes[star]
+    fig, axes = plt.subplots(1, 3, figsize=(11.5, 3.7))
+    axes[0].imshow(image)
+    axes[0].imshow(np.ma.masked_where(~truth, truth), cmap="autumn", alpha=0.5)
+    axes[0].add_patch(
+        plt.Rectangle((gx1, gy1), gx2 - gx1, gy2 - gy1, fill=False, ec="white", lw=1, ls=":")
+    )
+    axes[0].add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, ec="cyan", lw=1.5))
+    axes[0].set_title("object mask (orange), its box (dotted)\nand a proposal (cyan)", fontsize=9)
+    axes[1].imshow(target, cmap="gray", vmin=0, vmax=1)
+    axes[1].set_title(
+        f"roi_targets: {target.shape[0]}×{target.shape[1]} mask target\n"
+        "(the mask inside the proposal)",
+        fontsize=9,
+    )
+    overlap = np.zeros((*truth.shape, 3), "float32")
+    overlap[..., 0] = truth
+    overlap[..., 1] = pasted > 0
+    axes[2].imshow(overlap)
+    axes[2].add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, ec="cyan", lw=1))
+    axes[2].set_title(
+        f"paste_masks: IoU {iou:.3f} with the object\n"
+        "(yellow both, red object only, green pasted only)",
+        fontsize=9,
+    )
+    margin = 12
+    for ax in axes[0], axes[2]:
+        ax.set_xlim(min(x1, gx1) - margin, max(x2, gx2) + margin)
+        ax.set_ylim(max(y2, gy2) + margin, min(y1, gy1) - margin)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    _save(fig, out, "mask_rcnn_mask_targets.png")
+
+
 FIGURES = (
     dilated_receptive_field,
     segnet_unpooling,
@@ -540,6 +606,7 @@ FIGURES = (
     fpn_levels,
     fpn_anchors,
     mask_rcnn_matched_anchors,
+    mask_rcnn_mask_targets,
 )
 
 
