@@ -111,6 +111,7 @@ def train_model(
     jit_compile=False,
     verbose="auto",
     strategy=None,
+    run_eagerly=False,
 ):
     """Builds, compiles and trains a registered model with kseg's resumable `fit`.
 
@@ -141,6 +142,7 @@ def train_model(
             metrics=[kseg.metrics.MeanIoU(num_classes, ignore_label=ignore_label, name="mean_iou")],
             ignore_label=ignore_label,
             jit_compile=jit_compile,
+            run_eagerly=run_eagerly,
         )
     history = kseg.training.fit(
         model,
@@ -257,7 +259,8 @@ def cmd_demo(args):
 
 
 def cmd_train(args):
-    """Trains a registered model on a dataset, resuming an interrupted run in the same folder.
+    """Trains a registered model (or `--model mask_rcnn`) on a dataset, resuming an interrupted
+    run in the same folder.
 
     `--batch-size` is the global batch: each of the strategy's N replicas gets batch-size / N
     examples per step. `--scale-learning-rate` multiplies `--learning-rate` by N (linear scaling).
@@ -267,6 +270,16 @@ def cmd_train(args):
     import kseg.models
     import kseg.training
 
+    if args.model.lower() in INSTANCE_MODEL_NAMES:
+        return _train_instances(args)
+    if _coco_source(args.data) is not None:
+        raise SystemExit(
+            f"kseg: error: {args.data} holds instance annotations: train --model mask_rcnn on "
+            f"it; {args.model} is a semantic segmentation model."
+        )
+    if args.val_data:
+        raise SystemExit("kseg: error: --val-data goes with --model mask_rcnn and coco: data; "
+                         "semantic models validate on --val-split of --data.")
     if args.model.lower() not in kseg.models.list_models():
         raise SystemExit(
             f"kseg: error: unknown model {args.model!r}; registered: "
@@ -285,6 +298,9 @@ def cmd_train(args):
     policy = kseg.training.set_precision(args.precision)
     train_source, info = _load(args.data, args.train_split, args.resize, args.num_classes)
     val_source, _ = _load(args.data, args.val_split, args.resize, args.num_classes)
+    if args.num_samples is not None:
+        train_source = train_source.take(args.num_samples)
+        val_source = val_source.take(args.num_samples)
     num_classes = args.num_classes or info.num_classes
     if num_classes is None:
         raise SystemExit(f"the number of classes of {args.data!r} is unknown: pass --num-classes")
@@ -319,6 +335,7 @@ def cmd_train(args):
         ignore_label=info.ignore_label,
         jit_compile=args.jit,
         strategy=strategy,
+        run_eagerly=args.run_eagerly,
     )
     import kseg.evaluation
 
@@ -393,6 +410,104 @@ def _refuse_semantic_flags(args, flags):
             f"kseg: error: {', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to "
             f"semantic segmentation models only; {args.model} is a MaskRCNN."
         )
+
+
+INSTANCE_MODEL_NAMES = ("mask_rcnn", "maskrcnn")
+
+
+def _instance_optimizer(name, learning_rate):
+    import keras
+
+    # Clipping keeps the first steps of a randomly initialised detection head stable.
+    if name == "sgd":
+        return keras.optimizers.SGD(learning_rate, momentum=0.9, global_clipnorm=10.0)
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate, global_clipnorm=10.0)
+    return keras.optimizers.AdamW(learning_rate, weight_decay=1e-4, global_clipnorm=10.0)
+
+
+def _train_instances(args):
+    """`kseg train --model mask_rcnn`: Mask R-CNN on shapes or COCO-format data, resumable."""
+    import kseg.data
+    import kseg.detection
+    import kseg.models
+    import kseg.training
+
+    _refuse_semantic_flags(
+        args,
+        [("--output-stride", args.output_stride is not None), ("--loss", args.loss != "ce"),
+         ("--resize", args.resize is not None), ("--num-classes", args.num_classes is not None),
+         ("--strategy", args.strategy != "default"),
+         ("--scale-learning-rate", args.scale_learning_rate), ("--jit", args.jit)],
+    )
+    train, categories = _instance_examples(args.data, args.train_split, args.num_samples)
+    if _coco_source(args.data) is not None:
+        val = None
+        if args.val_data:
+            annotations, image_dir = _coco_source(args.val_data) or (None, None)
+            if annotations is None:
+                raise SystemExit(
+                    "kseg: error: --val-data takes coco:ANNOTATIONS.json,IMAGE_DIR. "
+                    f"Received: {args.val_data!r}"
+                )
+            # Numbered with the training categories, so class k means the same in both.
+            val = kseg.data.coco_instance_dataset(
+                annotations, image_dir, category_ids=categories.coco_ids
+            )
+            if args.num_samples is not None:
+                val = val.take(args.num_samples)
+    else:
+        if args.val_data:
+            raise SystemExit("kseg: error: --val-data goes with --data coco:...; shapes data "
+                             "take their validation images from --val-split.")
+        val, _ = _instance_examples(args.data, args.val_split, args.num_samples)
+    count = int(train.cardinality())
+    steps = args.steps_per_epoch or (max(1, count // args.batch_size) if count > 0 else None)
+    if steps is None:
+        raise SystemExit(f"kseg: error: the size of {args.data} is unknown: pass --steps-per-epoch")
+    names = _category_names(categories)
+    policy = kseg.training.set_precision(args.precision)
+    model_kwargs = _parse_model_args(args.model_arg)
+    if args.backbone:
+        model_kwargs["backbone"] = args.backbone
+    if args.backbone_weights:
+        model_kwargs["backbone_weights"] = (
+            None if args.backbone_weights.lower() == "none" else args.backbone_weights
+        )
+    try:
+        model = kseg.models.MaskRCNN(num_classes=len(names) + 1, **model_kwargs)
+    except TypeError as error:
+        raise SystemExit(f"kseg: error: --model-arg: {error}") from None
+    schedule = kseg.training.poly_schedule(args.learning_rate, args.epochs * steps, power=0.9)
+    model.compile(
+        optimizer=_instance_optimizer(args.optimizer, schedule), run_eagerly=args.run_eagerly
+    )
+    print(f"training MaskRCNN ({model.backbone_name}) on {args.data} ({len(names)} classes: "
+          f"{', '.join(names[:10])}{' ...' if len(names) > 10 else ''}), precision {policy}, "
+          f"{args.epochs} epochs of {steps} steps, batch {args.batch_size}, run folder "
+          f"{args.run_dir}")
+    batches = kseg.data.pad_instance_batch(
+        train.shuffle(min(max(count, 1), 1000), seed=args.seed).repeat(),
+        args.batch_size,
+        max_instances=args.max_instances,
+        num_classes=len(names) + 1,
+    )
+    kseg.training.fit(
+        model, batches, epochs=args.epochs, steps_per_epoch=steps, run_dir=args.run_dir
+    )
+    run_dir = Path(args.run_dir)
+    model.save(run_dir / "model.keras")
+    if val is None:
+        print(f"wrote {run_dir / 'model.keras'} (no --val-data: no AP computed)")
+        return
+    scores = kseg.detection.evaluate_instances(
+        model, val, categories, batch_size=args.val_batch_size
+    )
+    _print_instance_scores(scores)
+    record = {key: float(value) for key, value in scores.items()}
+    record["num_images"] = int(scores["num_images"])
+    record["class_names"] = list(names)
+    (run_dir / "scores.json").write_text(json.dumps(record, indent=2, allow_nan=True))
 
 
 def _inference_flags_given(args):
@@ -689,11 +804,13 @@ def cmd_list(args):
     import kseg
 
     print("models:    " + ", ".join(kseg.models.list_models()))
+    print("instance:  mask_rcnn (kseg.models.MaskRCNN; --model-arg sets its arguments)")
     print("backbones: " + ", ".join(kseg.backbones.list_backbones()))
 
 
 def _add_model_flags(parser):
-    parser.add_argument("--model", default="deeplabv3plus", help="registered model name")
+    parser.add_argument("--model", default="deeplabv3plus",
+                        help="registered model name (see `kseg list`), or mask_rcnn")
     parser.add_argument("--backbone", help="backbone name (see `kseg list`)")
     parser.add_argument("--backbone-weights", help="None, 'imagenet' or a weights file")
     parser.add_argument("--output-stride", type=int, choices=(8, 16, 32))
@@ -726,9 +843,17 @@ def build_parser():
 
     train = commands.add_parser("train", help=cmd_train.__doc__, description=cmd_train.__doc__)
     train.add_argument("--data", required=True,
-                       help="'shapes', 'tfds:NAME', a VOC or CamVid root, or IMAGES,MASKS folders")
+                       help="'shapes', 'tfds:NAME', a VOC or CamVid root, or IMAGES,MASKS folders; "
+                            "for --model mask_rcnn 'shapes' or 'coco:ANNOTATIONS.json,IMAGE_DIR'")
+    train.add_argument("--val-data",
+                       help="mask_rcnn on coco: data: the validation split, "
+                            "coco:ANNOTATIONS.json,IMAGE_DIR")
     train.add_argument("--train-split", default="train")
     train.add_argument("--val-split", default="val")
+    train.add_argument("--num-samples", type=_positive_int,
+                       help="use the first N images of each split (shapes: generate N)")
+    train.add_argument("--max-instances", type=int, default=100,
+                       help="mask_rcnn: instances kept per training image")
     train.add_argument("--num-classes", type=int)
     _add_model_flags(train)
     train.add_argument("--epochs", type=int, default=30)
@@ -744,6 +869,9 @@ def build_parser():
     train.add_argument("--precision", default="auto",
                        choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"))
     train.add_argument("--jit", action="store_true", help="compile the train step with XLA")
+    train.add_argument("--run-eagerly", action="store_true",
+                       help="run train steps eagerly (debugging, or a few steps where tracing "
+                            "the graph would take longer than running them)")
     train.add_argument("--run-dir", default="runs/train",
                        help="checkpoints, logs and model.keras; rerun to resume")
     train.add_argument("--seed", type=int, default=0)

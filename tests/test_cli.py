@@ -293,33 +293,6 @@ def spy_on_evaluate_instances(monkeypatch):
     return calls
 
 
-def test_evaluate_mask_rcnn_on_shapes_reports_coco_ap(mask_rcnn_file, tmp_path, capsys,
-                                                      monkeypatch):
-    import kseg
-    from kseg.models.mask_rcnn import MaskRCNN
-
-    calls = spy_on_evaluate_instances(monkeypatch)
-    output = tmp_path / "scores.json"
-    cli.main(["evaluate", "--model", str(mask_rcnn_file), "--data", "shapes", "--split", "val",
-              "--num-samples", "3", "--batch-size", "2", "--output", str(output)])
-    printed = capsys.readouterr().out
-    scores = json.loads(output.read_text())
-    (call,) = calls
-    assert isinstance(call["model"], MaskRCNN) and call["kwargs"] == {"batch_size": 2}
-    # The held-out shapes images, as kseg.data generates them.
-    expected_images = [e["image"] for e in kseg.data.shapes_instance_examples(
-        "val", num_samples=3).as_numpy_iterator()]
-    np.testing.assert_array_equal(np.stack(call["images"]), np.stack(expected_images))
-    assert scores["num_images"] == 3
-    assert scores["class_names"] == ["circle", "square", "triangle", "star"]
-    for key in ("mask_AP", "mask_AP50", "mask_AP75", "box_AP", "box_AP50", "box_AP75"):
-        assert scores[key] == call["result"][key]
-        # COCOeval reports -1 only when no ground truth exists; every image holds shapes.
-        assert 0.0 <= scores[key] <= 1.0
-    assert f"mask AP {scores['mask_AP']:.4f}  AP50 {scores['mask_AP50']:.4f}" in printed
-    assert f"box  AP {scores['box_AP']:.4f}  AP50 {scores['box_AP50']:.4f}" in printed
-
-
 def test_evaluate_mask_rcnn_on_a_coco_folder(mask_rcnn_file, tmp_path, capsys, monkeypatch):
     import kseg
 
@@ -421,3 +394,57 @@ def test_export_of_mask_rcnn_refuses_tflite_and_onnx(mask_rcnn_file, tmp_path, f
         cli.main(["export", "--model", str(mask_rcnn_file),
                   *[str(tmp_path / f) if f.startswith(("m.", "saved")) else f for f in flags]])
     assert not any(tmp_path.iterdir())
+
+
+def small_config_flags():
+    """The SMALL Mask R-CNN configuration as `--backbone` / `--model-arg` flags."""
+    flags = []
+    for name, value in mask_rcnn_small_config().items():
+        flags += ["--backbone", value] if name == "backbone" else ["--model-arg", f"{name}={value!r}"]
+    return flags
+
+
+def test_train_mask_rcnn_on_shapes_then_evaluate_agrees(tmp_path, capsys):
+    import keras
+
+    from kseg.models.mask_rcnn import MaskRCNN
+
+    run = tmp_path / "run"
+    cli.main(["train", "--model", "mask_rcnn", "--data", "shapes", "--num-samples", "4",
+              *small_config_flags(), "--epochs", "1", "--steps-per-epoch", "2",
+              "--batch-size", "2", "--val-batch-size", "2", "--optimizer", "adam",
+              "--learning-rate", "1e-3", "--precision", "float32", "--run-eagerly",
+              "--run-dir", str(run)])
+    printed = capsys.readouterr().out
+    assert "training MaskRCNN (tiny) on shapes (4 classes: circle, square, triangle, star)" in printed
+    model = keras.saving.load_model(run / "model.keras")
+    assert isinstance(model, MaskRCNN) and model.num_classes == 5
+    assert model.fpn_channels == 16 and model.anchor_sizes == (16.0, 32.0, 64.0, 128.0, 256.0)
+    assert len((run / "history.csv").read_text().strip().splitlines()) == 2  # header, 1 epoch
+    trained = json.loads((run / "scores.json").read_text())
+    assert trained["num_images"] == 4 and 0.0 <= trained["mask_AP"] <= 1.0
+
+    # The saved model scores the same on the same held-out images through `kseg evaluate`.
+    output = tmp_path / "again.json"
+    cli.main(["evaluate", "--model", str(run / "model.keras"), "--data", "shapes",
+              "--split", "val", "--num-samples", "4", "--batch-size", "2",
+              "--output", str(output)])
+    assert json.loads(output.read_text()) == trained
+    assert trained["class_names"] == ["circle", "square", "triangle", "star"]
+    printed = capsys.readouterr().out
+    for kind in ("mask", "box "):
+        key = kind.strip()
+        assert (f"{kind} AP {trained[f'{key}_AP']:.4f}  AP50 {trained[f'{key}_AP50']:.4f}  "
+                f"AP75 {trained[f'{key}_AP75']:.4f}") in printed
+
+
+def test_train_mask_rcnn_refuses_semantic_flags_and_mixed_up_data(tmp_path):
+    base = ["train", "--model", "mask_rcnn", "--run-dir", str(tmp_path / "run")]
+    with pytest.raises(SystemExit, match="--loss, --output-stride apply to semantic|"
+                                         "--output-stride, --loss apply to semantic"):
+        cli.main([*base, "--data", "shapes", "--loss", "dice", "--output-stride", "16"])
+    with pytest.raises(SystemExit, match="--val-data goes with --data coco"):
+        cli.main([*base, "--data", "shapes", "--val-data", "coco:a.json,images"])
+    with pytest.raises(SystemExit, match="train --model mask_rcnn on it"):
+        cli.main(["train", "--data", "coco:a.json,images", "--run-dir", str(tmp_path / "r")])
+    assert not (tmp_path / "run").exists() and not (tmp_path / "r").exists()
