@@ -87,6 +87,13 @@ def SegNet(
             and 8x. VGG16's weights need the paper's 64.
         backbone: only `"vgg16_bn"`, the paper's encoder; accepted so every
             registered model takes a `backbone` argument.
+        index_format: how the pooling indices are kept. `"window"` (default):
+            the position of each maximum inside its 2x2 window, the paper's
+            "2 bits for each 2x2 pooling window", computed with ops TFLite
+            has built-in kernels for. `"flat"`: `tf.nn.max_pool_with_argmax`'s
+            flat indices, which TFLite runs only as a TF Select (Flex) op.
+            Both give the same logits and the same weights, so either can
+            load the other's weights.
         name: model name.
 
     Returns:
@@ -175,6 +182,13 @@ def SegNetBasic(
         kernel_size: convolution size (the paper's 7).
         backbone: only None: SegNet-Basic has its own encoder; accepted so
             every registered model takes a `backbone` argument.
+        index_format: how the pooling indices are kept. `"window"` (default):
+            the position of each maximum inside its 2x2 window, the paper's
+            "2 bits for each 2x2 pooling window", computed with ops TFLite
+            has built-in kernels for. `"flat"`: `tf.nn.max_pool_with_argmax`'s
+            flat indices, which TFLite runs only as a TF Select (Flex) op.
+            Both give the same logits and the same weights, so either can
+            load the other's weights.
         name: model name.
 
     Returns:

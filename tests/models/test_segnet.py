@@ -1,5 +1,7 @@
 """SegNet and SegNet-Basic: widths and parameter counts from the paper, sizes, VGG16 weight loading."""
 
+import json
+import zipfile
 
 import h5py
 import keras
@@ -176,3 +178,51 @@ def test_imagenet_weights_load_offline_through_keras_applications(tmp_path, monk
             np.testing.assert_array_equal(kernel, file[name][f"{name}/kernel"][()])
             np.testing.assert_array_equal(bias, file[name][f"{name}/bias"][()])
     assert tuple(model(np.zeros((1, 32, 32, 3), "float32")).shape) == (1, 32, 32, 11)
+
+
+def _strip_index_format(source, target):
+    """Copies a .keras file with the pooling layers' configs as written before index_format existed."""
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
+        for item in old.infolist():
+            data = old.read(item.filename)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                for layer in config["config"]["layers"]:
+                    if layer["class_name"] in ("MaxPoolingWithArgmax2D", "MaxUnpooling2D"):
+                        layer["config"].pop("index_format")
+                        if layer["class_name"] == "MaxUnpooling2D":
+                            layer["config"].pop("pool_size")
+                data = json.dumps(config)
+            new.writestr(item, data)
+
+
+@pytest.mark.parametrize("builder", [kseg.models.SegNet, kseg.models.SegNetBasic])
+def test_old_flat_index_files_reload_and_predict_as_the_window_default(builder, tmp_path):
+    flat = builder(3, num_filters=2, index_format="flat")
+    rng = np.random.default_rng(1)
+    for weight in flat.weights:
+        if weight.path.endswith(("moving_mean", "moving_variance")):
+            continue
+        weight.assign(rng.normal(0.0, 0.5, weight.shape).astype("float32"))
+    flat.save(tmp_path / "flat.keras")
+    _strip_index_format(tmp_path / "flat.keras", tmp_path / "old.keras")
+
+    reloaded = keras.saving.load_model(tmp_path / "old.keras", safe_mode=True)
+    window = builder(3, num_filters=2)
+    window.set_weights(flat.get_weights())
+    pools = [layer for layer in reloaded.layers if "pool" in layer.name]
+    assert pools and {layer.index_format for layer in pools} == {"flat"}
+    assert {layer.index_format for layer in window.layers if "pool" in layer.name} == {"window"}
+
+    # Odd sizes through all the poolings: 19 -> 10 -> 5 -> 3 -> 2 -> 1 rows.
+    images = rng.uniform(0, 255, (2, 19, 27, 3)).astype("float32")
+    expected = np.asarray(flat(images))
+    np.testing.assert_array_equal(np.asarray(reloaded(images)), expected)
+    np.testing.assert_array_equal(np.asarray(window(images)), expected)
+
+
+def test_index_format_is_checked():
+    with pytest.raises(ValueError, match="index_format='bits'"):
+        kseg.models.SegNet(3, index_format="bits")
+    with pytest.raises(ValueError, match="index_format='bits'"):
+        kseg.models.SegNetBasic(3, index_format="bits")
