@@ -150,21 +150,29 @@ def scribbles_from_mask(mask, *, fraction=1.0, width=3, ignore_label=255, seed=N
         raise ValueError(f"`width` must be a positive integer. Received: width={width!r}")
     _check_labels(mask, ignore_label, 255, "scribbles are uint8 with 255 reserved")
     skimage = _skimage()
+    from scipy import ndimage
 
     labelled = _labelled(mask, ignore_label)
     regions = []
     for class_id in np.unique(mask[labelled]):
         components = skimage.measure.label(labelled & (mask == class_id), connectivity=1)
-        regions.extend(
-            (int(class_id), components, index) for index in range(1, components.max() + 1)
-        )
+        for index, extent in enumerate(ndimage.find_objects(components), start=1):
+            regions.append((int(class_id), components, index, extent))
     rng = np.random.default_rng(seed)
     chosen = rng.permutation(len(regions))[: round(float(fraction) * len(regions))]
 
     scribbles = np.full(mask.shape, fill, np.uint8)
+    margin = int(width) + 2
     for region_index in np.sort(chosen):
-        class_id, components, index = regions[region_index]
-        scribbles[_stroke(components == index, int(width), skimage)] = class_id
+        class_id, components, index, extent = regions[region_index]
+        # Working in a margin around the region's box gives the same stroke as the whole
+        # image (erosion treats the outside as background either way) at a fraction of the cost.
+        window = tuple(
+            slice(max(part.start - margin, 0), min(part.stop + margin, size))
+            for part, size in zip(extent, mask.shape)
+        )
+        stroke = _stroke(components[window] == index, int(width), skimage)
+        scribbles[window][stroke] = class_id
     return scribbles
 
 
@@ -192,7 +200,7 @@ def tags_from_mask(mask, num_classes, *, ignore_label=255, with_sizes=False):
         >>> import numpy as np, kseg.weak.labels
         >>> mask = np.array([[0, 0, 2, 255]])
         >>> tags, sizes = kseg.weak.labels.tags_from_mask(mask, 3, with_sizes=True)
-        >>> tags.tolist(), sizes.round(3).tolist()
+        >>> tags.tolist(), [round(float(s), 3) for s in sizes]
         ([1.0, 0.0, 1.0], [0.667, 0.0, 0.333])
     """
     mask = _as_mask(mask)
