@@ -587,6 +587,24 @@ def _draw_instances(image, masks, boxes):
     return drawn
 
 
+def _class_names_for_predict(text, num_classes):
+    """`--class-names`: comma-separated names of classes 1..K, or a COCO annotation file."""
+    if text is None:
+        return None
+    if text.endswith(".json"):
+        import kseg.data
+
+        names = list(kseg.data.coco_categories(text).names)
+    else:
+        names = [name.strip() for name in text.split(",")]
+    if len(names) != num_classes - 1:
+        raise SystemExit(
+            f"kseg: error: --class-names gives {len(names)} names but the model predicts "
+            f"{num_classes - 1} object classes. Received: {text!r}"
+        )
+    return names
+
+
 def _predict_instances(model, args, files):
     import numpy as np
     import tensorflow as tf
@@ -596,6 +614,7 @@ def _predict_instances(model, args, files):
     import kseg.detection
 
     _refuse_semantic_flags(args, _inference_flags_given(args))
+    names = _class_names_for_predict(args.class_names, model.num_classes)
     serve = tf.function(
         kseg.detection.instance_serving_function(model, mask_threshold=args.mask_threshold),
         reduce_retracing=True,
@@ -614,6 +633,7 @@ def _predict_instances(model, args, files):
             {
                 "box": [round(float(v), 2) for v in result["boxes"][i]],
                 "class": int(result["classes"][i]),
+                **({"class_name": names[int(result["classes"][i]) - 1]} if names else {}),
                 "score": round(float(result["scores"][i]), 4),
                 "mask_area": int(result["masks"][i].sum()),
             }
@@ -904,6 +924,9 @@ def build_parser():
     predict.add_argument("inputs", nargs="+", help="image files or folders")
     predict.add_argument("--out", default="predictions")
     predict.add_argument("--palette", default="voc", choices=("voc", "camvid"))
+    predict.add_argument("--class-names",
+                         help="MaskRCNN: names of classes 1..K, comma-separated, or the COCO "
+                              "annotation file the model was trained on")
     predict.add_argument("--min-score", type=float, default=0.5,
                          help="MaskRCNN: keep detections scoring at least this")
     predict.add_argument("--mask-threshold", type=float, default=0.5,

@@ -333,6 +333,8 @@ def test_instance_evaluation_errors_name_the_problem(mask_rcnn_file, demo_run, t
         cli.main(["evaluate", "--model", model, "--data", f"coco:{annotations}"])
     with pytest.raises(SystemExit, match="'shapes' or|--data shapes or"):
         cli.main(["evaluate", "--model", model, "--data", str(tmp_path)])
+    with pytest.raises(SystemExit, match="--class-names gives 2 names but the model predicts 4"):
+        cli.main(["predict", "--model", model, str(image_dir), "--class-names", "a,b"])
     with pytest.raises(SystemExit, match="--scales, --flip apply to semantic"):
         cli.main(["evaluate", "--model", model, "--data", "shapes", "--scales", "1,2", "--flip"])
     semantic = str(demo_run[0] / "run" / "model.keras")
@@ -358,7 +360,7 @@ def test_predict_with_mask_rcnn_writes_overlays_and_detections(mask_rcnn_file, t
     Image.fromarray(image).save(tmp_path / "photo.png")
     out = tmp_path / "pred"
     cli.main(["predict", "--model", str(mask_rcnn_file), str(tmp_path / "photo.png"),
-              "--out", str(out), "--min-score", "0"])
+              "--out", str(out), "--min-score", "0", "--class-names", "a,b,c,d"])
     record = json.loads((out / "photo_instances.json").read_text())
     serve = kseg.detection.instance_serving_function(keras.saving.load_model(mask_rcnn_file))
     expected = {key: value.numpy() for key, value in serve(image).items()}
@@ -370,6 +372,7 @@ def test_predict_with_mask_rcnn_writes_overlays_and_detections(mask_rcnn_file, t
     np.testing.assert_allclose([d["score"] for d in detections], expected["scores"][:count],
                                atol=6e-5)
     assert [d["class"] for d in detections] == expected["classes"][:count].tolist()
+    assert [d["class_name"] for d in detections] == ["abcd"[c - 1] for c in expected["classes"][:count]]
     assert [d["mask_area"] for d in detections] == expected["masks"][:count].sum((1, 2)).tolist()
 
     drawn = np.asarray(Image.open(out / "photo_instances.png"))
