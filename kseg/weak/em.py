@@ -130,15 +130,17 @@ def em_adapt_latent_labels(
     margins, so exactly n_l pixels pass when the margins are distinct. That update is
     monotone in the other biases, so repeating it from b = 0 (Jacobi sweeps, all classes in
     parallel) increases the biases towards the least ones meeting every fraction; the sweeps
-    stop when every image meets them, or after `max_iterations`. A boosted class then covers
-    exactly n_l pixels and every present class at least n_l. Each sweep costs one sort of
-    B*K*H*W values (about 0.2 s for 8 images of 96x128 and 12 classes on two CPU cores).
-    With a few present classes the counts reach their targets to the pixel in 10-50 sweeps;
-    tight fractions (summing to 1, as after scaling) approach them geometrically. Cut short
-    at the default 10 sweeps, the classes we measured (random logits, 48x64, 12 classes)
-    still lacked at most 1.5% (3 or 4 present classes) to 5% (9 present) of their targets; the E-step of each mini-batch is approximate
-    anyway, as in the released code, which runs a fixed number of sweeps. The released DeepLab layer
-    (AdaptiveBiasChannel) does the same update one class after another.
+    stop when every image meets them, or after `max_iterations`. On convergence a boosted
+    class covers exactly n_l pixels and every present class at least n_l. The released
+    DeepLab layer (AdaptiveBiasChannel) makes the same update one class after another, for a
+    fixed number of sweeps.
+
+    Each sweep costs one sort of B*K*H*W values (about 0.2 s for 8 images of 96x128 and 12
+    classes on two CPU cores). With a few present classes the counts reach their targets to
+    the pixel in 10-50 sweeps; tight fractions (summing to 1, as after scaling) approach them
+    geometrically. Cut short at the default 10 sweeps, the classes we measured (random
+    logits, 48x64, 12 classes) still lacked at most 1.5% (3 or 4 present classes) to 5%
+    (9 present) of their targets.
 
     Args:
         tags: `(B, K)` multi-hot of the classes present in each image (background included
