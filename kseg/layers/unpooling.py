@@ -49,8 +49,9 @@ def _window_argmax(inputs, window, padding):
     """Row-major position of each window's first maximum, for windows that do not overlap."""
     height, width = tf.shape(inputs)[1], tf.shape(inputs)[2]
     if padding == "same":
-        # TensorFlow's "same" puts the smaller half of the padding before; padding with the
-        # lowest finite value keeps it from ever being the maximum of a window with real values.
+        # TensorFlow's "same" puts the smaller half of the padding before. Padding with the
+        # dtype's lowest finite value keeps it from winning a window, unless the input itself
+        # holds that value or -inf there (the pooled value is max_pool2d's either way).
         pad_height = -(-height // window) * window - height
         pad_width = -(-width // window) * window - width
         inputs = tf.pad(
