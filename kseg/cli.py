@@ -397,7 +397,7 @@ def _instance_examples(source, split, num_samples):
         kwargs = {} if num_samples is None else {"num_samples": num_samples}
         return kseg.data.shapes_instance_examples(split, **kwargs), kseg.data.shapes_info()
     raise SystemExit(
-        "kseg: error: a MaskRCNN model is evaluated on instance annotations: --data shapes or "
+        "kseg: error: MaskRCNN models take instance annotations: --data shapes or "
         f"--data coco:ANNOTATIONS.json,IMAGE_DIR. Received: --data {source!r}"
     )
 
@@ -486,8 +486,15 @@ def _train_instances(args):
           f"{', '.join(names[:10])}{' ...' if len(names) > 10 else ''}), precision {policy}, "
           f"{args.epochs} epochs of {steps} steps, batch {args.batch_size}, run folder "
           f"{args.run_dir}")
+    coco = _coco_source(args.data)
+    if coco is not None and args.num_samples is None:
+        # Shuffling image indices before decoding keeps memory flat with large COCO images.
+        train = kseg.data.coco_instance_dataset(*coco, shuffle=True, seed=args.seed)
+    else:
+        # Decoded examples fill the buffer: shapes images are small, COCO subsets capped.
+        train = train.shuffle(min(max(count, 1), 1000 if coco is None else 64), seed=args.seed)
     batches = kseg.data.pad_instance_batch(
-        train.shuffle(min(max(count, 1), 1000), seed=args.seed).repeat(),
+        train.repeat(),
         args.batch_size,
         max_instances=args.max_instances,
         num_classes=len(names) + 1,
