@@ -14,8 +14,9 @@ Which models convert to TFLite built-in ops only: with a dynamic image size, Dee
 scale branches compute their size in float64) and U-Net (its padding loses the static channel
 count, so the first convolution cannot be lowered) need `image_size=(H, W)`, which fixes the
 signature's height and width and lets the converter fold those shape computations away. SegNet
-and SegNet-Basic use `tf.nn.max_pool_with_argmax`, which has no TFLite built-in: they need
-`allow_select_tf_ops=True` and an interpreter linked with the Flex delegate.
+and SegNet-Basic convert with built-in ops in their default `index_format="window"`; built with
+`index_format="flat"` they use `tf.nn.max_pool_with_argmax`, which has no TFLite built-in, and
+then need `allow_select_tf_ops=True` and an interpreter linked with the Flex delegate.
 """
 
 import re
@@ -278,7 +279,8 @@ def tflite_from_saved_model(
             `tf.data.Dataset` yielding uint8 RGB images (H, W, 3) or batches (B, H, W, 3), or
             (images, labels) pairs; a few dozen images from the training set are enough.
         allow_select_tf_ops: let ops with no TFLite built-in kernel fall back to TensorFlow
-            ops (SegNet's `max_pool_with_argmax`); the file then needs the Flex delegate.
+            ops (`max_pool_with_argmax` of a SegNet built with `index_format="flat"`); the
+            file then needs the Flex delegate.
 
     Returns:
         The path written, as a `pathlib.Path`.

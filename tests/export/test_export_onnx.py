@@ -18,7 +18,7 @@ pytest.importorskip("tf2onnx")
 FIXED_SIZE = {"unet"}
 # Grouped convolutions reach tf2onnx as XLA-compiled function calls it cannot convert.
 UNCONVERTIBLE = {"fcn_alexnet"}
-# SegNet is here because its argmax pooling has no TFLite built-in; ONNX runs it.
+# SegNet-Basic stands for the argmax-pooling family (its unpooling lowers to ONNX too).
 REPRESENTATIVE = {"fcn8s", "deeplabv3plus", "segnet_basic", "unet", "fcn_alexnet"}
 
 
