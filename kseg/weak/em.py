@@ -40,7 +40,9 @@ IGNORE_LABEL = 255
 # present label (its AdaptiveBiasChannel layer's fg_portion / bg_portion).
 FOREGROUND_FRACTION = 0.2
 BACKGROUND_FRACTION = 0.4
-# EM-Fixed adds b_fg to foreground and b_bg to background scores, with b_fg > b_bg > 0.
+# EM-Fixed adds b_fg to foreground and b_bg to background scores; the paper asks b_fg > b_bg
+# > 0. With every other class suppressed only b_fg - b_bg acts; 5 and 3 give foreground a
+# lead of 2 in log-probability where a box or tag allows it.
 FOREGROUND_BIAS = 5.0
 BACKGROUND_BIAS = 3.0
 # Bbox-Seg: the central alpha = 20% of each box's area is held to the box's class.
