@@ -126,8 +126,12 @@ def main():
     parser.add_argument("--weights", default="imagenet", help="'imagenet', 'none' or a path")
     parser.add_argument("--fpn-channels", type=int, default=128)
     parser.add_argument("--roi-batch-size", type=int, default=256, help="regions per image")
-    parser.add_argument("--max-instances", type=int, default=100,
-                        help="instances kept per training image (COCO has up to ~90)")
+    parser.add_argument(
+        "--max-instances",
+        type=int,
+        default=100,
+        help="instances kept per training image (COCO has up to ~90)",
+    )
     parser.add_argument("--max-val-images", type=int, help="score the first N validation images")
     parser.add_argument("--max-train-minutes", type=float, default=None)
     parser.add_argument("--tiny", action="store_true", help="tiny settings for a smoke test")
@@ -184,7 +188,9 @@ def main():
         val = load_split(args.val_annotations, args.val_images, categories, args.image_size)
         if args.max_val_images:
             val = val.take(args.max_val_images)
-        scores = kseg.detection.evaluate_instances(model, val, categories, batch_size=args.batch_size)
+        scores = kseg.detection.evaluate_instances(
+            model, val, categories, batch_size=args.batch_size
+        )
         metrics.update(scores)
         print(
             f"mask AP {scores['mask_AP']:.3f}  AP50 {scores['mask_AP50']:.3f}  "

@@ -54,8 +54,9 @@ def write_tiny_coco(root, **kwargs):
 
 
 def assert_printed_ap_matches(stdout, metrics):
-    found = re.search(r"mask AP (\d\.\d{3})  AP50 (\d\.\d{3})  AP75 (\d\.\d{3})  box AP (\d\.\d{3})",
-                      stdout)
+    found = re.search(
+        r"mask AP (\d\.\d{3})  AP50 (\d\.\d{3})  AP75 (\d\.\d{3})  box AP (\d\.\d{3})", stdout
+    )
     assert found, f"no AP line in:\n{stdout}"
     keys = ("mask_AP", "mask_AP50", "mask_AP75", "box_AP")
     for key, printed in zip(keys, found.groups()):
@@ -72,8 +73,19 @@ def test_mask_rcnn_coco_example_trains_evaluates_and_saves(tmp_path):
     val = write_tiny_coco(tmp_path / "val", count=2, seed=1)
     run = tmp_path / "run"
     stdout = run_example(
-        "mask_rcnn_coco", "--tiny", "--annotations", train[0], "--images", train[1],
-        "--val-annotations", val[0], "--val-images", val[1], "--run-dir", run, cwd=tmp_path,
+        "mask_rcnn_coco",
+        "--tiny",
+        "--annotations",
+        train[0],
+        "--images",
+        train[1],
+        "--val-annotations",
+        val[0],
+        "--val-images",
+        val[1],
+        "--run-dir",
+        run,
+        cwd=tmp_path,
     )
     assert "4 categories: block, wedge, bar, dot" in stdout
     metrics = json.loads((run / "metrics.json").read_text())
@@ -112,7 +124,11 @@ def test_resize_long_side_keeps_boxes_on_the_mask_extents(tmp_path):
         "masks": tf.zeros((0, 30, 10), tf.uint8),
     }
     resized = example_module.resize_long_side(empty, 60)
-    assert tuple(resized["image"].shape) == (60, 20, 3) and tuple(resized["masks"].shape) == (0, 60, 20)
+    assert tuple(resized["image"].shape) == (60, 20, 3) and tuple(resized["masks"].shape) == (
+        0,
+        60,
+        20,
+    )
 
 
 @pytest.mark.slow  # its --tiny run traces the full training graph: ~15 s of CPU, more when shared
