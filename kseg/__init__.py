@@ -38,6 +38,7 @@ from kseg import (
     training,
     utils,
     viz,
+    weak,
 )
 
 __all__ = [
@@ -58,4 +59,5 @@ __all__ = [
     "training",
     "utils",
     "viz",
+    "weak",
 ]
