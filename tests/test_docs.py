@@ -99,7 +99,10 @@ def test_documented_command_parses(location, argv, complete, capsys):
 
     # argparse takes any string for these; the registries decide what exists.
     if getattr(args, "model", None) and args.command == "train":
-        assert args.model in kseg.models.list_models(), f"{location}: unknown model {args.model}"
+        from kseg.cli import INSTANCE_MODEL_NAMES
+
+        known = set(kseg.models.list_models()) | set(INSTANCE_MODEL_NAMES)
+        assert args.model in known, f"{location}: unknown model {args.model}"
     if getattr(args, "backbone", None):
         assert args.backbone in kseg.backbones.list_backbones(), (
             f"{location}: unknown backbone {args.backbone}"
