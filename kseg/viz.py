@@ -267,8 +267,11 @@ def _history_from_csv(path):
     history = {}
     for name in names:
         values = [rows[e].get(name) for e in epochs]
-        keep = [i for i, v in enumerate(values) if v not in (None, "")]
-        history[name] = (epochs[keep], np.array([float(values[i]) for i in keep]))
+        # Keras's CSVLogger writes "NA" for a metric an epoch did not log (e.g. val_* columns
+        # of a run without validation data).
+        keep = [i for i, v in enumerate(values) if v not in (None, "", "NA")]
+        if keep:
+            history[name] = (epochs[keep], np.array([float(values[i]) for i in keep]))
     return history
 
 

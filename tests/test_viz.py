@@ -197,3 +197,14 @@ def test_tensorboard_logs_of_a_resumed_fit_are_read_back(tmp_path):
     assert viz.load_history(run_dir)["val_loss"][0].tolist() == [0, 1, 2]
     viz.plot_history(run_dir, tmp_path / "tb.png", figsize=(8, 3), dpi=60)
     _assert_png(tmp_path / "tb.png", (480, 180))
+
+
+def test_history_csv_with_keras_na_cells_skips_them(tmp_path):
+    # Keras's CSVLogger writes "NA" where an epoch logged no value (val_* without validation).
+    csv_path = tmp_path / "history.csv"
+    csv_path.write_text("epoch,loss,val_loss\n0,1.0,NA\n1,0.5,0.7\n2,0.25,NA\n")
+    loaded = viz.load_history(csv_path)
+    assert loaded["loss"][1].tolist() == [1.0, 0.5, 0.25]
+    assert loaded["val_loss"][0].tolist() == [1] and loaded["val_loss"][1].tolist() == [0.7]
+    csv_path.write_text("epoch,loss,val_loss\n0,1.0,NA\n1,0.5,NA\n")
+    assert "val_loss" not in viz.load_history(csv_path)
