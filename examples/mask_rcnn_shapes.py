@@ -4,7 +4,7 @@ The shapes set (kseg.data.shapes_instance_examples) renders 1-4 circles, squares
 and stars per image, with instance masks, so the whole instance-segmentation path (targets,
 losses, RoIAlign, NMS, mask pasting, COCOeval) runs without a download. The default
 configuration is sized for a CPU: 128x128 images, a MobileNetV2 (alpha 0.35) backbone from
-ImageNet, a 128-channel pyramid and anchors of 16-256 px (the objects are 26-56 px wide).
+ImageNet (the weights kseg ships, so no download), a 128-channel pyramid and anchors of 16-256 px (the objects are 26-56 px wide).
 
 Usage:
     python examples/mask_rcnn_shapes.py --run-dir runs/mask_rcnn_shapes --max-train-minutes 60
@@ -24,12 +24,22 @@ import keras
 import kseg
 
 
+def backbone_weights(args):
+    """None, a path, "imagenet", or for "bundled" the ImageNet file kseg ships (else "imagenet")."""
+    if args.weights == "none":
+        return None
+    if args.weights == "bundled":
+        bundled = kseg.backbones.bundled_weights_path(args.backbone, alpha=args.alpha)
+        return str(bundled) if bundled else "imagenet"
+    return args.weights
+
+
 def build_model(args, num_classes):
     """Mask R-CNN at the example's size: the paper's structure with CPU-sized widths."""
     return kseg.models.MaskRCNN(
         num_classes=num_classes,
         backbone=args.backbone,
-        backbone_weights=None if args.weights == "none" else args.weights,
+        backbone_weights=backbone_weights(args),
         backbone_kwargs={"alpha": args.alpha} if args.backbone.startswith("mobilenet") else {},
         fpn_channels=args.fpn_channels,
         box_fc_units=4 * args.fpn_channels,
@@ -54,7 +64,12 @@ def main():
     parser.add_argument("--learning-rate", type=float, default=3e-4)
     parser.add_argument("--backbone", default="mobilenetv2")
     parser.add_argument("--alpha", type=float, default=0.35, help="MobileNet width multiplier")
-    parser.add_argument("--weights", default="imagenet", help="'imagenet', 'none' or a path")
+    parser.add_argument(
+        "--weights",
+        default="bundled",
+        help="'bundled' (the ImageNet file kseg ships for MobileNetV2-0.35; 'imagenet' for other "
+        "backbones), 'imagenet' (download), 'none' or a path",
+    )
     parser.add_argument("--fpn-channels", type=int, default=128)
     parser.add_argument("--max-train-minutes", type=float, default=None)
     parser.add_argument("--tiny", action="store_true", help="tiny settings for a smoke test")
