@@ -1,20 +1,30 @@
 """MkDocs hook: fills `<!-- benchmark: NAME -->` markers with tables read from benchmarks/results.
 
-A page writes the marker on a line of its own; at build time the line becomes a Markdown table
+A page writes the marker on a line of its own; at build time the line becomes Markdown tables
 drawn from `benchmarks/results/NAME.json`, so the published figures are always the committed
-measurements. A result that has not been recorded yet renders as a note saying so and naming
-the script that records it. An unknown NAME stops the build.
+measurements. Each known layout has its own formatter (ratios as `1.19×`, times in ms/s/min,
+IoU to three decimals) that ends with the machine conditions the file records; any other file
+gets a generic table of every value it holds. A result that has not been recorded yet renders
+as a note saying so and naming the script that records it.
+
+Two wider forms exist: `<!-- benchmark: PREFIX* -->` renders every `PREFIX*.json` (results a
+run writes one file per setting), and `<!-- benchmark: * -->` renders every result file that no
+other marker of the page names, so a new file shows up without a page edit. An unknown NAME
+with no file stops the build.
 """
 
 import json
 import math
 import re
+import statistics
 from pathlib import Path
 
 from mkdocs.exceptions import PluginError
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
-MARKER = re.compile(r"^<!-- benchmark: (?P<name>[\w-]+) -->[ \t]*$", re.MULTILINE)
+MARKER = re.compile(r"^<!-- benchmark: (?P<name>[\w-]+\*?|\*) -->[ \t]*$", re.MULTILINE)
+MISSING = "—"
+NOT_MEASURED = "not measured yet"
 
 ROI_ALIGN_CASES = (
     ("single_p2", "RoIAlign, every box on P2"),
@@ -51,20 +61,280 @@ TRAINING_TIMES = (
     # examples/mask_rcnn_shapes.py resumes interrupted runs; this counts its last call only.
     ("train_seconds_this_call", "training time of the last call (minutes)"),
 )
+VERSIONS = (
+    ("python", "Python"),
+    ("tensorflow", "TensorFlow"),
+    ("keras", "Keras"),
+    ("keras_cv", "keras-cv"),
+    ("kseg", "kseg"),
+    ("numpy", "NumPy"),
+    ("torch", "torch"),
+    ("torchvision", "torchvision"),
+)
+CONTEXT_MODES = (
+    ("plain", "plain"),
+    ("crf", "+ dense CRF"),
+    ("ms_flip", "multi-scale + flip"),
+)
+CONTEXT_EXTRA_LABELS = {"plain_os8": "plain, output stride 8"}
+THROUGHPUT_MODELS = {
+    "keras_cv": "keras-cv DeepLabV3Plus (output stride 32)",
+    "kseg_os16": "kseg DeepLabV3Plus, output stride 16",
+    "kseg_os32": "kseg DeepLabV3Plus, output stride 32",
+}
+KERNELS = {
+    "conv3x3_256_gflops": "3×3 convolution, 256 → 256 channels",
+    "matmul_2048_gflops": "2048 × 2048 matrix product",
+}
+EXPORT_FORMATS = (
+    ("saved_model", "SavedModel"),
+    ("tflite_float32", "TFLite float32"),
+    ("tflite_float16", "TFLite float16"),
+    ("tflite_int8_dynamic", "TFLite int8 dynamic"),
+    ("tflite_int8_full", "TFLite int8 full"),
+    ("onnx", "ONNX"),
+)
+CRF_SETTING_LABELS = {
+    "deeplab_10it": "DeepLab v2's",
+    "readme_5it": "pydensecrf README's",
+}
+MASK_RCNN_ROI_CALLS = {
+    "train_box": "training, box branch (forward + backward)",
+    "train_mask": "training, mask branch (forward + backward)",
+    "infer_box": "inference, box branch",
+    "infer_mask": "inference, mask branch on the detections",
+    "infer_mask_top_proposals": "inference, mask branch on the top proposals",
+    "train_box_forward_only": "training boxes, forward only",
+    "train_mask_forward_only": "training mask rows, forward only",
+}
+# benchmarks/weak_vs_full.py's rows in its order, with the labels and method each uses.
+WEAK_ROWS = {
+    "full": ("full masks", "cross-entropy"),
+    "scribbles": ("scribbles", "ScribbleSup"),
+    "scribbles_ce": ("scribbles", "cross-entropy on scribbled pixels"),
+    "tags_ccnn": ("tags", "Constrained CNN"),
+    "tags_size_ccnn": ("tags + sizes", "Constrained CNN"),
+    "tags_em_adapt": ("tags", "EM-Adapt"),
+    "boxes_bbox_seg": ("boxes", "Bbox-Seg + cross-entropy"),
+    "boxes_em_fixed": ("boxes", "EM-Fixed"),
+    "semi_mixed": ("few masks + boxes", "EM-Fixed (semi-supervised)"),
+}
+# Keys that describe how a run was made rather than what it measured.
+METADATA_KEYS = (
+    "machine",
+    "environment",
+    "versions",
+    "config",
+    "settings",
+    "args",
+    "command",
+    "note",
+)
 
 
 def _load(name):
     path = RESULTS / f"{name}.json"
     if not path.is_file():
         return None
-    with path.open(encoding="utf-8") as handle:
-        return json.load(handle)
+    try:
+        with path.open(encoding="utf-8") as handle:
+            return json.load(handle)
+    except json.JSONDecodeError as error:
+        raise PluginError(f"benchmarks/results/{name}.json is not valid JSON: {error}") from error
 
 
 def _table(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _get(mapping, *keys):
+    """`mapping[k1][k2]...`, or None where a level is absent (a partly written result)."""
+    for key in keys:
+        if not isinstance(mapping, dict) or key not in mapping:
+            return None
+        mapping = mapping[key]
+    return mapping
+
+
+def _cell(formatter, value):
+    return formatter(value) if _is_number(value) else MISSING
+
+
+def ratio(value):
+    """`1.19×`: how many times one side's figure is the other's (fewer decimals when large)."""
+
+    def text(v):
+        if abs(v) >= 100:
+            return f"{v:,.0f}×"
+        return f"{v:.1f}×" if abs(v) >= 10 else f"{v:.2f}×"
+
+    return _cell(text, value)
+
+
+def duration(seconds):
+    """Seconds as ms below one second, s below two minutes, min above."""
+
+    def text(value):
+        if value < 0.01:
+            return f"{1000 * value:.1f} ms"
+        if value < 1:
+            return f"{1000 * value:.0f} ms"
+        if value < 120:
+            return f"{value:.1f} s"
+        return f"{value / 60:.1f} min"
+
+    return _cell(text, seconds)
+
+
+def score(value):
+    """IoU, accuracy or AP to three decimals."""
+    return _cell(lambda v: f"{v:.3f}", value)
+
+
+def percent(fraction, digits=1):
+    return _cell(lambda v: f"{100 * v:.{digits}f}%", fraction)
+
+
+def mebibytes(value):
+    return _cell(lambda v: f"{v:,.0f} MiB", value)
+
+
+def millions(value):
+    return _cell(lambda v: f"{v / 1e6:.1f}M", value)
+
+
+def rate(value):
+    """Images or GFLOPs per second to three significant digits."""
+    return _cell(lambda v: f"{v:.3g}", value)
+
+
+def scientific(value):
+    return _cell(lambda v: "0" if v == 0 else f"{v:.1e}", value)
+
+
+def _number(value):
+    if isinstance(value, float):
+        # COCOeval writes -1 for a size range without any ground-truth object.
+        return "undefined" if math.isnan(value) or value < 0 else f"{value:.3f}"
+    return str(value)
+
+
+def _plain(value):
+    """Any JSON value as a short cell for the generic table."""
+    if isinstance(value, bool) or value is None:
+        return "yes" if value else ("no" if value is False else MISSING)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        if value and all(_is_number(v) for v in value):
+            if len(value) <= 4:
+                return "[" + ", ".join(_plain(v) for v in value) + "]"
+            return f"{len(value)} values, median {_plain(float(statistics.median(value)))}"
+        return ", ".join(_plain(v) for v in value) if len(value) <= 6 else f"{len(value)} items"
+    return str(value).replace("|", "\\|")
+
+
+def _code(text):
+    return f"`{text}`"
+
+
+def _command(text):
+    """A recorded command as run from the repository root."""
+    text = " ".join(str(text).split())
+    # A trailing parenthesis is a remark about the run, not part of the command.
+    command, _, remark = text.partition(" (")
+    if re.match(r"^[\w-]+\.py\b", command):
+        command = "python benchmarks/" + command
+    return _code(command) + (f" ({remark}" if remark else "")
+
+
+def _load_text(start, end):
+    if start and end:
+        return f"one-minute load average {start[0]:.1f} at the start and {end[0]:.1f} at the end"
+    if start:
+        return f"one-minute load average {start[0]:.1f} at the start"
+    return ""
+
+
+def conditions(results, versions=None, load=None, threads=None, notes=()):
+    """The machine conditions a result file records, as one italic paragraph.
+
+    Reads the `machine`, `environment` and `versions` entries (and `versions`, `load`, `threads`
+    a formatter found elsewhere in the file) and says which of load average, thread count and
+    library versions the file does not record.
+    """
+    machine = {}
+    for key in ("environment", "machine", "versions"):
+        if isinstance(results.get(key), dict):
+            machine.update(results[key])
+    machine.update(versions or {})
+    parts = []
+    cpus = machine.get("cpus", machine.get("cpu_count"))
+    if cpus:
+        parts.append(f"{cpus} CPU cores")
+    if threads is None:
+        threads = machine.get("threads", machine.get("tensorflow_intra_op_threads"))
+        if threads is None:
+            threads = _get(results, "config", "threads")
+        if threads is not None:
+            threads = f"{threads} intra-op threads"
+    if threads:
+        parts.append(threads)
+    if load is None:
+        load = _load_text(machine.get("load_average_start"), machine.get("load_average_end"))
+    if load:
+        parts.append(load)
+    found = [
+        f"{label} {machine[key]}"
+        for key, label in VERSIONS
+        if machine.get(key) not in (None, "", "unknown")
+    ]
+    if found:
+        parts.append(", ".join(found))
+    for key in ("processor", "platform", "machine"):
+        if isinstance(machine.get(key), str) and machine[key]:
+            parts.append(machine[key])
+            break
+    when = machine.get("started_utc", machine.get("measured_at_utc"))
+    if when:
+        parts.append(f"started {when}")
+    absent = [
+        what
+        for what, present in (
+            ("load average", load),
+            ("thread count", threads),
+            ("library versions", found),
+        )
+        if not present
+    ]
+    text = (
+        "Conditions recorded: " + "; ".join(parts)
+        if parts
+        else "The file records no machine conditions"
+    )
+    if absent and parts:
+        text += f" (not recorded: {', '.join(absent)})"
+    text += "."
+    extra = [machine.get("note"), machine.get("contention"), results.get("note"), *notes]
+    for note in extra:
+        if isinstance(note, str) and note:
+            # Capitalised unless it opens with a JSON key such as `train_seconds`.
+            first = note.split()[0]
+            note = note if "_" in first else note[0].upper() + note[1:]
+            text += " " + note.rstrip(".") + "."
+    return f"*{text}*"
+
+
+def _join(*blocks):
+    return "\n\n".join(block for block in blocks if block)
 
 
 def _load_note(machine):
@@ -147,28 +417,924 @@ def mask_rcnn_shapes_table(results):
     return text
 
 
-RENDERERS = {"roi_align": roi_align_table, "mask_rcnn_shapes": mask_rcnn_shapes_table}
+def peer_throughput_table(results):
+    """kseg against packaged peers: images/s, paired ratios, parameters and work per case."""
+    cases = results.get("cases", {})
+    speed, models, commands = [], [], {}
+    loads = []
+    versions = {}
+    for name, case in cases.items():
+        kseg, peer = case.get("kseg", {}), case.get("peer", {})
+        size = case.get("input_size")
+        shape = f"{size[0]}×{size[1]}" if size else MISSING
+        speed.append(
+            (
+                _code(name),
+                f"{shape}, batch {case.get('batch', MISSING)}",
+                rate(_get(kseg, "train", "images_per_second")),
+                rate(_get(peer, "train", "images_per_second")),
+                ratio(case.get("train_paired_ratio_median")),
+                rate(_get(kseg, "predict", "images_per_second")),
+                rate(_get(peer, "predict", "images_per_second")),
+                ratio(case.get("predict_paired_ratio_median")),
+            )
+        )
+        peer_versions = {
+            key: value
+            for key, value in peer.get("versions", {}).items()
+            if key not in ("python", "tensorflow", "keras", "tf-keras")
+        }
+        library = ", ".join(f"{key} {value}" for key, value in peer_versions.items())
+        models.append(
+            (
+                _code(name),
+                _code(kseg.get("description", MISSING)),
+                _code(peer.get("description", MISSING)) + (f" ({library})" if library else ""),
+                f"{millions(kseg.get('parameters'))} / {millions(peer.get('parameters'))}",
+                " / ".join(rate(side.get("forward_gflops_per_image")) for side in (kseg, peer)),
+            )
+        )
+        load = case.get("load_average_1min") or {}
+        if _is_number(load.get("min")) and _is_number(load.get("max")):
+            loads += [load["min"], load["max"]]
+        if case.get("command"):
+            commands.setdefault(case["command"], []).append(name)
+        versions = versions or kseg.get("versions", {})
+    if not speed:
+        return f"*{NOT_MEASURED}: the file holds no case.*"
+    speed_table = _table(
+        (
+            "case",
+            "input",
+            "train kseg (img/s)",
+            "train peer (img/s)",
+            "train kseg / peer",
+            "predict kseg (img/s)",
+            "predict peer (img/s)",
+            "predict kseg / peer",
+        ),
+        speed,
+    )
+    model_table = _table(
+        (
+            "case",
+            "kseg model",
+            "peer model",
+            "parameters kseg / peer",
+            "forward GFLOPs/image kseg / peer",
+        ),
+        models,
+    )
+    ran = "; ".join(
+        f"{_command(command)} ({', '.join(names)})" for command, names in commands.items()
+    )
+    load_text = (
+        f"one-minute load average between {min(loads):.1f} and {max(loads):.1f} during the blocks"
+        if loads
+        else ""
+    )
+    threads = {case.get("kseg", {}).get("intra_op_threads") for case in cases.values()} - {None}
+    thread_text = (
+        "TensorFlow's default thread pools on both sides (all cores)"
+        if threads == {0}
+        else (f"{', '.join(map(str, sorted(threads)))} intra-op threads" if threads else None)
+    )
+    return _join(
+        speed_table,
+        "*Images per second are medians over the alternating timed blocks; a ratio is the median "
+        "of the per-round kseg / peer ratios (above 1: kseg is faster).*",
+        model_table,
+        f"*Measured by {ran}.*" if ran else "",
+        conditions(results, versions=versions, load=load_text, threads=thread_text),
+    )
+
+
+def throughput_table(results):
+    """kseg's DeepLabV3+ against keras-cv's: images/s under float32 and mixed_bfloat16."""
+    measured = results.get("results", {})
+    rows, precision_rows = [], []
+    for key, entry in measured.items():
+        model, _, precision = key.partition("/")
+        reference = measured.get(f"keras_cv/{precision}", {})
+        rows.append(
+            (
+                THROUGHPUT_MODELS.get(model, model),
+                precision,
+                millions(entry.get("params")),
+                rate(entry.get("train_img_s")),
+                rate(entry.get("inference_img_s")),
+                MISSING if model == "keras_cv" else _over(entry, reference, "train_img_s"),
+                MISSING if model == "keras_cv" else _over(entry, reference, "inference_img_s"),
+            )
+        )
+        if precision == "mixed_bfloat16" and f"{model}/float32" in measured:
+            single = measured[f"{model}/float32"]
+            precision_rows.append(
+                (
+                    THROUGHPUT_MODELS.get(model, model),
+                    _over(entry, single, "train_img_s"),
+                    _over(entry, single, "inference_img_s"),
+                )
+            )
+    if not rows:
+        return f"*{NOT_MEASURED}: the file holds no model.*"
+    config = results.get("config", {})
+    setting = (
+        f"*{config.get('size', '?')}×{config.get('size', '?')} inputs, batch "
+        f"{config.get('batch_size', '?')}, {config.get('steps', '?')} timed steps per figure; "
+        "a ratio above 1 means kseg processes more images per second than keras-cv.*"
+    )
+    return _join(
+        _table(
+            (
+                "model",
+                "precision",
+                "parameters",
+                "train (img/s)",
+                "inference (img/s)",
+                "train vs keras-cv",
+                "inference vs keras-cv",
+            ),
+            rows,
+        ),
+        setting,
+        _table(("model", "train bf16 / fp32", "inference bf16 / fp32"), precision_rows)
+        if precision_rows
+        else "",
+        conditions(results),
+    )
+
+
+def _over(entry, reference, key):
+    top, bottom = entry.get(key), reference.get(key)
+    return ratio(top / bottom) if _is_number(top) and _is_number(bottom) and bottom else MISSING
+
+
+def bf16_kernels_table(results):
+    """GFLOP/s of one convolution and one matmul in float32 and bfloat16."""
+    single, half = results.get("float32", {}), results.get("bfloat16", {})
+    rows = [
+        (
+            KERNELS.get(key, key),
+            rate(single.get(key)),
+            rate(half.get(key)),
+            _over(half, single, key),
+        )
+        for key in dict.fromkeys([*single, *half])
+    ]
+    return _join(
+        _table(("kernel", "float32 (GFLOP/s)", "bfloat16 (GFLOP/s)", "bf16 / fp32"), rows),
+        conditions(results),
+    )
+
+
+def camvid_context_family_table(results):
+    """CamVid val mIoU of the context family: plain, with the dense CRF, multi-scale + flip."""
+    config = results.get("config", {})
+    measured = results.get("results", {})
+    planned = [name for name in str(config.get("models", "")).split(",") if name]
+    names = list(dict.fromkeys([*planned, *measured]))
+    extras = list(
+        dict.fromkeys(
+            key
+            for entry in measured.values()
+            for key, value in entry.items()
+            if isinstance(value, dict) and key not in dict(CONTEXT_MODES)
+        )
+    )
+    modes = [*CONTEXT_MODES, *((key, CONTEXT_EXTRA_LABELS.get(key, key)) for key in extras)]
+    iou_rows, detail_rows = [], []
+    for name in names:
+        entry = measured.get(name)
+        if entry is None:
+            iou_rows.append((_code(name), NOT_MEASURED, *[MISSING] * (2 + len(modes))))
+            continue
+        iou_rows.append(
+            (
+                _code(name),
+                millions(entry.get("parameters")),
+                str(entry.get("steps", MISSING)),
+                duration(entry.get("train_seconds")),
+                *(score(_get(entry, key, "mean_iou")) for key, _ in modes),
+            )
+        )
+        detail_rows.append(
+            (
+                _code(name),
+                *(score(_get(entry, key, "pixel_accuracy")) for key, _ in CONTEXT_MODES),
+                *(duration(_get(entry, key, "seconds")) for key, _ in CONTEXT_MODES),
+            )
+        )
+    if not names:
+        return f"*{NOT_MEASURED}: the file holds no model.*"
+    size = config.get("size") or ["?", "?"]
+    scales = ", ".join(f"{s:g}" for s in config.get("ms_scales", []))
+    setting = (
+        f"*{config.get('epochs', '?')} epochs, batch {config.get('batch_size', '?')}, learning "
+        f"rate {config.get('learning_rate', '?')}, {size[0]}×{size[1]} crops; multi-scale "
+        f"scales {scales or '?'}. The first columns are CamVid val mIoU (11 classes).*"
+    )
+    return _join(
+        _table(
+            (
+                "model",
+                "parameters",
+                "steps",
+                "training time",
+                *(f"mIoU {label}" for _, label in modes),
+            ),
+            iou_rows,
+        ),
+        setting,
+        _table(
+            (
+                "model",
+                *(f"pixel accuracy {label}" for _, label in CONTEXT_MODES),
+                *(f"val time {label}" for _, label in CONTEXT_MODES),
+            ),
+            detail_rows,
+        )
+        if detail_rows
+        else "",
+        conditions(results),
+    )
+
+
+def _class_table(columns):
+    """Per-class IoU, one column per run: `columns` maps a header to {class: IoU}."""
+    classes = list(dict.fromkeys(name for values in columns.values() for name in values))
+    rows = [(name, *(score(values.get(name)) for values in columns.values())) for name in classes]
+    return _table(("class", *columns), rows)
+
+
+def camvid_pretrained_vs_scratch_table(results):
+    """ImageNet-initialised against random-initialised DeepLabV3+ on CamVid val."""
+    measured = results.get("results", {})
+    labels = {"imagenet": "ImageNet", "scratch": "random (scratch)"}
+    rows = []
+    for key, entry in measured.items():
+        curve = entry.get("val_mean_iou_per_epoch") or []
+        best = (
+            f"{max(curve):.3f} (epoch {curve.index(max(curve)) + 1} of {len(curve)})"
+            if curve
+            else MISSING
+        )
+        rows.append(
+            (
+                labels.get(key, key),
+                score(entry.get("val_mean_iou")),
+                score(entry.get("val_pixel_accuracy")),
+                best,
+                str(entry.get("steps", MISSING)),
+                duration(entry.get("train_seconds")),
+            )
+        )
+    for key, label in labels.items():
+        if key not in measured:
+            rows.append((label, NOT_MEASURED, *[MISSING] * 4))
+    config = results.get("config", {})
+    size = config.get("size") or ["?", "?"]
+    classes = {
+        f"IoU, {labels.get(key, key)}": entry["val_class_iou"]
+        for key, entry in measured.items()
+        if isinstance(entry.get("val_class_iou"), dict)
+    }
+    return _join(
+        _table(
+            (
+                "initialisation",
+                "val mIoU (last epoch)",
+                "pixel accuracy",
+                "best epoch mIoU",
+                "steps",
+                "training time",
+            ),
+            rows,
+        ),
+        f"*{config.get('epochs', '?')} epochs, batch {config.get('batch_size', '?')}, learning "
+        f"rate {config.get('learning_rate', '?')}, {size[0]}×{size[1]} inputs.*",
+        _class_table(classes) if classes else "",
+        conditions(results),
+    )
+
+
+def segnet_basic_camvid_table(results):
+    """SegNet-Basic on CamVid: the paper's three scores, per-class IoU and class weights."""
+    metrics = (
+        ("global_accuracy", "global accuracy"),
+        ("class_average_accuracy", "class average accuracy"),
+        ("mean_iou", "mean IoU"),
+    )
+    rows = [(label, score(results.get(key))) for key, label in metrics if key in results]
+    classes = {}
+    if isinstance(results.get("class_iou"), dict):
+        classes["IoU"] = results["class_iou"]
+    per_class = _class_table(classes) if classes else ""
+    weights = results.get("class_weights")
+    if classes and isinstance(weights, dict):
+        per_class = _table(
+            ("class", "IoU", "loss weight (median frequency)"),
+            [
+                (name, score(iou), _cell(lambda v: f"{v:.2f}", weights.get(name)))
+                for name, iou in classes["IoU"].items()
+            ],
+        )
+    size = results.get("image_size") or ["?", "?"]
+    epochs = results.get("epochs_completed_total", results.get("epochs_run"))
+    settings = [
+        ("image size", f"{size[0]}×{size[1]}"),
+        ("epochs completed (of the planned)", f"{epochs} (of {results.get('epochs', '?')})"),
+        ("steps per epoch", results.get("steps_per_epoch", MISSING)),
+        ("batch size", results.get("batch_size", MISSING)),
+        ("width of the first stage", results.get("num_filters", MISSING)),
+        ("training time", duration(results.get("train_seconds"))),
+    ]
+    return _join(
+        _table(("metric", "value"), rows),
+        per_class,
+        _table(("setting", "value"), settings),
+        f"*Command: {_command(results['command'])}.*" if results.get("command") else "",
+        conditions(results),
+    )
+
+
+def _crf_setting(values):
+    return (
+        f"{values.get('iterations', '?')} iterations, θα {values.get('sxy_bilateral', 0):g}, "
+        f"θβ {values.get('srgb_bilateral', 0):g}, w1 {values.get('compat_bilateral', 0):g}, "
+        f"θγ {values.get('sxy_gaussian', 0):g}, w2 {values.get('compat_gaussian', 0):g}"
+    )
+
+
+def dense_crf_table(results):
+    """kseg's dense CRF against pydensecrf: 512×512 time and agreement, 2048×2048 memory."""
+    rows = []
+    for key, values in results.get("settings", {}).items():
+        entry = results.get(key, {})
+        rows.append(
+            (
+                CRF_SETTING_LABELS.get(key, key),
+                _crf_setting(values),
+                duration(entry.get("kseg_median_s")),
+                duration(entry.get("pydensecrf_median_s")),
+                ratio(entry.get("time_ratio_kseg_over_pydensecrf")),
+                percent(entry.get("label_agreement_with_pydensecrf"), 2),
+            )
+        )
+    speed = _table(
+        (
+            "settings",
+            "parameters",
+            "kseg (median)",
+            "pydensecrf (median)",
+            "time kseg / pydensecrf",
+            "same label as pydensecrf",
+        ),
+        rows,
+    )
+    memory = results.get("memory_2048") or {}
+    memory_rows = [
+        (
+            side,
+            duration(_get(memory, side, "seconds")),
+            mebibytes(_get(memory, side, "peak_rss_mib")),
+            mebibytes(_get(memory, side, "peak_rss_before_crf_mib")),
+        )
+        for side in ("kseg", "pydensecrf")
+        if isinstance(memory.get(side), dict)
+    ]
+    source = results.get("input", {})
+    size = source.get("size") or ["?", "?"]
+    repeats = {
+        len(entry["kseg_seconds"])
+        for key in results.get("settings", {})
+        if isinstance(entry := results.get(key), dict)
+        and isinstance(entry.get("kseg_seconds"), list)
+    }
+    note = (
+        f"*Input: CamVid `{source.get('image', '?')}` resized to {size[0]}×{size[1]}, "
+        f"{source.get('labels', '?')} synthetic label scores; median of "
+        f"{'/'.join(map(str, sorted(repeats))) or '?'} alternating runs per side. A time ratio "
+        "below 1 means kseg is faster.*"
+    )
+    memory_text = ""
+    if memory_rows:
+        overlap = memory.get("label_histogram_overlap")
+        memory_text = _join(
+            _table(
+                ("2048×2048, DeepLab settings", "time", "peak RSS", "peak RSS before the CRF"),
+                memory_rows,
+            ),
+            f"*Each side alone in a fresh process; label histograms overlap {percent(overlap, 3)}.*"
+            if _is_number(overlap)
+            else "",
+        )
+    return _join(speed, note, memory_text, conditions(results))
+
+
+def _parity_cell(entry, select_tf_ops):
+    if not isinstance(entry, dict):
+        return MISSING
+    if "error" in entry:
+        # Converter messages run long and list graph nodes; their first clause says why.
+        return f"not run: {str(entry['error']).split(' (')[0].split(':')[0][:100]}"
+    if "max_abs_over_max_logit" not in entry:
+        return "converted, not run (needs Flex ops)" if select_tf_ops else MISSING
+    text = scientific(entry["max_abs_over_max_logit"])
+    agreement = entry.get("label_agreement")
+    if _is_number(agreement) and agreement < 1:
+        text += f" (labels {percent(agreement, 1)})"
+    return text
+
+
+def export_parity_table(results):
+    """Largest export error relative to the largest logit, per model and format, and file sizes."""
+    models = {
+        name: entry
+        for name, entry in results.items()
+        if isinstance(entry, dict) and name not in METADATA_KEYS
+    }
+    rows, sizes = [], []
+    for name, entry in models.items():
+        flex = bool(entry.get("select_tf_ops"))
+        rows.append(
+            (_code(name), *(_parity_cell(entry.get(key), flex) for key, _ in EXPORT_FORMATS))
+        )
+        sizes.append(
+            (
+                _code(name),
+                *(
+                    _cell(lambda v: f"{v / 1024:,.0f} kB", _get(entry, key, "bytes"))
+                    for key, _ in EXPORT_FORMATS[1:5]
+                ),
+                ", ".join(_get(entry, "tflite_int8_full", "float32_ops") or []) or MISSING,
+            )
+        )
+    return _join(
+        _table(("model", *(label for _, label in EXPORT_FORMATS)), rows),
+        "*Each cell: the largest absolute difference from the Keras model's logits divided by the "
+        "largest absolute logit, on two 64×64 random images with random weights; labels agree on "
+        "every pixel unless a percentage says otherwise.*",
+        _table(
+            (
+                "model",
+                *(f"{label} size" for _, label in EXPORT_FORMATS[1:5]),
+                "float32 ops left in int8 full",
+            ),
+            sizes,
+        ),
+        conditions(results),
+    )
+
+
+def memory_growth_table(results):
+    """Resident memory at the start and end of many training steps and predictions."""
+    rows = [
+        ("model", results.get("model", MISSING)),
+        ("batch", "×".join(map(str, results.get("input", []))) or MISSING),
+        ("measured after", results.get("measured_after", MISSING)),
+        ("training steps", results.get("train_steps", MISSING)),
+        ("predictions", results.get("predictions", MISSING)),
+        ("resident memory at the start", mebibytes(results.get("rss_start_mib"))),
+        ("after training", mebibytes(results.get("rss_after_training_mib"))),
+        ("at the end", mebibytes(results.get("rss_end_mib"))),
+        ("growth", percent(results.get("growth_fraction"), 1)),
+        ("target", f"at most {percent(results.get('growth_target'), 0)}"),
+        ("within target", {True: "yes", False: "no"}.get(results.get("within_target"), MISSING)),
+        ("training time", duration(results.get("train_seconds"))),
+        ("prediction time", duration(results.get("predict_seconds"))),
+    ]
+    trace = results.get("trace") or []
+    trace_text = ""
+    if trace:
+        body = _table(
+            ("phase", "step", "resident memory"),
+            [(t.get("phase"), t.get("step"), mebibytes(t.get("rss_mib"))) for t in trace],
+        )
+        trace_text = '??? note "Resident memory along the run"\n' + "\n".join(
+            "    " + line for line in body.splitlines()
+        )
+    return _join(
+        _table(("", "value"), rows),
+        trace_text,
+        f"*Command: {_command(results['command'])}.*" if results.get("command") else "",
+        conditions(results),
+    )
+
+
+def patch_vs_fcn_table(results):
+    """Patch-by-patch labelling against the FCN on the same weights: time and memory per image."""
+    patch, fcn = results.get("patch", {}), results.get("fcn", {})
+    size = results.get("image_size") or ["?", "?"]
+    rows = [
+        (
+            "patch by patch",
+            duration(patch.get("seconds_per_image")),
+            mebibytes(patch.get("peak_increment_mib")),
+            f"{patch.get('measured_pixels', '?')} pixels timed, extrapolated to all"
+            if patch.get("extrapolated")
+            else "every pixel timed",
+        ),
+        (
+            "FCN",
+            duration(fcn.get("seconds_per_image")),
+            mebibytes(fcn.get("peak_increment_mib")),
+            f"median of {fcn.get('timed_runs', '?')} runs",
+        ),
+        (
+            "patch / FCN",
+            ratio(results.get("time_ratio_patch_over_fcn")),
+            ratio(results.get("peak_memory_ratio_patch_over_fcn")),
+            "",
+        ),
+    ]
+    classifier = results.get("classifier", {})
+    return _join(
+        _table(
+            (f"{size[0]}×{size[1]} image", "time per image", "peak memory above baseline", "how"),
+            rows,
+        ),
+        f"*One `{classifier.get('type', '?')}` ({classifier.get('patch_size', '?')}×"
+        f"{classifier.get('patch_size', '?')} patches, {millions(classifier.get('parameters'))} "
+        f"parameters, {classifier.get('num_classes', '?')} classes) on both sides; patches in "
+        f"batches of {results.get('patch_batch_size', '?')}.*",
+        conditions(results),
+    )
+
+
+def sliding_window_memory_table(results):
+    """Sliding-window against whole-image inference: time, peak memory, label agreement."""
+    whole = results.get("whole_image") or {}
+    rows = []
+    if whole:
+        rows.append(
+            (
+                "whole image",
+                whole.get("window", MISSING),
+                whole.get("windows", MISSING),
+                MISSING,
+                duration(whole.get("seconds")),
+                mebibytes(whole.get("peak_rss_above_baseline_mib")),
+                "1.00×",
+                "1.00×",
+                "100%",
+            )
+        )
+    for entry in results.get("sliding_window") or []:
+        rows.append(
+            (
+                "sliding window",
+                entry.get("window", MISSING),
+                entry.get("windows", MISSING),
+                entry.get("batch_size", MISSING),
+                duration(entry.get("seconds")),
+                mebibytes(entry.get("peak_rss_above_baseline_mib")),
+                ratio(entry.get("time_ratio_over_whole")),
+                ratio(entry.get("memory_ratio_over_whole_above_baseline")),
+                percent(entry.get("label_agreement_with_whole"), 1),
+            )
+        )
+    image = results.get("image") or ["?", "?"]
+    return _join(
+        _table(
+            (
+                "mode",
+                "window",
+                "windows",
+                "windows per call",
+                "time",
+                "peak memory above baseline",
+                "time vs whole",
+                "memory vs whole",
+                "same label as whole",
+            ),
+            rows,
+        ),
+        f"*{results.get('model', '?')} on a {image[0]}×{image[1]} image, overlap "
+        f"{results.get('overlap', '?')}, {results.get('weighting', '?')} weighting.*",
+        f"*Command: {_command(results['command'])}.*" if results.get("command") else "",
+        conditions(results),
+    )
+
+
+def mask_rcnn_timing_table(results):
+    """Mask R-CNN step and inference times, and RoIAlign's share against torchvision's."""
+    runs = results.get("runs") or []
+    if not runs:
+        return f"*{NOT_MEASURED}: the file holds no finished batch size.*"
+    config = results.get("config", {})
+    steps, calls = [], []
+    torch_versions = {}
+    for run in runs:
+        batch = run.get("batch_size", MISSING)
+        fractions = run.get("fractions", {})
+        steps.append(
+            (
+                batch,
+                duration(_get(run, "train_step", "median_s")),
+                duration(_get(run, "inference", "median_s")),
+                duration(_get(run, "inference", "median_per_image_s")),
+                duration(_get(run, "paste_masks", "median_per_image_s")),
+                percent(fractions.get("train_roi_align_fraction")),
+                percent(fractions.get("inference_roi_align_fraction")),
+                duration(fractions.get("train_step_if_torchvision_speed_s")),
+                duration(fractions.get("inference_if_torchvision_speed_s")),
+            )
+        )
+        for name, entry in (run.get("roi_align") or {}).items():
+            shape = _get(run, "captured", "boxes", name.replace("_forward_only", ""), "shape")
+            diff = next((v for k, v in entry.items() if k.startswith("max_abs_diff")), None)
+            calls.append(
+                (
+                    batch,
+                    MASK_RCNN_ROI_CALLS.get(name, name),
+                    "×".join(map(str, shape[:2])) if shape else MISSING,
+                    duration(entry.get("kseg_median_s")),
+                    duration(entry.get("per_level_median_s")),
+                    duration(entry.get("multiscale_median_s")),
+                    ratio(entry.get("kseg_over_torchvision_per_level")),
+                    scientific(diff),
+                )
+            )
+        torch_versions = torch_versions or run.get("torch_versions", {})
+    size = config.get("image_size", "?")
+    return _join(
+        _table(
+            (
+                "batch",
+                "train step",
+                "inference",
+                "inference per image",
+                "paste masks per image",
+                "RoIAlign share of the train step",
+                "RoIAlign share of inference",
+                "train step at torchvision's RoIAlign speed",
+                "inference at torchvision's RoIAlign speed",
+            ),
+            steps,
+        ),
+        f"*`kseg.models.MaskRCNN(num_classes={config.get('num_classes', '?')}, "
+        f'backbone="{config.get("backbone", "?")}")`, {size}×{size} images, '
+        f"{config.get('dtype', '?')}, {config.get('weights', '?')} weights, "
+        f"{config.get('optimizer', '?')}; medians of {config.get('repeats', '?')} calls after "
+        f"{config.get('warmup', '?')} warm-up calls.*",
+        _table(
+            (
+                "batch",
+                "RoIAlign call",
+                "boxes",
+                "kseg",
+                "torchvision per level",
+                "torchvision MultiScaleRoIAlign",
+                "kseg / torchvision per level",
+                "max abs. difference",
+            ),
+            calls,
+        )
+        if calls
+        else "",
+        conditions(
+            results,
+            versions={k: v for k, v in torch_versions.items() if k in ("torch", "torchvision")},
+        ),
+    )
+
+
+def weak_vs_full_table(results):
+    """One model trained from each kind of weak label, against the same model on full masks."""
+    measured = results.get("results", {})
+    names = list(dict.fromkeys([*WEAK_ROWS, *measured]))
+    rows = []
+    for name in names:
+        record = measured.get(name)
+        labels, method = WEAK_ROWS.get(name, (MISSING, MISSING))
+        if record is None:
+            rows.append((_code(name), labels, method, NOT_MEASURED, *[MISSING] * 5))
+            continue
+        labels, method = record.get("labels", labels), record.get("method", method)
+        if "mean_iou" not in record:
+            reason = record.get("not_applicable", "")
+            rows.append(
+                (_code(name), labels, method, f"not applicable {reason}".strip(), *[MISSING] * 5)
+            )
+            continue
+        target = record.get("target_ratio")
+        met = record.get("meets_target")
+        rows.append(
+            (
+                _code(name),
+                labels,
+                method,
+                score(record.get("mean_iou")),
+                percent(record.get("ratio_to_full"), 0),
+                f"≥ {percent(target, 0)}" if _is_number(target) else MISSING,
+                {True: "yes", False: "no"}.get(met, MISSING),
+                score(record.get("pseudo_label_miou")),
+                duration(record.get("train_seconds")),
+            )
+        )
+    config = results.get("config", {})
+    size = config.get("size") or ["?", "?"]
+    setting = (
+        f"*Dataset `{config.get('dataset', '?')}` at {size[0]}×{size[1]}, "
+        f"{config.get('train_samples') or 'all'} training and {config.get('val_samples') or 'all'} "
+        f"validation images; {config.get('model', '?')} on {config.get('backbone', '?')} "
+        f"(width {config.get('alpha', '?')}, {config.get('backbone_weights', '?')}), "
+        f"{config.get('epochs', '?')} epochs per row, batch {config.get('batch_size', '?')}, "
+        f"learning rate {config.get('learning_rate', '?')}. mIoU on the validation masks; the ratio "
+        "is to the full-mask row.*"
+    )
+    if config.get("tiny"):
+        setting += "\n\n*A smoke run (`--tiny`): its figures say nothing about the methods.*"
+    return _join(
+        _table(
+            (
+                "row",
+                "labels",
+                "method",
+                "val mIoU",
+                "of full-mask mIoU",
+                "target",
+                "target met",
+                "pseudo-label mIoU",
+                "training time",
+            ),
+            rows,
+        ),
+        setting,
+        conditions(results),
+    )
+
+
+def _flatten(value, prefix=""):
+    if isinstance(value, dict) and value:
+        for key, item in value.items():
+            yield from _flatten(item, f"{prefix}.{key}" if prefix else str(key))
+    else:
+        yield prefix, value
+
+
+def _matrix(entries):
+    """A dict of flat dicts as one table (rows: outer keys), or None when it is not that shape."""
+    if len(entries) < 2 or not all(isinstance(v, dict) and v for v in entries.values()):
+        return None
+    flat = {name: dict(_flatten(entry)) for name, entry in entries.items()}
+    columns = list(dict.fromkeys(key for row in flat.values() for key in row))
+    if len(columns) > 10:
+        return None
+    rows = [(_code(name), *(_plain(row.get(key)) for key in columns)) for name, row in flat.items()]
+    return _table(("", *(column.replace("_", " ") for column in columns)), rows)
+
+
+def generic_table(results):
+    """Every value of a result file of unknown layout, grouped where the layout allows it."""
+    if not isinstance(results, dict):
+        return _table(("value",), [(_plain(results),)])
+    blocks, loose = [], {}
+    for key, value in results.items():
+        if key in METADATA_KEYS:
+            continue
+        matrix = _matrix(value) if isinstance(value, dict) else None
+        if matrix:
+            blocks.append(f"**{key.replace('_', ' ')}**\n\n{matrix}")
+        else:
+            loose[key] = value
+    if loose:
+        rows = [(key.replace("_", " "), _plain(value)) for key, value in _flatten(loose)]
+        blocks.insert(0, _table(("measurement", "value"), rows))
+    settings = {
+        key: results[key]
+        for key in ("config", "settings", "args")
+        if isinstance(results.get(key), dict)
+    }
+    if settings:
+        rows = [
+            (key.split(".", 1)[-1].replace("_", " "), _plain(value))
+            for key, value in _flatten(settings)
+        ]
+        blocks.append(_table(("setting", "value"), rows))
+    if results.get("command"):
+        blocks.append(f"*Command: {_command(results['command'])}.*")
+    blocks.append(conditions(results))
+    return _join(*blocks)
+
+
+RENDERERS = {
+    "roi_align": roi_align_table,
+    "mask_rcnn_shapes": mask_rcnn_shapes_table,
+    "mask_rcnn_timing": mask_rcnn_timing_table,
+    "peer_throughput": peer_throughput_table,
+    "throughput": throughput_table,
+    "bf16_kernels": bf16_kernels_table,
+    "camvid_context_family": camvid_context_family_table,
+    "camvid_pretrained_vs_scratch": camvid_pretrained_vs_scratch_table,
+    "segnet_basic_camvid": segnet_basic_camvid_table,
+    "dense_crf": dense_crf_table,
+    "export_parity": export_parity_table,
+    "memory_growth": memory_growth_table,
+    "patch_vs_fcn": patch_vs_fcn_table,
+    "sliding_window_memory": sliding_window_memory_table,
+    "weak_vs_full": weak_vs_full_table,
+}
 RECORDED_BY = {
     "roi_align": "benchmarks/roi_align.py",
     "mask_rcnn_shapes": "examples/mask_rcnn_shapes.py",
+    "mask_rcnn_timing": "benchmarks/mask_rcnn_timing.py",
+    "peer_throughput": "benchmarks/peer_throughput.py",
+    "throughput": "benchmarks/throughput.py",
+    "bf16_kernels": "benchmarks/bf16_kernels.py",
+    "camvid_context_family": "benchmarks/camvid_context_family.py",
+    "camvid_pretrained_vs_scratch": "benchmarks/camvid_pretrained_vs_scratch.py",
+    "segnet_basic_camvid": "examples/segnet_basic_camvid.py",
+    "dense_crf": "benchmarks/dense_crf.py",
+    "export_parity": "benchmarks/export_parity.py",
+    "memory_growth": "benchmarks/memory_growth.py",
+    "patch_vs_fcn": "benchmarks/patch_vs_fcn.py",
+    "sliding_window_memory": "benchmarks/sliding_window_memory.py",
+    "weak_vs_full": "benchmarks/weak_vs_full.py",
 }
 
 
-def render(name):
-    """The Markdown that replaces the marker of benchmark `name`."""
-    if name not in RENDERERS:
-        raise PluginError(
-            f"unknown benchmark marker {name!r}; known: {', '.join(sorted(RENDERERS))}"
-        )
+def _family(name, table):
+    """The entry of `table` for `name`, or for its longest `<key>_...` prefix (one file per setting)."""
+    if name in table:
+        return table[name]
+    prefixes = [key for key in table if name.startswith(key + "_")]
+    return table[max(prefixes, key=len)] if prefixes else None
+
+
+def formatter_for(name):
+    """The formatter of result `name`: its own, its family's, or the generic table."""
+    return _family(name, RENDERERS) or generic_table
+
+
+def _not_measured(name, pattern=None):
+    source = _family(name, RECORDED_BY)
+    by = (
+        f"{source if ' ' in source else _code(source)} records it"
+        if source
+        else "its script records it"
+    )
+    return (
+        f'!!! note "Not measured yet"\n    `benchmarks/results/{pattern or name + ".json"}` is not in '
+        f"this checkout yet; {by}, and this section shows it once it is committed."
+    )
+
+
+def _render_file(name, with_title):
     results = _load(name)
-    if results is None:
-        return (
-            f'!!! note "Not measured yet"\n    `benchmarks/results/{name}.json` is not in this '
-            f"checkout yet; `{RECORDED_BY[name]}` records it, and this section shows it once "
-            "it is committed."
-        )
-    return RENDERERS[name](results)
+    formatter = formatter_for(name)
+    try:
+        text = formatter(results)
+    # A file still being filled in by a running script can lack what its formatter expects;
+    # its values are then shown as they are rather than failing the build.
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, ZeroDivisionError):
+        text = generic_table(results)
+    if with_title:
+        text = f"**`benchmarks/results/{name}.json`**\n\n{text}"
+    return text
+
+
+def render(name):
+    """The Markdown that replaces the marker of benchmark `name` (`NAME` or `PREFIX*`)."""
+    if name.endswith("*"):
+        prefix = name[:-1]
+        found = sorted(path.stem for path in RESULTS.glob(f"{prefix}*.json"))
+        if not found:
+            return _not_measured(prefix, pattern=f"{prefix}*.json")
+        return "\n\n".join(_render_file(stem, with_title=True) for stem in found)
+    if not (RESULTS / f"{name}.json").is_file():
+        if _family(name, RECORDED_BY) is None:
+            raise PluginError(
+                f"unknown benchmark marker {name!r}: no benchmarks/results/{name}.json and no "
+                f"script known to record it; known: {', '.join(sorted(RECORDED_BY))}"
+            )
+        return _not_measured(name)
+    return _render_file(name, with_title=False)
+
+
+def unclaimed(names):
+    """Result files that none of the marker `names` (exact or `PREFIX*`) renders."""
+    exact = {name for name in names if not name.endswith("*")}
+    prefixes = [name[:-1] for name in names if name.endswith("*") and name != "*"]
+    return [
+        path.stem
+        for path in sorted(RESULTS.glob("*.json"))
+        if path.stem not in exact and not any(path.stem.startswith(p) for p in prefixes)
+    ]
+
+
+def render_rest(names):
+    """What `<!-- benchmark: * -->` becomes: every result file the page's other markers miss."""
+    rest = unclaimed(names)
+    if not rest:
+        return "*None at present: every result file has its own section.*"
+    return "\n\n".join(_render_file(stem, with_title=True) for stem in rest)
 
 
 def on_page_markdown(markdown, page, config, files):
-    return MARKER.sub(lambda match: render(match["name"]), markdown)
+    names = [match["name"] for match in MARKER.finditer(markdown)]
+    return MARKER.sub(
+        lambda match: render_rest(names) if match["name"] == "*" else render(match["name"]),
+        markdown,
+    )
