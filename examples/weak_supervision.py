@@ -170,15 +170,15 @@ def load_arrays(args, split, num_samples):
 
 def build_model(args, num_classes):
     if args.tiny:
-        kwargs = dict(backbone="tiny", num_filters=16)
+        kwargs = {"backbone": "tiny", "num_filters": 16}
     else:
         # The ImageNet file kseg ships, as `kseg demo` uses: no download needed.
-        kwargs = dict(
-            backbone="mobilenetv2",
-            alpha=0.35,
-            backbone_weights=kseg.backbones.bundled_weights_path("mobilenetv2", alpha=0.35),
-            num_filters=args.num_filters,
-        )
+        kwargs = {
+            "backbone": "mobilenetv2",
+            "alpha": 0.35,
+            "backbone_weights": kseg.backbones.bundled_weights_path("mobilenetv2", alpha=0.35),
+            "num_filters": args.num_filters,
+        }
     model = kseg.models.get_model(
         "deeplabv3plus", num_classes=num_classes, output_stride=16, **kwargs
     )
