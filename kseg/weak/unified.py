@@ -1,0 +1,767 @@
+"""One model for any mix of weak labels: max-margin clustering of superpixels under constraints.
+
+Xu, Schwing and Urtasun, "Learning to Segment Under Various Forms of Weak Supervision" (CVPR 2015)
+treat weakly-supervised segmentation as clustering. Every image is cut into superpixels, each
+with a feature vector x_p; a linear model w_c per class scores them; the superpixels' labels
+h_p are latent. Weights and labels are learned together by minimising the max-margin clustering
+objective
+
+    1/2 sum_c ||w_c||^2 + C sum_p sum_c max(0, 1 - t_pc w_c . x_p),  t_pc = +1 if h_p = c else -1,
+
+subject to the constraints every form of weak label puts on the labels of its image:
+- image tags: a superpixel takes only a class tagged in its image, and every tagged class takes
+  at least one superpixel of the image;
+- boxes: a superpixel outside every box is background, one inside takes background or the class
+  of a box holding it, and each box's class covers at least `box_fraction` of the box's
+  superpixels;
+- partial labels (scribbles, a few labelled pixels): a superpixel under labelled pixels takes
+  their class (the most frequent one if several).
+Any mix is allowed per image: the constraints are intersected.
+
+The objective is minimised by alternation, as in the paper:
+(a) with the weights fixed, the labels of each image minimise the objective under its
+    constraints. Without coupling constraints the one-vs-rest hinge cost of giving p the class
+    c, max(0, 1 - s_pc) - max(0, 1 + s_pc) up to a constant, falls strictly as the score s_pc
+    rises, so each superpixel takes its best-scoring allowed class; then a repair step meets
+    each "at least n superpixels of class c" requirement by moving the superpixels whose cost
+    rises least, never taking one that another requirement still needs. The paper solves this
+    step as an integer program; the greedy repair is exact for a single requirement per image
+    and may be slightly worse than the optimum when requirements compete for the same superpixel.
+(b) with the labels fixed, the weights are the one-vs-rest linear SVMs of the objective, solved
+    exactly by dual coordinate descent (Hsieh et al., ICML 2008, the LIBLINEAR method) with the
+    bias as a constant feature of value 1 (regularised like the weights, as LIBLINEAR does).
+The first weights are learned before any assignment, from the allowed sets alone: class c is
+positive on every superpixel that may take c and negative on every one that may not.
+
+Features: the colour and texture histograms of `kseg.weak.scribblesup.superpixel_histograms`,
+concatenated with the superpixel averages of a per-pixel feature map when a `feature_extractor` is
+given (`BackboneFeatures` pools a kseg backbone's feature maps resized bilinearly to the image).
+Features are standardised with the training images' mean and deviation.
+
+Pseudo-labels for a kseg network: fit the segmenter on the weakly-labelled training images, then
+either `latent_labels(images, weak_labels)` (the constrained assignment, which respects every
+weak label) or `predict(images)` (the unconstrained classifier, for images without labels) gives
+uint8 (N, H, W) maps to train any kseg model with `model.fit(images, labels)` and
+`kseg.losses.SegmentationCrossEntropy`.
+
+scikit-image is the optional `weak` extra (`pip install 'kseg[weak]'`), imported only when used.
+"""
+
+import numpy as np
+
+from kseg.weak.scribblesup import (
+    IGNORE_LABEL,
+    _validate_image,
+    slic_superpixels,
+    superpixel_histograms,
+)
+
+_WEAK_LABEL_KEYS = ("tags", "boxes", "box_classes", "partial")
+# A superpixel counts as inside a box when at least this share of its pixels lies in the box.
+_INSIDE_SHARE = 0.5
+
+
+def _check_positive(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not value > 0:
+        raise ValueError(f"`{name}` must be a positive number. Received: {name}={value!r}")
+
+
+def _check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+
+
+def hinge_assignment_costs(scores):
+    """The one-vs-rest hinge cost of each class for each superpixel, up to a per-row constant.
+
+    Giving superpixel p the class c costs max(0, 1 - s_pc) for c plus max(0, 1 + s_pd) for every
+    other class d; subtracting the row's constant sum_d max(0, 1 + s_pd) leaves
+    max(0, 1 - s_pc) - max(0, 1 + s_pc), a strictly decreasing function of s_pc.
+
+    Args:
+        scores: float array (S, K) of class scores w_c . x_p.
+
+    Returns:
+        float64 array (S, K).
+
+    Example:
+        >>> import numpy as np
+        >>> from kseg.weak.unified import hinge_assignment_costs
+        >>> hinge_assignment_costs(np.array([[-2.0, 0.0, 2.0]])).tolist()
+        [[3.0, 0.0, -3.0]]
+    """
+    scores = np.asarray(scores, np.float64)
+    return np.maximum(0.0, 1.0 - scores) - np.maximum(0.0, 1.0 + scores)
+
+
+def constrained_assignment(scores, allowed, requirements=()):
+    """Labels superpixels by their best allowed class, then repairs unmet minimum counts.
+
+    Step (a) of the alternation of Xu, Schwing and Urtasun (CVPR 2015), for one image: each
+    superpixel p takes the allowed class of least one-vs-rest hinge cost (its best-scoring allowed
+    class); then, for each requirement "at least `count` superpixels of `members` take `class`",
+    the missing ones are the members that allow the class with the smallest rise in cost, skipping
+    superpixels whose present class another requirement still needs. The requirements are met
+    in order of their shortfall, largest first. Every superpixel always keeps an allowed class;
+    a requirement that cannot be met without breaking an earlier one (two boxes of different
+    classes over the same single superpixel, say) is met as far as it can be, as a soft
+    constraint.
+
+    Args:
+        scores: float array (S, K) of class scores.
+        allowed: bool array (S, K), every row with at least one True.
+        requirements: sequence of `(members, class_id, count)`, `members` an integer array of
+            superpixel ids.
+
+    Returns:
+        int32 array (S,) of classes.
+
+    Raises:
+        ValueError: a superpixel allows no class.
+
+    Example:
+        >>> import numpy as np
+        >>> from kseg.weak.unified import constrained_assignment
+        >>> scores = np.array([[2.0, 1.0], [1.5, 1.2], [1.0, -1.0]])
+        >>> constrained_assignment(scores, np.ones((3, 2), bool), [(np.arange(3), 1, 1)]).tolist()
+        [0, 1, 0]
+    """
+    scores = np.asarray(scores, np.float64)
+    allowed = np.asarray(allowed, bool)
+    if scores.ndim != 2 or allowed.shape != scores.shape:
+        raise ValueError(
+            "`scores` and `allowed` must both be (S, K). "
+            f"Received: scores.shape={scores.shape}, allowed.shape={allowed.shape}"
+        )
+    empty = np.flatnonzero(~allowed.any(axis=1))
+    if empty.size:
+        raise ValueError(
+            f"Superpixel {int(empty[0])} allows no class: its weak labels contradict each other."
+        )
+    costs = np.where(allowed, hinge_assignment_costs(scores), np.inf)
+    labels = np.argmin(costs, axis=1).astype(np.int32)
+    requirements = [
+        (np.asarray(members, np.int64).reshape(-1), int(class_id), int(count))
+        for members, class_id, count in requirements
+    ]
+
+    def shortfall(requirement):
+        members, class_id, count = requirement
+        return count - int(np.sum(labels[members] == class_id))
+
+    def needed(superpixel):
+        """Whether moving `superpixel` off its class would break a requirement met so far."""
+        for members, class_id, count in requirements:
+            if labels[superpixel] == class_id and superpixel in members_sets[id(members)]:
+                if int(np.sum(labels[members] == class_id)) <= count:
+                    return True
+        return False
+
+    members_sets = {id(members): set(members.tolist()) for members, _, _ in requirements}
+    for requirement in sorted(requirements, key=shortfall, reverse=True):
+        members, class_id, count = requirement
+        missing = shortfall(requirement)
+        if missing <= 0:
+            continue
+        candidates = members[(labels[members] != class_id) & allowed[members, class_id]]
+        rise = costs[candidates, class_id] - costs[candidates, labels[candidates]]
+        for superpixel in candidates[np.argsort(rise, kind="stable")]:
+            if missing == 0:
+                break
+            if needed(superpixel):
+                continue
+            labels[superpixel] = class_id
+            missing -= 1
+    return labels
+
+
+def one_vs_rest_svm(features, labels, num_classes, *, C=1.0, epochs=20, seed=0, weights=None):
+    """Linear one-vs-rest SVMs with L2 regularisation and hinge loss, by dual coordinate descent.
+
+    For each class c, minimises 1/2 ||v_c||^2 + C sum_p max(0, 1 - t_pc v_c . [x_p, 1]) with
+    t_pc = +1 for the samples labelled c (or flagged positive in a (N, K) target) and -1 for the
+    rest; the bias is the last entry of v_c. The dual coordinate descent of Hsieh et al.
+    (ICML 2008) updates one sample's dual variable at a time, all classes at once, and converges
+    to the optimum; `epochs` passes over the samples in random order.
+
+    Args:
+        features: float array (N, D).
+        labels: int array (N,) of classes in 0..num_classes-1, or a bool array (N, K) of targets
+            (True: positive for that class).
+        num_classes: K.
+        C: hinge weight, > 0.
+        epochs: passes over the data.
+        seed: seed of the visiting order.
+        weights: optional multipliers of C, float array (N,) per sample or (N, K) per sample and
+            class, > 0.
+
+    Returns:
+        `(W, b)`: float64 arrays (D, K) and (K,); scores are `features @ W + b`.
+
+    Example:
+        >>> import numpy as np
+        >>> from kseg.weak.unified import one_vs_rest_svm
+        >>> W, b = one_vs_rest_svm(np.array([[-1.0], [1.0]]), np.array([0, 1]), 2, C=10.0)
+        >>> np.argmax(np.array([[-2.0], [2.0]]) @ W + b, axis=1).tolist()
+        [0, 1]
+    """
+    _check_positive("C", C)
+    _check_positive_int("epochs", epochs)
+    features = np.asarray(features, np.float64)
+    if features.ndim != 2:
+        raise ValueError(f"`features` must be (N, D). Received: features.shape={features.shape}")
+    labels = np.asarray(labels)
+    if labels.ndim == 2:
+        positive = labels.astype(bool)
+    else:
+        positive = labels[:, None] == np.arange(num_classes)[None, :]
+    if positive.shape != (features.shape[0], num_classes):
+        raise ValueError(
+            "`labels` must be (N,) classes or (N, num_classes) targets. "
+            f"Received: labels.shape={labels.shape}, features.shape={features.shape}"
+        )
+    targets = np.where(positive, 1.0, -1.0)
+    upper = C * np.broadcast_to(
+        np.ones(1)
+        if weights is None
+        else np.asarray(weights, np.float64).reshape(len(features), -1),
+        targets.shape,
+    )
+    augmented = np.concatenate([features, np.ones((len(features), 1))], axis=1)
+    squared_norms = np.einsum("nd,nd->n", augmented, augmented)
+    dual = np.zeros_like(targets)
+    primal = np.zeros((augmented.shape[1], num_classes))
+    order_source = np.random.default_rng(seed)
+    for _ in range(int(epochs)):
+        for sample in order_source.permutation(len(augmented)):
+            if squared_norms[sample] == 0:
+                continue
+            row, target = augmented[sample], targets[sample]
+            gradient = target * (row @ primal) - 1.0
+            updated = np.clip(dual[sample] - gradient / squared_norms[sample], 0.0, upper[sample])
+            primal += np.outer(row, (updated - dual[sample]) * target)
+            dual[sample] = updated
+    return primal[:-1], primal[-1]
+
+
+def svm_objective(features, labels, num_classes, W, b, *, C=1.0):
+    """The objective `one_vs_rest_svm` minimises, summed over classes (bias regularised too).
+
+    Example:
+        >>> import numpy as np
+        >>> from kseg.weak.unified import svm_objective
+        >>> svm_objective(np.array([[1.0]]), np.array([0]), 1, np.array([[1.0]]), np.array([0.0]))
+        0.5
+    """
+    features = np.asarray(features, np.float64)
+    labels = np.asarray(labels)
+    positive = (
+        labels.astype(bool) if labels.ndim == 2 else labels[:, None] == np.arange(num_classes)
+    )
+    targets = np.where(positive, 1.0, -1.0)
+    margins = targets * (features @ W + b)
+    return float(0.5 * (np.sum(W**2) + np.sum(b**2)) + C * np.maximum(0.0, 1.0 - margins).sum())
+
+
+class BackboneFeatures:
+    """Per-pixel features of an image from a kseg backbone, for `UnifiedWeakSegmenter`.
+
+    Builds `kseg.backbones.get_backbone(name, weights=weights, **backbone_kwargs)` once, runs an
+    image through it and returns the chosen feature levels resized bilinearly to the image size
+    and concatenated; the segmenter averages them over each superpixel. Xu, Schwing and Urtasun
+    (CVPR 2015) pool convolutional-network features over superpixels in the same way.
+
+    Args:
+        name: backbone name, one of `kseg.backbones.list_backbones()`.
+        weights: None (random), "imagenet", or a weights file path, as in `get_backbone`; for
+            MobileNetV2 with alpha 0.35, `kseg.backbones.bundled_weights_path("mobilenetv2",
+            alpha=0.35)` works offline.
+        levels: pyramid keys to use, e.g. `("P3", "P4")`.
+        **backbone_kwargs: passed to `get_backbone` (e.g. `alpha=0.35`).
+
+    Example:
+        >>> import numpy as np
+        >>> from kseg.weak.unified import BackboneFeatures
+        >>> extract = BackboneFeatures("tiny", levels=("P2",))
+        >>> extract(np.zeros((32, 32, 3), "float32")).shape[:2]
+        (32, 32)
+    """
+
+    def __init__(self, name="mobilenetv2", *, weights=None, levels=("P3", "P4"), **backbone_kwargs):
+        from kseg.backbones import get_backbone
+
+        self.name = name
+        self.levels = tuple(levels)
+        if not self.levels:
+            raise ValueError(f"`levels` must name at least one level. Received: levels={levels!r}")
+        self.backbone = get_backbone(name, weights=weights, **backbone_kwargs)
+        available = [info["key"] for info in self.backbone.feature_info]
+        unknown = [level for level in self.levels if level not in available]
+        if unknown:
+            raise ValueError(
+                f"Backbone {name!r} has levels {available}. Received: levels={list(self.levels)}"
+            )
+
+    def __call__(self, image):
+        import tensorflow as tf
+
+        image = np.asarray(image, np.float32)
+        pyramid = self.backbone(image[None], training=False)
+        size = tf.shape(image)[:2]
+        maps = [tf.image.resize(pyramid[level], size, method="bilinear") for level in self.levels]
+        return np.asarray(tf.concat(maps, axis=-1)[0], np.float32)
+
+
+def _multi_hot_tags(tags, num_classes, index):
+    tags = np.asarray(tags)
+    if tags.ndim != 1:
+        raise ValueError(f"Image {index}: `tags` must be 1-D. Received: tags.shape={tags.shape}")
+    if np.issubdtype(tags.dtype, np.integer):
+        bad = tags[(tags < 0) | (tags >= num_classes)]
+        if bad.size:
+            raise ValueError(
+                f"Image {index}: the tags name class {int(bad[0])}, outside 0..{num_classes - 1} "
+                f"for num_classes={num_classes}. Received: tags={tags.tolist()}"
+            )
+        present = np.zeros(num_classes, bool)
+        present[tags] = True
+        return present
+    present = tags.astype(np.float64) > 0
+    if present.shape[0] != num_classes:
+        beyond = np.flatnonzero(present[num_classes:]) + num_classes
+        detail = f" (they name class {int(beyond[0])})" if beyond.size else ""
+        raise ValueError(
+            f"Image {index}: multi-hot `tags` must have num_classes={num_classes} entries"
+            f"{detail}. Received: tags.shape={tags.shape}"
+        )
+    return present
+
+
+def _clipped_boxes(boxes, box_classes, height, width, num_classes, background_class, index):
+    boxes = np.asarray(boxes, np.float64)
+    if boxes.size == 0:
+        boxes = boxes.reshape(0, 4)
+    box_classes = np.asarray(box_classes).reshape(-1)
+    if boxes.ndim != 2 or boxes.shape[1] != 4 or len(box_classes) != len(boxes):
+        raise ValueError(
+            f"Image {index}: `boxes` must be (N, 4) with one entry of `box_classes` each. "
+            f"Received: boxes.shape={boxes.shape}, box_classes.shape={box_classes.shape}"
+        )
+    if not np.isfinite(boxes).all():
+        raise ValueError(f"Image {index}: `boxes` must be finite.")
+    if box_classes.size and not np.issubdtype(box_classes.dtype, np.integer):
+        raise ValueError(f"Image {index}: `box_classes` must be integers. Received: {box_classes}")
+    for number, (box, class_id) in enumerate(zip(boxes, box_classes)):
+        if not 0 <= class_id < num_classes or class_id == background_class:
+            raise ValueError(
+                f"Image {index}, box {number}: class {int(class_id)} must be a foreground class in "
+                f"0..{num_classes - 1} other than background_class={background_class}."
+            )
+        y1, x1, y2, x2 = box
+        if not (y2 > y1 and x2 > x1):
+            raise ValueError(
+                f"Image {index}, box {number}: [y1, x1, y2, x2] needs y2 > y1 and x2 > x1. "
+                f"Received: {box.tolist()}"
+            )
+    # Pixel (i, j) is inside [y1, y2) x [x1, x2) when its cell [i, i+1) x [j, j+1) meets the box.
+    rows = np.clip(np.stack([np.floor(boxes[:, 0]), np.ceil(boxes[:, 2])], 1), 0, height)
+    cols = np.clip(np.stack([np.floor(boxes[:, 1]), np.ceil(boxes[:, 3])], 1), 0, width)
+    outside = (rows[:, 1] <= rows[:, 0]) | (cols[:, 1] <= cols[:, 0])
+    if outside.any():
+        number = int(np.flatnonzero(outside)[0])
+        raise ValueError(
+            f"Image {index}, box {number}: {boxes[number].tolist()} lies entirely outside the "
+            f"{height}x{width} image."
+        )
+    return rows.astype(np.int64), cols.astype(np.int64), box_classes.astype(np.int64)
+
+
+class UnifiedWeakSegmenter:
+    """Superpixel segmentation learned from any mix of tags, boxes and partial labels.
+
+    The max-margin clustering of Xu, Schwing and Urtasun ("Learning to Segment Under Various
+    Forms of Weak Supervision", CVPR 2015): per-class linear models over superpixel features,
+    with the superpixels' labels latent and constrained by each image's weak labels, learned by
+    alternating a constrained assignment and one-vs-rest SVM training (the module docstring
+    gives the objective, the constraints and both steps).
+
+    Weak labels, one dict per image, with any of:
+    - "tags": the classes present, either multi-hot float (K,) as `kseg.weak.labels.tags_from_mask`
+      makes (background included when present) or integer class ids. A class id outside
+      0..K-1 raises a ValueError.
+    - "boxes" float (N, 4) `[y1, x1, y2, x2]` pixels with "box_classes" int (N,), as
+      `kseg.weak.labels.boxes_from_mask` makes; when given, every object is assumed boxed, so
+      superpixels outside all boxes are background. A box reaching past the image is clipped
+      to it; a box wholly outside, empty, or of the background class raises a ValueError.
+    - "partial": uint8 (H, W) class ids on labelled pixels, 255 elsewhere.
+    An image with none of them (an empty dict) raises a ValueError naming it: leave such images
+    out of `fit`, or predict them afterwards.
+
+    Args:
+        num_classes: K, at most 255.
+        feature_extractor: None (colour and texture histograms only) or a callable mapping an
+            image (H, W, 3) in [0, 255] to a feature map (H, W, C), such as `BackboneFeatures`.
+        n_segments: approximate SLIC superpixels per image.
+        compactness: SLIC compactness.
+        C: hinge weight of the SVMs.
+        iterations: assignment/SVM alternations after the initial SVM.
+        svm_epochs: dual coordinate descent passes per SVM.
+        box_fraction: share of a box's superpixels its class must take, in [0, 1].
+        background_class: the class outside boxes.
+        balanced: in each class's SVM, weight the hinge terms so that its positives and its
+            negatives carry equal total weight (N / (2 n_pos) and N / (2 n_neg)), so a rare class
+            is not swamped by the background.
+        seed: seed of the SVMs' visiting order.
+
+    Example:
+        >>> import numpy as np
+        >>> from kseg.weak.unified import UnifiedWeakSegmenter
+        >>> images = np.zeros((2, 32, 32, 3), "float32"); images[:, :, 16:] = (200.0, 30.0, 30.0)
+        >>> weak = [{"tags": [0, 1]}, {"tags": [0, 1]}]
+        >>> segmenter = UnifiedWeakSegmenter(2, n_segments=16).fit(images, weak)
+        >>> segmenter.predict(images).shape
+        (2, 32, 32)
+    """
+
+    def __init__(
+        self,
+        num_classes,
+        *,
+        feature_extractor=None,
+        n_segments=100,
+        compactness=10.0,
+        C=1.0,
+        iterations=5,
+        svm_epochs=10,
+        box_fraction=0.3,
+        background_class=0,
+        balanced=True,
+        seed=0,
+    ):
+        if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)):
+            raise TypeError(
+                f"`num_classes` must be an integer. Received: num_classes={num_classes!r}"
+            )
+        if not 1 <= num_classes <= 255:
+            raise ValueError(
+                "`num_classes` must be in 1..255 (labels are uint8 with 255 reserved). "
+                f"Received: num_classes={num_classes}"
+            )
+        if feature_extractor is not None and not callable(feature_extractor):
+            raise TypeError(
+                "`feature_extractor` must be None or a callable image -> (H, W, C) features. "
+                f"Received: feature_extractor={feature_extractor!r}"
+            )
+        _check_positive_int("n_segments", n_segments)
+        _check_positive("compactness", compactness)
+        _check_positive("C", C)
+        if (
+            isinstance(iterations, bool)
+            or not isinstance(iterations, (int, np.integer))
+            or iterations < 0
+        ):
+            raise ValueError(
+                f"`iterations` must be an integer >= 0. Received: iterations={iterations!r}"
+            )
+        _check_positive_int("svm_epochs", svm_epochs)
+        if not 0.0 <= box_fraction <= 1.0:
+            raise ValueError(
+                f"`box_fraction` must be in [0, 1]. Received: box_fraction={box_fraction!r}"
+            )
+        if not 0 <= background_class < num_classes:
+            raise ValueError(
+                f"`background_class` must be in 0..{num_classes - 1}. "
+                f"Received: background_class={background_class!r}"
+            )
+        self.num_classes = int(num_classes)
+        self.feature_extractor = feature_extractor
+        self.n_segments = int(n_segments)
+        self.compactness = float(compactness)
+        self.C = float(C)
+        self.iterations = int(iterations)
+        self.svm_epochs = int(svm_epochs)
+        self.box_fraction = float(box_fraction)
+        self.background_class = int(background_class)
+        self.balanced = bool(balanced)
+        self.seed = seed
+        self.weights_ = None
+        self.bias_ = None
+
+    # Superpixels and features.
+
+    def _superpixels(self, image):
+        image = _validate_image(image)
+        segments = slic_superpixels(image, n_segments=self.n_segments, compactness=self.compactness)
+        colour, texture = superpixel_histograms(image, segments)
+        parts = [colour, texture]
+        if self.feature_extractor is not None:
+            feature_map = np.asarray(self.feature_extractor(image.astype(np.float32)), np.float64)
+            if feature_map.ndim != 3 or feature_map.shape[:2] != image.shape[:2]:
+                raise ValueError(
+                    "`feature_extractor` must return (H, W, C) features at the image size. "
+                    f"Received: shape {feature_map.shape} for image.shape={image.shape}"
+                )
+            num_segments = int(segments.max()) + 1
+            sums = np.zeros((num_segments, feature_map.shape[-1]))
+            np.add.at(sums, segments.ravel(), feature_map.reshape(-1, feature_map.shape[-1]))
+            sizes = np.bincount(segments.ravel(), minlength=num_segments)[:, None]
+            parts.append(sums / sizes)
+        return segments, np.concatenate(parts, axis=1)
+
+    def _standardise(self, features):
+        return (features - self.feature_mean_) / self.feature_scale_
+
+    # Constraints.
+
+    def image_constraints(self, segments, weak_label, index=0):
+        """The allowed classes and minimum counts that one image's weak labels impose.
+
+        Args:
+            segments: int array (H, W) of superpixel ids 0..S-1.
+            weak_label: dict with any of "tags", "boxes" + "box_classes", "partial".
+            index: image number for error messages.
+
+        Returns:
+            `(allowed, requirements)`: bool array (S, K) and a list of
+            `(members, class_id, count)` for `constrained_assignment`.
+
+        Example:
+            >>> import numpy as np
+            >>> from kseg.weak.unified import UnifiedWeakSegmenter
+            >>> segments = np.repeat(np.arange(4), 4).reshape(4, 4)
+            >>> allowed, needs = UnifiedWeakSegmenter(3).image_constraints(segments, {"tags": [0, 2]})
+            >>> allowed[0].tolist(), [(c, n) for _, c, n in needs]
+            ([True, False, True], [(0, 1), (2, 1)])
+        """
+        if not isinstance(weak_label, dict):
+            raise TypeError(f"Image {index}: weak labels must be a dict. Received: {weak_label!r}")
+        unknown = sorted(set(weak_label) - set(_WEAK_LABEL_KEYS))
+        if unknown:
+            raise ValueError(
+                f"Image {index}: unknown weak-label keys {unknown}; expected {list(_WEAK_LABEL_KEYS)}."
+            )
+        if not any(key in weak_label for key in ("tags", "boxes", "partial")):
+            raise ValueError(
+                f"Image {index} has no weak label (give 'tags', 'boxes' with 'box_classes', or "
+                "'partial'); leave unlabelled images out of fit and predict them afterwards."
+            )
+        if ("boxes" in weak_label) != ("box_classes" in weak_label):
+            raise ValueError(f"Image {index}: 'boxes' and 'box_classes' go together.")
+        segments = np.asarray(segments, np.int64)
+        height, width = segments.shape
+        num_segments = int(segments.max()) + 1
+        sizes = np.bincount(segments.ravel(), minlength=num_segments)
+        everything = np.arange(num_segments)
+        allowed = np.ones((num_segments, self.num_classes), bool)
+        requirements = []
+
+        if "tags" in weak_label:
+            present = _multi_hot_tags(weak_label["tags"], self.num_classes, index)
+            if not present.any():
+                raise ValueError(f"Image {index}: the tags name no class.")
+            allowed &= present[None, :]
+            requirements += [(everything, int(c), 1) for c in np.flatnonzero(present)]
+
+        if "boxes" in weak_label:
+            rows, cols, classes = _clipped_boxes(
+                weak_label["boxes"],
+                weak_label["box_classes"],
+                height,
+                width,
+                self.num_classes,
+                self.background_class,
+                index,
+            )
+            box_allowed = np.zeros((num_segments, self.num_classes), bool)
+            box_allowed[:, self.background_class] = True
+            for (y1, y2), (x1, x2), class_id in zip(rows, cols, classes):
+                inside_pixels = np.bincount(segments[y1:y2, x1:x2].ravel(), minlength=num_segments)
+                members = np.flatnonzero(inside_pixels >= _INSIDE_SHARE * sizes)
+                if members.size == 0:
+                    # A box smaller than every superpixel it touches still holds its majority one.
+                    members = np.array([int(np.argmax(inside_pixels / sizes))])
+                box_allowed[members, class_id] = True
+                count = max(1, int(np.ceil(self.box_fraction * members.size)))
+                requirements.append((members, int(class_id), count))
+            allowed &= box_allowed
+
+        if "partial" in weak_label:
+            partial = np.asarray(weak_label["partial"])
+            if partial.shape != (height, width):
+                raise ValueError(
+                    f"Image {index}: `partial` must be (H, W) = {(height, width)}. "
+                    f"Received: partial.shape={partial.shape}"
+                )
+            values = np.unique(partial)
+            bad = values[(values != IGNORE_LABEL) & ((values < 0) | (values >= self.num_classes))]
+            if bad.size:
+                raise ValueError(
+                    f"Image {index}: `partial` holds class {int(bad[0])}, outside "
+                    f"0..{self.num_classes - 1} (255 marks unlabelled pixels)."
+                )
+            labelled = partial != IGNORE_LABEL
+            votes = np.zeros((num_segments, self.num_classes), np.int64)
+            np.add.at(votes, (segments[labelled], partial[labelled].astype(np.int64)), 1)
+            fixed = np.flatnonzero(votes.sum(axis=1) > 0)
+            fixed_class = np.argmax(votes[fixed], axis=1)
+            conflict = ~allowed[fixed, fixed_class]
+            if conflict.any():
+                where = int(np.flatnonzero(conflict)[0])
+                raise ValueError(
+                    f"Image {index}: a partial label of class {int(fixed_class[where])} falls where "
+                    "the image's tags or boxes forbid that class."
+                )
+            allowed[fixed] = False
+            allowed[fixed, fixed_class] = True
+
+        empty = np.flatnonzero(~allowed.any(axis=1))
+        if empty.size:
+            raise ValueError(
+                f"Image {index}: its weak labels leave superpixel {int(empty[0])} no class "
+                "(e.g. boxes given but the background not among the tags)."
+            )
+        return allowed, requirements
+
+    # Learning.
+
+    def _prepare(self, images, weak_labels):
+        images = np.asarray(images)
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(
+                f"`images` must be (N, H, W, 3). Received: images.shape={images.shape}"
+            )
+        if len(weak_labels) != len(images):
+            raise ValueError(
+                "`weak_labels` needs one dict per image. "
+                f"Received: {len(weak_labels)} dicts for {len(images)} images"
+            )
+        prepared = []
+        for index, (image, weak_label) in enumerate(zip(images, weak_labels)):
+            segments, features = self._superpixels(image)
+            allowed, requirements = self.image_constraints(segments, weak_label, index)
+            prepared.append((segments, features, allowed, requirements))
+        return prepared
+
+    def _class_weights(self, positive):
+        """Per (sample, class) hinge multipliers giving each class's positives and negatives equal say."""
+        if not self.balanced:
+            return None
+        total = len(positive)
+        positives = positive.sum(axis=0)
+        negatives = total - positives
+        on_positive = total / (2.0 * np.maximum(positives, 1))
+        on_negative = total / (2.0 * np.maximum(negatives, 1))
+        return np.where(positive, on_positive[None, :], on_negative[None, :])
+
+    def _assign(self, prepared, features):
+        labels, start = [], 0
+        for _, own, allowed, requirements in prepared:
+            scores = features[start : start + len(own)] @ self.weights_ + self.bias_
+            labels.append(constrained_assignment(scores, allowed, requirements))
+            start += len(own)
+        return np.concatenate(labels)
+
+    def fit(self, images, weak_labels):
+        """Learns the class models from weakly-labelled images by constrained max-margin clustering.
+
+        Args:
+            images: float array (N, H, W, 3), RGB in [0, 255].
+            weak_labels: sequence of N dicts (see the class docstring).
+
+        Returns:
+            self, with `weights_` (D, K), `bias_` (K,) and `training_labels_`, the last
+            superpixel assignment painted back: uint8 (N, H, W).
+        """
+        prepared = self._prepare(images, weak_labels)
+        raw = np.concatenate([features for _, features, _, _ in prepared])
+        self.feature_mean_ = raw.mean(axis=0)
+        self.feature_scale_ = np.where(raw.std(axis=0) > 1e-8, raw.std(axis=0), 1.0)
+        features = self._standardise(raw)
+        allowed = np.concatenate([own for _, _, own, _ in prepared])
+
+        # Initial models from the allowed sets alone: a class's negatives are certain.
+        self.weights_, self.bias_ = one_vs_rest_svm(
+            features,
+            allowed,
+            self.num_classes,
+            C=self.C,
+            epochs=self.svm_epochs,
+            seed=self.seed,
+            weights=self._class_weights(allowed),
+        )
+        labels = self._assign(prepared, features)
+        self.history_ = []
+        for iteration in range(self.iterations):
+            self.weights_, self.bias_ = one_vs_rest_svm(
+                features,
+                labels,
+                self.num_classes,
+                C=self.C,
+                epochs=self.svm_epochs,
+                seed=self.seed + iteration + 1,
+                weights=self._class_weights(labels[:, None] == np.arange(self.num_classes)),
+            )
+            new_labels = self._assign(prepared, features)
+            changed = int(np.sum(new_labels != labels))
+            self.history_.append(changed)
+            labels = new_labels
+            if changed == 0:
+                break
+        self.training_labels_ = self._paint(prepared, labels)
+        return self
+
+    def _paint(self, prepared, labels):
+        maps, start = [], 0
+        for segments, own, _, _ in prepared:
+            maps.append(labels[start : start + len(own)][segments].astype(np.uint8))
+            start += len(own)
+        return np.stack(maps)
+
+    def _check_fitted(self):
+        if self.weights_ is None:
+            raise RuntimeError("Call `fit` before `predict` or `latent_labels`.")
+
+    def decision_function(self, image):
+        """Superpixels and their class scores for one image: `(segments (H, W), scores (S, K))`."""
+        self._check_fitted()
+        segments, features = self._superpixels(image)
+        return segments, self._standardise(features) @ self.weights_ + self.bias_
+
+    def predict(self, images):
+        """Labels images with the learned class models, one class per superpixel.
+
+        Args:
+            images: float array (N, H, W, 3), RGB in [0, 255].
+
+        Returns:
+            uint8 array (N, H, W) of classes.
+        """
+        images = np.asarray(images)
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(
+                f"`images` must be (N, H, W, 3). Received: images.shape={images.shape}"
+            )
+        maps = []
+        for image in images:
+            segments, scores = self.decision_function(image)
+            maps.append(np.argmax(scores, axis=1).astype(np.uint8)[segments])
+        return np.stack(maps)
+
+    def latent_labels(self, images, weak_labels):
+        """Labels weakly-labelled images by the constrained assignment under the learned models.
+
+        The pseudo-labels to train a kseg network on: every weak label is respected (only tagged
+        classes, background outside boxes, partial labels kept), and within those limits each
+        superpixel takes its best-scoring class.
+
+        Args:
+            images: float array (N, H, W, 3), RGB in [0, 255].
+            weak_labels: sequence of N dicts (see the class docstring).
+
+        Returns:
+            uint8 array (N, H, W) of classes.
+        """
+        self._check_fitted()
+        prepared = self._prepare(images, weak_labels)
+        features = self._standardise(np.concatenate([own for _, own, _, _ in prepared]))
+        return self._paint(prepared, self._assign(prepared, features))
