@@ -1,0 +1,305 @@
+"""The documentation hook that turns benchmarks/results/*.json into tables on the Benchmarks page."""
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("mkdocs", reason="the hook raises mkdocs' PluginError: pip install mkdocs")
+from mkdocs.exceptions import PluginError
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+PAGE = REPO / "docs" / "benchmarks.md"
+
+_spec = importlib.util.spec_from_file_location(
+    "benchmark_tables", REPO / "docs" / "benchmark_tables.py"
+)
+tables = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(tables)
+
+REAL_FILES = sorted(path.stem for path in RESULTS.glob("*.json"))
+PAGE_MARKERS = [m["name"] for m in tables.MARKER.finditer(PAGE.read_text(encoding="utf-8"))]
+# The two layouts that predate the shared conditions line carry their own note on the machine.
+OWN_NOTES = {"roi_align", "mask_rcnn_shapes"}
+
+
+def _cells(line):
+    return re.split(r"(?<!\\)\|", line.strip())[1:-1]
+
+
+def assert_tables_well_formed(markdown):
+    """Every Markdown table has a separator row and as many cells per row as header cells."""
+    lines = [line.strip() for line in markdown.splitlines()]
+    tables_found = 0
+    index = 0
+    while index < len(lines):
+        if not lines[index].startswith("|"):
+            index += 1
+            continue
+        block = []
+        while index < len(lines) and lines[index].startswith("|"):
+            block.append(lines[index])
+            index += 1
+        tables_found += 1
+        width = len(_cells(block[0]))
+        assert len(block) >= 2 and set(_cells(block[1])) == {" --- "}, block[:2]
+        for row in block:
+            assert len(_cells(row)) == width, f"{len(_cells(row))} cells, header has {width}: {row}"
+    return tables_found
+
+
+@pytest.fixture
+def results_dir(tmp_path, monkeypatch):
+    monkeypatch.setattr(tables, "RESULTS", tmp_path)
+    return tmp_path
+
+
+def _write(folder, name, content):
+    (folder / f"{name}.json").write_text(json.dumps(content), encoding="utf-8")
+
+
+def test_number_formats():
+    assert tables.ratio(1.1902221994256235) == "1.19×"
+    assert tables.ratio(18.56) == "18.6×"
+    assert tables.ratio(1855.9584923005432) == "1,856×"
+    assert tables.duration(0.08796588400218752) == "88 ms"
+    assert tables.duration(0.0076) == "7.6 ms"
+    assert tables.duration(1.9807607870006905) == "2.0 s"
+    assert tables.duration(689.6467836309985) == "11.5 min"
+    assert tables.score(0.4892754994272535) == "0.489"
+    assert tables.percent(0.0172) == "1.7%"
+    assert tables.mebibytes(5486.87109375) == "5,487 MiB"
+    # A value a partly written file lacks is a dash, not a crash or a zero.
+    for formatter in (tables.ratio, tables.duration, tables.score, tables.percent, tables.rate):
+        assert formatter(None) == tables.MISSING
+
+
+@pytest.mark.parametrize("name", REAL_FILES)
+def test_real_file_has_a_formatter_that_reads_it(name):
+    results = json.loads((RESULTS / f"{name}.json").read_text(encoding="utf-8"))
+    formatter = tables.formatter_for(name)
+    assert formatter is not tables.generic_table, f"{name}.json has no formatter of its own"
+    # Called directly: a formatter bug must fail here, not hide behind render's fallback.
+    text = formatter(results)
+    assert assert_tables_well_formed(text) >= 1
+    assert tables.NOT_MEASURED not in text.split("\n")[0]
+    if name not in OWN_NOTES:
+        assert "*Conditions recorded:" in text or "records no machine conditions" in text
+
+
+def test_peer_throughput_rows_match_the_file():
+    results = json.loads((RESULTS / "peer_throughput.json").read_text(encoding="utf-8"))
+    text = tables.peer_throughput_table(results)
+    speed_table = text.split("\n\n")[0]
+    rows = {_cells(line)[0].strip(): line for line in speed_table.splitlines()[2:]}
+    for name, case in results["cases"].items():
+        row = _cells(rows[f"`{name}`"])
+        assert row[4].strip() == f"{case['train_paired_ratio_median']:.2f}×"
+        assert row[7].strip() == f"{case['predict_paired_ratio_median']:.2f}×"
+    loads = [v for c in results["cases"].values() for v in c["load_average_1min"].values()]
+    assert f"between {min(loads):.1f} and {max(loads):.1f}" in text
+
+
+def test_camvid_context_family_lists_planned_models_not_yet_trained():
+    results = {
+        "config": {"models": "deeplabv3plus,pspnet", "epochs": 6, "size": [192, 256]},
+        "results": {
+            "deeplabv3plus": {
+                "parameters": 2590363,
+                "train_seconds": 689.6,
+                "steps": 270,
+                "plain": {"mean_iou": 0.48927, "pixel_accuracy": 0.8845, "seconds": 50.0},
+                "plain_os8": {"mean_iou": 0.42551, "pixel_accuracy": 0.85},
+            }
+        },
+    }
+    text = tables.camvid_context_family_table(results)
+    assert_tables_well_formed(text)
+    lines = text.splitlines()
+    header = _cells(lines[0])
+    trained = _cells(next(line for line in lines if line.startswith("| `deeplabv3plus`")))
+    assert trained[header.index(" mIoU plain ")].strip() == "0.489"
+    # Evaluated but not with the CRF yet: a dash, and an extra mode gets its own column.
+    assert trained[header.index(" mIoU + dense CRF ")].strip() == tables.MISSING
+    assert trained[header.index(" mIoU plain, output stride 8 ")].strip() == "0.426"
+    planned = _cells(next(line for line in lines if line.startswith("| `pspnet`")))
+    assert planned[1].strip() == tables.NOT_MEASURED
+
+
+def test_weak_vs_full_rows_targets_and_missing_rows():
+    results = {
+        "results": {
+            "full": {"mean_iou": 0.80, "ratio_to_full": 1.0, "train_seconds": 90.0},
+            "scribbles": {
+                "mean_iou": 0.66,
+                "ratio_to_full": 0.825,
+                "target_ratio": 0.85,
+                "meets_target": False,
+                "labels": "scribbles",
+                "method": "ScribbleSup",
+            },
+            "boxes_bbox_seg": {"not_applicable": "(no background class)"},
+        },
+        "config": {"dataset": "camvid", "size": [120, 160]},
+        "machine": {
+            "cpu_count": 2,
+            "load_average_start": [3.0, 2, 1],
+            "load_average_end": [4.2, 2, 1],
+        },
+    }
+    text = tables.weak_vs_full_table(results)
+    assert_tables_well_formed(text)
+    rows = {
+        _cells(line)[0].strip(): _cells(line)
+        for line in text.splitlines()
+        if line.startswith("| `")
+    }
+    assert [cell.strip() for cell in rows["`scribbles`"][3:7]] == ["0.660", "82%", "≥ 85%", "no"]
+    assert rows["`boxes_bbox_seg`"][3].strip().startswith("not applicable")
+    assert rows["`tags_ccnn`"][3].strip() == tables.NOT_MEASURED
+    assert "load average 3.0 at the start and 4.2 at the end" in text
+    assert "2 CPU cores" in text and "not recorded: thread count, library versions" in text
+
+
+def test_mask_rcnn_timing_partial_and_complete():
+    assert tables.NOT_MEASURED in tables.mask_rcnn_timing_table({"config": {}, "runs": []})
+    run = {
+        "batch_size": 1,
+        "train_step": {"median_s": 4.0},
+        "inference": {"median_s": 1.5, "median_per_image_s": 1.5},
+        "roi_align": {
+            "train_box": {
+                "mode": "forward_backward",
+                "kseg_median_s": 0.2,
+                "per_level_median_s": 0.5,
+                "multiscale_median_s": 0.6,
+                "kseg_over_torchvision_per_level": 0.4,
+            }
+        },
+        "captured": {"boxes": {"train_box": {"shape": [1, 512, 4]}}},
+        "fractions": {"train_roi_align_fraction": 0.05},
+        "torch_versions": {"torch": "2.14.1", "torchvision": "0.29.1"},
+    }
+    results = {
+        "machine": {"cpus": 2, "tensorflow_intra_op_threads": 2, "tensorflow": "2.21.0"},
+        "config": {"backbone": "resnet50", "image_size": 512},
+        "runs": [run],
+    }
+    text = tables.mask_rcnn_timing_table(results)
+    assert_tables_well_formed(text)
+    step = _cells(text.splitlines()[2])
+    # paste_masks was not reached: its cell is a dash while the others are filled.
+    assert [cell.strip() for cell in step[:6]] == ["1", "4.0 s", "1.5 s", "1.5 s", "—", "5.0%"]
+    call = next(line for line in text.splitlines() if "box branch" in line)
+    assert "1×512" in call and "200 ms" in call and "0.40×" in call
+    assert "torch 2.14.1, torchvision 0.29.1" in text and "2 intra-op threads" in text
+
+
+def test_export_parity_marks_errors_and_label_disagreement():
+    results = {
+        "tiny": {
+            "select_tf_ops": False,
+            "saved_model": {"max_abs_over_max_logit": 0.0, "label_agreement": 1.0},
+            "tflite_float16": {
+                "bytes": 2048,
+                "max_abs_over_max_logit": 1.24e-3,
+                "label_agreement": 0.9876,
+            },
+            "tflite_int8_full": {"error": "calibration needs the Flex delegate"},
+            "onnx": {"error": "tf2onnx could not convert: ['a|b']"},
+        }
+    }
+    text = tables.export_parity_table(results)
+    assert_tables_well_formed(text)
+    row = [cell.strip() for cell in _cells(text.splitlines()[2])]
+    assert row[1] == "0"
+    assert row[3] == "1.2e-03 (labels 98.8%)"
+    assert row[5] == "not run: calibration needs the Flex delegate"
+    assert row[6] == "not run: tf2onnx could not convert"
+    assert row[2] == tables.MISSING
+
+
+def test_missing_file_renders_a_note_naming_its_script(results_dir):
+    note = tables.render("mask_rcnn_timing")
+    assert note.startswith('!!! note "Not measured yet"')
+    assert "`benchmarks/mask_rcnn_timing.py`" in note
+    family = tables.render("weak_vs_full*")
+    assert "weak_vs_full*.json" in family and "`benchmarks/weak_vs_full.py`" in family
+
+
+def test_file_family_appears_once_written(results_dir):
+    for dataset in ("shapes", "camvid"):
+        _write(results_dir, f"weak_vs_full_{dataset}", {"results": {"full": {"mean_iou": 0.5}}})
+    text = tables.render("weak_vs_full*")
+    assert "**`benchmarks/results/weak_vs_full_camvid.json`**" in text
+    assert "**`benchmarks/results/weak_vs_full_shapes.json`**" in text
+    assert text.count("| `full` |") == 2
+
+
+def test_unknown_marker_without_file_stops_the_build(results_dir):
+    with pytest.raises(PluginError, match="no_such_benchmark"):
+        tables.render("no_such_benchmark")
+
+
+def test_unexpected_layout_falls_back_to_every_value(results_dir):
+    # A peer case whose kseg side is not a dict yet: the formatter cannot read it.
+    _write(results_dir, "peer_throughput", {"cases": {"odd": {"kseg": "pending"}}})
+    text = tables.render("peer_throughput")
+    assert "odd" in text and "pending" in text
+    assert_tables_well_formed(text)
+
+
+def test_generic_table_groups_a_dict_of_rows():
+    results = {
+        "rows": {"a": {"iou": 0.51234, "seconds": 2.0}, "b": {"iou": 0.25}},
+        "count": 3,
+        "config": {"epochs": 2},
+    }
+    text = tables.generic_table(results)
+    assert_tables_well_formed(text)
+    assert "| `a` | 0.5123 | 2 |" in text and "| `b` | 0.25 | — |" in text
+    assert "| count | 3 |" in text and "| epochs | 2 |" in text
+
+
+def test_catch_all_marker_renders_only_unclaimed_files(results_dir):
+    _write(results_dir, "named", {"x": 1.0})
+    _write(results_dir, "family_one", {"x": 2.0})
+    _write(results_dir, "stray", {"x": 3.0})
+    page = "<!-- benchmark: named -->\n\n<!-- benchmark: family* -->\n\n<!-- benchmark: * -->\n"
+    text = tables.on_page_markdown(page, None, None, None)
+    assert text.count("benchmarks/results/stray.json") == 1
+    assert "results/named.json`**" not in text
+    assert text.count("results/family_one.json") == 1
+    assert "<!-- benchmark" not in text
+
+
+def test_catch_all_says_so_when_everything_is_claimed(results_dir):
+    _write(results_dir, "named", {"x": 1.0})
+    assert "None at present" in tables.render_rest(["named"])
+
+
+def test_every_benchmark_script_has_a_section_on_the_page():
+    scripts = {path.stem for path in (REPO / "benchmarks").glob("*.py")}
+    exact = {name for name in PAGE_MARKERS if not name.endswith("*")}
+    prefixes = [name[:-1] for name in PAGE_MARKERS if name.endswith("*") and name != "*"]
+    missing = {s for s in scripts if s not in exact and not any(s.startswith(p) for p in prefixes)}
+    assert not missing, f"benchmarks without a section in docs/benchmarks.md: {sorted(missing)}"
+    assert "*" in PAGE_MARKERS
+
+
+def test_every_recording_script_exists():
+    for name, source in tables.RECORDED_BY.items():
+        assert (REPO / source).is_file(), f"{name}: {source} does not exist"
+
+
+@pytest.mark.parametrize("name", PAGE_MARKERS)
+def test_page_marker_renders_from_the_real_results(name):
+    text = tables.render_rest(PAGE_MARKERS) if name == "*" else tables.render(name)
+    assert text.strip()
+    if text.startswith("!!! note"):
+        assert not list(RESULTS.glob(f"{name.rstrip('*')}{'*' if name.endswith('*') else ''}.json"))
+    elif "None at present" not in text:
+        assert assert_tables_well_formed(text) >= 1
