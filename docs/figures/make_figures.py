@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import kseg
+import kseg.weak
 from kseg.detection.anchors import generate_anchors
 from kseg.detection.postprocess import paste_masks
 from kseg.detection.targets import roi_targets, rpn_targets
@@ -592,6 +593,227 @@ def mask_rcnn_mask_targets(out):
     _save(fig, out, "mask_rcnn_mask_targets.png")
 
 
+def _weak_example(size=128):
+    """A shapes validation image with as many classes as possible while one shape class is absent."""
+    arrays = kseg.data.shapes_arrays("val", 12, size, seed=0)
+    num_classes = kseg.data.shapes_info().num_classes
+    counts = [len(np.unique(mask)) % num_classes for mask in arrays["masks"]]
+    index = int(np.argmax(counts))
+    return arrays["images"][index], arrays["masks"][index], arrays["instance_masks"][index]
+
+
+def _panels(axes, panels):
+    for ax, (picture, title) in zip(axes, panels):
+        ax.imshow(picture, interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+
+def _draw_boxes(ax, boxes, classes, palette):
+    for (y1, x1, y2, x2), label in zip(boxes, classes):
+        colour = np.asarray(palette[label]) / 255.0
+        # Box edges lie on pixel borders: pixel (i, j) spans [i, i + 1), drawn centred on i.
+        ax.add_patch(
+            plt.Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, lw=1.6, ec=colour)
+        )
+
+
+def _pixel_accuracy(labels, truth):
+    return np.mean(labels == truth)
+
+
+def weak_labels(out):
+    image, mask, instances = _weak_example()
+    info = kseg.data.shapes_info()
+    scribbles = kseg.weak.scribbles_from_mask(mask, seed=0)
+    boxes, classes = kseg.weak.boxes_from_mask(mask, instance_mask=instances)
+    tags, sizes = kseg.weak.tags_from_mask(mask, info.num_classes, with_sizes=True)
+    white = (255, 255, 255)
+    fig, axes = plt.subplots(
+        1, 5, figsize=(13, 2.9), gridspec_kw={"width_ratios": [1, 1, 1, 1, 1.1]}
+    )
+    _panels(
+        axes[:4],
+        (
+            (image, "image"),
+            (kseg.viz.colorize(mask, info.palette), "full mask"),
+            (
+                kseg.viz.colorize(scribbles, info.palette, ignore_color=white),
+                f"scribbles: {np.mean(scribbles != 255):.0%} of pixels",
+            ),
+            (image, f"boxes: {len(boxes)} (one per shape)"),
+        ),
+    )
+    _draw_boxes(axes[3], boxes, classes, info.palette)
+    lines = [
+        f"{name:<10} {'yes' if tag else 'no ':<4} {size:5.1%}"
+        for name, tag, size in zip(info.class_names, tags, sizes)
+    ]
+    axes[4].text(
+        0.0,
+        0.5,
+        "class      tag  size\n" + "\n".join(lines),
+        family="monospace",
+        fontsize=9,
+        va="center",
+    )
+    axes[4].set_title("tags (and sizes)", fontsize=9)
+    axes[4].axis("off")
+    _save(fig, out, "weak_labels.png")
+
+
+def _superpixel_edges(segments):
+    edges = np.zeros(segments.shape, bool)
+    edges[:, 1:] |= segments[:, 1:] != segments[:, :-1]
+    edges[1:, :] |= segments[1:, :] != segments[:-1, :]
+    return edges
+
+
+def scribblesup_propagation(out):
+    image, mask, _ = _weak_example()
+    info = kseg.data.shapes_info()
+    scribbles = kseg.weak.scribbles_from_mask(mask, seed=0)
+    n_segments = 150
+    segments = kseg.weak.slic_superpixels(image.astype("float32"), n_segments=n_segments)
+    outlined = image.copy()
+    outlined[_superpixel_edges(segments)] = (255, 255, 0)
+    propagated = kseg.weak.propagate_scribbles(
+        image.astype("float32"), scribbles, num_classes=info.num_classes, n_segments=n_segments
+    )
+    on_scribble = scribbles != 255
+    overlay = outlined.copy()
+    overlay[on_scribble] = kseg.viz.colorize(scribbles, info.palette)[on_scribble]
+    overlay[on_scribble & (scribbles == 0)] = (255, 255, 255)
+    fig, axes = plt.subplots(1, 4, figsize=(11, 2.9))
+    _panels(
+        axes,
+        (
+            (outlined, f"SLIC: {segments.max() + 1} superpixels"),
+            (overlay, "scribbles (background white)"),
+            (
+                kseg.viz.colorize(propagated, info.palette),
+                f"propagate_scribbles: {_pixel_accuracy(propagated, mask):.0%} right",
+            ),
+            (kseg.viz.colorize(mask, info.palette), "full mask"),
+        ),
+    )
+    _save(fig, out, "weak_scribblesup.png")
+
+
+def _stand_in_logits(mask, num_classes, seed=0):
+    """Scores of an imperfect network: the true mask blurred, noisy, leaking into an absent class.
+
+    No trained network is needed to show what the constraints do to a prediction; these scores
+    stand for one early in training: right on the whole, soft at the edges, and confident about a
+    class the image does not contain in one corner.
+    """
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    one_hot = np.eye(num_classes, dtype="float32")[mask]
+    blurred = ndimage.gaussian_filter(one_hot, sigma=(4, 4, 0))
+    # Smooth noise (blobs a few pixels wide) errs like a network does and keeps the PNG small.
+    noise = ndimage.gaussian_filter(rng.normal(0.0, 4.0, one_hot.shape), sigma=(2, 2, 0))
+    logits = 3.0 * blurred + noise.astype("float32")
+    absent = next(c for c in range(1, num_classes) if c not in np.unique(mask))
+    height, width = mask.shape
+    rows, cols = np.mgrid[:height, :width]
+    corner = np.exp(
+        -((rows - 0.8 * height) ** 2 + (cols - 0.15 * width) ** 2) / (0.02 * height * width)
+    )
+    logits[..., absent] += 3.5 * corner
+    # The background starts over-confident, as it does in most early segmentation networks.
+    logits[..., 0] += 0.8
+    return logits.astype("float32"), absent
+
+
+def weak_ccnn_latent(out):
+    image, mask, _ = _weak_example()
+    info = kseg.data.shapes_info()
+    logits, absent = _stand_in_logits(mask, info.num_classes)
+    tags = kseg.weak.tags_from_mask(mask, info.num_classes)
+    q = np.asarray(keras.ops.softmax(logits[None], axis=-1))[0]
+    p = np.asarray(kseg.weak.latent_distribution(logits[None], tags[None]))[0]
+    shown = [c for c in range(info.num_classes) if tags[c] or c == absent]
+    fig, axes = plt.subplots(2, len(shown) + 1, figsize=(2.3 * (len(shown) + 1), 4.9))
+    _panels(axes[:, 0], ((image, "image"), (kseg.viz.colorize(mask, info.palette), "full mask")))
+    for column, c in enumerate(shown, start=1):
+        tag = "tagged" if tags[c] else "not tagged"
+        for row, (dist, name) in enumerate(((q, "Q"), (p, "P"))):
+            ax = axes[row, column]
+            # Sixteen colour levels read as easily as a continuum and keep the PNG small.
+            ax.imshow(
+                dist[..., c],
+                cmap=plt.get_cmap("magma", 16),
+                vmin=0,
+                vmax=1,
+                interpolation="nearest",
+            )
+            ax.set_title(
+                f"{name}: {info.class_names[c]} ({tag})\nmass {dist[..., c].mean():.1%}", fontsize=8
+            )
+            ax.set_xticks([])
+            ax.set_yticks([])
+    _save(fig, out, "weak_ccnn_latent.png")
+
+
+def weak_em_adapt(out):
+    image, mask, _ = _weak_example()
+    info = kseg.data.shapes_info()
+    logits, _ = _stand_in_logits(mask, info.num_classes)
+    tags = kseg.weak.tags_from_mask(mask, info.num_classes)
+    plain = np.argmax(logits, axis=-1)
+    adapted = np.asarray(kseg.weak.em_adapt_latent_labels(tags[None], logits[None]))[0]
+    present = np.flatnonzero(tags)
+
+    def shares(labels):
+        return ", ".join(f"{info.class_names[c][:4]} {np.mean(labels == c):.0%}" for c in present)
+
+    fig, axes = plt.subplots(1, 4, figsize=(12.5, 3.2))
+    _panels(
+        axes,
+        (
+            (image, "image"),
+            (kseg.viz.colorize(plain, info.palette), f"argmax of the scores\n{shares(plain)}"),
+            (
+                kseg.viz.colorize(adapted, info.palette),
+                f"EM-Adapt latent labels (40% / 20%)\n{shares(adapted)}",
+            ),
+            (kseg.viz.colorize(mask, info.palette), f"full mask\n{shares(mask)}"),
+        ),
+    )
+    _save(fig, out, "weak_em_adapt.png")
+
+
+def weak_bbox_seg(out):
+    image, mask, instances = _weak_example()
+    info = kseg.data.shapes_info()
+    boxes, classes = kseg.weak.boxes_from_mask(mask, instance_mask=instances)
+    pseudo = kseg.weak.bbox_seg_labels(image, boxes, classes, info.num_classes)
+    filled = np.asarray(kseg.weak.box_label_map(boxes, classes, *mask.shape, info.num_classes))
+    # What training on the boxes alone would use: each box filled with its class.
+    naive = np.where(filled[..., 1:].any(-1), np.argmax(filled[..., 1:], -1) + 1, 0)
+    fig, axes = plt.subplots(1, 4, figsize=(11, 2.9))
+    _panels(
+        axes,
+        (
+            (image, "image and boxes"),
+            (
+                kseg.viz.colorize(naive, info.palette),
+                f"boxes filled: {_pixel_accuracy(naive, mask):.0%} right",
+            ),
+            (
+                kseg.viz.colorize(pseudo, info.palette),
+                f"bbox_seg_labels: {_pixel_accuracy(pseudo, mask):.0%} right",
+            ),
+            (kseg.viz.colorize(mask, info.palette), "full mask"),
+        ),
+    )
+    _draw_boxes(axes[0], boxes, classes, info.palette)
+    _save(fig, out, "weak_bbox_seg.png")
+
+
 FIGURES = (
     dilated_receptive_field,
     segnet_unpooling,
@@ -607,6 +829,11 @@ FIGURES = (
     fpn_anchors,
     mask_rcnn_matched_anchors,
     mask_rcnn_mask_targets,
+    weak_labels,
+    scribblesup_propagation,
+    weak_ccnn_latent,
+    weak_em_adapt,
+    weak_bbox_seg,
 )
 
 
