@@ -239,7 +239,7 @@ def _plain(value):
                 return "[" + ", ".join(_plain(v) for v in value) + "]"
             return f"{len(value)} values, median {_plain(float(statistics.median(value)))}"
         return ", ".join(_plain(v) for v in value) if len(value) <= 6 else f"{len(value)} items"
-    return str(value).replace("|", "\\|")
+    return " ".join(str(value).split()).replace("|", "\\|")
 
 
 def _code(text):
@@ -264,12 +264,20 @@ def _load_text(start, end):
     return ""
 
 
-def conditions(results, versions=None, load=None, threads=None, notes=()):
+def conditions(results, versions=None, load=None, threads=None):
     """The machine conditions a result file records, as one italic paragraph.
 
-    Reads the `machine`, `environment` and `versions` entries (and `versions`, `load`, `threads`
-    a formatter found elsewhere in the file) and says which of load average, thread count and
-    library versions the file does not record.
+    Reads the file's `machine`, `environment` and `versions` entries and its notes, and says which
+    of load average, thread count and library versions the file does not record.
+
+    Args:
+        results: the parsed result file.
+        versions: more `{package: version}` a formatter found elsewhere in the file.
+        load: the load-average text, when the file keeps it outside `machine`.
+        threads: the thread-count text, when the file keeps it outside `machine`.
+
+    Returns:
+        A Markdown paragraph in italics.
     """
     machine = {}
     for key in ("environment", "machine", "versions"):
@@ -323,7 +331,7 @@ def conditions(results, versions=None, load=None, threads=None, notes=()):
     if absent and parts:
         text += f" (not recorded: {', '.join(absent)})"
     text += "."
-    extra = [machine.get("note"), machine.get("contention"), results.get("note"), *notes]
+    extra = [machine.get("note"), machine.get("contention"), results.get("note")]
     for note in extra:
         if isinstance(note, str) and note:
             # Capitalised unless it opens with a JSON key such as `train_seconds`.
@@ -414,7 +422,7 @@ def mask_rcnn_shapes_table(results):
             chosen.append((label, f"{results[key] / 60:.0f}"))
     if chosen:
         text += "\n\n" + _table(("setting", "value"), chosen)
-    return text
+    return _join(text, conditions(results))
 
 
 def peer_throughput_table(results):

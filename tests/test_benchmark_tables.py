@@ -22,8 +22,8 @@ _spec.loader.exec_module(tables)
 
 REAL_FILES = sorted(path.stem for path in RESULTS.glob("*.json"))
 PAGE_MARKERS = [m["name"] for m in tables.MARKER.finditer(PAGE.read_text(encoding="utf-8"))]
-# The two layouts that predate the shared conditions line carry their own note on the machine.
-OWN_NOTES = {"roi_align", "mask_rcnn_shapes"}
+# RoIAlign's table predates the shared conditions line and carries its own note on the machine.
+OWN_NOTES = {"roi_align"}
 
 
 def _cells(line):
@@ -196,6 +196,21 @@ def test_mask_rcnn_timing_partial_and_complete():
     call = next(line for line in text.splitlines() if "box branch" in line)
     assert "1×512" in call and "200 ms" in call and "0.40×" in call
     assert "torch 2.14.1, torchvision 0.29.1" in text and "2 intra-op threads" in text
+
+
+def test_mask_rcnn_shapes_metrics_settings_and_undefined_ranges():
+    results = {
+        "args": {"image_size": 128, "epochs": 40},
+        "metrics": {"mask_AP": 0.61234, "mask_APl": -1.0, "num_images": 200},
+        "train_seconds": 3600.0,
+    }
+    text = tables.mask_rcnn_shapes_table(results)
+    assert_tables_well_formed(text)
+    assert "| mask AP | 0.612 |" in text
+    # COCOeval's -1 (no object of that size) is not a score.
+    assert "| mask AP large | undefined |" in text
+    assert "| training time (minutes) | 60 |" in text and "200 held-out" in text
+    assert "records no machine conditions" in text
 
 
 def test_export_parity_marks_errors_and_label_disagreement():
