@@ -149,17 +149,19 @@ def constrained_assignment(scores, allowed, requirements=()):
         members, class_id, count = requirement
         return count - int(np.sum(labels[members] == class_id))
 
+    member_sets = [set(members.tolist()) for members, _, _ in requirements]
+
     def needed(superpixel):
         """Whether moving `superpixel` off its class would break a requirement met so far."""
-        for members, class_id, count in requirements:
-            if labels[superpixel] == class_id and superpixel in members_sets[id(members)]:
-                if int(np.sum(labels[members] == class_id)) <= count:
-                    return True
-        return False
+        return any(
+            labels[superpixel] == class_id
+            and superpixel in member_set
+            and int(np.sum(labels[members] == class_id)) <= count
+            for (members, class_id, count), member_set in zip(requirements, member_sets)
+        )
 
-    members_sets = {id(members): set(members.tolist()) for members, _, _ in requirements}
     for requirement in sorted(requirements, key=shortfall, reverse=True):
-        members, class_id, count = requirement
+        members, class_id, _ = requirement
         missing = shortfall(requirement)
         if missing <= 0:
             continue
@@ -403,6 +405,8 @@ class UnifiedWeakSegmenter:
             image (H, W, 3) in [0, 255] to a feature map (H, W, C), such as `BackboneFeatures`.
         n_segments: approximate SLIC superpixels per image.
         compactness: SLIC compactness.
+        sigma: Gaussian pre-smoothing of SLIC; without it, noisy textures can make SLIC's
+            connectivity step merge a whole image into one superpixel.
         C: hinge weight of the SVMs.
         iterations: assignment/SVM alternations after the initial SVM.
         svm_epochs: dual coordinate descent passes per SVM.
@@ -430,8 +434,9 @@ class UnifiedWeakSegmenter:
         feature_extractor=None,
         n_segments=100,
         compactness=10.0,
+        sigma=1.0,
         C=1.0,
-        iterations=5,
+        iterations=10,
         svm_epochs=10,
         box_fraction=0.3,
         background_class=0,
@@ -454,6 +459,8 @@ class UnifiedWeakSegmenter:
             )
         _check_positive_int("n_segments", n_segments)
         _check_positive("compactness", compactness)
+        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or sigma < 0:
+            raise ValueError(f"`sigma` must be a number >= 0. Received: sigma={sigma!r}")
         _check_positive("C", C)
         if (
             isinstance(iterations, bool)
@@ -477,6 +484,7 @@ class UnifiedWeakSegmenter:
         self.feature_extractor = feature_extractor
         self.n_segments = int(n_segments)
         self.compactness = float(compactness)
+        self.sigma = float(sigma)
         self.C = float(C)
         self.iterations = int(iterations)
         self.svm_epochs = int(svm_epochs)
@@ -491,7 +499,9 @@ class UnifiedWeakSegmenter:
 
     def _superpixels(self, image):
         image = _validate_image(image)
-        segments = slic_superpixels(image, n_segments=self.n_segments, compactness=self.compactness)
+        segments = slic_superpixels(
+            image, n_segments=self.n_segments, compactness=self.compactness, sigma=self.sigma
+        )
         colour, texture = superpixel_histograms(image, segments)
         parts = [colour, texture]
         if self.feature_extractor is not None:
