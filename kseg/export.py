@@ -463,6 +463,14 @@ def onnx(
         raise ValueError(f"The ONNX file name must end in '.onnx'. Received: path={str(path)!r}")
     if opset is not None and (not isinstance(opset, int) or opset < 1):
         raise ValueError(f"`opset` must be a positive int or None. Received: opset={opset!r}")
+    from kseg.models.mask_rcnn import MaskRCNN
+
+    if isinstance(model, MaskRCNN):
+        raise TypeError(
+            "ONNX export covers semantic segmentation models; a MaskRCNN's proposal and NMS "
+            "stages have no ONNX export in kseg (use kseg.export.saved_model). "
+            f"Received: model={model.name!r} (MaskRCNN)"
+        )
     try:
         import tf2onnx
     except ImportError as error:

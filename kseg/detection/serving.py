@@ -44,10 +44,15 @@ def instance_serving_function(model, *, mask_threshold=0.5, size_divisor=64):
 
     def serve(image):
         image = tf.convert_to_tensor(image)
-        tf.debugging.assert_rank(image, 3, message="the image must be (height, width, 3)")
-        tf.debugging.assert_equal(
-            tf.shape(image)[-1], 3, message="the image must have 3 (RGB) channels"
+        # One runtime check of rank and channels: the signature's (None, None, 3) spec makes a
+        # static rank check pass even when a served tensor of another rank arrives.
+        shape = tf.shape(image)
+        check = tf.debugging.Assert(
+            tf.logical_and(tf.equal(tf.size(shape), 3), tf.equal(shape[-1], 3)),
+            ["the image must be (height, width, 3) RGB; received shape", shape],
         )
+        with tf.control_dependencies([check]):
+            image = tf.identity(image)
         height, width = tf.shape(image)[0], tf.shape(image)[1]
         batch = _pad_to_multiple(tf.cast(image, tf.float32)[None], size_divisor)
         detections = model(batch, training=False)

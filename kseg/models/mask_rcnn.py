@@ -43,6 +43,60 @@ def pad_to_multiple(images, multiple=SIZE_DIVISOR):
     return tf.pad(images, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
 
 
+def _static_shape(value):
+    return tf.TensorShape(
+        value.shape if hasattr(value, "shape") else tf.convert_to_tensor(value).shape
+    )
+
+
+def _check_images(images):
+    """Raises a ValueError naming the shape of images that are not a (B, H, W, 3) batch."""
+    shape = _static_shape(images)
+    if shape.rank is not None and (shape.rank != 4 or shape[-1] not in (None, 3)):
+        raise ValueError(
+            "MaskRCNN takes a batch of RGB images (batch, height, width, 3). "
+            f"Received: images.shape={tuple(shape)}"
+        )
+
+
+def _check_targets(images, targets):
+    """Raises a ValueError naming missing target keys or target shapes that disagree."""
+    missing = [key for key in ("gt_boxes", "gt_classes", "gt_masks") if key not in targets]
+    if missing:
+        raise ValueError(
+            f"MaskRCNN targets need 'gt_boxes', 'gt_classes' and 'gt_masks'; {missing} missing. "
+            f"Received: keys {sorted(targets)}"
+        )
+    image = _static_shape(images)
+    boxes, classes, masks = (
+        _static_shape(targets[key]) for key in ("gt_boxes", "gt_classes", "gt_masks")
+    )
+
+    def agree(*dims):
+        return len({d for d in dims if d is not None}) <= 1
+
+    # Only static sizes can be compared here; pad_instance_batch checks streamed examples.
+    fits = (
+        boxes.is_compatible_with([None, None, 4])
+        and classes.is_compatible_with([None, None])
+        and masks.is_compatible_with([None, None, None, None])
+    )
+    if fits and boxes.rank and classes.rank and masks.rank:
+        fits = (
+            agree(image[0], boxes[0], classes[0], masks[0])
+            and agree(boxes[1], classes[1], masks[1])
+            and agree(image[1], masks[2])
+            and agree(image[2], masks[3])
+        )
+    if not fits:
+        raise ValueError(
+            "MaskRCNN targets must be gt_boxes (B, M, 4), gt_classes (B, M) and gt_masks "
+            "(B, M, H, W), with B, H and W those of the images (B, H, W, 3). Received: "
+            f"images.shape={tuple(image)}, gt_boxes.shape={tuple(boxes)}, "
+            f"gt_classes.shape={tuple(classes)}, gt_masks.shape={tuple(masks)}"
+        )
+
+
 @keras.saving.register_keras_serializable(package="kseg")
 class MaskRCNN(keras.Model):
     """Instance segmentation with a feature pyramid, RPN, RoIAlign and box and mask heads.
@@ -235,6 +289,7 @@ class MaskRCNN(keras.Model):
     # ----------------------------------------------------------------- inference
 
     def call(self, images, training=False):
+        _check_images(images)
         images = pad_to_multiple(tf.cast(images, self.compute_dtype))
         pyramid = self._pyramid(images, training)
         objectness, deltas = self.rpn_head(pyramid)
@@ -266,6 +321,8 @@ class MaskRCNN(keras.Model):
             >>> sorted(losses)[:2]  # doctest: +SKIP
             ['box_class_loss', 'box_regression_loss']
         """
+        _check_images(images)
+        _check_targets(images, targets)
         images = pad_to_multiple(tf.cast(images, self.compute_dtype))
         gt_boxes = tf.cast(targets["gt_boxes"], tf.float32)
         gt_classes = tf.cast(targets["gt_classes"], tf.int32)
