@@ -163,7 +163,9 @@ def load_arrays(args, split, num_samples):
     for image, mask in dataset.take(num_samples):
         if mask.shape.rank == 2:
             mask = mask[..., None]
-        images.append(tf.image.resize(image, args.camvid_size, antialias=True).numpy())
+        resized = tf.image.resize(image, args.camvid_size, antialias=True)
+        # The antialiasing kernel overshoots a little at sharp edges; SLIC wants [0, 255].
+        images.append(np.clip(resized.numpy(), 0.0, 255.0))
         masks.append(tf.image.resize(mask, args.camvid_size, method="nearest").numpy()[..., 0])
     return np.stack(images), np.stack(masks).astype(np.uint8), None, info
 
