@@ -679,8 +679,9 @@ class UnifiedWeakSegmenter:
             weak_labels: sequence of N dicts (see the class docstring).
 
         Returns:
-            self, with `weights_` (D, K), `bias_` (K,) and `training_labels_`, the last
-            superpixel assignment painted back: uint8 (N, H, W).
+            self, with `weights_` (D, K), `bias_` (K,), `history_` (superpixels relabelled by
+            each alternation) and `training_labels_`, the last assignment painted back with the
+            partial labels on their own pixels: uint8 (N, H, W).
         """
         prepared = self._prepare(images, weak_labels)
         raw = np.concatenate([features for _, features, _, _ in prepared])
@@ -717,13 +718,18 @@ class UnifiedWeakSegmenter:
             labels = new_labels
             if changed == 0:
                 break
-        self.training_labels_ = self._paint(prepared, labels)
+        self.training_labels_ = self._paint(prepared, labels, weak_labels)
         return self
 
-    def _paint(self, prepared, labels):
+    def _paint(self, prepared, labels, weak_labels):
         maps, start = [], 0
-        for segments, own, _, _ in prepared:
-            maps.append(labels[start : start + len(own)][segments].astype(np.uint8))
+        for (segments, own, _, _), weak_label in zip(prepared, weak_labels):
+            painted = labels[start : start + len(own)][segments].astype(np.uint8)
+            if "partial" in weak_label:
+                # Labelled pixels are ground truth, even where their superpixel took another class.
+                partial = np.asarray(weak_label["partial"])
+                painted = np.where(partial != IGNORE_LABEL, partial, painted).astype(np.uint8)
+            maps.append(painted)
             start += len(own)
         return np.stack(maps)
 
@@ -761,8 +767,8 @@ class UnifiedWeakSegmenter:
         """Labels weakly-labelled images by the constrained assignment under the learned models.
 
         The pseudo-labels to train a kseg network on: every weak label is respected (only tagged
-        classes, background outside boxes, partial labels kept), and within those limits each
-        superpixel takes its best-scoring class.
+        classes, background outside boxes, partial labels kept on their pixels), and within those
+        limits each superpixel takes its best-scoring class.
 
         Args:
             images: float array (N, H, W, 3), RGB in [0, 255].
@@ -774,4 +780,4 @@ class UnifiedWeakSegmenter:
         self._check_fitted()
         prepared = self._prepare(images, weak_labels)
         features = self._standardise(np.concatenate([own for _, own, _, _ in prepared]))
-        return self._paint(prepared, self._assign(prepared, features))
+        return self._paint(prepared, self._assign(prepared, features), weak_labels)
