@@ -8,7 +8,8 @@ objective
 
     1/2 sum_c ||w_c||^2 + C sum_p sum_c max(0, 1 - t_pc w_c . x_p),  t_pc = +1 if h_p = c else -1,
 
-subject to the constraints every form of weak label puts on the labels of its image:
+(x_p ending in a constant 1 whose weight is the bias) subject to the constraints every form of
+weak label puts on the labels of its image:
 - image tags: a superpixel takes only a class tagged in its image, and every tagged class takes
   at least one superpixel of the image;
 - boxes: a superpixel outside every box is background, one inside takes background or the class
@@ -24,14 +25,19 @@ The objective is minimised by alternation, as in the paper:
     c, max(0, 1 - s_pc) - max(0, 1 + s_pc) up to a constant, falls strictly as the score s_pc
     rises, so each superpixel takes its best-scoring allowed class; then a repair step meets
     each "at least n superpixels of class c" requirement by moving the superpixels whose cost
-    rises least, never taking one that another requirement still needs. The paper solves this
-    step as an integer program; the greedy repair is exact for a single requirement per image
-    and may be slightly worse than the optimum when requirements compete for the same superpixel.
-(b) with the labels fixed, the weights are the one-vs-rest linear SVMs of the objective, solved
-    exactly by dual coordinate descent (Hsieh et al., ICML 2008, the LIBLINEAR method) with the
-    bias as a constant feature of value 1 (regularised like the weights, as LIBLINEAR does).
-The first weights are learned before any assignment, from the allowed sets alone: class c is
-positive on every superpixel that may take c and negative on every one that may not.
+    rises least, never taking one that another requirement still needs. This greedy repair,
+    this implementation's replacement for an exact integer-programming solution, is exact for a
+    single requirement per image and may fall short of the optimum when requirements compete for
+    the same superpixels.
+(b) with the labels fixed, the weights are the one-vs-rest linear SVMs of the objective, found by
+    a few epochs of dual coordinate descent (Hsieh et al., ICML 2008, the LIBLINEAR method, which
+    converges to the optimum) with the bias as a constant feature of value 1 (regularised like
+    the weights, as LIBLINEAR does).
+Two choices of this implementation, not the paper's: the first weights are learned before any
+assignment, from the allowed sets alone (class c is positive on every superpixel that may take
+c and negative on every one that may not), and with `balanced=True` each class's SVM weighs its
+positives and negatives equally, so that the background does not swamp small objects. A
+superpixel counts as inside a box when at least half of its pixels are.
 
 Features: the colour and texture histograms of `kseg.weak.scribblesup.superpixel_histograms`,
 concatenated with the superpixel averages of a per-pixel feature map when a `feature_extractor` is
@@ -39,10 +45,13 @@ given (`BackboneFeatures` pools a kseg backbone's feature maps resized bilinearl
 Features are standardised with the training images' mean and deviation.
 
 Pseudo-labels for a kseg network: fit the segmenter on the weakly-labelled training images, then
-either `latent_labels(images, weak_labels)` (the constrained assignment, which respects every
-weak label) or `predict(images)` (the unconstrained classifier, for images without labels) gives
-uint8 (N, H, W) maps to train any kseg model with `model.fit(images, labels)` and
-`kseg.losses.SegmentationCrossEntropy`.
+take `latent_labels(images, weak_labels)` (the constrained assignment, which respects every weak
+label; `fit` leaves the same maps in `training_labels_`) or `predict(images)` (the unconstrained
+classifier, for images without labels) as uint8 (N, H, W) masks, and train any kseg model on them:
+
+    segmenter = kseg.weak.unified.UnifiedWeakSegmenter(num_classes).fit(images, weak_labels)
+    model.compile("adam", kseg.losses.SegmentationCrossEntropy())
+    model.fit(images, segmenter.training_labels_, epochs=...)
 
 scikit-image is the optional `weak` extra (`pip install 'kseg[weak]'`), imported only when used.
 """
@@ -388,21 +397,26 @@ class UnifiedWeakSegmenter:
     gives the objective, the constraints and both steps).
 
     Weak labels, one dict per image, with any of:
-    - "tags": the classes present, either multi-hot float (K,) as `kseg.weak.labels.tags_from_mask`
-      makes (background included when present) or integer class ids. A class id outside
-      0..K-1 raises a ValueError.
+    - "tags": the classes present (background included when present), as a float or bool
+      multi-hot (K,) like `kseg.weak.labels.tags_from_mask` makes, or as integer class ids (an
+      integer array or a list of ints: `[1, 0, 1]` means classes {0, 1}, not a multi-hot). A
+      class id outside 0..K-1 (or a multi-hot longer than K) raises a ValueError.
     - "boxes" float (N, 4) `[y1, x1, y2, x2]` pixels with "box_classes" int (N,), as
       `kseg.weak.labels.boxes_from_mask` makes; when given, every object is assumed boxed, so
       superpixels outside all boxes are background. A box reaching past the image is clipped
       to it; a box wholly outside, empty, or of the background class raises a ValueError.
-    - "partial": uint8 (H, W) class ids on labelled pixels, 255 elsewhere.
+    - "partial": uint8 (H, W) class ids on labelled pixels, 255 elsewhere (scribbles from
+      `kseg.weak.labels.scribbles_from_mask`); a superpixel under labelled pixels takes their
+      most frequent class, and the painted maps keep every labelled pixel's own class.
     An image with none of them (an empty dict) raises a ValueError naming it: leave such images
     out of `fit`, or predict them afterwards.
 
     Args:
         num_classes: K, at most 255.
         feature_extractor: None (colour and texture histograms only) or a callable mapping an
-            image (H, W, 3) in [0, 255] to a feature map (H, W, C), such as `BackboneFeatures`.
+            image (H, W, 3) in [0, 255] to a feature map (H, W, C), such as
+            `BackboneFeatures("mobilenetv2", weights=kseg.backbones.bundled_weights_path(
+            "mobilenetv2", alpha=0.35), alpha=0.35)` (ImageNet features, 288 channels).
         n_segments: approximate SLIC superpixels per image.
         compactness: SLIC compactness.
         sigma: Gaussian pre-smoothing of SLIC; without it, noisy textures can make SLIC's
