@@ -256,11 +256,19 @@ def test_bad_input_is_named():
     partial[0, 0] = 9
     with pytest.raises(ValueError, match="class 9"):
         segmenter.image_constraints(GRID, {"partial": partial})
+    with pytest.raises(ValueError, match="leave superpixel 1 no class"):
+        segmenter.image_constraints(
+            GRID,
+            {"tags": [1], "boxes": np.array([[0.0, 0, 9, 9]]), "box_classes": np.array([1])},
+        )
     with pytest.raises(RuntimeError, match="fit"):
         segmenter.predict(np.zeros((1, 16, 16, 3)))
     images = np.zeros((2, 16, 16, 3), np.float32)
     with pytest.raises(ValueError, match="Image 1 has no weak label"):
         segmenter.fit(images, [{"tags": np.array([0])}, {}])
+    wrong_size = UnifiedWeakSegmenter(3, feature_extractor=lambda image: np.zeros((4, 4, 2)))
+    with pytest.raises(ValueError, match="at the image size"):
+        wrong_size.fit(images, [{"tags": [0]}, {"tags": [0]}])
 
 
 def test_box_past_the_image_is_clipped():
