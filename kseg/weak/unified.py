@@ -258,6 +258,17 @@ def one_vs_rest_svm(features, labels, num_classes, *, C=1.0, epochs=20, seed=0, 
 def svm_objective(features, labels, num_classes, W, b, *, C=1.0):
     """The objective `one_vs_rest_svm` minimises, summed over classes (bias regularised too).
 
+    Args:
+        features: float array (N, D).
+        labels: int array (N,) of classes, or a bool array (N, K) of targets.
+        num_classes: K.
+        W: float array (D, K) of weights.
+        b: float array (K,) of biases.
+        C: hinge weight.
+
+    Returns:
+        The objective, a float.
+
     Example:
         >>> import numpy as np
         >>> from kseg.weak.unified import svm_objective
@@ -611,6 +622,11 @@ class UnifiedWeakSegmenter:
 
         if "partial" in weak_label:
             partial = np.asarray(weak_label["partial"])
+            if not np.issubdtype(partial.dtype, np.integer):
+                raise ValueError(
+                    f"Image {index}: `partial` must hold integer class ids. "
+                    f"Received: dtype={partial.dtype}"
+                )
             if partial.shape != (height, width):
                 raise ValueError(
                     f"Image {index}: `partial` must be (H, W) = {(height, width)}. "
@@ -752,7 +768,14 @@ class UnifiedWeakSegmenter:
             raise RuntimeError("Call `fit` before `predict` or `latent_labels`.")
 
     def decision_function(self, image):
-        """Superpixels and their class scores for one image: `(segments (H, W), scores (S, K))`."""
+        """Superpixels and their class scores for one image.
+
+        Args:
+            image: float array (H, W, 3), RGB in [0, 255].
+
+        Returns:
+            `(segments, scores)`: int32 (H, W) superpixel ids and float64 (S, K) class scores.
+        """
         self._check_fitted()
         segments, features = self._superpixels(image)
         return segments, self._standardise(features) @ self.weights_ + self.bias_
