@@ -175,6 +175,8 @@ def test_learns_from_tags_alone(shapes):
     pixel, mean_class = _accuracies(segmenter.predict(val_images), val_masks)
     # Measured: pixel accuracy 0.68, mean class accuracy 0.67 (a uniform guess scores 0.2 on both;
     # labelling everything background scores 0.885 pixel accuracy but 0.2 mean class accuracy).
+    # Clustering from tags alone finds different local optima with other settings: mean class
+    # accuracy 0.75 with n_segments=40, 0.32 with n_segments=100.
     assert pixel > 0.5
     assert mean_class > 0.5
     # The training labels obey the tags.
