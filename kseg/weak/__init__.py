@@ -8,6 +8,8 @@
   closest distribution that satisfies the tags' linear constraints.
 - `em`: EM-Adapt, EM-Fixed and Bbox-Seg (Papandreou et al. 2015), as Keras losses and
   pseudo-label generators, plus mixed strong/weak datasets.
+- `unified`: the unified framework of Xu et al. 2015, max-margin clustering of superpixels under
+  constraints from any mix of tags, boxes and partial labels.
 
 SLIC and graph cuts need the `weak` extra: `pip install 'kseg[weak]'`.
 """
@@ -38,21 +40,31 @@ from kseg.weak.scribblesup import (
     scribblesup_rounds,
     slic_superpixels,
 )
+from kseg.weak.unified import (
+    BackboneFeatures,
+    UnifiedWeakSegmenter,
+    constrained_assignment,
+    one_vs_rest_svm,
+)
 
 __all__ = [
+    "BackboneFeatures",
     "ConstrainedCrossEntropy",
     "EMAdaptCrossEntropy",
     "EMFixedCrossEntropy",
     "ScribbleSupRounds",
+    "UnifiedWeakSegmenter",
     "bbox_seg_labels",
     "box_label_map",
     "boxes_from_mask",
+    "constrained_assignment",
     "em_adapt_cross_entropy",
     "em_adapt_latent_labels",
     "em_fixed_cross_entropy",
     "em_fixed_latent_labels",
     "latent_distribution",
     "mixed_supervision_dataset",
+    "one_vs_rest_svm",
     "potts_alpha_expansion",
     "propagate_scribbles",
     "scribbles_from_mask",
