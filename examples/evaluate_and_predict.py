@@ -29,15 +29,7 @@ import numpy as np
 from PIL import Image
 
 import kseg
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-
-
-def scales(text):
-    values = tuple(float(part) for part in text.split(",") if part.strip())
-    if not values or min(values) <= 0:
-        raise argparse.ArgumentTypeError(f"expected positive factors like 0.75,1,1.25: {text!r}")
-    return values
+import kseg.cli
 
 
 def parse_args(argv=None):
@@ -53,7 +45,9 @@ def parse_args(argv=None):
     parser.add_argument("--num-classes", type=int, help="default: the model's output channels")
     parser.add_argument("--image-size", type=int, default=128, help="shapes image size")
     parser.add_argument("--num-samples", type=int, default=100, help="shapes images scored")
-    parser.add_argument("--scales", type=scales, default=(1.0,), help="e.g. 0.5,0.75,1,1.25")
+    parser.add_argument(
+        "--scales", type=kseg.cli.parse_scales, default=(1.0,), help="e.g. 0.5,0.75,1,1.25"
+    )
     parser.add_argument("--flip", action="store_true", help="also average mirrored images")
     parser.add_argument("--window", type=int, help="sliding-window size in pixels")
     parser.add_argument("--overlap", type=float, default=1 / 3, help="window overlap fraction")
@@ -71,31 +65,9 @@ def parse_args(argv=None):
 
 
 def load_split(args):
-    if args.data == "shapes":
-        return kseg.data.load_dataset(
-            "shapes",
-            args.split,
-            num_samples=args.num_samples,
-            image_size=args.image_size,
-            with_info=True,
-        )
-    kwargs = {}
-    if args.num_classes and kseg.data.describe_source(args.data) == "folders":
-        kwargs["num_classes"] = args.num_classes
-    return kseg.data.load_dataset(args.data, args.split, with_info=True, **kwargs)
-
-
-def image_files(items):
-    files = []
-    for item in items:
-        path = Path(item)
-        if path.is_dir():
-            files.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise SystemExit(f"image not found: {item}")
-    return files
+    shapes = {"num_samples": args.num_samples, "image_size": args.image_size}
+    options = shapes if args.data == "shapes" else {}
+    return kseg.cli.load_split(args.data, args.split, num_classes=args.num_classes, **options)
 
 
 def write_prediction(labels_path, overlay_path, image, labels, palette, ground_truth=None):
@@ -170,7 +142,7 @@ def main(argv=None):
             palette,
             ground_truth=mask.numpy(),
         )
-    for path in image_files(args.images):
+    for path in kseg.cli.image_files(args.images) if args.images else ():
         image = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
         folder = out / "predictions"
         write_prediction(

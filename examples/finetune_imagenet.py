@@ -24,6 +24,7 @@ from pathlib import Path
 import keras
 
 import kseg
+import kseg.cli
 
 MODELS = ("deeplabv3plus", "unet")
 
@@ -93,19 +94,10 @@ def backbone_of(model):
 
 
 def load_split(args, split, num_samples):
-    if args.data == "shapes":
-        return kseg.data.load_dataset(
-            "shapes",
-            split,
-            num_samples=num_samples,
-            image_size=args.image_size,
-            seed=args.seed,
-            with_info=True,
-        )
-    kwargs = {}
-    if args.num_classes and kseg.data.describe_source(args.data) == "folders":
-        kwargs["num_classes"] = args.num_classes
-    return kseg.data.load_dataset(args.data, split, with_info=True, **kwargs)
+    """`(dataset, info)` of one split; the shapes data is rendered at `--image-size`."""
+    shapes = {"num_samples": num_samples, "image_size": args.image_size, "seed": args.seed}
+    options = shapes if args.data == "shapes" else {}
+    return kseg.cli.load_split(args.data, split, num_classes=args.num_classes, **options)
 
 
 def train_phase(

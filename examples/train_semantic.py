@@ -22,7 +22,6 @@ Usage:
 """
 
 import argparse
-import ast
 import inspect
 import json
 from pathlib import Path
@@ -30,20 +29,7 @@ from pathlib import Path
 import keras
 
 import kseg
-
-
-def parse_model_args(pairs):
-    """`NAME=VALUE` strings as builder keyword arguments (values parsed as Python literals)."""
-    kwargs = {}
-    for pair in pairs or []:
-        if "=" not in pair:
-            raise SystemExit(f"--model-arg takes NAME=VALUE. Received: {pair!r}")
-        name, value = pair.split("=", 1)
-        try:
-            kwargs[name.strip()] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            kwargs[name.strip()] = value
-    return kwargs
+import kseg.cli
 
 
 def parse_args(argv=None):
@@ -122,25 +108,15 @@ def model_kwargs(args, num_classes):
                 kwargs["alpha"] = args.alpha
         if args.backbone_weights:
             kwargs["backbone_weights"] = args.backbone_weights
-    kwargs.update(parse_model_args(args.model_arg))
+    kwargs.update(kseg.cli.parse_model_args(args.model_arg))
     return kwargs
 
 
 def load_split(args, split, num_samples):
     """`(dataset, info)` of one split; the shapes data is rendered at `--image-size`."""
-    if args.data == "shapes":
-        return kseg.data.load_dataset(
-            "shapes",
-            split,
-            num_samples=num_samples,
-            image_size=args.image_size,
-            seed=args.seed,
-            with_info=True,
-        )
-    kwargs = {}
-    if args.num_classes and kseg.data.describe_source(args.data) == "folders":
-        kwargs["num_classes"] = args.num_classes
-    return kseg.data.load_dataset(args.data, split, with_info=True, **kwargs)
+    shapes = {"num_samples": num_samples, "image_size": args.image_size, "seed": args.seed}
+    options = shapes if args.data == "shapes" else {}
+    return kseg.cli.load_split(args.data, split, num_classes=args.num_classes, **options)
 
 
 def main(argv=None):

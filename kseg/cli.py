@@ -20,7 +20,23 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def _parse_model_args(pairs):
+def parse_model_args(pairs):
+    """Parses `--model-arg NAME=VALUE` strings into builder keyword arguments.
+
+    Each VALUE is read as a Python literal (`64`, `0.5`, `(1, 2)`, `None`) and kept as a string
+    when it is not one, so `--model-arg backbone=resnet50` needs no quotes.
+
+    Args:
+        pairs: the `NAME=VALUE` strings, or None.
+
+    Returns:
+        A dict from each NAME to its parsed VALUE.
+
+    Example:
+        >>> import kseg.cli
+        >>> kseg.cli.parse_model_args(["num_filters=32", "backbone=resnet50"])
+        {'num_filters': 32, 'backbone': 'resnet50'}
+    """
     kwargs = {}
     for pair in pairs or []:
         if "=" not in pair:
@@ -52,10 +68,29 @@ def _size(text):
     return tuple(parts)
 
 
-def _load(source, split, resize, num_classes=None):
+def load_split(source, split, *, num_classes=None, resize=None, **options):
+    """Loads one split of any source `kseg.data.load_dataset` reads, with its `DatasetInfo`.
+
+    Plain image/mask folders declare no class count, so `num_classes` is passed to the loader
+    only for them (which then checks every label against it); other sources know their own.
+
+    Args:
+        source: "shapes", a VOC or CamVid folder, image/mask folders, "tfds:NAME", ...
+        split: the split name, e.g. "train" or "val".
+        num_classes: the class count of plain folders; ignored for other sources.
+        resize: optional `(height, width)` every pair is resized to.
+        **options: passed to the loader, e.g. `num_samples=`, `image_size=` for "shapes".
+
+    Returns:
+        `(dataset, info)`: the `tf.data.Dataset` of `(image, mask)` pairs and its `DatasetInfo`.
+
+    Example:
+        >>> import kseg.cli
+        >>> dataset, info = kseg.cli.load_split("shapes", "val", num_samples=4, image_size=48)
+    """
     import kseg.data
 
-    kwargs = {}
+    kwargs = dict(options)
     if num_classes is not None and kseg.data.describe_source(source) == "folders":
         # Plain folders declare no class count: given one, the loader checks every label.
         kwargs["num_classes"] = num_classes
@@ -73,7 +108,7 @@ def _model_arguments(args, num_classes):
         kwargs["backbone_weights"] = args.backbone_weights
     if args.output_stride:
         kwargs["output_stride"] = args.output_stride
-    kwargs.update(_parse_model_args(args.model_arg))
+    kwargs.update(parse_model_args(args.model_arg))
     return kwargs
 
 
@@ -296,8 +331,12 @@ def cmd_train(args):
     if args.scale_learning_rate:
         learning_rate = kseg.distribute.scale_learning_rate(learning_rate, strategy)
     policy = kseg.training.set_precision(args.precision)
-    train_source, info = _load(args.data, args.train_split, args.resize, args.num_classes)
-    val_source, _ = _load(args.data, args.val_split, args.resize, args.num_classes)
+    train_source, info = load_split(
+        args.data, args.train_split, resize=args.resize, num_classes=args.num_classes
+    )
+    val_source, _ = load_split(
+        args.data, args.val_split, resize=args.resize, num_classes=args.num_classes
+    )
     if args.num_samples is not None:
         train_source = train_source.take(args.num_samples)
         val_source = val_source.take(args.num_samples)
@@ -467,7 +506,7 @@ def _train_instances(args):
         raise SystemExit(f"kseg: error: the size of {args.data} is unknown: pass --steps-per-epoch")
     names = _category_names(categories)
     policy = kseg.training.set_precision(args.precision)
-    model_kwargs = _parse_model_args(args.model_arg)
+    model_kwargs = parse_model_args(args.model_arg)
     if args.backbone:
         model_kwargs["backbone"] = args.backbone
     if args.backbone_weights:
@@ -676,7 +715,9 @@ def cmd_evaluate(args):
             f"are evaluated on; {args.model} is a semantic segmentation model (evaluate it on "
             "label-map data: 'shapes', a VOC or CamVid root, IMAGES,MASKS folders...)."
         )
-    source, info = _load(args.data, args.split, args.resize, args.num_classes)
+    source, info = load_split(
+        args.data, args.split, resize=args.resize, num_classes=args.num_classes
+    )
     if args.num_samples is not None:
         source = source.take(args.num_samples)
     num_classes = args.num_classes or info.num_classes or int(model.output.shape[-1])
@@ -705,7 +746,23 @@ def _predictor(model, args):
     )
 
 
-def _scales(text):
+def parse_scales(text):
+    """Parses a comma-separated list of positive image scales, e.g. "0.75,1,1.25".
+
+    Args:
+        text: the scales, separated by commas.
+
+    Returns:
+        A tuple of floats.
+
+    Raises:
+        argparse.ArgumentTypeError: when a part is not a number or a scale is not positive.
+
+    Example:
+        >>> import kseg.cli
+        >>> kseg.cli.parse_scales("0.75,1,1.25")
+        (0.75, 1.0, 1.25)
+    """
     try:
         scales = tuple(float(part) for part in text.split(",") if part.strip())
     except ValueError:
@@ -716,7 +773,7 @@ def _scales(text):
 
 
 def _add_inference_flags(parser):
-    parser.add_argument("--scales", type=_scales, default=(1.0,),
+    parser.add_argument("--scales", type=parse_scales, default=(1.0,),
                         help="average over these image scales, e.g. 0.5,0.75,1,1.25,1.5,1.75")
     parser.add_argument("--flip", action="store_true", help="also average over mirrored images")
     parser.add_argument("--window", type=_size,
@@ -726,7 +783,23 @@ def _add_inference_flags(parser):
     parser.add_argument("--crf", action="store_true", help="refine with the dense CRF")
 
 
-def _image_files(inputs):
+def image_files(inputs):
+    """Lists the image files named by `inputs`: files as given, folders' images in name order.
+
+    Args:
+        inputs: paths of image files (any format PIL reads) or of folders, whose `.png`,
+            `.jpg`, `.jpeg` and `.bmp` files are taken.
+
+    Returns:
+        A list of `pathlib.Path`.
+
+    Raises:
+        SystemExit: naming an input that does not exist, or when no image is found.
+
+    Example:
+        >>> import kseg.cli
+        >>> files = kseg.cli.image_files(["photos/"])  # doctest: +SKIP
+    """
     suffixes = {".png", ".jpg", ".jpeg", ".bmp"}
     files = []
     for item in inputs:
@@ -753,13 +826,13 @@ def cmd_predict(args):
 
     model = _load_model(args.model)
     if _is_instance_model(model):
-        return _predict_instances(model, args, _image_files(args.inputs))
+        return _predict_instances(model, args, image_files(args.inputs))
     num_classes = int(model.output.shape[-1])
     predict = _predictor(model, args)
     palette = kseg.viz.CAMVID_PALETTE if args.palette == "camvid" else kseg.viz.palette(num_classes)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for path in tqdm(_image_files(args.inputs), desc="predicting", unit="image"):
+    for path in tqdm(image_files(args.inputs), desc="predicting", unit="image"):
         try:
             image = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
         except (UnidentifiedImageError, OSError) as error:
@@ -812,7 +885,7 @@ def cmd_export(args):
         if args.calibration_data:
             import kseg.data
 
-            source, _ = _load(args.calibration_data, args.calibration_split, None, None)
+            source, _ = load_split(args.calibration_data, args.calibration_split)
             representative = source.take(args.calibration_steps)
         path = kseg.export.tflite(
             model, args.out, quantization=args.quantization,
