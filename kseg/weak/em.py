@@ -384,17 +384,35 @@ def em_fixed_cross_entropy(
 
 
 class _LatentCrossEntropy(keras.losses.Loss):
-    """Cross-entropy of the logits on latent labels computed from y_true and the logits."""
+    """Cross-entropy of the logits on latent labels computed from y_true and the logits.
 
-    def __init__(self, reduction, name, dtype):
+    A subclass names its E-step function (`_latent_function`) and the attributes passed to it
+    as keywords (`_latent_options`); those attributes are also its config.
+    """
+
+    _latent_function = None
+    _latent_options = ()
+
+    def __init__(self, reduction, name, dtype, background_class):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.background_class = _check_class_index(
+            "background_class", background_class, allow_none=True
+        )
         # The M-step is kseg's pixel cross-entropy, averaged over the pixels that got a label.
         self._cross_entropy = SegmentationCrossEntropy(
             ignore_label=IGNORE_LABEL, check_labels=False, reduction=reduction
         )
 
     def latent_labels(self, y_true, y_pred):
-        raise NotImplementedError
+        """The E-step's latent segmentation `(B, H, W)` for labels y_true and logits y_pred."""
+        options = {name: getattr(self, name) for name in self._latent_options}
+        return type(self)._latent_function(y_true, y_pred, **options)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({name: getattr(self, name) for name in self._latent_options})
+        config["dtype"] = self.dtype
+        return config
 
     def call(self, y_true, y_pred):
         return segmentation_cross_entropy(
@@ -443,6 +461,14 @@ class EMAdaptCrossEntropy(_LatentCrossEntropy):
         >>> model.compile(optimizer="adam", loss=EMAdaptCrossEntropy())
     """
 
+    _latent_function = staticmethod(em_adapt_latent_labels)
+    _latent_options = (
+        "foreground_fraction",
+        "background_fraction",
+        "background_class",
+        "max_iterations",
+    )
+
     def __init__(
         self,
         foreground_fraction=FOREGROUND_FRACTION,
@@ -453,12 +479,9 @@ class EMAdaptCrossEntropy(_LatentCrossEntropy):
         name="em_adapt_cross_entropy",
         dtype=None,
     ):
-        super().__init__(reduction, name, dtype)
+        super().__init__(reduction, name, dtype, background_class)
         self.foreground_fraction = _check_fraction("foreground_fraction", foreground_fraction)
         self.background_fraction = _check_fraction("background_fraction", background_fraction)
-        self.background_class = _check_class_index(
-            "background_class", background_class, allow_none=True
-        )
         if (
             isinstance(max_iterations, bool)
             or not isinstance(max_iterations, (int, np.integer))
@@ -468,30 +491,6 @@ class EMAdaptCrossEntropy(_LatentCrossEntropy):
                 f"max_iterations must be an int >= 1. Received: max_iterations={max_iterations!r}"
             )
         self.max_iterations = int(max_iterations)
-
-    def latent_labels(self, y_true, y_pred):
-        """The E-step's latent segmentation `(B, H, W)` for tags y_true and logits y_pred."""
-        return em_adapt_latent_labels(
-            y_true,
-            y_pred,
-            foreground_fraction=self.foreground_fraction,
-            background_fraction=self.background_fraction,
-            background_class=self.background_class,
-            max_iterations=self.max_iterations,
-        )
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "foreground_fraction": self.foreground_fraction,
-                "background_fraction": self.background_fraction,
-                "background_class": self.background_class,
-                "max_iterations": self.max_iterations,
-                "dtype": self.dtype,
-            }
-        )
-        return config
 
 
 @keras.saving.register_keras_serializable(package="kseg")
@@ -527,6 +526,9 @@ class EMFixedCrossEntropy(_LatentCrossEntropy):
         >>> model.compile(optimizer="adam", loss=EMFixedCrossEntropy())
     """
 
+    _latent_function = staticmethod(em_fixed_latent_labels)
+    _latent_options = ("foreground_bias", "background_bias", "background_class")
+
     def __init__(
         self,
         foreground_bias=FOREGROUND_BIAS,
@@ -536,34 +538,9 @@ class EMFixedCrossEntropy(_LatentCrossEntropy):
         name="em_fixed_cross_entropy",
         dtype=None,
     ):
-        super().__init__(reduction, name, dtype)
+        super().__init__(reduction, name, dtype, background_class)
         self.foreground_bias = _check_real("foreground_bias", foreground_bias)
         self.background_bias = _check_real("background_bias", background_bias)
-        self.background_class = _check_class_index(
-            "background_class", background_class, allow_none=True
-        )
-
-    def latent_labels(self, y_true, y_pred):
-        """The E-step's latent segmentation `(B, H, W)` for allowed maps y_true, logits y_pred."""
-        return em_fixed_latent_labels(
-            y_true,
-            y_pred,
-            foreground_bias=self.foreground_bias,
-            background_bias=self.background_bias,
-            background_class=self.background_class,
-        )
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "foreground_bias": self.foreground_bias,
-                "background_bias": self.background_bias,
-                "background_class": self.background_class,
-                "dtype": self.dtype,
-            }
-        )
-        return config
 
 
 def _checked_boxes(boxes, classes, height, width, num_classes, background_class):
