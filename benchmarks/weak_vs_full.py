@@ -299,7 +299,10 @@ def run_row(row, data, args):
     elif row == "boxes_bbox_seg":
         boxes = boxes_for(masks, background)
         labels = np.stack([
-            bbox_seg_labels(image, b, c, num_classes, background_class=background)
+            bbox_seg_labels(
+                image, b, c, num_classes, background_class=background,
+                iterations=args.crf_iterations,
+            )
             if len(c) else np.full(image.shape[:2], background, np.uint8)
             for image, (b, c) in zip(images, boxes)
         ])
@@ -312,7 +315,7 @@ def run_row(row, data, args):
         loss = EMFixedCrossEntropy(background_class=background)
         record.update(fit_arrays(model, images, allowed, loss, args))
     elif row == "semi_mixed":
-        strong_count = max(int(round(args.strong_fraction * len(images))), 1)
+        strong_count = max(round(args.strong_fraction * len(images)), 1)
         allowed = allowed_maps(
             boxes_for(masks[strong_count:], background), masks[strong_count:], num_classes,
             background,
@@ -401,6 +404,8 @@ def main():
     parser.add_argument("--scribble-width", type=int, default=3)
     parser.add_argument("--superpixel-area", type=int, default=48,
                         help="mean SLIC superpixel area in pixels for ScribbleSup")
+    parser.add_argument("--crf-iterations", type=int, default=5,
+                        help="mean-field iterations of the Bbox-Seg dense CRF (DeepLab: 10)")
     parser.add_argument("--strong-fraction", type=float, default=0.1,
                         help="share of training images with full masks in the semi_mixed row")
     parser.add_argument("--min-full-miou", type=float, default=0.6,
