@@ -21,7 +21,8 @@ shapes data, or on CamVid with `--camvid PATH`. Only the labels and the loss cha
 
 The script evaluates the trained model on the validation split with `kseg.evaluation.evaluate_model`
 and writes `<out>/<supervision>.json`: mIoU, per-class IoU, the quality (mIoU against the true
-masks) of any pseudo-labels it trained on, and the settings. CamVid has no background class (every
+masks) of any pseudo-labels it trained on, the time from weak labels to trained model (making
+pseudo-labels included) and the settings. CamVid has no background class (every
 class is "stuff"), so there the tag losses run with `background=None`, and box supervision, which
 needs a background outside the boxes, is refused.
 
