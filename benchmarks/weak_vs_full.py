@@ -113,8 +113,12 @@ def load_dataset(args):
             np.stack([p[1] for p in pairs]).astype(np.uint8),
         )
 
-    return (*split("train", args.train_samples), *split("val", args.val_samples),
-            info.num_classes, None)
+    return (
+        *split("train", args.train_samples),
+        *split("val", args.val_samples),
+        info.num_classes,
+        None,
+    )
 
 
 def build_model(num_classes, args):
@@ -164,8 +168,11 @@ def fit_arrays(model, images, labels, loss, args):
     )
     start = time.perf_counter()
     model.fit(ds, epochs=args.epochs, steps_per_epoch=steps, verbose=2)
-    return {"train_seconds": time.perf_counter() - start, "steps": args.epochs * steps,
-            "epochs": args.epochs}
+    return {
+        "train_seconds": time.perf_counter() - start,
+        "steps": args.epochs * steps,
+        "epochs": args.epochs,
+    }
 
 
 def evaluate(model, images, masks, num_classes):
@@ -175,13 +182,11 @@ def evaluate(model, images, masks, num_classes):
 
     confusion = np.zeros((num_classes, num_classes), np.int64)
     for start in range(0, len(images), 32):
-        logits = np.asarray(model.predict(images[start:start + 32], verbose=0))
-        truth = masks[start:start + 32]
+        logits = np.asarray(model.predict(images[start : start + 32], verbose=0))
+        truth = masks[start : start + 32]
         keep = truth != 255
         index = truth[keep].astype(np.int64) * num_classes + logits.argmax(-1)[keep]
-        confusion += np.bincount(index, minlength=num_classes**2).reshape(
-            num_classes, num_classes
-        )
+        confusion += np.bincount(index, minlength=num_classes**2).reshape(num_classes, num_classes)
     scores = kseg.metrics.confusion_matrix_scores(confusion)
     return {
         "mean_iou": float(scores["mean_iou"]),
@@ -207,10 +212,12 @@ def scribbles_for(masks, args):
 
     from kseg.weak.labels import scribbles_from_mask
 
-    return np.stack([
-        scribbles_from_mask(mask, fraction=1.0, width=args.scribble_width, seed=[args.seed, i])
-        for i, mask in enumerate(masks)
-    ])
+    return np.stack(
+        [
+            scribbles_from_mask(mask, fraction=1.0, width=args.scribble_width, seed=[args.seed, i])
+            for i, mask in enumerate(masks)
+        ]
+    )
 
 
 def boxes_for(masks, background):
@@ -225,10 +232,12 @@ def allowed_maps(boxes, masks, num_classes, background):
     from kseg.weak.em import box_label_map
 
     height, width = masks.shape[1:3]
-    return np.stack([
-        box_label_map(b, c, height, width, num_classes, background_class=background)
-        for b, c in boxes
-    ])
+    return np.stack(
+        [
+            box_label_map(b, c, height, width, num_classes, background_class=background)
+            for b, c in boxes
+        ]
+    )
 
 
 def run_row(row, data, args):
@@ -270,26 +279,36 @@ def run_row(row, data, args):
             n_segments = max(int(np.prod(args.size) // args.superpixel_area), 8)
             fit_start = time.perf_counter()
             result = scribblesup_rounds(
-                model, images, scribbles, rounds=args.rounds, epochs_per_round=epochs_per_round,
-                batch_size=args.batch_size, n_segments=n_segments, verbose=2,
+                model,
+                images,
+                scribbles,
+                rounds=args.rounds,
+                epochs_per_round=epochs_per_round,
+                batch_size=args.batch_size,
+                n_segments=n_segments,
+                verbose=2,
                 **({"steps_per_epoch": args.steps} if args.steps else {}),
             )
-            record.update({
-                "train_seconds": time.perf_counter() - fit_start,
-                "rounds": args.rounds,
-                "epochs_per_round": epochs_per_round,
-                "steps": args.rounds * epochs_per_round * steps,
-                "n_segments": n_segments,
-                "propagated_label_miou_per_round": [
-                    label_agreement(labels, masks, num_classes) for labels in result.labels
-                ],
-            })
+            record.update(
+                {
+                    "train_seconds": time.perf_counter() - fit_start,
+                    "rounds": args.rounds,
+                    "epochs_per_round": epochs_per_round,
+                    "steps": args.rounds * epochs_per_round * steps,
+                    "n_segments": n_segments,
+                    "propagated_label_miou_per_round": [
+                        label_agreement(labels, masks, num_classes) for labels in result.labels
+                    ],
+                }
+            )
     elif row in ("tags_ccnn", "tags_size_ccnn", "tags_em_adapt"):
         with_sizes = row == "tags_size_ccnn"
-        tags = np.stack([
-            np.concatenate(t) if with_sizes else t
-            for t in (tags_from_mask(m, num_classes, with_sizes=with_sizes) for m in masks)
-        ]).astype(np.float32)
+        tags = np.stack(
+            [
+                np.concatenate(t) if with_sizes else t
+                for t in (tags_from_mask(m, num_classes, with_sizes=with_sizes) for m in masks)
+            ]
+        ).astype(np.float32)
         if row == "tags_em_adapt":
             loss = EMAdaptCrossEntropy(background_class=background)
         else:
@@ -298,14 +317,21 @@ def run_row(row, data, args):
         record.update(fit_arrays(model, images, tags, loss, args))
     elif row == "boxes_bbox_seg":
         boxes = boxes_for(masks, background)
-        labels = np.stack([
-            bbox_seg_labels(
-                image, b, c, num_classes, background_class=background,
-                iterations=args.crf_iterations,
-            )
-            if len(c) else np.full(image.shape[:2], background, np.uint8)
-            for image, (b, c) in zip(images, boxes)
-        ])
+        labels = np.stack(
+            [
+                bbox_seg_labels(
+                    image,
+                    b,
+                    c,
+                    num_classes,
+                    background_class=background,
+                    iterations=args.crf_iterations,
+                )
+                if len(c)
+                else np.full(image.shape[:2], background, np.uint8)
+                for image, (b, c) in zip(images, boxes)
+            ]
+        )
         record["label_seconds"] = time.perf_counter() - start
         record["pseudo_label_miou"] = label_agreement(labels, masks, num_classes)
         record.update(fit_arrays(model, images, labels, cross_entropy, args))
@@ -317,7 +343,9 @@ def run_row(row, data, args):
     elif row == "semi_mixed":
         strong_count = max(round(args.strong_fraction * len(images)), 1)
         allowed = allowed_maps(
-            boxes_for(masks[strong_count:], background), masks[strong_count:], num_classes,
+            boxes_for(masks[strong_count:], background),
+            masks[strong_count:],
+            num_classes,
             background,
         )
         strong = tf.data.Dataset.from_tensor_slices((images[:strong_count], masks[:strong_count]))
@@ -327,8 +355,9 @@ def run_row(row, data, args):
         record["strong_images"] = strong_count
         record["box_images"] = len(images) - strong_count
         steps = steps_per_epoch(len(images), args)
-        compile_for(model, EMFixedCrossEntropy(background_class=background), args.epochs * steps,
-                    args)
+        compile_for(
+            model, EMFixedCrossEntropy(background_class=background), args.epochs * steps, args
+        )
         ds = (
             mixed.shuffle(len(images), seed=args.seed)
             .repeat()
@@ -337,8 +366,13 @@ def run_row(row, data, args):
         )
         fit_start = time.perf_counter()
         model.fit(ds, epochs=args.epochs, steps_per_epoch=steps, verbose=2)
-        record.update({"train_seconds": time.perf_counter() - fit_start,
-                       "steps": args.epochs * steps, "epochs": args.epochs})
+        record.update(
+            {
+                "train_seconds": time.perf_counter() - fit_start,
+                "steps": args.epochs * steps,
+                "epochs": args.epochs,
+            }
+        )
     else:
         raise ValueError(f"unknown row {row!r}; known: {', '.join(ROWS)}")
 
@@ -363,8 +397,10 @@ def annotate(results):
 
 def print_table(results, dataset):
     print(f"\nweak vs full supervision on {dataset} (val mIoU)")
-    print(f"{'row':16} {'labels':18} {'method':33} {'mIoU':>6} {'ratio':>6} {'target':>7} "
-          f"{'met':>4} {'train min':>9}")
+    print(
+        f"{'row':16} {'labels':18} {'method':33} {'mIoU':>6} {'ratio':>6} {'target':>7} "
+        f"{'met':>4} {'train min':>9}"
+    )
     for name in ROWS:
         record = results.get(name)
         if record is None:
@@ -390,31 +426,67 @@ def main():
     parser.add_argument("--camvid", default="../shared/data/camvid")
     parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated rows to run")
     parser.add_argument("--epochs", type=int, default=3, help="epochs of every row")
-    parser.add_argument("--steps", type=int, default=None,
-                        help="optimizer steps per epoch (default: one pass over the training set)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="optimizer steps per epoch (default: one pass over the training set)",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="ScribbleSup rounds (paper: 3)")
-    parser.add_argument("--scribblesup-epochs", type=int, default=None,
-                        help="epochs per ScribbleSup round (default: epochs // rounds, at least 1)")
-    parser.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"),
-                        help="image size (shapes: 96 96, camvid: 120 160)")
+    parser.add_argument(
+        "--scribblesup-epochs",
+        type=int,
+        default=None,
+        help="epochs per ScribbleSup round (default: epochs // rounds, at least 1)",
+    )
+    parser.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("H", "W"),
+        help="image size (shapes: 96 96, camvid: 120 160)",
+    )
     parser.add_argument("--train-samples", type=int, default=None)
     parser.add_argument("--val-samples", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--scribble-width", type=int, default=3)
-    parser.add_argument("--superpixel-area", type=int, default=48,
-                        help="mean SLIC superpixel area in pixels for ScribbleSup")
-    parser.add_argument("--crf-iterations", type=int, default=5,
-                        help="mean-field iterations of the Bbox-Seg dense CRF (DeepLab: 10)")
-    parser.add_argument("--strong-fraction", type=float, default=0.1,
-                        help="share of training images with full masks in the semi_mixed row")
-    parser.add_argument("--min-full-miou", type=float, default=0.6,
-                        help="weak rows run only when the full-mask row reaches this mIoU")
+    parser.add_argument(
+        "--superpixel-area",
+        type=int,
+        default=48,
+        help="mean SLIC superpixel area in pixels for ScribbleSup",
+    )
+    parser.add_argument(
+        "--crf-iterations",
+        type=int,
+        default=5,
+        help="mean-field iterations of the Bbox-Seg dense CRF (DeepLab: 10)",
+    )
+    parser.add_argument(
+        "--strong-fraction",
+        type=float,
+        default=0.1,
+        help="share of training images with full masks in the semi_mixed row",
+    )
+    parser.add_argument(
+        "--min-full-miou",
+        type=float,
+        default=0.6,
+        help="weak rows run only when the full-mask row reaches this mIoU",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None,
-                        help="results JSON (default benchmarks/results/weak_vs_full_<dataset>.json)")
-    parser.add_argument("--tiny", action="store_true",
-                        help="smoke run: 64 px, 48 images, 1 epoch of 2 steps, result in /tmp")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="results JSON (default benchmarks/results/weak_vs_full_<dataset>.json)",
+    )
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help="smoke run: 64 px, 48 images, 1 epoch of 2 steps, result in /tmp",
+    )
     args = parser.parse_args()
 
     defaults = DATASET_DEFAULTS[args.dataset]
@@ -445,13 +517,24 @@ def main():
             report["results"] = json.load(handle).get("results", {})
     config = {k: v for k, v in vars(args).items() if k not in ("rows", "out")}
     config.update(
-        model="deeplabv3plus", backbone="mobilenetv2", alpha=0.35, output_stride=16,
-        num_filters=64, backbone_weights="ImageNet (kseg bundled file)", optimizer="adam",
-        schedule="poly 0.9", batchnorm_momentum=0.9, augmentation="none", targets=TARGETS,
+        model="deeplabv3plus",
+        backbone="mobilenetv2",
+        alpha=0.35,
+        output_stride=16,
+        num_filters=64,
+        backbone_weights="ImageNet (kseg bundled file)",
+        optimizer="adam",
+        schedule="poly 0.9",
+        batchnorm_momentum=0.9,
+        augmentation="none",
+        targets=TARGETS,
     )
     report["config"] = config
-    report["machine"] = {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                         "load_average_start": list(os.getloadavg())}
+    report["machine"] = {
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "load_average_start": list(os.getloadavg()),
+    }
 
     pending = [row for row in rows if row not in report["results"]]
     for row in rows:
@@ -474,8 +557,11 @@ def main():
         with open(args.out, "w") as handle:
             json.dump(report, handle, indent=2)
         record = report["results"][row]
-        print(f"{row}: mIoU {record.get('mean_iou', float('nan')):.4f} "
-              f"({record.get('row_seconds', 0):.0f} s)", flush=True)
+        print(
+            f"{row}: mIoU {record.get('mean_iou', float('nan')):.4f} "
+            f"({record.get('row_seconds', 0):.0f} s)",
+            flush=True,
+        )
     annotate(report["results"])
     print_table(report["results"], args.dataset)
     print(f"wrote {args.out}")
