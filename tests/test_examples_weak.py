@@ -13,8 +13,14 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("skimage", reason="kseg.weak needs scikit-image: pip install 'kseg[weak]'")
-pytest.importorskip("gco", reason="ScribbleSup needs gco-wrapper: pip install 'kseg[weak]'")
+# find_spec rather than an import: importing gco by hand would skip the clean-up kseg.weak does
+# after gco's import (gco puts back NumPy's removed `np.int` aliases).
+_MISSING = [name for name in ("skimage", "gco") if importlib.util.find_spec(name) is None]
+if _MISSING:
+    pytest.skip(
+        f"kseg.weak's extra is not installed ({', '.join(_MISSING)}): pip install 'kseg[weak]'",
+        allow_module_level=True,
+    )
 
 import kseg
 
