@@ -100,6 +100,23 @@ def _check_background(background_class, num_classes):
         )
 
 
+def _checked_e_step_inputs(
+    labels, logits, background_class, *, method, name, layout, description=None
+):
+    """`(labels, logits)` as tensors, float32 logits without gradient, after checking shapes."""
+    description = description or name
+    logits = tf.stop_gradient(tf.cast(tf.convert_to_tensor(logits), tf.float32))
+    labels = tf.convert_to_tensor(labels)
+    if logits.shape.rank != 4 or labels.shape.rank != len(layout.split(",")):
+        raise ValueError(
+            f"{method} takes {description} {layout} and logits (B, H, W, K). "
+            f"Received: {name}.shape={tuple(labels.shape)}, logits.shape={tuple(logits.shape)}"
+        )
+    _check_class_count(labels, logits, f"the {description}")
+    _check_background(background_class, logits.shape[-1])
+    return labels, logits
+
+
 def _class_vector(num_classes, background_class, foreground_value, background_value):
     """(K,) float32: `background_value` at the background class, `foreground_value` elsewhere."""
     is_background = tf.equal(
@@ -177,15 +194,9 @@ def em_adapt_latent_labels(
         raise ValueError(
             f"max_iterations must be an int >= 1. Received: max_iterations={max_iterations!r}"
         )
-    logits = tf.stop_gradient(tf.cast(tf.convert_to_tensor(logits), tf.float32))
-    tags = tf.convert_to_tensor(tags)
-    if logits.shape.rank != 4 or tags.shape.rank != 2:
-        raise ValueError(
-            "EM-Adapt takes tags (B, K) and logits (B, H, W, K). "
-            f"Received: tags.shape={tuple(tags.shape)}, logits.shape={tuple(logits.shape)}"
-        )
-    _check_class_count(tags, logits, "the tags")
-    _check_background(background_class, logits.shape[-1])
+    tags, logits = _checked_e_step_inputs(
+        tags, logits, background_class, method="EM-Adapt", name="tags", layout="(B, K)"
+    )
     if logits.shape[-1] == 1:
         raise ValueError("EM-Adapt needs at least two classes. Received: logits with K=1")
 
@@ -282,15 +293,15 @@ def em_fixed_latent_labels(
     foreground_bias = _check_real("foreground_bias", foreground_bias)
     background_bias = _check_real("background_bias", background_bias)
     background_class = _check_class_index("background_class", background_class, allow_none=True)
-    logits = tf.stop_gradient(tf.cast(tf.convert_to_tensor(logits), tf.float32))
-    allowed = tf.convert_to_tensor(allowed)
-    if logits.shape.rank != 4 or allowed.shape.rank != 4:
-        raise ValueError(
-            "EM-Fixed takes allowed-class maps (B, H, W, K) and logits (B, H, W, K). "
-            f"Received: allowed.shape={tuple(allowed.shape)}, logits.shape={tuple(logits.shape)}"
-        )
-    _check_class_count(allowed, logits, "the allowed-class maps")
-    _check_background(background_class, logits.shape[-1])
+    allowed, logits = _checked_e_step_inputs(
+        allowed,
+        logits,
+        background_class,
+        method="EM-Fixed",
+        name="allowed",
+        layout="(B, H, W, K)",
+        description="allowed-class maps",
+    )
     allowed = tf.cast(allowed, tf.float32) > 0.5
     bias = _class_vector(tf.shape(logits)[-1], background_class, foreground_bias, background_bias)
     labels = tf.argmax(tf.where(allowed, logits + bias, _SUPPRESSED), axis=-1, output_type=tf.int32)
