@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 import kseg
+import kseg.recipes
 
 
 def write_example_folder(root, *, train_images, val_images, image_size, seed=0):
@@ -134,53 +135,41 @@ def main(argv=None):
         f"from {args.data}"
     )
 
-    train = kseg.data.make_pipeline(
+    # Batches of one: folder images may differ in size, and each is scored at full resolution.
+    train, val, steps = kseg.recipes.semantic_batches(
         train_source,
-        args.batch_size,
+        val_source,
+        batch_size=args.batch_size,
         crop_size=args.crop_size,
         ignore_label=info.ignore_label,
         seed=args.seed,
-        repeat=True,
+        scale_range=(0.5, 2.0),
+        val_batch_size=1,
+        steps_per_epoch=args.steps_per_epoch,
     )
-    # Batches of one: folder images may differ in size, and each is scored at full resolution.
-    val = kseg.data.make_pipeline(val_source, 1, augment=False, ignore_label=info.ignore_label)
-    steps = args.steps_per_epoch or max(1, num_train // args.batch_size)
 
     model = build_model(args, args.num_classes)
-    kseg.training.compile_model(
-        model,
-        num_classes=args.num_classes,
-        optimizer="adam",
-        learning_rate=kseg.training.poly_schedule(args.learning_rate, args.epochs * steps),
-        ignore_label=info.ignore_label,
-        # A handful of smoke-test steps cost less run eagerly than traced into a graph.
-        run_eagerly=args.tiny,
-    )
-    kseg.training.fit(
+    kseg.recipes.fit_semantic(
         model,
         train,
         val,
+        num_classes=args.num_classes,
         epochs=args.epochs,
         steps_per_epoch=steps,
-        run_dir=str(out),
-        tensorboard=False,
-        verbose=2,
+        learning_rate=args.learning_rate,
+        run_dir=out,
+        ignore_label=info.ignore_label,
+        # A handful of smoke-test steps cost less run eagerly than traced into a graph.
+        run_eagerly=args.tiny,
     )
     model.save(out / "model.keras")
 
     scores = kseg.evaluation.evaluate_model(
         model, val, args.num_classes, ignore_label=info.ignore_label, progress=False
     )
-    names = class_names or [str(index) for index in range(args.num_classes)]
-    for name, iou in zip(names, scores["iou"]):
+    record = {"data": args.data, **kseg.recipes.scores_record(scores, class_names)}
+    for name, iou in zip(record["class_names"], record["iou"]):
         print(f"  {name:12s} IoU {iou:.4f}")
-    record = {
-        "data": args.data,
-        "class_names": names,
-        "iou": [float(value) for value in scores["iou"]],
-        "mean_iou": float(scores["mean_iou"]),
-        "pixel_accuracy": float(scores["pixel_accuracy"]),
-    }
     (out / "scores.json").write_text(json.dumps(record, indent=2))
 
     palette = kseg.viz.palette(args.num_classes)

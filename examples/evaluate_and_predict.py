@@ -30,6 +30,7 @@ from PIL import Image
 
 import kseg
 import kseg.cli
+import kseg.recipes
 
 
 def parse_args(argv=None):
@@ -105,9 +106,6 @@ def main(argv=None):
         predict_fn=predict,
         progress=False,
     )
-    names = info.class_names or [str(index) for index in range(num_classes)]
-    for name, iou in zip(names, scores["iou"]):
-        print(f"  {name:12s} IoU {iou:.4f}")
     mode = (
         f"scales {','.join(f'{s:g}' for s in args.scales)}, flip {args.flip}, "
         f"window {args.window}, crf {args.crf}"
@@ -123,12 +121,10 @@ def main(argv=None):
             "overlap": args.overlap,
             "crf": args.crf,
         },
-        "class_names": list(names),
-        "iou": [float(value) for value in scores["iou"]],
-        "mean_iou": float(scores["mean_iou"]),
-        "pixel_accuracy": float(scores["pixel_accuracy"]),
-        "mean_accuracy": float(scores["mean_accuracy"]),
+        **kseg.recipes.scores_record(scores, info.class_names),
     }
+    for name, iou in zip(record["class_names"], record["iou"]):
+        print(f"  {name:12s} IoU {iou:.4f}")
     (out / "scores.json").write_text(json.dumps(record, indent=2))
 
     palette = info.palette or kseg.viz.palette(num_classes)

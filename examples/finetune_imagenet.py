@@ -25,6 +25,7 @@ import keras
 
 import kseg
 import kseg.cli
+import kseg.recipes
 
 MODELS = ("deeplabv3plus", "unet")
 
@@ -100,30 +101,6 @@ def load_split(args, split, num_samples):
     return kseg.cli.load_split(args.data, split, num_classes=args.num_classes, **options)
 
 
-def train_phase(
-    model, train, val, *, args, epochs, steps, learning_rate, num_classes, info, run_dir
-):
-    # Compiling again after changing `trainable` is what makes Keras pick up the change.
-    kseg.training.compile_model(
-        model,
-        num_classes=num_classes,
-        optimizer="adam",
-        learning_rate=kseg.training.poly_schedule(learning_rate, epochs * steps),
-        ignore_label=info.ignore_label,
-        run_eagerly=args.run_eagerly,
-    )
-    return kseg.training.fit(
-        model,
-        train,
-        val,
-        epochs=epochs,
-        steps_per_epoch=steps,
-        run_dir=str(run_dir),
-        tensorboard=False,
-        verbose=2,
-    )
-
-
 def main(argv=None):
     """Fine-tune in two phases, evaluate, write the run folder; returns the scores."""
     args = parse_args(argv)
@@ -136,19 +113,15 @@ def main(argv=None):
     num_classes = args.num_classes or info.num_classes
     if num_classes is None:
         raise SystemExit(f"the number of classes of {args.data!r} is unknown: pass --num-classes")
-    train = kseg.data.make_pipeline(
+    train, val, steps = kseg.recipes.semantic_batches(
         train_source,
-        args.batch_size,
+        val_source,
+        batch_size=args.batch_size,
         crop_size=args.image_size,
-        scale_range=(0.75, 1.25),
         ignore_label=info.ignore_label,
         seed=args.seed,
-        repeat=True,
+        steps_per_epoch=args.steps_per_epoch,
     )
-    val = kseg.data.make_pipeline(
-        val_source, min(args.batch_size, 16), augment=False, ignore_label=info.ignore_label
-    )
-    steps = args.steps_per_epoch or max(1, int(train_source.cardinality()) // args.batch_size)
 
     model = build_model(args, num_classes)
     backbone = backbone_of(model)
@@ -160,48 +133,45 @@ def main(argv=None):
     if args.frozen_epochs:
         backbone.trainable = False
         print(f"phase 1: decoder only, {args.frozen_epochs} epochs")
-        train_phase(
+        # fit_semantic compiles again, which is what makes Keras pick up the `trainable` change.
+        kseg.recipes.fit_semantic(
             model,
             train,
             val,
-            args=args,
-            epochs=args.frozen_epochs,
-            steps=steps,
-            learning_rate=args.learning_rate,
             num_classes=num_classes,
-            info=info,
+            epochs=args.frozen_epochs,
+            steps_per_epoch=steps,
+            learning_rate=args.learning_rate,
             run_dir=out / "frozen",
+            ignore_label=info.ignore_label,
+            run_eagerly=args.run_eagerly,
         )
     backbone.trainable = True
     print(f"phase 2: whole network, {args.epochs} epochs")
-    train_phase(
+    kseg.recipes.fit_semantic(
         model,
         train,
         val,
-        args=args,
-        epochs=args.epochs,
-        steps=steps,
-        learning_rate=args.learning_rate / 10,
         num_classes=num_classes,
-        info=info,
+        epochs=args.epochs,
+        steps_per_epoch=steps,
+        learning_rate=args.learning_rate / 10,
         run_dir=out / "finetune",
+        ignore_label=info.ignore_label,
+        run_eagerly=args.run_eagerly,
     )
     model.save(out / "model.keras")
 
     scores = kseg.evaluation.evaluate_model(
         model, val, num_classes, ignore_label=info.ignore_label, progress=False
     )
-    names = info.class_names or [str(index) for index in range(num_classes)]
-    for name, iou in zip(names, scores["iou"]):
-        print(f"  {name:12s} IoU {iou:.4f}")
     record = {
         "model": args.model,
         "backbone": f"mobilenetv2-{args.alpha}",
-        "class_names": list(names),
-        "iou": [float(value) for value in scores["iou"]],
-        "mean_iou": float(scores["mean_iou"]),
-        "pixel_accuracy": float(scores["pixel_accuracy"]),
+        **kseg.recipes.scores_record(scores, info.class_names),
     }
+    for name, iou in zip(record["class_names"], record["iou"]):
+        print(f"  {name:12s} IoU {iou:.4f}")
     (out / "scores.json").write_text(json.dumps(record, indent=2))
     print(f"val mIoU {record['mean_iou']:.4f}")
     print(f"wrote {out / 'model.keras'}, {out / 'scores.json'}")

@@ -30,6 +30,7 @@ import keras
 
 import kseg
 import kseg.cli
+import kseg.recipes
 
 
 def parse_args(argv=None):
@@ -135,19 +136,15 @@ def main(argv=None):
     num_classes = args.num_classes or info.num_classes
     if num_classes is None:
         raise SystemExit(f"the number of classes of {args.data!r} is unknown: pass --num-classes")
-    train = kseg.data.make_pipeline(
+    train, val, steps = kseg.recipes.semantic_batches(
         train_source,
-        args.batch_size,
+        val_source,
+        batch_size=args.batch_size,
         crop_size=args.crop_size,
-        scale_range=(0.75, 1.25),
         ignore_label=info.ignore_label,
         seed=args.seed,
-        repeat=True,
+        steps_per_epoch=args.steps_per_epoch,
     )
-    val = kseg.data.make_pipeline(
-        val_source, min(args.batch_size, 16), augment=False, ignore_label=info.ignore_label
-    )
-    steps = args.steps_per_epoch or max(1, int(train_source.cardinality()) // args.batch_size)
 
     kwargs = model_kwargs(args, num_classes)
     model = kseg.models.get_model(args.model, **kwargs)
@@ -155,23 +152,17 @@ def main(argv=None):
         f"{args.model} {kwargs}: {model.count_params():,} parameters; "
         f"{args.epochs} epochs of {steps} steps on {args.data}"
     )
-    kseg.training.compile_model(
-        model,
-        num_classes=num_classes,
-        optimizer="adam",
-        learning_rate=kseg.training.poly_schedule(args.learning_rate, args.epochs * steps),
-        ignore_label=info.ignore_label,
-        run_eagerly=args.run_eagerly,
-    )
-    kseg.training.fit(
+    kseg.recipes.fit_semantic(
         model,
         train,
         val,
+        num_classes=num_classes,
         epochs=args.epochs,
         steps_per_epoch=steps,
-        run_dir=str(out),
-        tensorboard=False,
-        verbose=2,
+        learning_rate=args.learning_rate,
+        run_dir=out,
+        ignore_label=info.ignore_label,
+        run_eagerly=args.run_eagerly,
     )
     model.save(out / "model.keras")
     # From the run's CSV log, so a resumed run plots all its epochs.
@@ -180,18 +171,13 @@ def main(argv=None):
     scores = kseg.evaluation.evaluate_model(
         model, val, num_classes, ignore_label=info.ignore_label, progress=False
     )
-    names = info.class_names or [str(index) for index in range(num_classes)]
-    for name, iou in zip(names, scores["iou"]):
-        print(f"  {name:12s} IoU {iou:.4f}")
     record = {
         "model": args.model,
         "data": args.data,
-        "class_names": list(names),
-        "iou": [float(value) for value in scores["iou"]],
-        "mean_iou": float(scores["mean_iou"]),
-        "pixel_accuracy": float(scores["pixel_accuracy"]),
-        "mean_accuracy": float(scores["mean_accuracy"]),
+        **kseg.recipes.scores_record(scores, info.class_names),
     }
+    for name, iou in zip(record["class_names"], record["iou"]):
+        print(f"  {name:12s} IoU {iou:.4f}")
     (out / "scores.json").write_text(json.dumps(record, indent=2))
     print(f"val mIoU {record['mean_iou']:.4f}")
     print(f"wrote {out / 'model.keras'}, {out / 'scores.json'}")

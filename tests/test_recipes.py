@@ -1,0 +1,82 @@
+"""kseg.recipes: the batches, training and score record the example scripts share."""
+
+import json
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import kseg.testing
+from kseg.recipes import fit_semantic, scores_record, semantic_batches
+
+
+def _pairs(count, size=48):
+    images = np.random.default_rng(0).uniform(0, 255, (count, size, size, 3)).astype(np.float32)
+    masks = np.tile(np.arange(size, dtype=np.int32) % 3, (count, size, 1))
+    return tf.data.Dataset.from_tensor_slices((images, masks))
+
+
+def test_semantic_batches_crop_repeat_and_count_one_pass_as_an_epoch():
+    train, val, steps = semantic_batches(_pairs(10), _pairs(3), batch_size=4, crop_size=32, seed=0)
+    assert steps == 10 // 4
+    # Training batches repeat: more batches than one pass holds.
+    shapes = [tuple(images.shape) for images, _ in train.take(5)]
+    assert shapes == [(4, 32, 32, 3)] * 5
+    # Validation: whole images, min(batch_size, 16) at a time, no augmentation.
+    (images, masks), *rest = list(val)
+    assert images.shape[0] == 3 and not rest
+    np.testing.assert_array_equal(masks.numpy()[:, :48, :48], np.asarray([m for _, m in _pairs(3)]))
+
+
+def test_semantic_batches_steps_and_validation_batch_can_be_set():
+    _, val, steps = semantic_batches(
+        _pairs(3), _pairs(3), batch_size=8, crop_size=32, val_batch_size=1, steps_per_epoch=None
+    )
+    assert steps == 1  # fewer pairs than a batch still make one step
+    assert [int(images.shape[0]) for images, _ in val] == [1, 1, 1]
+    _, _, steps = semantic_batches(
+        _pairs(3), _pairs(3), batch_size=1, crop_size=32, steps_per_epoch=7
+    )
+    assert steps == 7
+
+
+def test_fit_semantic_uses_adam_under_poly_decay_over_all_steps(tmp_path):
+    train, val, _ = semantic_batches(_pairs(4), _pairs(2), batch_size=2, crop_size=32, seed=0)
+    model = kseg.testing.build_small_model("fcn8s", num_classes=3)
+    history = fit_semantic(
+        model,
+        train,
+        val,
+        num_classes=3,
+        epochs=2,
+        steps_per_epoch=1,
+        learning_rate=0.01,
+        run_dir=tmp_path,
+        ignore_label=255,
+        run_eagerly=True,
+    )
+    assert isinstance(model.optimizer, keras.optimizers.Adam)
+    schedule = model.optimizer.learning_rate
+    # Two steps taken of a decay over epochs * steps_per_epoch = 2: the rate has reached zero.
+    assert float(keras.ops.convert_to_numpy(schedule)) == pytest.approx(0.0, abs=1e-9)
+    assert len(history.history["loss"]) == 2 and "val_loss" in history.history
+    assert all(math.isfinite(value) for value in history.history["loss"])
+    assert (tmp_path / "history.csv").is_file()
+
+
+def test_scores_record_is_plain_json_with_default_class_names():
+    scores = {
+        "iou": np.array([0.25, np.nan, 1.0], np.float64),
+        "mean_iou": np.float64(0.625),
+        "pixel_accuracy": np.float32(0.5),
+        "mean_accuracy": 0.75,
+        "confusion_matrix": np.eye(3),
+    }
+    record = scores_record(scores)
+    assert record["class_names"] == ["0", "1", "2"]
+    assert record["iou"][0] == 0.25 and math.isnan(record["iou"][1])
+    assert set(record) == {"class_names", "iou", "mean_iou", "pixel_accuracy", "mean_accuracy"}
+    assert json.loads(json.dumps(record))["mean_iou"] == 0.625
+    assert scores_record(scores, ("sky", "road", "car"))["class_names"] == ["sky", "road", "car"]
