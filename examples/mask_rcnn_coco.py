@@ -28,12 +28,12 @@ Afterwards the command line scores, applies and exports the trained model:
 import argparse
 import json
 import os
-import time
 
 import keras
 import tensorflow as tf
 
 import kseg
+import kseg.recipes
 
 
 def resize_long_side(example, size):
@@ -157,29 +157,17 @@ def main():
     ).prefetch(tf.data.AUTOTUNE)
 
     model = build_model(args, categories.num_classes)
-    schedule = kseg.training.poly_schedule(
-        args.learning_rate, args.epochs * args.steps_per_epoch, warmup_steps=100
-    )
-    # A smoke run takes two steps: tracing the training graph would cost more than running them.
-    model.compile(
-        optimizer=keras.optimizers.Adam(schedule, global_clipnorm=10.0), run_eagerly=args.tiny
-    )
-    callbacks = []
-    if args.max_train_minutes:
-        callbacks.append(kseg.training.TimeLimit(args.max_train_minutes))
-    start = time.time()
-    kseg.training.fit(
+    train_seconds = kseg.recipes.fit_instances(
         model,
         train_batches,
         epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch,
+        learning_rate=args.learning_rate,
         run_dir=args.run_dir,
-        callbacks=callbacks,
-        tensorboard=False,
-        checkpoint_every_epoch=False,
-        verbose=2,
+        max_train_minutes=args.max_train_minutes,
+        # Two smoke-test steps cost less run eagerly than traced into a graph.
+        run_eagerly=args.tiny,
     )
-    train_seconds = time.time() - start
     os.makedirs(args.run_dir, exist_ok=True)
     model.save(os.path.join(args.run_dir, "model.keras"))
 

@@ -17,11 +17,11 @@ final metrics go to `<run-dir>/metrics.json`.
 import argparse
 import json
 import os
-import time
 
 import keras
 
 import kseg
+import kseg.recipes
 
 
 def backbone_weights(args):
@@ -92,26 +92,15 @@ def main():
     )
 
     model = build_model(args, info.num_classes)
-    schedule = kseg.training.poly_schedule(
-        args.learning_rate, args.epochs * args.steps_per_epoch, warmup_steps=100
-    )
-    model.compile(optimizer=keras.optimizers.Adam(schedule, global_clipnorm=10.0))
-    callbacks = []
-    if args.max_train_minutes:
-        callbacks.append(kseg.training.TimeLimit(args.max_train_minutes))
-    start = time.time()
-    kseg.training.fit(
+    train_seconds = kseg.recipes.fit_instances(
         model,
         train_batches,
         epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch,
+        learning_rate=args.learning_rate,
         run_dir=args.run_dir,
-        callbacks=callbacks,
-        tensorboard=False,
-        checkpoint_every_epoch=False,
-        verbose=2,
+        max_train_minutes=args.max_train_minutes,
     )
-    train_seconds = time.time() - start
     metrics = kseg.detection.evaluate_instances(model, val, info, batch_size=args.batch_size)
     metrics["train_seconds_this_call"] = train_seconds
     print(
