@@ -285,7 +285,7 @@ def appearance_edge_weights(colour, texture, edges, *, delta_colour=1.0, delta_t
 
 
 def potts_alpha_expansion(unary, edges, edge_weights, *, max_iterations=-1):
-    """Minimises sum_i unary[i, y_i] + sum_e edge_weights[e] [y_a != y_b] by alpha-expansion.
+    """Minimises `sum_i unary[i, y_i] + sum_e edge_weights[e] * [y_a != y_b]` by alpha-expansion.
 
     Boykov, Veksler and Zabih's alpha-expansion (TPAMI 2001) on a general graph through
     gco-wrapper's `cut_general_graph`. For the Potts model the result is within a factor 2 of the
@@ -633,8 +633,14 @@ def scribblesup_rounds(
         rounds: number of propagate-then-train rounds (the paper: 3).
         epochs_per_round: epochs of `model.fit` per round.
         batch_size: batch size for `model.fit` and `model.predict`.
-        n_segments, compactness, sigma, pairwise_weight, network_weight, delta_colour,
-            delta_texture, restrict_to_scribbled_classes: as in `propagate_scribbles`.
+        n_segments: as in `propagate_scribbles`.
+        compactness: as in `propagate_scribbles`.
+        sigma: as in `propagate_scribbles`.
+        pairwise_weight: as in `propagate_scribbles`.
+        network_weight: as in `propagate_scribbles`.
+        delta_colour: as in `propagate_scribbles`.
+        delta_texture: as in `propagate_scribbles`.
+        restrict_to_scribbled_classes: as in `propagate_scribbles`.
         verbose: Keras verbosity for `fit`.
         **fit_kwargs: passed on to every `model.fit` call (e.g. `callbacks`, `validation_data`).
 
