@@ -360,9 +360,13 @@ def test_predict_with_mask_rcnn_writes_overlays_and_detections(mask_rcnn_file, t
     Image.fromarray(image).save(tmp_path / "photo.png")
     out = tmp_path / "pred"
     cli.main(["predict", "--model", str(mask_rcnn_file), str(tmp_path / "photo.png"),
-              "--out", str(out), "--min-score", "0", "--class-names", "a,b,c,d"])
+              "--out", str(out), "--min-score", "0", "--class-names", "a,b,c,d",
+              "--mask-threshold", "0.01"])
     record = json.loads((out / "photo_instances.json").read_text())
-    serve = kseg.detection.instance_serving_function(keras.saving.load_model(mask_rcnn_file))
+    # An untrained mask head sits near probability 0.5 everywhere, so the default threshold
+    # could leave every mask empty; a low one makes each mask fill its box and the tint visible.
+    serve = kseg.detection.instance_serving_function(
+        keras.saving.load_model(mask_rcnn_file), mask_threshold=0.01)
     expected = {key: value.numpy() for key, value in serve(image).items()}
     count = int(expected["num_detections"])
     detections = record["detections"]
@@ -383,6 +387,7 @@ def test_predict_with_mask_rcnn_writes_overlays_and_detections(mask_rcnn_file, t
         rows = slice(int(y1), int(np.ceil(y2)) + 1)
         cols = slice(int(x1), int(np.ceil(x2)) + 1)
         outlines[rows, cols] = True  # the box and its outline, generously
+    assert covered.any()
     untouched = ~covered & ~outlines
     # Pixels outside every mask and box are the photo's; masked pixels are tinted.
     np.testing.assert_array_equal(drawn[untouched], image[untouched])
