@@ -267,9 +267,9 @@ def write_tiny_coco(root, count=3, size=(64, 80), seed=0):
 @pytest.fixture(scope="module")
 def mask_rcnn_file(tmp_path_factory):
     """A tiny untrained MaskRCNN (5 classes as the shapes data) saved as .keras."""
-    from kseg.models.mask_rcnn import MaskRCNN
-
     import keras
+
+    from kseg.models.mask_rcnn import MaskRCNN
 
     path = tmp_path_factory.mktemp("mask_rcnn") / "mask_rcnn.keras"
     keras.utils.set_random_seed(0)
