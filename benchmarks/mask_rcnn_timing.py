@@ -253,9 +253,10 @@ def capture_roi_inputs(model, images, targets):
     import tensorflow as tf
 
     from kseg.detection import detect, generate_anchors, roi_targets, select_proposals
-    from kseg.models.mask_rcnn import pad_to_multiple
+    from kseg.models.mask_rcnn import SIZE_DIVISOR
+    from kseg.utils import pad_to_multiple
 
-    images = pad_to_multiple(tf.cast(images, model.compute_dtype))
+    images = pad_to_multiple(tf.cast(images, model.compute_dtype), SIZE_DIVISOR)
     height, width = tf.shape(images)[1], tf.shape(images)[2]
     anchors = generate_anchors(
         height, width, sizes=model.anchor_sizes, aspect_ratios=model.aspect_ratios

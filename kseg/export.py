@@ -27,6 +27,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kseg.utils.padding import pad_to_multiple
+
 SERVING_ENDPOINT = "serve"
 IMAGE_INPUT_NAME = "images"
 QUANTIZATIONS = ("none", "float16", "int8")
@@ -94,9 +96,7 @@ def serving_function(
         if input_size is not None:
             x = tf.image.resize(x, input_size, method="bilinear")
         elif size_divisor is not None:
-            pad_h = (size_divisor - height % size_divisor) % size_divisor
-            pad_w = (size_divisor - width % size_divisor) % size_divisor
-            x = tf.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
+            x = pad_to_multiple(x, size_divisor)
         logits = tf.cast(model(x, training=False), tf.float32)
         if size_divisor is not None:
             logits = logits[:, :height, :width, :]

@@ -7,15 +7,9 @@ import tensorflow as tf
 
 from kseg.detection.boxes import clip_boxes
 from kseg.detection.postprocess import paste_masks
+from kseg.utils.padding import pad_to_multiple
 
 SERVING_ENDPOINT = "serving_default"
-
-
-def _pad_to_multiple(images, multiple):
-    shape = tf.shape(images)
-    return tf.pad(
-        images, [[0, 0], [0, (-shape[1]) % multiple], [0, (-shape[2]) % multiple], [0, 0]]
-    )
 
 
 def instance_serving_function(model, *, mask_threshold=0.5, size_divisor=64):
@@ -54,7 +48,7 @@ def instance_serving_function(model, *, mask_threshold=0.5, size_divisor=64):
         with tf.control_dependencies([check]):
             image = tf.identity(image)
         height, width = tf.shape(image)[0], tf.shape(image)[1]
-        batch = _pad_to_multiple(tf.cast(image, tf.float32)[None], size_divisor)
+        batch = pad_to_multiple(tf.cast(image, tf.float32)[None], size_divisor)
         detections = model(batch, training=False)
         padded = tf.shape(batch)
         masks = paste_masks(

@@ -19,6 +19,7 @@ from kseg.layers.roi_align import MultiLevelRoIAlign
 from kseg.layers.roi_heads import BoxHead, MaskHead
 from kseg.layers.rpn_head import RegionProposalHead
 from kseg.models.backbone_input import resolve_backbone
+from kseg.utils.padding import pad_to_multiple
 
 SIZE_DIVISOR = 64
 LOSS_NAMES = (
@@ -28,19 +29,6 @@ LOSS_NAMES = (
     "box_regression_loss",
     "mask_loss",
 )
-
-
-def pad_to_multiple(images, multiple=SIZE_DIVISOR):
-    """Zero-pads `(B, H, W, C)` images at the bottom and right to sides divisible by `multiple`.
-
-    Example:
-        >>> pad_to_multiple(tf.zeros((1, 100, 130, 3))).shape
-        TensorShape([1, 128, 192, 3])
-    """
-    shape = tf.shape(images)
-    pad_h = (-shape[1]) % multiple
-    pad_w = (-shape[2]) % multiple
-    return tf.pad(images, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
 
 
 def _static_shape(value):
@@ -290,7 +278,7 @@ class MaskRCNN(keras.Model):
 
     def call(self, images, training=False):
         _check_images(images)
-        images = pad_to_multiple(tf.cast(images, self.compute_dtype))
+        images = pad_to_multiple(tf.cast(images, self.compute_dtype), SIZE_DIVISOR)
         pyramid = self._pyramid(images, training)
         objectness, deltas = self.rpn_head(pyramid)
         anchors = self._anchors(images)
@@ -323,7 +311,7 @@ class MaskRCNN(keras.Model):
         """
         _check_images(images)
         _check_targets(images, targets)
-        images = pad_to_multiple(tf.cast(images, self.compute_dtype))
+        images = pad_to_multiple(tf.cast(images, self.compute_dtype), SIZE_DIVISOR)
         gt_boxes = tf.cast(targets["gt_boxes"], tf.float32)
         gt_classes = tf.cast(targets["gt_classes"], tf.int32)
         gt_masks = targets["gt_masks"]
