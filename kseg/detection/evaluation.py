@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from kseg.data.instances import pad_instance_batch
 from kseg.detection.coco_eval import coco_evaluate, coco_ground_truth, detections_to_coco
-from kseg.detection.postprocess import paste_masks
+from kseg.detection.serving import detections_with_masks
 
 
 def instance_predictor(model, *, mask_threshold=0.5):
@@ -31,16 +31,7 @@ def instance_predictor(model, *, mask_threshold=0.5):
 
     @tf.function(reduce_retracing=True)
     def predict(images):
-        detections = model(images, training=False)
-        shape = tf.shape(images)
-        masks = paste_masks(
-            detections["masks"],
-            detections["boxes"],
-            shape[1],
-            shape[2],
-            threshold=mask_threshold,
-        )
-        return {**detections, "masks": masks}
+        return detections_with_masks(model, images, mask_threshold=mask_threshold)
 
     return predict
 

@@ -12,6 +12,24 @@ from kseg.utils.padding import pad_to_multiple
 SERVING_ENDPOINT = "serving_default"
 
 
+def detections_with_masks(model, images, *, mask_threshold=0.5):
+    """Runs `model` on `(B, H, W, 3)` images and pastes its masks at the images' full size.
+
+    The shared core of `instance_serving_function` and
+    `kseg.detection.evaluation.instance_predictor`: the detection dict of `model` with its
+    28x28 mask probabilities replaced by uint8 `(B, D, H, W)` masks from `paste_masks`.
+
+    Example:
+        >>> out = detections_with_masks(model, images)  # doctest: +SKIP
+    """
+    detections = model(images, training=False)
+    shape = tf.shape(images)
+    masks = paste_masks(
+        detections["masks"], detections["boxes"], shape[1], shape[2], threshold=mask_threshold
+    )
+    return {**detections, "masks": masks}
+
+
 def instance_serving_function(model, *, mask_threshold=0.5, size_divisor=64):
     """The serving computation for one RGB image of any size.
 
@@ -49,21 +67,13 @@ def instance_serving_function(model, *, mask_threshold=0.5, size_divisor=64):
             image = tf.identity(image)
         height, width = tf.shape(image)[0], tf.shape(image)[1]
         batch = pad_to_multiple(tf.cast(image, tf.float32)[None], size_divisor)
-        detections = model(batch, training=False)
-        padded = tf.shape(batch)
-        masks = paste_masks(
-            detections["masks"],
-            detections["boxes"],
-            padded[1],
-            padded[2],
-            threshold=mask_threshold,
-        )
+        detections = detections_with_masks(model, batch, mask_threshold=mask_threshold)
         return {
             "boxes": clip_boxes(detections["boxes"], height, width)[0],
             "scores": detections["scores"][0],
             "classes": detections["classes"][0],
             "num_detections": detections["num_detections"][0],
-            "masks": masks[0, :, :height, :width],
+            "masks": detections["masks"][0, :, :height, :width],
         }
 
     return serve
