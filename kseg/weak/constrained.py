@@ -43,6 +43,11 @@ DEFAULT_SIZE_BOUNDS = (0.8, 1.25)
 # Multipliers of hard constraints stop here, so an infeasible problem stays finite; exp(1e4)
 # is never formed because the distributions come from log-softmax.
 _HARD_CONSTRAINT_LIMIT = 1e4
+# The hard solver's shifts stay within +-_SHIFT_RANGE (logits differ by far less), found to
+# _SHIFT_RANGE / 2**_BISECTION_STEPS, in _HARD_SWEEPS sweeps over the classes.
+_SHIFT_RANGE = 100.0
+_BISECTION_STEPS = 32
+_HARD_SWEEPS = 10
 
 
 def _check_fraction(value, name):
@@ -82,6 +87,12 @@ def _check_solver(iterations, step_size, foreground_slack):
         raise ValueError(
             f"`foreground_slack` must be positive or None. Received: foreground_slack={foreground_slack!r}"
         )
+
+
+def _check_hardness(hardness):
+    if isinstance(hardness, bool) or not float(hardness) >= 1.0:
+        raise ValueError(f"`hardness` must be a number >= 1. Received: hardness={hardness!r}")
+    return float(hardness)
 
 
 def _check_tag_width(tags, num_classes, what="tags"):
@@ -132,6 +143,7 @@ def latent_distribution(
     foreground_slack=None,
     iterations=100,
     step_size=1.0,
+    hardness=1.0,
 ):
     """The per-image distribution closest in KL to softmax(logits) that obeys the tags' constraints.
 
@@ -161,8 +173,14 @@ def latent_distribution(
         background_bounds: `(a_0, b_0)` for the background's mass (paper's 30% and 70%).
         foreground_slack: hinge penalty beta of a slack on each foreground lower bound, or
             None for hard bounds (the authors' code uses 2).
-        iterations: number of dual ascent steps.
-        step_size: dual step, in (0, 1].
+        iterations: number of dual ascent steps (hardness 1).
+        step_size: dual step, in (0, 1] (hardness 1).
+        hardness: h >= 1 sharpens P to `P ∝ (Q exp(v))^h`, which weighs down the entropy of P
+            in the objective: at 1000 P is practically one label per pixel, the most likely
+            labelling that obeys the constraints. The authors' code has this `scale` (1 by
+            default, 1000 in its size-constraint setting). Above 1 the dual's curvature grows
+            with h, so it is solved by exact block-coordinate ascent (one class at a time, by
+            bisection) instead of gradient steps; `iterations` and `step_size` then do not apply.
 
     Returns:
         float32 `(B, H, W, K)` latent distributions P (rows sum to 1, zero on absent classes).
@@ -177,6 +195,7 @@ def latent_distribution(
     lower_bound = _check_fraction(lower_bound, "lower_bound")
     background_bounds = _check_bounds_pair(background_bounds, "background_bounds")
     _check_solver(iterations, step_size, foreground_slack)
+    hardness = _check_hardness(hardness)
     logits = tf.cast(tf.convert_to_tensor(logits), tf.float32)
     tags = tf.cast(tf.convert_to_tensor(tags), tf.float32)
     _check_ranks(logits, tags)
@@ -222,6 +241,22 @@ def latent_distribution(
 
     # Absent classes get -inf scores: the exact limit of an infinite suppression multiplier.
     masked = tf.where(present[:, None, :], tf.nn.log_softmax(scores, axis=-1), -np.inf)
+
+    if hardness > 1.0:
+        shift = _hard_coordinate_ascent(
+            masked,
+            lower,
+            upper,
+            active_lower,
+            active_upper,
+            lower_limit,
+            hardness,
+        )
+        return tf.reshape(
+            tf.exp(tf.nn.log_softmax(hardness * (masked + shift[:, None, :]), axis=-1)),
+            tf.shape(logits),
+        )
+
     step = tf.constant(float(step_size), tf.float32)
 
     def distribution(multipliers):
@@ -253,6 +288,62 @@ def latent_distribution(
         (tf.constant(0), initial, initial, ones),
     )
     return tf.reshape(distribution(multipliers), tf.shape(logits))
+
+
+def _hard_coordinate_ascent(
+    masked, lower, upper, active_lower, active_upper, lower_limit, hardness
+):
+    """Per-class shifts v of `P ∝ exp(hardness * (masked + v))` that meet the mass bounds.
+
+    Exact block-coordinate ascent on the dual: one class at a time, the other shifts held, its
+    mass is a monotone function of its own shift, `mean_i sigmoid(h (v_l + s_i))` with s_i the
+    pixel's log-odds of class l against the rest. Its shift is 0 when the mass already lies
+    within the bounds, and otherwise the root, found by bisection, that puts the mass on the
+    violated bound. Unlike gradient steps, this does not slow down as P hardens (the dual's
+    curvature grows with h), and each bisection step costs one sigmoid per pixel.
+    """
+    num_classes = masked.shape[-1]
+    lower_limit = tf.minimum(lower_limit, _SHIFT_RANGE)
+
+    def fit_class(index, shift):
+        own = tf.one_hot(index, num_classes, on_value=True, off_value=False)
+        others = tf.where(own, -np.inf, masked + shift[:, None, :])
+        # P_l = sigmoid(h (v_l + log_odds)): the rest's mass enters through its own h-softmax.
+        rest = tf.reduce_logsumexp(hardness * others, axis=-1) / hardness
+        log_odds = tf.gather(masked, index, axis=-1) - rest
+        log_odds = tf.where(tf.math.is_nan(log_odds), np.inf, log_odds)
+
+        def mass(value):
+            return tf.reduce_mean(tf.sigmoid(hardness * (value[:, None] + log_odds)), axis=1)
+
+        start = mass(tf.zeros_like(log_odds[:, 0]))
+        low_bound, high_bound = tf.gather(lower, index, axis=-1), tf.gather(upper, index, axis=-1)
+        raise_mass = (tf.gather(active_lower, index, axis=-1) > 0) & (start < low_bound)
+        cut_mass = (tf.gather(active_upper, index, axis=-1) > 0) & (start > high_bound)
+        target = tf.where(raise_mass, low_bound, high_bound)
+        bracket_low = tf.where(raise_mass, 0.0, -_SHIFT_RANGE)
+        bracket_high = tf.where(raise_mass, tf.gather(lower_limit, index, axis=-1), 0.0)
+
+        def halve(step, bracket):
+            low, high = bracket
+            middle = 0.5 * (low + high)
+            below = mass(middle) < target
+            return step + 1, (tf.where(below, middle, low), tf.where(below, high, middle))
+
+        _, (low, high) = tf.while_loop(
+            lambda step, _: step < _BISECTION_STEPS, halve, (0, (bracket_low, bracket_high))
+        )
+        # The upper end of the bracket meets a lower bound, the lower end an upper bound.
+        solved = tf.where(raise_mass, high, low)
+        value = tf.where(raise_mass | cut_mass, solved, 0.0)
+        return index + 1, tf.where(own[None, :], value[:, None], shift)
+
+    def sweep(step, shift):
+        _, shift = tf.while_loop(lambda index, _: index < num_classes, fit_class, (0, shift))
+        return step + 1, shift
+
+    _, shift = tf.while_loop(lambda step, _: step < _HARD_SWEEPS, sweep, (0, tf.zeros_like(lower)))
+    return shift
 
 
 def _split_weak_labels(y_true, num_classes):
@@ -302,8 +393,10 @@ class ConstrainedCrossEntropy(keras.losses.Loss):
         background_bounds: `(lower, upper)` background fraction when objects are tagged.
         size_bounds: `(low, high)` factors applied to known area fractions.
         foreground_slack: hinge penalty of a slack on foreground lower bounds, or None.
-        iterations: dual ascent steps per training step.
+        iterations: dual ascent steps per training step (per hardness stage).
         step_size: dual step, in (0, 1].
+        hardness: sharpening of P (see `latent_distribution`); 1 keeps P soft, 1000 (the
+            authors' setting with size constraints) makes it one label per pixel.
         reduction: Keras reduction over the per-image losses.
         name: loss name.
         dtype: Keras loss dtype; the computation itself is float32.
@@ -326,6 +419,7 @@ class ConstrainedCrossEntropy(keras.losses.Loss):
         foreground_slack=None,
         iterations=100,
         step_size=1.0,
+        hardness=1.0,
         reduction="sum_over_batch_size",
         name="constrained_cross_entropy",
         dtype=None,
@@ -343,6 +437,7 @@ class ConstrainedCrossEntropy(keras.losses.Loss):
         self.foreground_slack = None if foreground_slack is None else float(foreground_slack)
         self.iterations = int(iterations)
         self.step_size = float(step_size)
+        self.hardness = _check_hardness(hardness)
 
     def call(self, y_true, y_pred):
         logits = tf.cast(y_pred, tf.float32)
@@ -366,6 +461,7 @@ class ConstrainedCrossEntropy(keras.losses.Loss):
             foreground_slack=self.foreground_slack,
             iterations=self.iterations,
             step_size=self.step_size,
+            hardness=self.hardness,
         )
         target = tf.stop_gradient(target)
         log_q = tf.nn.log_softmax(logits, axis=-1)
@@ -384,6 +480,7 @@ class ConstrainedCrossEntropy(keras.losses.Loss):
                 "foreground_slack": self.foreground_slack,
                 "iterations": self.iterations,
                 "step_size": self.step_size,
+                "hardness": self.hardness,
                 "dtype": self.dtype,
             }
         )

@@ -165,7 +165,9 @@ def test_loss_gradient_is_q_minus_p():
 
 
 def test_loss_config_round_trip():
-    loss = ConstrainedCrossEntropy(lower_bound=0.1, foreground_slack=2.0, iterations=20)
+    loss = ConstrainedCrossEntropy(
+        lower_bound=0.1, foreground_slack=2.0, iterations=20, hardness=1000.0
+    )
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
     assert isinstance(restored, ConstrainedCrossEntropy)
     assert restored.get_config() == loss.get_config()
@@ -207,3 +209,75 @@ def test_area_fractions_become_relative_size_bounds():
     assert np.all(mass >= 0.9 * sizes - 1e-4) and np.all(mass <= 1.1 * sizes + 1e-4)
     expected = -(p * np.log(softmax(logits.astype(np.float64)))).sum(-1).mean((1, 2))
     np.testing.assert_allclose(value.numpy(), expected, rtol=1e-5)
+
+
+def best_constrained_labelling(log_q, min_counts, max_counts):
+    """Exhaustive search: the labelling maximising sum_i log Q_i(y_i) under per-class counts."""
+    import itertools
+
+    pixels, classes = log_q.shape
+    best, best_score = None, -np.inf
+    for labels in itertools.product(range(classes), repeat=pixels):
+        counts = np.bincount(labels, minlength=classes)
+        if np.any(counts < min_counts) or np.any(counts > max_counts):
+            continue
+        score = log_q[np.arange(pixels), labels].sum()
+        if score > best_score:
+            best, best_score = np.array(labels), score
+    return best
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_hard_latent_distribution_is_the_best_labelling_under_the_constraints(seed):
+    # Hardness 1000 turns P into one label per pixel: the most likely labelling whose class
+    # counts obey the bounds, checked against all 3^8 labellings of a 2x4 image.
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(scale=2.0, size=(1, 2, 4, 3)).astype(np.float32)
+    logits[..., 0] += 2.0  # a dominant background, as early in training
+    tags = np.array([[1.0, 1.0, 1.0]], np.float32)
+    # Whole pixel counts: the relaxed problem's optimum is then itself a labelling.
+    lower = np.array([[np.nan, 3 / 8, 2 / 8]], np.float32)  # at least 3 and 2 of 8 pixels
+    upper = np.array([[3 / 8, np.nan, np.nan]], np.float32)  # background at most 3 pixels
+    p = (
+        latent_distribution(
+            logits,
+            tags,
+            lower_bounds=lower,
+            upper_bounds=upper,
+            background=None,
+            hardness=1000.0,
+            iterations=300,
+        )
+        .numpy()[0]
+        .reshape(8, 3)
+    )
+    log_q = np.log(softmax(logits[0].reshape(8, 3).astype(np.float64)))
+    expected = best_constrained_labelling(log_q, [0, 3, 2], [3, 8, 8])
+    np.testing.assert_array_equal(p.argmax(-1), expected)
+
+
+def test_hardness_keeps_a_small_object_that_a_soft_target_spreads_thin():
+    # A 4-pixel object in a 20x20 image whose scores only weakly favour it: its exact area (1%)
+    # as a soft target is spread over the whole image and never wins the argmax; a hard
+    # target gives the object's own pixels.
+    rng = np.random.default_rng(0)
+    logits = np.zeros((1, 20, 20, 2), np.float32)
+    logits[..., 0] = 3.0 + 0.1 * rng.standard_normal((20, 20))
+    logits[0, 8:10, 8:10, 1] = 1.0
+    tags = np.array([[1.0, 1.0]], np.float32)
+    bounds = {"lower_bounds": [[0.79, 0.01]], "upper_bounds": [[1.0, 0.0125]]}
+    soft = latent_distribution(logits, tags, **bounds).numpy()[0]
+    hard = latent_distribution(logits, tags, hardness=1000.0, **bounds).numpy()[0]
+    for p in (soft, hard):
+        assert 0.01 - 1e-4 <= p[..., 1].mean() <= 0.0125 + 1e-4
+    assert not np.any(soft.argmax(-1) == 1)
+    object_mask = np.zeros((20, 20), bool)
+    object_mask[8:10, 8:10] = True
+    np.testing.assert_array_equal(hard.argmax(-1) == 1, object_mask)
+
+
+def test_hardness_below_one_is_refused():
+    with pytest.raises(ValueError, match="hardness"):
+        ConstrainedCrossEntropy(hardness=0.5)
+    with pytest.raises(ValueError, match="hardness"):
+        latent_distribution(np.zeros((1, 2, 2, 2), np.float32), [[1.0, 1.0]], hardness=0.0)
