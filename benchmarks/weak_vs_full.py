@@ -39,7 +39,7 @@ refused when it does not reach `--min-full-miou` (a recipe that does not learn m
 meaningless).
 
 Usage:
-    nice -n 5 python benchmarks/weak_vs_full.py --dataset shapes --epochs 3
+    nice -n 5 python benchmarks/weak_vs_full.py --dataset shapes --epochs 6 --train-samples 800
     nice -n 5 python benchmarks/weak_vs_full.py --dataset camvid --camvid ../shared/data/camvid
     python benchmarks/weak_vs_full.py --tiny          # smoke run, a minute, result in /tmp
 """
@@ -77,8 +77,15 @@ DESCRIPTIONS = {
 SIZE_HARDNESS = 1000.0
 TARGETS = {"scribbles": 0.85, "boxes_bbox_seg": 0.80, "boxes_em_fixed": 0.80}
 DATASET_DEFAULTS = {
-    "shapes": {"size": (96, 96), "train_samples": 1000, "val_samples": 200},
-    "camvid": {"size": (120, 160), "train_samples": None, "val_samples": None},
+    # min_full_miou: the weak rows need a reference that has learned the task; CamVid's 11 scene
+    # classes at 120x160 sit far below the synthetic shapes.
+    "shapes": {"size": (96, 96), "train_samples": 1000, "val_samples": 200, "min_full_miou": 0.6},
+    "camvid": {
+        "size": (120, 160),
+        "train_samples": None,
+        "val_samples": None,
+        "min_full_miou": 0.35,
+    },
 }
 
 
@@ -481,8 +488,8 @@ def main():
     parser.add_argument(
         "--min-full-miou",
         type=float,
-        default=0.6,
-        help="weak rows run only when the full-mask row reaches this mIoU",
+        default=None,
+        help="weak rows run only when the full-mask row reaches this mIoU (shapes 0.6, camvid 0.35)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -510,6 +517,8 @@ def main():
         args.train_samples = defaults["train_samples"]
     if args.val_samples is None:
         args.val_samples = defaults["val_samples"]
+    if args.min_full_miou is None:
+        args.min_full_miou = defaults["min_full_miou"]
     args.out = args.out or f"benchmarks/results/weak_vs_full_{args.dataset}.json"
     rows = [row for row in args.rows.split(",") if row]
     unknown = sorted(set(rows) - set(ROWS))
