@@ -40,7 +40,7 @@ meaningless).
 
 Usage:
     nice -n 5 python benchmarks/weak_vs_full.py --dataset shapes --epochs 6 --train-samples 800
-    nice -n 5 python benchmarks/weak_vs_full.py --dataset camvid --camvid ../shared/data/camvid
+    nice -n 5 python benchmarks/weak_vs_full.py --dataset camvid --camvid ../shared/data/camvid --epochs 12
     python benchmarks/weak_vs_full.py --tiny          # smoke run, a minute, result in /tmp
 """
 
