@@ -235,9 +235,6 @@ def latent_distribution(
     lower_limit = tf.fill(tf.shape(tags), _HARD_CONSTRAINT_LIMIT)
     if foreground_slack is not None:
         lower_limit = tf.where(foreground, float(foreground_slack), lower_limit)
-    limit = tf.concat([lower_limit, tf.fill(tf.shape(tags), _HARD_CONSTRAINT_LIMIT)], axis=-1)
-    active = tf.concat([active_lower, active_upper], axis=-1)
-    targets = tf.concat([lower, -upper], axis=-1)
 
     # Absent classes get -inf scores: the exact limit of an infinite suppression multiplier.
     masked = tf.where(present[:, None, :], tf.nn.log_softmax(scores, axis=-1), -np.inf)
@@ -252,16 +249,16 @@ def latent_distribution(
             lower_limit,
             hardness,
         )
-        return tf.reshape(
-            tf.exp(tf.nn.log_softmax(hardness * (masked + shift[:, None, :]), axis=-1)),
-            tf.shape(logits),
-        )
+        return tf.reshape(_tilted(masked, shift, hardness), tf.shape(logits))
 
+    limit = tf.concat([lower_limit, tf.fill(tf.shape(tags), _HARD_CONSTRAINT_LIMIT)], axis=-1)
+    active = tf.concat([active_lower, active_upper], axis=-1)
+    targets = tf.concat([lower, -upper], axis=-1)
     step = tf.constant(float(step_size), tf.float32)
 
     def distribution(multipliers):
         shift = multipliers[:, :num_classes] - multipliers[:, num_classes:]
-        return tf.exp(tf.nn.log_softmax(masked + shift[:, None, :], axis=-1))
+        return _tilted(masked, shift, 1.0)
 
     def dual_gradient(multipliers):
         mass = tf.reduce_mean(distribution(multipliers), axis=1)
@@ -288,6 +285,11 @@ def latent_distribution(
         (tf.constant(0), initial, initial, ones),
     )
     return tf.reshape(distribution(multipliers), tf.shape(logits))
+
+
+def _tilted(masked, shift, hardness):
+    """`P ∝ exp(hardness * (masked + shift))` per pixel: Q tilted by one shift per class."""
+    return tf.exp(tf.nn.log_softmax(hardness * (masked + shift[:, None, :]), axis=-1))
 
 
 def _hard_coordinate_ascent(
