@@ -246,7 +246,6 @@ def test_a_hard_latent_distribution_is_the_best_labelling_under_the_constraints(
             upper_bounds=upper,
             background=None,
             hardness=1000.0,
-            iterations=300,
         )
         .numpy()[0]
         .reshape(8, 3)
