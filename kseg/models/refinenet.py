@@ -35,7 +35,9 @@ def RefineNet(
     refines the stride-32 path alone; RefineNet-3, -2 and -1 each fuse their stage with the
     previous block's output (`kseg.layers.RefineNetBlock`). The stride-4 result goes through
     two more residual conv units (Sec. 3.2), an optional dropout, a 1x1 classifier and
-    bilinear upsampling to the input size.
+    bilinear upsampling to the input size. The last convolution of every residual branch
+    starts at zero, so each residual unit starts as the identity (`kseg.layers.refine`
+    explains why: the decoder has no batch normalisation).
 
     The model takes RGB images with values in [0, 255] (the backbone's preprocessing is
     inside) of any height and width, and returns float32 logits at the input resolution.

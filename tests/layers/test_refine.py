@@ -91,8 +91,25 @@ def test_rcu_rejects_a_width_mismatch():
         ResidualConvUnit(0)
 
 
+def test_untrained_rcu_is_the_identity():
+    # The zero-initialised second convolution makes a fresh unit pass its input through,
+    # whatever the first convolution's random kernel.
+    x = RNG.normal(size=(2, 6, 7, 5)).astype("float32")
+    unit = ResidualConvUnit(5)
+    np.testing.assert_array_equal(np.asarray(unit(x)), x)
+    assert np.any(unit.conv1.kernel.numpy() != 0)
+    plain = ResidualConvUnit(5, residual_initializer="glorot_uniform")
+    assert not np.allclose(np.asarray(plain(x)), x)
+
+
 def test_rcu_layer_contract():
-    out = run_layer_test(ResidualConvUnit, {"filters": 4}, (2, 9, 11, 4), expected_channels=4)
+    # A random second kernel, so that the save/reload comparison sees the weights.
+    out = run_layer_test(
+        ResidualConvUnit,
+        {"filters": 4, "residual_initializer": "glorot_uniform"},
+        (2, 9, 11, 4),
+        expected_channels=4,
+    )
     assert out.shape == (2, 9, 11, 4)
 
 
@@ -107,6 +124,11 @@ def test_crp_with_zero_kernels_is_the_identity(num_blocks):
     for conv in layer.convs:
         conv.kernel.assign(np.zeros(conv.kernel.shape, "float32"))
     np.testing.assert_array_equal(np.asarray(layer(x)), x)
+
+
+def test_untrained_crp_is_the_identity():
+    x = RNG.normal(size=(1, 8, 7, 5)).astype("float32")
+    np.testing.assert_array_equal(np.asarray(ChainedResidualPooling(5, num_blocks=4)(x)), x)
 
 
 def test_crp_sums_a_chain_of_pool_then_conv_blocks():
@@ -134,7 +156,10 @@ def test_crp_rejects_bad_arguments():
 
 def test_crp_layer_contract():
     out = run_layer_test(
-        ChainedResidualPooling, {"filters": 4, "num_blocks": 2}, (2, 9, 11, 4), expected_channels=4
+        ChainedResidualPooling,
+        {"filters": 4, "num_blocks": 2, "residual_initializer": "glorot_uniform"},
+        (2, 9, 11, 4),
+        expected_channels=4,
     )
     assert out.shape == (2, 9, 11, 4)
 
@@ -254,6 +279,34 @@ def test_block_without_units_and_zero_pooling_is_relu_of_the_fusion():
     np.testing.assert_allclose(np.asarray(block([a, b])), expected, rtol=1e-4, atol=1e-4)
 
 
+def test_untrained_single_path_block_is_a_relu():
+    # Identity units, a pass-through fusion and an identity chained pooling leave only the
+    # ReLU before the pooling: the block starts as relu(x), however deep its chain.
+    x = RNG.normal(size=(1, 7, 6, 4)).astype("float32")
+    block = RefineNetBlock((4,), crp_blocks=4, output_units=3)
+    np.testing.assert_array_equal(np.asarray(block(x)), _relu(x))
+
+
+def test_untrained_refinenet_logits_keep_a_unit_scale():
+    # Without batch norm, a Glorot start compounds over the cascade's residual sums; the
+    # zero-initialised residual branches keep the untrained logits near the scale of the
+    # fusion convolutions, as a normalised network would start.
+    from kseg.models import RefineNet
+
+    keras.utils.set_random_seed(0)
+    image = RNG.uniform(0, 255, size=(1, 64, 64, 3)).astype("float32")
+    model = RefineNet(num_classes=5, backbone="tiny", num_filters=16)
+    zero_start = np.std(model.predict(image, verbose=0))
+    plain = RefineNet(num_classes=5, backbone="tiny", num_filters=16)
+    for layer in plain._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, (ResidualConvUnit, ChainedResidualPooling)):
+            convs = [layer.conv2] if isinstance(layer, ResidualConvUnit) else layer.convs
+            for conv in convs:
+                conv.kernel.assign(keras.initializers.GlorotUniform()(conv.kernel.shape))
+    plain_start = np.std(plain.predict(image, verbose=0))
+    assert plain_start > 3 * zero_start
+
+
 def test_block_rejects_mismatched_paths():
     with pytest.raises(ValueError, match="input path 1"):
         RefineNetBlock((8, 16))(
@@ -266,7 +319,7 @@ def test_block_rejects_mismatched_paths():
 def test_block_layer_contract():
     out = run_layer_test(
         RefineNetBlock,
-        {"path_filters": [4, 8], "crp_blocks": 2},
+        {"path_filters": [4, 8], "crp_blocks": 2, "residual_initializer": "glorot_uniform"},
         [(2, 9, 11, 4), (2, 5, 6, 8)],
         expected_channels=4,
     )
