@@ -18,6 +18,7 @@ from kseg.weak.constrained import ConstrainedCrossEntropy, latent_distribution
 from kseg.weak.em import (
     EMAdaptCrossEntropy,
     EMFixedCrossEntropy,
+    bbox_rect_labels,
     bbox_seg_labels,
     box_label_map,
     em_adapt_cross_entropy,
@@ -54,6 +55,7 @@ __all__ = [
     "EMFixedCrossEntropy",
     "ScribbleSupRounds",
     "UnifiedWeakSegmenter",
+    "bbox_rect_labels",
     "bbox_seg_labels",
     "box_label_map",
     "boxes_from_mask",

@@ -17,6 +17,8 @@ and `model.fit` (each loss also comes as a per-pixel function, Keras's two-level
   box, background only outside), `tag_label_map` from image tags (the paper's EM-Fixed with
   image labels), and a full mask is its one-hot map, which is how `mixed_supervision_dataset`
   mixes a few fully-labelled images with many weak ones in one `fit`.
+- `bbox_rect_labels` (Bbox-Rect): every pixel of a box takes its class, the smallest box
+  winning where boxes overlap; an ordinary mask.
 - `bbox_seg_labels` (Bbox-Seg): a dense-CRF segmentation inside each box, computed once per
   image and then used as an ordinary mask.
 
@@ -690,6 +692,50 @@ def tag_label_map(tags, height, width):
         raise ValueError(f"tags must be a (K,) multi-hot vector. Received: tags.shape={tags.shape}")
     present = (tags > 0.5).astype(np.uint8)
     return np.broadcast_to(present, (height, width, tags.shape[0])).copy()
+
+
+def bbox_rect_labels(boxes, classes, height, width, num_classes, *, background_class=0):
+    """Bbox-Rect pseudo-labels: every pixel of a box takes the box's class.
+
+    The simplest box baseline of Papandreou et al. (ICCV 2015, "Bbox-Rect"): each pixel inside
+    a box is a positive example of its class, and a pixel inside several boxes goes to the
+    one of smallest area, so a small object keeps its pixels inside the box of the larger
+    region around it (a car on a road, a sign on a building). Pixels outside every box take
+    the background, or the ignore label 255 with `background_class=None` (a dataset such as
+    CamVid, where every class is boxed). Boxes are clipped and checked as in `box_label_map`;
+    areas are those of the clipped boxes, and equal areas go to the earlier box.
+
+    Args:
+        boxes: float `(N, 4)` `[y1, x1, y2, x2]` in pixels.
+        classes: int `(N,)` class of each box.
+        height: image height H.
+        width: image width W.
+        num_classes: number of classes K of the model.
+        background_class: index of the background class, or None.
+
+    Returns:
+        uint8 numpy array `(H, W)` of class ids, to train on as an ordinary mask.
+
+    Example:
+        >>> from kseg.weak.em import bbox_rect_labels
+        >>> labels = bbox_rect_labels([[0, 0, 3, 4], [1, 1, 2, 3]], [1, 2], 3, 5, num_classes=3)
+        >>> labels.tolist()
+        [[1, 1, 1, 1, 0], [1, 2, 2, 1, 0], [1, 1, 1, 1, 0]]
+    """
+    background_class = _check_class_index("background_class", background_class, allow_none=True)
+    if background_class is not None and isinstance(num_classes, (int, np.integer)):
+        _check_background(background_class, int(num_classes))
+    boxes, classes = _checked_boxes(boxes, classes, height, width, num_classes, background_class)
+    outside = IGNORE_LABEL if background_class is None else background_class
+    labels = np.full((height, width), outside, np.uint8)
+    if not len(classes):
+        return labels
+    in_box = _box_masks(boxes, height, width)
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    smallest = np.argmin(np.where(in_box, areas[:, None, None], np.inf), axis=0)
+    covered = np.any(in_box, axis=0)
+    labels[covered] = classes[smallest[covered]]
+    return labels
 
 
 def bbox_seg_labels(

@@ -9,6 +9,7 @@ import kseg
 from kseg.weak.em import (
     EMAdaptCrossEntropy,
     EMFixedCrossEntropy,
+    bbox_rect_labels,
     bbox_seg_labels,
     box_label_map,
     em_adapt_cross_entropy,
@@ -167,6 +168,60 @@ def test_box_label_map_clips_boxes_and_refuses_bad_ones():
         box_label_map([[0, 0, 2, 2]], [0], height=8, width=10, num_classes=3)
     with pytest.raises(ValueError, match="y1 < y2"):
         box_label_map([[3, 0, 2, 2]], [1], height=8, width=10, num_classes=3)
+
+
+def _random_boxes(rng, count, height, width):
+    """Integer-cornered boxes inside a height x width image."""
+    y = np.sort(rng.integers(0, height + 1, size=(count, 2)), axis=1)
+    x = np.sort(rng.integers(0, width + 1, size=(count, 2)), axis=1)
+    keep = (y[:, 1] > y[:, 0]) & (x[:, 1] > x[:, 0])
+    return np.stack([y[:, 0], x[:, 0], y[:, 1], x[:, 1]], axis=1)[keep].astype(np.float64)
+
+
+@pytest.mark.parametrize("background_class", [0, None])
+def test_bbox_rect_labels_give_each_pixel_its_smallest_covering_box(background_class):
+    # Brute force, pixel by pixel: the class of the smallest box holding the pixel (the first
+    # such box on a tie), the background or the ignore label outside every box.
+    rng = np.random.default_rng(21)
+    height, width, num_classes = 9, 11, 4
+    outside = 255 if background_class is None else background_class
+    for _ in range(25):
+        boxes = _random_boxes(rng, rng.integers(0, 6), height, width)
+        classes = rng.integers(1, num_classes, size=len(boxes))
+        labels = bbox_rect_labels(
+            boxes, classes, height, width, num_classes, background_class=background_class
+        )
+        assert labels.dtype == np.uint8
+        for i in range(height):
+            for j in range(width):
+                holding = [
+                    ((b[2] - b[0]) * (b[3] - b[1]), index)
+                    for index, b in enumerate(boxes)
+                    if b[0] <= i < b[2] and b[1] <= j < b[3]
+                ]
+                expected = classes[min(holding)[1]] if holding else outside
+                assert labels[i, j] == expected, (boxes, classes, i, j)
+
+
+def test_bbox_rect_labels_keep_a_small_object_inside_a_large_region():
+    # A car box on a road box, CamVid style: no background, both boxed.
+    labels = bbox_rect_labels(
+        [[4, 0, 10, 12], [5, 3, 8, 6]], [3, 8], 10, 12, num_classes=11, background_class=None
+    )
+    assert np.all(labels[:4] == 255)
+    assert np.all(labels[5:8, 3:6] == 8)
+    assert np.sum(labels == 3) == 6 * 12 - 9
+
+
+def test_bbox_rect_labels_clip_boxes_and_name_a_bad_one():
+    np.testing.assert_array_equal(
+        bbox_rect_labels([[-3, -1, 4, 30]], [2], 6, 8, num_classes=3),
+        bbox_rect_labels([[0, 0, 4, 8]], [2], 6, 8, num_classes=3),
+    )
+    with pytest.raises(ValueError, match="box 1 lies entirely outside the 6x8 image"):
+        bbox_rect_labels([[0, 0, 2, 2], [7, 0, 9, 3]], [1, 2], 6, 8, num_classes=3)
+    with pytest.raises(ValueError, match="box 0 has class 5, outside the model's classes"):
+        bbox_rect_labels([[0, 0, 2, 2]], [5], 6, 8, num_classes=3)
 
 
 def test_tags_naming_a_class_beyond_the_model_are_refused():
