@@ -23,3 +23,10 @@ def _float32_policy():
     keras.config.set_dtype_policy("float32")
     yield
     keras.config.set_dtype_policy("float32")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_models_between_modules():
+    """Drop Keras's global state after each test module, so the suite's memory stays flat."""
+    yield
+    keras.backend.clear_session(free_memory=True)
