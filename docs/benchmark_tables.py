@@ -597,6 +597,12 @@ def bf16_kernels_table(results):
     )
 
 
+def _steps_with_warmup(entry):
+    steps = str(entry.get("steps", MISSING))
+    warmup = entry.get("warmup_steps")
+    return f"{steps} ({warmup} warm-up)" if warmup else steps
+
+
 def camvid_context_family_table(results):
     """CamVid val mIoU of the context family: plain, with the dense CRF, multi-scale + flip."""
     config = results.get("config", {})
@@ -622,7 +628,7 @@ def camvid_context_family_table(results):
             (
                 _code(name),
                 millions(entry.get("parameters")),
-                str(entry.get("steps", MISSING)),
+                _steps_with_warmup(entry),
                 duration(entry.get("train_seconds")),
                 *(score(_get(entry, key, "mean_iou")) for key, _ in modes),
             )

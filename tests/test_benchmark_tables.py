@@ -105,7 +105,7 @@ def test_peer_throughput_rows_match_the_file():
 
 def test_camvid_context_family_lists_planned_models_not_yet_trained():
     results = {
-        "config": {"models": "deeplabv3plus,pspnet", "epochs": 6, "size": [192, 256]},
+        "config": {"models": "deeplabv3plus,refinenet,pspnet", "epochs": 6, "size": [192, 256]},
         "results": {
             "deeplabv3plus": {
                 "parameters": 2590363,
@@ -113,7 +113,8 @@ def test_camvid_context_family_lists_planned_models_not_yet_trained():
                 "steps": 270,
                 "plain": {"mean_iou": 0.48927, "pixel_accuracy": 0.8845, "seconds": 50.0},
                 "plain_os8": {"mean_iou": 0.42551, "pixel_accuracy": 0.85},
-            }
+            },
+            "refinenet": {"steps": 270, "warmup_steps": 45, "plain": {"mean_iou": 0.4}},
         },
     }
     text = tables.camvid_context_family_table(results)
@@ -125,6 +126,9 @@ def test_camvid_context_family_lists_planned_models_not_yet_trained():
     # Evaluated but not with the CRF yet: a dash, and an extra mode gets its own column.
     assert trained[header.index(" mIoU + dense CRF ")].strip() == tables.MISSING
     assert trained[header.index(" mIoU plain, output stride 8 ")].strip() == "0.426"
+    assert trained[header.index(" steps ")].strip() == "270"
+    warmed = _cells(next(line for line in lines if line.startswith("| `refinenet`")))
+    assert warmed[header.index(" steps ")].strip() == "270 (45 warm-up)"
     planned = _cells(next(line for line in lines if line.startswith("| `pspnet`")))
     assert planned[1].strip() == tables.NOT_MEASURED
 
