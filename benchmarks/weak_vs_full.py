@@ -19,6 +19,9 @@ row sees exactly the same images in the same order). Only the labels and the los
   tags_em_adapt   EM-Adapt (Papandreou et al., ICCV 2015) from tags: `kseg.weak.EMAdaptCrossEntropy`;
   boxes_bbox_rect Bbox-Rect: every box filled with its class, the smallest box winning where
                   boxes overlap (`kseg.weak.bbox_rect_labels`), then ordinary cross-entropy;
+  boxes_bbox_rect_unambiguous
+                  the same with pixels whose two candidate boxes are alike in size ignored
+                  (`ambiguity_ratio`, an option the paper does not use);
   boxes_bbox_seg  Bbox-Seg: dense-CRF masks inside the boxes (`kseg.weak.bbox_seg_labels`), then
                   ordinary cross-entropy;
   boxes_em_fixed  EM-Fixed from boxes: `kseg.weak.box_label_map` + `kseg.weak.EMFixedCrossEntropy`;
@@ -60,6 +63,7 @@ ROWS = (
     "tags_size_ccnn",
     "tags_em_adapt",
     "boxes_bbox_rect",
+    "boxes_bbox_rect_unambiguous",
     "boxes_bbox_seg",
     "boxes_em_fixed",
     "semi_mixed",
@@ -72,6 +76,7 @@ DESCRIPTIONS = {
     "tags_size_ccnn": ("tags + sizes", "Constrained CNN"),
     "tags_em_adapt": ("tags", "EM-Adapt"),
     "boxes_bbox_rect": ("boxes", "Bbox-Rect + cross-entropy"),
+    "boxes_bbox_rect_unambiguous": ("boxes", "Bbox-Rect, ambiguous pixels ignored"),
     "boxes_bbox_seg": ("boxes", "Bbox-Seg + cross-entropy"),
     "boxes_em_fixed": ("boxes", "EM-Fixed"),
     "semi_mixed": ("few masks + boxes", "EM-Fixed (semi-supervised)"),
@@ -79,9 +84,14 @@ DESCRIPTIONS = {
 # Issue 6: scribbles >= 0.85 and boxes >= 0.80 of full supervision.
 # Hardness of the Constrained CNN's latent distribution with size constraints (the authors' code).
 SIZE_HARDNESS = 1000.0
+# Bbox-Rect's smallest-box rule is right on 98% of the CamVid training pixels where the winning
+# box is under 5% of the other class's box, and on 56% where it is over half of it; from 0.2 on,
+# 31% of the pixels are ignored and the rest are 94% right (120 images at 120x160).
+RECT_AMBIGUITY_RATIO = 0.2
 TARGETS = {
     "scribbles": 0.85,
     "boxes_bbox_rect": 0.80,
+    "boxes_bbox_rect_unambiguous": 0.80,
     "boxes_bbox_seg": 0.80,
     "boxes_em_fixed": 0.80,
 }
@@ -340,14 +350,25 @@ def run_row(row, data, args):
             loss = ConstrainedCrossEntropy(background=background, hardness=record["hardness"])
         record["label_seconds"] = time.perf_counter() - start
         record.update(fit_arrays(model, images, tags, loss, args))
-    elif row == "boxes_bbox_rect":
+    elif row in ("boxes_bbox_rect", "boxes_bbox_rect_unambiguous"):
         height, width = masks.shape[1:3]
+        if row == "boxes_bbox_rect_unambiguous":
+            record["ambiguity_ratio"] = RECT_AMBIGUITY_RATIO
         labels = np.stack(
             [
-                bbox_rect_labels(b, c, height, width, num_classes, background_class=background)
+                bbox_rect_labels(
+                    b,
+                    c,
+                    height,
+                    width,
+                    num_classes,
+                    background_class=background,
+                    ambiguity_ratio=record.get("ambiguity_ratio"),
+                )
                 for b, c in boxes_for(masks, background)
             ]
         )
+        record["labelled_pixel_fraction"] = float((labels != 255).mean())
         record["label_seconds"] = time.perf_counter() - start
         record["pseudo_label_miou"] = label_agreement(labels, masks, num_classes)
         record.update(fit_arrays(model, images, labels, cross_entropy, args))
@@ -434,7 +455,7 @@ def annotate(results):
 def print_table(results, dataset):
     print(f"\nweak vs full supervision on {dataset} (val mIoU)")
     print(
-        f"{'row':16} {'labels':18} {'method':33} {'mIoU':>6} {'ratio':>6} {'target':>7} "
+        f"{'row':27} {'labels':18} {'method':36} {'mIoU':>6} {'ratio':>6} {'target':>7} "
         f"{'met':>4} {'train min':>9}"
     )
     for name in ROWS:
@@ -442,13 +463,13 @@ def print_table(results, dataset):
         if record is None:
             continue
         if "mean_iou" not in record:
-            print(f"{name:16} not applicable: {record.get('not_applicable', '')}")
+            print(f"{name:27} not applicable: {record.get('not_applicable', '')}")
             continue
         ratio = record.get("ratio_to_full")
         target = TARGETS.get(name)
         met = record.get("meets_target")
         print(
-            f"{name:16} {record['labels']:18} {record['method']:33} {record['mean_iou']:6.3f} "
+            f"{name:27} {record['labels']:18} {record['method']:36} {record['mean_iou']:6.3f} "
             f"{'' if ratio is None else f'{ratio:6.2f}':>6} "
             f"{'' if target is None else f'>={target:.2f}':>7} "
             f"{'' if met is None else ('yes' if met else 'NO'):>4} "

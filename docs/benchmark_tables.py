@@ -116,6 +116,7 @@ WEAK_ROWS = {
     "tags_size_ccnn": ("tags + sizes", "Constrained CNN"),
     "tags_em_adapt": ("tags", "EM-Adapt"),
     "boxes_bbox_rect": ("boxes", "Bbox-Rect + cross-entropy"),
+    "boxes_bbox_rect_unambiguous": ("boxes", "Bbox-Rect, ambiguous pixels ignored"),
     "boxes_bbox_seg": ("boxes", "Bbox-Seg + cross-entropy"),
     "boxes_em_fixed": ("boxes", "EM-Fixed"),
     "semi_mixed": ("few masks + boxes", "EM-Fixed (semi-supervised)"),

@@ -694,7 +694,9 @@ def tag_label_map(tags, height, width):
     return np.broadcast_to(present, (height, width, tags.shape[0])).copy()
 
 
-def bbox_rect_labels(boxes, classes, height, width, num_classes, *, background_class=0):
+def bbox_rect_labels(
+    boxes, classes, height, width, num_classes, *, background_class=0, ambiguity_ratio=None
+):
     """Bbox-Rect pseudo-labels: every pixel of a box takes the box's class.
 
     The simplest box baseline of Papandreou et al. (ICCV 2015, "Bbox-Rect"): each pixel inside
@@ -705,6 +707,12 @@ def bbox_rect_labels(boxes, classes, height, width, num_classes, *, background_c
     CamVid, where every class is boxed). Boxes are clipped and checked as in `box_label_map`;
     areas are those of the clipped boxes, and equal areas go to the earlier box.
 
+    The smallest-box rule is reliable when the winning box is much smaller than the other
+    class's box (an object inside a region) and a guess when the two are of comparable size
+    (two regions side by side). With `ambiguity_ratio`, a pixel whose winning box has at least
+    that fraction of the area of the smallest box of another class covering it gets the ignore
+    label 255 instead (an option the paper does not use).
+
     Args:
         boxes: float `(N, 4)` `[y1, x1, y2, x2]` in pixels.
         classes: int `(N,)` class of each box.
@@ -712,9 +720,12 @@ def bbox_rect_labels(boxes, classes, height, width, num_classes, *, background_c
         width: image width W.
         num_classes: number of classes K of the model.
         background_class: index of the background class, or None.
+        ambiguity_ratio: None, or an area ratio in (0, 1] from which a pixel's winning box is
+            too close in size to another class's box to decide it.
 
     Returns:
-        uint8 numpy array `(H, W)` of class ids, to train on as an ordinary mask.
+        uint8 numpy array `(H, W)` of class ids (255 on ambiguous pixels), to train on as an
+        ordinary mask.
 
     Example:
         >>> from kseg.weak.em import bbox_rect_labels
@@ -725,6 +736,10 @@ def bbox_rect_labels(boxes, classes, height, width, num_classes, *, background_c
     background_class = _check_class_index("background_class", background_class, allow_none=True)
     if background_class is not None and isinstance(num_classes, (int, np.integer)):
         _check_background(background_class, int(num_classes))
+    if ambiguity_ratio is not None:
+        ambiguity_ratio = _check_fraction("ambiguity_ratio", ambiguity_ratio)
+        if ambiguity_ratio == 0:
+            raise ValueError("ambiguity_ratio must lie in (0, 1]. Received: ambiguity_ratio=0")
     boxes, classes = _checked_boxes(boxes, classes, height, width, num_classes, background_class)
     outside = IGNORE_LABEL if background_class is None else background_class
     labels = np.full((height, width), outside, np.uint8)
@@ -732,9 +747,15 @@ def bbox_rect_labels(boxes, classes, height, width, num_classes, *, background_c
         return labels
     in_box = _box_masks(boxes, height, width)
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    smallest = np.argmin(np.where(in_box, areas[:, None, None], np.inf), axis=0)
+    covering_areas = np.where(in_box, areas[:, None, None], np.inf)
+    smallest = np.argmin(covering_areas, axis=0)
     covered = np.any(in_box, axis=0)
     labels[covered] = classes[smallest[covered]]
+    if ambiguity_ratio is not None:
+        winner = classes[smallest]
+        rival = np.min(np.where(classes[:, None, None] != winner, covering_areas, np.inf), axis=0)
+        winning_area = np.min(covering_areas, axis=0)
+        labels[covered & (winning_area >= ambiguity_ratio * rival)] = IGNORE_LABEL
     return labels
 
 

@@ -178,10 +178,15 @@ def _random_boxes(rng, count, height, width):
     return np.stack([y[:, 0], x[:, 0], y[:, 1], x[:, 1]], axis=1)[keep].astype(np.float64)
 
 
-@pytest.mark.parametrize("background_class", [0, None])
-def test_bbox_rect_labels_give_each_pixel_its_smallest_covering_box(background_class):
+@pytest.mark.parametrize(
+    "background_class, ambiguity_ratio", [(0, None), (None, None), (None, 0.3)]
+)
+def test_bbox_rect_labels_give_each_pixel_its_smallest_covering_box(
+    background_class, ambiguity_ratio
+):
     # Brute force, pixel by pixel: the class of the smallest box holding the pixel (the first
-    # such box on a tie), the background or the ignore label outside every box.
+    # such box on a tie), the background or the ignore label outside every box; with a ratio,
+    # the ignore label where a box of another class is not more than 1/ratio times larger.
     rng = np.random.default_rng(21)
     height, width, num_classes = 9, 11, 4
     outside = 255 if background_class is None else background_class
@@ -189,7 +194,13 @@ def test_bbox_rect_labels_give_each_pixel_its_smallest_covering_box(background_c
         boxes = _random_boxes(rng, rng.integers(0, 6), height, width)
         classes = rng.integers(1, num_classes, size=len(boxes))
         labels = bbox_rect_labels(
-            boxes, classes, height, width, num_classes, background_class=background_class
+            boxes,
+            classes,
+            height,
+            width,
+            num_classes,
+            background_class=background_class,
+            ambiguity_ratio=ambiguity_ratio,
         )
         assert labels.dtype == np.uint8
         for i in range(height):
@@ -200,6 +211,10 @@ def test_bbox_rect_labels_give_each_pixel_its_smallest_covering_box(background_c
                     if b[0] <= i < b[2] and b[1] <= j < b[3]
                 ]
                 expected = classes[min(holding)[1]] if holding else outside
+                if holding and ambiguity_ratio is not None:
+                    rivals = [a for a, k in holding if classes[k] != expected]
+                    if rivals and min(holding)[0] >= ambiguity_ratio * min(rivals):
+                        expected = 255
                 assert labels[i, j] == expected, (boxes, classes, i, j)
 
 
@@ -222,6 +237,19 @@ def test_bbox_rect_labels_clip_boxes_and_name_a_bad_one():
         bbox_rect_labels([[0, 0, 2, 2], [7, 0, 9, 3]], [1, 2], 6, 8, num_classes=3)
     with pytest.raises(ValueError, match="box 0 has class 5, outside the model's classes"):
         bbox_rect_labels([[0, 0, 2, 2]], [5], 6, 8, num_classes=3)
+    with pytest.raises(ValueError, match="ambiguity_ratio"):
+        bbox_rect_labels([[0, 0, 2, 2]], [1], 6, 8, num_classes=3, ambiguity_ratio=0)
+
+
+def test_bbox_rect_ambiguity_ratio_keeps_objects_and_drops_side_by_side_overlaps():
+    # A 3x3 sign inside a 6x12 building box, and a 6x10 tree box overlapping the building.
+    boxes = [[0, 0, 6, 12], [1, 1, 4, 4], [0, 8, 6, 18]]
+    labels = bbox_rect_labels(
+        boxes, [1, 6, 5], 6, 18, num_classes=11, background_class=None, ambiguity_ratio=0.5
+    )
+    assert np.all(labels[1:4, 1:4] == 6)  # 9 / 72 of the building box: kept
+    assert np.all(labels[:, 8:12] == 255)  # 60 / 72: the two regions are alike in size
+    assert np.all(labels[:, 12:] == 5) and labels[0, 0] == 1
 
 
 def test_tags_naming_a_class_beyond_the_model_are_refused():
