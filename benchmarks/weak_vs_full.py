@@ -25,6 +25,9 @@ row sees exactly the same images in the same order). Only the labels and the los
   boxes_bbox_seg  Bbox-Seg: dense-CRF masks inside the boxes (`kseg.weak.bbox_seg_labels`), then
                   ordinary cross-entropy;
   boxes_em_fixed  EM-Fixed from boxes: `kseg.weak.box_label_map` + `kseg.weak.EMFixedCrossEntropy`;
+                  without a background class (CamVid) the maps mark each pixel's smallest box
+                  in front (`mark_front`), so b_fg > b_bg prefers the object to the region
+                  around it;
   semi_mixed      a few full masks and boxes for the rest, in one `fit`:
                   `kseg.weak.mixed_supervision_dataset` + `EMFixedCrossEntropy`.
 
@@ -264,7 +267,15 @@ def allowed_maps(boxes, masks, num_classes, background):
     height, width = masks.shape[1:3]
     return np.stack(
         [
-            box_label_map(b, c, height, width, num_classes, background_class=background)
+            box_label_map(
+                b,
+                c,
+                height,
+                width,
+                num_classes,
+                background_class=background,
+                mark_front=background is None,
+            )
             for b, c in boxes
         ]
     )
@@ -393,11 +404,13 @@ def run_row(row, data, args):
         record["pseudo_label_miou"] = label_agreement(labels, masks, num_classes)
         record.update(fit_arrays(model, images, labels, cross_entropy, args))
     elif row == "boxes_em_fixed":
+        record["front_marked"] = background is None
         allowed = allowed_maps(boxes_for(masks, background), masks, num_classes, background)
         record["label_seconds"] = time.perf_counter() - start
         loss = EMFixedCrossEntropy(background_class=background)
         record.update(fit_arrays(model, images, allowed, loss, args))
     elif row == "semi_mixed":
+        record["front_marked"] = background is None
         strong_count = max(round(args.strong_fraction * len(images)), 1)
         allowed = allowed_maps(
             boxes_for(masks[strong_count:], background),

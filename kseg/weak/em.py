@@ -272,7 +272,10 @@ def em_fixed_latent_labels(
     argmax. Here the allowed classes come per pixel (`box_label_map`, `tag_label_map`, or the
     one-hot map of a full mask) and every other class is suppressed, so only b_fg - b_bg acts
     where background and foreground compete, a pixel with one allowed class takes that class,
-    and a pixel with none gets the ignore label.
+    and a pixel with none gets the ignore label. A map may also mark one class of a pixel as
+    in front with the value 2 (`box_label_map(..., mark_front=True)`): that class then takes
+    b_fg and the pixel's other allowed classes b_bg, which carries the paper's object-over-
+    background preference to datasets without a background class.
 
     Args:
         allowed: `(B, H, W, K)` 0/1 map of the classes allowed at each pixel.
@@ -304,8 +307,17 @@ def em_fixed_latent_labels(
         layout="(B, H, W, K)",
         description="allowed-class maps",
     )
-    allowed = tf.cast(allowed, tf.float32) > 0.5
+    values = tf.cast(allowed, tf.float32)
+    allowed = values > 0.5
+    in_front = values > 1.5
     bias = _class_vector(tf.shape(logits)[-1], background_class, foreground_bias, background_bias)
+    # Where a class is marked in front, it is the foreground and every other allowed class the
+    # background of that pixel, whatever the class.
+    bias = tf.where(
+        tf.reduce_any(in_front, axis=-1, keepdims=True),
+        tf.where(in_front, foreground_bias, background_bias),
+        bias,
+    )
     labels = tf.argmax(tf.where(allowed, logits + bias, _SUPPRESSED), axis=-1, output_type=tf.int32)
     return tf.where(tf.reduce_any(allowed, axis=-1), labels, IGNORE_LABEL)
 
@@ -625,7 +637,19 @@ def _box_masks(boxes, height, width):
     return in_rows[:, :, None] & in_columns[:, None, :]
 
 
-def box_label_map(boxes, classes, height, width, num_classes, *, background_class=0):
+def _smallest_covering(boxes, in_box):
+    """`(H, W)` index of the smallest box covering each pixel, and `(N, H, W)` covering areas.
+
+    Areas of boxes that do not cover a pixel are inf there; equal areas go to the earlier box.
+    """
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    covering_areas = np.where(in_box, areas[:, None, None], np.inf)
+    return np.argmin(covering_areas, axis=0), covering_areas
+
+
+def box_label_map(
+    boxes, classes, height, width, num_classes, *, background_class=0, mark_front=False
+):
     """The EM-Fixed allowed-class map `(H, W, K)` of an image annotated with boxes.
 
     Papandreou et al. (ICCV 2015, section 3.3) let a pixel take the class of any box covering
@@ -637,6 +661,12 @@ def box_label_map(boxes, classes, height, width, num_classes, *, background_clas
     naming the box. With `background_class=None` pixels outside every box allow no class
     (the loss ignores them).
 
+    With `mark_front=True` the class of the smallest box covering a pixel gets the value 2,
+    "in front" (`bbox_rect_labels`' rule), and `em_fixed_latent_labels` gives it b_fg and the
+    other allowed classes b_bg. Inside a single object box this is the paper's preference of
+    the object over the background; where every class is boxed (CamVid) it prefers the object
+    to the region around it, where plain maps would leave the choice to the network alone.
+
     Args:
         boxes: float `(N, 4)` `[y1, x1, y2, x2]` in pixels.
         classes: int `(N,)` class of each box.
@@ -644,10 +674,11 @@ def box_label_map(boxes, classes, height, width, num_classes, *, background_clas
         width: image width W.
         num_classes: number of classes K of the model.
         background_class: index of the background class, or None.
+        mark_front: mark the class of each pixel's smallest covering box with 2.
 
     Returns:
-        uint8 numpy array `(H, W, K)`, 1 where the class is allowed. Batch these as y_true of
-        `EMFixedCrossEntropy`.
+        uint8 numpy array `(H, W, K)`, 1 where the class is allowed (2 where it is in front).
+        Batch these as y_true of `EMFixedCrossEntropy`.
 
     Example:
         >>> from kseg.weak.em import box_label_map
@@ -665,6 +696,10 @@ def box_label_map(boxes, classes, height, width, num_classes, *, background_clas
     masks = _box_masks(boxes, height, width)
     for label in np.unique(classes):
         allowed[..., label] |= np.any(masks[classes == label], axis=0).astype(np.uint8)
+    if mark_front and len(classes):
+        smallest, _ = _smallest_covering(boxes, masks)
+        rows, columns = np.nonzero(np.any(masks, axis=0))
+        allowed[rows, columns, classes[smallest[rows, columns]]] = 2
     return allowed
 
 
@@ -746,9 +781,7 @@ def bbox_rect_labels(
     if not len(classes):
         return labels
     in_box = _box_masks(boxes, height, width)
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    covering_areas = np.where(in_box, areas[:, None, None], np.inf)
-    smallest = np.argmin(covering_areas, axis=0)
+    smallest, covering_areas = _smallest_covering(boxes, in_box)
     covered = np.any(in_box, axis=0)
     labels[covered] = classes[smallest[covered]]
     if ambiguity_ratio is not None:

@@ -252,6 +252,55 @@ def test_bbox_rect_ambiguity_ratio_keeps_objects_and_drops_side_by_side_overlaps
     assert np.all(labels[:, 12:] == 5) and labels[0, 0] == 1
 
 
+@pytest.mark.parametrize("background_class", [0, None])
+def test_box_label_map_marks_the_smallest_covering_box_in_front(background_class):
+    rng = np.random.default_rng(8)
+    height, width, num_classes = 9, 11, 4
+    for _ in range(15):
+        boxes = _random_boxes(rng, rng.integers(1, 6), height, width)
+        classes = rng.integers(1, num_classes, size=len(boxes))
+        options = {"background_class": background_class}
+        plain = box_label_map(boxes, classes, height, width, num_classes, **options)
+        marked = box_label_map(
+            boxes, classes, height, width, num_classes, mark_front=True, **options
+        )
+        np.testing.assert_array_equal(marked > 0, plain > 0)
+        rect = bbox_rect_labels(boxes, classes, height, width, num_classes, **options)
+        front = np.where(np.any(marked == 2, axis=-1), np.argmax(marked == 2, axis=-1), -1)
+        assert np.all(np.sum(marked == 2, axis=-1) <= 1)
+        outside = 255 if background_class is None else background_class
+        np.testing.assert_array_equal(np.where(front >= 0, front, outside), rect)
+
+
+def test_em_fixed_prefers_the_class_in_front_by_the_bias_gap():
+    # One pixel allows classes 1 (in front) and 2; no background class. The front class wins
+    # unless the other leads it by more than b_fg - b_bg = 2 in the logits.
+    allowed = np.zeros((1, 1, 3, 3), np.uint8)
+    allowed[..., 1] = 2
+    allowed[..., 2] = 1
+    logits = np.zeros((1, 1, 3, 3), np.float32)
+    logits[0, 0, :, 2] = [1.0, 1.9, 2.1]
+    labels = em_fixed_latent_labels(allowed, logits, background_class=None)
+    assert np.asarray(labels).tolist() == [[[1, 1, 2]]]
+    # Without the mark the two classes tie in bias and the logits alone decide.
+    plain = em_fixed_latent_labels(np.minimum(allowed, 1), logits, background_class=None)
+    assert np.asarray(plain).tolist() == [[[2, 2, 2]]]
+
+
+def test_marking_a_single_object_box_keeps_the_papers_e_step():
+    # Inside one object box the mark makes the object b_fg and the background b_bg, as the
+    # class vector already does.
+    rng = np.random.default_rng(3)
+    boxes, classes = np.array([[2.0, 3.0, 9.0, 12.0]]), np.array([2])
+    plain = box_label_map(boxes, classes, 12, 16, 4)
+    marked = box_label_map(boxes, classes, 12, 16, 4, mark_front=True)
+    logits = rng.normal(scale=3.0, size=(1, 12, 16, 4)).astype(np.float32)
+    np.testing.assert_array_equal(
+        np.asarray(em_fixed_latent_labels(marked[None], logits)),
+        np.asarray(em_fixed_latent_labels(plain[None], logits)),
+    )
+
+
 def test_tags_naming_a_class_beyond_the_model_are_refused():
     logits = np.zeros((1, 4, 4, 3), np.float32)
     with pytest.raises(ValueError, match="indices up to 4.*model predicts 3"):
