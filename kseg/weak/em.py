@@ -278,7 +278,8 @@ def em_fixed_latent_labels(
     background preference to datasets without a background class.
 
     Args:
-        allowed: `(B, H, W, K)` 0/1 map of the classes allowed at each pixel.
+        allowed: `(B, H, W, K)` 0/1 map of the classes allowed at each pixel (2 marks a class
+            in front).
         logits: `(B, H, W, K)` network scores.
         foreground_bias: b_fg.
         background_bias: b_bg.
