@@ -363,8 +363,9 @@ def run_row(row, data, args):
         record.update(fit_arrays(model, images, tags, loss, args))
     elif row in ("boxes_bbox_rect", "boxes_bbox_rect_unambiguous"):
         height, width = masks.shape[1:3]
-        if row == "boxes_bbox_rect_unambiguous":
-            record["ambiguity_ratio"] = RECT_AMBIGUITY_RATIO
+        ratio = RECT_AMBIGUITY_RATIO if row == "boxes_bbox_rect_unambiguous" else None
+        if ratio is not None:
+            record["ambiguity_ratio"] = ratio
         labels = np.stack(
             [
                 bbox_rect_labels(
@@ -374,7 +375,7 @@ def run_row(row, data, args):
                     width,
                     num_classes,
                     background_class=background,
-                    ambiguity_ratio=record.get("ambiguity_ratio"),
+                    ambiguity_ratio=ratio,
                 )
                 for b, c in boxes_for(masks, background)
             ]

@@ -638,6 +638,15 @@ def _box_masks(boxes, height, width):
     return in_rows[:, :, None] & in_columns[:, None, :]
 
 
+def _checked_box_annotation(boxes, classes, height, width, num_classes, background_class):
+    """`(background_class, boxes, classes)` of a box-annotated image, checked and clipped."""
+    background_class = _check_class_index("background_class", background_class, allow_none=True)
+    if background_class is not None and isinstance(num_classes, (int, np.integer)):
+        _check_background(background_class, int(num_classes))
+    boxes, classes = _checked_boxes(boxes, classes, height, width, num_classes, background_class)
+    return background_class, boxes, classes
+
+
 def _smallest_covering(boxes, in_box):
     """`(H, W)` index of the smallest box covering each pixel, and `(N, H, W)` covering areas.
 
@@ -687,10 +696,9 @@ def box_label_map(
         >>> allowed[..., 2].tolist()
         [[0, 0, 0, 0, 0], [0, 1, 1, 1, 0], [0, 1, 1, 1, 0], [0, 0, 0, 0, 0]]
     """
-    background_class = _check_class_index("background_class", background_class, allow_none=True)
-    if background_class is not None and isinstance(num_classes, (int, np.integer)):
-        _check_background(background_class, int(num_classes))
-    boxes, classes = _checked_boxes(boxes, classes, height, width, num_classes, background_class)
+    background_class, boxes, classes = _checked_box_annotation(
+        boxes, classes, height, width, num_classes, background_class
+    )
     allowed = np.zeros((height, width, num_classes), np.uint8)
     if background_class is not None:
         allowed[..., background_class] = 1
@@ -769,14 +777,13 @@ def bbox_rect_labels(
         >>> labels.tolist()
         [[1, 1, 1, 1, 0], [1, 2, 2, 1, 0], [1, 1, 1, 1, 0]]
     """
-    background_class = _check_class_index("background_class", background_class, allow_none=True)
-    if background_class is not None and isinstance(num_classes, (int, np.integer)):
-        _check_background(background_class, int(num_classes))
     if ambiguity_ratio is not None:
         ambiguity_ratio = _check_fraction("ambiguity_ratio", ambiguity_ratio)
         if ambiguity_ratio == 0:
             raise ValueError("ambiguity_ratio must lie in (0, 1]. Received: ambiguity_ratio=0")
-    boxes, classes = _checked_boxes(boxes, classes, height, width, num_classes, background_class)
+    background_class, boxes, classes = _checked_box_annotation(
+        boxes, classes, height, width, num_classes, background_class
+    )
     outside = IGNORE_LABEL if background_class is None else background_class
     labels = np.full((height, width), outside, np.uint8)
     if not len(classes):
