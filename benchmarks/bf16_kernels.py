@@ -46,8 +46,10 @@ def main():
             "conv3x3_256_gflops": conv_flops / conv_s / 1e9,
             "matmul_2048_gflops": matmul_flops / matmul_s / 1e9,
         }
-        print(f"{dtype.name:9s} conv {report[dtype.name]['conv3x3_256_gflops']:6.0f} GFLOP/s   "
-              f"matmul {report[dtype.name]['matmul_2048_gflops']:6.0f} GFLOP/s")
+        print(
+            f"{dtype.name:9s} conv {report[dtype.name]['conv3x3_256_gflops']:6.0f} GFLOP/s   "
+            f"matmul {report[dtype.name]['matmul_2048_gflops']:6.0f} GFLOP/s"
+        )
     for key in ("conv3x3_256_gflops", "matmul_2048_gflops"):
         ratio = report["bfloat16"][key] / report["float32"][key]
         report[f"bf16/fp32 {key}"] = ratio

@@ -50,14 +50,21 @@ def main():
     info = kseg.data.camvid_info()
 
     def load(split):
-        return kseg.data.camvid_dataset(args.camvid, split).map(
-            lambda image, mask: kseg.data.resize_pair(image, mask, size)
-        ).cache()
+        return (
+            kseg.data.camvid_dataset(args.camvid, split)
+            .map(lambda image, mask: kseg.data.resize_pair(image, mask, size))
+            .cache()
+        )
 
     train_source, val_source = load("train"), load("val")
     train = kseg.data.make_pipeline(
-        train_source, args.batch_size, crop_size=size, scale_range=(0.75, 1.5), jitter=False,
-        seed=0, repeat=True,
+        train_source,
+        args.batch_size,
+        crop_size=size,
+        scale_range=(0.75, 1.5),
+        jitter=False,
+        seed=0,
+        repeat=True,
     )
     val = kseg.data.make_pipeline(val_source, 8, augment=False)
     steps_per_epoch = 367 // args.batch_size
@@ -87,7 +94,10 @@ def main():
         )
         start = time.perf_counter()
         history = model.fit(
-            train, validation_data=val, epochs=args.epochs, steps_per_epoch=steps_per_epoch,
+            train,
+            validation_data=val,
+            epochs=args.epochs,
+            steps_per_epoch=steps_per_epoch,
             verbose=2,
         )
         seconds = time.perf_counter() - start

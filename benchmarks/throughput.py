@@ -118,8 +118,12 @@ def main():
     report = {
         "config": vars(args),
         "machine": {"processor": platform.processor(), "cpus": os.cpu_count()},
-        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__,
-                     "keras_cv": keras_cv.__version__, "kseg": kseg.__version__},
+        "versions": {
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "keras_cv": keras_cv.__version__,
+            "kseg": kseg.__version__,
+        },
         "results": results,
         "ratios": ratios,
     }

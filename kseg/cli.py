@@ -288,8 +288,10 @@ def cmd_demo(args):
     )
     kseg.export.saved_model(model, out / "saved_model")
     print(f"validation mIoU {scores['mean_iou']:.4f}")
-    print(f"wrote {out / 'overlay.png'} (rows: image, prediction, ground truth), "
-          f"{out / 'saved_model'}, {out / 'run' / 'model.keras'}")
+    print(
+        f"wrote {out / 'overlay.png'} (rows: image, prediction, ground truth), "
+        f"{out / 'saved_model'}, {out / 'run' / 'model.keras'}"
+    )
     return scores
 
 
@@ -313,8 +315,10 @@ def cmd_train(args):
             f"it; {args.model} is a semantic segmentation model."
         )
     if args.val_data:
-        raise SystemExit("kseg: error: --val-data goes with --model mask_rcnn and coco: data; "
-                         "semantic models validate on --val-split of --data.")
+        raise SystemExit(
+            "kseg: error: --val-data goes with --model mask_rcnn and coco: data; "
+            "semantic models validate on --val-split of --data."
+        )
     if args.model.lower() not in kseg.models.list_models():
         raise SystemExit(
             f"kseg: error: unknown model {args.model!r}; registered: "
@@ -345,20 +349,31 @@ def cmd_train(args):
         raise SystemExit(f"the number of classes of {args.data!r} is unknown: pass --num-classes")
     with strategy.scope():
         # Element-wise sharding: every step sees the same global batch whatever the worker count.
-        train = kseg.distribute.shard_by_data(kseg.data.make_pipeline(
-            train_source, args.batch_size, crop_size=args.crop_size, seed=args.seed,
-            ignore_label=info.ignore_label,
-        ))
-        val = kseg.distribute.shard_by_data(kseg.data.make_pipeline(
-            val_source, args.val_batch_size, augment=False, ignore_label=info.ignore_label
-        ))
+        train = kseg.distribute.shard_by_data(
+            kseg.data.make_pipeline(
+                train_source,
+                args.batch_size,
+                crop_size=args.crop_size,
+                seed=args.seed,
+                ignore_label=info.ignore_label,
+            )
+        )
+        val = kseg.distribute.shard_by_data(
+            kseg.data.make_pipeline(
+                val_source, args.val_batch_size, augment=False, ignore_label=info.ignore_label
+            )
+        )
     steps = args.steps_per_epoch or max(1, sum(1 for _ in train_source) // args.batch_size)
     replicas = strategy.num_replicas_in_sync
-    print(f"training {args.model} on {args.data} ({num_classes} classes), precision {policy}, "
-          f"{args.epochs} epochs of {steps} steps, run folder {args.run_dir}")
-    print(f"strategy {args.strategy}: {replicas} replica{'s' if replicas > 1 else ''}, "
-          f"global batch {args.batch_size} ({per_replica} per replica), "
-          f"learning rate {learning_rate:g}")
+    print(
+        f"training {args.model} on {args.data} ({num_classes} classes), precision {policy}, "
+        f"{args.epochs} epochs of {steps} steps, run folder {args.run_dir}"
+    )
+    print(
+        f"strategy {args.strategy}: {replicas} replica{'s' if replicas > 1 else ''}, "
+        f"global batch {args.batch_size} ({per_replica} per replica), "
+        f"learning rate {learning_rate:g}"
+    )
     model, _ = train_model(
         train_ds=train,
         val_ds=val,
@@ -410,7 +425,7 @@ def _coco_source(source):
     text = os.fspath(source)
     if not text.startswith(COCO_PREFIX):
         return None
-    parts = [part.strip() for part in text[len(COCO_PREFIX):].split(",")]
+    parts = [part.strip() for part in text[len(COCO_PREFIX) :].split(",")]
     if len(parts) != 2 or not all(parts):
         raise SystemExit(
             "kseg: error: COCO data are given as coco:ANNOTATIONS.json,IMAGE_DIR. "
@@ -474,10 +489,15 @@ def _train_instances(args):
 
     _refuse_semantic_flags(
         args,
-        [("--output-stride", args.output_stride is not None), ("--loss", args.loss != "ce"),
-         ("--resize", args.resize is not None), ("--num-classes", args.num_classes is not None),
-         ("--strategy", args.strategy != "default"),
-         ("--scale-learning-rate", args.scale_learning_rate), ("--jit", args.jit)],
+        [
+            ("--output-stride", args.output_stride is not None),
+            ("--loss", args.loss != "ce"),
+            ("--resize", args.resize is not None),
+            ("--num-classes", args.num_classes is not None),
+            ("--strategy", args.strategy != "default"),
+            ("--scale-learning-rate", args.scale_learning_rate),
+            ("--jit", args.jit),
+        ],
     )
     train, categories = _instance_examples(args.data, args.train_split, args.num_samples)
     if _coco_source(args.data) is not None:
@@ -497,8 +517,10 @@ def _train_instances(args):
                 val = val.take(args.num_samples)
     else:
         if args.val_data:
-            raise SystemExit("kseg: error: --val-data goes with --data coco:...; shapes data "
-                             "take their validation images from --val-split.")
+            raise SystemExit(
+                "kseg: error: --val-data goes with --data coco:...; shapes data "
+                "take their validation images from --val-split."
+            )
         val, _ = _instance_examples(args.data, args.val_split, args.num_samples)
     count = int(train.cardinality())
     steps = args.steps_per_epoch or (max(1, count // args.batch_size) if count > 0 else None)
@@ -521,10 +543,12 @@ def _train_instances(args):
     model.compile(
         optimizer=_instance_optimizer(args.optimizer, schedule), run_eagerly=args.run_eagerly
     )
-    print(f"training MaskRCNN ({model.backbone_name}) on {args.data} ({len(names)} classes: "
-          f"{', '.join(names[:10])}{' ...' if len(names) > 10 else ''}), precision {policy}, "
-          f"{args.epochs} epochs of {steps} steps, batch {args.batch_size}, run folder "
-          f"{args.run_dir}")
+    print(
+        f"training MaskRCNN ({model.backbone_name}) on {args.data} ({len(names)} classes: "
+        f"{', '.join(names[:10])}{' ...' if len(names) > 10 else ''}), precision {policy}, "
+        f"{args.epochs} epochs of {steps} steps, batch {args.batch_size}, run folder "
+        f"{args.run_dir}"
+    )
     coco = _coco_source(args.data)
     if coco is not None and args.num_samples is None:
         # Shuffling image indices before decoding keeps memory flat with large COCO images.
@@ -579,8 +603,11 @@ def _evaluate_instances(model, args):
 
     _refuse_semantic_flags(
         args,
-        [("--resize", args.resize is not None), ("--num-classes", args.num_classes is not None),
-         *_inference_flags_given(args)],
+        [
+            ("--resize", args.resize is not None),
+            ("--num-classes", args.num_classes is not None),
+            *_inference_flags_given(args),
+        ],
     )
     examples, categories = _instance_examples(args.data, args.split, args.num_samples)
     class_names = list(_category_names(categories))
@@ -702,7 +729,8 @@ def _predict_instances(model, args, files):
 
 def cmd_evaluate(args):
     """Scores a saved model on a dataset split: per-class IoU, mIoU, accuracies (semantic models)
-    or COCO mask and box AP, AP50, AP75 (MaskRCNN models)."""
+    or COCO mask and box AP, AP50, AP75 (MaskRCNN models).
+    """
     import kseg.data
     import kseg.evaluation
 
@@ -721,7 +749,9 @@ def cmd_evaluate(args):
     if args.num_samples is not None:
         source = source.take(args.num_samples)
     num_classes = args.num_classes or info.num_classes or int(model.output.shape[-1])
-    val = kseg.data.make_pipeline(source, args.batch_size, augment=False, ignore_label=info.ignore_label)
+    val = kseg.data.make_pipeline(
+        source, args.batch_size, augment=False, ignore_label=info.ignore_label
+    )
     scores = kseg.evaluation.evaluate_model(
         model, val, num_classes, ignore_label=info.ignore_label, predict_fn=_predictor(model, args)
     )
@@ -773,13 +803,21 @@ def parse_scales(text):
 
 
 def _add_inference_flags(parser):
-    parser.add_argument("--scales", type=parse_scales, default=(1.0,),
-                        help="average over these image scales, e.g. 0.5,0.75,1,1.25,1.5,1.75")
+    parser.add_argument(
+        "--scales",
+        type=parse_scales,
+        default=(1.0,),
+        help="average over these image scales, e.g. 0.5,0.75,1,1.25,1.5,1.75",
+    )
     parser.add_argument("--flip", action="store_true", help="also average over mirrored images")
-    parser.add_argument("--window", type=_size,
-                        help="sliding-window inference with this window (SIZE or HEIGHT,WIDTH)")
-    parser.add_argument("--overlap", type=float, default=1 / 3,
-                        help="fraction shared by neighbouring windows")
+    parser.add_argument(
+        "--window",
+        type=_size,
+        help="sliding-window inference with this window (SIZE or HEIGHT,WIDTH)",
+    )
+    parser.add_argument(
+        "--overlap", type=float, default=1 / 3, help="fraction shared by neighbouring windows"
+    )
     parser.add_argument("--crf", action="store_true", help="refine with the dense CRF")
 
 
@@ -817,7 +855,8 @@ def image_files(inputs):
 
 def cmd_predict(args):
     """Writes a label PNG and a colour overlay for every input image; for a MaskRCNN model, an
-    instance overlay PNG and a JSON of boxes, classes and scores."""
+    instance overlay PNG and a JSON of boxes, classes and scores.
+    """
     import numpy as np
     from PIL import Image, UnidentifiedImageError
     from tqdm.auto import tqdm
@@ -859,13 +898,18 @@ def _export_instances(model, args):
         )
     _refuse_semantic_flags(
         args,
-        [("--logits", args.logits), ("--image-size", args.image_size is not None),
-         ("--quantization", args.quantization != "none"),
-         ("--calibration-data", args.calibration_data is not None)],
+        [
+            ("--logits", args.logits),
+            ("--image-size", args.image_size is not None),
+            ("--quantization", args.quantization != "none"),
+            ("--calibration-data", args.calibration_data is not None),
+        ],
     )
     path = kseg.export.saved_model(model, args.out)
-    print(f"wrote SavedModel {path} (signature serving_default: one uint8 image (H, W, 3) -> "
-          "boxes, scores, classes, masks, num_detections)")
+    print(
+        f"wrote SavedModel {path} (signature serving_default: one uint8 image (H, W, 3) -> "
+        "boxes, scores, classes, masks, num_detections)"
+    )
 
 
 def cmd_export(args):
@@ -878,8 +922,10 @@ def cmd_export(args):
     common = {"include_logits": args.logits, "image_size": args.image_size}
     if args.format == "savedmodel":
         path = kseg.export.saved_model(model, args.out, **common)
-        print(f"wrote SavedModel {path} (signature serving_default: uint8 images -> labels, "
-              "probabilities)")
+        print(
+            f"wrote SavedModel {path} (signature serving_default: uint8 images -> labels, "
+            "probabilities)"
+        )
     elif args.format == "tflite":
         representative = None
         if args.calibration_data:
@@ -888,8 +934,11 @@ def cmd_export(args):
             source, _ = load_split(args.calibration_data, args.calibration_split)
             representative = source.take(args.calibration_steps)
         path = kseg.export.tflite(
-            model, args.out, quantization=args.quantization,
-            representative_images=representative, allow_select_tf_ops=args.select_tf_ops,
+            model,
+            args.out,
+            quantization=args.quantization,
+            representative_images=representative,
+            allow_select_tf_ops=args.select_tf_ops,
             **common,
         )
         print(f"wrote {path} (TFLite, quantization {args.quantization})")
@@ -909,13 +958,20 @@ def cmd_list(args):
 
 
 def _add_model_flags(parser):
-    parser.add_argument("--model", default="deeplabv3plus",
-                        help="registered model name (see `kseg list`), or mask_rcnn")
+    parser.add_argument(
+        "--model",
+        default="deeplabv3plus",
+        help="registered model name (see `kseg list`), or mask_rcnn",
+    )
     parser.add_argument("--backbone", help="backbone name (see `kseg list`)")
     parser.add_argument("--backbone-weights", help="None, 'imagenet' or a weights file")
     parser.add_argument("--output-stride", type=int, choices=(8, 16, 32))
-    parser.add_argument("--model-arg", action="append", metavar="NAME=VALUE",
-                        help="any other builder argument, e.g. alpha=0.35 (repeatable)")
+    parser.add_argument(
+        "--model-arg",
+        action="append",
+        metavar="NAME=VALUE",
+        help="any other builder argument, e.g. alpha=0.35 (repeatable)",
+    )
 
 
 def build_parser():
@@ -931,67 +987,109 @@ def build_parser():
     demo.add_argument("--batch-size", type=int, default=16)
     demo.add_argument("--backbone", default="mobilenetv2")
     demo.add_argument("--alpha", type=float, default=0.35, help="width of a MobileNet backbone")
-    demo.add_argument("--scratch", action="store_true",
-                      help="random backbone initialisation instead of ImageNet weights")
+    demo.add_argument(
+        "--scratch",
+        action="store_true",
+        help="random backbone initialisation instead of ImageNet weights",
+    )
     demo.add_argument("--num-filters", type=int, default=64, help="ASPP and decoder channels")
     demo.add_argument("--learning-rate", type=float, default=2e-3)
-    demo.add_argument("--precision", default="float32",
-                      choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"))
+    demo.add_argument(
+        "--precision",
+        default="float32",
+        choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"),
+    )
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--quiet-progress", action="store_true", help="one line per epoch")
     demo.set_defaults(handler=cmd_demo)
 
     train = commands.add_parser("train", help=cmd_train.__doc__, description=cmd_train.__doc__)
-    train.add_argument("--data", required=True,
-                       help="'shapes', 'tfds:NAME', a VOC or CamVid root, or IMAGES,MASKS folders; "
-                            "for --model mask_rcnn 'shapes' or 'coco:ANNOTATIONS.json,IMAGE_DIR'")
-    train.add_argument("--val-data",
-                       help="mask_rcnn on coco: data: the validation split, "
-                            "coco:ANNOTATIONS.json,IMAGE_DIR")
+    train.add_argument(
+        "--data",
+        required=True,
+        help="'shapes', 'tfds:NAME', a VOC or CamVid root, or IMAGES,MASKS folders; "
+        "for --model mask_rcnn 'shapes' or 'coco:ANNOTATIONS.json,IMAGE_DIR'",
+    )
+    train.add_argument(
+        "--val-data",
+        help="mask_rcnn on coco: data: the validation split, coco:ANNOTATIONS.json,IMAGE_DIR",
+    )
     train.add_argument("--train-split", default="train")
     train.add_argument("--val-split", default="val")
-    train.add_argument("--num-samples", type=_positive_int,
-                       help="use the first N images of each split (shapes: generate N)")
-    train.add_argument("--max-instances", type=int, default=100,
-                       help="mask_rcnn: instances kept per training image")
+    train.add_argument(
+        "--num-samples",
+        type=_positive_int,
+        help="use the first N images of each split (shapes: generate N)",
+    )
+    train.add_argument(
+        "--max-instances",
+        type=int,
+        default=100,
+        help="mask_rcnn: instances kept per training image",
+    )
     train.add_argument("--num-classes", type=int)
     _add_model_flags(train)
     train.add_argument("--epochs", type=int, default=30)
     train.add_argument("--steps-per-epoch", type=int)
-    train.add_argument("--batch-size", type=int, default=8,
-                       help="global batch per step, split evenly over the replicas")
+    train.add_argument(
+        "--batch-size",
+        type=int,
+        default=8,
+        help="global batch per step, split evenly over the replicas",
+    )
     train.add_argument("--val-batch-size", type=int, default=1)
     train.add_argument("--crop-size", type=_size, default=(512, 512), help="SIZE or HEIGHT,WIDTH")
     train.add_argument("--resize", type=_size, help="resize every image first (HEIGHT,WIDTH)")
     train.add_argument("--optimizer", default="sgd", choices=("sgd", "adam", "adamw"))
     train.add_argument("--learning-rate", type=float, default=0.01)
     train.add_argument("--loss", default="ce", choices=("ce", "focal", "dice", "ce+dice"))
-    train.add_argument("--precision", default="auto",
-                       choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"))
+    train.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"),
+    )
     train.add_argument("--jit", action="store_true", help="compile the train step with XLA")
-    train.add_argument("--run-eagerly", action="store_true",
-                       help="run train steps eagerly (debugging, or a few steps where tracing "
-                            "the graph would take longer than running them)")
-    train.add_argument("--run-dir", default="runs/train",
-                       help="checkpoints, logs and model.keras; rerun to resume")
+    train.add_argument(
+        "--run-eagerly",
+        action="store_true",
+        help="run train steps eagerly (debugging, or a few steps where tracing "
+        "the graph would take longer than running them)",
+    )
+    train.add_argument(
+        "--run-dir", default="runs/train", help="checkpoints, logs and model.keras; rerun to resume"
+    )
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--strategy", default="default",
-                       choices=("default", "mirrored", "multiworker", "tpu"),
-                       help="tf.distribute strategy; multiworker reads the cluster from TF_CONFIG")
-    train.add_argument("--scale-learning-rate", action="store_true",
-                       help="multiply --learning-rate by the number of replicas (linear scaling)")
+    train.add_argument(
+        "--strategy",
+        default="default",
+        choices=("default", "mirrored", "multiworker", "tpu"),
+        help="tf.distribute strategy; multiworker reads the cluster from TF_CONFIG",
+    )
+    train.add_argument(
+        "--scale-learning-rate",
+        action="store_true",
+        help="multiply --learning-rate by the number of replicas (linear scaling)",
+    )
     train.set_defaults(handler=cmd_train)
 
-    evaluate = commands.add_parser("evaluate", help=cmd_evaluate.__doc__,
-                                   description=cmd_evaluate.__doc__)
+    evaluate = commands.add_parser(
+        "evaluate", help=cmd_evaluate.__doc__, description=cmd_evaluate.__doc__
+    )
     evaluate.add_argument("--model", required=True, help="a .keras file")
-    evaluate.add_argument("--data", required=True,
-                          help="as for `kseg train`; for a MaskRCNN model 'shapes' or "
-                               "'coco:ANNOTATIONS.json,IMAGE_DIR'")
-    evaluate.add_argument("--split", default="val",
-                          help="split name (a coco: source is one split already)")
-    evaluate.add_argument("--num-samples", type=_positive_int,
-                          help="evaluate the first N images only (shapes: generate N)")
+    evaluate.add_argument(
+        "--data",
+        required=True,
+        help="as for `kseg train`; for a MaskRCNN model 'shapes' or "
+        "'coco:ANNOTATIONS.json,IMAGE_DIR'",
+    )
+    evaluate.add_argument(
+        "--split", default="val", help="split name (a coco: source is one split already)"
+    )
+    evaluate.add_argument(
+        "--num-samples",
+        type=_positive_int,
+        help="evaluate the first N images only (shapes: generate N)",
+    )
     evaluate.add_argument("--num-classes", type=int)
     evaluate.add_argument("--batch-size", type=int, default=1)
     evaluate.add_argument("--resize", type=_size)
@@ -999,37 +1097,63 @@ def build_parser():
     _add_inference_flags(evaluate)
     evaluate.set_defaults(handler=cmd_evaluate)
 
-    predict = commands.add_parser("predict", help=cmd_predict.__doc__, description=cmd_predict.__doc__)
+    predict = commands.add_parser(
+        "predict", help=cmd_predict.__doc__, description=cmd_predict.__doc__
+    )
     predict.add_argument("--model", required=True, help="a .keras file")
     predict.add_argument("inputs", nargs="+", help="image files or folders")
     predict.add_argument("--out", default="predictions")
     predict.add_argument("--palette", default="voc", choices=("voc", "camvid"))
-    predict.add_argument("--class-names",
-                         help="MaskRCNN: names of classes 1..K, comma-separated, or the COCO "
-                              "annotation file the model was trained on")
-    predict.add_argument("--min-score", type=float, default=0.5,
-                         help="MaskRCNN: keep detections scoring at least this")
-    predict.add_argument("--mask-threshold", type=float, default=0.5,
-                         help="MaskRCNN: mask probability at which a pixel belongs to the instance")
+    predict.add_argument(
+        "--class-names",
+        help="MaskRCNN: names of classes 1..K, comma-separated, or the COCO "
+        "annotation file the model was trained on",
+    )
+    predict.add_argument(
+        "--min-score",
+        type=float,
+        default=0.5,
+        help="MaskRCNN: keep detections scoring at least this",
+    )
+    predict.add_argument(
+        "--mask-threshold",
+        type=float,
+        default=0.5,
+        help="MaskRCNN: mask probability at which a pixel belongs to the instance",
+    )
     _add_inference_flags(predict)
     predict.set_defaults(handler=cmd_predict)
 
     export = commands.add_parser("export", help=cmd_export.__doc__, description=cmd_export.__doc__)
     export.add_argument("--model", required=True, help="a .keras file")
-    export.add_argument("--out", required=True,
-                        help="SavedModel folder, or the .tflite / .onnx file")
+    export.add_argument(
+        "--out", required=True, help="SavedModel folder, or the .tflite / .onnx file"
+    )
     export.add_argument("--format", default="savedmodel", choices=("savedmodel", "tflite", "onnx"))
-    export.add_argument("--quantization", default="none", choices=("none", "float16", "int8"),
-                        help="TFLite weights: int8 alone is dynamic-range")
-    export.add_argument("--calibration-data",
-                        help="images for full-integer int8 (same forms as --data of kseg train)")
+    export.add_argument(
+        "--quantization",
+        default="none",
+        choices=("none", "float16", "int8"),
+        help="TFLite weights: int8 alone is dynamic-range",
+    )
+    export.add_argument(
+        "--calibration-data",
+        help="images for full-integer int8 (same forms as --data of kseg train)",
+    )
     export.add_argument("--calibration-split", default="train")
-    export.add_argument("--calibration-steps", type=int, default=100,
-                        help="calibration images to use")
-    export.add_argument("--image-size", type=_size,
-                        help="fix the signature's HEIGHT,WIDTH (some models need it for TFLite/ONNX)")
-    export.add_argument("--select-tf-ops", action="store_true",
-                        help="let TFLite fall back to TensorFlow ops (SegNet's argmax pooling)")
+    export.add_argument(
+        "--calibration-steps", type=int, default=100, help="calibration images to use"
+    )
+    export.add_argument(
+        "--image-size",
+        type=_size,
+        help="fix the signature's HEIGHT,WIDTH (some models need it for TFLite/ONNX)",
+    )
+    export.add_argument(
+        "--select-tf-ops",
+        action="store_true",
+        help="let TFLite fall back to TensorFlow ops (SegNet's argmax pooling)",
+    )
     export.add_argument("--opset", type=int, help="ONNX opset")
     export.add_argument("--logits", action="store_true", help="also output the logits")
     export.add_argument("--tflite", help="also write a float TFLite file here")

@@ -69,7 +69,9 @@ def parse_tf_config(text=None):
     try:
         config = json.loads(text)
     except json.JSONDecodeError as error:
-        raise DistributionError(f"TF_CONFIG is not valid JSON ({error}). Received: {text!r}") from None
+        raise DistributionError(
+            f"TF_CONFIG is not valid JSON ({error}). Received: {text!r}"
+        ) from None
     cluster = config.get("cluster") if isinstance(config, dict) else None
     if not isinstance(cluster, dict) or not (cluster.get("worker") or cluster.get("chief")):
         raise DistributionError(
@@ -125,7 +127,9 @@ def get_strategy(name="default"):
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "tpu":
         return _tpu_strategy()
-    raise DistributionError(f"Unknown strategy. Expected one of {STRATEGIES}. Received: name={name!r}")
+    raise DistributionError(
+        f"Unknown strategy. Expected one of {STRATEGIES}. Received: name={name!r}"
+    )
 
 
 def _tpu_strategy():
@@ -134,7 +138,9 @@ def _tpu_strategy():
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
     except (ValueError, RuntimeError, tf.errors.OpError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first_line = (
+            str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        )
         raise DistributionError(
             "--strategy tpu found no reachable TPU (set TPU_NAME or run on a TPU VM). "
             f"Received: {first_line}"

@@ -46,8 +46,9 @@ def confusion_matrix(
             message=f"a mask holds a label outside [0, {num_classes}) that is not {ignore_label}",
         )
         pairs = tf.boolean_mask(masks * num_classes + predictions, valid)
-        return tf.math.bincount(pairs, minlength=num_classes**2, maxlength=num_classes**2,
-                                dtype=tf.int64)
+        return tf.math.bincount(
+            pairs, minlength=num_classes**2, maxlength=num_classes**2, dtype=tf.int64
+        )
 
     @tf.function(reduce_retracing=True)
     def model_counts(images, masks):

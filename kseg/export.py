@@ -202,7 +202,8 @@ def saved_model(
 
 def _representative_batches(representative_images):
     """Yield uint8 (B, H, W, 3) numpy batches from an iterable, a generator function or a
-    `tf.data.Dataset` of images or (images, labels) pairs."""
+    `tf.data.Dataset` of images or (images, labels) pairs.
+    """
     source = representative_images() if callable(representative_images) else representative_images
     count = 0
     for element in source:

@@ -92,7 +92,11 @@ def offline_keras_cache(monkeypatch, home, stand_ins=()):
 
 
 def _as_list(value):
-    return list(value) if isinstance(value, (list, tuple)) and isinstance(value[0], (list, tuple)) else [value]
+    return (
+        list(value)
+        if isinstance(value, (list, tuple)) and isinstance(value[0], (list, tuple))
+        else [value]
+    )
 
 
 def run_layer_test(layer_class, init_kwargs, input_shapes, *, expected_channels=None, seed=0):

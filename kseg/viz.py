@@ -106,9 +106,7 @@ def colorize(mask, palette=None, *, ignore_label=255, ignore_color=IGNORE_COLOR)
     mask = _as_mask(mask)
     if palette is None:
         highest = int(mask.max(initial=0))
-        palette = (
-            VOC_PALETTE if highest < len(VOC_PALETTE) else voc_colormap(highest + 1)
-        )
+        palette = VOC_PALETTE if highest < len(VOC_PALETTE) else voc_colormap(highest + 1)
     colors = _as_palette(palette)
     ignored = mask == ignore_label if ignore_label is not None else np.zeros(mask.shape, bool)
     labels = mask[~ignored]

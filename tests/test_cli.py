@@ -13,11 +13,27 @@ from kseg import cli
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    status = cli.main([
-        "demo", "--out", str(out), "--epochs", "1", "--train-samples", "32", "--val-samples", "8",
-        "--image-size", "64", "--backbone", "tiny", "--num-filters", "16", "--quiet-progress",
-        "--scratch",
-    ])
+    status = cli.main(
+        [
+            "demo",
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--train-samples",
+            "32",
+            "--val-samples",
+            "8",
+            "--image-size",
+            "64",
+            "--backbone",
+            "tiny",
+            "--num-filters",
+            "16",
+            "--quiet-progress",
+            "--scratch",
+        ]
+    )
     assert status == 0
     return out, json.loads((out / "scores.json").read_text())
 
@@ -37,12 +53,25 @@ def test_demo_writes_scores_overlay_model_and_saved_model(demo_run):
 def test_evaluate_predict_export_on_the_demo_model(demo_run, tmp_path, capsys):
     out, _scores = demo_run
     model = str(out / "run" / "model.keras")
-    cli.main(["evaluate", "--model", model, "--data", "shapes", "--split", "val",
-              "--output", str(tmp_path / "eval.json")])
+    cli.main(
+        [
+            "evaluate",
+            "--model",
+            model,
+            "--data",
+            "shapes",
+            "--split",
+            "val",
+            "--output",
+            str(tmp_path / "eval.json"),
+        ]
+    )
     assert "mean IoU" in capsys.readouterr().out
     image = np.random.default_rng(0).integers(0, 255, (30, 44, 3), dtype=np.uint8)
     Image.fromarray(image).save(tmp_path / "photo.png")
-    cli.main(["predict", "--model", model, str(tmp_path / "photo.png"), "--out", str(tmp_path / "pred")])
+    cli.main(
+        ["predict", "--model", model, str(tmp_path / "photo.png"), "--out", str(tmp_path / "pred")]
+    )
     labels = np.asarray(Image.open(tmp_path / "pred" / "photo_labels.png"))
     assert labels.shape == (30, 44) and labels.max() < 5
     cli.main(["export", "--model", model, "--out", str(tmp_path / "exported")])
@@ -66,8 +95,23 @@ def test_evaluate_and_predict_with_inference_modes(demo_run, tmp_path):
         Image.fromarray(image).save(tmp_path / "images" / "val" / f"{index}.png")
         Image.fromarray(mask).save(tmp_path / "masks" / "val" / f"{index}.png")
     scores_path = tmp_path / "scores.json"
-    cli.main(["evaluate", "--model", model_path, "--data", str(tmp_path), "--num-classes", "5",
-              "--scales", "0.75,1,1.25", "--flip", "--crf", "--output", str(scores_path)])
+    cli.main(
+        [
+            "evaluate",
+            "--model",
+            model_path,
+            "--data",
+            str(tmp_path),
+            "--num-classes",
+            "5",
+            "--scales",
+            "0.75,1,1.25",
+            "--flip",
+            "--crf",
+            "--output",
+            str(scores_path),
+        ]
+    )
     predict = make_predictor(model, scales=(0.75, 1.0, 1.25), flip=True, crf=True)
     labels = predict(images.astype("float32"))
     expected = np.bincount(
@@ -77,8 +121,20 @@ def test_evaluate_and_predict_with_inference_modes(demo_run, tmp_path):
 
     image = np.random.default_rng(0).integers(0, 255, (70, 90, 3), dtype=np.uint8)
     Image.fromarray(image).save(tmp_path / "photo.png")
-    cli.main(["predict", "--model", model_path, str(tmp_path / "photo.png"), "--out",
-              str(tmp_path / "pred"), "--window", "48", "--overlap", "0.5"])
+    cli.main(
+        [
+            "predict",
+            "--model",
+            model_path,
+            str(tmp_path / "photo.png"),
+            "--out",
+            str(tmp_path / "pred"),
+            "--window",
+            "48",
+            "--overlap",
+            "0.5",
+        ]
+    )
     labels = np.asarray(Image.open(tmp_path / "pred" / "photo_labels.png"))
     np.testing.assert_array_equal(labels, cli_free_sliding_window(model, image))
 
@@ -105,13 +161,31 @@ def test_train_on_folders_then_reports_a_bad_label_by_file(tmp_path, capsys):
             (tmp_path / folder / split).mkdir(parents=True)
         for index in range(4):
             Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(
-                tmp_path / "images" / split / f"{index}.png")
+                tmp_path / "images" / split / f"{index}.png"
+            )
             Image.fromarray(rng.integers(0, 3, (32, 32), dtype=np.uint8)).save(
-                tmp_path / "masks" / split / f"{index}.png")
+                tmp_path / "masks" / split / f"{index}.png"
+            )
     run = tmp_path / "run"
-    args = ["train", "--data", str(tmp_path), "--num-classes", "3", "--backbone", "tiny",
-            "--epochs", "1", "--batch-size", "2", "--crop-size", "32", "--run-dir", str(run),
-            "--precision", "float32"]
+    args = [
+        "train",
+        "--data",
+        str(tmp_path),
+        "--num-classes",
+        "3",
+        "--backbone",
+        "tiny",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "2",
+        "--crop-size",
+        "32",
+        "--run-dir",
+        str(run),
+        "--precision",
+        "float32",
+    ]
     cli.main(args)
     assert (run / "model.keras").is_file()
     assert "mean IoU" in capsys.readouterr().out
@@ -126,7 +200,9 @@ def test_train_on_folders_then_reports_a_bad_label_by_file(tmp_path, capsys):
 
 def test_unknown_model_file_is_named(tmp_path):
     with pytest.raises(SystemExit, match="missing.keras"):
-        cli.main(["export", "--model", str(tmp_path / "missing.keras"), "--out", str(tmp_path / "x")])
+        cli.main(
+            ["export", "--model", str(tmp_path / "missing.keras"), "--out", str(tmp_path / "x")]
+        )
 
 
 def _tiny_folder_dataset(root, size=32, count=4):
@@ -136,9 +212,11 @@ def _tiny_folder_dataset(root, size=32, count=4):
             (root / folder / split).mkdir(parents=True)
         for index in range(count):
             Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(
-                root / "images" / split / f"{index}.png")
+                root / "images" / split / f"{index}.png"
+            )
             Image.fromarray(rng.integers(0, 3, (size, size), dtype=np.uint8)).save(
-                root / "masks" / split / f"{index}.png")
+                root / "masks" / split / f"{index}.png"
+            )
 
 
 def test_train_with_mirrored_strategy_end_to_end(tmp_path, capsys):
@@ -146,10 +224,32 @@ def test_train_with_mirrored_strategy_end_to_end(tmp_path, capsys):
 
     _tiny_folder_dataset(tmp_path)
     run = tmp_path / "run"
-    cli.main(["train", "--data", str(tmp_path), "--num-classes", "3", "--backbone", "tiny",
-              "--epochs", "1", "--batch-size", "2", "--crop-size", "32", "--run-dir", str(run),
-              "--precision", "float32", "--strategy", "mirrored", "--scale-learning-rate",
-              "--learning-rate", "0.02"])
+    cli.main(
+        [
+            "train",
+            "--data",
+            str(tmp_path),
+            "--num-classes",
+            "3",
+            "--backbone",
+            "tiny",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "2",
+            "--crop-size",
+            "32",
+            "--run-dir",
+            str(run),
+            "--precision",
+            "float32",
+            "--strategy",
+            "mirrored",
+            "--scale-learning-rate",
+            "--learning-rate",
+            "0.02",
+        ]
+    )
     out = capsys.readouterr().out
     # One CPU is one replica: the global batch is the per-replica batch, the rate is unscaled.
     assert "strategy mirrored: 1 replica, global batch 2 (2 per replica), learning rate 0.02" in out
@@ -163,25 +263,51 @@ def test_train_with_mirrored_strategy_end_to_end(tmp_path, capsys):
 def test_train_multiworker_without_tf_config_names_the_variable(tmp_path, monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(SystemExit, match="TF_CONFIG is not set"):
-        cli.main(["train", "--data", "shapes", "--strategy", "multiworker",
-                  "--run-dir", str(tmp_path / "run")])
+        cli.main(
+            [
+                "train",
+                "--data",
+                "shapes",
+                "--strategy",
+                "multiworker",
+                "--run-dir",
+                str(tmp_path / "run"),
+            ]
+        )
     assert not (tmp_path / "run").exists()
 
 
 def test_train_tpu_strategy_without_a_tpu_says_so(tmp_path, monkeypatch):
     monkeypatch.delenv("TPU_NAME", raising=False)
     with pytest.raises(SystemExit, match="no reachable TPU"):
-        cli.main(["train", "--data", "shapes", "--strategy", "tpu",
-                  "--run-dir", str(tmp_path / "run")])
+        cli.main(
+            ["train", "--data", "shapes", "--strategy", "tpu", "--run-dir", str(tmp_path / "run")]
+        )
 
 
 def test_export_formats_write_files_that_run(demo_run, tmp_path):
     out, _scores = demo_run
     model = str(out / "run" / "model.keras")
     target = tmp_path / "model_int8.tflite"
-    cli.main(["export", "--model", model, "--format", "tflite", "--out", str(target),
-              "--quantization", "int8", "--calibration-data", "shapes",
-              "--calibration-split", "val", "--calibration-steps", "2"])
+    cli.main(
+        [
+            "export",
+            "--model",
+            model,
+            "--format",
+            "tflite",
+            "--out",
+            str(target),
+            "--quantization",
+            "int8",
+            "--calibration-data",
+            "shapes",
+            "--calibration-split",
+            "val",
+            "--calibration-steps",
+            "2",
+        ]
+    )
     interpreter = tf.lite.Interpreter(model_path=str(target))
     runner = interpreter.get_signature_runner("serving_default")
     outputs = runner(images=np.zeros((1, 32, 48, 3), np.uint8))
@@ -193,8 +319,19 @@ def test_export_onnx_when_tf2onnx_is_installed(demo_run, tmp_path):
     onnxruntime = pytest.importorskip("onnxruntime")
     out, _scores = demo_run
     target = tmp_path / "model.onnx"
-    cli.main(["export", "--model", str(out / "run" / "model.keras"), "--format", "onnx",
-              "--out", str(target), "--image-size", "32,48"])
+    cli.main(
+        [
+            "export",
+            "--model",
+            str(out / "run" / "model.keras"),
+            "--format",
+            "onnx",
+            "--out",
+            str(target),
+            "--image-size",
+            "32,48",
+        ]
+    )
     session = onnxruntime.InferenceSession(str(target))
     feeds = {session.get_inputs()[0].name: np.zeros((1, 32, 48, 3), np.uint8)}
     names = [output.name for output in session.get_outputs()]
@@ -245,22 +382,25 @@ def write_tiny_coco(root, count=3, size=(64, 80), seed=0):
         for number, polygon in enumerate((rectangle, triangle)):
             pen.polygon(polygon, fill=(220, 60 + 120 * number, 40))
             xs, ys = polygon[0::2], polygon[1::2]
-            annotations.append({
-                "id": len(annotations) + 1,
-                "image_id": index + 10,
-                "category_id": COCO_CATEGORIES[(index + number) % 4]["id"],
-                "segmentation": [[float(v) for v in polygon]],
-                "bbox": [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)],
-                "area": 1.0,
-                "iscrowd": 0,
-            })
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": index + 10,
+                    "category_id": COCO_CATEGORIES[(index + number) % 4]["id"],
+                    "segmentation": [[float(v) for v in polygon]],
+                    "bbox": [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)],
+                    "area": 1.0,
+                    "iscrowd": 0,
+                }
+            )
         image.save(image_dir / f"scene_{index}.png")
-        images.append({"id": index + 10, "file_name": f"scene_{index}.png",
-                       "height": height, "width": width})
+        images.append(
+            {"id": index + 10, "file_name": f"scene_{index}.png", "height": height, "width": width}
+        )
     path = root / "annotations.json"
-    path.write_text(json.dumps(
-        {"images": images, "annotations": annotations, "categories": COCO_CATEGORIES}
-    ))
+    path.write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": COCO_CATEGORIES})
+    )
     return path, image_dir
 
 
@@ -288,8 +428,15 @@ def spy_on_evaluate_instances(monkeypatch):
     def recording(model, examples, categories, **kwargs):
         images = [example["image"] for example in examples.as_numpy_iterator()]
         result = real(model, examples, categories, **kwargs)
-        calls.append({"model": model, "images": images, "categories": categories,
-                      "kwargs": kwargs, "result": result})
+        calls.append(
+            {
+                "model": model,
+                "images": images,
+                "categories": categories,
+                "kwargs": kwargs,
+                "result": result,
+            }
+        )
         return result
 
     monkeypatch.setattr(kseg.detection, "evaluate_instances", recording)
@@ -302,14 +449,25 @@ def test_evaluate_mask_rcnn_on_a_coco_folder(mask_rcnn_file, tmp_path, capsys, m
     calls = spy_on_evaluate_instances(monkeypatch)
     annotations, image_dir = write_tiny_coco(tmp_path)
     output = tmp_path / "scores.json"
-    cli.main(["evaluate", "--model", str(mask_rcnn_file), "--data",
-              f"coco:{annotations},{image_dir}", "--output", str(output)])
+    cli.main(
+        [
+            "evaluate",
+            "--model",
+            str(mask_rcnn_file),
+            "--data",
+            f"coco:{annotations},{image_dir}",
+            "--output",
+            str(output),
+        ]
+    )
     scores = json.loads(output.read_text())
     (call,) = calls
     assert call["categories"] == kseg.data.coco_categories(annotations)
     assert call["categories"].coco_ids == (2, 5, 9, 11)
     for index, image in enumerate(call["images"]):
-        np.testing.assert_array_equal(image, np.asarray(Image.open(image_dir / f"scene_{index}.png")))
+        np.testing.assert_array_equal(
+            image, np.asarray(Image.open(image_dir / f"scene_{index}.png"))
+        )
     assert scores["num_images"] == 3
     assert scores["class_names"] == [c["name"] for c in COCO_CATEGORIES]
     for key in ("mask_AP", "mask_AP75", "box_AP", "box_AP50"):
@@ -321,12 +479,20 @@ def test_instance_evaluation_errors_name_the_problem(mask_rcnn_file, demo_run, t
     annotations, image_dir = write_tiny_coco(tmp_path)
     model = str(mask_rcnn_file)
     with pytest.raises(SystemExit) as stop:
-        cli.main(["evaluate", "--model", model, "--data",
-                  f"coco:{tmp_path / 'missing.json'},{image_dir}"])
+        cli.main(
+            [
+                "evaluate",
+                "--model",
+                model,
+                "--data",
+                f"coco:{tmp_path / 'missing.json'},{image_dir}",
+            ]
+        )
     assert stop.value.code == 2 and "missing.json" in capsys.readouterr().err
     with pytest.raises(SystemExit) as stop:
-        cli.main(["evaluate", "--model", model, "--data",
-                  f"coco:{annotations},{tmp_path / 'no_images'}"])
+        cli.main(
+            ["evaluate", "--model", model, "--data", f"coco:{annotations},{tmp_path / 'no_images'}"]
+        )
     assert stop.value.code == 2 and "no_images" in capsys.readouterr().err
     (image_dir / "scene_1.png").unlink()
     with pytest.raises(SystemExit) as stop:
@@ -364,24 +530,42 @@ def test_predict_with_mask_rcnn_writes_overlays_and_detections(mask_rcnn_file, t
     image = np.random.default_rng(4).integers(0, 256, (64, 128, 3), dtype=np.uint8)
     Image.fromarray(image).save(tmp_path / "photo.png")
     out = tmp_path / "pred"
-    cli.main(["predict", "--model", str(mask_rcnn_file), str(tmp_path / "photo.png"),
-              "--out", str(out), "--min-score", "0", "--class-names", "a,b,c,d",
-              "--mask-threshold", "0.01"])
+    cli.main(
+        [
+            "predict",
+            "--model",
+            str(mask_rcnn_file),
+            str(tmp_path / "photo.png"),
+            "--out",
+            str(out),
+            "--min-score",
+            "0",
+            "--class-names",
+            "a,b,c,d",
+            "--mask-threshold",
+            "0.01",
+        ]
+    )
     record = json.loads((out / "photo_instances.json").read_text())
     # An untrained mask head sits near probability 0.5 everywhere, so the default threshold
     # could leave every mask empty; a low one makes each mask fill its box and the tint visible.
     serve = kseg.detection.instance_serving_function(
-        keras.saving.load_model(mask_rcnn_file), mask_threshold=0.01)
+        keras.saving.load_model(mask_rcnn_file), mask_threshold=0.01
+    )
     expected = {key: value.numpy() for key, value in serve(image).items()}
     count = int(expected["num_detections"])
     detections = record["detections"]
     assert (record["height"], record["width"]) == (64, 128) and len(detections) == count > 0
-    np.testing.assert_allclose([d["box"] for d in detections], expected["boxes"][:count],
-                               atol=0.006)
-    np.testing.assert_allclose([d["score"] for d in detections], expected["scores"][:count],
-                               atol=6e-5)
+    np.testing.assert_allclose(
+        [d["box"] for d in detections], expected["boxes"][:count], atol=0.006
+    )
+    np.testing.assert_allclose(
+        [d["score"] for d in detections], expected["scores"][:count], atol=6e-5
+    )
     assert [d["class"] for d in detections] == expected["classes"][:count].tolist()
-    assert [d["class_name"] for d in detections] == ["abcd"[c - 1] for c in expected["classes"][:count]]
+    assert [d["class_name"] for d in detections] == [
+        "abcd"[c - 1] for c in expected["classes"][:count]
+    ]
     assert [d["mask_area"] for d in detections] == expected["masks"][:count].sum((1, 2)).tolist()
 
     drawn = np.asarray(Image.open(out / "photo_instances.png"))
@@ -399,13 +583,24 @@ def test_predict_with_mask_rcnn_writes_overlays_and_detections(mask_rcnn_file, t
     assert (drawn[covered] != image[covered]).any(axis=-1).mean() > 0.9
 
 
-@pytest.mark.parametrize("flags", [["--format", "tflite", "--out", "m.tflite"],
-                                   ["--format", "onnx", "--out", "m.onnx"],
-                                   ["--out", "saved", "--tflite", "m.tflite"]])
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--format", "tflite", "--out", "m.tflite"],
+        ["--format", "onnx", "--out", "m.onnx"],
+        ["--out", "saved", "--tflite", "m.tflite"],
+    ],
+)
 def test_export_of_mask_rcnn_refuses_tflite_and_onnx(mask_rcnn_file, tmp_path, flags):
     with pytest.raises(SystemExit, match="not supported for instance segmentation models"):
-        cli.main(["export", "--model", str(mask_rcnn_file),
-                  *[str(tmp_path / f) if f.startswith(("m.", "saved")) else f for f in flags]])
+        cli.main(
+            [
+                "export",
+                "--model",
+                str(mask_rcnn_file),
+                *[str(tmp_path / f) if f.startswith(("m.", "saved")) else f for f in flags],
+            ]
+        )
     assert not any(tmp_path.iterdir())
 
 
@@ -413,7 +608,9 @@ def small_config_flags():
     """The SMALL Mask R-CNN configuration as `--backbone` / `--model-arg` flags."""
     flags = []
     for name, value in mask_rcnn_small_config().items():
-        flags += ["--backbone", value] if name == "backbone" else ["--model-arg", f"{name}={value!r}"]
+        flags += (
+            ["--backbone", value] if name == "backbone" else ["--model-arg", f"{name}={value!r}"]
+        )
     return flags
 
 
@@ -423,13 +620,39 @@ def test_train_mask_rcnn_on_shapes_then_evaluate_agrees(tmp_path, capsys):
     from kseg.models.mask_rcnn import MaskRCNN
 
     run = tmp_path / "run"
-    cli.main(["train", "--model", "mask_rcnn", "--data", "shapes", "--num-samples", "4",
-              *small_config_flags(), "--epochs", "1", "--steps-per-epoch", "2",
-              "--batch-size", "2", "--val-batch-size", "2", "--optimizer", "adam",
-              "--learning-rate", "1e-3", "--precision", "float32", "--run-eagerly",
-              "--run-dir", str(run)])
+    cli.main(
+        [
+            "train",
+            "--model",
+            "mask_rcnn",
+            "--data",
+            "shapes",
+            "--num-samples",
+            "4",
+            *small_config_flags(),
+            "--epochs",
+            "1",
+            "--steps-per-epoch",
+            "2",
+            "--batch-size",
+            "2",
+            "--val-batch-size",
+            "2",
+            "--optimizer",
+            "adam",
+            "--learning-rate",
+            "1e-3",
+            "--precision",
+            "float32",
+            "--run-eagerly",
+            "--run-dir",
+            str(run),
+        ]
+    )
     printed = capsys.readouterr().out
-    assert "training MaskRCNN (tiny) on shapes (4 classes: circle, square, triangle, star)" in printed
+    assert (
+        "training MaskRCNN (tiny) on shapes (4 classes: circle, square, triangle, star)" in printed
+    )
     model = keras.saving.load_model(run / "model.keras")
     assert isinstance(model, MaskRCNN) and model.num_classes == 5
     assert model.fpn_channels == 16 and model.anchor_sizes == (16.0, 32.0, 64.0, 128.0, 256.0)
@@ -439,22 +662,40 @@ def test_train_mask_rcnn_on_shapes_then_evaluate_agrees(tmp_path, capsys):
 
     # The saved model scores the same on the same held-out images through `kseg evaluate`.
     output = tmp_path / "again.json"
-    cli.main(["evaluate", "--model", str(run / "model.keras"), "--data", "shapes",
-              "--split", "val", "--num-samples", "4", "--batch-size", "2",
-              "--output", str(output)])
+    cli.main(
+        [
+            "evaluate",
+            "--model",
+            str(run / "model.keras"),
+            "--data",
+            "shapes",
+            "--split",
+            "val",
+            "--num-samples",
+            "4",
+            "--batch-size",
+            "2",
+            "--output",
+            str(output),
+        ]
+    )
     assert json.loads(output.read_text()) == trained
     assert trained["class_names"] == ["circle", "square", "triangle", "star"]
     printed = capsys.readouterr().out
     for kind in ("mask", "box "):
         key = kind.strip()
-        assert (f"{kind} AP {trained[f'{key}_AP']:.4f}  AP50 {trained[f'{key}_AP50']:.4f}  "
-                f"AP75 {trained[f'{key}_AP75']:.4f}") in printed
+        assert (
+            f"{kind} AP {trained[f'{key}_AP']:.4f}  AP50 {trained[f'{key}_AP50']:.4f}  "
+            f"AP75 {trained[f'{key}_AP75']:.4f}"
+        ) in printed
 
 
 def test_train_mask_rcnn_refuses_semantic_flags_and_mixed_up_data(tmp_path):
     base = ["train", "--model", "mask_rcnn", "--run-dir", str(tmp_path / "run")]
-    with pytest.raises(SystemExit, match="--loss, --output-stride apply to semantic|"
-                                         "--output-stride, --loss apply to semantic"):
+    with pytest.raises(
+        SystemExit,
+        match="--loss, --output-stride apply to semantic|--output-stride, --loss apply to semantic",
+    ):
         cli.main([*base, "--data", "shapes", "--loss", "dice", "--output-stride", "16"])
     with pytest.raises(SystemExit, match="--val-data goes with --data coco"):
         cli.main([*base, "--data", "shapes", "--val-data", "coco:a.json,images"])

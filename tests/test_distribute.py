@@ -108,11 +108,16 @@ class _Replicas:
         ("", "TF_CONFIG is not set"),
         ("{not json", "not valid JSON"),
         ('{"task": {"type": "worker", "index": 0}}', "'worker' (or 'chief') address list"),
-        ('{"cluster": {"worker": "localhost:1"}, "task": {"type": "worker"}}', "list of 'host:port'"),
+        (
+            '{"cluster": {"worker": "localhost:1"}, "task": {"type": "worker"}}',
+            "list of 'host:port'",
+        ),
         ('{"cluster": {"worker": ["localhost:1"]}}', "task=None"),
         ('{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "ps", "index": 0}}', "'ps'"),
-        ('{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", "index": 1}}',
-         "index=1"),
+        (
+            '{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", "index": 1}}',
+            "index=1",
+        ),
     ],
 )
 def test_bad_tf_config_is_explained(text, named, monkeypatch):
@@ -126,7 +131,9 @@ def test_bad_tf_config_is_explained(text, named, monkeypatch):
 def test_good_tf_config_is_returned_decoded():
     from kseg.distribute import parse_tf_config
 
-    text = json.dumps({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}})
+    text = json.dumps(
+        {"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}
+    )
     assert parse_tf_config(text) == json.loads(text)
 
 
@@ -155,7 +162,9 @@ def test_global_batch_splits_evenly_and_learning_rate_scales_linearly():
     assert per_replica_batch_size(12, _Replicas(4)) == 3
     assert scale_learning_rate(0.01, _Replicas(4)) == pytest.approx(0.04)
     for batch in (6, 2):
-        with pytest.raises(DistributionError, match=f"multiple of the 4 replicas.*batch_size={batch}"):
+        with pytest.raises(
+            DistributionError, match=f"multiple of the 4 replicas.*batch_size={batch}"
+        ):
             per_replica_batch_size(batch, _Replicas(4))
 
 
@@ -204,7 +213,9 @@ def test_two_workers_match_each_other_and_a_single_worker(tmp_path):
     assert [bool(r["chief"]) for r in results] == [True, False]
     assert [bool(r["saved"]) for r in results] == [True, False]
     assert (tmp_path / "model.keras").is_file()
-    assert (tmp_path / "backup").is_dir() and (tmp_path / "workers" / "worker_1" / "backup").is_dir()
+    assert (tmp_path / "backup").is_dir() and (
+        tmp_path / "workers" / "worker_1" / "backup"
+    ).is_dir()
     assert not (tmp_path / "workers" / "worker_0").exists()
     # Each worker's replica gets its half of every global batch, worker 0 the first half.
     images, _ = _data()

@@ -16,14 +16,28 @@ import kseg
 from kseg import cli
 from kseg.backbones.bundled import BUNDLED_IMAGENET_WEIGHTS, bundled_weights_path
 
-SHRINK_TRAINING = ["--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "2",
-                   "--crop-size", "32", "--precision", "float32"]
+SHRINK_TRAINING = [
+    "--epochs",
+    "1",
+    "--steps-per-epoch",
+    "2",
+    "--batch-size",
+    "2",
+    "--crop-size",
+    "32",
+    "--precision",
+    "float32",
+]
 
 
 def _quickstart_commands(needle):
-    return [argv for location, argv, complete in COMMANDS
-            if location.startswith("docs/quickstart.md") and complete
-            and any(needle in arg for arg in argv)]
+    return [
+        argv
+        for location, argv, complete in COMMANDS
+        if location.startswith("docs/quickstart.md")
+        and complete
+        and any(needle in arg for arg in argv)
+    ]
 
 
 def _write_my_data(root, rng):
@@ -54,8 +68,10 @@ def test_own_data_train_evaluate_predict_export_as_documented(tmp_path, monkeypa
     # is the same file, so the documented command runs with downloads forbidden.
     home = tmp_path / "keras_home"
     kseg.testing.offline_keras_cache(monkeypatch, home)
-    shutil.copy(bundled_weights_path("mobilenetv2", 0.35),
-                home / "models" / BUNDLED_IMAGENET_WEIGHTS[("mobilenetv2", 0.35)])
+    shutil.copy(
+        bundled_weights_path("mobilenetv2", 0.35),
+        home / "models" / BUNDLED_IMAGENET_WEIGHTS[("mobilenetv2", 0.35)],
+    )
     monkeypatch.chdir(tmp_path)
     rng = np.random.default_rng(0)
     _write_my_data(tmp_path / "my_data", rng)

@@ -46,7 +46,6 @@ def resize_pair(image, mask, size):
         `(image, mask)` of the new size; the mask keeps its dtype and label set.
 
     Example:
-
     >>> image, mask = kseg.data.resize_pair(tf.zeros((4, 4, 3)), tf.zeros((4, 4), tf.int32), (8, 8))
     """
     image = tf.image.resize(image, size, method="bilinear")
@@ -71,7 +70,6 @@ def random_scale(image, mask, seed, scale_range: Sequence[float] = (0.5, 2.0)):
         `(image, mask)` of size `round(H * s), round(W * s)`.
 
     Example:
-
     >>> image, mask = kseg.data.random_scale(image, mask, seed=[1, 2])
     """
     low, high = float(scale_range[0]), float(scale_range[1])
@@ -108,7 +106,6 @@ def pad_to_size(image, mask, size, image_fill=0.0, ignore_label: int = 255):
         `(image, mask)` of size `(max(H, min_height), max(W, min_width))`.
 
     Example:
-
     >>> image, mask = kseg.data.pad_to_size(image, mask, (512, 512), image_fill=0.0)
     """
     shape = tf.shape(image)
@@ -136,7 +133,6 @@ def random_crop(image, mask, seed, size):
         `(image, mask)` of exactly `size`.
 
     Example:
-
     >>> image, mask = kseg.data.random_crop(image, mask, seed=[1, 2], size=(256, 256))
     """
     height, width = _pair_size(size, "size")
@@ -158,7 +154,6 @@ def random_flip_left_right(image, mask, seed, probability: float = 0.5):
     """Mirror image and mask horizontally together with the given probability.
 
     Example:
-
     >>> image, mask = kseg.data.random_flip_left_right(image, mask, seed=[1, 2])
     """
     flip = tf.random.stateless_uniform([], seed) < probability
@@ -194,7 +189,6 @@ def photometric_jitter(
         The jittered image, float32 in [0, 255].
 
     Example:
-
     >>> image = kseg.data.photometric_jitter(image, seed=[1, 2])
     """
     for name, value, valid, interval in (
@@ -247,7 +241,6 @@ def augment_pair(
         `(image, mask)`: float32 `(crop_h, crop_w, 3)` and int32 `(crop_h, crop_w)`.
 
     Example:
-
     >>> image, mask = kseg.data.augment_pair(image, mask, seed=[1, 2], crop_size=256)
     """
     crop = _pair_size(crop_size, "crop_size")
@@ -377,7 +370,6 @@ def make_pipeline(
         `(B, H, W)`.
 
     Example:
-
     >>> train = kseg.data.make_pipeline(kseg.data.shapes_dataset("train"), 8, crop_size=128)
     >>> val = kseg.data.make_pipeline(kseg.data.shapes_dataset("val"), 8, augment=False)
     """

@@ -46,7 +46,6 @@ def camvid_info(ignore_label: int = 255) -> DatasetInfo:
     """Class names, palette and ignore label of the 11-class CamVid.
 
     Example:
-
     >>> kseg.data.camvid_info().class_names[3]
     'Road'
     """
@@ -133,7 +132,6 @@ def camvid_dataset(
         `(360, 480)` with values in 0..10 and `ignore_label`.
 
     Example:
-
     >>> ds = kseg.data.camvid_dataset("data/camvid", "val")
     """
     images, masks = camvid_pairs(root, split)

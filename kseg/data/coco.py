@@ -53,7 +53,6 @@ class CocoCategories:
         names: their names, in the same order.
 
     Example:
-
     >>> categories = kseg.data.coco_categories("annotations/instances_val2017.json")
     >>> categories.num_classes, categories.coco_ids[:3]
     (81, (1, 2, 3))
@@ -161,7 +160,6 @@ def coco_categories(annotation_file, category_ids: Sequence[int] | None = None) 
         A `CocoCategories`.
 
     Example:
-
     >>> categories = kseg.data.coco_categories("instances_val2017.json")
     >>> categories.info().class_names[:2]
     ('background', 'person')
@@ -207,7 +205,6 @@ def decode_segmentation(segmentation, height: int, width: int, *, source: str = 
         uint8 array `(height, width)` of 0/1.
 
     Example:
-
     >>> kseg.data.coco.decode_segmentation([[0, 0, 4, 0, 4, 2, 0, 2]], 3, 5).sum()
     8
     """
@@ -441,7 +438,6 @@ def coco_instance_dataset(
         iterating.
 
     Example:
-
     >>> ds = kseg.data.coco_instance_dataset(
     ...     "annotations/instances_val2017.json", "val2017", missing_images="skip")
     >>> batches = kseg.data.pad_instance_batch(ds, 2)

@@ -56,7 +56,6 @@ def paired_files_dataset(
         `(H, W)`.
 
     Example:
-
     >>> ds = kseg.data.paired_files_dataset(["a.jpg"], ["a.png"], num_classes=21)
     """
     image_paths = [os.fspath(p) for p in image_paths]
@@ -208,7 +207,6 @@ def folder_dataset(
         A `tf.data.Dataset` of `(image, mask)` pairs: float32 `(H, W, 3)`, int32 `(H, W)`.
 
     Example:
-
     >>> ds = kseg.data.folder_dataset("data/images", "data/masks", num_classes=2)
     """
     image_paths, mask_paths = match_folder_pairs(
@@ -237,7 +235,6 @@ def folder_info(
     """The `DatasetInfo` of a folder dataset: whatever the caller declares about it.
 
     Example:
-
     >>> kseg.data.folder_info(num_classes=2, class_names=["background", "cell"])
     """
     return DatasetInfo(

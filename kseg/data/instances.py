@@ -26,7 +26,6 @@ def boxes_from_masks(masks) -> tf.Tensor:
         the whole image gives `[0, 0, H, W]`; all zeros for an empty mask.
 
     Example:
-
     >>> masks = tf.constant([[[0, 1, 1], [0, 1, 0]]], tf.uint8)
     >>> kseg.data.instances.boxes_from_masks(masks).numpy()
     array([[0., 1., 2., 3.]], dtype=float32)
@@ -65,7 +64,6 @@ def instances_from_label_map(instance_mask, classes, image=None) -> dict:
         tf.errors.InvalidArgumentError: a label above N or a class below 1, naming the values.
 
     Example:
-
     >>> label_map = tf.constant([[0, 1], [2, 2]])
     >>> example = kseg.data.instances.instances_from_label_map(label_map, [3, 1])
     >>> example["boxes"].numpy().tolist()
@@ -135,7 +133,6 @@ def shapes_instance_examples(
         `(N, H, W)`.
 
     Example:
-
     >>> ds = kseg.data.instances.shapes_instance_examples("val", num_samples=8, image_size=64)
     >>> batches = kseg.data.instances.pad_instance_batch(ds, 4)
     """
@@ -222,7 +219,6 @@ def pad_instance_batch(
         image's original (height, width).
 
     Example:
-
     >>> ds = kseg.data.instances.shapes_instance_examples("train", num_samples=16, image_size=96)
     >>> images, targets = next(iter(kseg.data.instances.pad_instance_batch(ds, 4)))
     >>> images.shape, targets["gt_masks"].shape[2:]

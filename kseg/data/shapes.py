@@ -51,7 +51,6 @@ def shapes_info() -> DatasetInfo:
     """Class names and palette of the shapes dataset (5 classes, background included).
 
     Example:
-
     >>> kseg.data.shapes_info().class_names
     ('background', 'circle', 'square', 'triangle', 'star')
     """
@@ -211,7 +210,6 @@ def render_shapes_sample(
         A `ShapesSample`.
 
     Example:
-
     >>> sample = kseg.data.render_shapes_sample(0, split="val")
     >>> sample.image.shape, sample.semantic_mask.shape
     ((128, 128, 3), (128, 128))
@@ -305,7 +303,6 @@ def shapes_arrays(
         (N, H, W)}`.
 
     Example:
-
     >>> arrays = kseg.data.shapes_arrays("val", num_samples=8, image_size=64)
     """
     samples = [
@@ -384,7 +381,6 @@ def shapes_dataset(
         `(H, W)` with values 0..4.
 
     Example:
-
     >>> ds = kseg.data.shapes_dataset("train", num_samples=2000, image_size=128)
     """
     ds = _rendered(
@@ -440,7 +436,6 @@ def shapes_instance_dataset(
         with `padded_batch` or `ragged_batch`.
 
     Example:
-
     >>> ds = kseg.data.shapes_instance_dataset("val", num_samples=100)
     """
     ds = _rendered(

@@ -115,7 +115,6 @@ def tfds_info(
     """The `DatasetInfo` of a tensorflow-datasets segmentation dataset (see `tfds_dataset`).
 
     Example:
-
     >>> kseg.data.tfds_info("oxford_iiit_pet").class_names
     ('background', 'pet')
     """
@@ -185,7 +184,6 @@ def tfds_dataset(
         `(H, W)`.
 
     Example:
-
     >>> ds = kseg.data.tfds_dataset("oxford_iiit_pet", "train")
     """
     import tensorflow_datasets as tfds

@@ -51,7 +51,6 @@ def voc_colormap(size: int = 256) -> np.ndarray:
         uint8 array of shape `(size, 3)`.
 
     Example:
-
     >>> kseg.data.voc_colormap()[15].tolist()  # person
     [192, 128, 128]
     """
@@ -68,7 +67,6 @@ def voc_info(ignore_label: int = 255) -> DatasetInfo:
     """Class names, palette and ignore label of PASCAL VOC segmentation.
 
     Example:
-
     >>> kseg.data.voc_info().num_classes
     21
     """
@@ -134,7 +132,6 @@ def voc_dataset(
         `(H, W)` with values in 0..20 and `ignore_label`.
 
     Example:
-
     >>> ds = kseg.data.voc_dataset("VOCdevkit/VOC2012", "val")
     """
     root = find_voc_root(root)

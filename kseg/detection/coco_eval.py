@@ -105,7 +105,6 @@ def coco_ground_truth(dataset_or_examples: Iterable, categories):
         A `pycocotools.coco.COCO` object.
 
     Example:
-
     >>> ds = kseg.data.instances.shapes_instance_examples("val", num_samples=4, image_size=64)
     >>> gt = kseg.detection.coco_eval.coco_ground_truth(ds, kseg.data.shapes_info())
     >>> len(gt.getImgIds())
@@ -195,7 +194,6 @@ def detections_to_coco(
         `json.dump` and `coco_evaluate`.
 
     Example:
-
     >>> results = kseg.detection.coco_eval.detections_to_coco(
     ...     [7], [[[0., 0., 2., 3.]]], [[0.9]], [[1]], None, [1], [18])
     >>> results[0]["bbox"], results[0]["category_id"]
@@ -353,7 +351,6 @@ def coco_evaluate(
         truth).
 
     Example:
-
     >>> metrics = kseg.detection.coco_eval.coco_evaluate("instances_val2017.json", results)
     >>> metrics["mask_AP"], metrics["box_AP"]
     """

@@ -62,9 +62,7 @@ def make_predictor(
     def predict(images):
         images = np.asarray(images)
         if images.ndim != 4:
-            raise ValueError(
-                f"images must be a batch (B, H, W, C). Received: shape={images.shape}"
-            )
+            raise ValueError(f"images must be a batch (B, H, W, C). Received: shape={images.shape}")
         scores = probabilities(images)
         if crf:
             scores = np.stack(

@@ -96,7 +96,9 @@ class PadToMultiple(keras.layers.Layer):
     def __init__(self, multiple, mode="constant", **kwargs):
         super().__init__(**kwargs)
         if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
-            raise ValueError(f"multiple must be a positive integer. Received: multiple={multiple!r}")
+            raise ValueError(
+                f"multiple must be a positive integer. Received: multiple={multiple!r}"
+            )
         if mode not in ("constant", "reflect", "symmetric"):
             raise ValueError(
                 f"mode must be 'constant', 'reflect' or 'symmetric'. Received: mode={mode!r}"

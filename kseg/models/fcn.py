@@ -320,6 +320,7 @@ def FCN32s(
     transposed convolution upsamples them; a crop at Caffe's offset returns
     logits of the input's size for any input size.
     {args}
+
     Example:
         >>> import numpy as np, kseg
         >>> model = kseg.models.FCN32s(num_classes=3, backbone="tiny", num_filters=16)
@@ -362,6 +363,7 @@ def FCN16s(
     cropped (offset 5) to it and added; a frozen bilinear x16 transposed
     convolution and the final crop give logits of the input's size.
     {args}
+
     Example:
         >>> import numpy as np, kseg
         >>> model = kseg.models.FCN16s(num_classes=3, backbone="tiny", num_filters=16)
@@ -406,6 +408,7 @@ def FCN8s(
     frozen bilinear interpolation, and the final crop (offset 32 here, Caffe's
     31 plus Keras's 1 px conv1_1 padding) gives logits of the input's size.
     {args}
+
     Example:
         >>> import numpy as np, kseg
         >>> model = kseg.models.FCN8s(num_classes=3, backbone="tiny", num_filters=16)

@@ -29,7 +29,9 @@ def logits_head(features, num_classes, image, *, name):
         (None, None, None, 5)
     """
     if int(num_classes) <= 0:
-        raise ValueError(f"num_classes must be a positive integer. Received: num_classes={num_classes}")
+        raise ValueError(
+            f"num_classes must be a positive integer. Received: num_classes={num_classes}"
+        )
     logits = keras.layers.Conv2D(num_classes, 1, name=f"{name}_classifier")(features)
     return ResizeToMatch(name=f"{name}_upsample", dtype="float32")([logits, image])
 

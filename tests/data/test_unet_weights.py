@@ -67,7 +67,11 @@ def test_distances_match_an_all_pixel_search():
     ids = [i for i in np.unique(cells) if i > 0]
     grid = np.indices(cells.shape).reshape(2, -1).T
     per_cell = np.stack(
-        [np.linalg.norm(grid[:, None] - np.argwhere(cells == i)[None], axis=-1).min(1) for i in ids], axis=-1
+        [
+            np.linalg.norm(grid[:, None] - np.argwhere(cells == i)[None], axis=-1).min(1)
+            for i in ids
+        ],
+        axis=-1,
     ).reshape(*cells.shape, len(ids))
     per_cell.sort(axis=-1)
     d1, d2 = nearest_cell_distances(cells)

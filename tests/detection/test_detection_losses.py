@@ -70,8 +70,9 @@ def test_mask_loss_reads_only_the_ground_truth_class_channel():
 
 
 def test_losses_are_zero_and_finite_without_foreground():
-    cls, box = rpn_losses(tf.zeros((1, 3)), tf.zeros((1, 3, 4)), -tf.ones((1, 3), tf.int32),
-                          tf.zeros((1, 3, 4)))
+    cls, box = rpn_losses(
+        tf.zeros((1, 3)), tf.zeros((1, 3, 4)), -tf.ones((1, 3), tf.int32), tf.zeros((1, 3, 4))
+    )
     assert float(cls) == 0.0 and float(box) == 0.0
     loss = mask_loss(tf.zeros((1, 2, 4, 4, 2)), -tf.ones((1, 2), tf.int32), tf.zeros((1, 2, 4, 4)))
     assert float(loss) == 0.0

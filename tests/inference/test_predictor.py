@@ -22,7 +22,9 @@ def test_defaults_are_the_argmax_of_the_logits(model, images):
 
 
 def test_scales_and_flip_follow_multiscale_predict(model, images):
-    expected = np.asarray(multiscale_predict(model, images, scales=(0.5, 1.0), flip=True)).argmax(-1)
+    expected = np.asarray(multiscale_predict(model, images, scales=(0.5, 1.0), flip=True)).argmax(
+        -1
+    )
     labels = make_predictor(model, scales=(0.5, 1.0), flip=True)(images)
     np.testing.assert_array_equal(labels, expected)
 

@@ -8,7 +8,12 @@ from kseg.testing import run_layer_test
 
 def _conv_parameters(in_channels, out_channels, kernel, separable):
     if separable:
-        return kernel * kernel * in_channels + 4 * in_channels + in_channels * out_channels + 4 * out_channels
+        return (
+            kernel * kernel * in_channels
+            + 4 * in_channels
+            + in_channels * out_channels
+            + 4 * out_channels
+        )
     return kernel * kernel * in_channels * out_channels + 4 * out_channels
 
 
@@ -29,7 +34,9 @@ def test_parameter_count_follows_branch_formula(separable):
 
 
 def test_layer_contract_and_dynamic_size():
-    out = run_layer_test(ASPP, {"filters": 8, "separable": True}, (2, 9, 11, 4), expected_channels=8)
+    out = run_layer_test(
+        ASPP, {"filters": 8, "separable": True}, (2, 9, 11, 4), expected_channels=8
+    )
     assert out.shape == (2, 9, 11, 8)
 
 

@@ -6,7 +6,9 @@ from kseg.layers import CropToMatch, PadToMultiple
 from kseg.testing import run_layer_test
 
 
-@pytest.mark.parametrize("source_size, target_size", [((9, 11), (5, 6)), ((8, 8), (8, 3)), ((64, 64), (56, 56))])
+@pytest.mark.parametrize(
+    "source_size, target_size", [((9, 11), (5, 6)), ((8, 8), (8, 3)), ((64, 64), (56, 56))]
+)
 def test_crop_takes_the_centre_like_numpy_slicing(source_size, target_size):
     source = np.random.default_rng(0).normal(size=(2, *source_size, 3)).astype("float32")
     reference = np.zeros((2, *target_size, 1), "float32")
@@ -55,10 +57,19 @@ def test_pad_static_shape():
 
 
 def test_pad_layer_contract():
-    run_layer_test(PadToMultiple, {"multiple": 4, "mode": "reflect"}, (2, 9, 11, 3), expected_channels=3)
+    run_layer_test(
+        PadToMultiple, {"multiple": 4, "mode": "reflect"}, (2, 9, 11, 3), expected_channels=3
+    )
 
 
-@pytest.mark.parametrize("kwargs, word", [({"multiple": 0}, "multiple"), ({"multiple": 2.0}, "multiple"), ({"multiple": 4, "mode": "wrap"}, "mode")])
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [
+        ({"multiple": 0}, "multiple"),
+        ({"multiple": 2.0}, "multiple"),
+        ({"multiple": 4, "mode": "wrap"}, "mode"),
+    ],
+)
 def test_pad_rejects_bad_arguments(kwargs, word):
     with pytest.raises(ValueError, match=word):
         PadToMultiple(**kwargs)

@@ -57,8 +57,9 @@ def test_wrong_number_of_inputs_is_named():
 def test_saves_and_reloads_in_safe_mode(tmp_path):
     inputs = [keras.Input((None, None, 3)) for _ in range(4)]
     model = keras.Model(inputs, FeaturePyramid(8)(inputs))
-    features = [np.random.default_rng(s).random((1, 32 // 2**s, 32 // 2**s, 3), "float32")
-                for s in range(4)]
+    features = [
+        np.random.default_rng(s).random((1, 32 // 2**s, 32 // 2**s, 3), "float32") for s in range(4)
+    ]
     path = tmp_path / "fpn.keras"
     model.save(path)
     reloaded = keras.saving.load_model(path, safe_mode=True)

@@ -20,7 +20,9 @@ def test_xception65_parameter_count_matches_the_published_model():
     assert relative_error <= 0.02
 
 
-@pytest.mark.parametrize("output_stride, rates", [(16, [6, 12, 18]), (8, [12, 24, 36]), (32, [3, 6, 9])])
+@pytest.mark.parametrize(
+    "output_stride, rates", [(16, [6, 12, 18]), (8, [12, 24, 36]), (32, [3, 6, 9])]
+)
 def test_aspp_rates_follow_the_output_stride(output_stride, rates):
     model = kseg.models.DeepLabV3Plus(num_classes=3, backbone="tiny", output_stride=output_stride)
     assert _layer(model, "aspp").get_config()["dilation_rates"] == rates

@@ -1,4 +1,3 @@
-
 import h5py
 import keras
 import numpy as np
