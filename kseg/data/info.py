@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 
-DEFAULT_IGNORE_LABEL = 255
+from kseg.validation import IGNORE_LABEL
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +32,7 @@ class DatasetInfo:
 
     num_classes: int | None
     class_names: tuple[str, ...] | None = None
-    ignore_label: int = DEFAULT_IGNORE_LABEL
+    ignore_label: int = IGNORE_LABEL
     palette: tuple[tuple[int, int, int], ...] | None = None
 
     def __post_init__(self):
@@ -40,7 +40,8 @@ class DatasetInfo:
             not isinstance(self.num_classes, (int, np.integer)) or self.num_classes < 1
         ):
             raise ValueError(
-                f"num_classes must be a positive integer or None. Received: num_classes={self.num_classes!r}"
+                "num_classes must be a positive integer or None. "
+                f"Received: num_classes={self.num_classes!r}"
             )
         if self.class_names is not None:
             object.__setattr__(self, "class_names", tuple(str(n) for n in self.class_names))
@@ -53,7 +54,8 @@ class DatasetInfo:
             colours = tuple(tuple(int(c) for c in colour) for colour in self.palette)
             if any(len(c) != 3 or min(c) < 0 or max(c) > 255 for c in colours):
                 raise ValueError(
-                    f"palette must hold (r, g, b) triples in [0, 255]. Received: palette={self.palette!r}"
+                    "palette must hold (r, g, b) triples in [0, 255]. "
+                    f"Received: palette={self.palette!r}"
                 )
             if self.num_classes is not None and len(colours) != self.num_classes:
                 raise ValueError(
