@@ -21,6 +21,7 @@ from kseg.data.camvid import CAMVID_CLASS_NAMES, CAMVID_PALETTE, camvid_dataset,
 from kseg.data.coco import CocoCategories, coco_categories, coco_instance_dataset
 from kseg.data.folders import folder_dataset, folder_info, match_folder_pairs, paired_files_dataset
 from kseg.data.info import DatasetInfo
+from kseg.data.inputs import image_files, load_split
 from kseg.data.instances import (
     boxes_from_masks,
     instances_from_label_map,
@@ -61,8 +62,10 @@ __all__ = [
     "describe_source",
     "folder_dataset",
     "folder_info",
+    "image_files",
     "instances_from_label_map",
     "load_dataset",
+    "load_split",
     "make_pipeline",
     "match_folder_pairs",
     "pad_instance_batch",
