@@ -24,7 +24,8 @@ import numpy as np
 import tensorflow as tf
 
 import kseg
-from kseg.models.unet import overlap_tile_predict, unet_output_size
+from kseg.inference import overlap_tile_predict
+from kseg.models.unet import unet_output_size
 
 TRAIN_SLICES = range(20)
 HELD_OUT_SLICES = range(20, 24)

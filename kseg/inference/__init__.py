@@ -2,7 +2,17 @@
 
 from kseg.inference.dense_crf import dense_crf
 from kseg.inference.multiscale import multiscale_predict
+from kseg.inference.overlap_tile import overlap_tile_predict
+from kseg.inference.patch_classifier import patch_labels, patch_scores
 from kseg.inference.predictor import make_predictor
 from kseg.inference.sliding_window import sliding_window_predict
 
-__all__ = ["dense_crf", "make_predictor", "multiscale_predict", "sliding_window_predict"]
+__all__ = [
+    "dense_crf",
+    "make_predictor",
+    "multiscale_predict",
+    "overlap_tile_predict",
+    "patch_labels",
+    "patch_scores",
+    "sliding_window_predict",
+]

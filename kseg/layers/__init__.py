@@ -3,6 +3,7 @@
 from kseg.layers.aspp import ASPP
 from kseg.layers.aspp_sum import ASPPSum
 from kseg.layers.bilinear import BilinearConvTranspose2D, BilinearUpsamplingKernel
+from kseg.layers.context_module import ContextIdentity, ContextModule
 from kseg.layers.conv_block import ConvBNReLU
 from kseg.layers.crf import DenseCRF
 from kseg.layers.crop import CropToMatch, PadToMultiple
@@ -20,6 +21,7 @@ from kseg.layers.roi_align import MultiLevelRoIAlign, RoIAlign, assign_levels
 from kseg.layers.roi_heads import BoxHead, MaskHead
 from kseg.layers.rpn_head import RegionProposalHead
 from kseg.layers.scale_resize import ScaleResize
+from kseg.layers.unet_input_size_check import UNetInputSizeCheck
 from kseg.layers.unpooling import MaxPoolingWithArgmax2D, MaxUnpooling2D
 
 __all__ = [
@@ -29,6 +31,8 @@ __all__ = [
     "BilinearUpsamplingKernel",
     "BoxHead",
     "ChainedResidualPooling",
+    "ContextIdentity",
+    "ContextModule",
     "ConvBNReLU",
     "CropToMatch",
     "DenseCRF",
@@ -47,5 +51,6 @@ __all__ = [
     "ResizeToMatch",
     "RoIAlign",
     "ScaleResize",
+    "UNetInputSizeCheck",
     "assign_levels",
 ]

@@ -1,15 +1,16 @@
 """Segmentation model builders, each returning a plain functional `keras.Model`."""
 
 from kseg.models import heads
-from kseg.models.deeplab import DeepLabV3Plus
 from kseg.models.deeplab_v1 import DeepLabV1
 from kseg.models.deeplab_v2 import DeepLabV2
 from kseg.models.deeplab_v3 import DeepLabV3
+from kseg.models.deeplab_v3_plus import DeepLabV3Plus
 from kseg.models.dilated import DilatedNet
 from kseg.models.fcn import FCN8s, FCN16s, FCN32s
 from kseg.models.fcn_alexnet import FCNAlexNet
+from kseg.models.heads import DeepSupervisionModel
 from kseg.models.mask_rcnn import MaskRCNN
-from kseg.models.pspnet import DeepSupervisionModel, PSPNet
+from kseg.models.pspnet import PSPNet
 from kseg.models.refinenet import RefineNet
 from kseg.models.registry import get_builder, get_model, list_models, register_model
 from kseg.models.segnet import SegNet, SegNetBasic

@@ -1,4 +1,4 @@
-"""Heads shared by the segmentation architectures."""
+"""Heads shared by the segmentation architectures, and the model class for deep supervision."""
 
 import keras
 
@@ -71,3 +71,94 @@ def auxiliary_head(features, num_classes, image, *, filters=256, dropout=0.1, na
     x = ConvBNReLU(int(filters), 3, name=f"{name}_conv")(features)
     x = keras.layers.SpatialDropout2D(float(dropout), name=f"{name}_dropout")(x)
     return logits_head(x, num_classes, image, name=name)
+
+
+MAIN_OUTPUT = "logits"
+AUXILIARY_OUTPUT = "auxiliary_logits"
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class DeepSupervisionModel(keras.Model):
+    """A functional model with a training-only auxiliary output whose loss is weighted.
+
+    Deep supervision (Lee et al. 2015, "Deeply-Supervised Nets"; PSPNet's auxiliary loss,
+    Zhao et al. 2017, Sec. 3.4) trains an intermediate stage with its own classifier. The
+    graph returns `{"logits": ..., "auxiliary_logits": ...}`; calling the model returns the
+    dict only with `training=True` and the main logits otherwise, so `predict`, `evaluate`,
+    metrics and SavedModel export see one tensor. During `fit` the compiled loss is applied
+    to both and summed as `main + auxiliary_loss_weight * auxiliary`.
+
+    Args:
+        inputs: the functional inputs.
+        outputs: a dict with the keys "logits" and "auxiliary_logits".
+        auxiliary_loss_weight: weight of the auxiliary loss (0.4 in PSPNet).
+        **kwargs: standard functional `keras.Model` arguments (`name`, `trainable`).
+
+    Returns:
+        A model whose inference output is the "logits" tensor.
+
+    Example:
+        >>> import keras, kseg
+        >>> from kseg.models.heads import DeepSupervisionModel
+        >>> image = keras.Input((None, None, 3))
+        >>> mid = keras.layers.Conv2D(4, 3, padding="same")(image)
+        >>> outputs = {"logits": keras.layers.Conv2D(2, 1)(mid),
+        ...            "auxiliary_logits": keras.layers.Conv2D(2, 1)(mid)}
+        >>> model = DeepSupervisionModel(image, outputs, auxiliary_loss_weight=0.4)
+        >>> model.output.shape
+        (None, None, None, 2)
+    """
+
+    def __init__(self, *args, auxiliary_loss_weight=0.4, **kwargs):
+        super().__init__(*args, **kwargs)
+        outputs = self._outputs_struct
+        if not isinstance(outputs, dict) or set(outputs) != {MAIN_OUTPUT, AUXILIARY_OUTPUT}:
+            raise ValueError(
+                f"outputs must be a dict with the keys {MAIN_OUTPUT!r} and {AUXILIARY_OUTPUT!r}. "
+                f"Received: outputs={outputs}"
+            )
+        if float(auxiliary_loss_weight) < 0:
+            raise ValueError(
+                "auxiliary_loss_weight must be non-negative. "
+                f"Received: auxiliary_loss_weight={auxiliary_loss_weight}"
+            )
+        self.auxiliary_loss_weight = float(auxiliary_loss_weight)
+
+    @property
+    def output(self):
+        """The inference output, the main logits (the auxiliary one is `auxiliary_output`)."""
+        return self._outputs_struct[MAIN_OUTPUT]
+
+    @property
+    def auxiliary_output(self):
+        """The symbolic auxiliary logits of the graph."""
+        return self._outputs_struct[AUXILIARY_OUTPUT]
+
+    def call(self, inputs, training=None, mask=None, **kwargs):
+        outputs = super().call(inputs, training=training, mask=mask, **kwargs)
+        return outputs if training else outputs[MAIN_OUTPUT]
+
+    def compute_output_spec(self, inputs, training=None, mask=None):
+        outputs = super().compute_output_spec(inputs, training=training, mask=mask)
+        return outputs if training else outputs[MAIN_OUTPUT]
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        if not isinstance(y_pred, dict):
+            return super().compute_loss(x, y, y_pred, sample_weight, training=training)
+        # The parent adds the regularisation losses once, with the main loss.
+        loss = super().compute_loss(x, y, y_pred[MAIN_OUTPUT], sample_weight, training=training)
+        if self._compile_loss is not None and self.auxiliary_loss_weight > 0:
+            auxiliary = self._compile_loss(y, y_pred[AUXILIARY_OUTPUT], sample_weight)
+            if auxiliary is not None:
+                loss = loss + self.auxiliary_loss_weight * keras.ops.cast(auxiliary, loss.dtype)
+        return loss
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        if isinstance(y_pred, dict):
+            y_pred = y_pred[MAIN_OUTPUT]
+        return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def get_config(self):
+        config = super().get_config()
+        config["auxiliary_loss_weight"] = self.auxiliary_loss_weight
+        return config

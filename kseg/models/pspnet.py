@@ -2,12 +2,9 @@
 
 The deep-supervision head needs the labels, so it cannot be a layer that adds its own loss;
 and a second model output would change what `fit`, `predict` and export see. Instead the
-builder returns a `DeepSupervisionModel`: a functional model whose graph computes both logits
-(so one `.keras` file holds both heads and reloads in safe mode), whose `call` returns only
-the main logits unless training, and whose `compute_loss` (the override Keras 3 provides for
-this) adds the auxiliary loss with its weight during `fit`. `model.fit(images, masks)` then
-works with any kseg or Keras loss, while `predict`, `evaluate`, export and every metric see
-the main logits alone.
+builder returns a `kseg.models.heads.DeepSupervisionModel`, whose graph computes both logits
+but whose `call` returns only the main ones unless training and whose `compute_loss` adds the
+weighted auxiliary loss during `fit`.
 """
 
 import keras
@@ -16,98 +13,14 @@ from kseg.backbones.taps import TAPS
 from kseg.layers.conv_block import ConvBNReLU
 from kseg.layers.pyramid_pooling import PyramidPooling
 from kseg.models.backbone_input import deepest_feature_key, resolve_backbone
-from kseg.models.heads import auxiliary_head, logits_head
+from kseg.models.heads import (
+    AUXILIARY_OUTPUT,
+    MAIN_OUTPUT,
+    DeepSupervisionModel,
+    auxiliary_head,
+    logits_head,
+)
 from kseg.models.registry import register_model
-
-MAIN_OUTPUT = "logits"
-AUXILIARY_OUTPUT = "auxiliary_logits"
-
-
-@keras.saving.register_keras_serializable(package="kseg")
-class DeepSupervisionModel(keras.Model):
-    """A functional model with a training-only auxiliary output whose loss is weighted.
-
-    Deep supervision (Lee et al. 2015, "Deeply-Supervised Nets"; PSPNet's auxiliary loss,
-    Zhao et al. 2017, Sec. 3.4) trains an intermediate stage with its own classifier. The
-    graph returns `{"logits": ..., "auxiliary_logits": ...}`; calling the model returns the
-    dict only with `training=True` and the main logits otherwise, so `predict`, `evaluate`,
-    metrics and SavedModel export see one tensor. During `fit` the compiled loss is applied
-    to both and summed as `main + auxiliary_loss_weight * auxiliary`.
-
-    Args:
-        inputs: the functional inputs.
-        outputs: a dict with the keys "logits" and "auxiliary_logits".
-        auxiliary_loss_weight: weight of the auxiliary loss (0.4 in PSPNet).
-        **kwargs: standard functional `keras.Model` arguments (`name`, `trainable`).
-
-    Returns:
-        A model whose inference output is the "logits" tensor.
-
-    Example:
-        >>> import keras, kseg
-        >>> from kseg.models.pspnet import DeepSupervisionModel
-        >>> image = keras.Input((None, None, 3))
-        >>> mid = keras.layers.Conv2D(4, 3, padding="same")(image)
-        >>> outputs = {"logits": keras.layers.Conv2D(2, 1)(mid),
-        ...            "auxiliary_logits": keras.layers.Conv2D(2, 1)(mid)}
-        >>> model = DeepSupervisionModel(image, outputs, auxiliary_loss_weight=0.4)
-        >>> model.output.shape
-        (None, None, None, 2)
-    """
-
-    def __init__(self, *args, auxiliary_loss_weight=0.4, **kwargs):
-        super().__init__(*args, **kwargs)
-        outputs = self._outputs_struct
-        if not isinstance(outputs, dict) or set(outputs) != {MAIN_OUTPUT, AUXILIARY_OUTPUT}:
-            raise ValueError(
-                f"outputs must be a dict with the keys {MAIN_OUTPUT!r} and {AUXILIARY_OUTPUT!r}. "
-                f"Received: outputs={outputs}"
-            )
-        if float(auxiliary_loss_weight) < 0:
-            raise ValueError(
-                "auxiliary_loss_weight must be non-negative. "
-                f"Received: auxiliary_loss_weight={auxiliary_loss_weight}"
-            )
-        self.auxiliary_loss_weight = float(auxiliary_loss_weight)
-
-    @property
-    def output(self):
-        """The inference output, the main logits (the auxiliary one is `auxiliary_output`)."""
-        return self._outputs_struct[MAIN_OUTPUT]
-
-    @property
-    def auxiliary_output(self):
-        """The symbolic auxiliary logits of the graph."""
-        return self._outputs_struct[AUXILIARY_OUTPUT]
-
-    def call(self, inputs, training=None, mask=None, **kwargs):
-        outputs = super().call(inputs, training=training, mask=mask, **kwargs)
-        return outputs if training else outputs[MAIN_OUTPUT]
-
-    def compute_output_spec(self, inputs, training=None, mask=None):
-        outputs = super().compute_output_spec(inputs, training=training, mask=mask)
-        return outputs if training else outputs[MAIN_OUTPUT]
-
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        if not isinstance(y_pred, dict):
-            return super().compute_loss(x, y, y_pred, sample_weight, training=training)
-        # The parent adds the regularisation losses once, with the main loss.
-        loss = super().compute_loss(x, y, y_pred[MAIN_OUTPUT], sample_weight, training=training)
-        if self._compile_loss is not None and self.auxiliary_loss_weight > 0:
-            auxiliary = self._compile_loss(y, y_pred[AUXILIARY_OUTPUT], sample_weight)
-            if auxiliary is not None:
-                loss = loss + self.auxiliary_loss_weight * keras.ops.cast(auxiliary, loss.dtype)
-        return loss
-
-    def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        if isinstance(y_pred, dict):
-            y_pred = y_pred[MAIN_OUTPUT]
-        return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-
-    def get_config(self):
-        config = super().get_config()
-        config["auxiliary_loss_weight"] = self.auxiliary_loss_weight
-        return config
 
 
 def _auxiliary_tap(backbone, auxiliary_layer, encoder):
@@ -115,7 +28,8 @@ def _auxiliary_tap(backbone, auxiliary_layer, encoder):
         if not isinstance(backbone, str) or backbone.lower() not in TAPS:
             raise ValueError(
                 "auxiliary_layer must name the backbone layer the auxiliary head reads when the "
-                f"backbone is a prebuilt model. Received: backbone={getattr(backbone, 'name', backbone)!r}"
+                "backbone is a prebuilt model. "
+                f"Received: backbone={getattr(backbone, 'name', backbone)!r}"
             )
         # The stride-16 tap of the undilated network: res4 (conv4 block output) for ResNets.
         auxiliary_layer = TAPS[backbone.lower()]["P4"]
@@ -180,7 +94,7 @@ def PSPNet(
         **backbone_kwargs: forwarded to the backbone.
 
     Returns:
-        A `kseg.models.pspnet.DeepSupervisionModel` (a plain functional `keras.Model` when
+        A `kseg.models.heads.DeepSupervisionModel` (a plain functional `keras.Model` when
         `auxiliary_loss_weight` is 0) mapping `(B, H, W, 3)` images in [0, 255] to float32
         `(B, H, W, num_classes)` logits.
 
@@ -193,7 +107,8 @@ def PSPNet(
     """
     if float(auxiliary_loss_weight) < 0:
         raise ValueError(
-            f"auxiliary_loss_weight must be non-negative. Received: auxiliary_loss_weight={auxiliary_loss_weight}"
+            "auxiliary_loss_weight must be non-negative. "
+            f"Received: auxiliary_loss_weight={auxiliary_loss_weight}"
         )
     encoder = resolve_backbone(
         backbone,

@@ -3,10 +3,8 @@
 import itertools
 
 import keras
-import numpy as np
-import tensorflow as tf
 
-from kseg.layers import CropToMatch, PadToMultiple
+from kseg.layers import CropToMatch, PadToMultiple, UNetInputSizeCheck
 from kseg.models.backbone_input import resolve_backbone
 from kseg.models.registry import register_model
 
@@ -44,7 +42,8 @@ def unet_output_size(input_size, depth=4, padding="valid"):
             above = [s for s in valid if s > input_size]
             raise ValueError(
                 f"an unpadded U-Net of depth {depth} needs every 2x2 pooling to see an even size; "
-                f"nearest valid input sizes: {below[-1:] + above[:1]}. Received: input_size={input_size}"
+                f"nearest valid input sizes: {below[-1:] + above[:1]}. "
+                f"Received: input_size={input_size}"
             )
         size //= 2
     size -= 4
@@ -92,63 +91,6 @@ def valid_input_sizes(depth=4):
             return size, step
         except ValueError:
             size += 1
-
-
-@keras.saving.register_keras_serializable(package="kseg")
-class UNetInputSizeCheck(keras.layers.Layer):
-    """Passes images through unchanged, refusing heights and widths an unpadded U-Net cannot tile.
-
-    Ronneberger et al. 2015 (section 2) choose the tile size so that every 2x2 max pooling
-    sees an even size; other sizes would silently misalign the crop-and-concatenate skips.
-    A static input shape is checked when the model is built (`unet_output_size`); this layer
-    checks dynamic ones when the model runs and names the size and the valid sizes.
-
-    Args:
-        smallest: the smallest valid size (`valid_input_sizes(depth)[0]`).
-        step: the spacing of valid sizes (`2**depth`).
-        **kwargs: standard `keras.layers.Layer` arguments.
-
-    Returns:
-        The input tensor, unchanged.
-
-    Example:
-        >>> import numpy as np, kseg
-        >>> check = kseg.models.unet.UNetInputSizeCheck(smallest=44, step=4)
-        >>> check(np.zeros((1, 48, 52, 1), "float32")).shape
-        TensorShape([1, 48, 52, 1])
-    """
-
-    def __init__(self, smallest, step, **kwargs):
-        super().__init__(autocast=False, **kwargs)
-        if int(smallest) <= 0 or int(step) <= 0:
-            raise ValueError(
-                f"smallest and step must be positive. Received: smallest={smallest}, step={step}"
-            )
-        self.smallest = int(smallest)
-        self.step = int(step)
-
-    def call(self, images):
-        height_width = tf.shape(images)[1:3]
-        valid = tf.reduce_all(
-            (height_width >= self.smallest)
-            & (tf.math.floormod(height_width - self.smallest, self.step) == 0)
-        )
-        message = (
-            "an unpadded U-Net needs every 2x2 pooling to see an even size: valid heights "
-            f"and widths are {self.smallest} + k * {self.step} ({self.smallest}, "
-            f"{self.smallest + self.step}, ...); use padding='same', or "
-            "kseg.models.unet.overlap_tile_predict with a valid tile. Received: image "
-            "height and width="
-        )
-        check = tf.raw_ops.Assert(condition=valid, data=[message, height_width])
-        with tf.control_dependencies([check]):
-            return tf.identity(images)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
-
-    def get_config(self):
-        return {**super().get_config(), "smallest": self.smallest, "step": self.step}
 
 
 def _double_conv(x, filters, padding, name):
@@ -200,13 +142,13 @@ def UNet(
 
     Input sizes: the unpadded form is not padded automatically, since its
     output is smaller than its input by design and the paper meets other
-    sizes with overlap-tile inference (`overlap_tile_predict`). Its valid
+    sizes with overlap-tile inference (`kseg.inference.overlap_tile_predict`). Its valid
     heights and widths are `smallest + k * 2**depth`
     (`kseg.models.unet.valid_input_sizes`; 188, 204, ..., 572, ... for
     depth 4). Any other size raises an error naming the size and the valid
     ones: a static `input_shape` when the model is built
     (`kseg.models.unet.unet_output_size`), a dynamic one when the model runs
-    (`kseg.models.unet.UNetInputSizeCheck`).
+    (`kseg.layers.UNetInputSizeCheck`).
 
     `padding="same"` keeps the size: the input is zero-padded (centred) to a
     multiple of `2**depth` and the logits are cropped back, so every input size
@@ -265,7 +207,8 @@ def UNet(
         )
     if int(depth) <= 0 or int(num_filters) <= 0:
         raise ValueError(
-            f"depth and num_filters must be positive. Received: depth={depth}, num_filters={num_filters}"
+            "depth and num_filters must be positive. "
+            f"Received: depth={depth}, num_filters={num_filters}"
         )
     image = keras.Input(shape=input_shape, name="image")
 
@@ -317,82 +260,3 @@ def UNet(
     if padding == "same":
         logits = CropToMatch(dtype="float32", name="logits_crop")([logits, image])
     return keras.Model(image, logits, name=name)
-
-
-def overlap_tile_predict(model, images, tile_size=572, batch_size=4):
-    """Segments images of any size with U-Net's overlap-tile strategy.
-
-    Ronneberger et al. 2015, Fig. 2: an unpadded network predicts a smaller centre region of its
-    input tile, so the image is covered by output tiles laid edge to edge, each read from an
-    input tile that extends `(tile_size - output_size) / 2` pixels beyond it; context missing
-    at the image border is filled by mirroring the image (numpy's "symmetric" mode). Each tile
-    is predicted on its own, so memory stays bounded by `batch_size` tiles. When the output size
-    is a multiple of `2**depth` every tile shares one pooling grid and the result equals a
-    single pass over the whole mirrored image; the paper's 388 (= 4 x 97) is not, so its tiles
-    differ from such a pass by their pooling phase, as in the paper.
-
-    Args:
-        model: a U-Net (or any network mapping an input tile to its centred output region).
-        images: `(H, W, C)` or `(B, H, W, C)` array, values as the model expects.
-        tile_size: input tile height and width; must be a size the model accepts
-            (`kseg.models.unet.unet_output_size` tells for U-Net).
-        batch_size: tiles per forward pass.
-
-    Returns:
-        float32 logits `(H, W, K)` or `(B, H, W, K)`, matching the input's rank.
-
-    Example:
-        >>> import numpy as np, kseg
-        >>> model = kseg.models.UNet(num_classes=2, input_shape=(None, None, 1), num_filters=2, depth=2)
-        >>> kseg.models.unet.overlap_tile_predict(model, np.zeros((70, 90, 1)), tile_size=92).shape
-        (70, 90, 2)
-    """
-    images = np.asarray(images, np.float32)
-    single = images.ndim == 3
-    if single:
-        images = images[None]
-    if images.ndim != 4:
-        raise ValueError(
-            f"images must be (H, W, C) or (B, H, W, C). Received: shape={images.shape}"
-        )
-    count, height, width, _ = images.shape
-    probe = model.predict(
-        np.zeros((1, tile_size, tile_size, images.shape[-1]), np.float32), verbose=0
-    )
-    output_size = probe.shape[1]
-    if probe.shape[2] != output_size or (tile_size - output_size) % 2:
-        raise ValueError(
-            "the model must map a square tile to a centred square output. "
-            f"Received: tile_size={tile_size} giving output {probe.shape[1:3]}"
-        )
-    margin = (tile_size - output_size) // 2
-    rows, cols = -(-height // output_size), -(-width // output_size)
-    padded = np.pad(
-        images,
-        (
-            (0, 0),
-            (margin, margin + rows * output_size - height),
-            (margin, margin + cols * output_size - width),
-            (0, 0),
-        ),
-        mode="symmetric",
-    )
-    tiles = np.stack(
-        [
-            padded[
-                b,
-                r * output_size : r * output_size + tile_size,
-                c * output_size : c * output_size + tile_size,
-            ]
-            for b in range(count)
-            for r in range(rows)
-            for c in range(cols)
-        ]
-    )
-    logits = model.predict(tiles, batch_size=batch_size, verbose=0).astype(np.float32)
-    logits = logits.reshape(count, rows, cols, output_size, output_size, -1)
-    logits = logits.transpose(0, 1, 3, 2, 4, 5).reshape(
-        count, rows * output_size, cols * output_size, -1
-    )
-    logits = logits[:, :height, :width]
-    return logits[0] if single else logits

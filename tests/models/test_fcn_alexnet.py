@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from kseg.backbones.surgery import convolutionalize
+from kseg.inference.patch_classifier import patch_scores
 from kseg.models.fcn_alexnet import AlexNetClassifier, FCNAlexNet
-from kseg.models.patch_classifier import patch_scores
 
 TINY = {"conv_filters": (4, 4, 4, 4, 4), "num_filters": 8}
 

@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 
 from kseg.backbones import get_backbone
-from kseg.models.pspnet import DeepSupervisionModel, PSPNet
+from kseg.models.heads import DeepSupervisionModel
+from kseg.models.pspnet import PSPNet
 
 # osmr/imgclsmob, chainer_/chainercv2/models/pspnet.py (`_test`): PSPNet on ResNet(D)-101b,
 # 21 classes, counted as framework parameters (kernels, biases, BN scale and shift; no

@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 
-from kseg.models.patch_classifier import patch_labels, patch_scores
+from kseg.inference.patch_classifier import patch_labels, patch_scores
 
 
 def small_classifier(patch_size, channels=2, num_classes=3, seed=0):

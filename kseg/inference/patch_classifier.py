@@ -40,10 +40,10 @@ def patch_scores(classifier, images, pixels=None, batch_size=256):
         given.
 
     Example:
-        >>> import keras, numpy as np, kseg.models.patch_classifier
+        >>> import keras, numpy as np, kseg.inference.patch_classifier
         >>> classifier = keras.Sequential([keras.Input((5, 5, 3)), keras.layers.Flatten(),
         ...                                keras.layers.Dense(4)])
-        >>> kseg.models.patch_classifier.patch_scores(classifier, np.zeros((1, 8, 9, 3))).shape
+        >>> kseg.inference.patch_classifier.patch_scores(classifier, np.zeros((1, 8, 9, 3))).shape
         (1, 8, 9, 4)
     """
     if int(batch_size) != batch_size or batch_size < 1:
@@ -68,7 +68,8 @@ def patch_scores(classifier, images, pixels=None, batch_size=256):
         pixels.min() < 0 or pixels[:, 0].max() >= height or pixels[:, 1].max() >= width
     ):
         raise ValueError(
-            f"pixels must lie inside the {height}x{width} image. Received: {pixels.min(0)}..{pixels.max(0)}"
+            f"pixels must lie inside the {height}x{width} image. "
+            f"Received: {pixels.min(0)}..{pixels.max(0)}"
         )
 
     top, left = patch_height // 2, patch_width // 2
@@ -123,10 +124,10 @@ def patch_labels(classifier, images, batch_size=256):
         int64 numpy array `(B, H, W)` of class indices.
 
     Example:
-        >>> import keras, numpy as np, kseg.models.patch_classifier
+        >>> import keras, numpy as np, kseg.inference.patch_classifier
         >>> classifier = keras.Sequential([keras.Input((3, 3, 1)), keras.layers.Flatten(),
         ...                                keras.layers.Dense(2)])
-        >>> kseg.models.patch_classifier.patch_labels(classifier, np.zeros((2, 4, 4, 1))).shape
+        >>> kseg.inference.patch_classifier.patch_labels(classifier, np.zeros((2, 4, 4, 1))).shape
         (2, 4, 4)
     """
     return np.argmax(patch_scores(classifier, images, batch_size=batch_size), axis=-1)

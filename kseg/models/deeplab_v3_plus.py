@@ -1,4 +1,4 @@
-"""DeepLab family builders."""
+"""DeepLabV3+: an atrous backbone with ASPP and a light decoder (Chen et al. 2018)."""
 
 import keras
 
