@@ -1,4 +1,4 @@
-"""RoIAlign: bilinear pooling of a fixed-size grid from each box, on one or several pyramid levels."""
+"""RoIAlign: bilinear pooling of a fixed-size grid from each box, on one or several levels."""
 
 import keras
 import tensorflow as tf
@@ -69,10 +69,15 @@ def roi_align_boxes(
     2017, Sec. 3), the arithmetic of torchvision's `roi_align`. All
     `(S * sampling_ratio)^2` sample points of a box form one evenly spaced grid,
     so one `tf.image.crop_and_resize` call samples every box and a
-    `sampling_ratio x sampling_ratio` average pool forms the bins. The feature
-    map is padded by one replicated pixel on each side: torchvision reads the
-    edge value for sample points up to one pixel outside the map and 0 beyond,
-    while `crop_and_resize` gives 0 for any point outside its image.
+    `sampling_ratio x sampling_ratio` average pool forms the bins.
+
+    torchvision reads the edge value for a sample point up to one pixel outside
+    the map, points exactly on -1 and on H or W included, and 0 beyond. The map
+    is therefore padded by two replicated pixels on each side, so that no point
+    torchvision keeps sits on the border of the image `crop_and_resize` samples
+    (where the last bit of its own rounding would decide between the edge value
+    and 0), and the points torchvision drops are zeroed by a mask computed from
+    torchvision's own sample-coordinate formula.
 
     Args:
         features: `(B, H, W, C)` feature maps.
@@ -108,25 +113,54 @@ def roi_align_boxes(
     first = start + 0.5 * extent / samples
     last = start + (samples - 0.5) * extent / samples
 
-    height_width = tf.shape(features)[1:3]
-    # The replicated border shifts sample coordinates by one pixel; crop_and_resize
-    # normalises coordinates by (size - 1) of the image it samples, here H + 1 and W + 1.
-    padded_last_index = tf.cast(height_width + 1, tf.float32)
-    normalised = tf.concat([(first + 1.0) / padded_last_index, (last + 1.0) / padded_last_index], 1)
-    padded = tf.pad(features, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
+    height_width = tf.cast(tf.shape(features)[1:3], tf.float32)
+    # The border of two replicated pixels shifts sample coordinates by two; crop_and_resize
+    # normalises coordinates by (size - 1) of the image it samples, here H + 3 and W + 3.
+    padded_last_index = height_width + 3.0
+    normalised = tf.concat([(first + 2.0) / padded_last_index, (last + 2.0) / padded_last_index], 1)
     sampled = tf.image.crop_and_resize(
-        padded,
+        _replicate_border(features, 2),
         normalised,
         tf.cast(box_indices, tf.int32),
         [out_h * sampling_ratio, out_w * sampling_ratio],
         method="bilinear",
         extrapolation_value=0.0,
     )
+    inside_y = _samples_inside(start[:, 0], extent[:, 0], out_h, sampling_ratio, height_width[0])
+    inside_x = _samples_inside(start[:, 1], extent[:, 1], out_w, sampling_ratio, height_width[1])
+    sampled *= (inside_y[:, :, None] * inside_x[:, None, :])[..., None]
     if sampling_ratio == 1:
         return sampled
     # A strided average pool forms the bins; on CPU it is an order of magnitude faster than
     # a mean over a (K, S, s, S, s, C) reshape.
     return tf.nn.avg_pool2d(sampled, sampling_ratio, sampling_ratio, "VALID")
+
+
+def _replicate_border(features, width):
+    """`features` with `width` copies of its edge rows and columns on every side."""
+    for axis in (1, 2):
+        first = tf.gather(features, [0], axis=axis)
+        last = tf.gather(features, [tf.shape(features)[axis] - 1], axis=axis)
+        features = tf.concat([first] * width + [features] + [last] * width, axis)
+    return features
+
+
+def _samples_inside(start, extent, bins, sampling_ratio, length):
+    """1.0 where torchvision samples inside `[-1, length]` along one axis, else 0.0: `(K, n)`.
+
+    The coordinates follow torchvision's expression and order of operations,
+    `start + bin * size + (i + 0.5) * size / ratio` in float32, so a point that lands exactly on
+    -1 or on `length` is decided as torchvision decides it.
+    """
+    size = extent / bins
+    bin_index = tf.repeat(tf.range(bins, dtype=tf.float32), sampling_ratio)
+    sub_index = tf.tile(tf.range(sampling_ratio, dtype=tf.float32) + 0.5, [bins])
+    coordinates = (
+        start[:, None]
+        + bin_index[None, :] * size[:, None]
+        + sub_index[None, :] * size[:, None] / float(sampling_ratio)
+    )
+    return tf.cast((coordinates >= -1.0) & (coordinates <= length), tf.float32)
 
 
 def assign_levels(boxes, canonical_size=224, canonical_level=4, min_level=2, max_level=5):

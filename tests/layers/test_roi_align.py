@@ -1,4 +1,4 @@
-"""RoIAlign, MultiLevelRoIAlign and assign_levels against torchvision's vectors and the FPN formula."""
+"""RoIAlign, MultiLevelRoIAlign and assign_levels against torchvision and the FPN formula."""
 
 import doctest
 import math
@@ -14,6 +14,7 @@ from kseg.layers.roi_align import MultiLevelRoIAlign, RoIAlign, assign_levels
 
 SHARED_REFS = Path(__file__).resolve().parents[2] / ".." / "shared" / "refs"
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "roi_align_torchvision.npz"
+BOUNDARY_FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "roi_align_boundary.npz"
 TOLERANCE = 1e-4
 
 
@@ -29,13 +30,13 @@ def shared_vectors():
 
 @pytest.fixture(scope="module")
 def torchvision_vectors():
-    """torchvision roi_align on awkward boxes, made by tests/fixtures/make_roi_align_torchvision.py."""
+    """torchvision roi_align on awkward boxes (tests/fixtures/make_roi_align_torchvision.py)."""
     with np.load(FIXTURE) as vectors:
         return dict(vectors)
 
 
 def pool_rois(features, rois_xyxy, batch_index, **layer_kwargs):
-    """Pools torchvision-style rois: every image gets every box, then each box's own image is kept."""
+    """Pools torchvision-style rois: every image gets every box, each box keeps its own image."""
     boxes_yxyx = np.asarray(rois_xyxy, np.float32)[:, [1, 0, 3, 2]]
     boxes = np.broadcast_to(boxes_yxyx, (features.shape[0], *boxes_yxyx.shape))
     pooled = np.asarray(RoIAlign(**layer_kwargs)([features, boxes]))
@@ -114,6 +115,29 @@ def test_matches_torchvision_on_border_empty_and_inverted_boxes(torchvision_vect
     worst = int(errors.argmax())
     assert errors[worst] <= TOLERANCE, (
         f"box {worst} ({vectors['kinds'][worst]}) differs by {errors[worst]:.3g}"
+    )
+
+
+def test_matches_torchvision_when_samples_land_exactly_on_the_map_border():
+    """torchvision keeps a sample at exactly -1, H or W (edge value) and drops one past it."""
+    with np.load(BOUNDARY_FIXTURE) as vectors:
+        vectors = dict(vectors)
+    failures = []
+    for k, config in enumerate(vectors["configs"]):
+        height, width, aligned, scale, size, ratio = config
+        features = vectors["features"][:, : int(height), : int(width)]
+        box = vectors["boxes_yxyx"][k][None, None]
+        got = RoIAlign(
+            output_size=int(size),
+            sampling_ratio=int(ratio),
+            aligned=bool(aligned),
+            spatial_scale=float(scale),
+        )([features, box])
+        error = float(np.abs(np.asarray(got)[0] - vectors[f"out_{k}"]).max())
+        if error > TOLERANCE:
+            failures.append((k, tuple(config), error))
+    assert not failures, (
+        f"{len(failures)} of {len(vectors['configs'])} cases differ: {failures[:5]}"
     )
 
 
