@@ -27,7 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kseg.utils.padding import pad_to_multiple
+from kseg.utils.padding import pad_bottom_right_to_multiple
 
 SERVING_ENDPOINT = "serve"
 IMAGE_INPUT_NAME = "images"
@@ -96,7 +96,7 @@ def serving_function(
         if input_size is not None:
             x = tf.image.resize(x, input_size, method="bilinear")
         elif size_divisor is not None:
-            x = pad_to_multiple(x, size_divisor)
+            x = pad_bottom_right_to_multiple(x, size_divisor)
         logits = tf.cast(model(x, training=False), tf.float32)
         if size_divisor is not None:
             logits = logits[:, :height, :width, :]
@@ -201,8 +201,10 @@ def saved_model(
 
 
 def _representative_batches(representative_images):
-    """Yield uint8 (B, H, W, 3) numpy batches from an iterable, a generator function or a
-    `tf.data.Dataset` of images or (images, labels) pairs.
+    """Yields uint8 (B, H, W, 3) numpy batches of images.
+
+    The source is an iterable, a generator function or a `tf.data.Dataset` of images or of
+    (images, labels) pairs.
     """
     source = representative_images() if callable(representative_images) else representative_images
     count = 0
@@ -301,7 +303,8 @@ def tflite_from_saved_model(
         )
     if quantization not in QUANTIZATIONS:
         raise ValueError(
-            f"`quantization` must be one of {QUANTIZATIONS}. Received: quantization={quantization!r}"
+            f"`quantization` must be one of {QUANTIZATIONS}. "
+            f"Received: quantization={quantization!r}"
         )
     if representative_images is not None and quantization != "int8":
         raise ValueError(

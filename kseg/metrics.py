@@ -22,13 +22,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from kseg.losses import (
-    _pixel_sample_weight,
-    _validate_ignore_label,
-    _validate_num_classes,
-    label_masks,
-    squeeze_labels,
-)
+from kseg.losses.pixels import label_masks, pixel_sample_weight, squeeze_labels
+from kseg.validation import IGNORE_LABEL, validate_ignore_label, validate_num_classes
 
 
 def confusion_matrix_scores(confusion):
@@ -108,7 +103,7 @@ class _IgnoreLabelConfusion:
             label_masks(y_true, self.num_classes, self.ignore_label, check_labels=True)
         if sample_weight is not None:
             # Keras flattens the labels and cannot broadcast a per-image (B,) weight onto them.
-            sample_weight = _pixel_sample_weight(sample_weight, y_true, dtype=None)
+            sample_weight = pixel_sample_weight(sample_weight, y_true, dtype=None)
         super().update_state(y_true, y_pred, sample_weight)
 
     def scores(self):
@@ -163,15 +158,15 @@ class MeanIoU(_IgnoreLabelConfusion, keras.metrics.MeanIoU):
     def __init__(
         self,
         num_classes,
-        ignore_label=255,
+        ignore_label=IGNORE_LABEL,
         sparse_y_pred=False,
         check_labels=True,
         name="mean_iou",
         dtype=None,
         axis=-1,
     ):
-        num_classes = _validate_num_classes(num_classes)
-        ignore_label = _validate_ignore_label(ignore_label)
+        num_classes = validate_num_classes(num_classes)
+        ignore_label = validate_ignore_label(ignore_label)
         super().__init__(
             num_classes=num_classes,
             name=name,
@@ -223,14 +218,14 @@ class ClassIoU(_IgnoreLabelConfusion, keras.metrics.IoU):
         self,
         num_classes,
         class_id,
-        ignore_label=255,
+        ignore_label=IGNORE_LABEL,
         sparse_y_pred=False,
         check_labels=True,
         name=None,
         dtype=None,
         axis=-1,
     ):
-        num_classes = _validate_num_classes(num_classes)
+        num_classes = validate_num_classes(num_classes)
         if (
             isinstance(class_id, bool)
             or not isinstance(class_id, (int, np.integer))
@@ -240,7 +235,7 @@ class ClassIoU(_IgnoreLabelConfusion, keras.metrics.IoU):
                 f"`class_id` must be an integer in [0, {num_classes}). "
                 f"Received: class_id={class_id!r}"
             )
-        ignore_label = _validate_ignore_label(ignore_label)
+        ignore_label = validate_ignore_label(ignore_label)
         super().__init__(
             num_classes=num_classes,
             target_class_ids=[int(class_id)],
@@ -274,7 +269,9 @@ class ClassIoU(_IgnoreLabelConfusion, keras.metrics.IoU):
         return config
 
 
-def per_class_iou_metrics(num_classes, class_names=None, ignore_label=255, sparse_y_pred=False):
+def per_class_iou_metrics(
+    num_classes, class_names=None, ignore_label=IGNORE_LABEL, sparse_y_pred=False
+):
     """One `ClassIoU` per class, named `iou_<class name>`, for `model.compile(metrics=...)`.
 
     Keras logs scalars only, so per-class IoU is one metric per class. Each keeps its own
@@ -295,7 +292,7 @@ def per_class_iou_metrics(num_classes, class_names=None, ignore_label=255, spars
         >>> [m.name for m in kseg.metrics.per_class_iou_metrics(2, ["background", "road sign"])]
         ['iou_background', 'iou_road_sign']
     """
-    num_classes = _validate_num_classes(num_classes)
+    num_classes = validate_num_classes(num_classes)
     if class_names is None:
         names = [str(class_id) for class_id in range(num_classes)]
     else:
@@ -351,10 +348,12 @@ class PixelAccuracy(keras.metrics.Metric):
         0.6667
     """
 
-    def __init__(self, ignore_label=255, check_labels=True, name="pixel_accuracy", dtype=None):
+    def __init__(
+        self, ignore_label=IGNORE_LABEL, check_labels=True, name="pixel_accuracy", dtype=None
+    ):
         super().__init__(name=name, dtype=dtype or "int64")
         self._direction = "up"
-        self.ignore_label = _validate_ignore_label(ignore_label)
+        self.ignore_label = validate_ignore_label(ignore_label)
         self.check_labels = bool(check_labels)
         self.correct = self.add_variable(
             shape=(), initializer="zeros", dtype=self.dtype, name="correct"
@@ -378,7 +377,7 @@ class PixelAccuracy(keras.metrics.Metric):
             valid, _ = label_masks(labels, num_classes, self.ignore_label, self.check_labels)
         weights = ops.cast(valid, self.dtype)
         if sample_weight is not None:
-            weights = weights * _pixel_sample_weight(sample_weight, labels, dtype=self.dtype)
+            weights = weights * pixel_sample_weight(sample_weight, labels, dtype=self.dtype)
         hits = ops.cast(
             ops.equal(ops.argmax(y_pred, axis=-1), ops.cast(labels, "int32")), self.dtype
         )

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from kseg.detection.boxes import clip_boxes
 from kseg.detection.postprocess import paste_masks
-from kseg.utils.padding import pad_to_multiple
+from kseg.utils.padding import pad_bottom_right_to_multiple
 
 SERVING_ENDPOINT = "serving_default"
 
@@ -66,7 +66,7 @@ def instance_serving_function(model, *, mask_threshold=0.5, size_divisor=64):
         with tf.control_dependencies([check]):
             image = tf.identity(image)
         height, width = tf.shape(image)[0], tf.shape(image)[1]
-        batch = pad_to_multiple(tf.cast(image, tf.float32)[None], size_divisor)
+        batch = pad_bottom_right_to_multiple(tf.cast(image, tf.float32)[None], size_divisor)
         detections = detections_with_masks(model, batch, mask_threshold=mask_threshold)
         return {
             "boxes": clip_boxes(detections["boxes"], height, width)[0],

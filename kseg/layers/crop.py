@@ -3,6 +3,8 @@
 import keras
 import tensorflow as tf
 
+from kseg.validation import validate_positive_int
+
 
 @keras.saving.register_keras_serializable(package="kseg")
 class CropToMatch(keras.layers.Layer):
@@ -67,15 +69,16 @@ class CropToMatch(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="kseg")
-class PadToMultiple(keras.layers.Layer):
-    """Pads height and width up to the next multiple of `multiple`, centred.
+class CenteredPadToMultiple(keras.layers.Layer):
+    """Pads height and width up to the next multiple of `multiple`, split between both sides.
 
     An encoder-decoder with `k` stride-2 stages maps its input back to the same
     size only when that size is divisible by `2**k`. Padding the input evenly on
     both sides (the extra row or column going to the bottom or right) lets
     `CropToMatch` with the original image as reference remove the padding
     exactly from the output, so the model accepts any size. Sizes already
-    divisible are left unchanged.
+    divisible are left unchanged. `kseg.utils.pad_bottom_right_to_multiple`
+    pads at the bottom and right only, for code that keeps pixel coordinates.
 
     Args:
         multiple: the positive integer the padded height and width divide by.
@@ -89,16 +92,13 @@ class PadToMultiple(keras.layers.Layer):
 
     Example:
         >>> import numpy as np, kseg
-        >>> kseg.layers.PadToMultiple(16)(np.ones((1, 65, 97, 3), "float32")).shape
+        >>> kseg.layers.crop.CenteredPadToMultiple(16)(np.ones((1, 65, 97, 3), "float32")).shape
         TensorShape([1, 80, 112, 3])
     """
 
     def __init__(self, multiple, mode="constant", **kwargs):
         super().__init__(**kwargs)
-        if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
-            raise ValueError(
-                f"multiple must be a positive integer. Received: multiple={multiple!r}"
-            )
+        multiple = validate_positive_int(multiple, "multiple")
         if mode not in ("constant", "reflect", "symmetric"):
             raise ValueError(
                 f"mode must be 'constant', 'reflect' or 'symmetric'. Received: mode={mode!r}"
@@ -132,3 +132,17 @@ class PadToMultiple(keras.layers.Layer):
         config = super().get_config()
         config.update({"multiple": self.multiple, "mode": self.mode})
         return config
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class PadToMultiple(CenteredPadToMultiple):
+    """`CenteredPadToMultiple` under its name before the rename, kept so saved models load.
+
+    `.keras` files written before the rename name this class; new code should use
+    `CenteredPadToMultiple`.
+
+    Example:
+        >>> layer = kseg.layers.crop.PadToMultiple(8)
+        >>> isinstance(layer, kseg.layers.crop.CenteredPadToMultiple)
+        True
+    """

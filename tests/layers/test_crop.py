@@ -1,9 +1,16 @@
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
 
-from kseg.layers import CropToMatch, PadToMultiple
+from kseg.layers.crop import CenteredPadToMultiple, CropToMatch, PadToMultiple
 from kseg.testing import run_layer_test
+
+# Saved before the layer was renamed: Input -> PadToMultiple(16, "reflect", name="pad") -> Conv2D.
+OLD_PAD_MODEL = (
+    Path(__file__).resolve().parents[1] / "fixtures" / "pad_to_multiple_before_rename.keras"
+)
 
 
 @pytest.mark.parametrize(
@@ -40,7 +47,7 @@ def test_crop_layer_contract():
 @pytest.mark.parametrize("mode", ["constant", "reflect", "symmetric"])
 def test_pad_reaches_the_multiple_and_crop_undoes_it(mode):
     image = np.random.default_rng(1).normal(size=(2, 65, 97, 3)).astype("float32")
-    padded = np.asarray(PadToMultiple(16, mode=mode)(image))
+    padded = np.asarray(CenteredPadToMultiple(16, mode=mode)(image))
     assert padded.shape == (2, 80, 112, 3)
     np.testing.assert_array_equal(np.asarray(CropToMatch()([padded, image])), image)
     expected = np.pad(image, ((0, 0), (7, 8), (7, 8), (0, 0)), mode=mode)
@@ -49,16 +56,19 @@ def test_pad_reaches_the_multiple_and_crop_undoes_it(mode):
 
 def test_pad_leaves_divisible_sizes_unchanged():
     image = np.ones((1, 32, 48, 2), "float32")
-    np.testing.assert_array_equal(np.asarray(PadToMultiple(16)(image)), image)
+    np.testing.assert_array_equal(np.asarray(CenteredPadToMultiple(16)(image)), image)
 
 
 def test_pad_static_shape():
-    assert PadToMultiple(8)(keras.Input((13, None, 3))).shape == (None, 16, None, 3)
+    assert CenteredPadToMultiple(8)(keras.Input((13, None, 3))).shape == (None, 16, None, 3)
 
 
 def test_pad_layer_contract():
     run_layer_test(
-        PadToMultiple, {"multiple": 4, "mode": "reflect"}, (2, 9, 11, 3), expected_channels=3
+        CenteredPadToMultiple,
+        {"multiple": 4, "mode": "reflect"},
+        (2, 9, 11, 3),
+        expected_channels=3,
     )
 
 
@@ -72,4 +82,20 @@ def test_pad_layer_contract():
 )
 def test_pad_rejects_bad_arguments(kwargs, word):
     with pytest.raises(ValueError, match=word):
-        PadToMultiple(**kwargs)
+        CenteredPadToMultiple(**kwargs)
+
+
+def test_a_model_saved_with_the_pre_rename_layer_name_still_loads():
+    model = keras.saving.load_model(OLD_PAD_MODEL)
+    pad = model.get_layer("pad")
+    assert isinstance(pad, CenteredPadToMultiple)
+    assert (pad.multiple, pad.mode) == (16, "reflect")
+    image = np.random.default_rng(2).normal(size=(1, 21, 35, 3)).astype("float32")
+    expected = np.pad(image, ((0, 0), (5, 6), (6, 7), (0, 0)), mode="reflect")
+    np.testing.assert_array_equal(np.asarray(pad(image)), expected)
+    assert model(image).shape == (1, 32, 48, 2)
+
+
+def test_the_pre_rename_name_serialises_as_itself_and_the_new_name_as_the_new():
+    assert keras.saving.get_registered_name(PadToMultiple) == "kseg>PadToMultiple"
+    assert keras.saving.get_registered_name(CenteredPadToMultiple) == "kseg>CenteredPadToMultiple"
