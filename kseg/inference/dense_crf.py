@@ -1,10 +1,15 @@
 """Fully-connected CRF post-processing: mean-field inference with Gaussian edge potentials."""
 
 import math
-import numbers
 
 import numpy as np
 import tensorflow as tf
+
+from kseg.validation import (
+    validate_non_negative_int,
+    validate_non_negative_number,
+    validate_positive_number,
+)
 
 # The CRF settings distributed with DeepLab v2's ResNet-101 PASCAL VOC model (bi_w=4,
 # bi_xy_std=67, bi_rgb_std=3, pos_w=3, pos_xy_std=1, 10 mean-field iterations; the values that
@@ -24,47 +29,48 @@ DEEPLAB_CRF_DEFAULTS = {
 MIN_PROBABILITY = 1e-5
 
 
-def _check_positive(name, value):
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not value > 0:
-        raise ValueError(f"{name} must be a positive number. Received: {name}={value!r}")
-
-
-def _check_non_negative(name, value):
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not value >= 0:
-        raise ValueError(f"{name} must be a non-negative number. Received: {name}={value!r}")
-
-
-def validate_crf_parameters(
-    iterations, sxy_gaussian, compat_gaussian, sxy_bilateral, srgb_bilateral, compat_bilateral
+def crf_parameters(
+    iterations=DEEPLAB_CRF_DEFAULTS["iterations"],
+    sxy_gaussian=DEEPLAB_CRF_DEFAULTS["sxy_gaussian"],
+    compat_gaussian=DEEPLAB_CRF_DEFAULTS["compat_gaussian"],
+    sxy_bilateral=DEEPLAB_CRF_DEFAULTS["sxy_bilateral"],
+    srgb_bilateral=DEEPLAB_CRF_DEFAULTS["srgb_bilateral"],
+    compat_bilateral=DEEPLAB_CRF_DEFAULTS["compat_bilateral"],
 ):
-    """Raises a ValueError naming the first CRF parameter out of its range.
+    """Checks the dense CRF's parameters and returns them as a dict of an int and floats.
+
+    `dense_crf` and the `DenseCRF` layer both take their parameters through here, so they
+    accept and refuse the same values.
 
     Args:
         iterations: number of mean-field updates, an int >= 0.
-        sxy_gaussian: positional standard deviation of the smoothness kernel, in pixels.
+        sxy_gaussian: positional standard deviation of the smoothness kernel, in pixels, > 0.
         compat_gaussian: Potts weight of the smoothness kernel, >= 0.
-        sxy_bilateral: positional standard deviation of the appearance kernel, in pixels.
-        srgb_bilateral: colour standard deviation of the appearance kernel, in 0-255 units.
+        sxy_bilateral: positional standard deviation of the appearance kernel, in pixels, > 0.
+        srgb_bilateral: colour standard deviation of the appearance kernel, in 0-255 units, > 0.
         compat_bilateral: Potts weight of the appearance kernel, >= 0.
 
     Returns:
-        None.
+        dict with the six names as keys, ready for `mean_field_logits(**parameters)`.
+
+    Raises:
+        ValueError: naming the first parameter out of its range and its value.
 
     Example:
-        >>> from kseg.inference.dense_crf import validate_crf_parameters
-        >>> validate_crf_parameters(10, 1, 3, 67, 3, 4)
+        >>> from kseg.inference.dense_crf import crf_parameters
+        >>> crf_parameters(iterations=5)["iterations"], crf_parameters()["sxy_bilateral"]
+        (5, 67.0)
     """
-    if (
-        isinstance(iterations, bool)
-        or not isinstance(iterations, (int, np.integer))
-        or iterations < 0
-    ):
-        raise ValueError(f"iterations must be an int >= 0. Received: iterations={iterations!r}")
-    _check_positive("sxy_gaussian", sxy_gaussian)
-    _check_non_negative("compat_gaussian", compat_gaussian)
-    _check_positive("sxy_bilateral", sxy_bilateral)
-    _check_positive("srgb_bilateral", srgb_bilateral)
-    _check_non_negative("compat_bilateral", compat_bilateral)
+    return {
+        "iterations": validate_non_negative_int(iterations, "iterations"),
+        "sxy_gaussian": float(validate_positive_number(sxy_gaussian, "sxy_gaussian")),
+        "compat_gaussian": float(validate_non_negative_number(compat_gaussian, "compat_gaussian")),
+        "sxy_bilateral": float(validate_positive_number(sxy_bilateral, "sxy_bilateral")),
+        "srgb_bilateral": float(validate_positive_number(srgb_bilateral, "srgb_bilateral")),
+        "compat_bilateral": float(
+            validate_non_negative_number(compat_bilateral, "compat_bilateral")
+        ),
+    }
 
 
 class _PermutohedralLattice:
@@ -200,7 +206,7 @@ class _PermutohedralLattice:
             self.neighbours.extend([forward, backward])
 
     def blur(self, values):
-        """Blurs (M+1, C) lattice values, last row zero, with [1/2, 1, 1/2] along every direction."""
+        """Blurs (M+1, C) lattice values, last row zero, by [1/2, 1, 1/2] along every direction."""
         for j in range(self.dimension + 1):
             values = values + 0.5 * (
                 tf.gather(values, self.neighbours[2 * j])
@@ -399,7 +405,7 @@ def dense_crf(
         >>> q.shape
         TensorShape([32, 40, 3])
     """
-    validate_crf_parameters(
+    parameters = crf_parameters(
         iterations, sxy_gaussian, compat_gaussian, sxy_bilateral, srgb_bilateral, compat_bilateral
     )
     image = tf.convert_to_tensor(image)
@@ -426,12 +432,7 @@ def dense_crf(
     q = _dense_crf_batch(
         tf.cast(images, tf.float32),
         unary_from_scores(scores, from_logits=from_logits),
-        iterations=int(iterations),
-        sxy_gaussian=float(sxy_gaussian),
-        compat_gaussian=float(compat_gaussian),
-        sxy_bilateral=float(sxy_bilateral),
-        srgb_bilateral=float(srgb_bilateral),
-        compat_bilateral=float(compat_bilateral),
+        **parameters,
     )
     return q[0] if single else q
 

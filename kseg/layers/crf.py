@@ -3,11 +3,7 @@
 import keras
 import tensorflow as tf
 
-from kseg.inference.dense_crf import (
-    DEEPLAB_CRF_DEFAULTS,
-    mean_field_logits,
-    validate_crf_parameters,
-)
+from kseg.inference.dense_crf import DEEPLAB_CRF_DEFAULTS, crf_parameters, mean_field_logits
 
 
 @keras.saving.register_keras_serializable(package="kseg")
@@ -19,10 +15,10 @@ class DenseCRF(keras.layers.Layer):
     compatibility and unaries -log softmax(logits), as DeepLab v1/v2 (Chen et al., ICLR 2015;
     TPAMI 2018) apply it to the upsampled network output. The appearance kernel uses the
     permutohedral lattice as pydensecrf does, the smoothness kernel an exact separable
-    convolution; labels agree with pydensecrf's on >= 99.6% of pixels. It has no weights; gradients flow to the
-    logits (not to the image), so it can also sit inside a trained model. It always computes
-    in float32 and, unless another `dtype` is given, returns float32 logits. Defaults are
-    DeepLab v2's released ResNet-101 VOC settings.
+    convolution; labels agree with pydensecrf's on >= 99.6% of pixels. It has no weights;
+    gradients flow to the logits (not to the image), so it can also sit inside a trained
+    model. It always computes in float32 and, unless another `dtype` is given, returns float32
+    logits. Defaults are DeepLab v2's released ResNet-101 VOC settings.
 
     Args:
         iterations: number of mean-field updates (DeepLab: 10).
@@ -62,7 +58,7 @@ class DenseCRF(keras.layers.Layer):
         # Mean field in bfloat16 would round the messages away; the output is logits.
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
-        validate_crf_parameters(
+        parameters = crf_parameters(
             iterations,
             sxy_gaussian,
             compat_gaussian,
@@ -70,12 +66,11 @@ class DenseCRF(keras.layers.Layer):
             srgb_bilateral,
             compat_bilateral,
         )
-        self.iterations = int(iterations)
-        self.sxy_gaussian = float(sxy_gaussian)
-        self.compat_gaussian = float(compat_gaussian)
-        self.sxy_bilateral = float(sxy_bilateral)
-        self.srgb_bilateral = float(srgb_bilateral)
-        self.compat_bilateral = float(compat_bilateral)
+        for name, value in parameters.items():
+            setattr(self, name, value)
+
+    def _parameters(self):
+        return {name: getattr(self, name) for name in DEEPLAB_CRF_DEFAULTS}
 
     def _check_shapes(self, input_shape):
         if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 2:
@@ -107,14 +102,7 @@ class DenseCRF(keras.layers.Layer):
         image, logits = inputs
         image = tf.cast(image, tf.float32)
         unary = -tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)
-        parameters = {
-            "iterations": self.iterations,
-            "sxy_gaussian": self.sxy_gaussian,
-            "compat_gaussian": self.compat_gaussian,
-            "sxy_bilateral": self.sxy_bilateral,
-            "srgb_bilateral": self.srgb_bilateral,
-            "compat_bilateral": self.compat_bilateral,
-        }
+        parameters = self._parameters()
         # Each image has its own lattice, so the batch is a loop of independent inferences.
         refined = tf.map_fn(
             lambda pair: mean_field_logits(pair[0], pair[1], **parameters),
@@ -129,14 +117,5 @@ class DenseCRF(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "iterations": self.iterations,
-                "sxy_gaussian": self.sxy_gaussian,
-                "compat_gaussian": self.compat_gaussian,
-                "sxy_bilateral": self.sxy_bilateral,
-                "srgb_bilateral": self.srgb_bilateral,
-                "compat_bilateral": self.compat_bilateral,
-            }
-        )
+        config.update(self._parameters())
         return config
