@@ -69,25 +69,16 @@ def paired_files_dataset(
         raise checks.DatasetError(f"The dataset {source} holds no image/mask pairs.")
     checks.check_mode(validate)
     label_table = checks.make_label_lookup(label_map)
-    checks.scan_pairs(
-        image_paths,
-        mask_paths,
-        validate=validate,
-        num_classes=num_classes,
-        ignore_label=ignore_label,
-        label_table=label_table,
-        mask_colors=mask_colors,
-    )
+    decoding = {
+        "num_classes": num_classes,
+        "ignore_label": ignore_label,
+        "label_table": label_table,
+        "mask_colors": mask_colors,
+    }
+    checks.scan_pairs(image_paths, mask_paths, validate=validate, **decoding)
 
     def load(image_path, mask_path):
-        return checks.read_pair(
-            image_path,
-            mask_path,
-            num_classes=num_classes,
-            ignore_label=ignore_label,
-            label_table=label_table,
-            mask_colors=mask_colors,
-        )
+        return checks.read_pair(image_path, mask_path, **decoding)
 
     def load_graph(image_path, mask_path):
         image, mask = tf.numpy_function(

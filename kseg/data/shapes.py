@@ -316,7 +316,15 @@ def shapes_arrays(
     }
 
 
-def _rendered(split, num_samples, image_size, seed, render_kwargs, instances):
+def _render_options(max_objects, size_range, background_contrast):
+    return {
+        "max_objects": max_objects,
+        "size_range": size_range,
+        "background_contrast": background_contrast,
+    }
+
+
+def _rendered(split, num_samples, image_size, seed, render_kwargs, cache, instances):
     if num_samples < 1:
         raise ValueError(f"num_samples must be at least 1. Received: num_samples={num_samples}")
     height, width = _image_hw(image_size)
@@ -340,9 +348,10 @@ def _rendered(split, num_samples, image_size, seed, render_kwargs, instances):
             outputs[3].set_shape([None, 4])
         return tuple(outputs)
 
-    return tf.data.Dataset.range(num_samples).map(
+    ds = tf.data.Dataset.range(num_samples).map(
         render_graph, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
+    return ds.cache() if cache else ds
 
 
 def shapes_dataset(
@@ -383,20 +392,8 @@ def shapes_dataset(
     Example:
     >>> ds = kseg.data.shapes_dataset("train", num_samples=2000, image_size=128)
     """
-    ds = _rendered(
-        split,
-        num_samples,
-        image_size,
-        seed,
-        {
-            "max_objects": max_objects,
-            "size_range": size_range,
-            "background_contrast": background_contrast,
-        },
-        False,
-    )
-    if cache:
-        ds = ds.cache()
+    options = _render_options(max_objects, size_range, background_contrast)
+    ds = _rendered(split, num_samples, image_size, seed, options, cache, instances=False)
     return ds.map(
         lambda image, mask: (tf.cast(image, tf.float32), tf.cast(mask, tf.int32)),
         num_parallel_calls=tf.data.AUTOTUNE,
@@ -438,20 +435,8 @@ def shapes_instance_dataset(
     Example:
     >>> ds = kseg.data.shapes_instance_dataset("val", num_samples=100)
     """
-    ds = _rendered(
-        split,
-        num_samples,
-        image_size,
-        seed,
-        {
-            "max_objects": max_objects,
-            "size_range": size_range,
-            "background_contrast": background_contrast,
-        },
-        True,
-    )
-    if cache:
-        ds = ds.cache()
+    options = _render_options(max_objects, size_range, background_contrast)
+    ds = _rendered(split, num_samples, image_size, seed, options, cache, instances=True)
 
     def to_targets(image, instance, classes, boxes):
         targets = {"instance_mask": tf.cast(instance, tf.int32), "classes": classes, "boxes": boxes}

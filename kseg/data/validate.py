@@ -208,30 +208,17 @@ def _header(path, what: str):
         raise DatasetError(f"Cannot read {what} file {os.fspath(path)!r}: {exc}") from exc
 
 
-def scan_pairs(
-    image_paths: Sequence,
-    mask_paths: Sequence,
-    *,
-    validate: str = "header",
-    num_classes: int | None = None,
-    ignore_label: int = 255,
-    label_table: np.ndarray | None = None,
-    mask_colors=None,
-):
-    """Check a list of pairs eagerly according to `validate` ("none", "header" or "full")."""
+def scan_pairs(image_paths: Sequence, mask_paths: Sequence, *, validate="header", **decoding):
+    """Check a list of pairs eagerly according to `validate` ("none", "header" or "full").
+
+    "full" decodes every pair with `read_pair(image_path, mask_path, **decoding)`.
+    """
     check_mode(validate)
     if validate == "none":
         return
     if validate == "full":
         for image_path, mask_path in zip(image_paths, mask_paths):
-            read_pair(
-                image_path,
-                mask_path,
-                num_classes=num_classes,
-                ignore_label=ignore_label,
-                label_table=label_table,
-                mask_colors=mask_colors,
-            )
+            read_pair(image_path, mask_path, **decoding)
         return
     for image_path, mask_path in zip(image_paths, mask_paths):
         (iw, ih), _ = _header(image_path, "image")
