@@ -5,7 +5,7 @@ of feature maps keyed `"P{n}"` (stride 2**n), with optional atrous conversion to
 stride 16 or 8; `list_backbones()` names what it accepts.
 """
 
-from kseg.backbones import aligned_xception, atrous, preprocessing, taps, tiny
+from kseg.backbones import aligned_xception, atrous, preprocessing, taps, tiny, vgg16
 from kseg.backbones.bundled import bundled_weights_path
 from kseg.backbones.registry import get_backbone, list_backbones
 from kseg.backbones.surgery import convolutionalize
@@ -20,4 +20,5 @@ __all__ = [
     "preprocessing",
     "taps",
     "tiny",
+    "vgg16",
 ]

@@ -6,7 +6,7 @@ from kseg.models.deeplab_v2 import DeepLabV2
 from kseg.models.deeplab_v3 import DeepLabV3
 from kseg.models.deeplab_v3_plus import DeepLabV3Plus
 from kseg.models.dilated import DilatedNet
-from kseg.models.fcn import FCN8s, FCN16s, FCN32s
+from kseg.models.fcn import FCN, FCN8s, FCN16s, FCN32s
 from kseg.models.fcn_alexnet import FCNAlexNet
 from kseg.models.heads import DeepSupervisionModel
 from kseg.models.mask_rcnn import MaskRCNN
@@ -23,6 +23,7 @@ __all__ = [
     "DeepLabV3Plus",
     "DeepSupervisionModel",
     "DilatedNet",
+    "FCN",
     "FCN8s",
     "FCN16s",
     "FCN32s",

@@ -1,131 +1,23 @@
 """DeepLab v1: VGG16-LargeFOV and its multi-scale (MSc) variant."""
 
-from pathlib import Path
-
-import h5py
 import keras
 
 from kseg.backbones.preprocessing import ImagePreprocessing
-from kseg.backbones.surgery import convolutionalize
+from kseg.backbones.vgg16 import (
+    atrous_front_end,
+    decimation_steps,
+    holds_vgg16_classifier,
+    is_vgg16,
+    load_vgg16_classifier,
+    load_vgg16_convolutions,
+)
 from kseg.models.backbone_input import feature_stride, resolve_backbone
 from kseg.models.heads import logits_head
 from kseg.models.registry import register_model
 
 _VARIANTS = ("largefov", "msc-largefov")
-# VGG16's five blocks: (convolutions, channels), Simonyan & Zisserman 2015, Table 1 (D).
-_VGG16_BLOCKS = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
 _MSC_FILTERS = 128
 _OUTPUT_STRIDE = 8
-# VGG16's fc6 reads a 7x7x512 pool5 map and has 4096 units, as does fc7 (Table 1, D).
-_VGG16_FC6_TAPS = 7
-_VGG16_FC_WIDTH = 4096
-
-
-def _vgg16_largefov_body(x):
-    """VGG16 convolutions with DeepLab's pooling; returns the pool5 map and the MSc taps.
-
-    Layer names are keras.applications.VGG16's, so its ImageNet weights load by name.
-    """
-    taps = [(x, 1)]
-    stride = 1
-    for block, (convolutions, filters) in enumerate(_VGG16_BLOCKS, start=1):
-        # pool4 no longer subsamples, so conv5 is dilated by 2 to keep its field of view.
-        dilation = 2 if block == 5 else 1
-        for index in range(1, convolutions + 1):
-            x = keras.layers.Conv2D(
-                filters,
-                3,
-                padding="same",
-                dilation_rate=dilation,
-                activation="relu",
-                name=f"block{block}_conv{index}",
-            )(x)
-        pool_stride = 2 if block <= 3 else 1
-        stride *= pool_stride
-        x = keras.layers.MaxPooling2D(
-            3, strides=pool_stride, padding="same", name=f"block{block}_pool"
-        )(x)
-        if block <= 4:
-            taps.append((x, stride))
-    # The authors' LargeFOV prototxt smooths pool5 with a 3x3 stride-1 average pool ("pool5a").
-    x = keras.layers.AveragePooling2D(3, strides=1, padding="same", name="pool5a")(x)
-    return x, taps
-
-
-def _load_vgg16_convolutions(model, weights):
-    vgg16 = keras.applications.VGG16(
-        include_top=False, weights=weights, input_shape=(None, None, 3)
-    )
-    for layer in vgg16.layers:
-        if layer.weights:
-            model.get_layer(layer.name).set_weights(layer.get_weights())
-
-
-def _holds_vgg16_classifier(weights):
-    """Whether `backbone_weights` carry VGG16's fc layers ("imagenet" always does)."""
-    if weights == "imagenet":
-        return True
-    path = Path(weights)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"backbone_weights must be None, 'imagenet' or an existing VGG16 weights file. "
-            f"Received: backbone_weights={weights!r}"
-        )
-    try:
-        with h5py.File(path, "r") as handle:
-            if "layer_names" in handle.attrs:
-                # keras.applications' legacy HDF5 layout lists the layers by name.
-                names = [
-                    name.decode() if isinstance(name, bytes) else str(name)
-                    for name in handle.attrs["layer_names"]
-                ]
-                return "fc1" in names
-            # Keras 3 `.weights.h5` files name layer groups after their class.
-            return any(key.startswith("dense") for key in handle.get("layers", {}))
-    except OSError as error:
-        raise ValueError(
-            f"backbone_weights is not an HDF5 weights file. Received: backbone_weights={weights!r}"
-        ) from error
-
-
-def _decimation_steps(fc6_kernel_size, num_filters):
-    """Spatial and channel strides that subsample VGG16's fc6/fc7 to this model's fc6/fc7."""
-    spans = _VGG16_FC6_TAPS - 1
-    if fc6_kernel_size < 2 or spans % (fc6_kernel_size - 1):
-        raise ValueError(
-            "VGG16 classifier weights can only be decimated to an fc6 kernel that takes evenly "
-            f"spaced taps of the 7x7 fc6 from corner to corner (2, 3, 4 or 7). "
-            f"Received: fc6_kernel_size={fc6_kernel_size}"
-        )
-    if _VGG16_FC_WIDTH % num_filters:
-        raise ValueError(
-            "VGG16 classifier weights can only be decimated to a width dividing 4096 "
-            f"(1024 for LargeFOV, 4096 for the 4x4 models). Received: num_filters={num_filters}"
-        )
-    return spans // (fc6_kernel_size - 1), _VGG16_FC_WIDTH // num_filters
-
-
-def _load_vgg16_classifier(model, weights, tap_step, channel_step):
-    """Copies VGG16's convolutions, then its fc1/fc2 decimated into fc6/fc7.
-
-    `kseg.backbones.surgery.convolutionalize` turns fc1 into its 7x7x512x4096 convolution;
-    fc6 keeps every `tap_step`-th tap of each spatial axis and every `channel_step`-th
-    output, and fc7 keeps the same every `channel_step`-th rows (the fc6 units that
-    survive) and columns. Biases follow their units.
-    """
-    classifier = convolutionalize(keras.applications.VGG16(include_top=True, weights=weights))
-    for layer in classifier.layers:
-        if layer.weights and layer.name.startswith("block"):
-            model.get_layer(layer.name).set_weights(layer.get_weights())
-    fc1_kernel, fc1_bias = classifier.get_layer("fc1").get_weights()
-    fc2_kernel, fc2_bias = classifier.get_layer("fc2").get_weights()
-    del classifier
-    model.get_layer("fc6").set_weights(
-        [fc1_kernel[::tap_step, ::tap_step, :, ::channel_step], fc1_bias[::channel_step]]
-    )
-    model.get_layer("fc7").set_weights(
-        [fc2_kernel[:, :, ::channel_step, ::channel_step], fc2_bias[::channel_step]]
-    )
 
 
 def _msc_branch(tap, stride, index, dropout):
@@ -244,22 +136,26 @@ def DeepLabV1(
         raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout}")
     if int(fc6_kernel_size) < 1:
         raise ValueError(
-            f"fc6_kernel_size must be a positive integer. Received: fc6_kernel_size={fc6_kernel_size}"
+            "fc6_kernel_size must be a positive integer. "
+            f"Received: fc6_kernel_size={fc6_kernel_size}"
         )
     image = keras.Input(shape=input_shape, name="image")
-    is_vgg16 = isinstance(backbone, str) and backbone.lower() == "vgg16"
-    if is_vgg16:
+    vgg16 = is_vgg16(backbone)
+    if vgg16:
         if backbone_kwargs:
             raise ValueError(
                 f"DeepLab v1 builds VGG16 itself and takes no backbone options. "
                 f"Received: {sorted(backbone_kwargs)}"
             )
-        load_classifier = backbone_weights is not None and _holds_vgg16_classifier(backbone_weights)
+        load_classifier = backbone_weights is not None and holds_vgg16_classifier(backbone_weights)
         if load_classifier:
             # Checked before building so a bad width fails before any weights are fetched.
-            decimation = _decimation_steps(int(fc6_kernel_size), int(num_filters))
+            decimation = decimation_steps(int(fc6_kernel_size), int(num_filters))
         normalised = ImagePreprocessing("caffe", name="preprocessing")(image)
-        x, taps = _vgg16_largefov_body(normalised)
+        # DeepLab's 3x3 poolings; pool4 and pool5 keep stride 1 (Sec. 3.1).
+        x, taps = atrous_front_end(normalised, pool_size=3, stride_1_late_pools=True)
+        # The authors' LargeFOV prototxt smooths pool5 with a 3x3 stride-1 average pool.
+        x = keras.layers.AveragePooling2D(3, strides=1, padding="same", name="pool5a")(x)
     else:
         encoder = resolve_backbone(
             backbone,
@@ -296,9 +192,10 @@ def DeepLabV1(
         x = keras.layers.Concatenate(name="msc_concat")([x, *branches])
     logits = logits_head(x, num_classes, image, name="fc8")
     model = keras.Model(image, logits, name=name)
-    if is_vgg16 and backbone_weights is not None:
+    if vgg16 and backbone_weights is not None:
         if load_classifier:
-            _load_vgg16_classifier(model, backbone_weights, *decimation)
+            fc6, fc7 = model.get_layer("fc6"), model.get_layer("fc7")
+            load_vgg16_classifier(model, fc6, fc7, backbone_weights, *decimation)
         else:
-            _load_vgg16_convolutions(model, backbone_weights)
+            load_vgg16_convolutions(model, backbone_weights)
     return model

@@ -3,46 +3,19 @@
 import keras
 
 from kseg.backbones.preprocessing import ImagePreprocessing
-from kseg.backbones.surgery import convolutionalize
+from kseg.backbones.vgg16 import (
+    VGG16_FC_WIDTH,
+    atrous_front_end,
+    check_classifier_width,
+    is_vgg16,
+    load_vgg16_classifier,
+)
 from kseg.layers.context_module import CONTEXT_MULTIPLIERS, ContextModule
 from kseg.layers.resize import ResizeToMatch
 from kseg.models.backbone_input import deepest_feature_key, feature_stride, resolve_backbone
 from kseg.models.registry import register_model
 
-# VGG16 configuration D: (block, convolutions, width). Blocks 4 and 5 lose their pooling.
-_VGG16_BLOCKS = ((1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512))
-_VGG16_FC_WIDTH = 4096
 _OUTPUT_STRIDE = 8
-
-
-def _vgg16_front_end(image):
-    """VGG16's convolutions without pool4 and pool5, conv5 dilated by 2 (stride-8 output)."""
-    x = ImagePreprocessing("caffe", name="preprocessing")(image)
-    for block, depth, width in _VGG16_BLOCKS:
-        for index in range(1, depth + 1):
-            x = keras.layers.Conv2D(
-                width,
-                3,
-                padding="same",
-                dilation_rate=2 if block == 5 else 1,
-                activation="relu",
-                name=f"block{block}_conv{index}",
-            )(x)
-        if block <= 3:
-            # "same" pooling keeps ceil(H / 8) positions, so odd sizes lose no border pixel.
-            x = keras.layers.MaxPooling2D(2, padding="same", name=f"block{block}_pool")(x)
-    return x
-
-
-def _load_vgg16_classifier(model, weights):
-    """Copies VGG16 classifier weights: the 13 convolutions, then fc1/fc2 into fc6/fc7."""
-    classifier = convolutionalize(keras.applications.VGG16(include_top=True, weights=weights))
-    for block, depth, _ in _VGG16_BLOCKS:
-        for index in range(1, depth + 1):
-            layer_name = f"block{block}_conv{index}"
-            model.get_layer(layer_name).set_weights(classifier.get_layer(layer_name).get_weights())
-    model.get_layer("fc6").set_weights(classifier.get_layer("fc1").get_weights())
-    model.get_layer("fc7").set_weights(classifier.get_layer("fc2").get_weights())
 
 
 @register_model("dilatednet")
@@ -52,7 +25,7 @@ def DilatedNet(
     context_module="basic",
     input_shape=(None, None, 3),
     backbone_weights=None,
-    num_filters=_VGG16_FC_WIDTH,
+    num_filters=VGG16_FC_WIDTH,
     dropout=0.5,
     name="dilatednet",
     **backbone_kwargs,
@@ -111,20 +84,18 @@ def DilatedNet(
             f"context_module must be 'basic', 'large' or None. "
             f"Received: context_module={context_module!r}"
         )
-    is_vgg16 = isinstance(backbone, str) and backbone.lower() == "vgg16"
-    if is_vgg16 and backbone_weights is not None and num_filters != _VGG16_FC_WIDTH:
-        raise ValueError(
-            "VGG16 classifier weights need fc6/fc7 of width 4096. "
-            f"Received: num_filters={num_filters}, backbone_weights={backbone_weights!r}"
-        )
-    if is_vgg16 and backbone_kwargs:
+    vgg16 = is_vgg16(backbone)
+    if vgg16:
+        check_classifier_width(num_filters, backbone_weights)
+    if vgg16 and backbone_kwargs:
         raise ValueError(
             f"the VGG16 front-end takes no backbone options. Received: {sorted(backbone_kwargs)}"
         )
 
     image = keras.Input(shape=input_shape, name="image")
-    if is_vgg16:
-        features = _vgg16_front_end(image)
+    if vgg16:
+        normalised = ImagePreprocessing("caffe", name="preprocessing")(image)
+        features, _ = atrous_front_end(normalised)
     else:
         encoder = resolve_backbone(
             backbone,
@@ -159,6 +130,7 @@ def DilatedNet(
         x = ContextModule(num_classes, context_module, name="context")(x)
     logits = ResizeToMatch(name="upsample", dtype="float32")([x, image])
     model = keras.Model(image, logits, name=name)
-    if is_vgg16 and backbone_weights is not None:
-        _load_vgg16_classifier(model, backbone_weights)
+    if vgg16 and backbone_weights is not None:
+        fc6, fc7 = model.get_layer("fc6"), model.get_layer("fc7")
+        load_vgg16_classifier(model, fc6, fc7, backbone_weights)
     return model

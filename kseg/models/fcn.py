@@ -1,10 +1,17 @@
-"""Fully convolutional networks (FCN-32s, FCN-16s, FCN-8s)."""
+"""Fully convolutional networks (FCN-32s, FCN-16s, FCN-8s): one builder, three entry points."""
 
 import keras
 
 from kseg.backbones import get_backbone
 from kseg.backbones.preprocessing import ImagePreprocessing
-from kseg.backbones.surgery import convolutionalize
+from kseg.backbones.vgg16 import (
+    VGG16_FC6_TAPS,
+    VGG16_FC_WIDTH,
+    ceil_mode_pooling,
+    check_classifier_width,
+    is_vgg16,
+    load_vgg16_classifier,
+)
 from kseg.layers.bilinear import BilinearConvTranspose2D
 from kseg.layers.crop import CropToMatch, PadToMultiple
 from kseg.layers.offset_crop import OffsetCrop
@@ -15,32 +22,12 @@ from kseg.models.registry import register_model
 # Keras's conv1_1 pads 1 px itself, so the image sits one pixel further in than behind
 # Caffe's pad-100 conv1_1: the final offsets are the paper's 19 / 27 / 31 plus one.
 _VGG16_OFFSETS = {"pool4": 5, "pool3": 9, 32: 20, 16: 28, 8: 32}
-_VGG16_FC_WIDTH = 4096
-_FC6_KERNEL = 7
+_FC6_KERNEL = VGG16_FC6_TAPS
 _PAPER_INPUT_PADDING = 100
 _FC6_PADDINGS = ("valid", "same")
-
-
-def _ceil_mode_pooling(encoder):
-    """VGG16 with Caffe's ceil-mode pooling, without which the final crop can run out of pixels."""
-
-    def clone(layer):
-        if isinstance(layer, keras.layers.MaxPooling2D):
-            return keras.layers.MaxPooling2D.from_config({**layer.get_config(), "padding": "same"})
-        return layer
-
-    return keras.models.clone_model(encoder, clone_function=clone)
-
-
-def _load_vgg16_classifier(encoder, fc6, fc7, weights):
-    """Copies VGG16 classifier weights (conv body, then fc1/fc2 through the surgery)."""
-    classifier = keras.applications.VGG16(include_top=True, weights=weights)
-    convolutional = convolutionalize(classifier)
-    for layer in encoder.layers:
-        if layer.weights:
-            layer.set_weights(convolutional.get_layer(layer.name).get_weights())
-    fc6.set_weights(convolutional.get_layer("fc1").get_weights())
-    fc7.set_weights(convolutional.get_layer("fc2").get_weights())
+_PREDICTION_STRIDES = (32, 16, 8)
+# The skips in the order the net fuses them: (stride, feature, Caffe name of the score).
+_SKIPS = ((16, "P4", "pool4"), (8, "P3", "pool3"))
 
 
 def _stride32_side(encoder, padded_side):
@@ -67,95 +54,7 @@ def _least_input_padding(encoder, input_padding):
     return high
 
 
-def _fc6_fc7(features, num_filters, dropout, padding):
-    fc6 = keras.layers.Conv2D(
-        num_filters, _FC6_KERNEL, padding=padding, activation="relu", name="fc6"
-    )
-    fc7 = keras.layers.Conv2D(num_filters, 1, activation="relu", name="fc7")
-    x = keras.layers.Dropout(dropout, name="drop6")(fc6(features["P5"]))
-    return keras.layers.Dropout(dropout, name="drop7")(fc7(x)), fc6, fc7
-
-
-def _same_padded_fcn(
-    stride,
-    num_classes,
-    encoder,
-    preprocessing,
-    input_shape,
-    is_vgg16,
-    load_classifier,
-    backbone_weights,
-    num_filters,
-    dropout,
-    name,
-):
-    """FCN without input padding: 'same' fc6, skips and image aligned by their own geometry.
-
-    With 'same' convolutions and ceil-mode pooling, stride-s cell i covers image pixels
-    [s*i, s*i + s - 1]. A valid x`f` transposed convolution with a `2f`-wide bilinear
-    kernel puts coarse cell i at output position f*i + f - 1/2, and the finer map's cell
-    centre lies f/2 earlier, so every crop (skip or image) starts at offset f // 2:
-    1 for the x2 steps, 4/8/16 at the image for FCN-8s/16s/32s. The upsampled map is
-    always the larger one, so it is cropped to the skip's size rather than the reverse.
-    """
-    image = keras.Input(shape=input_shape, name="image")
-    x = (
-        image
-        if preprocessing is None
-        else ImagePreprocessing(preprocessing, name="preprocessing")(image)
-    )
-    if not is_vgg16:
-        # Other backbones round odd sizes their own way; a multiple of 32 gives every
-        # stride exact cells, and the centred padding is cropped off at the end.
-        x = PadToMultiple(32, name="pad_to_stride")(x)
-    body_input = x
-    features = encoder(body_input)
-    x, fc6, fc7 = _fc6_fc7(features, num_filters, dropout, "same")
-    if load_classifier:
-        _load_vgg16_classifier(encoder, fc6, fc7, backbone_weights)
-    scores = _score(x, num_classes, "score_fr")
-    for skip, key, label in ((16, "P4", "pool4"), (8, "P3", "pool3")):
-        if stride > skip:
-            break
-        upscore = f"upscore_{'2' if skip == 16 else 'pool4'}"
-        upsampled = BilinearConvTranspose2D(2, num_classes, name=upscore)(scores)
-        skip_scores = _score(features[key], num_classes, f"score_{label}")
-        upsampled = OffsetCrop(1, name=f"{upscore}c")([upsampled, skip_scores])
-        scores = keras.layers.Add(name=f"fuse_{label}")([upsampled, skip_scores])
-    scores = BilinearConvTranspose2D(stride, num_classes, trainable=False, name=f"upscore{stride}")(
-        scores
-    )
-    if is_vgg16:
-        logits = OffsetCrop(stride // 2, dtype="float32", name="score")([scores, image])
-    else:
-        scores = OffsetCrop(stride // 2, name="score_padded")([scores, body_input])
-        logits = CropToMatch(dtype="float32", name="score")([scores, image])
-    return keras.Model(image, logits, name=name)
-
-
-def _score(x, num_classes, name):
-    # Zero scores let the skips start from the coarser net's prediction, as in the paper.
-    return keras.layers.Conv2D(num_classes, 1, kernel_initializer="zeros", name=name)(x)
-
-
-def _fcn(
-    stride,
-    num_classes,
-    backbone,
-    input_shape,
-    backbone_weights,
-    num_filters,
-    input_padding,
-    fc6_padding,
-    dropout,
-    name,
-    **backbone_kwargs,
-):
-    if fc6_padding not in _FC6_PADDINGS:
-        raise ValueError(
-            f"fc6_padding must be one of {_FC6_PADDINGS}. Received: fc6_padding={fc6_padding!r}"
-        )
-    same = fc6_padding == "same"
+def _checked_input_padding(input_padding, same):
     if same and input_padding not in (None, 0):
         raise ValueError(
             "fc6_padding='same' runs the body on the unpadded image, so input_padding must be "
@@ -165,18 +64,15 @@ def _fcn(
         input_padding = 0 if same else _PAPER_INPUT_PADDING
     if input_padding < 0:
         raise ValueError(f"input_padding must be >= 0. Received: input_padding={input_padding}")
-    is_vgg16 = isinstance(backbone, str) and backbone.lower() == "vgg16"
-    load_classifier = is_vgg16 and backbone_weights is not None
-    if load_classifier and num_filters != _VGG16_FC_WIDTH:
-        raise ValueError(
-            "VGG16 classifier weights need fc6/fc7 of width 4096. "
-            f"Received: num_filters={num_filters}, backbone_weights={backbone_weights!r}"
-        )
-    channels = input_shape[-1]
+    return input_padding
+
+
+def _encoder(backbone, input_shape, backbone_weights, load_classifier, **backbone_kwargs):
+    """The stride-32 body and the normalisation the model applies before it (None: inside)."""
     if isinstance(backbone, str):
         encoder = get_backbone(
             backbone,
-            input_shape=(None, None, channels),
+            input_shape=(None, None, input_shape[-1]),
             weights=None if load_classifier else backbone_weights,
             include_preprocessing=False,
             **backbone_kwargs,
@@ -195,66 +91,52 @@ def _fcn(
     strides = {info["key"]: info["stride"] for info in encoder.feature_info}
     if any(strides.get(key) != value for key, value in (("P3", 8), ("P4", 16), ("P5", 32))):
         raise ValueError(f"FCN needs features P3, P4, P5 at strides 8, 16, 32. Received: {strides}")
-    if is_vgg16:
-        encoder = _ceil_mode_pooling(encoder)
-    if same:
-        return _same_padded_fcn(
-            stride,
-            num_classes,
-            encoder,
-            preprocessing,
-            input_shape,
-            is_vgg16,
-            load_classifier,
-            backbone_weights,
-            num_filters,
-            dropout,
-            name,
-        )
-    # Too little padding leaves fc6 a stride-32 map smaller than its 7x7 kernel on small images.
-    least_padding = _least_input_padding(encoder, input_padding)
-    if is_vgg16 and least_padding > input_padding:
-        # VGG16's crop offsets are tied to the padding, so it is not raised behind the caller.
-        raise ValueError(
-            f"FCN on VGG16 needs input_padding >= {least_padding} (the paper's 100) so that "
-            f"every input size reaches fc6. Received: input_padding={input_padding}"
-        )
-    # Other backbones crop centred, so extra padding keeps the output aligned.
-    input_padding = least_padding
-    offsets = _VGG16_OFFSETS if is_vgg16 else dict.fromkeys(["pool4", "pool3", 32, 16, 8])
-
-    image = keras.Input(shape=input_shape, name="image")
-    x = (
-        image
-        if preprocessing is None
-        else ImagePreprocessing(preprocessing, name="preprocessing")(image)
-    )
-    # The paper pads 100 px so that the 7x7 fc6 sees enough context on inputs of any size.
-    features = encoder(keras.layers.ZeroPadding2D(input_padding, name="input_padding")(x))
-    x, fc6, fc7 = _fc6_fc7(features, num_filters, dropout, "valid")
-    if load_classifier:
-        _load_vgg16_classifier(encoder, fc6, fc7, backbone_weights)
-    scores = _score(x, num_classes, "score_fr")
-    for skip, key, label in ((16, "P4", "pool4"), (8, "P3", "pool3")):
-        if stride > skip:
-            break
-        upsampled = BilinearConvTranspose2D(
-            2, num_classes, name=f"upscore_{'2' if skip == 16 else 'pool4'}"
-        )(scores)
-        skip_scores = _score(features[key], num_classes, f"score_{label}")
-        skip_scores = OffsetCrop(offsets[label], name=f"score_{label}c")([skip_scores, upsampled])
-        scores = keras.layers.Add(name=f"fuse_{label}")([upsampled, skip_scores])
-    # The final upsampling stays bilinear interpolation: the paper fixes it.
-    scores = BilinearConvTranspose2D(stride, num_classes, trainable=False, name=f"upscore{stride}")(
-        scores
-    )
-    logits = OffsetCrop(offsets[stride], dtype="float32", name="score")([scores, image])
-    return keras.Model(image, logits, name=name)
+    if is_vgg16(backbone):
+        encoder = ceil_mode_pooling(encoder)
+    return encoder, preprocessing
 
 
-_ARGS_DOC = """
+def _score(x, num_classes, name):
+    # Zero scores let the skips start from the coarser net's prediction, as in the paper.
+    return keras.layers.Conv2D(num_classes, 1, kernel_initializer="zeros", name=name)(x)
+
+
+def FCN(
+    num_classes=21,
+    prediction_stride=8,
+    backbone="vgg16",
+    input_shape=(None, None, 3),
+    backbone_weights=None,
+    num_filters=VGG16_FC_WIDTH,
+    input_padding=None,
+    fc6_padding="valid",
+    dropout=0.5,
+    name=None,
+    **backbone_kwargs,
+):
+    """A fully convolutional network of Long, Shelhamer & Darrell 2015, at any of its strides.
+
+    "Fully Convolutional Networks for Semantic Segmentation": the classifier's fc6/fc7 become
+    7x7/1x1 convolutions, a zero-initialised 1x1 layer scores the classes at stride 32, and
+    for FCN-16s and FCN-8s (section 4.2) x2 transposed convolutions (bilinear-initialised,
+    learned) fuse the pool4 and then the pool3 scores by cropping and summing; a frozen
+    bilinear transposed convolution upsamples the finest scores by `prediction_stride` and a
+    crop returns logits of the input's size. `kseg.models.FCN32s`, `FCN16s` and `FCN8s` are
+    this builder at strides 32, 16 and 8.
+
+    With `fc6_padding="valid"` the image is zero-padded (100 px, in the backbone's
+    normalised space, as Caffe pads conv1_1), VGG16 pools in Caffe's ceil mode and every
+    crop uses Caffe's offsets. With "same", crops start at half the upsampling factor, which
+    centres every upsampled cell on the pixels it came from: with "same" convolutions and
+    ceil-mode pooling, stride-s cell i covers pixels [s*i, s*i + s - 1], and a valid x`f`
+    transposed convolution with a `2f`-wide bilinear kernel puts coarse cell i at
+    f*i + f - 1/2, the finer cell's centre lying f/2 earlier. The upsampled map is then the
+    larger one, so it is cropped to the skip rather than the reverse.
+
     Args:
         num_classes: number of classes (21 for PASCAL VOC).
+        prediction_stride: stride of the finest scores before the final upsampling: 32
+            (FCN-32s, no skip), 16 (FCN-16s, pool4) or 8 (FCN-8s, pool4 and pool3).
         backbone: "vgg16" (the paper's) or another name from
             `kseg.backbones.list_backbones()` with stride-8/16/32 features
             (e.g. "tiny" for tests), or a model from `get_backbone`.
@@ -288,8 +170,106 @@ _ARGS_DOC = """
             of 32, removed again at the end. Any input size from 1x1 up
             works, the parameter count and the weight loading are the same.
         dropout: dropout after fc6 and fc7 (0.5).
-        name: model name.
+        name: model name; None gives "fcn8s", "fcn16s" or "fcn32s".
         **backbone_kwargs: forwarded to `kseg.backbones.get_backbone`.
+
+    Returns:
+        A `keras.Model` mapping `(B, H, W, 3)` RGB images in [0, 255] to
+        float32 `(B, H, W, num_classes)` logits.
+
+    Example:
+        >>> model = kseg.models.fcn.FCN(3, prediction_stride=16, backbone="tiny", num_filters=8)
+        >>> model.name, tuple(model(np.zeros((1, 65, 97, 3))).shape)
+        ('fcn16s', (1, 65, 97, 3))
+    """
+    if prediction_stride not in _PREDICTION_STRIDES:
+        raise ValueError(
+            f"prediction_stride must be one of {_PREDICTION_STRIDES}. "
+            f"Received: prediction_stride={prediction_stride!r}"
+        )
+    if fc6_padding not in _FC6_PADDINGS:
+        raise ValueError(
+            f"fc6_padding must be one of {_FC6_PADDINGS}. Received: fc6_padding={fc6_padding!r}"
+        )
+    same = fc6_padding == "same"
+    input_padding = _checked_input_padding(input_padding, same)
+    vgg16 = is_vgg16(backbone)
+    load_classifier = vgg16 and backbone_weights is not None
+    if load_classifier:
+        check_classifier_width(num_filters, backbone_weights)
+    encoder, preprocessing = _encoder(
+        backbone, input_shape, backbone_weights, load_classifier, **backbone_kwargs
+    )
+    if not same:
+        # Too little padding leaves fc6 a stride-32 map smaller than its 7x7 kernel.
+        least_padding = _least_input_padding(encoder, input_padding)
+        if vgg16 and least_padding > input_padding:
+            # VGG16's crop offsets are tied to the padding, so it is not raised behind the caller.
+            raise ValueError(
+                f"FCN on VGG16 needs input_padding >= {least_padding} (the paper's 100) so that "
+                f"every input size reaches fc6. Received: input_padding={input_padding}"
+            )
+        # Other backbones crop centred, so extra padding keeps the output aligned.
+        input_padding = least_padding
+    offsets = _VGG16_OFFSETS if vgg16 else dict.fromkeys(["pool4", "pool3", 32, 16, 8])
+
+    image = keras.Input(shape=input_shape, name="image")
+    x = image
+    if preprocessing is not None:
+        x = ImagePreprocessing(preprocessing, name="preprocessing")(image)
+    if not same:
+        # The paper pads 100 px so that the 7x7 fc6 sees enough context on inputs of any size.
+        x = keras.layers.ZeroPadding2D(input_padding, name="input_padding")(x)
+    elif not vgg16:
+        # Other backbones round odd sizes their own way; a multiple of 32 gives every
+        # stride exact cells, and the centred padding is cropped off at the end.
+        x = PadToMultiple(32, name="pad_to_stride")(x)
+    body_input = x
+    features = encoder(body_input)
+    fc6 = keras.layers.Conv2D(
+        num_filters, _FC6_KERNEL, padding=fc6_padding, activation="relu", name="fc6"
+    )
+    fc7 = keras.layers.Conv2D(num_filters, 1, activation="relu", name="fc7")
+    x = keras.layers.Dropout(dropout, name="drop6")(fc6(features["P5"]))
+    x = keras.layers.Dropout(dropout, name="drop7")(fc7(x))
+    if load_classifier:
+        load_vgg16_classifier(encoder, fc6, fc7, backbone_weights)
+    scores = _score(x, num_classes, "score_fr")
+    for skip, key, label in _SKIPS:
+        if prediction_stride > skip:
+            break
+        upscore = f"upscore_{'2' if skip == 16 else 'pool4'}"
+        upsampled = BilinearConvTranspose2D(2, num_classes, name=upscore)(scores)
+        skip_scores = _score(features[key], num_classes, f"score_{label}")
+        if same:
+            upsampled = OffsetCrop(1, name=f"{upscore}c")([upsampled, skip_scores])
+        else:
+            skip_scores = OffsetCrop(offsets[label], name=f"score_{label}c")(
+                [skip_scores, upsampled]
+            )
+        scores = keras.layers.Add(name=f"fuse_{label}")([upsampled, skip_scores])
+    # The final upsampling stays bilinear interpolation: the paper fixes it.
+    scores = BilinearConvTranspose2D(
+        prediction_stride, num_classes, trainable=False, name=f"upscore{prediction_stride}"
+    )(scores)
+    final_offset = prediction_stride // 2 if same else offsets[prediction_stride]
+    if same and not vgg16:
+        scores = OffsetCrop(final_offset, name="score_padded")([scores, body_input])
+        logits = CropToMatch(dtype="float32", name="score")([scores, image])
+    else:
+        logits = OffsetCrop(final_offset, dtype="float32", name="score")([scores, image])
+    return keras.Model(image, logits, name=name or f"fcn{prediction_stride}s")
+
+
+_ENTRY_DOC = """
+    Args:
+        num_classes: number of classes (21 for PASCAL VOC).
+        backbone: "vgg16" (the paper's), another backbone name or a model from
+            `get_backbone` (see `kseg.models.fcn.FCN`).
+        name: model name.
+        **options: the other arguments of `kseg.models.fcn.FCN`: `input_shape`,
+            `backbone_weights`, `num_filters`, `input_padding`, `fc6_padding`,
+            `dropout` and backbone options.
 
     Returns:
         A `keras.Model` mapping `(B, H, W, 3)` RGB images in [0, 255] to
@@ -298,18 +278,7 @@ _ARGS_DOC = """
 
 
 @register_model("fcn32s")
-def FCN32s(
-    num_classes=21,
-    backbone="vgg16",
-    input_shape=(None, None, 3),
-    backbone_weights=None,
-    num_filters=4096,
-    input_padding=None,
-    fc6_padding="valid",
-    dropout=0.5,
-    name="fcn32s",
-    **backbone_kwargs,
-):
+def FCN32s(num_classes=21, backbone="vgg16", name="fcn32s", **options):
     """FCN-32s: VGG16 with convolutional fc6/fc7, scores upsampled x32 in one step.
 
     Long, Shelhamer & Darrell 2015, "Fully Convolutional Networks for Semantic
@@ -327,34 +296,11 @@ def FCN32s(
         >>> tuple(model(np.zeros((1, 65, 97, 3))).shape)
         (1, 65, 97, 3)
     """
-    return _fcn(
-        32,
-        num_classes,
-        backbone,
-        input_shape,
-        backbone_weights,
-        num_filters,
-        input_padding,
-        fc6_padding,
-        dropout,
-        name,
-        **backbone_kwargs,
-    )
+    return FCN(num_classes, 32, backbone=backbone, name=name, **options)
 
 
 @register_model("fcn16s")
-def FCN16s(
-    num_classes=21,
-    backbone="vgg16",
-    input_shape=(None, None, 3),
-    backbone_weights=None,
-    num_filters=4096,
-    input_padding=None,
-    fc6_padding="valid",
-    dropout=0.5,
-    name="fcn16s",
-    **backbone_kwargs,
-):
+def FCN16s(num_classes=21, backbone="vgg16", name="fcn16s", **options):
     """FCN-16s: FCN-32s scores upsampled x2 and summed with pool4 scores, then x16.
 
     Long, Shelhamer & Darrell 2015, "Fully Convolutional Networks for Semantic
@@ -370,34 +316,11 @@ def FCN16s(
         >>> tuple(model(np.zeros((1, 65, 97, 3))).shape)
         (1, 65, 97, 3)
     """
-    return _fcn(
-        16,
-        num_classes,
-        backbone,
-        input_shape,
-        backbone_weights,
-        num_filters,
-        input_padding,
-        fc6_padding,
-        dropout,
-        name,
-        **backbone_kwargs,
-    )
+    return FCN(num_classes, 16, backbone=backbone, name=name, **options)
 
 
 @register_model("fcn8s")
-def FCN8s(
-    num_classes=21,
-    backbone="vgg16",
-    input_shape=(None, None, 3),
-    backbone_weights=None,
-    num_filters=4096,
-    input_padding=None,
-    fc6_padding="valid",
-    dropout=0.5,
-    name="fcn8s",
-    **backbone_kwargs,
-):
+def FCN8s(num_classes=21, backbone="vgg16", name="fcn8s", **options):
     """FCN-8s: FCN-16s with a further x2 step fused with pool3 scores, then x8.
 
     Long, Shelhamer & Darrell 2015, "Fully Convolutional Networks for Semantic
@@ -415,20 +338,8 @@ def FCN8s(
         >>> tuple(model(np.zeros((1, 65, 97, 3))).shape)
         (1, 65, 97, 3)
     """
-    return _fcn(
-        8,
-        num_classes,
-        backbone,
-        input_shape,
-        backbone_weights,
-        num_filters,
-        input_padding,
-        fc6_padding,
-        dropout,
-        name,
-        **backbone_kwargs,
-    )
+    return FCN(num_classes, 8, backbone=backbone, name=name, **options)
 
 
 for _builder in (FCN32s, FCN16s, FCN8s):
-    _builder.__doc__ = _builder.__doc__.replace("{args}", _ARGS_DOC.strip("\n"))
+    _builder.__doc__ = _builder.__doc__.replace("{args}", _ENTRY_DOC.strip("\n"))

@@ -1,10 +1,11 @@
-"""SegNet and SegNet-Basic: encoder-decoders that upsample with the encoder's max-pooling indices."""
+"""SegNet and SegNet-Basic: encoder-decoders upsampling with the encoder's max-pooling indices."""
 
 import os
 
 import keras
 
 from kseg.backbones.preprocessing import ImagePreprocessing
+from kseg.backbones.vgg16 import load_vgg16_convolutions
 from kseg.layers import MaxPoolingWithArgmax2D, MaxUnpooling2D
 from kseg.models.registry import register_model
 
@@ -33,18 +34,6 @@ def _check_common(num_classes, num_filters, input_shape, index_format):
         )
     if len(input_shape) != 3:
         raise ValueError(f"input_shape must be (H, W, C). Received: input_shape={input_shape}")
-
-
-def _load_vgg16_convs(model, backbone_weights):
-    """Copies keras.applications VGG16's 13 conv kernels and biases into SegNet's encoder."""
-    if backbone_weights == "imagenet":
-        vgg = keras.applications.VGG16(include_top=False, weights="imagenet")
-    else:
-        path = os.fspath(backbone_weights)
-        vgg = keras.applications.VGG16(include_top=False, weights=path)
-    for layer in vgg.layers:
-        if isinstance(layer, keras.layers.Conv2D):
-            model.get_layer(layer.name).set_weights(layer.get_weights())
 
 
 @register_model("segnet")
@@ -149,7 +138,7 @@ def SegNet(
 
     model = keras.Model(image, logits, name=name)
     if backbone_weights is not None:
-        _load_vgg16_convs(model, backbone_weights)
+        load_vgg16_convolutions(model, backbone_weights)
     return model
 
 
