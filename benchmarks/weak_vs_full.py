@@ -262,7 +262,7 @@ def boxes_for(masks, background):
 def allowed_maps(boxes, masks, num_classes, background):
     import numpy as np
 
-    from kseg.weak.em import box_label_map
+    from kseg.weak.box_labels import box_label_map
 
     height, width = masks.shape[1:3]
     return np.stack(

@@ -1,4 +1,4 @@
-"""Constrained CNN: training a segmentation network from image-level tags through linear constraints.
+"""Constrained CNN: a segmentation network trained from image-level tags through linear constraints.
 
 Pathak, Krähenbühl and Darrell, "Constrained Convolutional Neural Networks for Weakly
 Supervised Segmentation", ICCV 2015. For each image the network gives per-pixel class
@@ -37,6 +37,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kseg.validation import validate_fraction, validate_positive_int
+
 DEFAULT_FOREGROUND_LOWER_BOUND = 0.05
 DEFAULT_BACKGROUND_BOUNDS = (0.3, 0.7)
 DEFAULT_SIZE_BOUNDS = (0.8, 1.25)
@@ -50,34 +52,23 @@ _BISECTION_STEPS = 32
 _HARD_SWEEPS = 10
 
 
-def _check_fraction(value, name):
-    value = float(value)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"`{name}` must be in [0, 1]. Received: {name}={value}")
-    return value
-
-
 def _check_bounds_pair(bounds, name, upper_limit=1.0):
     try:
         low, high = (float(b) for b in bounds)
     except (TypeError, ValueError):
-        raise ValueError(f"`{name}` must be a pair (lower, upper). Received: {name}={bounds!r}")
+        raise ValueError(
+            f"`{name}` must be a pair (lower, upper). Received: {name}={bounds!r}"
+        ) from None
     if not 0.0 <= low <= high <= upper_limit:
         raise ValueError(
-            f"`{name}` must satisfy 0 <= lower <= upper <= {upper_limit}. Received: {name}={bounds!r}"
+            f"`{name}` must satisfy 0 <= lower <= upper <= {upper_limit}. "
+            f"Received: {name}={bounds!r}"
         )
     return (low, high)
 
 
 def _check_solver(iterations, step_size, foreground_slack):
-    if (
-        isinstance(iterations, bool)
-        or not isinstance(iterations, (int, np.integer))
-        or iterations < 1
-    ):
-        raise ValueError(
-            f"`iterations` must be a positive integer. Received: iterations={iterations!r}"
-        )
+    validate_positive_int(iterations, "iterations")
     if not 0.0 < float(step_size) <= 1.0:
         raise ValueError(
             "`step_size` must be in (0, 1] (the dual gradient is 1-Lipschitz). "
@@ -85,7 +76,8 @@ def _check_solver(iterations, step_size, foreground_slack):
         )
     if foreground_slack is not None and not float(foreground_slack) > 0.0:
         raise ValueError(
-            f"`foreground_slack` must be positive or None. Received: foreground_slack={foreground_slack!r}"
+            "`foreground_slack` must be positive or None. "
+            f"Received: foreground_slack={foreground_slack!r}"
         )
 
 
@@ -192,7 +184,7 @@ def latent_distribution(
         >>> np.round(p.numpy().mean(axis=(1, 2)), 3)  # background capped at 70%, class 1 absent
         array([[0.7, 0. , 0.3]], dtype=float32)
     """
-    lower_bound = _check_fraction(lower_bound, "lower_bound")
+    lower_bound = validate_fraction(lower_bound, "lower_bound")
     background_bounds = _check_bounds_pair(background_bounds, "background_bounds")
     _check_solver(iterations, step_size, foreground_slack)
     hardness = _check_hardness(hardness)
@@ -427,7 +419,7 @@ class ConstrainedCrossEntropy(keras.losses.Loss):
         dtype=None,
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.lower_bound = _check_fraction(lower_bound, "lower_bound")
+        self.lower_bound = validate_fraction(lower_bound, "lower_bound")
         if background is not None and (isinstance(background, bool) or int(background) < 0):
             raise ValueError(
                 f"`background` must be a class index or None. Received: {background!r}"

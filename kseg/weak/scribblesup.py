@@ -1,4 +1,4 @@
-"""ScribbleSup: scribble labels propagated over a superpixel graph by graph cuts, alternating with training.
+"""ScribbleSup: scribbles propagated over superpixels by graph cuts, alternating with training.
 
 Lin, Dai, Jia, He and Sun, "ScribbleSup: Scribble-Supervised Convolutional Networks for Semantic
 Segmentation" (CVPR 2016) train a segmentation network from scribbles by alternating two steps.
@@ -31,339 +31,28 @@ larger than any finite unary cost plus the largest total pairwise weight at any 
 relabelling a superpixel away from a forbidden class always lowers the energy, and alpha-expansion
 (whose moves include every single-superpixel change) never ends on a forbidden class.
 
-scikit-image and gco-wrapper are the optional `weak` extra (`pip install 'kseg[weak]'`), imported
-only when used.
+The superpixel graph and its weights come from `kseg.weak.superpixels`, the solver from
+`kseg.weak.alpha_expansion`. scikit-image and gco-wrapper are the optional `weak` extra
+(`pip install 'kseg[weak]'`), imported only when used.
 """
 
 import dataclasses
-import sys
 
 import numpy as np
 
-INSTALL_HINT = "pip install 'kseg[weak]'"
-IGNORE_LABEL = 255
+from kseg.validation import IGNORE_LABEL, validate_non_negative_number, validate_positive_int
+from kseg.weak.alpha_expansion import potts_alpha_expansion
+from kseg.weak.inputs import validate_image_batch, validate_label_map_classes, validate_rgb_image
+from kseg.weak.superpixels import (
+    appearance_edge_weights,
+    slic_superpixels,
+    superpixel_adjacency,
+    superpixel_histograms,
+    superpixel_means,
+)
+
 # The same floor as pydensecrf's unary_from_softmax and kseg.inference.dense_crf.
 MIN_PROBABILITY = 1e-5
-# ITU-R BT.601 luma weights for the grey image whose gradients make the texture histograms.
-LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114])
-
-
-def _import_slic():
-    try:
-        from skimage.segmentation import slic
-    except ImportError as error:
-        raise ImportError(
-            f"ScribbleSup superpixels need scikit-image. Install it with: {INSTALL_HINT}"
-        ) from error
-    return slic
-
-
-def _import_gco():
-    already_imported = "gco" in sys.modules
-    missing_aliases = [name for name in ("int", "float", "bool") if not hasattr(np, name)]
-    try:
-        import gco
-    except ImportError as error:
-        raise ImportError(
-            f"ScribbleSup's graph cut needs gco-wrapper. Install it with: {INSTALL_HINT}"
-        ) from error
-    # gco-wrapper restores NumPy's removed `np.int`/`np.float` aliases for its own import-time
-    # type lists; take them away again so NumPy behaves for everyone else as documented.
-    if not already_imported:
-        for name in missing_aliases:
-            np.__dict__.pop(name, None)
-    return gco
-
-
-def _check_positive(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not value > 0:
-        raise ValueError(f"`{name}` must be a positive number. Received: {name}={value!r}")
-
-
-def _check_non_negative(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not value >= 0:
-        raise ValueError(f"`{name}` must be a non-negative number. Received: {name}={value!r}")
-
-
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
-
-
-def _validate_image(image):
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[-1] != 3:
-        raise ValueError(
-            f"`image` must be an RGB image of shape (H, W, 3). Received: image.shape={image.shape}"
-        )
-    if image.shape[0] < 1 or image.shape[1] < 1:
-        raise ValueError(f"`image` must not be empty. Received: image.shape={image.shape}")
-    image = image.astype(np.float64)
-    if not np.isfinite(image).all():
-        raise ValueError("`image` contains NaN or infinite values.")
-    low, high = float(image.min()), float(image.max())
-    if low < 0 or high > 255:
-        raise ValueError(
-            f"`image` values must be RGB in [0, 255]. Received: values from {low:g} to {high:g}"
-        )
-    return image
-
-
-def slic_superpixels(image, *, n_segments=1000, compactness=10.0, sigma=0.0):
-    """Partitions an RGB image into SLIC superpixels numbered 0..S-1.
-
-    SLIC (Achanta et al., TPAMI 2012) as implemented by scikit-image's `slic` on the image scaled
-    to [0, 1] (so in CIELAB, scikit-image's default for RGB), with connectivity enforced. ScribbleSup
-    (Lin et al., CVPR 2016) uses about 1000 superpixels per image.
-
-    Args:
-        image: float array (H, W, 3), RGB in [0, 255].
-        n_segments: approximate number of superpixels asked of SLIC.
-        compactness: SLIC's balance of colour against position (larger: squarer superpixels).
-        sigma: standard deviation of the Gaussian smoothing applied before SLIC (0: none).
-
-    Returns:
-        int32 array (H, W) of superpixel ids 0..S-1, every id used.
-
-    Example:
-        >>> import numpy as np
-        >>> from kseg.weak.scribblesup import slic_superpixels
-        >>> image = np.zeros((20, 20, 3), "float32"); image[:, 10:] = 255.0
-        >>> segments = slic_superpixels(image, n_segments=4)
-        >>> segments.shape
-        (20, 20)
-    """
-    image = _validate_image(image)
-    _check_positive_int("n_segments", n_segments)
-    _check_positive("compactness", compactness)
-    _check_non_negative("sigma", sigma)
-    slic = _import_slic()
-    segments = slic(
-        image / 255.0,
-        n_segments=int(n_segments),
-        compactness=float(compactness),
-        sigma=float(sigma),
-        start_label=0,
-    )
-    _, dense_ids = np.unique(segments, return_inverse=True)
-    return dense_ids.reshape(segments.shape).astype(np.int32)
-
-
-def superpixel_adjacency(segments):
-    """Lists the pairs of superpixels that touch across a horizontal or vertical pixel edge.
-
-    Args:
-        segments: integer array (H, W) of superpixel ids 0..S-1.
-
-    Returns:
-        int32 array (E, 2) of unique pairs `(i, j)` with `i < j`, sorted.
-
-    Example:
-        >>> import numpy as np
-        >>> from kseg.weak.scribblesup import superpixel_adjacency
-        >>> superpixel_adjacency(np.array([[0, 0, 1], [2, 2, 1]])).tolist()
-        [[0, 1], [0, 2], [1, 2]]
-    """
-    segments = np.asarray(segments)
-    if segments.ndim != 2:
-        raise ValueError(f"`segments` must be (H, W). Received: segments.shape={segments.shape}")
-    first = np.concatenate([segments[:, :-1].ravel(), segments[:-1, :].ravel()])
-    second = np.concatenate([segments[:, 1:].ravel(), segments[1:, :].ravel()])
-    different = first != second
-    pairs = np.stack(
-        [np.minimum(first, second)[different], np.maximum(first, second)[different]], axis=1
-    )
-    if pairs.size == 0:
-        return np.zeros((0, 2), np.int32)
-    return np.unique(pairs, axis=0).astype(np.int32)
-
-
-def _normalised_histograms(segments, values, bins, num_segments):
-    """Per-superpixel histogram of integer bin indices `values` (H, W), rows summing to 1."""
-    counts = np.bincount(
-        segments.ravel() * bins + values.ravel(), minlength=num_segments * bins
-    ).reshape(num_segments, bins)
-    return counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-
-
-def superpixel_histograms(image, segments, *, colour_bins=25, texture_bins=10, gradient_clip=32.0):
-    """Colour and texture histograms of every superpixel, ScribbleSup's appearance descriptors.
-
-    Colour: one histogram per RGB channel with `colour_bins` equal bins over [0, 256), each
-    normalised to sum 1 over the superpixel, concatenated. Texture: histograms of the horizontal and
-    vertical central-difference gradients of the grey image (BT.601 luma), clipped to
-    [-gradient_clip, gradient_clip] and cut into `texture_bins` equal bins, each normalised to
-    sum 1, concatenated. Lin et al. (CVPR 2016) describe the same two descriptors; the bin counts
-    and the clip are this implementation's defaults.
-
-    Args:
-        image: float array (H, W, 3), RGB in [0, 255].
-        segments: integer array (H, W) of superpixel ids 0..S-1.
-        colour_bins: bins per colour channel.
-        texture_bins: bins per gradient orientation.
-        gradient_clip: gradients beyond this magnitude (grey levels per pixel) fall in the end bins.
-
-    Returns:
-        `(colour, texture)`: float64 arrays (S, 3 * colour_bins) and (S, 2 * texture_bins).
-
-    Example:
-        >>> import numpy as np
-        >>> from kseg.weak.scribblesup import superpixel_histograms
-        >>> image = np.full((4, 4, 3), 200.0)
-        >>> colour, texture = superpixel_histograms(image, np.zeros((4, 4), int))
-        >>> colour.shape, texture.shape, float(colour.sum())
-        ((1, 75), (1, 20), 3.0)
-    """
-    image = _validate_image(image)
-    segments = np.asarray(segments)
-    if segments.shape != image.shape[:2]:
-        raise ValueError(
-            "`segments` must match the image size. "
-            f"Received: segments.shape={segments.shape}, image.shape={image.shape}"
-        )
-    _check_positive_int("colour_bins", colour_bins)
-    _check_positive_int("texture_bins", texture_bins)
-    _check_positive("gradient_clip", gradient_clip)
-    segments = segments.astype(np.int64)
-    num_segments = int(segments.max()) + 1
-
-    colour_index = np.minimum((image * colour_bins / 256.0).astype(np.int64), colour_bins - 1)
-    colour = np.concatenate(
-        [
-            _normalised_histograms(segments, colour_index[..., c], colour_bins, num_segments)
-            for c in range(3)
-        ],
-        axis=1,
-    )
-
-    grey = image @ LUMA_WEIGHTS
-    texture_parts = []
-    for axis in (1, 0):
-        gradient = np.gradient(grey, axis=axis) if grey.shape[axis] > 1 else np.zeros_like(grey)
-        scaled = (np.clip(gradient, -gradient_clip, gradient_clip) + gradient_clip) / (
-            2 * gradient_clip
-        )
-        index = np.minimum((scaled * texture_bins).astype(np.int64), texture_bins - 1)
-        texture_parts.append(_normalised_histograms(segments, index, texture_bins, num_segments))
-    texture = np.concatenate(texture_parts, axis=1)
-    return colour, texture
-
-
-def appearance_edge_weights(colour, texture, edges, *, delta_colour=1.0, delta_texture=2.0):
-    """Pairwise weights exp(-||hc_i - hc_j||^2 / delta_colour - ||ht_i - ht_j||^2 / delta_texture).
-
-    The appearance similarity of ScribbleSup's pairwise term (Lin et al., CVPR 2016, section 3):
-    neighbours with alike colour and texture histograms are expensive to separate. With the
-    histograms of `superpixel_histograms` the squared colour distance lies in [0, 6] and the
-    texture one in [0, 4]; the default bandwidths make two superpixels of entirely different
-    colour about exp(-6) ~ 0.0025 as costly to cut as two identical ones.
-
-    Args:
-        colour: float array (S, Dc) of colour histograms.
-        texture: float array (S, Dt) of texture histograms.
-        edges: integer array (E, 2) of superpixel pairs.
-        delta_colour: colour bandwidth, > 0.
-        delta_texture: texture bandwidth, > 0.
-
-    Returns:
-        float64 array (E,) of weights in (0, 1].
-
-    Example:
-        >>> import numpy as np
-        >>> from kseg.weak.scribblesup import appearance_edge_weights
-        >>> hist = np.array([[1.0, 0.0], [0.0, 1.0]])
-        >>> appearance_edge_weights(hist, hist * 0, np.array([[0, 1]])).round(4).tolist()
-        [0.1353]
-    """
-    _check_positive("delta_colour", delta_colour)
-    _check_positive("delta_texture", delta_texture)
-    colour, texture = np.asarray(colour, np.float64), np.asarray(texture, np.float64)
-    edges = np.asarray(edges, np.int64).reshape(-1, 2)
-    colour_distance = np.sum((colour[edges[:, 0]] - colour[edges[:, 1]]) ** 2, axis=1)
-    texture_distance = np.sum((texture[edges[:, 0]] - texture[edges[:, 1]]) ** 2, axis=1)
-    return np.exp(-colour_distance / delta_colour - texture_distance / delta_texture)
-
-
-def potts_alpha_expansion(unary, edges, edge_weights, *, max_iterations=-1):
-    """Minimises `sum_i unary[i, y_i] + sum_e edge_weights[e] * [y_a != y_b]` by alpha-expansion.
-
-    Boykov, Veksler and Zabih's alpha-expansion (TPAMI 2001) on a general graph through
-    gco-wrapper's `cut_general_graph`. For the Potts model the result is within a factor 2 of the
-    optimum; on small problems it is usually the optimum itself. gco rounds every cost to five
-    significant decimals of the largest one.
-
-    Args:
-        unary: float array (N, K) of finite unary costs.
-        edges: integer array (E, 2) of node pairs, each pair once (in either order).
-        edge_weights: non-negative float array (E,), the cost of a label change across each edge.
-        max_iterations: expansion sweeps over all labels; -1 runs until no move lowers the energy.
-
-    Returns:
-        int32 array (N,) of labels.
-
-    Example:
-        >>> import numpy as np
-        >>> from kseg.weak.scribblesup import potts_alpha_expansion
-        >>> unary = np.array([[0.0, 2.0], [1.0, 1.1], [2.0, 0.0]])
-        >>> potts_alpha_expansion(unary, np.array([[0, 1], [1, 2]]), np.array([0.5, 0.5])).tolist()
-        [0, 0, 1]
-    """
-    unary = np.asarray(unary, np.float64)
-    if unary.ndim != 2 or unary.shape[0] < 1 or unary.shape[1] < 1:
-        raise ValueError(f"`unary` must be (N, K) with N, K >= 1. Received: shape={unary.shape}")
-    if not np.isfinite(unary).all():
-        raise ValueError("`unary` must be finite (use a large cost instead of infinity).")
-    edges = np.asarray(edges, np.int64)
-    if edges.size == 0:
-        edges = edges.reshape(0, 2)
-    edge_weights = np.asarray(edge_weights, np.float64).reshape(-1)
-    if edges.ndim != 2 or edges.shape[1] != 2 or edges.shape[0] != edge_weights.shape[0]:
-        raise ValueError(
-            "`edges` must be (E, 2) with one weight each. "
-            f"Received: edges.shape={edges.shape}, edge_weights.shape={edge_weights.shape}"
-        )
-    num_nodes, num_labels = unary.shape
-    if edges.size and (edges.min() < 0 or edges.max() >= num_nodes):
-        raise ValueError(
-            f"`edges` must name nodes 0..{num_nodes - 1}. "
-            f"Received: node ids from {edges.min()} to {edges.max()}"
-        )
-    if (edges[:, 0] == edges[:, 1]).any():
-        raise ValueError("`edges` must not join a node to itself.")
-    if not (np.isfinite(edge_weights).all() and (edge_weights >= 0).all()):
-        raise ValueError("`edge_weights` must be finite and non-negative.")
-
-    if num_labels == 1 or not edge_weights.any():
-        return np.argmin(unary, axis=1).astype(np.int32)
-    gco = _import_gco()
-    ordered = np.sort(edges, axis=1).astype(np.int32)
-    potts = 1.0 - np.eye(num_labels)
-    labels = gco.cut_general_graph(
-        ordered,
-        edge_weights,
-        unary,
-        potts,
-        n_iter=int(max_iterations),
-        algorithm="expansion",
-    )
-    return np.asarray(labels, np.int32)
-
-
-def potts_energy(unary, edges, edge_weights, labels):
-    """The energy `potts_alpha_expansion` minimises, for given labels (float64).
-
-    Example:
-        >>> import numpy as np
-        >>> from kseg.weak.scribblesup import potts_energy
-        >>> potts_energy(np.array([[0.0, 1.0], [1.0, 0.0]]), np.array([[0, 1]]), np.array([0.5]), [0, 1])
-        0.5
-    """
-    unary = np.asarray(unary, np.float64)
-    labels = np.asarray(labels, np.int64)
-    edges = np.asarray(edges, np.int64).reshape(-1, 2)
-    data = unary[np.arange(unary.shape[0]), labels].sum()
-    cut = labels[edges[:, 0]] != labels[edges[:, 1]]
-    return float(data + np.asarray(edge_weights, np.float64)[cut].sum())
 
 
 def _validate_scribbles(scribbles, image_shape, num_classes):
@@ -417,9 +106,9 @@ def _build_problem(
     delta_texture,
     restrict_to_scribbled_classes,
 ):
-    image = _validate_image(image)
+    image = validate_rgb_image(image)
     scribbles = _validate_scribbles(scribbles, image.shape, num_classes)
-    _check_non_negative("pairwise_weight", pairwise_weight)
+    validate_non_negative_number(pairwise_weight, "pairwise_weight")
     segments = slic_superpixels(image, n_segments=n_segments, compactness=compactness, sigma=sigma)
     num_segments = int(segments.max()) + 1
     edges = superpixel_adjacency(segments)
@@ -442,11 +131,9 @@ def _build_problem(
 def _solve_problem(problem, probabilities, network_weight):
     unary = problem.scribble_unary.copy()
     if probabilities is not None:
-        num_segments, num_classes = unary.shape
-        sums = np.zeros((num_segments, num_classes))
-        np.add.at(sums, problem.segments.ravel(), probabilities.reshape(-1, num_classes))
-        sizes = np.bincount(problem.segments.ravel(), minlength=num_segments)[:, None]
-        mean_probability = np.maximum(sums / sizes, MIN_PROBABILITY)
+        mean_probability = np.maximum(
+            superpixel_means(problem.segments, probabilities), MIN_PROBABILITY
+        )
         unary = unary - network_weight * np.log(mean_probability)
 
     forbidden = ~np.isfinite(unary)
@@ -490,14 +177,7 @@ def _resolve_num_classes(num_classes, probabilities):
         num_classes = from_probabilities
     if num_classes is None:
         raise ValueError("Give `num_classes` (or `probabilities`, whose last axis sets it).")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)):
-        raise TypeError(f"`num_classes` must be an integer. Received: num_classes={num_classes!r}")
-    if not 1 <= num_classes <= 255:
-        raise ValueError(
-            "`num_classes` must be in 1..255 (labels are uint8 with 255 reserved). "
-            f"Received: num_classes={num_classes}"
-        )
-    return int(num_classes)
+    return validate_label_map_classes(num_classes)
 
 
 def propagate_scribbles(
@@ -553,9 +233,9 @@ def propagate_scribbles(
         >>> int(labels[:, :12].max()), int(labels[:, 12:].min())
         (0, 1)
     """
-    image = _validate_image(image)
+    image = validate_rgb_image(image)
     num_classes = _resolve_num_classes(num_classes, probabilities)
-    _check_non_negative("network_weight", network_weight)
+    validate_non_negative_number(network_weight, "network_weight")
     if probabilities is not None:
         probabilities = _validate_probabilities(probabilities, image.shape, num_classes)
     problem = _build_problem(
@@ -660,14 +340,12 @@ def scribblesup_rounds(
         >>> len(result.histories)
         2
     """
-    _check_positive_int("rounds", rounds)
-    _check_positive_int("epochs_per_round", epochs_per_round)
-    _check_positive_int("batch_size", batch_size)
-    _check_non_negative("network_weight", network_weight)
-    images = np.asarray(images)
+    validate_positive_int(rounds, "rounds")
+    validate_positive_int(epochs_per_round, "epochs_per_round")
+    validate_positive_int(batch_size, "batch_size")
+    validate_non_negative_number(network_weight, "network_weight")
+    images = validate_image_batch(images)
     scribbles = np.asarray(scribbles)
-    if images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"`images` must be (N, H, W, 3). Received: images.shape={images.shape}")
     if scribbles.shape != images.shape[:3]:
         raise ValueError(
             "`scribbles` must be (N, H, W) like `images`. "

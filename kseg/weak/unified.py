@@ -39,7 +39,11 @@ c and negative on every one that may not), and with `balanced=True` each class's
 positives and negatives equally, so that the background does not swamp small objects. A
 superpixel counts as inside a box when at least half of its pixels are.
 
-Features: the colour and texture histograms of `kseg.weak.scribblesup.superpixel_histograms`,
+Step (a) is `kseg.weak.unified_assignment.constrained_assignment`, step (b)
+`kseg.weak.linear_svm.one_vs_rest_svm`; `UnifiedWeakSegmenter` below turns weak labels into
+their constraints and alternates the two.
+
+Features: the colour and texture histograms of `kseg.weak.superpixels.superpixel_histograms`,
 concatenated with the superpixel averages of a per-pixel feature map when a `feature_extractor` is
 given (`BackboneFeatures` pools a kseg backbone's feature maps resized bilinearly to the image).
 Features are standardised with the training images' mean and deviation.
@@ -58,280 +62,22 @@ scikit-image is the optional `weak` extra (`pip install 'kseg[weak]'`), imported
 
 import numpy as np
 
-from kseg.weak.scribblesup import (
+from kseg.validation import (
     IGNORE_LABEL,
-    _validate_image,
-    slic_superpixels,
-    superpixel_histograms,
+    validate_fraction,
+    validate_non_negative_int,
+    validate_non_negative_number,
+    validate_positive_int,
+    validate_positive_number,
 )
+from kseg.weak.inputs import validate_image_batch, validate_label_map_classes, validate_rgb_image
+from kseg.weak.linear_svm import one_vs_rest_svm
+from kseg.weak.superpixels import slic_superpixels, superpixel_histograms, superpixel_means
+from kseg.weak.unified_assignment import constrained_assignment
 
 _WEAK_LABEL_KEYS = ("tags", "boxes", "box_classes", "partial")
 # A superpixel counts as inside a box when at least this share of its pixels lies in the box.
 _INSIDE_SHARE = 0.5
-
-
-def _check_positive(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not value > 0:
-        raise ValueError(f"`{name}` must be a positive number. Received: {name}={value!r}")
-
-
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
-
-
-def hinge_assignment_costs(scores):
-    """The one-vs-rest hinge cost of each class for each superpixel, up to a per-row constant.
-
-    Giving superpixel p the class c costs max(0, 1 - s_pc) for c plus max(0, 1 + s_pd) for every
-    other class d; subtracting the row's constant sum_d max(0, 1 + s_pd) leaves
-    max(0, 1 - s_pc) - max(0, 1 + s_pc), a strictly decreasing function of s_pc.
-
-    Args:
-        scores: float array (S, K) of class scores w_c . x_p.
-
-    Returns:
-        float64 array (S, K).
-
-    Example:
-        >>> import numpy as np
-        >>> from kseg.weak.unified import hinge_assignment_costs
-        >>> hinge_assignment_costs(np.array([[-2.0, 0.0, 2.0]])).tolist()
-        [[3.0, 0.0, -3.0]]
-    """
-    scores = np.asarray(scores, np.float64)
-    return np.maximum(0.0, 1.0 - scores) - np.maximum(0.0, 1.0 + scores)
-
-
-def constrained_assignment(scores, allowed, requirements=()):
-    """Labels superpixels by their best allowed class, then repairs unmet minimum counts.
-
-    Step (a) of the alternation of Xu, Schwing and Urtasun (CVPR 2015), for one image: each
-    superpixel p takes the allowed class of least one-vs-rest hinge cost (its best-scoring allowed
-    class); then, for each requirement "at least `count` superpixels of `members` take `class`",
-    the missing ones are the members that allow the class with the smallest rise in cost, skipping
-    superpixels whose present class another requirement still needs. The requirements are met
-    in order of their shortfall, largest first. Every superpixel always keeps an allowed class;
-    a requirement that cannot be met without breaking an earlier one (two boxes of different
-    classes over the same single superpixel, say) is met as far as it can be, as a soft
-    constraint.
-
-    Args:
-        scores: float array (S, K) of class scores.
-        allowed: bool array (S, K), every row with at least one True.
-        requirements: sequence of `(members, class_id, count)`, `members` an integer array of
-            superpixel ids.
-
-    Returns:
-        int32 array (S,) of classes.
-
-    Raises:
-        ValueError: a superpixel allows no class.
-
-    Example:
-        >>> import numpy as np
-        >>> from kseg.weak.unified import constrained_assignment
-        >>> scores = np.array([[2.0, 1.0], [1.5, 1.2], [1.0, -1.0]])
-        >>> constrained_assignment(scores, np.ones((3, 2), bool), [(np.arange(3), 1, 1)]).tolist()
-        [0, 1, 0]
-    """
-    scores = np.asarray(scores, np.float64)
-    allowed = np.asarray(allowed, bool)
-    if scores.ndim != 2 or allowed.shape != scores.shape:
-        raise ValueError(
-            "`scores` and `allowed` must both be (S, K). "
-            f"Received: scores.shape={scores.shape}, allowed.shape={allowed.shape}"
-        )
-    empty = np.flatnonzero(~allowed.any(axis=1))
-    if empty.size:
-        raise ValueError(
-            f"Superpixel {int(empty[0])} allows no class: its weak labels contradict each other."
-        )
-    costs = np.where(allowed, hinge_assignment_costs(scores), np.inf)
-    labels = np.argmin(costs, axis=1).astype(np.int32)
-    requirements = [
-        (np.asarray(members, np.int64).reshape(-1), int(class_id), int(count))
-        for members, class_id, count in requirements
-    ]
-
-    def shortfall(requirement):
-        members, class_id, count = requirement
-        return count - int(np.sum(labels[members] == class_id))
-
-    member_sets = [set(members.tolist()) for members, _, _ in requirements]
-
-    def needed(superpixel):
-        """Whether moving `superpixel` off its class would break a requirement met so far."""
-        return any(
-            labels[superpixel] == class_id
-            and superpixel in member_set
-            and int(np.sum(labels[members] == class_id)) <= count
-            for (members, class_id, count), member_set in zip(requirements, member_sets)
-        )
-
-    for requirement in sorted(requirements, key=shortfall, reverse=True):
-        members, class_id, _ = requirement
-        missing = shortfall(requirement)
-        if missing <= 0:
-            continue
-        candidates = members[(labels[members] != class_id) & allowed[members, class_id]]
-        rise = costs[candidates, class_id] - costs[candidates, labels[candidates]]
-        for superpixel in candidates[np.argsort(rise, kind="stable")]:
-            if missing == 0:
-                break
-            if needed(superpixel):
-                continue
-            labels[superpixel] = class_id
-            missing -= 1
-    return labels
-
-
-def one_vs_rest_svm(features, labels, num_classes, *, C=1.0, epochs=20, seed=0, weights=None):
-    """Linear one-vs-rest SVMs with L2 regularisation and hinge loss, by dual coordinate descent.
-
-    For each class c, minimises 1/2 ||v_c||^2 + C sum_p max(0, 1 - t_pc v_c . [x_p, 1]) with
-    t_pc = +1 for the samples labelled c (or flagged positive in a (N, K) target) and -1 for the
-    rest; the bias is the last entry of v_c. The dual coordinate descent of Hsieh et al.
-    (ICML 2008) updates one sample's dual variable at a time, all classes at once, and converges
-    to the optimum; `epochs` passes over the samples in random order.
-
-    Args:
-        features: float array (N, D).
-        labels: int array (N,) of classes in 0..num_classes-1, or a bool array (N, K) of targets
-            (True: positive for that class).
-        num_classes: K.
-        C: hinge weight, > 0.
-        epochs: passes over the data.
-        seed: seed of the visiting order.
-        weights: optional multipliers of C, float array (N,) per sample or (N, K) per sample and
-            class, > 0.
-
-    Returns:
-        `(W, b)`: float64 arrays (D, K) and (K,); scores are `features @ W + b`.
-
-    Example:
-        >>> import numpy as np
-        >>> from kseg.weak.unified import one_vs_rest_svm
-        >>> W, b = one_vs_rest_svm(np.array([[-1.0], [1.0]]), np.array([0, 1]), 2, C=10.0)
-        >>> np.argmax(np.array([[-2.0], [2.0]]) @ W + b, axis=1).tolist()
-        [0, 1]
-    """
-    _check_positive("C", C)
-    _check_positive_int("epochs", epochs)
-    features = np.asarray(features, np.float64)
-    if features.ndim != 2:
-        raise ValueError(f"`features` must be (N, D). Received: features.shape={features.shape}")
-    labels = np.asarray(labels)
-    if labels.ndim == 2:
-        positive = labels.astype(bool)
-    else:
-        positive = labels[:, None] == np.arange(num_classes)[None, :]
-    if positive.shape != (features.shape[0], num_classes):
-        raise ValueError(
-            "`labels` must be (N,) classes or (N, num_classes) targets. "
-            f"Received: labels.shape={labels.shape}, features.shape={features.shape}"
-        )
-    targets = np.where(positive, 1.0, -1.0)
-    upper = C * np.broadcast_to(
-        np.ones(1)
-        if weights is None
-        else np.asarray(weights, np.float64).reshape(len(features), -1),
-        targets.shape,
-    )
-    augmented = np.concatenate([features, np.ones((len(features), 1))], axis=1)
-    squared_norms = np.einsum("nd,nd->n", augmented, augmented)
-    dual = np.zeros_like(targets)
-    primal = np.zeros((augmented.shape[1], num_classes))
-    order_source = np.random.default_rng(seed)
-    for _ in range(int(epochs)):
-        for sample in order_source.permutation(len(augmented)):
-            if squared_norms[sample] == 0:
-                continue
-            row, target = augmented[sample], targets[sample]
-            gradient = target * (row @ primal) - 1.0
-            updated = np.clip(dual[sample] - gradient / squared_norms[sample], 0.0, upper[sample])
-            primal += np.outer(row, (updated - dual[sample]) * target)
-            dual[sample] = updated
-    return primal[:-1], primal[-1]
-
-
-def svm_objective(features, labels, num_classes, W, b, *, C=1.0):
-    """The objective `one_vs_rest_svm` minimises, summed over classes (bias regularised too).
-
-    Args:
-        features: float array (N, D).
-        labels: int array (N,) of classes, or a bool array (N, K) of targets.
-        num_classes: K.
-        W: float array (D, K) of weights.
-        b: float array (K,) of biases.
-        C: hinge weight.
-
-    Returns:
-        The objective, a float.
-
-    Example:
-        >>> import numpy as np
-        >>> from kseg.weak.unified import svm_objective
-        >>> svm_objective(np.array([[1.0]]), np.array([0]), 1, np.array([[1.0]]), np.array([0.0]))
-        0.5
-    """
-    features = np.asarray(features, np.float64)
-    labels = np.asarray(labels)
-    positive = (
-        labels.astype(bool) if labels.ndim == 2 else labels[:, None] == np.arange(num_classes)
-    )
-    targets = np.where(positive, 1.0, -1.0)
-    margins = targets * (features @ W + b)
-    return float(0.5 * (np.sum(W**2) + np.sum(b**2)) + C * np.maximum(0.0, 1.0 - margins).sum())
-
-
-class BackboneFeatures:
-    """Per-pixel features of an image from a kseg backbone, for `UnifiedWeakSegmenter`.
-
-    Builds `kseg.backbones.get_backbone(name, weights=weights, **backbone_kwargs)` once, runs an
-    image through it and returns the chosen feature levels resized bilinearly to the image size
-    and concatenated; the segmenter averages them over each superpixel. Xu, Schwing and Urtasun
-    (CVPR 2015) pool convolutional-network features over superpixels in the same way.
-
-    Args:
-        name: backbone name, one of `kseg.backbones.list_backbones()`.
-        weights: None (random), "imagenet", or a weights file path, as in `get_backbone`; for
-            MobileNetV2 with alpha 0.35, `kseg.backbones.bundled_weights_path("mobilenetv2",
-            alpha=0.35)` works offline.
-        levels: pyramid keys to use, e.g. `("P3", "P4")`.
-        **backbone_kwargs: passed to `get_backbone` (e.g. `alpha=0.35`).
-
-    Example:
-        >>> import numpy as np
-        >>> from kseg.weak.unified import BackboneFeatures
-        >>> extract = BackboneFeatures("tiny", levels=("P2",))
-        >>> extract(np.zeros((32, 32, 3), "float32")).shape[:2]
-        (32, 32)
-    """
-
-    def __init__(self, name="mobilenetv2", *, weights=None, levels=("P3", "P4"), **backbone_kwargs):
-        from kseg.backbones import get_backbone
-
-        self.name = name
-        self.levels = tuple(levels)
-        if not self.levels:
-            raise ValueError(f"`levels` must name at least one level. Received: levels={levels!r}")
-        self.backbone = get_backbone(name, weights=weights, **backbone_kwargs)
-        available = [info["key"] for info in self.backbone.feature_info]
-        unknown = [level for level in self.levels if level not in available]
-        if unknown:
-            raise ValueError(
-                f"Backbone {name!r} has levels {available}. Received: levels={list(self.levels)}"
-            )
-
-    def __call__(self, image):
-        import tensorflow as tf
-
-        image = np.asarray(image, np.float32)
-        pyramid = self.backbone(image[None], training=False)
-        size = tf.shape(image)[:2]
-        maps = [tf.image.resize(pyramid[level], size, method="bilinear") for level in self.levels]
-        return np.asarray(tf.concat(maps, axis=-1)[0], np.float32)
 
 
 def _multi_hot_tags(tags, num_classes, index):
@@ -468,38 +214,19 @@ class UnifiedWeakSegmenter:
         balanced=True,
         seed=0,
     ):
-        if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)):
-            raise TypeError(
-                f"`num_classes` must be an integer. Received: num_classes={num_classes!r}"
-            )
-        if not 1 <= num_classes <= 255:
-            raise ValueError(
-                "`num_classes` must be in 1..255 (labels are uint8 with 255 reserved). "
-                f"Received: num_classes={num_classes}"
-            )
+        num_classes = validate_label_map_classes(num_classes)
         if feature_extractor is not None and not callable(feature_extractor):
             raise TypeError(
                 "`feature_extractor` must be None or a callable image -> (H, W, C) features. "
                 f"Received: feature_extractor={feature_extractor!r}"
             )
-        _check_positive_int("n_segments", n_segments)
-        _check_positive("compactness", compactness)
-        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or sigma < 0:
-            raise ValueError(f"`sigma` must be a number >= 0. Received: sigma={sigma!r}")
-        _check_positive("C", C)
-        if (
-            isinstance(iterations, bool)
-            or not isinstance(iterations, (int, np.integer))
-            or iterations < 0
-        ):
-            raise ValueError(
-                f"`iterations` must be an integer >= 0. Received: iterations={iterations!r}"
-            )
-        _check_positive_int("svm_epochs", svm_epochs)
-        if not 0.0 <= box_fraction <= 1.0:
-            raise ValueError(
-                f"`box_fraction` must be in [0, 1]. Received: box_fraction={box_fraction!r}"
-            )
+        validate_positive_int(n_segments, "n_segments")
+        validate_positive_number(compactness, "compactness")
+        validate_non_negative_number(sigma, "sigma")
+        validate_positive_number(C, "C")
+        validate_non_negative_int(iterations, "iterations")
+        validate_positive_int(svm_epochs, "svm_epochs")
+        validate_fraction(box_fraction, "box_fraction")
         if not 0 <= background_class < num_classes:
             raise ValueError(
                 f"`background_class` must be in 0..{num_classes - 1}. "
@@ -523,7 +250,7 @@ class UnifiedWeakSegmenter:
     # Superpixels and features.
 
     def _superpixels(self, image):
-        image = _validate_image(image)
+        image = validate_rgb_image(image)
         segments = slic_superpixels(
             image, n_segments=self.n_segments, compactness=self.compactness, sigma=self.sigma
         )
@@ -536,11 +263,7 @@ class UnifiedWeakSegmenter:
                     "`feature_extractor` must return (H, W, C) features at the image size. "
                     f"Received: shape {feature_map.shape} for image.shape={image.shape}"
                 )
-            num_segments = int(segments.max()) + 1
-            sums = np.zeros((num_segments, feature_map.shape[-1]))
-            np.add.at(sums, segments.ravel(), feature_map.reshape(-1, feature_map.shape[-1]))
-            sizes = np.bincount(segments.ravel(), minlength=num_segments)[:, None]
-            parts.append(sums / sizes)
+            parts.append(superpixel_means(segments, feature_map))
         return segments, np.concatenate(parts, axis=1)
 
     def _standardise(self, features):
@@ -564,7 +287,8 @@ class UnifiedWeakSegmenter:
             >>> import numpy as np
             >>> from kseg.weak.unified import UnifiedWeakSegmenter
             >>> segments = np.repeat(np.arange(4), 4).reshape(4, 4)
-            >>> allowed, needs = UnifiedWeakSegmenter(3).image_constraints(segments, {"tags": [0, 2]})
+            >>> segmenter = UnifiedWeakSegmenter(3)
+            >>> allowed, needs = segmenter.image_constraints(segments, {"tags": [0, 2]})
             >>> allowed[0].tolist(), [(c, n) for _, c, n in needs]
             ([True, False, True], [(0, 1), (2, 1)])
         """
@@ -573,7 +297,8 @@ class UnifiedWeakSegmenter:
         unknown = sorted(set(weak_label) - set(_WEAK_LABEL_KEYS))
         if unknown:
             raise ValueError(
-                f"Image {index}: unknown weak-label keys {unknown}; expected {list(_WEAK_LABEL_KEYS)}."
+                f"Image {index}: unknown weak-label keys {unknown}; "
+                f"expected {list(_WEAK_LABEL_KEYS)}."
             )
         if not any(key in weak_label for key in ("tags", "boxes", "partial")):
             raise ValueError(
@@ -648,8 +373,8 @@ class UnifiedWeakSegmenter:
             if conflict.any():
                 where = int(np.flatnonzero(conflict)[0])
                 raise ValueError(
-                    f"Image {index}: a partial label of class {int(fixed_class[where])} falls where "
-                    "the image's tags or boxes forbid that class."
+                    f"Image {index}: a partial label of class {int(fixed_class[where])} falls "
+                    "where the image's tags or boxes forbid that class."
                 )
             allowed[fixed] = False
             allowed[fixed, fixed_class] = True
@@ -665,11 +390,7 @@ class UnifiedWeakSegmenter:
     # Learning.
 
     def _prepare(self, images, weak_labels):
-        images = np.asarray(images)
-        if images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(
-                f"`images` must be (N, H, W, 3). Received: images.shape={images.shape}"
-            )
+        images = validate_image_batch(images)
         if len(weak_labels) != len(images):
             raise ValueError(
                 "`weak_labels` needs one dict per image. "
@@ -683,7 +404,7 @@ class UnifiedWeakSegmenter:
         return prepared
 
     def _class_weights(self, positive):
-        """Per (sample, class) hinge multipliers giving each class's positives and negatives equal say."""
+        """Per (sample, class) hinge weights giving a class's positives and negatives equal say."""
         if not self.balanced:
             return None
         total = len(positive)
@@ -789,11 +510,7 @@ class UnifiedWeakSegmenter:
         Returns:
             uint8 array (N, H, W) of classes.
         """
-        images = np.asarray(images)
-        if images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(
-                f"`images` must be (N, H, W, 3). Received: images.shape={images.shape}"
-            )
+        images = validate_image_batch(images)
         maps = []
         for image in images:
             segments, scores = self.decision_function(image)

@@ -1,7 +1,5 @@
-"""Unified weak supervision (Xu, Schwing and Urtasun 2015): constrained assignment on random scores,
-the SVM against scipy, learning from tags and from boxes on synthetic images, and bad input."""
-
-import itertools
+"""Unified weak supervision (Xu, Schwing and Urtasun 2015): the constraints of tags, boxes and
+partial labels, learning from tags and from boxes on synthetic images, and bad input."""
 
 import numpy as np
 import pytest
@@ -10,32 +8,14 @@ pytest.importorskip("skimage", reason="superpixels need scikit-image (the `weak`
 
 from kseg.data.shapes import shapes_arrays
 from kseg.weak.labels import boxes_from_mask, scribbles_from_mask, tags_from_mask
-from kseg.weak.unified import (
-    BackboneFeatures,
-    UnifiedWeakSegmenter,
-    constrained_assignment,
-    hinge_assignment_costs,
-    one_vs_rest_svm,
-    svm_objective,
-)
+from kseg.weak.unified import UnifiedWeakSegmenter
+from kseg.weak.unified_assignment import constrained_assignment
 
 NUM_CLASSES = 5
+
+
 # 8x8 blocks of a 64x64 image: superpixel id = 8 * block_row + block_col.
 GRID = (np.arange(64)[:, None] // 8) * 8 + np.arange(64)[None, :] // 8
-
-
-def _full_hinge(scores, label):
-    """One-vs-rest hinge loss of one superpixel labelled `label`, straight from the definition."""
-    targets = np.where(np.arange(len(scores)) == label, 1.0, -1.0)
-    return np.maximum(0.0, 1.0 - targets * scores).sum()
-
-
-def test_assignment_costs_differ_like_the_full_hinge_loss():
-    rng = np.random.default_rng(0)
-    scores = rng.normal(scale=2.0, size=(20, 4))
-    costs = hinge_assignment_costs(scores)
-    full = np.array([[_full_hinge(row, c) for c in range(4)] for row in scores])
-    np.testing.assert_allclose(costs - costs[:, :1], full - full[:, :1], atol=1e-12)
 
 
 def _assign(segmenter, weak_label, seed):
@@ -83,59 +63,6 @@ def test_partial_labels_fix_their_superpixels_under_tags(seed):
     assert labels[[0, 1, 2]].tolist() == [1, 1, 1]
     assert labels[63] == 3 and labels[18] == 0
     assert set(labels.tolist()) == {0, 1, 3, 4}
-
-
-def test_single_requirement_repair_matches_exhaustive_search():
-    rng = np.random.default_rng(1)
-    allowed = np.zeros((8, 3), bool)
-    allowed[:, [0, 2]] = True
-    requirement = (np.arange(1, 7), 2, 4)
-    for _ in range(20):
-        scores = rng.normal(size=(8, 3))
-        costs = hinge_assignment_costs(scores)
-        best = min(
-            sum(costs[p, c] for p, c in enumerate(labelling))
-            for labelling in itertools.product([0, 2], repeat=8)
-            if sum(labelling[p] == 2 for p in requirement[0]) >= 4
-        )
-        labels = constrained_assignment(scores, allowed, [requirement])
-        assert costs[np.arange(8), labels].sum() == pytest.approx(best)
-
-
-def test_svm_matches_scipy_on_a_separable_problem():
-    scipy_optimize = pytest.importorskip("scipy.optimize")
-    rng = np.random.default_rng(0)
-    centres = np.array([[0.0, 3.0], [3.0, -2.0], [-3.0, -2.0]])
-    labels = np.repeat(np.arange(3), 5)
-    features = centres[labels] + rng.normal(scale=0.4, size=(15, 2))
-    C = 10.0
-    W, b = one_vs_rest_svm(features, labels, 3, C=C, epochs=200)
-    ours = svm_objective(features, labels, 3, W, b, C=C)
-
-    reference = 0.0
-    augmented = np.concatenate([features, np.ones((15, 1))], axis=1)
-    for class_id in range(3):
-        targets = np.where(labels == class_id, 1.0, -1.0)
-
-        # Primal with slacks: v = (w, b), xi >= 0, t (v . x) >= 1 - xi.
-        def objective(z):
-            return 0.5 * z[:3] @ z[:3] + C * z[3:].sum()
-
-        constraints = [
-            {"type": "ineq", "fun": lambda z, t=targets: t * (augmented @ z[:3]) - 1 + z[3:]},
-            {"type": "ineq", "fun": lambda z: z[3:]},
-        ]
-        result = scipy_optimize.minimize(
-            objective,
-            np.zeros(18),
-            constraints=constraints,
-            method="SLSQP",
-            options={"maxiter": 500, "ftol": 1e-10},
-        )
-        assert result.success, result.message
-        reference += result.fun
-    assert ours <= reference + 1e-4
-    assert (np.argmax(features @ W + b, axis=1) == labels).all()
 
 
 COLOURS = np.array([[0, 0, 0], [220, 40, 40], [40, 200, 60], [40, 80, 230], [240, 220, 30]], float)
@@ -225,17 +152,6 @@ def test_learns_from_a_mix_of_scribbles_tags_and_boxes(shapes):
     for labels, label in zip(segmenter.training_labels_[::3], weak[::3]):
         scribbled = label["partial"] != 255
         np.testing.assert_array_equal(labels[scribbled], label["partial"][scribbled])
-
-
-def test_backbone_features_join_the_histograms():
-    images = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
-    extract = BackboneFeatures("tiny", levels=("P2",))
-    channels = extract(images[0]).shape[-1]
-    weak = [{"tags": np.array([0, 1])}] * 3
-    segmenter = UnifiedWeakSegmenter(2, feature_extractor=extract, n_segments=12, iterations=1)
-    segmenter.fit(images, weak)
-    assert segmenter.weights_.shape == (3 * 25 + 2 * 10 + channels, 2)
-    assert segmenter.predict(images).shape == (3, 32, 32)
 
 
 def test_bad_input_is_named():
