@@ -9,13 +9,14 @@ Usage:
 """
 
 import argparse
-import json
 import os
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf
+
+import results_io
 
 
 def seconds_per_call(function, *args, repeats=10):
@@ -28,7 +29,7 @@ def seconds_per_call(function, *args, repeats=10):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="benchmarks/results/bf16_kernels.json")
+    parser.add_argument("--out", default=results_io.result_path("bf16_kernels"))
     args = parser.parse_args()
 
     conv = tf.function(lambda x, w: tf.nn.conv2d(x, w, 1, "SAME"))
@@ -38,7 +39,7 @@ def main():
     matrix = tf.random.normal((2048, 2048))
     conv_flops = 2 * 4 * 64 * 64 * 256 * 256 * 9
     matmul_flops = 2 * 2048**3
-    report = {}
+    report = {"machine": results_io.machine_facts()}
     for dtype in (tf.float32, tf.bfloat16):
         conv_s = seconds_per_call(conv, tf.cast(images, dtype), tf.cast(kernel, dtype))
         matmul_s = seconds_per_call(matmul, tf.cast(matrix, dtype), tf.cast(matrix, dtype))
@@ -54,9 +55,7 @@ def main():
         ratio = report["bfloat16"][key] / report["float32"][key]
         report[f"bf16/fp32 {key}"] = ratio
         print(f"bf16/fp32 {key}: {ratio:.2f}x")
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as handle:
-        json.dump(report, handle, indent=2)
+    print(f"wrote {results_io.write_result(args.out, report)}")
 
 
 if __name__ == "__main__":

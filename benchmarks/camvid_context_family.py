@@ -1,4 +1,4 @@
-"""The context family on CamVid under one recipe: mIoU plain, with the dense CRF, and multi-scale + flip.
+"""The context family on CamVid, one recipe: mIoU plain, with the dense CRF, multi-scale + flip.
 
 Every architecture gets the same backbone, data, schedule and budget, so the table compares the
 context modules and decoders rather than backbones: MobileNetV2 (alpha 0.35) initialised from
@@ -15,17 +15,20 @@ Each trained model is scored on val (11 classes, void ignored) three ways:
 Results are written after every model, and models already in the output file are skipped, so an
 interrupted run continues where it stopped.
 
+`--camvid` (the CamVid root) and `--weights-dir` default to the environment variables
+`KSEG_CAMVID` and `KSEG_WEIGHTS_DIR`; without flag or variable the script stops.
+
 Usage:
     python benchmarks/camvid_context_family.py --camvid ../shared/data/camvid \
         --weights-dir ../shared/weights [--epochs 6] [--models pspnet,deeplabv3]
 """
 
 import argparse
-import json
 import os
-import shutil
-import tempfile
 import time
+
+import results_io
+from locations import location_argument, private_keras_home
 
 # Cheapest first, so that a shortened run still fills most of the table.
 MODELS = (
@@ -57,16 +60,6 @@ TRAINING_OPTIONS = {"refinenet": {"warmup_steps": 45}}
 
 SIZE = (192, 256)
 MS_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
-
-
-def private_keras_home(weights_dir):
-    """A Keras cache holding the ImageNet files of `weights_dir`, so nothing is downloaded."""
-    keras_home = tempfile.mkdtemp(prefix="kseg-keras-home-")
-    os.makedirs(os.path.join(keras_home, "models"))
-    for name in os.listdir(weights_dir):
-        if name.endswith(".h5"):
-            shutil.copy(os.path.join(weights_dir, name), os.path.join(keras_home, "models"))
-    return keras_home
 
 
 def confusion_from_labels(predicted, masks, num_classes, ignore_label=255):
@@ -197,14 +190,16 @@ def train_and_score(name, args, train, val_pairs, info):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--camvid", default="../shared/data/camvid")
-    parser.add_argument("--weights-dir", default="../shared/weights")
+    location_argument(parser, "--camvid", "KSEG_CAMVID", "CamVid root")
+    location_argument(
+        parser, "--weights-dir", "KSEG_WEIGHTS_DIR", "folder holding keras.applications' .h5 files"
+    )
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated names")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--val-images", type=int, default=None, help="score only the first N")
-    parser.add_argument("--out", default="benchmarks/results/camvid_context_family.json")
+    parser.add_argument("--out", default=results_io.result_path("camvid_context_family"))
     parser.add_argument(
         "--rescore", action="store_true", help="score the saved models again (no training)"
     )
@@ -241,10 +236,11 @@ def main():
     if args.val_images:
         val_pairs = val_pairs.take(args.val_images)
 
-    report = {"config": vars(args) | {"size": SIZE, "ms_scales": MS_SCALES}, "results": {}}
-    if os.path.exists(args.out):
-        with open(args.out) as handle:
-            report["results"] = json.load(handle).get("results", {})
+    report = {
+        "config": vars(args) | {"size": SIZE, "ms_scales": MS_SCALES},
+        "machine": results_io.machine_facts(),
+        "results": results_io.read_result(args.out).get("results", {}),
+    }
     for name in names:
         if name in report["results"] and args.rescore:
             previous = report["results"][name]
@@ -260,12 +256,11 @@ def main():
         row = report["results"][name]
         print(
             f"{name}: plain {row['plain']['mean_iou']:.4f}  crf {row['crf']['mean_iou']:.4f}  "
-            f"ms+flip {row['ms_flip']['mean_iou']:.4f}  ({row.get('train_seconds', 0):.0f} s training)",
+            f"ms+flip {row['ms_flip']['mean_iou']:.4f}  "
+            f"({row.get('train_seconds', 0):.0f} s training)",
             flush=True,
         )
-        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-        with open(args.out, "w") as handle:
-            json.dump(report, handle, indent=2)
+        results_io.write_result(args.out, report)
     print(f"wrote {args.out}")
 
 

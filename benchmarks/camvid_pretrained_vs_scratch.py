@@ -9,37 +9,38 @@ void ignored.
 The ImageNet weights are keras.applications' own file; `--weights-dir` points at a folder that
 holds it (copied into a private Keras cache), so the run works without a network.
 
+`--camvid` (the CamVid root) and `--weights-dir` default to the environment variables
+`KSEG_CAMVID` and `KSEG_WEIGHTS_DIR`; without flag or variable the script stops.
+
 Usage:
     python benchmarks/camvid_pretrained_vs_scratch.py --camvid ../shared/data/camvid \
         --weights-dir ../shared/weights [--epochs 12] [--out benchmarks/results/camvid.json]
 """
 
 import argparse
-import json
 import os
-import shutil
-import tempfile
 import time
+
+import results_io
+from locations import location_argument, private_keras_home
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--camvid", default="../shared/data/camvid")
-    parser.add_argument("--weights-dir", default="../shared/weights")
+    location_argument(parser, "--camvid", "KSEG_CAMVID", "CamVid root")
+    location_argument(
+        parser, "--weights-dir", "KSEG_WEIGHTS_DIR", "folder holding keras.applications' .h5 files"
+    )
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--num-filters", type=int, default=256)
     parser.add_argument("--only", choices=("imagenet", "scratch"))
-    parser.add_argument("--out", default="benchmarks/results/camvid_pretrained_vs_scratch.json")
+    parser.add_argument("--out", default=results_io.result_path("camvid_pretrained_vs_scratch"))
     args = parser.parse_args()
+    machine = results_io.machine_facts()
 
-    keras_home = tempfile.mkdtemp(prefix="kseg-keras-home-")
-    os.makedirs(os.path.join(keras_home, "models"))
-    for name in os.listdir(args.weights_dir):
-        if name.endswith(".h5"):
-            shutil.copy(os.path.join(args.weights_dir, name), os.path.join(keras_home, "models"))
-    os.environ["KERAS_HOME"] = keras_home
+    os.environ["KERAS_HOME"] = private_keras_home(args.weights_dir)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     import keras
@@ -112,11 +113,8 @@ def main():
         }
         print(f"{init}: val mIoU {scores['mean_iou']:.4f} after {seconds:.0f} s", flush=True)
 
-    report = {"config": vars(args) | {"size": size}, "results": results}
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as handle:
-        json.dump(report, handle, indent=2)
-    print(f"wrote {args.out}")
+    report = {"config": vars(args) | {"size": size}, "machine": machine, "results": results}
+    print(f"wrote {results_io.write_result(args.out, report)}")
 
 
 if __name__ == "__main__":

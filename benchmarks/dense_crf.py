@@ -16,15 +16,18 @@ iterations, the configuration of the shared reference timing in /work/shared/ref
 The 2048x2048 check runs each side alone in a fresh subprocess (same image resized, DeepLab
 settings) and reports its peak resident set size (`resource.getrusage`).
 
+`--camvid` (the CamVid root; one val image is read) and `--pydensecrf-python` (the interpreter
+of a virtual environment with pydensecrf2 and numpy) default to the environment variables
+`KSEG_CAMVID` and `KSEG_PYDENSECRF_PYTHON`; without flag or variable the script stops.
+
 Usage:
-    python benchmarks/dense_crf.py [--repeats 5] [--pydensecrf-python /work/envs/crf/bin/python]
-        [--camvid ../shared/data/camvid] [--out benchmarks/results/dense_crf.json]
+    python benchmarks/dense_crf.py [--repeats 5] [--pydensecrf-python ENV/bin/python]
+        [--camvid CAMVID] [--out benchmarks/results/dense_crf.json]
 """
 
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -35,6 +38,9 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
+
+import results_io
+from locations import location_argument, require_locations
 
 LABELS = 21
 SETTINGS = {
@@ -159,11 +165,7 @@ def memory_worker(args):
 def main(args):
     image, probabilities, name = make_inputs(args.camvid, 512)
     results = {
-        "machine": {
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "load_average_start": os.getloadavg(),
-        },
+        "machine": results_io.machine_facts(),
         "input": {"image": name, "size": [512, 512], "labels": LABELS},
         "settings": {key: {"iterations": it, **s} for key, (s, it) in SETTINGS.items()},
     }
@@ -251,21 +253,21 @@ def main(args):
     results["memory_2048"]["label_histogram_overlap"] = float(
         np.minimum(kseg_hist, reference_hist).sum() / reference_hist.sum()
     )
-    results["machine"]["load_average_end"] = os.getloadavg()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
-    print("wrote", args.out)
+    print("wrote", results_io.write_result(args.out, results))
 
 
 if __name__ == "__main__":
-    here = Path(__file__).resolve()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--pydensecrf-python", default="/work/envs/crf/bin/python")
-    parser.add_argument(
-        "--camvid", default=str(here.parents[1] / ".." / "shared" / "data" / "camvid")
+    pydensecrf_python = location_argument(
+        parser,
+        "--pydensecrf-python",
+        "KSEG_PYDENSECRF_PYTHON",
+        "Python of a virtual environment with pydensecrf2",
+        required=False,
     )
-    parser.add_argument("--out", default=str(here.parent / "results" / "dense_crf.json"))
+    camvid = location_argument(parser, "--camvid", "KSEG_CAMVID", "CamVid root", required=False)
+    parser.add_argument("--out", default=results_io.result_path("dense_crf"))
     parser.add_argument(
         "--skip-memory",
         action="store_true",
@@ -283,4 +285,5 @@ if __name__ == "__main__":
     elif arguments.memory_worker:
         memory_worker(arguments)
     else:
+        require_locations(parser, arguments, pydensecrf_python, camvid)
         main(arguments)

@@ -26,6 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import tensorflow as tf
 
+import results_io
 from kseg import export
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "export"))
@@ -119,23 +120,22 @@ def measure(name, folder, images, representative):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", default=MODELS)
-    parser.add_argument("--out", default="benchmarks/results/export_parity.json")
+    parser.add_argument("--out", default=results_io.result_path("export_parity"))
     args = parser.parse_args()
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, (2, *IMAGE_SIZE, 3)).astype("uint8")
     representative = [rng.integers(0, 256, (1, *IMAGE_SIZE, 3)).astype("uint8") for _ in range(8)]
-    out = Path(args.out)
     # Runs over a subset of the models update the stored table instead of replacing it.
-    results = json.loads(out.read_text()) if out.is_file() else {}
+    results = results_io.read_result(args.out)
+    results["machine"] = results_io.machine_facts()
+    results.pop("command", None)
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
             folder = Path(tmp) / name
             folder.mkdir()
             results[name] = measure(name, folder, images, lambda: iter(representative))
             print(name, json.dumps(results[name]), flush=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    print(f"wrote {results_io.write_result(args.out, results)}")
 
 
 if __name__ == "__main__":

@@ -39,8 +39,8 @@ Measured per batch size (default 1):
   by the traced wall time and by the summed duration of all ops. Ops on the two inter-op threads
   run side by side and share the intra-op threads, so their durations overlap and stretch; this
   is a cross-check only, the direct timing above is the figure reported.
-- torchvision: the same feature maps and boxes go to a subprocess running
-  `/work/envs/torch/bin/python` (torch / torchvision CPU) with the same intra-op thread count.
+- torchvision: the same feature maps and boxes go to a subprocess running `--torch-python`
+  (torch / torchvision CPU) with the same intra-op thread count.
   `per_level`: the recipe of `torchvision.ops.poolers` (one `roi_align(aligned=True,
   sampling_ratio=2)` per level on the boxes kseg assigns to it, rows scattered back in box order),
   i.e. the same work as kseg's layer. `multiscale`: the stock `torchvision.ops.MultiScaleRoIAlign`
@@ -51,18 +51,21 @@ Measured per batch size (default 1):
 `benchmarks/roi_align.py` times the layers alone on synthetic boxes; its torch worker only runs
 single-image forward passes, so this script has its own worker with batch indices and backward.
 
+`--torch-python` (the interpreter of a virtual environment with CPU torch and torchvision)
+defaults to the environment variable `KSEG_TORCH_PYTHON`; without flag or variable the script
+stops.
+
 Usage (the committed result):
     python benchmarks/mask_rcnn_timing.py --batch-sizes 1 2 [--repeats 7] [--threads 2]
 Quick check of the script (a few minutes):
     python benchmarks/mask_rcnn_timing.py --backbone tiny --image-size 128 --repeats 2 \\
-        --out /tmp/mask_rcnn_timing_tiny.json
+        --out mask_rcnn_timing_tiny.json
 """
 
 import argparse
 import glob
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -73,6 +76,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
+import results_io
+from locations import location_argument, require_locations
+
 LEVELS = (2, 3, 4, 5)
 MASK_SIZE = 28
 COMPARED_ROWS = 64
@@ -82,10 +88,6 @@ KERNEL_TYPES = ("CropAndResize", "CropAndResizeGradImage", "AvgPool", "AvgPoolGr
 
 def median(values):
     return float(np.median(values))
-
-
-def load_average():
-    return [round(v, 2) for v in os.getloadavg()]
 
 
 # ----------------------------------------------------------------------------- torch side
@@ -474,7 +476,7 @@ def measure(args, batch_size, folder):
         ],
         "parameters": model.count_params(),
         "model_config": {k: v for k, v in model.get_config().items() if k != "name"},
-        "load_average_start": load_average(),
+        "load_average_start": results_io.load_average(),
     }
     print(f"batch {batch_size}: training steps", flush=True)
     last_logs = {}
@@ -522,7 +524,7 @@ def measure(args, batch_size, folder):
         "median_s": median(seconds),
         "median_per_image_s": median(seconds) / batch_size,
     }
-    result["load_average_after_model"] = load_average()
+    result["load_average_after_model"] = results_io.load_average()
 
     print(f"batch {batch_size}: RoIAlign on the captured features and boxes", flush=True)
     captured = capture_roi_inputs(model, images, targets)
@@ -582,7 +584,7 @@ def measure(args, batch_size, folder):
         for case in torch_cases.values():
             torch_process.time(case)
     for _ in range(args.repeats):
-        for name, mode, kseg_call, torch_cases in cases:
+        for name, _mode, kseg_call, torch_cases in cases:
             start = time.perf_counter()
             kseg_call()
             timings[name]["kseg"].append(time.perf_counter() - start)
@@ -641,7 +643,7 @@ def measure(args, batch_size, folder):
         # The trace is a cross-check; a profiler failure must not lose the measured run.
         except (ImportError, OSError, RuntimeError, ValueError, tf.errors.OpError) as error:
             result["profiler"] = {"error": f"{type(error).__name__}: {error}"}
-    result["load_average_end"] = load_average()
+    result["load_average_end"] = results_io.load_average()
     return result
 
 
@@ -651,7 +653,8 @@ def print_table(results):
         batch = run["batch_size"]
         fractions = run["fractions"]
         print(
-            f"batch {batch}, {run['image_shape'][0]}x{run['image_shape'][1]}, {results['config']['backbone']}"
+            f"batch {batch}, {run['image_shape'][0]}x{run['image_shape'][1]}, "
+            f"{results['config']['backbone']}"
         )
         print(f"  train step            {run['train_step']['median_s'] * 1e3:10.1f} ms")
         print(
@@ -706,17 +709,10 @@ def main(args):
     import keras
 
     results = {
-        "machine": {
-            "python": platform.python_version(),
-            "tensorflow": tf.__version__,
-            "keras": keras.__version__,
-            "numpy": np.__version__,
-            "cpus": os.cpu_count(),
-            "tensorflow_intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
-            "tensorflow_inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
-            "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "load_average_start": load_average(),
-        },
+        "machine": results_io.machine_facts(
+            tensorflow_intra_op_threads=tf.config.threading.get_intra_op_parallelism_threads(),
+            tensorflow_inter_op_threads=tf.config.threading.get_inter_op_parallelism_threads(),
+        ),
         "config": {
             "backbone": args.backbone,
             "num_classes": 81,
@@ -731,21 +727,17 @@ def main(args):
         },
         "runs": [],
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as folder:
         for batch_size in args.batch_sizes:
             results["runs"].append(measure(args, batch_size, folder))
             keras.backend.clear_session()
             # Written after every batch size, so a later, longer one cannot lose the earlier.
-            results["machine"]["load_average_end"] = load_average()
-            results["machine"]["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+            results_io.write_result(args.out, results)
     print_table(results)
     print("wrote", args.out)
 
 
 if __name__ == "__main__":
-    here = Path(__file__).resolve()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="resnet50")
     parser.add_argument("--image-size", type=int, default=512)
@@ -754,8 +746,14 @@ if __name__ == "__main__":
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--profile-steps", type=int, default=2)
-    parser.add_argument("--torch-python", default="/work/envs/torch/bin/python")
-    parser.add_argument("--out", default=str(here.parent / "results" / "mask_rcnn_timing.json"))
+    torch_python = location_argument(
+        parser,
+        "--torch-python",
+        "KSEG_TORCH_PYTHON",
+        "Python of a virtual environment with torch and torchvision",
+        required=False,
+    )
+    parser.add_argument("--out", default=results_io.result_path("mask_rcnn_timing"))
     parser.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--inputs", help=argparse.SUPPRESS)
     parser.add_argument("--outputs", help=argparse.SUPPRESS)
@@ -763,4 +761,5 @@ if __name__ == "__main__":
     if arguments.torch_worker:
         torch_worker(arguments)
     else:
+        require_locations(parser, arguments, torch_python)
         main(arguments)

@@ -20,14 +20,14 @@ import argparse
 import gc
 import json
 import os
-import platform
 import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
+
+import results_io
 
 GROWTH_TARGET = 0.05
 
@@ -46,11 +46,9 @@ def main(argv=None):
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--samples", type=int, default=10, help="RSS samples per phase")
-    parser.add_argument(
-        "--out",
-        default=str(Path(__file__).resolve().parent / "results" / "memory_growth.json"),
-    )
+    parser.add_argument("--out", default=results_io.result_path("memory_growth"))
     args = parser.parse_args(argv)
+    machine = results_io.machine_facts()
 
     import keras
     import tensorflow as tf
@@ -115,17 +113,9 @@ def main(argv=None):
         "predict_seconds": round(predict_seconds, 1),
         "trace": trace,
         "measured_after": "warm-up of 5 training steps and 20 predictions",
-        "environment": {
-            "python": sys.version.split()[0],
-            "tensorflow": tf.__version__,
-            "keras": keras.__version__,
-            "machine": platform.machine(),
-            "cpus": os.cpu_count(),
-        },
-        "command": "python benchmarks/memory_growth.py",
+        "machine": machine,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    results_io.write_result(args.out, result)
     print(json.dumps({k: v for k, v in result.items() if k != "trace"}, indent=2))
     return 0 if result["within_target"] else 1
 

@@ -5,7 +5,7 @@ labelling every pixel by classifying the patch around it recomputes the overlapp
 features once per pixel, while the convolutionalized classifier shares them and is then upsampled.
 Both sides here use one `kseg.models.fcn_alexnet.AlexNetClassifier` (227x227 patches, the paper's
 geometry, narrowed widths so the patch side finishes in minutes on a CPU): the patch side through
-`kseg.models.patch_classifier.patch_scores`, the FCN side through `kseg.models.FCNAlexNet` built
+`kseg.inference.patch_scores`, the FCN side through `kseg.models.FCNAlexNet` built
 on the same classifier object's weights (loaded from one weights file).
 
 The patch side classifies a subset of the image's pixels (`--pixels`, in batches of
@@ -22,7 +22,6 @@ Usage:
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -32,6 +31,8 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
+
+import results_io
 
 NUM_CLASSES = 21
 CONV_FILTERS = (24, 64, 96, 96, 64)
@@ -51,8 +52,8 @@ def build_classifier():
 
 def worker(args):
 
+    from kseg.inference import patch_scores
     from kseg.models.fcn_alexnet import FCNAlexNet
-    from kseg.models.patch_classifier import patch_scores
 
     classifier = build_classifier()
     classifier.load_weights(args.weights)
@@ -100,9 +101,7 @@ def main():
     parser.add_argument("--pixels", type=int, default=2048, help="pixels the patch side classifies")
     parser.add_argument("--batch-size", type=int, default=128, help="patches per classifier call")
     parser.add_argument("--repeats", type=int, default=5, help="timed FCN runs (median reported)")
-    parser.add_argument(
-        "--out", default=os.path.join(os.path.dirname(__file__), "results", "patch_vs_fcn.json")
-    )
+    parser.add_argument("--out", default=results_io.result_path("patch_vs_fcn"))
     parser.add_argument("--worker", choices=["patch", "fcn"], help=argparse.SUPPRESS)
     parser.add_argument("--weights", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -111,6 +110,7 @@ def main():
     if not 0 < args.pixels <= args.size * args.size:
         parser.error(f"--pixels must be in 1..{args.size * args.size}. Received: {args.pixels}")
 
+    machine = results_io.machine_facts()
     import keras
 
     keras.utils.set_random_seed(0)
@@ -143,18 +143,17 @@ def main():
         / sides["fcn"]["seconds_per_image"],
         "peak_memory_ratio_patch_over_fcn": sides["patch"]["peak_increment_mib"]
         / sides["fcn"]["peak_increment_mib"],
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-        "note": "patch time extrapolated linearly from the measured pixels; memory = peak RSS over the post-build baseline, one subprocess per side",
+        "machine": machine,
+        "note": "patch time extrapolated linearly from the measured pixels; memory = peak RSS "
+        "over the post-build baseline, one subprocess per side",
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as handle:
-        json.dump(report, handle, indent=2)
+    written = results_io.write_result(args.out, report)
+    parameters = report["classifier"]["parameters"]
+    print(f"image {args.size}x{args.size}, classifier {parameters:,} parameters")
+    patch = sides["patch"]
     print(
-        f"image {args.size}x{args.size}, classifier {report['classifier']['parameters']:,} parameters"
-    )
-    print(
-        f"patch: {sides['patch']['seconds_per_image']:.1f} s/image (from {args.pixels} pixels in "
-        f"{sides['patch']['measured_seconds']:.1f} s), peak +{sides['patch']['peak_increment_mib']:.0f} MiB"
+        f"patch: {patch['seconds_per_image']:.1f} s/image (from {args.pixels} pixels in "
+        f"{patch['measured_seconds']:.1f} s), peak +{patch['peak_increment_mib']:.0f} MiB"
     )
     print(
         f"fcn:   {sides['fcn']['seconds_per_image'] * 1000:.1f} ms/image, "
@@ -164,7 +163,7 @@ def main():
         f"ratios patch/fcn: time {report['time_ratio_patch_over_fcn']:.0f}x, "
         f"peak memory {report['peak_memory_ratio_patch_over_fcn']:.2f}x"
     )
-    print(f"wrote {args.out}")
+    print(f"wrote {written}")
 
 
 if __name__ == "__main__":

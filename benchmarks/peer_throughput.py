@@ -51,8 +51,9 @@ The pairs, and why:
   with its default `downsample_factor=8` it cuts the ResNet after its stride-8
   stage instead of dilating the later stages, so it has a twelfth of the
   parameters and of the work (2.4 against 29.2 GFLOPs at 144x144); the ratio
-  is reported with both counts and is not an implementation comparison. Inputs are rounded up to a multiple of 48 (sm's
-  pooling needs 6 x 8). keras-segmentation's `pspnet_50` (the ported Caffe
+  is reported with both counts and is not an implementation comparison. Inputs
+  are rounded up to a multiple of 48 (sm's pooling needs 6 x 8).
+  keras-segmentation's `pspnet_50` (the ported Caffe
   dilated network, 46.8M parameters, 323 GFLOPs at 473x473) only accepts
   473x473 or 713x713 inputs: it is the architecture-matched pair `pspnet_473`
   (kseg without its training-only auxiliary head: 46.7M, 311 GFLOPs), run by
@@ -67,17 +68,26 @@ The pairs, and why:
 Adding a case is a few lines: a builder in `benchmarks/peers/kseg_models.py`,
 one in the peer's module, and an entry in `CASES` below.
 
-Peer venvs (Python 3.11, outside the repo; none is a kseg dependency):
-    python3 -m venv /work/envs/sm
-    /work/envs/sm/bin/pip install "tensorflow-cpu==2.21.*" "tf-keras==2.21.*" segmentation-models==1.0.1
-    /work/envs/sm/bin/pip install --no-deps keras-unet-collection==0.1.13 keras-segmentation==0.3.0
-    /work/envs/sm/bin/pip install tqdm opencv-python-headless
-    python3 -m venv /work/envs/khub
-    /work/envs/khub/bin/pip install "tensorflow-cpu==2.21.*" keras==3.15.1 keras-hub==0.32.0
+Peer venvs (Python 3.11, outside the repo, anywhere; none is a kseg dependency). The
+Keras 2 peers share one; the script finds the interpreters through `--<peer>-python` or the
+environment variables below:
+    python3 -m venv ~/envs/sm
+    ~/envs/sm/bin/pip install "tensorflow-cpu==2.21.*" "tf-keras==2.21.*" \\
+        segmentation-models==1.0.1
+    ~/envs/sm/bin/pip install --no-deps keras-unet-collection==0.1.13 keras-segmentation==0.3.0
+    ~/envs/sm/bin/pip install tqdm opencv-python-headless
+    python3 -m venv ~/envs/khub
+    ~/envs/khub/bin/pip install "tensorflow-cpu==2.21.*" keras==3.15.1 keras-hub==0.32.0
+    export KSEG_KERAS2_PEERS_PYTHON=~/envs/sm/bin/python
+    export KSEG_KERAS_HUB_PYTHON=~/envs/khub/bin/python
 
 Run (from the repo root, in kseg's venv):
     python benchmarks/peer_throughput.py                      # all cases, 128x128, batch 2
-    python benchmarks/peer_throughput.py --cases unet fcn8s --size 256 --batch 4 --steps 2 --rounds 6
+    python benchmarks/peer_throughput.py --cases unet fcn8s --size 256 --batch 4 --steps 2 \\
+        --rounds 6
+
+Worker logs (each side's stderr) go to `--log-dir`, by default a new temporary folder that the
+script names.
 """
 
 import argparse
@@ -86,20 +96,25 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+import results_io
+from locations import location_argument, require_locations
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "peers" / "worker.py"
 KERAS2_ENV = {"TF_USE_LEGACY_KERAS": "1", "SM_FRAMEWORK": "tf.keras"}
 
-# Each peer: the module in benchmarks/peers that builds its models, the interpreter
-# (overridable by --<peer>-python) and extra environment.
+# Each peer: the module in benchmarks/peers that builds its models, the environment variable
+# naming its interpreter (overridden by --<peer>-python) and extra environment.
+KERAS2_PYTHON = "KSEG_KERAS2_PEERS_PYTHON"
 PEERS = {
-    "segmentation_models": ("segmentation_models_peer", "/work/envs/sm/bin/python", KERAS2_ENV),
-    "keras_unet_collection": ("keras_unet_collection_peer", "/work/envs/sm/bin/python", KERAS2_ENV),
-    "keras_segmentation": ("keras_segmentation_peer", "/work/envs/sm/bin/python", KERAS2_ENV),
-    "keras_hub": ("keras_hub_peer", "/work/envs/khub/bin/python", {}),
+    "segmentation_models": ("segmentation_models_peer", KERAS2_PYTHON, KERAS2_ENV),
+    "keras_unet_collection": ("keras_unet_collection_peer", KERAS2_PYTHON, KERAS2_ENV),
+    "keras_segmentation": ("keras_segmentation_peer", KERAS2_PYTHON, KERAS2_ENV),
+    "keras_hub": ("keras_hub_peer", "KSEG_KERAS_HUB_PYTHON", {}),
 }
 
 # case -> (peer, input size multiple both sides accept, or the one size the peer accepts)
@@ -174,8 +189,8 @@ def _summary(blocks, batch):
 
 def run_case(case, args):
     peer_name, multiple = CASES[case]
-    module, python, env = PEERS[peer_name]
-    python = getattr(args, f"{peer_name}_python") or python
+    module, _, env = PEERS[peer_name]
+    python = getattr(args, f"{peer_name}_python")
     size = multiple["fixed"] if isinstance(multiple, dict) else -(-args.size // multiple) * multiple
     result = {"case": case, "peer": peer_name, "input_size": [size, size], "batch": args.batch}
     workers = {}
@@ -231,7 +246,8 @@ def run_case(case, args):
         f"{result['peer']['predict']['images_per_second']:.2f} img/s "
         f"(x{result['predict_ratio_kseg_over_peer']:.2f}); params "
         f"{result['kseg']['parameters']:,} vs {result['peer']['parameters']:,}; forward GFLOPs "
-        f"{result['kseg']['forward_gflops_per_image']} vs {result['peer']['forward_gflops_per_image']}",
+        f"{result['kseg']['forward_gflops_per_image']} vs "
+        f"{result['peer']['forward_gflops_per_image']}",
         flush=True,
     )
     return result
@@ -255,13 +271,37 @@ def main():
     parser.add_argument(
         "--rounds", type=int, default=8, help="alternating kseg/peer blocks per case"
     )
-    for peer_name in PEERS:
-        parser.add_argument(f"--{peer_name.replace('_', '-')}-python", dest=f"{peer_name}_python")
-    parser.add_argument("--output", default=str(HERE / "results" / "peer_throughput.json"))
-    parser.add_argument("--log-dir", default="/tmp", help="where worker stderr goes")
+    interpreters = {
+        peer_name: location_argument(
+            parser,
+            f"--{peer_name.replace('_', '-')}-python",
+            variable,
+            f"Python of the virtual environment with {peer_name}",
+            required=False,
+        )
+        for peer_name, (_, variable, _) in PEERS.items()
+    }
+    parser.add_argument("--output", default=results_io.result_path("peer_throughput"))
+    parser.add_argument(
+        "--log-dir", help="where worker stderr goes (default: a new temporary folder)"
+    )
     args = parser.parse_args()
+    require_locations(
+        parser, args, *dict.fromkeys(interpreters[CASES[case][0]] for case in args.cases)
+    )
+    if args.log_dir is None:
+        args.log_dir = tempfile.mkdtemp(prefix="peer_throughput_logs_")
+    print(f"worker logs in {args.log_dir}", flush=True)
 
-    command = " ".join([Path(sys.argv[0]).name] + sys.argv[1:])
+    command = results_io.command_line()
+    machine = results_io.machine_facts(
+        contention=(
+            "the CPU is shared with other work; both workers stay loaded and only one "
+            "runs at a time, in alternating blocks (kseg first in even rounds, the peer "
+            "first in odd ones), so contention hits both sides alike; each case records "
+            "the 1-minute load average seen around its blocks"
+        )
+    )
     settings = {
         "classes": args.classes,
         "warmup_steps": args.warmup,
@@ -276,10 +316,9 @@ def main():
         "data": "one synthetic batch, uniform [0, 255) images, uniform labels, seed 0",
         "weights": "random on both sides (no downloads)",
     }
-    output = Path(args.output)
     # Cases run by another command (e.g. the slow pspnet_473) stay in the file, each with
     # the command and settings that measured it.
-    report = json.loads(output.read_text()) if output.exists() else {}
+    report = results_io.read_result(args.output)
     cases = report.get("cases", {}) if isinstance(report.get("cases"), dict) else {}
     for case in args.cases:
         started = time.time()
@@ -289,22 +328,10 @@ def main():
             "command": command,
             "settings": settings,
             "wall_seconds": round(time.time() - started, 1),
-            "measured_at_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "measured_at_utc": results_io.utc_now(),
         }
-        report = {
-            "machine": {
-                "cpu_count": os.cpu_count(),
-                "contention": (
-                    "the CPU is shared with other work; both workers stay loaded and only one "
-                    "runs at a time, in alternating blocks (kseg first in even rounds, the peer "
-                    "first in odd ones), so contention hits both sides alike; each case records "
-                    "the 1-minute load average seen around its blocks"
-                ),
-            },
-            "cases": cases,
-        }
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(report, indent=2) + "\n")
+        report = {"machine": machine, "cases": cases, "command": command}
+        results_io.write_result(args.output, report)
     print(f"wrote {args.output}")
 
 

@@ -21,24 +21,29 @@ untimed warm-up call per side, then the median of `--repeats` timed calls. The J
 the largest difference between the two sides' outputs on the first 64 boxes of each case, and
 the load average before and after (other jobs may share the CPU).
 
+`--torch-python` (the interpreter of a virtual environment with CPU torch and torchvision)
+defaults to the environment variable `KSEG_TORCH_PYTHON`; without flag or variable the script
+stops.
+
 Usage:
     python benchmarks/roi_align.py [--repeats 7] [--threads 2]
-        [--torch-python /work/envs/torch/bin/python] [--out benchmarks/results/roi_align.json]
+        [--torch-python ENV/bin/python] [--out benchmarks/results/roi_align.json]
 """
 
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
+
+import results_io
+from locations import location_argument, require_locations
 
 IMAGE_SIZE = 512
 CHANNELS = 256
@@ -135,13 +140,7 @@ def main(args):
     pyramid, boxes = make_inputs()
     levels = np.asarray(assign_levels(boxes))
     results = {
-        "machine": {
-            "python": platform.python_version(),
-            "tensorflow": tf.__version__,
-            "cpus": os.cpu_count(),
-            "threads": args.threads,
-            "load_average_start": os.getloadavg(),
-        },
+        "machine": results_io.machine_facts(threads=args.threads),
         "input": {
             "image_size": IMAGE_SIZE,
             "channels": CHANNELS,
@@ -170,7 +169,10 @@ def main(args):
         inputs = os.path.join(folder, "inputs.npz")
         outputs_path = os.path.join(folder, "outputs.npz")
         np.savez(
-            inputs, boxes=boxes, levels=levels, **{f"p{l}": p for l, p in zip(LEVELS, pyramid)}
+            inputs,
+            boxes=boxes,
+            levels=levels,
+            **{f"p{level}": p for level, p in zip(LEVELS, pyramid)},
         )
         worker = subprocess.Popen(
             [
@@ -239,19 +241,21 @@ def main(args):
                 f"{kseg_median / torch_median:7.2f} {difference:9.2e}",
                 flush=True,
             )
-    results["machine"]["load_average_end"] = os.getloadavg()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
-    print("wrote", args.out)
+    print("wrote", results_io.write_result(args.out, results))
 
 
 if __name__ == "__main__":
-    here = Path(__file__).resolve()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--torch-python", default="/work/envs/torch/bin/python")
-    parser.add_argument("--out", default=str(here.parent / "results" / "roi_align.json"))
+    torch_python = location_argument(
+        parser,
+        "--torch-python",
+        "KSEG_TORCH_PYTHON",
+        "Python of a virtual environment with torch and torchvision",
+        required=False,
+    )
+    parser.add_argument("--out", default=results_io.result_path("roi_align"))
     parser.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--inputs", help=argparse.SUPPRESS)
     parser.add_argument("--outputs", help=argparse.SUPPRESS)
@@ -259,4 +263,5 @@ if __name__ == "__main__":
     if arguments.torch_worker:
         torch_worker(arguments)
     else:
+        require_locations(parser, arguments, torch_python)
         main(arguments)

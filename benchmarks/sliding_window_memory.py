@@ -5,8 +5,9 @@ Both sides run `kseg.inference.sliding_window.sliding_window_predict` on the sam
 output stride 16), the same random 2048x2048 image and the same compiled softmax core: the
 whole-image side uses one window as large as the image, which is exactly a single forward pass on
 the whole image plus the cheap stitching; the sliding side uses `--window` windows with
-`--overlap`, once for each of `--batch-sizes` windows per model call. Each side runs in its own subprocess; its peak resident set
-size (`resource.getrusage`, Linux KiB) is reported absolutely and above the process's peak after
+`--overlap`, once for each of `--batch-sizes` windows per model call. Each side runs in its own
+subprocess; its peak resident set size (`resource.getrusage`, Linux KiB) is reported absolutely
+and above the process's peak after
 building the model and warming the compiled core up on one small window (TensorFlow's CPU
 allocator reports through neither `tf.config.experimental.get_memory_info` nor tracemalloc). The
 fraction of pixels whose labels agree between the two sides is reported too: they differ where a
@@ -16,23 +17,24 @@ so this agreement says nothing about a trained model's.
 
 Usage:
     python benchmarks/sliding_window_memory.py [--size 2048] [--window 512] [--overlap 0.3333]
-        [--batch-sizes 1,4] [--weighting uniform] [--out benchmarks/results/sliding_window_memory.json]
+        [--batch-sizes 1,4] [--weighting uniform]
+        [--out benchmarks/results/sliding_window_memory.json]
 """
 
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
+
+import results_io
 
 NUM_CLASSES = 19
 BACKBONE = "mobilenetv2"
@@ -115,9 +117,7 @@ def main():
     )
     parser.add_argument("--batch-size", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--weighting", default="uniform", choices=("uniform", "gaussian"))
-    parser.add_argument(
-        "--out", default=str(Path(__file__).parent / "results" / "sliding_window_memory.json")
-    )
+    parser.add_argument("--out", default=results_io.result_path("sliding_window_memory"))
     parser.add_argument("--worker", choices=("whole", "sliding"), help=argparse.SUPPRESS)
     parser.add_argument("--labels", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -126,8 +126,10 @@ def main():
         worker(args)
         return
 
-    import keras
-    import tensorflow as tf
+    machine = results_io.machine_facts()
+    # Imported for the versions the result records; the measurements run in subprocesses.
+    import keras  # noqa: F401
+    import tensorflow  # noqa: F401
 
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     with tempfile.TemporaryDirectory() as folder:
@@ -150,23 +152,16 @@ def main():
             sliding.append(result)
     report = {
         "benchmark": "sliding-window vs whole-image inference, one image",
-        "model": f"kseg.models.DeepLabV3Plus(num_classes={NUM_CLASSES}, backbone={BACKBONE!r}), random weights",
+        "model": f"kseg.models.DeepLabV3Plus(num_classes={NUM_CLASSES}, "
+        f"backbone={BACKBONE!r}), random weights",
         "image": [args.size, args.size, 3],
         "overlap": round(args.overlap, 4),
         "weighting": args.weighting,
         "whole_image": whole,
         "sliding_window": sliding,
-        "environment": {
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "tensorflow": tf.__version__,
-            "keras": keras.__version__,
-            "note": "2 shared CPU cores; other jobs were running, so times are indicative",
-        },
-        "command": "python benchmarks/sliding_window_memory.py " + " ".join(sys.argv[1:]),
+        "machine": machine,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    results_io.write_result(args.out, report)
     print(json.dumps(report, indent=2))
 
 

@@ -7,14 +7,16 @@ separable ASPP and decoder). kseg is measured at both output stride 16 (the pape
 setting) and 32 (the compute keras-cv spends), so the ratios say both what the faithful model costs
 and how the implementations compare at equal output stride.
 
+keras-cv is not a kseg dependency; the `bench` extra installs it:
+
+    pip install -e ".[cpu,bench]"
+
 Usage:
     python benchmarks/throughput.py [--batch-size 2] [--steps 5] [--size 512] [--out FILE]
 """
 
 import argparse
-import json
 import os
-import platform
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -25,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 import kseg
+import results_io
 
 
 def build_kseg(size, output_stride):
@@ -77,8 +80,9 @@ def main():
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--out", default="benchmarks/results/throughput.json")
+    parser.add_argument("--out", default=results_io.result_path("throughput"))
     args = parser.parse_args()
+    machine = results_io.machine_facts()
 
     builders = {
         "keras_cv": lambda: build_keras_cv(args.size),
@@ -117,20 +121,11 @@ def main():
 
     report = {
         "config": vars(args),
-        "machine": {"processor": platform.processor(), "cpus": os.cpu_count()},
-        "versions": {
-            "tensorflow": tf.__version__,
-            "keras": keras.__version__,
-            "keras_cv": keras_cv.__version__,
-            "kseg": kseg.__version__,
-        },
+        "machine": machine,
         "results": results,
         "ratios": ratios,
     }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as handle:
-        json.dump(report, handle, indent=2)
-    print(f"wrote {args.out}")
+    print(f"wrote {results_io.write_result(args.out, report)}")
 
 
 if __name__ == "__main__":

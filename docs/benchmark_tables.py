@@ -1157,8 +1157,8 @@ def weak_vs_full_table(results):
         f"validation images; {config.get('model', '?')} on {config.get('backbone', '?')} "
         f"(width {config.get('alpha', '?')}, {config.get('backbone_weights', '?')}), "
         f"{config.get('epochs', '?')} epochs per row, batch {config.get('batch_size', '?')}, "
-        f"learning rate {config.get('learning_rate', '?')}. mIoU on the validation masks; the ratio "
-        "is to the full-mask row.*"
+        f"learning rate {config.get('learning_rate', '?')}. mIoU on the validation masks; "
+        "the ratio is to the full-mask row.*"
     )
     if config.get("tiny"):
         setting += "\n\n*A smoke run (`--tiny`): its figures say nothing about the methods.*"
@@ -1272,7 +1272,7 @@ RECORDED_BY = {
 
 
 def _family(name, table):
-    """The entry of `table` for `name`, or for its longest `<key>_...` prefix (one file per setting)."""
+    """The entry of `table` for `name` or its longest `<key>_...` prefix (one file per setting)."""
     if name in table:
         return table[name]
     prefixes = [key for key in table if name.startswith(key + "_")]
@@ -1292,8 +1292,8 @@ def _not_measured(name, pattern=None):
         else "its script records it"
     )
     return (
-        f'!!! note "Not measured yet"\n    `benchmarks/results/{pattern or name + ".json"}` is not in '
-        f"this checkout yet; {by}, and this section shows it once it is committed."
+        f'!!! note "Not measured yet"\n    `benchmarks/results/{pattern or name + ".json"}` is '
+        f"not in this checkout yet; {by}, and this section shows it once it is committed."
     )
 
 

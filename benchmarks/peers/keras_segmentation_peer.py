@@ -31,9 +31,9 @@ for _name in ("models", "layers", "backend", "utils", "callbacks", "losses", "op
 # The PSPNet module still imports the Keras 1/2.0 module path of the merge layers.
 sys.modules["keras.layers.merge"] = tf_keras.layers
 
-from keras_segmentation.models.fcn import fcn_8
-from keras_segmentation.models.pspnet import pspnet_50
-from keras_segmentation.models.vgg16 import get_vgg_encoder
+from keras_segmentation.models.fcn import fcn_8  # noqa: E402
+from keras_segmentation.models.pspnet import pspnet_50  # noqa: E402
+from keras_segmentation.models.vgg16 import get_vgg_encoder  # noqa: E402
 
 
 def _fcn8s(height, width, num_classes):

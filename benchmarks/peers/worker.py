@@ -131,8 +131,13 @@ def main():
             "jit_compile": False,
         }
     )
-    train = lambda: model.train_on_batch(images, labels)
-    predict = lambda: model.predict_on_batch(images)
+
+    def train():
+        return model.train_on_batch(images, labels)
+
+    def predict():
+        return model.predict_on_batch(images)
+
     for line in sys.stdin:
         command = json.loads(line)
         if command["op"] == "stop":
