@@ -414,6 +414,18 @@ class UnifiedWeakSegmenter:
         on_negative = total / (2.0 * np.maximum(negatives, 1))
         return np.where(positive, on_positive[None, :], on_negative[None, :])
 
+    def _fit_class_models(self, features, positive, seed):
+        """Sets `weights_` and `bias_` to the SVMs of (N, K) bool targets `positive`."""
+        self.weights_, self.bias_ = one_vs_rest_svm(
+            features,
+            positive,
+            self.num_classes,
+            C=self.C,
+            epochs=self.svm_epochs,
+            seed=seed,
+            weights=self._class_weights(positive),
+        )
+
     def _assign(self, prepared, features):
         labels, start = [], 0
         for _, own, allowed, requirements in prepared:
@@ -442,27 +454,12 @@ class UnifiedWeakSegmenter:
         allowed = np.concatenate([own for _, _, own, _ in prepared])
 
         # Initial models from the allowed sets alone: a class's negatives are certain.
-        self.weights_, self.bias_ = one_vs_rest_svm(
-            features,
-            allowed,
-            self.num_classes,
-            C=self.C,
-            epochs=self.svm_epochs,
-            seed=self.seed,
-            weights=self._class_weights(allowed),
-        )
+        self._fit_class_models(features, allowed, seed=self.seed)
         labels = self._assign(prepared, features)
         self.history_ = []
         for iteration in range(self.iterations):
-            self.weights_, self.bias_ = one_vs_rest_svm(
-                features,
-                labels,
-                self.num_classes,
-                C=self.C,
-                epochs=self.svm_epochs,
-                seed=self.seed + iteration + 1,
-                weights=self._class_weights(labels[:, None] == np.arange(self.num_classes)),
-            )
+            positive = labels[:, None] == np.arange(self.num_classes)
+            self._fit_class_models(features, positive, seed=self.seed + iteration + 1)
             new_labels = self._assign(prepared, features)
             changed = int(np.sum(new_labels != labels))
             self.history_.append(changed)
