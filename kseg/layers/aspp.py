@@ -5,6 +5,43 @@ from keras import ops
 
 from kseg.layers.conv_block import ConvBNReLU
 
+ASPP_RATES_AT_STRIDE_16 = (6, 12, 18)
+"""DeepLabv3's atrous rates of the 3x3 ASPP branches at output stride 16 (Sec. 3.3)."""
+
+ASPP_OUTPUT_STRIDES = (8, 16, 32)
+
+
+def aspp_rates(output_stride, dilation_rates=None):
+    """The atrous rates of a DeepLab ASPP on features at `output_stride`.
+
+    The one rule of the DeepLab family (Chen et al. 2017, "Rethinking Atrous Convolution for
+    Semantic Image Segmentation", Sec. 3.3 and 4.1): an atrous rate is a spacing in feature
+    cells, so the rates that give a field of view in pixels scale as `16 / output_stride`:
+    (6, 12, 18) at output stride 16, (12, 24, 36) at 8 and (3, 6, 9) at 32. Rates given
+    explicitly are taken as they are (DeepLab v2's ASPP-L, (6, 12, 18, 24), is given at
+    output stride 8).
+
+    Args:
+        output_stride: stride of the features the ASPP reads: 8, 16 or 32.
+        dilation_rates: explicit rates, or None for `ASPP_RATES_AT_STRIDE_16` scaled.
+
+    Returns:
+        A tuple of rates (the layers that take them check them).
+
+    Example:
+        >>> kseg.layers.aspp.aspp_rates(8)
+        (12, 24, 36)
+        >>> kseg.layers.aspp.aspp_rates(8, dilation_rates=[6, 12, 18, 24])
+        (6, 12, 18, 24)
+    """
+    if output_stride not in ASPP_OUTPUT_STRIDES:
+        raise ValueError(
+            f"output_stride must be 8, 16 or 32. Received: output_stride={output_stride}"
+        )
+    if dilation_rates is None:
+        return tuple(rate * 16 // output_stride for rate in ASPP_RATES_AT_STRIDE_16)
+    return tuple(dilation_rates)
+
 
 @keras.saving.register_keras_serializable(package="kseg")
 class ASPP(keras.layers.Layer):
@@ -57,7 +94,8 @@ class ASPP(keras.layers.Layer):
         rates = tuple(int(rate) for rate in dilation_rates)
         if any(rate <= 0 for rate in rates):
             raise ValueError(
-                f"dilation_rates must be positive integers. Received: dilation_rates={dilation_rates}"
+                "dilation_rates must be positive integers. "
+                f"Received: dilation_rates={dilation_rates}"
             )
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout}")

@@ -2,6 +2,7 @@
 
 import keras
 
+from kseg.layers.aspp import aspp_rates
 from kseg.layers.aspp_sum import ASPPSum
 from kseg.layers.resize import ResizeToMatch
 from kseg.layers.scale_resize import ScaleResize
@@ -28,7 +29,7 @@ def DeepLabV2(
     num_classes=21,
     backbone="resnet101",
     output_stride=8,
-    aspp_rates=(6, 12, 18, 24),
+    dilation_rates=(6, 12, 18, 24),
     input_scales=(1.0, 0.75, 0.5),
     input_shape=(None, None, 3),
     backbone_weights=None,
@@ -59,7 +60,8 @@ def DeepLabV2(
         backbone: a name from `kseg.backbones.list_backbones()` ("resnet101" in the paper)
             or a model from `get_backbone`.
         output_stride: 8 (the paper's) or 16.
-        aspp_rates: atrous rates of the ASPP branches; (6, 12, 18, 24) is ASPP-L.
+        dilation_rates: atrous rates of the ASPP branches; (6, 12, 18, 24) is ASPP-L, given
+            for output stride 8 and used as given (`kseg.layers.aspp.aspp_rates`).
         input_scales: image scales of the pyramid; must include 1.0.
         input_shape: `(H, W, 3)`; H and W may be None.
         backbone_weights: None, "imagenet" or a path to backbone weights.
@@ -88,7 +90,8 @@ def DeepLabV2(
         **backbone_kwargs,
     )
     scaled_image = keras.Input(shape=input_shape, name="scaled_image")
-    scores = ASPPSum(num_classes, tuple(aspp_rates), name="aspp_sum")(
+    rates = aspp_rates(output_stride, dilation_rates)
+    scores = ASPPSum(num_classes, rates, name="aspp_sum")(
         encoder(scaled_image)[deepest_feature_key(encoder)]
     )
     single_scale = keras.Model(scaled_image, scores, name="single_scale")

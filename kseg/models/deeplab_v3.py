@@ -3,12 +3,11 @@
 import keras
 
 from kseg.backbones.atrous import layer_strides
-from kseg.layers.aspp import ASPP
+from kseg.layers.aspp import ASPP, aspp_rates
 from kseg.models.backbone_input import deepest_feature_key, resolve_backbone
 from kseg.models.heads import logits_head
 from kseg.models.registry import register_model
 
-_BASE_RATES = (6, 12, 18)
 _CONVOLUTIONS = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D")
 _POOLINGS = ("MaxPooling2D", "AveragePooling2D")
 
@@ -55,7 +54,8 @@ def DeepLabV3(
             Backbones whose last stage does not split into `len(multi_grid)` groups (the
             tiny test backbone) need None. A prebuilt backbone keeps the rates it was built
             with (pass `multi_grid` to `get_backbone` instead).
-        dilation_rates: ASPP rates; default (6, 12, 18) times 16 / output_stride.
+        dilation_rates: ASPP rates; default (6, 12, 18) times 16 / output_stride
+            (`kseg.layers.aspp.aspp_rates`).
         num_filters: channels of ASPP (256).
         dropout: dropout after the ASPP projection.
         input_shape: `(H, W, 3)`; H and W may be None.
@@ -76,8 +76,7 @@ def DeepLabV3(
     """
     if output_stride not in (8, 16):
         raise ValueError(f"output_stride must be 8 or 16. Received: output_stride={output_stride}")
-    if dilation_rates is None:
-        dilation_rates = tuple(rate * 16 // output_stride for rate in _BASE_RATES)
+    dilation_rates = aspp_rates(output_stride, dilation_rates)
     if isinstance(backbone, str) and multi_grid is not None:
         backbone_kwargs["multi_grid"] = tuple(multi_grid)
     encoder = resolve_backbone(

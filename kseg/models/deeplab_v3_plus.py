@@ -3,19 +3,10 @@
 import keras
 
 from kseg.layers import ASPP, ConvBNReLU, ResizeToMatch
+from kseg.layers.aspp import aspp_rates
 from kseg.models.backbone_input import deepest_feature_key, feature_stride, resolve_backbone
 from kseg.models.heads import logits_head
 from kseg.models.registry import register_model
-
-
-def _aspp_rates(output_stride, dilation_rates):
-    if output_stride not in (8, 16, 32):
-        raise ValueError(
-            f"output_stride must be 8, 16 or 32. Received: output_stride={output_stride}"
-        )
-    if dilation_rates is None:
-        return tuple(rate * 16 // output_stride for rate in (6, 12, 18))
-    return tuple(dilation_rates)
 
 
 @register_model("deeplabv3plus")
@@ -57,7 +48,7 @@ def DeepLabV3Plus(
         output_stride: 16 (the paper's training setting), 8 (denser, slower) or
             32 (no atrous backbone: the paper's fastest evaluation setting).
         dilation_rates: ASPP atrous rates; default (6, 12, 18) scaled by
-            16 / output_stride.
+            16 / output_stride (`kseg.layers.aspp.aspp_rates`).
         num_filters: channels of ASPP and decoder (256).
         low_level_filters: channels of the reduced stride-4 features (48).
         separable: depthwise-separable ASPP and decoder convolutions.
@@ -74,7 +65,7 @@ def DeepLabV3Plus(
         >>> model.predict(np.zeros((1, 65, 97, 3)), verbose=0).shape
         (1, 65, 97, 4)
     """
-    rates = _aspp_rates(output_stride, dilation_rates)
+    rates = aspp_rates(output_stride, dilation_rates)
     encoder = resolve_backbone(
         backbone,
         input_shape=input_shape,

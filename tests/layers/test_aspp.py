@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from kseg.layers import ASPP, ConvBNReLU
+from kseg.layers.aspp import aspp_rates
 from kseg.testing import run_layer_test
 
 
@@ -78,3 +79,19 @@ def test_rejects_bad_arguments():
         ASPP(dilation_rates=(6, 0))
     with pytest.raises(ValueError, match="filters"):
         ASPP(filters=0)
+
+
+@pytest.mark.parametrize(
+    ("output_stride", "expected"), [(16, (6, 12, 18)), (8, (12, 24, 36)), (32, (3, 6, 9))]
+)
+def test_aspp_rates_keep_the_field_of_view_in_pixels(output_stride, expected):
+    rates = aspp_rates(output_stride)
+    assert rates == expected
+    # rate x stride is the spacing of the taps in pixels: the same at every output stride.
+    assert {rate * output_stride for rate in rates} == {96, 192, 288}
+    assert aspp_rates(output_stride, [6, 12, 18, 24]) == (6, 12, 18, 24)
+
+
+def test_aspp_rates_refuse_other_output_strides():
+    with pytest.raises(ValueError, match="output_stride=4"):
+        aspp_rates(4)

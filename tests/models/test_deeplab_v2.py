@@ -92,3 +92,10 @@ def test_bad_scales_are_named(scales):
 def test_bad_output_stride_is_named():
     with pytest.raises(ValueError, match="output_stride"):
         DeepLabV2(num_classes=3, backbone="tiny", output_stride=32)
+
+
+def test_dilation_rates_set_the_aspp_l_branches():
+    model = DeepLabV2(num_classes=3, backbone="tiny", input_scales=(1.0,), dilation_rates=(2, 4))
+    assert model.get_layer("single_scale").get_layer("aspp_sum").dilation_rates == (2, 4)
+    with pytest.raises(TypeError, match="aspp_rates"):
+        DeepLabV2(num_classes=3, backbone="tiny", aspp_rates=(2, 4))
