@@ -52,7 +52,8 @@ def parse_tf_config(text=None):
 
     Example:
         >>> config = kseg.distribute.parse_tf_config(
-        ...     '{"cluster": {"worker": ["localhost:2222"]}, "task": {"type": "worker", "index": 0}}'
+        ...     '{"cluster": {"worker": ["localhost:2222"]}, '
+        ...     '"task": {"type": "worker", "index": 0}}'
         ... )
         >>> config["task"]["index"]
         0
@@ -75,7 +76,8 @@ def parse_tf_config(text=None):
     cluster = config.get("cluster") if isinstance(config, dict) else None
     if not isinstance(cluster, dict) or not (cluster.get("worker") or cluster.get("chief")):
         raise DistributionError(
-            f"TF_CONFIG needs a 'cluster' with a 'worker' (or 'chief') address list. Received: {text!r}"
+            "TF_CONFIG needs a 'cluster' with a 'worker' (or 'chief') address list. "
+            f"Received: {text!r}"
         )
     for role, addresses in cluster.items():
         if not isinstance(addresses, list) or not all(isinstance(a, str) for a in addresses):

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+import kseg
+
 # find_spec rather than an import: importing gco by hand would skip the clean-up kseg.weak does
 # after gco's import (gco puts back NumPy's removed `np.int` aliases).
 _MISSING = [name for name in ("skimage", "gco") if importlib.util.find_spec(name) is None]
@@ -21,8 +23,6 @@ if _MISSING:
         f"kseg.weak's extra is not installed ({', '.join(_MISSING)}): pip install 'kseg[weak]'",
         allow_module_level=True,
     )
-
-import kseg
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "examples" / "weak_supervision.py"
