@@ -89,11 +89,6 @@ def build_model(args, num_classes):
     )
 
 
-def backbone_of(model):
-    """The pretrained encoder: kseg models hold their backbone as one nested `*_backbone` model."""
-    return next(layer for layer in model.layers if layer.name.endswith("_backbone"))
-
-
 def load_split(args, split, num_samples):
     """`(dataset, info)` of one split; the shapes data is rendered at `--image-size`."""
     shapes = {"num_samples": num_samples, "image_size": args.image_size, "seed": args.seed}
@@ -124,7 +119,7 @@ def main(argv=None):
     )
 
     model = build_model(args, num_classes)
-    backbone = backbone_of(model)
+    backbone = kseg.models.backbone_of(model)
     print(
         f"{args.model} on ImageNet MobileNetV2-{args.alpha}: {model.count_params():,} "
         f"parameters, {backbone.count_params():,} of them pretrained"

@@ -1,9 +1,9 @@
 """Textual model summaries (backbone, neck/head, parameters, FLOPs) and architecture diagrams.
 
-kseg builders nest the backbone as one `keras.Model` layer inside the segmentation model, so
-the split "backbone versus everything else" is exact; the rest is grouped by the layer-name
-prefixes the builders use (`aspp`, `decoder`, `psp`, ...), with anything unrecognised listed
-under `other` rather than guessed at.
+kseg builders nest the backbone as one `keras.Model` layer inside the segmentation model
+(`kseg.models.backbone_of` finds it), so the split "backbone versus everything else" is exact;
+the rest is grouped by the layer-name prefixes the builders use (`aspp`, `decoder`, `psp`, ...),
+with anything unrecognised listed under `other` rather than guessed at.
 """
 
 import importlib.util
@@ -11,6 +11,8 @@ import shutil
 
 import keras
 import numpy as np
+
+from kseg.models.backbone_input import backbone_of
 
 NECK_HEAD_PREFIXES = (
     "aspp",
@@ -47,30 +49,6 @@ def _unique_size(variables, seen):
             seen.add(id(variable))
             total += _variable_size(variable)
     return total
-
-
-def find_backbone(model):
-    """Return the largest nested `keras.Model` layer of `model`, or None when there is none.
-
-    kseg builders wrap the backbone as a functional sub-model, so among the layers of a
-    segmentation model it is the one that is itself a `keras.Model`; should several be
-    present, the one holding the most parameters is taken.
-
-    Args:
-        model: A built `keras.Model`.
-
-    Returns:
-        The backbone sub-model, or None.
-
-    Example:
-    >>> model = kseg.models.get_model("deeplabv3plus", num_classes=3, backbone="tiny")
-    >>> kseg.summary.find_backbone(model).name
-    'tiny_backbone'
-    """
-    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
-    if not nested:
-        return None
-    return max(nested, key=lambda layer: layer.count_params())
 
 
 def _prefix_group(layer_name):
@@ -145,8 +123,8 @@ def _validated_size(input_size):
 def model_summary(model, input_size=(512, 512)):
     """Summarise a kseg model: backbone, neck/head, parameter counts and FLOPs per image.
 
-    The backbone is the nested `keras.Model` layer (see `find_backbone`); every other weight
-    belongs to the neck and head, broken down by the layer-name prefixes in
+    The backbone is the one `kseg.models.backbone_of` finds; every other weight belongs to
+    the neck and head, broken down by the layer-name prefixes in
     `NECK_HEAD_PREFIXES` with the rest under `other`. The parts add up exactly to
     `model.count_params()`. FLOPs come from `forward_flops` at batch 1 and `input_size`.
 
@@ -171,7 +149,7 @@ def model_summary(model, input_size=(512, 512)):
     if not model.built:
         raise ValueError(f"`model` must be built before it is summarised. Received: {model.name}")
     seen = set()
-    backbone = find_backbone(model)
+    backbone = backbone_of(model)
     backbone_info = None
     if backbone is not None:
         backbone_info = {"name": backbone.name, "params": _unique_size(backbone.weights, seen)}
@@ -273,7 +251,8 @@ def plot_model_diagram(model, path, **kwargs):
     Args:
         model: A `keras.Model`.
         path: Output file; its extension (`.png`, `.svg`, `.pdf`) picks the format.
-        **kwargs: Passed to `keras.utils.plot_model` (e.g. `show_shapes=True`, `expand_nested=True`).
+        **kwargs: Passed to `keras.utils.plot_model` (e.g. `show_shapes=True`,
+            `expand_nested=True`).
 
     Returns:
         Whatever `keras.utils.plot_model` returns (an IPython image in notebooks).

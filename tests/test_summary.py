@@ -4,9 +4,8 @@ import keras
 import pytest
 
 import kseg.summary as summary_module
-from kseg.models import get_model
+from kseg.models import backbone_of, get_model
 from kseg.summary import (
-    find_backbone,
     format_summary,
     forward_flops,
     model_summary,
@@ -27,7 +26,7 @@ def _single_conv(height, width, cin, cout, kernel, use_bias):
 
 def test_parameter_parts_add_up_to_count_params(deeplab):
     summary = model_summary(deeplab, input_size=None)
-    backbone = find_backbone(deeplab)
+    backbone = backbone_of(deeplab)
     assert isinstance(backbone, keras.Model)
     assert summary["backbone"] == {"name": backbone.name, "params": backbone.count_params()}
     assert sum(summary["neck_head_groups"].values()) == summary["neck_head_params"]

@@ -7,7 +7,7 @@ stride 16 or 8; `list_backbones()` names what it accepts.
 
 from kseg.backbones import aligned_xception, atrous, preprocessing, taps, tiny, vgg16
 from kseg.backbones.bundled import bundled_weights_path
-from kseg.backbones.registry import get_backbone, list_backbones
+from kseg.backbones.registry import feature_info, get_backbone, list_backbones
 from kseg.backbones.surgery import convolutionalize
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "atrous",
     "bundled_weights_path",
     "convolutionalize",
+    "feature_info",
     "get_backbone",
     "list_backbones",
     "preprocessing",

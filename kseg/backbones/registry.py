@@ -142,8 +142,8 @@ def get_backbone(
     (`kseg.backbones.preprocessing.ImagePreprocessing`). The model carries two attributes:
     `feature_info`, a list of `{"key", "stride", "channels", "layer"}` dicts in stride order,
     and `preprocessing`, the normalisation mode the network expects (applied inside the model
-    only when `include_preprocessing` is True). Attributes do not survive saving; a model built
-    on top reads them when it is built.
+    only when `include_preprocessing` is True). Attributes do not survive saving:
+    `kseg.backbones.feature_info` recomputes the first from a reloaded model's graph.
 
     Args:
         name: Backbone name, one of `kseg.backbones.list_backbones()`.
@@ -171,7 +171,8 @@ def get_backbone(
     spec = _BACKBONES[key]
     if output_stride not in _OUTPUT_STRIDES:
         raise ValueError(
-            f"`output_stride` must be one of {_OUTPUT_STRIDES}. Received: output_stride={output_stride!r}"
+            f"`output_stride` must be one of {_OUTPUT_STRIDES}. "
+            f"Received: output_stride={output_stride!r}"
         )
     reserved = sorted(set(app_kwargs) & set(_RESERVED_KWARGS))
     if reserved:
@@ -204,14 +205,53 @@ def get_backbone(
         for stride, layer_name in taps.items()
     }
     backbone = keras.Model(network.inputs[0], outputs, name=f"{key}_backbone")
-    backbone.feature_info = [
-        {
-            "key": f"P{int(math.log2(stride))}",
-            "stride": stride,
-            "channels": int(network.get_layer(layer_name).output.shape[-1]),
-            "layer": layer_name,
-        }
-        for stride, layer_name in taps.items()
-    ]
+    backbone.feature_info = feature_info(backbone)
     backbone.preprocessing = spec.preprocessing
     return backbone
+
+
+def feature_info(backbone):
+    """What each output of a backbone is: `{"key", "stride", "channels", "layer"}` per feature.
+
+    `get_backbone` stores the result as the model's `feature_info` attribute. A Python
+    attribute does not survive saving, so for a backbone without it (one reloaded from a
+    `.keras` file, alone or inside a segmentation model) the same list is recomputed from
+    the graph: each output's key, the layer that produces it, its channels, and its stride
+    traced through the model's convolutions and poolings (`kseg.backbones.atrous.layer_strides`),
+    which also holds for dilated backbones. `kseg.models.backbone_of` puts it back on the
+    backbones it finds.
+
+    Args:
+        backbone: A functional model with a dict of feature outputs, from `get_backbone`
+            or reloaded.
+
+    Returns:
+        A list of dicts in stride order (the model's own attribute when it has one).
+
+    Example:
+    >>> backbone = kseg.backbones.get_backbone("tiny", output_stride=8)
+    >>> reloaded = keras.Model.from_config(backbone.get_config())
+    >>> kseg.backbones.feature_info(reloaded) == backbone.feature_info
+    True
+    """
+    stored = getattr(backbone, "feature_info", None)
+    if stored is not None:
+        return stored
+    if not isinstance(backbone.output, dict):
+        raise ValueError(
+            "a backbone outputs a dict of features, as kseg.backbones.get_backbone returns. "
+            f"Received: model {backbone.name!r} with outputs {backbone.output}"
+        )
+    strides = layer_strides(backbone)
+    infos = []
+    for key, tensor in backbone.output.items():
+        layer = tensor._keras_history.operation.name
+        infos.append(
+            {
+                "key": key,
+                "stride": strides[layer][1],
+                "channels": int(tensor.shape[-1]),
+                "layer": layer,
+            }
+        )
+    return sorted(infos, key=lambda info: info["stride"])

@@ -1,6 +1,7 @@
 """Segmentation model builders, each returning a plain functional `keras.Model`."""
 
 from kseg.models import heads
+from kseg.models.backbone_input import backbone_of
 from kseg.models.deeplab_v1 import DeepLabV1
 from kseg.models.deeplab_v2 import DeepLabV2
 from kseg.models.deeplab_v3 import DeepLabV3
@@ -34,6 +35,7 @@ __all__ = [
     "SegNet",
     "SegNetBasic",
     "UNet",
+    "backbone_of",
     "get_builder",
     "get_model",
     "heads",

@@ -4,7 +4,7 @@ import keras
 
 from kseg.backbones.atrous import layer_strides
 from kseg.layers.aspp import ASPP, aspp_rates
-from kseg.models.backbone_input import deepest_feature_key, resolve_backbone
+from kseg.models.backbone_input import backbone_of, deepest_feature_key, resolve_backbone
 from kseg.models.heads import logits_head
 from kseg.models.registry import register_model
 
@@ -156,15 +156,14 @@ def with_output_stride(model, output_stride):
         >>> os8.get_layer("aspp").dilation_rates
         (12, 24, 36)
     """
-    backbones = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    backbone = backbone_of(model)
     aspp_layers = [layer for layer in model.layers if isinstance(layer, ASPP)]
-    if len(backbones) != 1 or len(aspp_layers) != 1:
+    if backbone is None or backbone not in model.layers or len(aspp_layers) != 1:
         raise ValueError(
-            "with_output_stride expects a DeepLabV3 model: one nested backbone and one ASPP "
-            f"layer. Received: model {model.name!r} with {len(backbones)} nested models and "
-            f"{len(aspp_layers)} ASPP layers"
+            "with_output_stride expects a DeepLabV3 model: a backbone nested at its top level "
+            f"and one ASPP layer. Received: model {model.name!r} with backbone "
+            f"{getattr(backbone, 'name', None)!r} and {len(aspp_layers)} ASPP layers"
         )
-    backbone = backbones[0]
     current = max(out for _, out in layer_strides(backbone).values())
     if (
         not isinstance(output_stride, int)

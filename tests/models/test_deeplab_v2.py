@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from kseg.models import backbone_of
 from kseg.models.deeplab_v2 import DeepLabV2
 
 # The public DeepLab v2 ResNet-101 (the authors' Caffe model, e.g. as converted by
@@ -26,9 +27,7 @@ def test_resnet101_parameter_count_matches_the_public_model():
     assert PUBLIC_DEEPLABV2_RESNET101_VOC_PARAMETERS == 44_048_532
     assert abs(count / PUBLIC_DEEPLABV2_RESNET101_VOC_PARAMETERS - 1) <= 0.02
     # The whole difference is keras.applications' ResNet convolution biases.
-    backbone = next(
-        layer for layer in model.get_layer("single_scale").layers if isinstance(layer, keras.Model)
-    )
+    backbone = backbone_of(model)
     biases = sum(
         int(np.prod(layer.bias.shape))
         for layer in backbone.layers

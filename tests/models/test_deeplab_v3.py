@@ -4,11 +4,8 @@ import keras
 import numpy as np
 import pytest
 
+from kseg.models import backbone_of
 from kseg.models.deeplab_v3 import DeepLabV3, with_output_stride
-
-
-def _backbone(model):
-    return next(layer for layer in model.layers if isinstance(layer, keras.Model))
 
 
 def _scores_shape(model, size):
@@ -19,7 +16,7 @@ def _scores_shape(model, size):
 def _atrous_settings(model):
     return {
         layer.name: (layer.strides, layer.dilation_rate)
-        for layer in _backbone(model).layers
+        for layer in backbone_of(model).layers
         if isinstance(layer, keras.layers.Conv2D)
     }
 

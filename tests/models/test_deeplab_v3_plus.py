@@ -72,7 +72,7 @@ def test_prebuilt_backbone_is_accepted():
 
 def test_mobilenetv2_alpha_reaches_the_backbone():
     model = kseg.models.DeepLabV3Plus(num_classes=5, backbone="mobilenetv2", alpha=0.35)
-    backbone = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    backbone = kseg.models.backbone_of(model)
     # MobileNetV2 at alpha 0.35 has a 16-channel first convolution (32 * 0.35 rounded to 8).
     assert backbone.get_layer("Conv1").filters == 16
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from kseg.layers.bilinear import bilinear_kernel_1d
-from kseg.models import FCN8s, FCN16s, FCN32s
+from kseg.models import FCN8s, FCN16s, FCN32s, backbone_of
 
 BUILDERS = {"fcn32s": FCN32s, "fcn16s": FCN16s, "fcn8s": FCN8s}
 ODD_SIZES = [(1, 1), (33, 47), (65, 97), (101, 37)]
@@ -204,9 +204,7 @@ def test_registry_backbone_fcn_accepts_images_smaller_than_its_minimum(mobilenet
 
 def test_registry_backbone_padding_is_raised_to_the_least_that_reaches_fc6(mobilenetv2_fcn8s):
     padding = mobilenetv2_fcn8s.get_layer("input_padding").padding[0][0]
-    encoder = mobilenetv2_fcn8s.get_layer(
-        next(layer.name for layer in mobilenetv2_fcn8s.layers if isinstance(layer, keras.Model))
-    )
+    encoder = backbone_of(mobilenetv2_fcn8s)
 
     def stride32_side(side):
         return encoder.compute_output_spec(keras.KerasTensor((1, side, side, 3)))["P5"].shape[1]
