@@ -23,7 +23,6 @@ from kseg.data.folders import folder_dataset, folder_info, match_folder_pairs, p
 from kseg.data.info import DatasetInfo
 from kseg.data.inputs import image_files, load_split
 from kseg.data.instances import (
-    boxes_from_masks,
     instances_from_label_map,
     pad_instance_batch,
     shapes_instance_examples,
@@ -42,6 +41,7 @@ from kseg.data.tfds import tfds_dataset, tfds_info
 from kseg.data.unet_weights import unet_weight_map, with_unet_weights
 from kseg.data.validate import DatasetError
 from kseg.data.voc import VOC_CLASS_NAMES, voc_colormap, voc_dataset, voc_info
+from kseg.detection.boxes import boxes_from_masks
 
 __all__ = [
     "CAMVID_CLASS_NAMES",

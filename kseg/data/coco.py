@@ -22,6 +22,7 @@ from PIL import Image
 
 from kseg.data.info import DatasetInfo
 from kseg.data.validate import DatasetError, require_file
+from kseg.detection.boxes import numpy_boxes_from_masks
 
 MISSING_IMAGE_MODES = ("error", "skip")
 # Polygon extents are continuous while mask extents snap to whole pixels, so the two boxes
@@ -234,18 +235,6 @@ def decode_segmentation(segmentation, height: int, width: int, *, source: str = 
     )
 
 
-def mask_extents(masks: np.ndarray) -> np.ndarray:
-    """Boxes `[y1, x1, y2, x2]` (max exclusive) around each of `(N, H, W)` masks, zeros if empty."""
-    masks = np.asarray(masks, dtype=bool)
-    boxes = np.zeros((masks.shape[0], 4), dtype=np.float32)
-    for i, mask in enumerate(masks):
-        rows = np.flatnonzero(mask.any(axis=1))
-        cols = np.flatnonzero(mask.any(axis=0))
-        if rows.size:
-            boxes[i] = (rows[0], cols[0], rows[-1] + 1, cols[-1] + 1)
-    return boxes
-
-
 def _read_rgb(path: str, height: int, width: int) -> np.ndarray:
     try:
         with Image.open(path) as image:
@@ -289,7 +278,7 @@ class _ExampleReader:
                         stacklevel=2,
                     )
                 continue
-            box = mask_extents(mask[None])[0]
+            box = numpy_boxes_from_masks(mask[None])[0]
             self._check_box(annotation, box, source)
             masks.append(mask)
             classes.append(class_id)

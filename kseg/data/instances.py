@@ -13,36 +13,8 @@ from __future__ import annotations
 import tensorflow as tf
 
 from kseg.data.shapes import shapes_instance_dataset
-
-
-def boxes_from_masks(masks) -> tf.Tensor:
-    """Tight boxes around binary masks.
-
-    Args:
-        masks: `(N, H, W)` binary masks (any numeric or bool dtype).
-
-    Returns:
-        float32 `(N, 4)` boxes `[y1, x1, y2, x2]` with the max exclusive, so a mask covering
-        the whole image gives `[0, 0, H, W]`; all zeros for an empty mask.
-
-    Example:
-    >>> masks = tf.constant([[[0, 1, 1], [0, 1, 0]]], tf.uint8)
-    >>> kseg.data.instances.boxes_from_masks(masks).numpy()
-    array([[0., 1., 2., 3.]], dtype=float32)
-    """
-    masks = tf.cast(masks, tf.bool)
-    rows = tf.reduce_any(masks, axis=2)
-    cols = tf.reduce_any(masks, axis=1)
-    height = tf.shape(masks)[1]
-    width = tf.shape(masks)[2]
-    # argmax returns the first maximum: the first occupied row/column from either end.
-    y1 = tf.argmax(tf.cast(rows, tf.int32), axis=1, output_type=tf.int32)
-    y2 = height - tf.argmax(tf.cast(rows[:, ::-1], tf.int32), axis=1, output_type=tf.int32)
-    x1 = tf.argmax(tf.cast(cols, tf.int32), axis=1, output_type=tf.int32)
-    x2 = width - tf.argmax(tf.cast(cols[:, ::-1], tf.int32), axis=1, output_type=tf.int32)
-    boxes = tf.cast(tf.stack([y1, x1, y2, x2], axis=1), tf.float32)
-    present = tf.reduce_any(rows, axis=1)
-    return tf.where(present[:, None], boxes, tf.zeros_like(boxes))
+from kseg.detection.boxes import boxes_from_masks
+from kseg.validation import validate_positive_int
 
 
 def instances_from_label_map(instance_mask, classes, image=None) -> dict:
@@ -226,20 +198,14 @@ def pad_instance_batch(
     """
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be at least 1. Received: batch_size={batch_size!r}")
-    if int(pad_to_multiple) < 1:
-        raise ValueError(
-            f"pad_to_multiple must be a positive integer. Received: pad_to_multiple={pad_to_multiple!r}"
-        )
-    if max_instances is not None and int(max_instances) < 1:
-        raise ValueError(
-            f"max_instances must be a positive integer or None. Received: max_instances={max_instances!r}"
-        )
+    multiple = validate_positive_int(pad_to_multiple, "pad_to_multiple")
+    if max_instances is not None:
+        validate_positive_int(max_instances, "max_instances")
     if num_classes is not None and int(num_classes) < 2:
         raise ValueError(
             f"num_classes must count the background and at least one class (>= 2). "
             f"Received: num_classes={num_classes!r}"
         )
-    multiple = int(pad_to_multiple)
 
     def prepare(example):
         classes, image_hw = _check_example(example, num_classes)

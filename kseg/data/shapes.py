@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from kseg.data.info import DatasetInfo
+from kseg.detection.boxes import numpy_boxes_from_masks
 
 SHAPES_CLASS_NAMES = ("background", "circle", "square", "triangle", "star")
 SHAPES_PALETTE = ((0, 0, 0), (230, 25, 75), (60, 180, 75), (0, 130, 200), (255, 225, 25))
@@ -230,7 +231,7 @@ def render_shapes_sample(
     rng = _rng(seed, split, index)
     image = _background(rng, height, width, background_contrast)
     instance = np.zeros((height, width), dtype=np.int32)
-    areas, visible, classes, regions = [], [], [], []
+    areas, visible, classes = [], [], []
     side = min(height, width)
     for _ in range(int(rng.integers(1, max_objects + 1))):
         kind = int(rng.integers(1, len(SHAPES_CLASS_NAMES)))
@@ -256,7 +257,6 @@ def render_shapes_sample(
         visible = list(remaining) + [area]
         areas.append(area)
         classes.append(kind)
-        regions.append((y0, y1, x0, x1))
         instance[y0:y1, x0:x1][mask] = len(areas)
         # A solid colour contrasting with the local background, with an occasional gentle
         # shading so that flat fill alone does not give the class away.
@@ -278,12 +278,7 @@ def render_shapes_sample(
 
     lookup = np.asarray([0] + classes, dtype=np.uint8)
     semantic = lookup[instance]
-    boxes = np.zeros((len(classes), 4), dtype=np.float32)
-    for i, (y0, y1, x0, x1) in enumerate(regions):
-        own = instance[y0:y1, x0:x1] == i + 1
-        rows = np.flatnonzero(own.any(axis=1))
-        cols = np.flatnonzero(own.any(axis=0))
-        boxes[i] = (y0 + rows[0], x0 + cols[0], y0 + rows[-1] + 1, x0 + cols[-1] + 1)
+    boxes = numpy_boxes_from_masks(instance[None] == np.arange(1, len(classes) + 1)[:, None, None])
     return ShapesSample(
         image, semantic, instance.astype(np.uint8), np.asarray(classes, np.int32), boxes
     )

@@ -9,7 +9,8 @@ all its anchors or RoIs become background, with finite targets.
 
 import tensorflow as tf
 
-from kseg.detection.boxes import box_iou, encode_boxes
+from kseg.detection.boxes import as_boxes, box_iou, encode_boxes
+from kseg.validation import validate_fraction, validate_positive_int
 
 
 def _seed_pair(seed):
@@ -33,30 +34,10 @@ def _random_keys(shape, seed, salt):
     return tf.random.stateless_uniform(shape, seed=pair + tf.constant([0, salt], tf.int64))
 
 
-def _check_fraction(name, value):
-    if not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"{name} must lie in [0, 1]. Received: {name}={value}")
-
-
-def _check_samples(num_samples):
-    if int(num_samples) != num_samples or num_samples <= 0:
-        raise ValueError(
-            f"num_samples must be a positive integer. Received: num_samples={num_samples}"
-        )
-
-
-def _check_boxes(name, boxes, rank):
-    if boxes.shape.rank is not None and boxes.shape.rank != rank:
-        raise ValueError(f"{name} must have rank {rank}. Received: {name}.shape={boxes.shape}")
-    if boxes.shape[-1] is not None and boxes.shape[-1] != 4:
-        raise ValueError(f"{name} must end in 4 coordinates. Received: {name}.shape={boxes.shape}")
-
-
 def _ground_truth(gt_boxes, gt_classes):
     """float32 boxes and int32 classes with one extra padding row, so M >= 1 in every reduction."""
-    gt_boxes = tf.cast(tf.convert_to_tensor(gt_boxes), tf.float32)
+    gt_boxes = as_boxes(gt_boxes, "gt_boxes", rank=3)
     gt_classes = tf.cast(tf.convert_to_tensor(gt_classes), tf.int32)
-    _check_boxes("gt_boxes", gt_boxes, 3)
     if gt_classes.shape.rank is not None and gt_classes.shape.rank != 2:
         raise ValueError(
             f"gt_classes must have shape (B, M). Received: gt_classes.shape={gt_classes.shape}"
@@ -152,15 +133,14 @@ def rpn_targets(
         >>> labels.shape, int(tf.reduce_sum(tf.cast(labels >= 0, tf.int32)))
         (TensorShape([1, 4092]), 256)
     """
-    _check_fraction("positive_fraction", positive_fraction)
-    _check_samples(num_samples)
+    validate_fraction(positive_fraction, "positive_fraction")
+    validate_positive_int(num_samples, "num_samples")
     if not negative_iou <= positive_iou:
         raise ValueError(
             "negative_iou must not exceed positive_iou. Received: "
             f"negative_iou={negative_iou}, positive_iou={positive_iou}"
         )
-    anchors = tf.cast(tf.convert_to_tensor(anchors), tf.float32)
-    _check_boxes("anchors", anchors, 2)
+    anchors = as_boxes(anchors, "anchors", rank=2)
     gt_boxes, gt_classes = _ground_truth(gt_boxes, gt_classes)
     batch = tf.shape(gt_boxes)[0]
     num_anchors = tf.shape(anchors)[0]
@@ -275,21 +255,17 @@ def roi_targets(
         >>> out["classes"].numpy().tolist(), float(out["mask_targets"][0, 0].numpy().min())
         ([[3, -1, -1, -1]], 1.0)
     """
-    _check_fraction("positive_fraction", positive_fraction)
-    _check_samples(num_samples)
+    validate_fraction(positive_fraction, "positive_fraction")
+    num_samples = validate_positive_int(num_samples, "num_samples")
+    mask_size = validate_positive_int(mask_size, "mask_size")
     low_iou, high_iou = (float(v) for v in negative_iou_range)
     if not low_iou <= high_iou:
         raise ValueError(
             f"negative_iou_range must be (low, high) with low <= high. Received: "
             f"negative_iou_range={negative_iou_range}"
         )
-    if int(mask_size) != mask_size or mask_size <= 0:
-        raise ValueError(f"mask_size must be a positive integer. Received: mask_size={mask_size}")
-    mask_size = int(mask_size)
-    num_samples = int(num_samples)
     # Targets are constants for the heads: no gradient flows back into the proposals.
-    proposals = tf.stop_gradient(tf.cast(tf.convert_to_tensor(proposals), tf.float32))
-    _check_boxes("proposals", proposals, 3)
+    proposals = tf.stop_gradient(as_boxes(proposals, "proposals", rank=3))
     gt_masks = tf.convert_to_tensor(gt_masks)
     if gt_masks.dtype == tf.bool:
         gt_masks = tf.cast(gt_masks, tf.uint8)

@@ -20,6 +20,9 @@ or connected components are needed (`pip install 'kseg[weak]'`).
 import numpy as np
 import tensorflow as tf
 
+from kseg.detection.boxes import numpy_boxes_from_masks
+from kseg.validation import IGNORE_LABEL, validate_ignore_label
+
 _INSTALL_HINT = "pip install 'kseg[weak]'"
 _KINDS = ("scribbles", "tags", "boxes")
 
@@ -53,16 +56,6 @@ def _as_mask(mask, arg_name="mask"):
             f"`{arg_name}` must hold integer labels. Received: {arg_name}.dtype={mask.dtype}"
         )
     return mask.astype(np.int64)
-
-
-def _check_ignore_label(ignore_label):
-    if ignore_label is not None and (
-        isinstance(ignore_label, bool) or not isinstance(ignore_label, (int, np.integer))
-    ):
-        raise ValueError(
-            f"`ignore_label` must be an integer or None. Received: ignore_label={ignore_label!r}"
-        )
-    return None if ignore_label is None else int(ignore_label)
 
 
 def _labelled(mask, ignore_label):
@@ -106,7 +99,7 @@ def _distance_to_outside(region):
     return ndimage.distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1]
 
 
-def scribbles_from_mask(mask, *, fraction=1.0, width=3, ignore_label=255, seed=None):
+def scribbles_from_mask(mask, *, fraction=1.0, width=3, ignore_label=IGNORE_LABEL, seed=None):
     """Draws a thin skeleton-like scribble inside a fraction of the connected regions of a mask.
 
     ScribbleSup (Lin et al., "ScribbleSup: Scribble-Supervised Convolutional Networks for
@@ -140,8 +133,8 @@ def scribbles_from_mask(mask, *, fraction=1.0, width=3, ignore_label=255, seed=N
         [0, 1, 255]
     """
     mask = _as_mask(mask)
-    ignore_label = _check_ignore_label(ignore_label)
-    fill = 255 if ignore_label is None else ignore_label
+    ignore_label = validate_ignore_label(ignore_label)
+    fill = IGNORE_LABEL if ignore_label is None else ignore_label
     if not 0 <= fill <= 255:
         raise ValueError(f"`ignore_label` must fit uint8. Received: ignore_label={ignore_label}")
     if not 0.0 <= float(fraction) <= 1.0:
@@ -176,7 +169,7 @@ def scribbles_from_mask(mask, *, fraction=1.0, width=3, ignore_label=255, seed=N
     return scribbles
 
 
-def tags_from_mask(mask, num_classes, *, ignore_label=255, with_sizes=False):
+def tags_from_mask(mask, num_classes, *, ignore_label=IGNORE_LABEL, with_sizes=False):
     """The image-level tags of a mask: which classes it contains, optionally with their areas.
 
     Image-level tags are the weak labels of the Constrained CNN (Pathak et al., "Constrained
@@ -204,7 +197,7 @@ def tags_from_mask(mask, num_classes, *, ignore_label=255, with_sizes=False):
         ([1.0, 0.0, 1.0], [0.667, 0.0, 0.333])
     """
     mask = _as_mask(mask)
-    ignore_label = _check_ignore_label(ignore_label)
+    ignore_label = validate_ignore_label(ignore_label)
     if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)):
         raise TypeError(f"`num_classes` must be an integer. Received: num_classes={num_classes!r}")
     if num_classes < 1:
@@ -219,13 +212,7 @@ def tags_from_mask(mask, num_classes, *, ignore_label=255, with_sizes=False):
     return tags, sizes
 
 
-def _box(region):
-    rows = np.flatnonzero(region.any(axis=1))
-    cols = np.flatnonzero(region.any(axis=0))
-    return [rows[0], cols[0], rows[-1] + 1, cols[-1] + 1]
-
-
-def boxes_from_mask(mask, *, instance_mask=None, ignore_label=255, background=0):
+def boxes_from_mask(mask, *, instance_mask=None, ignore_label=IGNORE_LABEL, background=0):
     """Bounding boxes and classes of the instances (or connected regions) of a mask.
 
     Box supervision as in BoxSup and the Bbox-Seg of Papandreou et al. (ICCV 2015): one tight
@@ -253,11 +240,11 @@ def boxes_from_mask(mask, *, instance_mask=None, ignore_label=255, background=0)
         ([[2.0, 1.0, 5.0, 7.0]], [3])
     """
     mask = _as_mask(mask)
-    ignore_label = _check_ignore_label(ignore_label)
+    ignore_label = validate_ignore_label(ignore_label)
     objects = _labelled(mask, ignore_label)
     if background is not None:
         objects &= mask != background
-    boxes, classes = [], []
+    regions, classes = [], []
     if instance_mask is not None:
         instance_mask = _as_mask(instance_mask, "instance_mask")
         if instance_mask.shape != mask.shape:
@@ -270,19 +257,17 @@ def boxes_from_mask(mask, *, instance_mask=None, ignore_label=255, background=0)
             if not region.any():
                 continue
             values, counts = np.unique(mask[region], return_counts=True)
-            boxes.append(_box(region))
+            regions.append(region)
             classes.append(values[np.argmax(counts)])
     else:
         skimage = _skimage()
         for class_id in np.unique(mask[objects]):
             components = skimage.measure.label(objects & (mask == class_id), connectivity=1)
             for index in range(1, components.max() + 1):
-                boxes.append(_box(components == index))
+                regions.append(components == index)
                 classes.append(class_id)
-    return (
-        np.asarray(boxes, np.float32).reshape(-1, 4),
-        np.asarray(classes, np.int32).reshape(-1),
-    )
+    boxes = numpy_boxes_from_masks(np.asarray(regions, bool).reshape(-1, *mask.shape))
+    return boxes, np.asarray(classes, np.int32).reshape(-1)
 
 
 def weak_label_dataset(dataset, kind, *, num_classes=None, seed=None, **options):

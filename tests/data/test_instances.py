@@ -5,7 +5,6 @@ import pytest
 import tensorflow as tf
 
 from kseg.data.instances import (
-    boxes_from_masks,
     instances_from_label_map,
     pad_instance_batch,
     shapes_instance_examples,
@@ -20,20 +19,6 @@ def _numpy_extents(masks):
         if rows.size:
             boxes[i] = (rows.min(), cols.min(), rows.max() + 1, cols.max() + 1)
     return boxes
-
-
-def test_boxes_from_masks_matches_numpy_extents():
-    rng = np.random.default_rng(3)
-    masks = np.zeros((5, 9, 13), np.uint8)
-    masks[0] = 1  # whole image -> [0, 0, H, W]
-    masks[1, 4, 7] = 1  # one pixel
-    masks[2] = rng.random((9, 13)) < 0.1
-    masks[3, 2:5, 0:13] = 1
-    # masks[4] stays empty
-    boxes = boxes_from_masks(masks).numpy()
-    np.testing.assert_array_equal(boxes, _numpy_extents(masks))
-    np.testing.assert_array_equal(boxes[0], [0, 0, 9, 13])
-    np.testing.assert_array_equal(boxes[4], [0, 0, 0, 0])
 
 
 def test_instances_from_label_map_drops_invisible_instances_and_checks_values():

@@ -4,7 +4,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kseg.detection.boxes import box_area, box_iou, clip_boxes, decode_boxes, encode_boxes
+from kseg.detection.boxes import (
+    as_boxes,
+    box_area,
+    box_iou,
+    boxes_from_masks,
+    clip_boxes,
+    decode_boxes,
+    encode_boxes,
+    image_boxes,
+    numpy_boxes_from_masks,
+)
 
 
 def numpy_iou(a, b):
@@ -116,3 +126,78 @@ def test_bad_box_shape_is_named():
         box_iou(np.zeros((3, 5), np.float32), np.zeros((2, 4), np.float32))
     with pytest.raises(ValueError, match="weights"):
         encode_boxes([[0.0, 0.0, 1.0, 1.0]], [[0.0, 0.0, 1.0, 1.0]], weights=(1.0, 1.0))
+
+
+def _numpy_extents(masks):
+    boxes = np.zeros((len(masks), 4), np.float32)
+    for i, mask in enumerate(masks):
+        rows, cols = np.nonzero(mask)
+        if rows.size:
+            boxes[i] = (rows.min(), cols.min(), rows.max() + 1, cols.max() + 1)
+    return boxes
+
+
+def _test_masks():
+    rng = np.random.default_rng(3)
+    masks = np.zeros((5, 9, 13), np.uint8)
+    masks[0] = 1  # whole image -> [0, 0, H, W]
+    masks[1, 4, 7] = 1  # one pixel
+    masks[2] = rng.random((9, 13)) < 0.1
+    masks[3, 2:5, 0:13] = 1
+    # masks[4] stays empty
+    return masks
+
+
+def test_boxes_from_masks_matches_numpy_extents():
+    masks = _test_masks()
+    boxes = boxes_from_masks(tf.constant(masks)).numpy()
+    np.testing.assert_array_equal(boxes, _numpy_extents(masks))
+    np.testing.assert_array_equal(boxes[0], [0, 0, 9, 13])
+    np.testing.assert_array_equal(boxes[4], [0, 0, 0, 0])
+
+
+def test_numpy_boxes_from_masks_stays_in_numpy():
+    masks = _test_masks()
+    boxes = numpy_boxes_from_masks(masks.astype(bool))
+    assert isinstance(boxes, np.ndarray) and boxes.dtype == np.float32
+    np.testing.assert_array_equal(boxes, _numpy_extents(masks))
+    assert numpy_boxes_from_masks(np.zeros((0, 4, 4), bool)).shape == (0, 4)
+    assert boxes_from_masks(np.zeros((0, 4, 4), bool)).shape == (0, 4)
+
+
+def test_boxes_from_masks_in_a_graph_with_unknown_sizes():
+    signature = [tf.TensorSpec((None, None, None), tf.uint8)]
+    boxes = tf.function(boxes_from_masks, input_signature=signature)(tf.constant(_test_masks()))
+    np.testing.assert_array_equal(boxes.numpy(), _numpy_extents(_test_masks()))
+
+
+def test_as_boxes_checks_rank_and_last_axis():
+    assert as_boxes(np.zeros((2, 3, 4), np.int32), rank=3).dtype == tf.float32
+    with pytest.raises(ValueError, match=r"`gt_boxes` must have rank 3.*gt_boxes.shape=\(3, 4\)"):
+        as_boxes(np.zeros((3, 4)), "gt_boxes", rank=3)
+    with pytest.raises(ValueError, match=r"`anchors` must have a last axis of 4"):
+        as_boxes(np.zeros((3, 5)), "anchors")
+    with pytest.raises(ValueError, match="rank >= 1"):
+        as_boxes(1.0)
+
+
+def test_image_boxes_accepts_boxes_reaching_past_the_border():
+    boxes = image_boxes([[-2, 1, 5, 7], [6, 6, 12, 12]], height=8, width=8)
+    assert boxes.dtype == np.float64
+    np.testing.assert_array_equal(boxes, [[-2, 1, 5, 7], [6, 6, 12, 12]])
+    assert image_boxes([], 8, 8).shape == (0, 4)
+
+
+@pytest.mark.parametrize(
+    "boxes, message",
+    [
+        ([[0, 0, 1]], r"must be \(N, 4\)"),
+        ([[0, 0, 4, 4], [3, 1, 3, 5]], r"`boxes`\[1\] is not a box.*\[3.0, 1.0, 3.0, 5.0\]"),
+        ([[0, 0, np.nan, 4]], "is not a box"),
+        ([[8, 0, 9, 4]], r"entirely outside the 8x8 image"),
+        ([[0, -5, 4, 0]], r"entirely outside"),
+    ],
+)
+def test_image_boxes_names_the_bad_box(boxes, message):
+    with pytest.raises(ValueError, match=message):
+        image_boxes(boxes, height=8, width=8)

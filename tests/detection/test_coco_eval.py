@@ -10,7 +10,7 @@ from pycocotools import mask as mask_api
 
 from kseg.data.coco import coco_categories, coco_instance_dataset
 from kseg.data.info import DatasetInfo
-from kseg.data.instances import boxes_from_masks
+from kseg.detection.boxes import boxes_from_masks
 from kseg.detection.coco_eval import coco_evaluate, coco_ground_truth, detections_to_coco
 
 REFS = Path(__file__).resolve().parents[2] / ".." / "shared" / "refs"
