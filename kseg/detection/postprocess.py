@@ -1,8 +1,9 @@
-"""Mask R-CNN inference post-processing: class-wise NMS detections and masks pasted onto the image."""
+"""Mask R-CNN post-processing: class-wise NMS detections and masks pasted onto the image."""
 
 import tensorflow as tf
 
 from kseg.detection.boxes import clip_boxes, decode_boxes
+from kseg.validation import validate_positive_int
 
 HEAD_BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
 
@@ -17,14 +18,7 @@ def _check_detect_settings(score_threshold, nms_iou, max_detections, box_weights
         )
     if not 0.0 < float(nms_iou) <= 1.0:
         raise ValueError(f"nms_iou must lie in (0, 1]. Received: nms_iou={nms_iou!r}")
-    if (
-        isinstance(max_detections, bool)
-        or not isinstance(max_detections, int)
-        or max_detections < 1
-    ):
-        raise ValueError(
-            f"max_detections must be a positive integer. Received: max_detections={max_detections!r}"
-        )
+    validate_positive_int(max_detections, "max_detections")
     if len(tuple(box_weights)) != 4:
         raise ValueError(
             "box_weights must hold four weights (wy, wx, wh, ww). "
@@ -37,7 +31,8 @@ def _check_detect_shapes(rois, class_logits, box_deltas):
         raise ValueError(f"rois must have shape (B, R, 4). Received: rois.shape={rois.shape}")
     if class_logits.shape.rank is not None and class_logits.shape.rank != 3:
         raise ValueError(
-            f"class_logits must have shape (B, R, K). Received: class_logits.shape={class_logits.shape}"
+            "class_logits must have shape (B, R, K). "
+            f"Received: class_logits.shape={class_logits.shape}"
         )
     num_classes = class_logits.shape[-1]
     if num_classes is not None and num_classes < 2:

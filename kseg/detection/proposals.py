@@ -1,8 +1,9 @@
-"""Region proposals from RPN outputs: per-level top-k, decoding, clipping and NMS, merged over levels."""
+"""Region proposals from RPN outputs: per-level top-k, decoding, clipping, NMS over levels."""
 
 import tensorflow as tf
 
 from kseg.detection.boxes import clip_boxes, decode_boxes
+from kseg.validation import validate_positive_int
 
 RPN_BOX_WEIGHTS = (1.0, 1.0, 1.0, 1.0)
 
@@ -31,9 +32,8 @@ def _check_settings(objectness, deltas, anchors, pre_nms_top_n, post_nms_top_n, 
             "objectness, deltas and anchors must hold the same number of levels. Received: "
             f"{len(objectness)}, {len(deltas)} and {len(anchors)} levels"
         )
-    for name, value in (("pre_nms_top_n", pre_nms_top_n), ("post_nms_top_n", post_nms_top_n)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
+    validate_positive_int(pre_nms_top_n, "pre_nms_top_n")
+    validate_positive_int(post_nms_top_n, "post_nms_top_n")
     if not 0.0 < float(nms_iou) <= 1.0:
         raise ValueError(f"nms_iou must lie in (0, 1]. Received: nms_iou={nms_iou!r}")
     if float(min_size) < 0.0:
@@ -91,8 +91,9 @@ def select_proposals(
         >>> logits = [tf.constant([[2.0, 1.0, 0.5]])]
         >>> proposals, scores = select_proposals(
         ...     logits, [tf.zeros((1, 3, 4))], anchors, 64, 64, post_nms_top_n=4)
-        >>> proposals[0].numpy().tolist()
-        [[0.0, 0.0, 16.0, 16.0], [30.0, 30.0, 46.0, 46.0], [0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]
+        >>> proposals[0].numpy().tolist()  # doctest: +NORMALIZE_WHITESPACE
+        [[0.0, 0.0, 16.0, 16.0], [30.0, 30.0, 46.0, 46.0],
+         [0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]
     """
     _check_settings(objectness, deltas, anchors, pre_nms_top_n, post_nms_top_n, nms_iou, min_size)
     height = tf.cast(image_height, tf.float32)
