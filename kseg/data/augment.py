@@ -15,6 +15,8 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
+from kseg.validation import IGNORE_LABEL
+
 # DeepLab pads with the ImageNet mean so that padding becomes zero after mean subtraction.
 IMAGENET_MEAN_RGB = (123.675, 116.28, 103.53)
 
@@ -88,7 +90,7 @@ def _fill_vector(image_fill, dtype):
     return tf.reshape(fill, [-1])  # a scalar becomes one value broadcast over channels
 
 
-def pad_to_size(image, mask, size, image_fill=0.0, ignore_label: int = 255):
+def pad_to_size(image, mask, size, image_fill=0.0, ignore_label: int = IGNORE_LABEL):
     """Pad image and mask at the bottom and right up to at least `size`.
 
     Padded mask pixels get `ignore_label`, so they count in no loss or metric; padded image
@@ -222,7 +224,7 @@ def augment_pair(
     flip: bool = True,
     jitter: bool = True,
     image_fill=IMAGENET_MEAN_RGB,
-    ignore_label: int = 255,
+    ignore_label: int = IGNORE_LABEL,
 ):
     """The standard training augmentation: scale, pad, crop, flip, colour jitter.
 
@@ -325,7 +327,7 @@ def make_pipeline(
     flip: bool = True,
     jitter: bool = True,
     image_fill=IMAGENET_MEAN_RGB,
-    ignore_label: int = 255,
+    ignore_label: int = IGNORE_LABEL,
     eval_size=None,
     pad_multiple: int = 32,
     seed: int | None = None,

@@ -10,6 +10,7 @@ import tensorflow as tf
 from kseg.data import validate as checks
 from kseg.data.folders import match_folder_pairs, paired_files_dataset
 from kseg.data.info import DatasetInfo
+from kseg.validation import IGNORE_LABEL
 
 CAMVID_CLASS_NAMES = (
     "Sky",
@@ -42,7 +43,7 @@ CAMVID_PALETTE = (
 )
 
 
-def camvid_info(ignore_label: int = 255) -> DatasetInfo:
+def camvid_info(ignore_label: int = IGNORE_LABEL) -> DatasetInfo:
     """Class names, palette and ignore label of the 11-class CamVid.
 
     Example:
@@ -107,7 +108,7 @@ def camvid_dataset(
     root,
     split: str = "train",
     *,
-    ignore_label: int = 255,
+    ignore_label: int = IGNORE_LABEL,
     validate: str = "header",
     shuffle_files: bool = False,
     seed: int | None = None,

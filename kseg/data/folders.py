@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from kseg.data import validate as checks
 from kseg.data.info import DatasetInfo
+from kseg.validation import IGNORE_LABEL
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 MASK_EXTENSIONS = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg")
@@ -20,7 +21,7 @@ def paired_files_dataset(
     mask_paths: Sequence,
     *,
     num_classes: int | None = None,
-    ignore_label: int = 255,
+    ignore_label: int = IGNORE_LABEL,
     label_map: Mapping[int, int] | None = None,
     mask_colors=None,
     validate: str = "header",
@@ -166,7 +167,7 @@ def folder_dataset(
     masks_dir,
     *,
     num_classes: int | None = None,
-    ignore_label: int = 255,
+    ignore_label: int = IGNORE_LABEL,
     label_map: Mapping[int, int] | None = None,
     mask_colors=None,
     mask_suffix: str = "",
@@ -220,7 +221,7 @@ def folder_dataset(
 def folder_info(
     num_classes: int | None = None,
     class_names: Sequence[str] | None = None,
-    ignore_label: int = 255,
+    ignore_label: int = IGNORE_LABEL,
     palette=None,
 ) -> DatasetInfo:
     """The `DatasetInfo` of a folder dataset: whatever the caller declares about it.

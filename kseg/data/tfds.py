@@ -10,8 +10,7 @@ import tensorflow as tf
 
 from kseg.data.info import DatasetInfo
 from kseg.data.validate import assert_valid_example
-
-_IGNORE = 255  # presets are written with 255 and rewritten to the caller's ignore label
+from kseg.validation import IGNORE_LABEL
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +46,7 @@ PRESETS: dict[str, TfdsSegmentationSpec] = {
     "oxford_iiit_pet": TfdsSegmentationSpec(
         image_key="image",
         mask_key="segmentation_mask",
-        label_map={1: 1, 2: 0, 3: _IGNORE},
+        label_map={1: 1, 2: 0, 3: IGNORE_LABEL},
         unlisted_label=None,
         class_names=("background", "pet"),
         palette=((0, 0, 0), (200, 40, 40)),
@@ -56,7 +55,7 @@ PRESETS: dict[str, TfdsSegmentationSpec] = {
         image_key="image_left",
         mask_key="segmentation_label",
         label_map=_CITYSCAPES_TRAIN_IDS,
-        unlisted_label=_IGNORE,
+        unlisted_label=IGNORE_LABEL,
         class_names=(
             "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light",
             "traffic sign", "vegetation", "terrain", "sky", "person", "rider", "car", "truck",
@@ -110,7 +109,7 @@ def tfds_info(
     label_map: Mapping[int, int] | None = None,
     num_classes: int | None = None,
     class_names: Sequence[str] | None = None,
-    ignore_label: int = 255,
+    ignore_label: int = IGNORE_LABEL,
 ) -> DatasetInfo:
     """The `DatasetInfo` of a tensorflow-datasets segmentation dataset (see `tfds_dataset`).
 
@@ -138,7 +137,8 @@ def _lookup_table(spec, ignore_label, preset_labels):
     for stored, label in (spec.label_map or {}).items():
         table[stored] = label
     if preset_labels:
-        table[table == _IGNORE] = ignore_label
+        # Presets are written with IGNORE_LABEL and rewritten to the caller's ignore label.
+        table[table == IGNORE_LABEL] = ignore_label
     return tf.constant(table)
 
 
@@ -153,7 +153,7 @@ def tfds_dataset(
     label_map: Mapping[int, int] | None = None,
     num_classes: int | None = None,
     class_names: Sequence[str] | None = None,
-    ignore_label: int = 255,
+    ignore_label: int = IGNORE_LABEL,
     shuffle_files: bool = False,
     validate: bool = True,
 ) -> tf.data.Dataset:

@@ -24,6 +24,8 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from kseg.validation import IGNORE_LABEL
+
 VALIDATION_MODES = ("none", "header", "full")
 _INDEX_MODES = ("P", "L", "I", "I;16", "I;16L", "I;16B", "1")
 _COLOUR_MODES = ("RGB", "RGBA")
@@ -187,7 +189,7 @@ def read_pair(
     mask_path,
     *,
     num_classes: int | None = None,
-    ignore_label: int = 255,
+    ignore_label: int = IGNORE_LABEL,
     label_table: np.ndarray | None = None,
     mask_colors=None,
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -10,6 +10,7 @@ import tensorflow as tf
 from kseg.data import validate as checks
 from kseg.data.folders import paired_files_dataset
 from kseg.data.info import DatasetInfo
+from kseg.validation import IGNORE_LABEL
 
 VOC_CLASS_NAMES = (
     "background",
@@ -63,7 +64,7 @@ def voc_colormap(size: int = 256) -> np.ndarray:
     return colours.astype(np.uint8)
 
 
-def voc_info(ignore_label: int = 255) -> DatasetInfo:
+def voc_info(ignore_label: int = IGNORE_LABEL) -> DatasetInfo:
     """Class names, palette and ignore label of PASCAL VOC segmentation.
 
     Example:
@@ -103,7 +104,7 @@ def voc_dataset(
     split: str = "train",
     *,
     mask_dir: str = "SegmentationClass",
-    ignore_label: int = 255,
+    ignore_label: int = IGNORE_LABEL,
     validate: str = "header",
     shuffle_files: bool = False,
     seed: int | None = None,
