@@ -14,7 +14,8 @@ Without `--data`, a small folder in that layout is first written from kseg's sha
 
 The model is DeepLabV3+ on a MobileNetV2-0.35 backbone initialised from the ImageNet weights
 that ship inside kseg (no download). The run folder receives `model.keras`, `scores.json` and,
-in `predictions/`, an overlay per validation image (in file-name order) (prediction left, ground truth right).
+in `predictions/`, an overlay per validation image (in file-name order): prediction left,
+ground truth right.
 
 Usage:
     python examples/custom_dataset.py                                   # writes a demo folder

@@ -29,7 +29,6 @@ import numpy as np
 from PIL import Image
 
 import kseg
-import kseg.cli
 import kseg.recipes
 
 
@@ -47,7 +46,7 @@ def parse_args(argv=None):
     parser.add_argument("--image-size", type=int, default=128, help="shapes image size")
     parser.add_argument("--num-samples", type=int, default=100, help="shapes images scored")
     parser.add_argument(
-        "--scales", type=kseg.cli.parse_scales, default=(1.0,), help="e.g. 0.5,0.75,1,1.25"
+        "--scales", type=kseg.utils.parse_scales, default=(1.0,), help="e.g. 0.5,0.75,1,1.25"
     )
     parser.add_argument("--flip", action="store_true", help="also average mirrored images")
     parser.add_argument("--window", type=int, help="sliding-window size in pixels")
@@ -68,7 +67,7 @@ def parse_args(argv=None):
 def load_split(args):
     shapes = {"num_samples": args.num_samples, "image_size": args.image_size}
     options = shapes if args.data == "shapes" else {}
-    return kseg.cli.load_split(args.data, args.split, num_classes=args.num_classes, **options)
+    return kseg.data.load_split(args.data, args.split, num_classes=args.num_classes, **options)
 
 
 def write_prediction(labels_path, overlay_path, image, labels, palette, ground_truth=None):
@@ -138,7 +137,7 @@ def main(argv=None):
             palette,
             ground_truth=mask.numpy(),
         )
-    for path in kseg.cli.image_files(args.images) if args.images else ():
+    for path in kseg.data.image_files(args.images) if args.images else ():
         image = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
         folder = out / "predictions"
         write_prediction(

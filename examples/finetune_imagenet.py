@@ -24,7 +24,6 @@ from pathlib import Path
 import keras
 
 import kseg
-import kseg.cli
 import kseg.recipes
 
 MODELS = ("deeplabv3plus", "unet")
@@ -93,7 +92,7 @@ def load_split(args, split, num_samples):
     """`(dataset, info)` of one split; the shapes data is rendered at `--image-size`."""
     shapes = {"num_samples": num_samples, "image_size": args.image_size, "seed": args.seed}
     options = shapes if args.data == "shapes" else {}
-    return kseg.cli.load_split(args.data, split, num_classes=args.num_classes, **options)
+    return kseg.data.load_split(args.data, split, num_classes=args.num_classes, **options)
 
 
 def main(argv=None):

@@ -15,8 +15,10 @@ paper's ResNet-50 (`--backbone resnet50 --fpn-channels 256`) and a GPU.
 
 Usage:
     python examples/mask_rcnn_coco.py \\
-        --annotations data/coco/annotations/instances_train2017.json --images data/coco/train2017 \\
-        --val-annotations data/coco/annotations/instances_val2017.json --val-images data/coco/val2017 \\
+        --annotations data/coco/annotations/instances_train2017.json \\
+        --images data/coco/train2017 \\
+        --val-annotations data/coco/annotations/instances_val2017.json \\
+        --val-images data/coco/val2017 \\
         --run-dir runs/mask_rcnn_coco --image-size 512 --max-train-minutes 600
     python examples/mask_rcnn_coco.py --annotations A.json --images DIR --tiny   # smoke run
 

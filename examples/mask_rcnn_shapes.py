@@ -4,7 +4,8 @@ The shapes set (kseg.data.shapes_instance_examples) renders 1-4 circles, squares
 and stars per image, with instance masks, so the whole instance-segmentation path (targets,
 losses, RoIAlign, NMS, mask pasting, COCOeval) runs without a download. The default
 configuration is sized for a CPU: 128x128 images, a MobileNetV2 (alpha 0.35) backbone from
-ImageNet (the weights kseg ships, so no download), a 128-channel pyramid and anchors of 16-256 px (the objects are 26-56 px wide).
+ImageNet (the weights kseg ships, so no download), a 128-channel pyramid and anchors of
+16-256 px (the objects are 26-56 px wide).
 
 Usage:
     python examples/mask_rcnn_shapes.py --run-dir runs/mask_rcnn_shapes --max-train-minutes 60

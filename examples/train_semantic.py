@@ -29,7 +29,6 @@ from pathlib import Path
 import keras
 
 import kseg
-import kseg.cli
 import kseg.recipes
 
 
@@ -109,7 +108,7 @@ def model_kwargs(args, num_classes):
                 kwargs["alpha"] = args.alpha
         if args.backbone_weights:
             kwargs["backbone_weights"] = args.backbone_weights
-    kwargs.update(kseg.cli.parse_model_args(args.model_arg))
+    kwargs.update(kseg.utils.parse_model_args(args.model_arg))
     return kwargs
 
 
@@ -117,16 +116,15 @@ def load_split(args, split, num_samples):
     """`(dataset, info)` of one split; the shapes data is rendered at `--image-size`."""
     shapes = {"num_samples": num_samples, "image_size": args.image_size, "seed": args.seed}
     options = shapes if args.data == "shapes" else {}
-    return kseg.cli.load_split(args.data, split, num_classes=args.num_classes, **options)
+    return kseg.data.load_split(args.data, split, num_classes=args.num_classes, **options)
 
 
 def main(argv=None):
     """Train, evaluate on the validation split, write the run folder; returns the scores."""
     args = parse_args(argv)
-    if args.model.lower() not in kseg.models.list_models():
-        raise SystemExit(
-            f"unknown model {args.model!r}; registered: {', '.join(kseg.models.list_models())}"
-        )
+    semantic = kseg.models.list_models(task="semantic")
+    if args.model.lower() not in semantic:
+        raise SystemExit(f"unknown model {args.model!r}; registered: {', '.join(semantic)}")
     keras.utils.set_random_seed(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

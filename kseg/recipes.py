@@ -1,19 +1,28 @@
-"""The training recipes kseg's example scripts share, each one call.
+"""The training recipes kseg's command line and example scripts share, each one call.
 
 Semantic segmentation: random-scale crops and flips (`semantic_batches`), Adam under the "poly"
 learning-rate decay of DeepLab (Chen et al., TPAMI 2017), trained by kseg's resumable `fit`
 (`fit_semantic`), and scores as a JSON-ready record (`scores_record`). Instance segmentation:
-Mask R-CNN (He et al., ICCV 2017) under Adam with gradient clipping and a warmed-up poly decay,
-with an optional wall-clock limit (`fit_instances`). The building blocks stay public in
+Mask R-CNN (He et al., ICCV 2017) under a clipped optimizer and a warmed-up poly decay, with an
+optional wall-clock limit (`fit_instances`). The building blocks stay public in
 `kseg.data`, `kseg.training` and `kseg.evaluation` for runs that need other choices.
 """
 
 import time
 
 import keras
+import tensorflow as tf
 
 from kseg.data.augment import make_pipeline
-from kseg.training import TimeLimit, compile_model, fit, poly_schedule
+from kseg.distribute import worker_run_dir
+from kseg.losses import CombinedLoss, DiceLoss, FocalLoss, SegmentationCrossEntropy
+from kseg.training import (
+    TimeLimit,
+    compile_model,
+    fit,
+    poly_schedule,
+    set_batchnorm_momentum,
+)
 
 
 def semantic_batches(
@@ -77,6 +86,36 @@ def semantic_batches(
     return train, val, steps
 
 
+LOSSES = ("ce", "focal", "dice", "ce+dice")
+"""The loss names `segmentation_loss` (and `fit_semantic`'s `loss=`) accept."""
+
+
+def segmentation_loss(name, num_classes, ignore_label=255):
+    """The segmentation loss called `name`, ignoring `ignore_label`.
+
+    Args:
+        name: "ce" (cross-entropy), "focal", "dice" or "ce+dice" (the two summed).
+        num_classes: number of classes (the Dice loss needs it).
+        ignore_label: mask value left out of the loss.
+
+    Returns:
+        A `keras.losses.Loss`.
+
+    Example:
+        >>> type(kseg.recipes.segmentation_loss("dice", 3)).__name__
+        'DiceLoss'
+    """
+    if name not in LOSSES:
+        raise ValueError(f"Unknown loss. Expected one of {LOSSES}. Received: name={name!r}")
+    cross_entropy = SegmentationCrossEntropy(ignore_label=ignore_label)
+    if name == "ce":
+        return cross_entropy
+    if name == "focal":
+        return FocalLoss(ignore_label=ignore_label)
+    dice = DiceLoss(num_classes, ignore_label=ignore_label)
+    return dice if name == "dice" else CombinedLoss([cross_entropy, dice], [1.0, 1.0])
+
+
 def fit_semantic(
     model,
     train,
@@ -88,15 +127,25 @@ def fit_semantic(
     learning_rate,
     run_dir,
     ignore_label=255,
+    optimizer="adam",
+    loss=None,
+    metrics=None,
+    batchnorm_momentum=None,
+    jit_compile="auto",
+    strategy=None,
+    tensorboard=False,
+    verbose=2,
     run_eagerly=False,
 ):
-    """Compiles a segmentation model with Adam under poly decay and trains it into `run_dir`.
+    """Compiles a segmentation model under poly decay and trains it into `run_dir`.
 
     The learning rate falls as `learning_rate * (1 - t / T) ** 0.9` over the
-    `epochs * steps_per_epoch` steps (`kseg.training.poly_schedule`); the loss and metric are
-    those of `kseg.training.compile_model`. Training is `kseg.training.fit` with one line of log
-    per epoch and no TensorBoard, so running it again on the same `run_dir` resumes. Compiling
-    here also makes Keras pick up changed `trainable` flags, as between fine-tuning phases.
+    `epochs * steps_per_epoch` steps (`kseg.training.poly_schedule`); the loss and metric default
+    to those of `kseg.training.compile_model`. Training is `kseg.training.fit`, so running it
+    again on the same `run_dir` resumes. Compiling here also makes Keras pick up changed
+    `trainable` flags, as between fine-tuning phases. The optimizer is created inside
+    `strategy.scope()`; build the model in the same scope. Under a multi-worker strategy only the
+    chief writes into `run_dir` (see `kseg.distribute.worker_run_dir`).
 
     Args:
         model: a segmentation model mapping images to `(B, H, W, num_classes)` logits.
@@ -105,9 +154,17 @@ def fit_semantic(
         num_classes: number of classes.
         epochs: epochs to train.
         steps_per_epoch: training steps per epoch.
-        learning_rate: initial Adam learning rate.
+        learning_rate: initial learning rate.
         run_dir: folder of the checkpoints and logs.
         ignore_label: mask value left out of the loss and metric.
+        optimizer: "sgd", "adam", "adamw" or a `keras.optimizers.Optimizer`.
+        loss: a name of `LOSSES`, a `keras.losses.Loss`, or None for cross-entropy.
+        metrics: metrics to track, or None for the mean IoU.
+        batchnorm_momentum: set every batch normalisation's momentum to this first, or None.
+        jit_compile: True, False or "auto" (see `kseg.training.compile_model`).
+        strategy: the `tf.distribute.Strategy`; None uses the current one.
+        tensorboard: also write TensorBoard logs.
+        verbose: passed to `model.fit` (2: one line per epoch).
         run_eagerly: skip graph compilation (cheaper for a handful of steps).
 
     Returns:
@@ -126,23 +183,32 @@ def fit_semantic(
         ... )  # doctest: +ELLIPSIS
         1/1 - ...
     """
-    compile_model(
-        model,
-        num_classes=num_classes,
-        optimizer="adam",
-        learning_rate=poly_schedule(learning_rate, epochs * steps_per_epoch),
-        ignore_label=ignore_label,
-        run_eagerly=run_eagerly,
-    )
+    strategy = strategy or tf.distribute.get_strategy()
+    if isinstance(loss, str):
+        loss = segmentation_loss(loss, num_classes, ignore_label)
+    with strategy.scope():
+        if batchnorm_momentum is not None:
+            set_batchnorm_momentum(model, batchnorm_momentum)
+        compile_model(
+            model,
+            num_classes=num_classes,
+            optimizer=optimizer,
+            learning_rate=poly_schedule(learning_rate, epochs * steps_per_epoch),
+            loss=loss,
+            metrics=metrics,
+            ignore_label=ignore_label,
+            jit_compile=jit_compile,
+            run_eagerly=run_eagerly,
+        )
     return fit(
         model,
         train,
         val,
         epochs=epochs,
         steps_per_epoch=steps_per_epoch,
-        run_dir=str(run_dir),
-        tensorboard=False,
-        verbose=2,
+        run_dir=str(worker_run_dir(run_dir, strategy)),
+        tensorboard=tensorboard,
+        verbose=verbose,
     )
 
 
@@ -174,6 +240,33 @@ def scores_record(scores, class_names=None):
     }
 
 
+def clipped_optimizer(name, learning_rate):
+    """The optimizer `name` with gradients clipped to a global norm of 10, as Mask R-CNN needs.
+
+    Clipping keeps the first steps of a randomly initialised detection head stable.
+
+    Args:
+        name: "sgd" (momentum 0.9), "adam" or "adamw" (weight decay 1e-4).
+        learning_rate: a float or a `keras.optimizers.schedules.LearningRateSchedule`.
+
+    Returns:
+        A `keras.optimizers.Optimizer`.
+
+    Example:
+        >>> kseg.recipes.clipped_optimizer("sgd", 0.01).global_clipnorm
+        10.0
+    """
+    if name == "sgd":
+        return keras.optimizers.SGD(learning_rate, momentum=0.9, global_clipnorm=10.0)
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate, global_clipnorm=10.0)
+    if name == "adamw":
+        return keras.optimizers.AdamW(learning_rate, weight_decay=1e-4, global_clipnorm=10.0)
+    raise ValueError(
+        f"Unknown optimizer. Expected 'sgd', 'adam' or 'adamw'. Received: name={name!r}"
+    )
+
+
 def fit_instances(
     model,
     batches,
@@ -182,28 +275,36 @@ def fit_instances(
     steps_per_epoch,
     learning_rate,
     run_dir,
+    optimizer="adam",
     warmup_steps=100,
     max_train_minutes=None,
+    tensorboard=False,
+    checkpoint_every_epoch=False,
+    verbose=2,
     run_eagerly=False,
 ):
-    """Compiles a `kseg.models.MaskRCNN` with clipped Adam and trains it into `run_dir`.
+    """Compiles a `kseg.models.MaskRCNN` with a clipped optimizer and trains it into `run_dir`.
 
     He et al. (ICCV 2017) train Mask R-CNN with a linear warm-up; here the learning rate rises
     over `warmup_steps` and then follows the poly decay to zero at `epochs * steps_per_epoch`
-    (`kseg.training.poly_schedule`). Gradients are clipped to a global norm of 10, which keeps the
-    first steps of randomly initialised heads stable. The model's own losses are used (it is
-    compiled without `loss`). Training is `kseg.training.fit` (resumable, no TensorBoard, one
-    checkpoint at the end); `max_train_minutes` stops it at the first step past that time.
+    (`kseg.training.poly_schedule`). Gradients are clipped to a global norm of 10
+    (`clipped_optimizer`). The model's own losses are used (it is compiled without `loss`).
+    Training is `kseg.training.fit` (resumable); `max_train_minutes` stops it at the first step
+    past that time.
 
     Args:
         model: a `kseg.models.MaskRCNN`.
         batches: repeating batches of `kseg.data.pad_instance_batch`.
         epochs: epochs to train.
         steps_per_epoch: training steps per epoch.
-        learning_rate: peak Adam learning rate.
+        learning_rate: peak learning rate.
         run_dir: folder of the checkpoints and logs.
-        warmup_steps: steps of linear warm-up.
+        optimizer: "adam", "sgd" or "adamw".
+        warmup_steps: steps of linear warm-up; 0 for none.
         max_train_minutes: wall-clock limit of this call, or None.
+        tensorboard: also write TensorBoard logs.
+        checkpoint_every_epoch: keep a checkpoint of every epoch rather than one at the end.
+        verbose: passed to `model.fit` (2: one line per epoch).
         run_eagerly: skip graph compilation (cheaper for a handful of steps).
 
     Returns:
@@ -221,9 +322,7 @@ def fit_instances(
         ...     run_dir="runs/mask_rcnn", max_train_minutes=30)
     """
     schedule = poly_schedule(learning_rate, epochs * steps_per_epoch, warmup_steps=warmup_steps)
-    model.compile(
-        optimizer=keras.optimizers.Adam(schedule, global_clipnorm=10.0), run_eagerly=run_eagerly
-    )
+    model.compile(optimizer=clipped_optimizer(optimizer, schedule), run_eagerly=run_eagerly)
     callbacks = [TimeLimit(max_train_minutes)] if max_train_minutes else []
     start = time.time()
     fit(
@@ -233,8 +332,8 @@ def fit_instances(
         steps_per_epoch=steps_per_epoch,
         run_dir=str(run_dir),
         callbacks=callbacks,
-        tensorboard=False,
-        checkpoint_every_epoch=False,
-        verbose=2,
+        tensorboard=tensorboard,
+        checkpoint_every_epoch=checkpoint_every_epoch,
+        verbose=verbose,
     )
     return time.time() - start

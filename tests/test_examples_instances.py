@@ -49,8 +49,9 @@ def load_module(path, name):
 
 
 def write_tiny_coco(root, **kwargs):
-    """tests/test_cli.py's tiny COCO-format folder (PNGs with polygons, sparse category ids)."""
-    return load_module(REPO / "tests" / "test_cli.py", "cli_tests").write_tiny_coco(root, **kwargs)
+    """tests/cli's tiny COCO-format folder (PNGs with polygons, sparse category ids)."""
+    helpers = load_module(REPO / "tests" / "cli" / "cli_helpers.py", "cli_helpers")
+    return helpers.write_tiny_coco(root, **kwargs)
 
 
 def assert_printed_ap_matches(stdout, metrics):

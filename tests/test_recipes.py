@@ -9,7 +9,13 @@ import pytest
 import tensorflow as tf
 
 import kseg.testing
-from kseg.recipes import fit_semantic, scores_record, semantic_batches
+from kseg.recipes import (
+    clipped_optimizer,
+    fit_semantic,
+    scores_record,
+    segmentation_loss,
+    semantic_batches,
+)
 
 
 def _pairs(count, size=48):
@@ -80,3 +86,56 @@ def test_scores_record_is_plain_json_with_default_class_names():
     assert set(record) == {"class_names", "iou", "mean_iou", "pixel_accuracy", "mean_accuracy"}
     assert json.loads(json.dumps(record))["mean_iou"] == 0.625
     assert scores_record(scores, ("sky", "road", "car"))["class_names"] == ["sky", "road", "car"]
+
+
+def test_fit_semantic_takes_the_command_line_choices(tmp_path):
+    train, val, _ = semantic_batches(_pairs(4), _pairs(2), batch_size=2, crop_size=32, seed=0)
+    model = kseg.testing.build_small_model("deeplabv3plus", num_classes=3)
+    fit_semantic(
+        model,
+        train,
+        val,
+        num_classes=3,
+        epochs=1,
+        steps_per_epoch=1,
+        learning_rate=0.01,
+        run_dir=tmp_path,
+        optimizer="sgd",
+        loss="ce+dice",
+        batchnorm_momentum=0.5,
+        jit_compile=False,
+        tensorboard=True,
+        run_eagerly=True,
+    )
+    assert isinstance(model.optimizer, keras.optimizers.SGD)
+    assert isinstance(model.loss, kseg.losses.CombinedLoss)
+    norms = [
+        layer for layer in model._flatten_layers() if "BatchNormalization" in type(layer).__name__
+    ]
+    assert norms and all(layer.momentum == 0.5 for layer in norms)
+    assert any((tmp_path / "logs").rglob("events.out.tfevents.*"))
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [("ce", "SegmentationCrossEntropy"), ("focal", "FocalLoss"), ("dice", "DiceLoss")],
+)
+def test_segmentation_loss_by_name(name, expected):
+    assert type(segmentation_loss(name, 3)).__name__ == expected
+    with pytest.raises(ValueError, match="'lovasz'"):
+        segmentation_loss("lovasz", 3)
+
+
+@pytest.mark.parametrize(
+    "name, kind",
+    [
+        ("sgd", keras.optimizers.SGD),
+        ("adam", keras.optimizers.Adam),
+        ("adamw", keras.optimizers.AdamW),
+    ],
+)
+def test_clipped_optimizer_clips_the_global_norm_at_10(name, kind):
+    optimizer = clipped_optimizer(name, 0.01)
+    assert type(optimizer) is kind and optimizer.global_clipnorm == 10.0
+    with pytest.raises(ValueError, match="'rmsprop'"):
+        clipped_optimizer("rmsprop", 0.01)

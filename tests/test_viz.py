@@ -208,3 +208,43 @@ def test_history_csv_with_keras_na_cells_skips_them(tmp_path):
     assert loaded["val_loss"][0].tolist() == [1] and loaded["val_loss"][1].tolist() == [0.7]
     csv_path.write_text("epoch,loss,val_loss\n0,1.0,NA\n1,0.5,NA\n")
     assert "val_loss" not in viz.load_history(csv_path)
+
+
+def test_draw_instances_tints_masks_outlines_boxes_and_keeps_the_rest():
+    image = np.full((20, 30, 3), 200, np.uint8)
+    masks = np.zeros((2, 20, 30), bool)
+    masks[0, 4:10, 4:12] = True  # the better detection, painted on top
+    masks[1, 6:16, 8:20] = True
+    boxes = np.array([[4, 4, 10, 12], [6, 8, 16, 20]], np.float32)
+    drawn = viz.draw_instances(image, masks, boxes)
+    colours = viz.palette(3)
+    # Inside a mask and away from every outline: the 50 % blend with the instance colour.
+    np.testing.assert_array_equal(drawn[6, 6], (image[6, 6] + colours[1].astype(int)) // 2)
+    np.testing.assert_array_equal(drawn[12, 14], (image[12, 14] + colours[2].astype(int)) // 2)
+    # Where the masks overlap, the first (best) one wins.
+    np.testing.assert_array_equal(drawn[8, 9], (image[8, 9] + colours[1].astype(int)) // 2)
+    # Box outlines: first row and column of the box, last pixel at max - 1.
+    assert tuple(drawn[4, 7]) == tuple(colours[1]) and tuple(drawn[9, 7]) == tuple(colours[1])
+    assert tuple(drawn[15, 19]) == tuple(colours[2])
+    untouched = ~masks.any(0)
+    untouched[4:10, 4:12] = untouched[6:16, 8:20] = False
+    np.testing.assert_array_equal(drawn[untouched], image[untouched])
+
+
+def test_draw_instances_writes_captions_inside_their_box_only():
+    image = np.zeros((40, 60, 3), np.uint8)
+    masks = np.zeros((1, 40, 60), bool)
+    boxes = [[5, 5, 35, 55]]
+    plain = viz.draw_instances(image, masks, boxes)
+    captioned = viz.draw_instances(image, masks, boxes, ["dog 0.93"])
+    changed = np.argwhere((plain != captioned).any(-1))
+    assert len(changed) > 0
+    assert changed[:, 0].min() >= 5 and changed[:, 1].min() >= 5 and changed[:, 0].max() < 20
+
+
+def test_draw_instances_names_mismatched_inputs():
+    image = np.zeros((8, 8, 3), np.uint8)
+    with pytest.raises(ValueError, match="masks shape"):
+        viz.draw_instances(image, np.zeros((1, 4, 4), bool), [[0, 0, 2, 2]])
+    with pytest.raises(ValueError, match="one caption per box"):
+        viz.draw_instances(image, np.zeros((1, 8, 8), bool), [[0, 0, 2, 2]], ["a", "b"])

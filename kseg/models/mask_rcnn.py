@@ -19,6 +19,7 @@ from kseg.layers.roi_align import MultiLevelRoIAlign
 from kseg.layers.roi_heads import BoxHead, MaskHead
 from kseg.layers.rpn_head import RegionProposalHead
 from kseg.models.backbone_input import resolve_backbone
+from kseg.models.registry import register_model
 from kseg.utils.padding import pad_to_multiple
 
 SIZE_DIVISOR = 64
@@ -85,6 +86,7 @@ def _check_targets(images, targets):
         )
 
 
+@register_model("mask_rcnn", task="instance", aliases=("maskrcnn",))
 @keras.saving.register_keras_serializable(package="kseg")
 class MaskRCNN(keras.Model):
     """Instance segmentation with a feature pyramid, RPN, RoIAlign and box and mask heads.

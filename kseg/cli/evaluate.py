@@ -1,0 +1,91 @@
+"""`kseg evaluate`: a saved model's scores on a dataset split."""
+
+import kseg.data
+import kseg.tasks
+from kseg.cli import arguments, reports
+from kseg.cli.instance_data import category_names, coco_source, instance_examples
+
+DESCRIPTION = """Scores a saved model on a dataset split: per-class IoU, mIoU, accuracies (semantic
+models) or COCO mask and box AP, AP50, AP75 (MaskRCNN models).
+"""
+
+
+def run(args):
+    """Runs `kseg evaluate` with the parsed arguments (see `DESCRIPTION`)."""
+    model = arguments.load_model(args.model)
+    task = kseg.tasks.for_model(model)
+    if task is kseg.tasks.INSTANCE:
+        return _evaluate_instances(model, task, args)
+    if coco_source(args.data) is not None:
+        raise SystemExit(
+            f"kseg: error: {args.data} holds instance annotations, which only MaskRCNN models "
+            f"are evaluated on; {args.model} is a semantic segmentation model (evaluate it on "
+            "label-map data: 'shapes', a VOC or CamVid root, IMAGES,MASKS folders...)."
+        )
+    source, info = kseg.data.load_split(
+        args.data, args.split, resize=args.resize, num_classes=args.num_classes
+    )
+    if args.num_samples is not None:
+        source = source.take(args.num_samples)
+    num_classes = args.num_classes or info.num_classes or int(model.output.shape[-1])
+    val = kseg.data.make_pipeline(
+        source, args.batch_size, augment=False, ignore_label=info.ignore_label
+    )
+    scores = task.evaluate(
+        model,
+        val,
+        num_classes,
+        ignore_label=info.ignore_label,
+        **arguments.inference_options(args),
+    )
+    reports.print_scores(scores, info.class_names)
+    if args.output:
+        reports.write_scores(args.output, scores, info.class_names)
+
+
+def _evaluate_instances(model, task, args):
+    arguments.refuse_semantic_flags(
+        args,
+        [
+            ("--resize", args.resize is not None),
+            ("--num-classes", args.num_classes is not None),
+            *arguments.inference_flags_given(args),
+        ],
+    )
+    examples, categories = instance_examples(args.data, args.split, args.num_samples)
+    class_names = list(category_names(categories))
+    if len(class_names) + 1 != model.num_classes:
+        raise SystemExit(
+            f"kseg: error: {args.model} predicts {model.num_classes - 1} object classes but "
+            f"{args.data} has {len(class_names)} ({', '.join(class_names)})."
+        )
+    scores = task.evaluate(model, examples, categories, batch_size=args.batch_size)
+    reports.print_instance_scores(scores)
+    if args.output:
+        reports.write_instance_scores(args.output, scores, class_names)
+
+
+def add_parser(commands):
+    """Adds `kseg evaluate` and its flags to the subcommands."""
+    evaluate = commands.add_parser("evaluate", help=DESCRIPTION, description=DESCRIPTION)
+    evaluate.add_argument("--model", required=True, help="a .keras file")
+    evaluate.add_argument(
+        "--data",
+        required=True,
+        help="as for `kseg train`; for a MaskRCNN model 'shapes' or "
+        "'coco:ANNOTATIONS.json,IMAGE_DIR'",
+    )
+    evaluate.add_argument(
+        "--split", default="val", help="split name (a coco: source is one split already)"
+    )
+    evaluate.add_argument(
+        "--num-samples",
+        type=arguments.positive_int,
+        help="evaluate the first N images only (shapes: generate N)",
+    )
+    evaluate.add_argument("--num-classes", type=int)
+    evaluate.add_argument("--batch-size", type=int, default=1)
+    evaluate.add_argument("--resize", type=arguments.size)
+    evaluate.add_argument("--output", help="write the scores as JSON")
+    arguments.add_inference_flags(evaluate)
+    evaluate.set_defaults(handler=run)

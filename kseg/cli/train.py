@@ -1,0 +1,352 @@
+"""`kseg train`: a registered model on a dataset, resumable in its run folder."""
+
+from pathlib import Path
+
+import tensorflow as tf
+
+import kseg.data
+import kseg.distribute
+import kseg.metrics
+import kseg.models
+import kseg.recipes
+import kseg.tasks
+import kseg.training
+from kseg.cli import arguments, reports
+from kseg.cli.instance_data import category_names, coco_source, instance_examples
+
+DESCRIPTION = """Trains a registered model (or `--model mask_rcnn`) on a dataset, resuming an
+interrupted run in the same folder.
+
+`--batch-size` is the global batch: each of the strategy's N replicas gets batch-size / N
+examples per step. `--scale-learning-rate` multiplies `--learning-rate` by N (linear scaling).
+"""
+
+
+def train_semantic_model(
+    model_name, model_kwargs, train, val, *, num_classes, run_dir, strategy=None, **fit_options
+):
+    """Builds a semantic model in the strategy's scope, trains it, saves `run_dir/model.keras`.
+
+    Training is `kseg.recipes.fit_semantic` with the mean IoU as metric; under a multi-worker
+    strategy only the chief writes the model file (`kseg.distribute.save_on_chief`).
+
+    Args:
+        model_name: a registered semantic model.
+        model_kwargs: its builder arguments.
+        train: repeating training batches.
+        val: validation batches.
+        num_classes: number of classes.
+        run_dir: the run folder.
+        strategy: the `tf.distribute.Strategy`; None uses the current one.
+        **fit_options: the other arguments of `kseg.recipes.fit_semantic`.
+
+    Returns:
+        The trained model.
+    """
+    task = kseg.tasks.for_name(model_name)
+    strategy = strategy or tf.distribute.get_strategy()
+    ignore_label = fit_options.get("ignore_label", 255)
+    with strategy.scope():
+        model = task.build(model_name, **model_kwargs)
+        metrics = [kseg.metrics.MeanIoU(num_classes, ignore_label=ignore_label, name="mean_iou")]
+    task.fit(
+        model,
+        train,
+        val,
+        num_classes=num_classes,
+        run_dir=run_dir,
+        strategy=strategy,
+        metrics=metrics,
+        tensorboard=True,
+        **fit_options,
+    )
+    kseg.distribute.save_on_chief(model, Path(run_dir) / "model.keras", strategy)
+    return model
+
+
+def _semantic_model_arguments(args, num_classes):
+    kwargs = {"num_classes": num_classes}
+    if args.backbone:
+        kwargs["backbone"] = args.backbone
+    if args.backbone_weights:
+        kwargs["backbone_weights"] = args.backbone_weights
+    if args.output_stride:
+        kwargs["output_stride"] = args.output_stride
+    kwargs.update(arguments.model_args(args))
+    return kwargs
+
+
+def run(args):
+    """Runs `kseg train` with the parsed arguments (see `DESCRIPTION`)."""
+    try:
+        task = kseg.tasks.for_name(args.model)
+    except ValueError:
+        task = None
+    if task is kseg.tasks.INSTANCE:
+        return _train_instances(args, task)
+    if coco_source(args.data) is not None:
+        raise SystemExit(
+            f"kseg: error: {args.data} holds instance annotations: train --model mask_rcnn on "
+            f"it; {args.model} is a semantic segmentation model."
+        )
+    if args.val_data:
+        raise SystemExit(
+            "kseg: error: --val-data goes with --model mask_rcnn and coco: data; "
+            "semantic models validate on --val-split of --data."
+        )
+    if task is None:
+        raise SystemExit(
+            f"kseg: error: unknown model {args.model!r}; registered: "
+            f"{', '.join(kseg.models.list_models())}"
+        )
+    return _train_semantic(args, task)
+
+
+def _train_semantic(args, task):
+    try:
+        # First: MultiWorkerMirroredStrategy must be set up before any other TensorFlow work.
+        strategy = kseg.distribute.get_strategy(args.strategy)
+        per_replica = kseg.distribute.per_replica_batch_size(args.batch_size, strategy)
+    except kseg.distribute.DistributionError as error:
+        raise SystemExit(f"kseg: error: {error}") from None
+    learning_rate = args.learning_rate
+    if args.scale_learning_rate:
+        learning_rate = kseg.distribute.scale_learning_rate(learning_rate, strategy)
+    policy = kseg.training.set_precision(args.precision)
+    train_source, info = kseg.data.load_split(
+        args.data, args.train_split, resize=args.resize, num_classes=args.num_classes
+    )
+    val_source, _ = kseg.data.load_split(
+        args.data, args.val_split, resize=args.resize, num_classes=args.num_classes
+    )
+    if args.num_samples is not None:
+        train_source = train_source.take(args.num_samples)
+        val_source = val_source.take(args.num_samples)
+    num_classes = args.num_classes or info.num_classes
+    if num_classes is None:
+        raise SystemExit(f"the number of classes of {args.data!r} is unknown: pass --num-classes")
+    with strategy.scope():
+        # Element-wise sharding: every step sees the same global batch whatever the worker count.
+        train = kseg.distribute.shard_by_data(
+            kseg.data.make_pipeline(
+                train_source,
+                args.batch_size,
+                crop_size=args.crop_size,
+                seed=args.seed,
+                ignore_label=info.ignore_label,
+            )
+        )
+        val = kseg.distribute.shard_by_data(
+            kseg.data.make_pipeline(
+                val_source, args.val_batch_size, augment=False, ignore_label=info.ignore_label
+            )
+        )
+    steps = args.steps_per_epoch or max(1, sum(1 for _ in train_source) // args.batch_size)
+    replicas = strategy.num_replicas_in_sync
+    print(
+        f"training {args.model} on {args.data} ({num_classes} classes), precision {policy}, "
+        f"{args.epochs} epochs of {steps} steps, run folder {args.run_dir}"
+    )
+    print(
+        f"strategy {args.strategy}: {replicas} replica{'s' if replicas > 1 else ''}, "
+        f"global batch {args.batch_size} ({per_replica} per replica), "
+        f"learning rate {learning_rate:g}"
+    )
+    model = train_semantic_model(
+        args.model,
+        _semantic_model_arguments(args, num_classes),
+        train.repeat(),
+        val,
+        num_classes=num_classes,
+        run_dir=args.run_dir,
+        strategy=strategy,
+        epochs=args.epochs,
+        steps_per_epoch=steps,
+        learning_rate=learning_rate,
+        optimizer=args.optimizer,
+        loss=args.loss,
+        ignore_label=info.ignore_label,
+        jit_compile=args.jit,
+        verbose="auto",
+        run_eagerly=args.run_eagerly,
+    )
+    scores = task.evaluate(model, val, num_classes, ignore_label=info.ignore_label)
+    reports.print_scores(scores, info.class_names)
+    if kseg.distribute.is_chief(strategy):
+        reports.write_scores(Path(args.run_dir) / "scores.json", scores, info.class_names)
+
+
+def _instance_validation(args, categories):
+    """The validation examples of `kseg train --model mask_rcnn`, or None without any."""
+    if coco_source(args.data) is None:
+        if args.val_data:
+            raise SystemExit(
+                "kseg: error: --val-data goes with --data coco:...; shapes data "
+                "take their validation images from --val-split."
+            )
+        return instance_examples(args.data, args.val_split, args.num_samples)[0]
+    if not args.val_data:
+        return None
+    annotations, image_dir = coco_source(args.val_data) or (None, None)
+    if annotations is None:
+        raise SystemExit(
+            "kseg: error: --val-data takes coco:ANNOTATIONS.json,IMAGE_DIR. "
+            f"Received: {args.val_data!r}"
+        )
+    # Numbered with the training categories, so class k means the same in both.
+    val = kseg.data.coco_instance_dataset(annotations, image_dir, category_ids=categories.coco_ids)
+    if args.num_samples is not None:
+        val = val.take(args.num_samples)
+    return val
+
+
+def _train_instances(args, task):
+    """`kseg train --model mask_rcnn`: Mask R-CNN on shapes or COCO-format data, resumable."""
+    arguments.refuse_semantic_flags(
+        args,
+        [
+            ("--output-stride", args.output_stride is not None),
+            ("--loss", args.loss != "ce"),
+            ("--resize", args.resize is not None),
+            ("--num-classes", args.num_classes is not None),
+            ("--strategy", args.strategy != "default"),
+            ("--scale-learning-rate", args.scale_learning_rate),
+            ("--jit", args.jit),
+        ],
+    )
+    train, categories = instance_examples(args.data, args.train_split, args.num_samples)
+    val = _instance_validation(args, categories)
+    count = int(train.cardinality())
+    steps = args.steps_per_epoch or (max(1, count // args.batch_size) if count > 0 else None)
+    if steps is None:
+        raise SystemExit(f"kseg: error: the size of {args.data} is unknown: pass --steps-per-epoch")
+    names = category_names(categories)
+    policy = kseg.training.set_precision(args.precision)
+    model_kwargs = arguments.model_args(args)
+    if args.backbone:
+        model_kwargs["backbone"] = args.backbone
+    if args.backbone_weights:
+        model_kwargs["backbone_weights"] = (
+            None if args.backbone_weights.lower() == "none" else args.backbone_weights
+        )
+    try:
+        model = task.build(args.model, num_classes=len(names) + 1, **model_kwargs)
+    except TypeError as error:
+        raise SystemExit(f"kseg: error: --model-arg: {error}") from None
+    print(
+        f"training MaskRCNN ({model.backbone_name}) on {args.data} ({len(names)} classes: "
+        f"{', '.join(names[:10])}{' ...' if len(names) > 10 else ''}), precision {policy}, "
+        f"{args.epochs} epochs of {steps} steps, batch {args.batch_size}, run folder "
+        f"{args.run_dir}"
+    )
+    coco = coco_source(args.data)
+    if coco is not None and args.num_samples is None:
+        # Shuffling image indices before decoding keeps memory flat with large COCO images.
+        train = kseg.data.coco_instance_dataset(*coco, shuffle=True, seed=args.seed)
+    else:
+        # Decoded examples fill the buffer: shapes images are small, COCO subsets capped.
+        train = train.shuffle(min(max(count, 1), 1000 if coco is None else 64), seed=args.seed)
+    batches = kseg.data.pad_instance_batch(
+        train.repeat(),
+        args.batch_size,
+        max_instances=args.max_instances,
+        num_classes=len(names) + 1,
+    )
+    task.fit(
+        model,
+        batches,
+        epochs=args.epochs,
+        steps_per_epoch=steps,
+        learning_rate=args.learning_rate,
+        run_dir=args.run_dir,
+        optimizer=args.optimizer,
+        warmup_steps=0,
+        tensorboard=True,
+        checkpoint_every_epoch=True,
+        verbose="auto",
+        run_eagerly=args.run_eagerly,
+    )
+    run_dir = Path(args.run_dir)
+    model.save(run_dir / "model.keras")
+    if val is None:
+        print(f"wrote {run_dir / 'model.keras'} (no --val-data: no AP computed)")
+        return
+    scores = task.evaluate(model, val, categories, batch_size=args.val_batch_size)
+    reports.print_instance_scores(scores)
+    reports.write_instance_scores(run_dir / "scores.json", scores, names)
+
+
+def add_parser(commands):
+    """Adds `kseg train` and its flags to the subcommands."""
+    train = commands.add_parser("train", help=DESCRIPTION, description=DESCRIPTION)
+    train.add_argument(
+        "--data",
+        required=True,
+        help="'shapes', 'tfds:NAME', a VOC or CamVid root, or IMAGES,MASKS folders; "
+        "for --model mask_rcnn 'shapes' or 'coco:ANNOTATIONS.json,IMAGE_DIR'",
+    )
+    train.add_argument(
+        "--val-data",
+        help="mask_rcnn on coco: data: the validation split, coco:ANNOTATIONS.json,IMAGE_DIR",
+    )
+    train.add_argument("--train-split", default="train")
+    train.add_argument("--val-split", default="val")
+    train.add_argument(
+        "--num-samples",
+        type=arguments.positive_int,
+        help="use the first N images of each split (shapes: generate N)",
+    )
+    train.add_argument(
+        "--max-instances",
+        type=int,
+        default=100,
+        help="mask_rcnn: instances kept per training image",
+    )
+    train.add_argument("--num-classes", type=int)
+    arguments.add_model_flags(train)
+    train.add_argument("--epochs", type=int, default=30)
+    train.add_argument("--steps-per-epoch", type=int)
+    train.add_argument(
+        "--batch-size",
+        type=int,
+        default=8,
+        help="global batch per step, split evenly over the replicas",
+    )
+    train.add_argument("--val-batch-size", type=int, default=1)
+    train.add_argument(
+        "--crop-size", type=arguments.size, default=(512, 512), help="SIZE or HEIGHT,WIDTH"
+    )
+    train.add_argument(
+        "--resize", type=arguments.size, help="resize every image first (HEIGHT,WIDTH)"
+    )
+    train.add_argument("--optimizer", default="sgd", choices=("sgd", "adam", "adamw"))
+    train.add_argument("--learning-rate", type=float, default=0.01)
+    train.add_argument("--loss", default="ce", choices=kseg.recipes.LOSSES)
+    train.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"),
+    )
+    train.add_argument("--jit", action="store_true", help="compile the train step with XLA")
+    train.add_argument(
+        "--run-eagerly",
+        action="store_true",
+        help="run train steps eagerly (debugging, or a few steps where tracing "
+        "the graph would take longer than running them)",
+    )
+    train.add_argument(
+        "--run-dir", default="runs/train", help="checkpoints, logs and model.keras; rerun to resume"
+    )
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument(
+        "--strategy",
+        default="default",
+        choices=("default", "mirrored", "multiworker", "tpu"),
+        help="tf.distribute strategy; multiworker reads the cluster from TF_CONFIG",
+    )
+    train.add_argument(
+        "--scale-learning-rate",
+        action="store_true",
+        help="multiply --learning-rate by the number of replicas (linear scaling)",
+    )
+    train.set_defaults(handler=run)
