@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from kseg.utils.padding import pad_bottom_right_to_multiple
+from kseg.validation import validate_choice
 
 SERVING_ENDPOINT = "serve"
 IMAGE_INPUT_NAME = "images"
@@ -301,11 +302,7 @@ def tflite_from_saved_model(
         raise ValueError(
             f"The TFLite file name must end in '.tflite'. Received: path={str(path)!r}"
         )
-    if quantization not in QUANTIZATIONS:
-        raise ValueError(
-            f"`quantization` must be one of {QUANTIZATIONS}. "
-            f"Received: quantization={quantization!r}"
-        )
+    validate_choice(quantization, "quantization", QUANTIZATIONS)
     if representative_images is not None and quantization != "int8":
         raise ValueError(
             "`representative_images` calibrates full-integer quantisation and needs "

@@ -79,3 +79,9 @@ def validate_fraction(value, name):
     """Returns a real number in `[0, 1]` as a `float`."""
     _require(_is_real(value) and 0 <= value <= 1, value, name, "a number in [0, 1]")
     return float(value)
+
+
+def validate_choice(value, name, choices):
+    """Returns `value` if it is one of `choices`."""
+    _require(value in choices, value, name, f"one of {tuple(choices)}")
+    return value

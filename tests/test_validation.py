@@ -57,6 +57,12 @@ def test_each_error_names_the_argument_and_the_value(checker, bad):
     assert f"Received: my_arg={bad!r}" in str(error.value)
 
 
+def test_choice_names_the_choices():
+    assert validation.validate_choice("sum", "reduction", ("sum", "none")) == "sum"
+    with pytest.raises(ValueError, match=re.escape("`reduction` must be one of ('sum', 'none')")):
+        validation.validate_choice("median", "reduction", ["sum", "none"])
+
+
 def test_default_names():
     with pytest.raises(ValueError, match=re.escape("Received: num_classes=0")):
         validation.validate_num_classes(0)

@@ -119,13 +119,9 @@ def boxes_from_masks(masks):
 
 
 def numpy_boxes_from_masks(masks):
-    """`boxes_from_masks` in numpy, for numpy code such as loaders run by `tf.numpy_function`.
+    """`boxes_from_masks` computed in numpy and returned as a numpy array.
 
-    Args:
-        masks: `(N, H, W)` binary masks (any numeric or bool dtype).
-
-    Returns:
-        float32 numpy array `(N, 4)`, as `boxes_from_masks` computes it.
+    For numpy code such as loaders run by `tf.numpy_function`, where TensorFlow ops do not belong.
 
     Example:
         >>> masks = np.array([[[0, 1, 1], [0, 1, 0]], [[0, 0, 0], [0, 0, 0]]], np.uint8)

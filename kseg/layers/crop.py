@@ -3,7 +3,7 @@
 import keras
 import tensorflow as tf
 
-from kseg.validation import validate_positive_int
+from kseg.validation import validate_choice, validate_positive_int
 
 
 @keras.saving.register_keras_serializable(package="kseg")
@@ -98,13 +98,8 @@ class CenteredPadToMultiple(keras.layers.Layer):
 
     def __init__(self, multiple, mode="constant", **kwargs):
         super().__init__(**kwargs)
-        multiple = validate_positive_int(multiple, "multiple")
-        if mode not in ("constant", "reflect", "symmetric"):
-            raise ValueError(
-                f"mode must be 'constant', 'reflect' or 'symmetric'. Received: mode={mode!r}"
-            )
-        self.multiple = multiple
-        self.mode = mode
+        self.multiple = validate_positive_int(multiple, "multiple")
+        self.mode = validate_choice(mode, "mode", ("constant", "reflect", "symmetric"))
 
     def call(self, inputs):
         size = tf.shape(inputs)[1:3]

@@ -6,19 +6,10 @@ import tensorflow as tf
 from keras import ops
 
 from kseg.losses.pixels import pixel_sample_weight
-from kseg.validation import validate_ignore_label
+from kseg.validation import validate_choice, validate_ignore_label
 
 MEAN_REDUCTIONS = ("sum_over_batch_size", "mean", "mean_with_sample_weight")
 REDUCTIONS = MEAN_REDUCTIONS + ("sum", "none", None)
-
-
-def validate_reduction(reduction):
-    """Returns `reduction` if it is one Keras knows, else raises a ValueError naming it."""
-    if reduction not in REDUCTIONS:
-        raise ValueError(
-            f"`reduction` must be one of {REDUCTIONS}. Received: reduction={reduction!r}"
-        )
-    return reduction
 
 
 def per_class_weights(values, name):
@@ -57,7 +48,9 @@ class PixelLoss(keras.losses.Loss):
     """
 
     def __init__(self, ignore_label, from_logits, check_labels, reduction, name, dtype):
-        super().__init__(name=name, reduction=validate_reduction(reduction), dtype=dtype)
+        super().__init__(
+            name=name, reduction=validate_choice(reduction, "reduction", REDUCTIONS), dtype=dtype
+        )
         self.ignore_label = validate_ignore_label(ignore_label)
         self.from_logits = bool(from_logits)
         self.check_labels = bool(check_labels)
