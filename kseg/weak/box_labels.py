@@ -14,8 +14,14 @@ class 0 is the background by default and 255 the ignore label.
 
 import numpy as np
 
+from kseg.detection.boxes import image_boxes
 from kseg.inference.dense_crf import DEEPLAB_CRF_DEFAULTS, dense_crf
-from kseg.validation import IGNORE_LABEL, validate_fraction, validate_non_negative_int
+from kseg.validation import (
+    IGNORE_LABEL,
+    validate_fraction,
+    validate_non_negative_int,
+    validate_positive_int,
+)
 from kseg.weak.em_loss import validate_background_class
 
 # Bbox-Seg: the central alpha = 20% of each box's area is held to the box's class.
@@ -25,16 +31,9 @@ CENTRE_FRACTION = 0.2
 def _checked_boxes(boxes, classes, height, width, num_classes, background_class):
     """Validates boxes and classes and returns the boxes clipped to the image, float64 (N, 4)."""
     for name, value in (("height", height), ("width", width), ("num_classes", num_classes)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be a positive int. Received: {name}={value!r}")
-    boxes = np.asarray(boxes, np.float64)
+        validate_positive_int(value, name)
+    boxes = image_boxes(boxes, height, width)
     classes = np.asarray(classes)
-    if boxes.size == 0:
-        boxes = boxes.reshape(0, 4)
-    if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise ValueError(
-            f"boxes must be (N, 4) [y1, x1, y2, x2]. Received: boxes.shape={boxes.shape}"
-        )
     if classes.shape != (boxes.shape[0],):
         raise ValueError(
             f"classes must hold one class per box, shape ({boxes.shape[0]},). "
@@ -47,7 +46,7 @@ def _checked_boxes(boxes, classes, height, width, num_classes, background_class)
     ):
         raise ValueError(f"classes must be integers. Received: classes={classes.tolist()}")
     classes = classes.astype(np.int64)
-    for index, (box, label) in enumerate(zip(boxes, classes)):
+    for index, label in enumerate(classes):
         if not 0 <= label < num_classes:
             raise ValueError(
                 f"box {index} has class {label}, outside the model's classes [0, {num_classes}). "
@@ -57,29 +56,7 @@ def _checked_boxes(boxes, classes, height, width, num_classes, background_class)
             raise ValueError(
                 f"box {index} has the background class {label}; boxes mark foreground objects"
             )
-        if not np.all(np.isfinite(box)) or box[2] <= box[0] or box[3] <= box[1]:
-            raise ValueError(
-                f"box {index} is not a box with y1 < y2 and x1 < x2. Received: box={box.tolist()}"
-            )
-        if box[2] <= 0 or box[3] <= 0 or box[0] >= height or box[1] >= width:
-            raise ValueError(
-                f"box {index} lies entirely outside the {height}x{width} image. "
-                f"Received: box={box.tolist()}"
-            )
-    clipped = (
-        np.stack(
-            [
-                np.clip(boxes[:, 0], 0, height),
-                np.clip(boxes[:, 1], 0, width),
-                np.clip(boxes[:, 2], 0, height),
-                np.clip(boxes[:, 3], 0, width),
-            ],
-            axis=1,
-        )
-        if boxes.shape[0]
-        else boxes
-    )
-    return clipped, classes
+    return np.clip(boxes, 0, [height, width, height, width]), classes
 
 
 def _box_masks(boxes, height, width):

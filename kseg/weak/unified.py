@@ -62,6 +62,7 @@ scikit-image is the optional `weak` extra (`pip install 'kseg[weak]'`), imported
 
 import numpy as np
 
+from kseg.detection.boxes import image_boxes
 from kseg.validation import (
     IGNORE_LABEL,
     validate_fraction,
@@ -106,41 +107,27 @@ def _multi_hot_tags(tags, num_classes, index):
 
 
 def _clipped_boxes(boxes, box_classes, height, width, num_classes, background_class, index):
-    boxes = np.asarray(boxes, np.float64)
-    if boxes.size == 0:
-        boxes = boxes.reshape(0, 4)
+    try:
+        boxes = image_boxes(boxes, height, width)
+    except ValueError as error:
+        raise ValueError(f"Image {index}: {error}") from error
     box_classes = np.asarray(box_classes).reshape(-1)
-    if boxes.ndim != 2 or boxes.shape[1] != 4 or len(box_classes) != len(boxes):
+    if len(box_classes) != len(boxes):
         raise ValueError(
             f"Image {index}: `boxes` must be (N, 4) with one entry of `box_classes` each. "
             f"Received: boxes.shape={boxes.shape}, box_classes.shape={box_classes.shape}"
         )
-    if not np.isfinite(boxes).all():
-        raise ValueError(f"Image {index}: `boxes` must be finite.")
     if box_classes.size and not np.issubdtype(box_classes.dtype, np.integer):
         raise ValueError(f"Image {index}: `box_classes` must be integers. Received: {box_classes}")
-    for number, (box, class_id) in enumerate(zip(boxes, box_classes)):
+    for number, class_id in enumerate(box_classes):
         if not 0 <= class_id < num_classes or class_id == background_class:
             raise ValueError(
                 f"Image {index}, box {number}: class {int(class_id)} must be a foreground class in "
                 f"0..{num_classes - 1} other than background_class={background_class}."
             )
-        y1, x1, y2, x2 = box
-        if not (y2 > y1 and x2 > x1):
-            raise ValueError(
-                f"Image {index}, box {number}: [y1, x1, y2, x2] needs y2 > y1 and x2 > x1. "
-                f"Received: {box.tolist()}"
-            )
     # Pixel (i, j) is inside [y1, y2) x [x1, x2) when its cell [i, i+1) x [j, j+1) meets the box.
     rows = np.clip(np.stack([np.floor(boxes[:, 0]), np.ceil(boxes[:, 2])], 1), 0, height)
     cols = np.clip(np.stack([np.floor(boxes[:, 1]), np.ceil(boxes[:, 3])], 1), 0, width)
-    outside = (rows[:, 1] <= rows[:, 0]) | (cols[:, 1] <= cols[:, 0])
-    if outside.any():
-        number = int(np.flatnonzero(outside)[0])
-        raise ValueError(
-            f"Image {index}, box {number}: {boxes[number].tolist()} lies entirely outside the "
-            f"{height}x{width} image."
-        )
     return rows.astype(np.int64), cols.astype(np.int64), box_classes.astype(np.int64)
 
 

@@ -37,7 +37,7 @@ def test_box_label_map_clips_boxes_and_refuses_bad_ones():
     np.testing.assert_array_equal(
         clipped, box_label_map([[0, 0, 4, 10]], [1], height=8, width=10, num_classes=2)
     )
-    with pytest.raises(ValueError, match="box 1 lies entirely outside the 8x10 image"):
+    with pytest.raises(ValueError, match=r"`boxes`\[1\] lies entirely outside the 8x10 image"):
         box_label_map([[0, 0, 2, 2], [9, 1, 12, 5]], [1, 1], height=8, width=10, num_classes=2)
     with pytest.raises(ValueError, match="box 0 has class 7, outside the model's classes"):
         box_label_map([[0, 0, 2, 2]], [7], height=8, width=10, num_classes=3)
@@ -110,7 +110,7 @@ def test_bbox_rect_labels_clip_boxes_and_name_a_bad_one():
         bbox_rect_labels([[-3, -1, 4, 30]], [2], 6, 8, num_classes=3),
         bbox_rect_labels([[0, 0, 4, 8]], [2], 6, 8, num_classes=3),
     )
-    with pytest.raises(ValueError, match="box 1 lies entirely outside the 6x8 image"):
+    with pytest.raises(ValueError, match=r"`boxes`\[1\] lies entirely outside the 6x8 image"):
         bbox_rect_labels([[0, 0, 2, 2], [7, 0, 9, 3]], [1, 2], 6, 8, num_classes=3)
     with pytest.raises(ValueError, match="box 0 has class 5, outside the model's classes"):
         bbox_rect_labels([[0, 0, 2, 2]], [5], 6, 8, num_classes=3)
