@@ -30,12 +30,7 @@ MIN_PROBABILITY = 1e-5
 
 
 def crf_parameters(
-    iterations=DEEPLAB_CRF_DEFAULTS["iterations"],
-    sxy_gaussian=DEEPLAB_CRF_DEFAULTS["sxy_gaussian"],
-    compat_gaussian=DEEPLAB_CRF_DEFAULTS["compat_gaussian"],
-    sxy_bilateral=DEEPLAB_CRF_DEFAULTS["sxy_bilateral"],
-    srgb_bilateral=DEEPLAB_CRF_DEFAULTS["srgb_bilateral"],
-    compat_bilateral=DEEPLAB_CRF_DEFAULTS["compat_bilateral"],
+    iterations, sxy_gaussian, compat_gaussian, sxy_bilateral, srgb_bilateral, compat_bilateral
 ):
     """Checks the dense CRF's parameters and returns them as a dict of an int and floats.
 
@@ -58,7 +53,8 @@ def crf_parameters(
 
     Example:
         >>> from kseg.inference.dense_crf import crf_parameters
-        >>> crf_parameters(iterations=5)["iterations"], crf_parameters()["sxy_bilateral"]
+        >>> parameters = crf_parameters(5, 1, 3, 67, 3, 4)
+        >>> parameters["iterations"], parameters["sxy_bilateral"]
         (5, 67.0)
     """
     return {
