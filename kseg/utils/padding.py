@@ -9,7 +9,7 @@ def pad_bottom_right_to_multiple(images, multiple):
     The top-left pixels keep their coordinates, so boxes and labels computed on the padded
     images apply to the originals after cropping `[:H, :W]`. Sizes are read at run time. For
     padding split evenly between both sides inside a model, see
-    `kseg.layers.CenteredPadToMultiple`.
+    `kseg.layers.crop.CenteredPadToMultiple`.
 
     Args:
         images: `(B, H, W, C)` tensor.
