@@ -52,7 +52,6 @@ PENDING_DOCTESTS = {
     "kseg.evaluation.confusion_matrix",
     "kseg.summary.format_summary",
     "kseg.summary.plot_model_diagram",
-    "kseg.training.TimeLimit",
 }
 
 
