@@ -48,7 +48,8 @@ def resize_pair(image, mask, size):
         `(image, mask)` of the new size; the mask keeps its dtype and label set.
 
     Example:
-    >>> image, mask = kseg.data.resize_pair(tf.zeros((4, 4, 3)), tf.zeros((4, 4), tf.int32), (8, 8))
+        >>> image, mask = tf.zeros((4, 4, 3)), tf.zeros((4, 4), tf.int32)
+        >>> image, mask = kseg.data.resize_pair(image, mask, (8, 8))
     """
     image = tf.image.resize(image, size, method="bilinear")
     mask = tf.image.resize(mask[..., None], size, method="nearest")[..., 0]
@@ -72,7 +73,10 @@ def random_scale(image, mask, seed, scale_range: Sequence[float] = (0.5, 2.0)):
         `(image, mask)` of size `round(H * s), round(W * s)`.
 
     Example:
-    >>> image, mask = kseg.data.random_scale(image, mask, seed=[1, 2])
+        >>> image, mask = tf.zeros((40, 60, 3)), tf.zeros((40, 60), tf.int32)
+        >>> image, mask = kseg.data.random_scale(image, mask, seed=[1, 2], scale_range=(0.5, 0.5))
+        >>> tuple(image.shape), tuple(mask.shape)
+        ((20, 30, 3), (20, 30))
     """
     low, high = float(scale_range[0]), float(scale_range[1])
     if not 0 < low <= high:
@@ -108,7 +112,10 @@ def pad_to_size(image, mask, size, image_fill=0.0, ignore_label: int = IGNORE_LA
         `(image, mask)` of size `(max(H, min_height), max(W, min_width))`.
 
     Example:
-    >>> image, mask = kseg.data.pad_to_size(image, mask, (512, 512), image_fill=0.0)
+        >>> image, mask = tf.ones((3, 5, 3)), tf.zeros((3, 5), tf.int32)
+        >>> image, mask = kseg.data.pad_to_size(image, mask, (4, 6), image_fill=0.0)
+        >>> tuple(image.shape), int(mask[3, 5])
+        ((4, 6, 3), 255)
     """
     shape = tf.shape(image)
     pad_h = tf.maximum(size[0] - shape[0], 0)
@@ -135,7 +142,10 @@ def random_crop(image, mask, seed, size):
         `(image, mask)` of exactly `size`.
 
     Example:
-    >>> image, mask = kseg.data.random_crop(image, mask, seed=[1, 2], size=(256, 256))
+        >>> image, mask = tf.zeros((300, 400, 3)), tf.zeros((300, 400), tf.int32)
+        >>> image, mask = kseg.data.random_crop(image, mask, seed=[1, 2], size=(256, 256))
+        >>> tuple(image.shape), tuple(mask.shape)
+        ((256, 256, 3), (256, 256))
     """
     height, width = _pair_size(size, "size")
     shape = tf.shape(image)
@@ -156,7 +166,10 @@ def random_flip_left_right(image, mask, seed, probability: float = 0.5):
     """Mirror image and mask horizontally together with the given probability.
 
     Example:
-    >>> image, mask = kseg.data.random_flip_left_right(image, mask, seed=[1, 2])
+        >>> image, mask = tf.zeros((2, 3, 3)), tf.constant([[0, 1, 2], [0, 1, 2]])
+        >>> _, flipped = kseg.data.random_flip_left_right(image, mask, seed=[1, 2], probability=1.0)
+        >>> flipped.numpy().tolist()
+        [[2, 1, 0], [2, 1, 0]]
     """
     flip = tf.random.stateless_uniform([], seed) < probability
     image = tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
@@ -191,7 +204,9 @@ def photometric_jitter(
         The jittered image, float32 in [0, 255].
 
     Example:
-    >>> image = kseg.data.photometric_jitter(image, seed=[1, 2])
+        >>> image = kseg.data.photometric_jitter(tf.fill((4, 4, 3), 128.0), seed=[1, 2])
+        >>> tuple(image.shape), bool(tf.reduce_all((image >= 0) & (image <= 255)))
+        ((4, 4, 3), True)
     """
     for name, value, valid, interval in (
         ("brightness", brightness, 0 <= brightness <= 1, "[0, 1]"),
@@ -243,7 +258,10 @@ def augment_pair(
         `(image, mask)`: float32 `(crop_h, crop_w, 3)` and int32 `(crop_h, crop_w)`.
 
     Example:
-    >>> image, mask = kseg.data.augment_pair(image, mask, seed=[1, 2], crop_size=256)
+        >>> image, mask = tf.zeros((300, 400, 3)), tf.zeros((300, 400), tf.int32)
+        >>> image, mask = kseg.data.augment_pair(image, mask, seed=[1, 2], crop_size=256)
+        >>> tuple(image.shape), tuple(mask.shape)
+        ((256, 256, 3), (256, 256))
     """
     crop = _pair_size(crop_size, "crop_size")
     scale_seed, crop_seed, flip_seed, jitter_seed = _split_seed(seed, 4)
@@ -372,8 +390,8 @@ def make_pipeline(
         `(B, H, W)`.
 
     Example:
-    >>> train = kseg.data.make_pipeline(kseg.data.shapes_dataset("train"), 8, crop_size=128)
-    >>> val = kseg.data.make_pipeline(kseg.data.shapes_dataset("val"), 8, augment=False)
+        >>> train = kseg.data.make_pipeline(kseg.data.shapes_dataset("train"), 8, crop_size=128)
+        >>> val = kseg.data.make_pipeline(kseg.data.shapes_dataset("val"), 8, augment=False)
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1. Received: batch_size={batch_size}")

@@ -47,8 +47,8 @@ def camvid_info(ignore_label: int = IGNORE_LABEL) -> DatasetInfo:
     """Class names, palette and ignore label of the 11-class CamVid.
 
     Example:
-    >>> kseg.data.camvid_info().class_names[3]
-    'Road'
+        >>> kseg.data.camvid_info().class_names[3]
+        'Road'
     """
     return DatasetInfo(CAMVID_NUM_CLASSES, CAMVID_CLASS_NAMES, ignore_label, CAMVID_PALETTE)
 
@@ -133,7 +133,7 @@ def camvid_dataset(
         `(360, 480)` with values in 0..10 and `ignore_label`.
 
     Example:
-    >>> ds = kseg.data.camvid_dataset("data/camvid", "val")
+        >>> ds = kseg.data.camvid_dataset("data/camvid", "val")  # doctest: +SKIP
     """
     images, masks = camvid_pairs(root, split)
     return paired_files_dataset(

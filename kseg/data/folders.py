@@ -57,7 +57,8 @@ def paired_files_dataset(
         `(H, W)`.
 
     Example:
-    >>> ds = kseg.data.paired_files_dataset(["a.jpg"], ["a.png"], num_classes=21)
+        >>> ds = kseg.data.paired_files_dataset(  # doctest: +SKIP
+        ...     ["a.jpg"], ["a.png"], num_classes=21)
     """
     image_paths = [os.fspath(p) for p in image_paths]
     mask_paths = [os.fspath(p) for p in mask_paths]
@@ -199,7 +200,8 @@ def folder_dataset(
         A `tf.data.Dataset` of `(image, mask)` pairs: float32 `(H, W, 3)`, int32 `(H, W)`.
 
     Example:
-    >>> ds = kseg.data.folder_dataset("data/images", "data/masks", num_classes=2)
+        >>> ds = kseg.data.folder_dataset(  # doctest: +SKIP
+        ...     "data/images", "data/masks", num_classes=2)
     """
     image_paths, mask_paths = match_folder_pairs(
         images_dir, masks_dir, mask_suffix=mask_suffix, strict=strict
@@ -227,7 +229,8 @@ def folder_info(
     """The `DatasetInfo` of a folder dataset: whatever the caller declares about it.
 
     Example:
-    >>> kseg.data.folder_info(num_classes=2, class_names=["background", "cell"])
+        >>> kseg.data.folder_info(num_classes=2, class_names=["background", "cell"]).ignore_label
+        255
     """
     return DatasetInfo(
         num_classes=num_classes,

@@ -25,9 +25,9 @@ class DatasetInfo:
         palette: one `(r, g, b)` colour per class, in id order, or None.
 
     Example:
-    >>> info = kseg.data.DatasetInfo(2, ("background", "pet"), 255, ((0, 0, 0), (255, 0, 0)))
-    >>> info.palette_array().shape
-    (2, 3)
+        >>> info = kseg.data.DatasetInfo(2, ("background", "pet"), 255, ((0, 0, 0), (255, 0, 0)))
+        >>> info.palette_array().shape
+        (2, 3)
     """
 
     num_classes: int | None

@@ -36,10 +36,10 @@ def instances_from_label_map(instance_mask, classes, image=None) -> dict:
         tf.errors.InvalidArgumentError: a label above N or a class below 1, naming the values.
 
     Example:
-    >>> label_map = tf.constant([[0, 1], [2, 2]])
-    >>> example = kseg.data.instances.instances_from_label_map(label_map, [3, 1])
-    >>> example["boxes"].numpy().tolist()
-    [[0.0, 1.0, 1.0, 2.0], [1.0, 0.0, 2.0, 2.0]]
+        >>> label_map = tf.constant([[0, 1], [2, 2]])
+        >>> example = kseg.data.instances.instances_from_label_map(label_map, [3, 1])
+        >>> example["boxes"].numpy().tolist()
+        [[0.0, 1.0, 1.0, 2.0], [1.0, 0.0, 2.0, 2.0]]
     """
     instance_mask = tf.cast(instance_mask, tf.int32)
     classes = tf.reshape(tf.cast(classes, tf.int32), [-1])
@@ -105,8 +105,8 @@ def shapes_instance_examples(
         `(N, H, W)`.
 
     Example:
-    >>> ds = kseg.data.instances.shapes_instance_examples("val", num_samples=8, image_size=64)
-    >>> batches = kseg.data.instances.pad_instance_batch(ds, 4)
+        >>> ds = kseg.data.instances.shapes_instance_examples("val", num_samples=8, image_size=64)
+        >>> batches = kseg.data.instances.pad_instance_batch(ds, 4)
     """
     ds = shapes_instance_dataset(split, num_samples, image_size, seed, **kwargs)
 
@@ -191,10 +191,10 @@ def pad_instance_batch(
         image's original (height, width).
 
     Example:
-    >>> ds = kseg.data.instances.shapes_instance_examples("train", num_samples=16, image_size=96)
-    >>> images, targets = next(iter(kseg.data.instances.pad_instance_batch(ds, 4)))
-    >>> images.shape, targets["gt_masks"].shape[2:]
-    (TensorShape([4, 128, 128, 3]), TensorShape([128, 128]))
+        >>> ds = kseg.data.shapes_instance_examples("train", num_samples=16, image_size=96)
+        >>> images, targets = next(iter(kseg.data.instances.pad_instance_batch(ds, 4)))
+        >>> images.shape, targets["gt_masks"].shape[2:]
+        (TensorShape([4, 128, 128, 3]), TensorShape([128, 128]))
     """
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be at least 1. Received: batch_size={batch_size!r}")

@@ -85,7 +85,7 @@ def load_dataset(source, split: str = "train", *, with_info: bool = False, **kwa
         The `tf.data.Dataset` of `(image, mask)`, or `(dataset, info)` with `with_info=True`.
 
     Example:
-    >>> ds, info = kseg.data.load_dataset("shapes", "val", num_samples=100, with_info=True)
+        >>> ds, info = kseg.data.load_dataset("shapes", "val", num_samples=100, with_info=True)
     """
     kind = describe_source(source)
     if kind == "shapes":

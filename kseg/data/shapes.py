@@ -52,8 +52,8 @@ def shapes_info() -> DatasetInfo:
     """Class names and palette of the shapes dataset (5 classes, background included).
 
     Example:
-    >>> kseg.data.shapes_info().class_names
-    ('background', 'circle', 'square', 'triangle', 'star')
+        >>> kseg.data.shapes_info().class_names
+        ('background', 'circle', 'square', 'triangle', 'star')
     """
     return DatasetInfo(len(SHAPES_CLASS_NAMES), SHAPES_CLASS_NAMES, 255, SHAPES_PALETTE)
 
@@ -211,9 +211,9 @@ def render_shapes_sample(
         A `ShapesSample`.
 
     Example:
-    >>> sample = kseg.data.render_shapes_sample(0, split="val")
-    >>> sample.image.shape, sample.semantic_mask.shape
-    ((128, 128, 3), (128, 128))
+        >>> sample = kseg.data.render_shapes_sample(0, split="val")
+        >>> sample.image.shape, sample.semantic_mask.shape
+        ((128, 128, 3), (128, 128))
     """
     height, width = _image_hw(image_size)
     if max_objects < 1:
@@ -298,7 +298,7 @@ def shapes_arrays(
         (N, H, W)}`.
 
     Example:
-    >>> arrays = kseg.data.shapes_arrays("val", num_samples=8, image_size=64)
+        >>> arrays = kseg.data.shapes_arrays("val", num_samples=8, image_size=64)
     """
     samples = [
         render_shapes_sample(i, split=split, seed=seed, image_size=image_size, **render_kwargs)
@@ -385,7 +385,7 @@ def shapes_dataset(
         `(H, W)` with values 0..4.
 
     Example:
-    >>> ds = kseg.data.shapes_dataset("train", num_samples=2000, image_size=128)
+        >>> ds = kseg.data.shapes_dataset("train", num_samples=2000, image_size=128)
     """
     options = _render_options(max_objects, size_range, background_contrast)
     ds = _rendered(split, num_samples, image_size, seed, options, cache, instances=False)
@@ -428,7 +428,7 @@ def shapes_instance_dataset(
         with `padded_batch` or `ragged_batch`.
 
     Example:
-    >>> ds = kseg.data.shapes_instance_dataset("val", num_samples=100)
+        >>> ds = kseg.data.shapes_instance_dataset("val", num_samples=100)
     """
     options = _render_options(max_objects, size_range, background_contrast)
     ds = _rendered(split, num_samples, image_size, seed, options, cache, instances=True)

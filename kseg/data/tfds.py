@@ -114,8 +114,8 @@ def tfds_info(
     """The `DatasetInfo` of a tensorflow-datasets segmentation dataset (see `tfds_dataset`).
 
     Example:
-    >>> kseg.data.tfds_info("oxford_iiit_pet").class_names
-    ('background', 'pet')
+        >>> kseg.data.tfds_info("oxford_iiit_pet").class_names
+        ('background', 'pet')
     """
     spec = _resolve_spec(name, image_key, mask_key, label_map, class_names, num_classes)
     return DatasetInfo(
@@ -184,7 +184,7 @@ def tfds_dataset(
         `(H, W)`.
 
     Example:
-    >>> ds = kseg.data.tfds_dataset("oxford_iiit_pet", "train")
+        >>> ds = kseg.data.tfds_dataset("oxford_iiit_pet", "train")  # doctest: +SKIP
     """
     import tensorflow_datasets as tfds
 

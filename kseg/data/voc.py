@@ -52,8 +52,8 @@ def voc_colormap(size: int = 256) -> np.ndarray:
         uint8 array of shape `(size, 3)`.
 
     Example:
-    >>> kseg.data.voc_colormap()[15].tolist()  # person
-    [192, 128, 128]
+        >>> kseg.data.voc_colormap()[15].tolist()  # person
+        [192, 128, 128]
     """
     labels = np.arange(size)
     colours = np.zeros((size, 3), dtype=np.int64)
@@ -68,8 +68,8 @@ def voc_info(ignore_label: int = IGNORE_LABEL) -> DatasetInfo:
     """Class names, palette and ignore label of PASCAL VOC segmentation.
 
     Example:
-    >>> kseg.data.voc_info().num_classes
-    21
+        >>> kseg.data.voc_info().num_classes
+        21
     """
     palette = tuple(tuple(int(c) for c in row) for row in voc_colormap(VOC_NUM_CLASSES))
     return DatasetInfo(VOC_NUM_CLASSES, VOC_CLASS_NAMES, ignore_label, palette)
@@ -133,7 +133,7 @@ def voc_dataset(
         `(H, W)` with values in 0..20 and `ignore_label`.
 
     Example:
-    >>> ds = kseg.data.voc_dataset("VOCdevkit/VOC2012", "val")
+        >>> ds = kseg.data.voc_dataset("VOCdevkit/VOC2012", "val")  # doctest: +SKIP
     """
     root = find_voc_root(root)
     names = read_split_file(root / "ImageSets" / "Segmentation" / f"{split}.txt")

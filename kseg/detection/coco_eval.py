@@ -105,10 +105,10 @@ def coco_ground_truth(dataset_or_examples: Iterable, categories):
         A `pycocotools.coco.COCO` object.
 
     Example:
-    >>> ds = kseg.data.instances.shapes_instance_examples("val", num_samples=4, image_size=64)
-    >>> gt = kseg.detection.coco_eval.coco_ground_truth(ds, kseg.data.shapes_info())
-    >>> len(gt.getImgIds())
-    4
+        >>> ds = kseg.data.instances.shapes_instance_examples("val", num_samples=4, image_size=64)
+        >>> gt = kseg.detection.coco_eval.coco_ground_truth(ds, kseg.data.shapes_info())
+        >>> len(gt.getImgIds())
+        4
     """
     COCO, _, mask_api = _pycocotools()
     coco_ids, names = _category_table(categories)
@@ -194,10 +194,10 @@ def detections_to_coco(
         `json.dump` and `coco_evaluate`.
 
     Example:
-    >>> results = kseg.detection.coco_eval.detections_to_coco(
-    ...     [7], [[[0., 0., 2., 3.]]], [[0.9]], [[1]], None, [1], [18])
-    >>> results[0]["bbox"], results[0]["category_id"]
-    ([0.0, 0.0, 3.0, 2.0], 18)
+        >>> results = kseg.detection.coco_eval.detections_to_coco(
+        ...     [7], [[[0., 0., 2., 3.]]], [[0.9]], [[1]], None, [1], [18])
+        >>> results[0]["bbox"], results[0]["category_id"]
+        ([0.0, 0.0, 3.0, 2.0], 18)
     """
     _, _, mask_api = _pycocotools()
     if hasattr(category_ids, "coco_ids"):
@@ -351,8 +351,9 @@ def coco_evaluate(
         truth).
 
     Example:
-    >>> metrics = kseg.detection.coco_eval.coco_evaluate("instances_val2017.json", results)
-    >>> metrics["mask_AP"], metrics["box_AP"]
+        >>> metrics = kseg.detection.coco_eval.coco_evaluate(  # doctest: +SKIP
+        ...     "instances_val2017.json", results)
+        >>> metrics["mask_AP"], metrics["box_AP"]  # doctest: +SKIP
     """
     COCO, COCOeval, _ = _pycocotools()
     if isinstance(iou_types, str):
