@@ -21,27 +21,16 @@ _EFFICIENTNET_B0_REPEATS = (1, 2, 2, 3, 3, 4, 1)
 _EFFICIENTNET_DEPTH = {0: 1.0, 1: 1.1, 2: 1.2, 3: 1.4, 4: 1.8, 5: 2.2, 6: 2.6, 7: 3.1}
 
 
-def _resnet_taps(depth):
+def _resnet_taps(depth, version=1):
     units = _RESNET_UNITS[depth]
+    # ResNetV2 strides in the last unit of stages 2-4, so the unit before it is the last one
+    # at the finer stride; its stem has no normalisation before the max pool, and its last
+    # stage ends in a post-activation.
+    last_at_stride = [count - (version == 2) for count in units[:3]]
     return {
-        "P1": "conv1_relu",
-        "P2": f"conv2_block{units[0]}_out",
-        "P3": f"conv3_block{units[1]}_out",
-        "P4": f"conv4_block{units[2]}_out",
-        "P5": f"conv5_block{units[3]}_out",
-    }
-
-
-def _resnet_v2_taps(depth):
-    # ResNetV2 strides in the last unit of stages 2-4, so the unit before it is the last
-    # one at the finer stride; its stem has no normalisation before the max pool.
-    units = _RESNET_UNITS[depth]
-    return {
-        "P1": "conv1_conv",
-        "P2": f"conv2_block{units[0] - 1}_out",
-        "P3": f"conv3_block{units[1] - 1}_out",
-        "P4": f"conv4_block{units[2] - 1}_out",
-        "P5": "post_relu",
+        "P1": "conv1_relu" if version == 1 else "conv1_conv",
+        **{f"P{stage}": f"conv{stage}_block{last_at_stride[stage - 2]}_out" for stage in (2, 3, 4)},
+        "P5": f"conv5_block{units[3]}_out" if version == 1 else "post_relu",
     }
 
 
@@ -74,7 +63,7 @@ TAPS = {
         "P5": "block5_pool",
     },
     **{f"resnet{depth}": _resnet_taps(depth) for depth in _RESNET_UNITS},
-    **{f"resnet{depth}v2": _resnet_v2_taps(depth) for depth in _RESNET_UNITS},
+    **{f"resnet{depth}v2": _resnet_taps(depth, version=2) for depth in _RESNET_UNITS},
     # keras.applications.Xception leaves its residual adds unnamed, so the taps are the
     # named activations that read those adds.
     "xception": {

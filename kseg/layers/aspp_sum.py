@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from kseg.validation import validate_num_classes
+
 
 @keras.saving.register_keras_serializable(package="kseg")
 class ASPPSum(keras.layers.Layer):
@@ -35,10 +37,7 @@ class ASPPSum(keras.layers.Layer):
 
     def __init__(self, num_classes, dilation_rates=(6, 12, 18, 24), **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(num_classes, int) or num_classes <= 0:
-            raise ValueError(
-                f"num_classes must be a positive integer. Received: num_classes={num_classes!r}"
-            )
+        num_classes = validate_num_classes(num_classes)
         rates = tuple(dilation_rates)
         if not rates or not all(isinstance(rate, int) and rate > 0 for rate in rates):
             raise ValueError(

@@ -60,29 +60,23 @@ class ConvBNReLU(keras.layers.Layer):
         self.batchnorm_momentum = float(batchnorm_momentum)
 
         bn = {"momentum": self.batchnorm_momentum, "epsilon": 1e-5, "dtype": self.dtype_policy}
+        # The spatial convolution: depthwise when separable, then a pointwise 1x1 one.
+        spatial = {
+            "padding": "same",
+            "dilation_rate": self.dilation_rate,
+            "use_bias": False,
+            "dtype": self.dtype_policy,
+        }
         if self.separable:
             self.depthwise = keras.layers.DepthwiseConv2D(
-                self.kernel_size,
-                padding="same",
-                dilation_rate=self.dilation_rate,
-                use_bias=False,
-                name="depthwise",
-                dtype=self.dtype_policy,
+                self.kernel_size, name="depthwise", **spatial
             )
             self.depthwise_bn = keras.layers.BatchNormalization(name="depthwise_bn", **bn)
             self.conv = keras.layers.Conv2D(
                 self.filters, 1, use_bias=False, name="pointwise", dtype=self.dtype_policy
             )
         else:
-            self.conv = keras.layers.Conv2D(
-                self.filters,
-                self.kernel_size,
-                padding="same",
-                dilation_rate=self.dilation_rate,
-                use_bias=False,
-                name="conv",
-                dtype=self.dtype_policy,
-            )
+            self.conv = keras.layers.Conv2D(self.filters, self.kernel_size, name="conv", **spatial)
         self.bn = keras.layers.BatchNormalization(name="bn", **bn)
 
     def build(self, input_shape):

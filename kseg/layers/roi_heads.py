@@ -3,11 +3,7 @@
 import keras
 from keras import ops
 
-
-def _check_positive(**values):
-    for name, value in values.items():
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
+from kseg.validation import validate_positive_int
 
 
 @keras.saving.register_keras_serializable(package="kseg")
@@ -38,7 +34,8 @@ class BoxHead(keras.layers.Layer):
 
     def __init__(self, num_classes, fc_units=1024, **kwargs):
         super().__init__(**kwargs)
-        _check_positive(num_classes=num_classes, fc_units=fc_units)
+        num_classes = validate_positive_int(num_classes, "num_classes")
+        fc_units = validate_positive_int(fc_units, "fc_units")
         if num_classes < 2:
             raise ValueError(
                 "num_classes counts the background and at least one object class. "
@@ -120,7 +117,9 @@ class MaskHead(keras.layers.Layer):
 
     def __init__(self, num_classes, channels=256, num_convs=4, **kwargs):
         super().__init__(**kwargs)
-        _check_positive(num_classes=num_classes, channels=channels, num_convs=num_convs)
+        num_classes = validate_positive_int(num_classes, "num_classes")
+        channels = validate_positive_int(channels, "channels")
+        num_convs = validate_positive_int(num_convs, "num_convs")
         self.num_classes = num_classes
         self.channels = channels
         self.num_convs = num_convs

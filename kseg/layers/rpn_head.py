@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from kseg.validation import validate_positive_int
+
 
 @keras.saving.register_keras_serializable(package="kseg")
 class RegionProposalHead(keras.layers.Layer):
@@ -34,9 +36,8 @@ class RegionProposalHead(keras.layers.Layer):
 
     def __init__(self, num_anchors=3, channels=256, **kwargs):
         super().__init__(**kwargs)
-        for name, value in (("num_anchors", num_anchors), ("channels", channels)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
+        num_anchors = validate_positive_int(num_anchors, "num_anchors")
+        channels = validate_positive_int(channels, "channels")
         self.num_anchors = num_anchors
         self.channels = channels
         normal = keras.initializers.RandomNormal(stddev=0.01)

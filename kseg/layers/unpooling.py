@@ -38,6 +38,38 @@ def _positive_int(value, name):
     return int(value)
 
 
+def _output_height_width(reference, dtype):
+    # The reference is either the pre-pooling tensor or its (height, width).
+    if reference.shape.rank == 1:
+        return tf.cast(reference, dtype)
+    return tf.shape(reference, out_type=dtype)[1:3]
+
+
+def _same_shape(pooled_shape, argmax_shape):
+    return _assert(
+        tf.reduce_all(tf.equal(pooled_shape, argmax_shape)),
+        "pooled values and argmax indices must have the same shape. Received: pooled shape=",
+        pooled_shape,
+        "argmax shape=",
+        argmax_shape,
+    )
+
+
+def _indices_fit(indices, limit, output_covers, message, output_size, argmax_shape):
+    """Asserts that every index lies in [0, limit) and that the output covers the pooled map."""
+    largest = tf.reduce_max(indices)
+    smallest = tf.reduce_min(indices)
+    return _assert(
+        output_covers & (largest < limit) & (smallest >= 0),
+        message,
+        output_size,
+        "argmax shape=",
+        argmax_shape,
+        "index range=",
+        tf.stack([smallest, largest]),
+    )
+
+
 def _static_or_dynamic(tensor, axis):
     # A known channel count must survive the reshapes: TFLite's Conv2D needs it, and a
     # dynamic one would hide it.
@@ -340,33 +372,19 @@ class MaxUnpooling2D(keras.layers.Layer):
             return self._unpool_windows(pooled, argmax, reference)
         pooled_shape = tf.shape(pooled, out_type=tf.int64)
         argmax_shape = tf.shape(argmax, out_type=tf.int64)
-        same_shape = _assert(
-            tf.reduce_all(tf.equal(pooled_shape, argmax_shape)),
-            "pooled values and argmax indices must have the same shape. Received: pooled shape=",
-            pooled_shape,
-            "argmax shape=",
-            argmax_shape,
-        )
-        if reference.shape.rank == 1:
-            height_width = tf.cast(reference, tf.int64)
-        else:
-            height_width = tf.shape(reference, out_type=tf.int64)[1:3]
+        same_shape = _same_shape(pooled_shape, argmax_shape)
+        height_width = _output_height_width(reference, tf.int64)
         output_shape = tf.concat([pooled_shape[:1], height_width, pooled_shape[3:]], axis=0)
         flat_size = tf.reduce_prod(output_shape)
         flat_argmax = tf.reshape(tf.cast(argmax, tf.int64), (-1, 1))
-        largest = tf.reduce_max(flat_argmax)
-        smallest = tf.reduce_min(flat_argmax)
-        fits = _assert(
-            tf.reduce_all(height_width >= argmax_shape[1:3])
-            & (largest < flat_size)
-            & (smallest >= 0),
+        fits = _indices_fit(
+            flat_argmax,
+            flat_size,
+            tf.reduce_all(height_width >= argmax_shape[1:3]),
             "argmax indices do not fit the unpooled output, which must be at least as large as the "
             "pooled map and hold every index. Received: output shape=",
             output_shape,
-            "argmax shape=",
             argmax_shape,
-            "index range=",
-            tf.stack([smallest, largest]),
         )
         with tf.control_dependencies([same_shape, fits]):
             # scatter_nd's gradient with respect to the values is a gather at the same indices.
@@ -379,32 +397,18 @@ class MaxUnpooling2D(keras.layers.Layer):
         window = self.pool_size
         pooled_shape = tf.shape(pooled)
         positions_shape = tf.shape(positions)
-        if reference.shape.rank == 1:
-            height_width = tf.cast(reference, tf.int32)
-        else:
-            height_width = tf.shape(reference)[1:3]
-        same_shape = _assert(
-            tf.reduce_all(tf.equal(pooled_shape, positions_shape)),
-            "pooled values and argmax indices must have the same shape. Received: pooled shape=",
-            pooled_shape,
-            "argmax shape=",
-            positions_shape,
-        )
+        height_width = _output_height_width(reference, tf.int32)
+        same_shape = _same_shape(pooled_shape, positions_shape)
         positions = tf.cast(positions, tf.int32)
-        largest = tf.reduce_max(positions)
-        smallest = tf.reduce_min(positions)
-        fits = _assert(
-            tf.reduce_all(height_width > (pooled_shape[1:3] - 1) * window)
-            & (largest < window * window)
-            & (smallest >= 0),
+        fits = _indices_fit(
+            positions,
+            window * window,
+            tf.reduce_all(height_width > (pooled_shape[1:3] - 1) * window),
             f"window argmax indices do not fit: each must lie in [0, {window * window}) "
             f"(pool_size={window}) and the output must cover every pooled window. "
             "Received: output size=",
             height_width,
-            "argmax shape=",
             positions_shape,
-            "index range=",
-            tf.stack([smallest, largest]),
         )
         with tf.control_dependencies([same_shape, fits]):
             return _window_unpool(pooled, positions, window, height_width)

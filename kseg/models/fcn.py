@@ -2,7 +2,6 @@
 
 import keras
 
-from kseg.backbones import get_backbone
 from kseg.backbones.preprocessing import ImagePreprocessing
 from kseg.backbones.vgg16 import (
     VGG16_FC6_TAPS,
@@ -69,25 +68,18 @@ def _checked_input_padding(input_padding, same):
 
 def _encoder(backbone, input_shape, backbone_weights, load_classifier, **backbone_kwargs):
     """The stride-32 body and the normalisation the model applies before it (None: inside)."""
-    if isinstance(backbone, str):
-        encoder = get_backbone(
-            backbone,
-            input_shape=(None, None, input_shape[-1]),
-            weights=None if load_classifier else backbone_weights,
-            include_preprocessing=False,
-            **backbone_kwargs,
-        )
-        preprocessing = encoder.preprocessing
-    else:
-        # A prebuilt backbone normalises its input itself.
-        encoder = resolve_backbone(
-            backbone,
-            input_shape=input_shape,
-            weights=backbone_weights,
-            output_stride=32,
-            **backbone_kwargs,
-        )
-        preprocessing = None
+    named = isinstance(backbone, str)
+    # A named backbone is built without its normalisation, which the model applies before
+    # the input padding; a prebuilt one normalises its input itself.
+    encoder = resolve_backbone(
+        backbone,
+        input_shape=(None, None, input_shape[-1]),
+        weights=None if load_classifier else backbone_weights,
+        output_stride=32,
+        **({"include_preprocessing": False} if named else {}),
+        **backbone_kwargs,
+    )
+    preprocessing = encoder.preprocessing if named else None
     strides = {info["key"]: info["stride"] for info in encoder.feature_info}
     if any(strides.get(key) != value for key, value in (("P3", 8), ("P4", 16), ("P5", 32))):
         raise ValueError(f"FCN needs features P3, P4, P5 at strides 8, 16, 32. Received: {strides}")
@@ -311,10 +303,10 @@ def FCN16s(num_classes=21, backbone="vgg16", name="fcn16s", **options):
     {args}
 
     Example:
-        >>> import numpy as np, kseg
-        >>> model = kseg.models.FCN16s(num_classes=3, backbone="tiny", num_filters=16)
-        >>> tuple(model(np.zeros((1, 65, 97, 3))).shape)
-        (1, 65, 97, 3)
+        >>> same = kseg.models.FCN16s(3, backbone="tiny", num_filters=8, fc6_padding="same")
+        >>> valid = kseg.models.FCN16s(3, backbone="tiny", num_filters=8)
+        >>> same.count_params() == valid.count_params()
+        True
     """
     return FCN(num_classes, 16, backbone=backbone, name=name, **options)
 
@@ -333,10 +325,9 @@ def FCN8s(num_classes=21, backbone="vgg16", name="fcn8s", **options):
     {args}
 
     Example:
-        >>> import numpy as np, kseg
         >>> model = kseg.models.FCN8s(num_classes=3, backbone="tiny", num_filters=16)
-        >>> tuple(model(np.zeros((1, 65, 97, 3))).shape)
-        (1, 65, 97, 3)
+        >>> [layer.name for layer in model.layers if layer.name.startswith("fuse")]
+        ['fuse_pool4', 'fuse_pool3']
     """
     return FCN(num_classes, 8, backbone=backbone, name=name, **options)
 

@@ -171,24 +171,17 @@ def SegNetBasic(
         kernel_size: convolution size (the paper's 7).
         backbone: only None: SegNet-Basic has its own encoder; accepted so
             every registered model takes a `backbone` argument.
-        index_format: how the pooling indices are kept. `"window"` (default):
-            the position of each maximum inside its 2x2 window, the paper's
-            "2 bits for each 2x2 pooling window", computed with ops TFLite
-            has built-in kernels for. `"flat"`: `tf.nn.max_pool_with_argmax`'s
-            flat indices, which TFLite runs only as a TF Select (Flex) op.
-            Both give the same logits and the same weights, so either can
-            load the other's weights.
+        index_format: `"window"` (default) or `"flat"` pooling indices, as in
+            `kseg.models.SegNet`.
         name: model name.
 
     Returns:
-        A `keras.Model` mapping RGB images in [0, 255] to float32 logits
-        `(B, H, W, num_classes)`.
+        A `keras.Model` with SegNet's input and output conventions.
 
     Example:
-        >>> import numpy as np, kseg
         >>> model = kseg.models.SegNetBasic(11, num_filters=8)
-        >>> model(np.zeros((1, 45, 60, 3), "float32")).shape
-        TensorShape([1, 45, 60, 11])
+        >>> sum(isinstance(layer, kseg.layers.MaxUnpooling2D) for layer in model.layers)
+        4
     """
     _check_common(num_classes, num_filters, input_shape, index_format)
     if backbone is not None:

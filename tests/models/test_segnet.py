@@ -111,6 +111,8 @@ def test_segnet_basic_has_the_papers_layers_and_keeps_odd_sizes():
 
 
 def test_unpooled_features_are_zero_away_from_the_pooled_maxima():
+    # Two random filters can leave every ReLU output at zero; a fixed seed keeps some alive.
+    keras.utils.set_random_seed(0)
     model = kseg.models.SegNetBasic(3, num_filters=2)
     probe = keras.Model(
         model.input,
