@@ -2,4 +2,6 @@
 
 from kseg.cli import main
 
-main()
+# Documentation tools import every module; only `python -m` runs the command.
+if __name__ == "__main__":
+    main()
