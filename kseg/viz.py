@@ -29,7 +29,8 @@ VOC_PALETTE = voc_colormap(256)
 """The PASCAL VOC colormap, (256, 3) uint8: 0 background black, 1 aeroplane (128, 0, 0), ...,
 15 person (192, 128, 128), and 255 (the "void"/ignore border) (224, 224, 192)."""
 
-CAMVID_PALETTE = np.array(_CAMVID_COLOURS, dtype=np.uint8)
+# The same object as kseg.data.camvid.CAMVID_PALETTE once that is a uint8 array itself.
+CAMVID_PALETTE = np.asarray(_CAMVID_COLOURS, dtype=np.uint8)
 """The 11 CamVid class colours of the SegNet tutorial (Badrinarayanan et al., 2017), in the order
 of CAMVID_CLASSES; label 11 (void) is drawn with the ignore colour."""
 
