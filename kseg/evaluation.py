@@ -17,7 +17,8 @@ def confusion_matrix(
 
     Args:
         model: a segmentation model mapping images to logits `(B, H, W, C)`.
-        dataset: batches of `(images, masks)`, e.g. from `kseg.data.make_pipeline(..., augment=False)`.
+        dataset: batches of `(images, masks)`, e.g. from
+            `kseg.data.make_pipeline(..., augment=False)`.
         num_classes: number of classes.
         ignore_label: label left out of the counts.
         progress: show a progress bar.
