@@ -5,7 +5,8 @@ COCO instance data, weak-supervision labels and losses, the CLI, export and serv
 input and requires an error whose message names the problem: the file, the shape, the value or
 the argument. Where a wrong-looking input is documented as handled (empty tags, a box reaching
 past the image, a missing COCO image with missing_images="skip"), the documented handling is
-asserted instead. The census size is the number of collected test items. Cases where kseg's message is still unclear are marked
+asserted instead. The census size is the number of collected test items. Cases where kseg's
+message is still unclear are marked
 `xfail(strict=True)` with the reason, so fixing one turns the census red until the mark goes.
 """
 
@@ -33,8 +34,9 @@ from kseg.layers.resize import ResizeToMatch
 from kseg.layers.roi_align import RoIAlign
 from kseg.layers.unpooling import MaxPoolingWithArgmax2D, MaxUnpooling2D
 from kseg.models.mask_rcnn import MaskRCNN
+from kseg.weak.box_labels import bbox_seg_labels, box_label_map
 from kseg.weak.constrained import ConstrainedCrossEntropy
-from kseg.weak.em import EMAdaptCrossEntropy, bbox_seg_labels, box_label_map
+from kseg.weak.em_adapt import EMAdaptCrossEntropy
 from kseg.weak.scribblesup import propagate_scribbles
 
 NUM_CLASSES = 3
@@ -672,7 +674,7 @@ WEAK_CASES = {
     ),
     "box_label_map box outside the image": (
         lambda: box_label_map([[20, 20, 30, 30]], [1], 8, 8, NUM_CLASSES),
-        [r"box 0 lies entirely outside the 8x8 image", r"\[20\.0, 20\.0, 30\.0, 30\.0\]"],
+        [r"`boxes`\[0\] lies entirely outside the 8x8 image", r"\[20\.0, 20\.0, 30\.0, 30\.0\]"],
     ),
     "box_label_map class at num_classes": (
         lambda: box_label_map([[1, 1, 3, 3]], [3], 8, 8, NUM_CLASSES),
@@ -684,7 +686,7 @@ WEAK_CASES = {
     ),
     "bbox_seg_labels box outside the image": (
         lambda: bbox_seg_labels(np.zeros((8, 8, 3), "uint8"), [[-9, 2, -1, 6]], [1], NUM_CLASSES),
-        [r"box 0 lies entirely outside the 8x8 image"],
+        [r"`boxes`\[0\] lies entirely outside the 8x8 image"],
     ),
 }
 
