@@ -3,7 +3,9 @@
 `python -m pytest` collects `tests/` and, with `--doctest-modules` (pyproject.toml), every
 docstring example in `kseg/`. The examples run with `np`, `tf`, `keras` and `kseg` already
 imported, as the docstrings assume, each under the float32 policy, and Keras's global state is
-cleared after each module's examples, as after each test module.
+cleared after each module's examples, as after each test module. An example that fails only
+because a package of an optional extra is not installed is reported as skipped, with the extra
+to install.
 """
 
 import importlib.util
@@ -24,10 +26,8 @@ TESTS = ROOT / "tests"
 # Scripts, not modules of the package: `pytest .` must not import them for their docstrings.
 collect_ignore = ["benchmarks", "examples", "docs", "notebooks"]
 
-# Examples that need a package of an optional extra: skipped, with the reason, without it.
-NEEDS_EXTRA = {
-    "kseg.export.onnx": ("tf2onnx", 'the onnx extra: pip install "kseg[onnx]"'),
-}
+# The packages of kseg's optional extras (pyproject.toml) that examples import, by import name.
+EXTRA_PACKAGES = {"tf2onnx": "onnx", "onnxruntime": "onnx", "skimage": "weak", "gco": "weak"}
 
 # Examples that do not run yet while their modules move (issue 18). This list only shrinks.
 PENDING_DOCTESTS = {
@@ -72,16 +72,40 @@ def pytest_ignore_collect(collection_path):
 
 
 def pytest_collection_modifyitems(items):
-    """Skips, with their reason, the examples of `PENDING_DOCTESTS` and `NEEDS_EXTRA`."""
+    """Skips the examples of `PENDING_DOCTESTS`, with the reason."""
     for item in items:
-        if not isinstance(item, DoctestItem):
-            continue
-        if item.name in PENDING_DOCTESTS:
+        if isinstance(item, DoctestItem) and item.name in PENDING_DOCTESTS:
             item.add_marker(pytest.mark.skip(reason="docstring example not runnable yet"))
-        elif item.name in NEEDS_EXTRA:
-            module, extra = NEEDS_EXTRA[item.name]
-            if importlib.util.find_spec(module) is None:
-                item.add_marker(pytest.mark.skip(reason=f"needs {module}, from {extra}"))
+
+
+def missing_extra_package(error):
+    """The optional extra's package whose absence raised `error` (or its causes), else None."""
+    while error is not None:
+        if isinstance(error, ImportError) and error.name:
+            package = error.name.partition(".")[0]
+            if package in EXTRA_PACKAGES and importlib.util.find_spec(package) is None:
+                return package
+        error = error.__cause__ or error.__context__
+    return None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Reports an example that failed only for want of an optional extra as skipped."""
+    report = yield
+    if isinstance(item, DoctestItem) and report.failed and call.excinfo is not None:
+        # doctest wraps the example's exception as (type, value, traceback) in `exc_info`.
+        exc_info = getattr(call.excinfo.value, "exc_info", None)
+        package = missing_extra_package(exc_info[1] if exc_info else None)
+        if package:
+            extra = EXTRA_PACKAGES[package]
+            report.outcome = "skipped"
+            report.longrepr = (
+                str(item.path),
+                item.reportinfo()[1] or 0,
+                f"Skipped: needs {package}, from the {extra} extra: pip install 'kseg[{extra}]'",
+            )
+    return report
 
 
 @pytest.fixture(autouse=True)
