@@ -198,10 +198,3 @@ def test_prebuilt_backbone_needs_the_auxiliary_layer_named():
 def test_bad_arguments_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         _tiny(**kwargs)
-
-
-def test_deep_supervision_model_rejects_other_output_structures():
-    image = keras.Input((None, None, 3))
-    logits = keras.layers.Conv2D(2, 1)(image)
-    with pytest.raises(ValueError, match="auxiliary_logits"):
-        DeepSupervisionModel(image, {"logits": logits})
