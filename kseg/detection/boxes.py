@@ -139,6 +139,15 @@ def _as_weights(weights):
     return [float(w) for w in weights]
 
 
+def _coding_inputs(weights, values, name, anchors):
+    """The four weights, `values` as checked boxes, and the anchors' centres and sizes."""
+    return (
+        _as_weights(weights),
+        as_boxes(values, name),
+        _centres_and_sizes(as_boxes(anchors, "anchors")),
+    )
+
+
 def box_area(boxes):
     """Area of `[y1, x1, y2, x2]` boxes, 0 for boxes with a negative side.
 
@@ -221,11 +230,8 @@ def encode_boxes(boxes, anchors, weights=(1.0, 1.0, 1.0, 1.0)):
         >>> encode_boxes([[0.0, 0.0, 20.0, 10.0]], [[0.0, 0.0, 10.0, 10.0]]).numpy().round(4)
         array([[0.5   , 0.    , 0.6931, 0.    ]], dtype=float32)
     """
-    wy, wx, wh, ww = _as_weights(weights)
-    boxes = as_boxes(boxes, "boxes")
-    anchors = as_boxes(anchors, "anchors")
+    (wy, wx, wh, ww), boxes, (cya, cxa, ha, wa) = _coding_inputs(weights, boxes, "boxes", anchors)
     cy, cx, h, w = _centres_and_sizes(boxes)
-    cya, cxa, ha, wa = _centres_and_sizes(anchors)
     return tf.stack(
         [
             wy * (cy - cya) / ha,
@@ -256,10 +262,9 @@ def decode_boxes(deltas, anchors, weights=(1.0, 1.0, 1.0, 1.0)):
         >>> decode_boxes([[0.5, 0.0, 0.6931472, 0.0]], [[0.0, 0.0, 10.0, 10.0]]).numpy().round(3)
         array([[ 0.,  0., 20., 10.]], dtype=float32)
     """
-    wy, wx, wh, ww = _as_weights(weights)
-    deltas = as_boxes(deltas, "deltas")
-    anchors = as_boxes(anchors, "anchors")
-    cya, cxa, ha, wa = _centres_and_sizes(anchors)
+    (wy, wx, wh, ww), deltas, (cya, cxa, ha, wa) = _coding_inputs(
+        weights, deltas, "deltas", anchors
+    )
     dy, dx, dh, dw = tf.unstack(deltas, num=4, axis=-1)
     dh = tf.minimum(dh / wh, _MAX_LOG_SCALE)
     dw = tf.minimum(dw / ww, _MAX_LOG_SCALE)
