@@ -116,12 +116,11 @@ class InstanceTask:
 
     Example:
         >>> task = kseg.tasks.for_name("mask_rcnn")
-        >>> model = task.build("mask_rcnn", num_classes=3, backbone="tiny", fpn_channels=16,
-        ...                    box_fc_units=16, mask_channels=16, score_threshold=0.0)
-        >>> image = np.zeros((64, 64, 3), np.uint8)
-        >>> detections = task.predictor(model)(image)
-        >>> sorted(detections), task.draw(image, detections).shape
-        (['boxes', 'classes', 'masks', 'scores'], (64, 64, 3))
+        >>> masks = np.zeros((1, 8, 8), bool)
+        >>> masks[0, 2:6, 2:6] = True
+        >>> detections = {"boxes": np.array([[2.0, 2.0, 6.0, 6.0]]), "masks": masks}
+        >>> task.draw(np.zeros((8, 8, 3), np.uint8), detections)[3, 3].tolist()
+        [64, 0, 0]
     """
 
     name = "instance"
