@@ -194,8 +194,17 @@ def format_summary(summary):
         A multi-line string.
 
     Example:
-    >>> model = kseg.models.get_model("fcn8s", num_classes=3, backbone="tiny")
-    >>> print(kseg.summary.format_summary(kseg.summary.model_summary(model, (64, 64))))
+    >>> model = kseg.models.get_model("fcn8s", num_classes=3, backbone="tiny", num_filters=8)
+    >>> print(kseg.summary.format_summary(kseg.summary.model_summary(model, None)))
+    Model                 fcn8s
+    Backbone              tiny_backbone: 64,600 params
+    Neck + head           21,689 params
+      fc                  18,896 params
+      score               201 params
+      upscore             2,592 params
+    Total params          86,289
+    Trainable params      85,777
+    Non-trainable params  512
     """
     required = ("name", "backbone", "neck_head_params", "neck_head_groups", "total_params")
     missing = [key for key in required if key not in summary]
@@ -262,7 +271,7 @@ def plot_model_diagram(model, path, **kwargs):
 
     Example:
     >>> model = kseg.models.get_model("unet", num_classes=3, backbone="tiny")
-    >>> kseg.summary.plot_model_diagram(model, "unet.png", show_shapes=True)
+    >>> kseg.summary.plot_model_diagram(model, "unet.png", show_shapes=True)  # doctest: +SKIP
     """
     missing = diagram_tools_missing()
     if missing:

@@ -19,7 +19,8 @@ def _check_chain(classifier):
         if len(layer._inbound_nodes) != 1 or layer.input is not previous:
             raise ValueError(
                 "convolutionalize needs a single-input chain of layers (a Sequential-like "
-                f"classifier). Received: layer {layer.name!r} does not read its predecessor's output"
+                f"classifier). Received: layer {layer.name!r} does not read its predecessor's "
+                "output"
             )
         previous = layer.output
     return layers
@@ -54,11 +55,15 @@ def convolutionalize(classifier, input_shape=(None, None, 3), name=None):
         A functional `keras.Model` holding copies of the classifier's weights.
 
     Example:
-        >>> import keras, kseg
-        >>> vgg = keras.applications.VGG16(weights=None, include_top=True)
-        >>> fcn = kseg.backbones.surgery.convolutionalize(vgg)
-        >>> fcn.get_layer("fc1").kernel.shape
-        (7, 7, 512, 4096)
+        >>> classifier = keras.Sequential([
+        ...     keras.Input((4, 4, 3)),
+        ...     keras.layers.Conv2D(8, 3, name="conv"),
+        ...     keras.layers.Flatten(),
+        ...     keras.layers.Dense(5, name="fc"),
+        ... ])
+        >>> fcn = kseg.backbones.surgery.convolutionalize(classifier)
+        >>> tuple(fcn.get_layer("fc").kernel.shape), fcn.output.shape
+        ((2, 2, 8, 5), (None, None, None, 5))
     """
     if not isinstance(classifier, keras.Model) or not classifier.built:
         raise TypeError(
