@@ -28,24 +28,11 @@ import numpy as np
 import tensorflow as tf
 
 from kseg.utils.padding import pad_bottom_right_to_multiple
-from kseg.validation import validate_choice
+from kseg.validation import validate_choice, validate_size
 
 SERVING_ENDPOINT = "serve"
 IMAGE_INPUT_NAME = "images"
 QUANTIZATIONS = ("none", "float16", "int8")
-
-
-def _check_size(name, value):
-    if value is None:
-        return None
-    if isinstance(value, int):
-        value = (value, value)
-    value = tuple(value)
-    if len(value) != 2 or not all(isinstance(v, int) and v > 0 for v in value):
-        raise ValueError(
-            f"`{name}` must be a positive int or a pair of them. Received: {name}={value!r}"
-        )
-    return value
 
 
 def serving_function(
@@ -75,7 +62,7 @@ def serving_function(
         >>> serve(tf.zeros((1, 5, 7, 3), tf.uint8))["labels"].shape
         TensorShape([1, 5, 7])
     """
-    input_size = _check_size("input_size", input_size)
+    input_size = None if input_size is None else validate_size(input_size, "input_size")
     if size_divisor is not None and (not isinstance(size_divisor, int) or size_divisor < 1):
         raise ValueError(
             f"`size_divisor` must be a positive int. Received: size_divisor={size_divisor!r}"
@@ -115,7 +102,7 @@ def serving_function(
 
 
 def _image_signature(image_size):
-    image_size = _check_size("image_size", image_size)
+    image_size = None if image_size is None else validate_size(image_size, "image_size")
     height, width = image_size if image_size is not None else (None, None)
     return tf.TensorSpec((None, height, width, 3), tf.uint8, name=IMAGE_INPUT_NAME)
 

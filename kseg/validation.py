@@ -85,3 +85,19 @@ def validate_choice(value, name, choices):
     """Returns `value` if it is one of `choices`."""
     _require(value in choices, value, name, f"one of {tuple(choices)}")
     return value
+
+
+def validate_size(value, name):
+    """Returns a positive integer, or a pair of them, as a `(height, width)` tuple of ints.
+
+    Integral floats such as `256.0` count as integers.
+    """
+    pair = (value, value) if _is_real(value) else tuple(np.ravel(np.asarray(value, dtype=object)))
+    _require(
+        len(pair) == 2
+        and all(_is_real(side) and float(side).is_integer() and side >= 1 for side in pair),
+        value,
+        name,
+        "a positive integer or a (height, width) pair of them",
+    )
+    return int(pair[0]), int(pair[1])

@@ -63,6 +63,21 @@ def test_choice_names_the_choices():
         validation.validate_choice("median", "reduction", ["sum", "none"])
 
 
+@pytest.mark.parametrize(
+    "value, expected",
+    [(5, (5, 5)), ((3, 4), (3, 4)), (np.int64(2), (2, 2)), ([256.0, 128], (256, 128))],
+)
+def test_size_gives_a_pair_of_ints(value, expected):
+    size = validation.validate_size(value, "crop_size")
+    assert size == expected and all(type(side) is int for side in size)
+
+
+@pytest.mark.parametrize("value", [0, (3, 0), (3, 4, 5), (2.5, 3), True, "big", None])
+def test_size_errors_name_the_argument(value):
+    with pytest.raises(ValueError, match=re.escape(f"Received: crop_size={value!r}")):
+        validation.validate_size(value, "crop_size")
+
+
 def test_default_names():
     with pytest.raises(ValueError, match=re.escape("Received: num_classes=0")):
         validation.validate_num_classes(0)

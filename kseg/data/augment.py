@@ -15,21 +15,10 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from kseg.validation import IGNORE_LABEL
+from kseg.validation import IGNORE_LABEL, validate_size
 
 # DeepLab pads with the ImageNet mean so that padding becomes zero after mean subtraction.
 IMAGENET_MEAN_RGB = (123.675, 116.28, 103.53)
-
-
-def _pair_size(size, name) -> tuple[int, int]:
-    if isinstance(size, int):
-        size = (size, size)
-    size = tuple(int(s) for s in size)
-    if len(size) != 2 or min(size) < 1:
-        raise ValueError(
-            f"{name} must be an int or (height, width) of positive ints. Received: {name}={size!r}"
-        )
-    return size
 
 
 def _split_seed(seed, count):
@@ -147,7 +136,7 @@ def random_crop(image, mask, seed, size):
         >>> tuple(image.shape), tuple(mask.shape)
         ((256, 256, 3), (256, 256))
     """
-    height, width = _pair_size(size, "size")
+    height, width = validate_size(size, "size")
     shape = tf.shape(image)
     tf.debugging.assert_greater_equal(
         shape[:2],
@@ -263,7 +252,7 @@ def augment_pair(
         >>> tuple(image.shape), tuple(mask.shape)
         ((256, 256, 3), (256, 256))
     """
-    crop = _pair_size(crop_size, "crop_size")
+    crop = validate_size(crop_size, "crop_size")
     scale_seed, crop_seed, flip_seed, jitter_seed = _split_seed(seed, 4)
     image = tf.cast(image, tf.float32)
     mask = tf.cast(mask, tf.int32)
@@ -407,7 +396,7 @@ def make_pipeline(
     if augment:
         if crop_size is None:
             raise ValueError("crop_size is required when augment=True. Received: crop_size=None")
-        crop = _pair_size(crop_size, "crop_size")
+        crop = validate_size(crop_size, "crop_size")
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip((ds, seeds)).map(
             lambda pair, element_seed: augment_pair(
@@ -432,7 +421,7 @@ def make_pipeline(
             num_parallel_calls=tf.data.AUTOTUNE,
         )
         if eval_size is not None:
-            size = _pair_size(eval_size, "eval_size")
+            size = validate_size(eval_size, "eval_size")
 
             def pad_fixed(image, mask):
                 # Known sizes fail here with a clear message rather than in set_shape below.
