@@ -28,6 +28,7 @@ import os
 import time
 
 import results_io
+from camvid_recipe import SIZE, camvid_pairs, camvid_training_batches, steps_per_epoch
 from locations import location_argument, private_keras_home
 
 # Cheapest first, so that a shortened run still fills most of the table.
@@ -58,7 +59,6 @@ MODEL_OPTIONS = {
 # shared schedule's peak and length.
 TRAINING_OPTIONS = {"refinenet": {"warmup_steps": 45}}
 
-SIZE = (192, 256)
 MS_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 
 
@@ -143,7 +143,7 @@ def train_and_score(name, args, train, val_pairs, info):
 
     # The trained model is kept beside the results, so scoring can be redone without training.
     saved = os.path.join(os.path.dirname(os.path.abspath(args.out)), f"{name}.keras")
-    steps_per_epoch = 367 // args.batch_size
+    steps = steps_per_epoch(args.batch_size)
     if os.path.exists(saved):
         model = keras.saving.load_model(saved)
         modes = score_modes(model, val_pairs, info.num_classes)
@@ -166,7 +166,7 @@ def train_and_score(name, args, train, val_pairs, info):
         optimizer="adam",
         learning_rate=kseg.training.poly_schedule(
             args.learning_rate,
-            args.epochs * steps_per_epoch - warmup_steps,
+            args.epochs * steps - warmup_steps,
             warmup_steps=warmup_steps,
         ),
         loss=kseg.losses.SegmentationCrossEntropy(),
@@ -174,7 +174,7 @@ def train_and_score(name, args, train, val_pairs, info):
         jit_compile=False,
     )
     start = time.perf_counter()
-    model.fit(train, epochs=args.epochs, steps_per_epoch=steps_per_epoch, verbose=2)
+    model.fit(train, epochs=args.epochs, steps_per_epoch=steps, verbose=2)
     train_seconds = time.perf_counter() - start
     model.save(saved)
     modes = score_modes(model, val_pairs, info.num_classes)
@@ -182,7 +182,7 @@ def train_and_score(name, args, train, val_pairs, info):
     return {
         "parameters": int(model.count_params()),
         "train_seconds": train_seconds,
-        "steps": args.epochs * steps_per_epoch,
+        "steps": args.epochs * steps,
         "warmup_steps": warmup_steps,
         **modes,
     }
@@ -215,24 +215,8 @@ def main():
         raise SystemExit(f"Unknown models {unknown}; registered: {kseg.models.list_models()}")
 
     info = kseg.data.camvid_info()
-
-    def load(split):
-        return (
-            kseg.data.camvid_dataset(args.camvid, split)
-            .map(lambda image, mask: kseg.data.resize_pair(image, mask, SIZE))
-            .cache()
-        )
-
-    train = kseg.data.make_pipeline(
-        load("train"),
-        args.batch_size,
-        crop_size=SIZE,
-        scale_range=(0.75, 1.5),
-        jitter=False,
-        seed=0,
-        repeat=True,
-    )
-    val_pairs = load("val")
+    train = camvid_training_batches(args.camvid, args.batch_size)
+    val_pairs = camvid_pairs(args.camvid, "val")
     if args.val_images:
         val_pairs = val_pairs.take(args.val_images)
 

@@ -22,6 +22,7 @@ import os
 import time
 
 import results_io
+from camvid_recipe import SIZE, camvid_pairs, camvid_training_batches, steps_per_epoch
 from locations import location_argument, private_keras_home
 
 
@@ -47,28 +48,10 @@ def main():
 
     import kseg
 
-    size = (192, 256)
     info = kseg.data.camvid_info()
-
-    def load(split):
-        return (
-            kseg.data.camvid_dataset(args.camvid, split)
-            .map(lambda image, mask: kseg.data.resize_pair(image, mask, size))
-            .cache()
-        )
-
-    train_source, val_source = load("train"), load("val")
-    train = kseg.data.make_pipeline(
-        train_source,
-        args.batch_size,
-        crop_size=size,
-        scale_range=(0.75, 1.5),
-        jitter=False,
-        seed=0,
-        repeat=True,
-    )
-    val = kseg.data.make_pipeline(val_source, 8, augment=False)
-    steps_per_epoch = 367 // args.batch_size
+    train = camvid_training_batches(args.camvid, args.batch_size)
+    val = kseg.data.make_pipeline(camvid_pairs(args.camvid, "val"), 8, augment=False)
+    steps = steps_per_epoch(args.batch_size)
 
     results = {}
     runs = [args.only] if args.only else ["imagenet", "scratch"]
@@ -86,9 +69,7 @@ def main():
             model,
             num_classes=info.num_classes,
             optimizer="adam",
-            learning_rate=kseg.training.poly_schedule(
-                args.learning_rate, args.epochs * steps_per_epoch
-            ),
+            learning_rate=kseg.training.poly_schedule(args.learning_rate, args.epochs * steps),
             loss=kseg.losses.SegmentationCrossEntropy(),
             metrics=[kseg.metrics.MeanIoU(info.num_classes, name="mean_iou")],
             jit_compile=False,
@@ -98,7 +79,7 @@ def main():
             train,
             validation_data=val,
             epochs=args.epochs,
-            steps_per_epoch=steps_per_epoch,
+            steps_per_epoch=steps,
             verbose=2,
         )
         seconds = time.perf_counter() - start
@@ -109,11 +90,11 @@ def main():
             "val_class_iou": dict(zip(info.class_names, scores["iou"].tolist())),
             "val_mean_iou_per_epoch": history.history["val_mean_iou"],
             "train_seconds": seconds,
-            "steps": args.epochs * steps_per_epoch,
+            "steps": args.epochs * steps,
         }
         print(f"{init}: val mIoU {scores['mean_iou']:.4f} after {seconds:.0f} s", flush=True)
 
-    report = {"config": vars(args) | {"size": size}, "machine": machine, "results": results}
+    report = {"config": vars(args) | {"size": SIZE}, "machine": machine, "results": results}
     print(f"wrote {results_io.write_result(args.out, report)}")
 
 

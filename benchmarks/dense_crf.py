@@ -208,14 +208,10 @@ def main(args):
         worker.wait()
         reference_labels = np.load(labels_path)
         for key in SETTINGS:
-            kseg_median = float(np.median(timings[key]["kseg"]))
-            reference_median = float(np.median(timings[key]["pydensecrf"]))
             results[key] = {
-                "kseg_seconds": timings[key]["kseg"],
-                "pydensecrf_seconds": timings[key]["pydensecrf"],
-                "kseg_median_s": kseg_median,
-                "pydensecrf_median_s": reference_median,
-                "time_ratio_kseg_over_pydensecrf": kseg_median / reference_median,
+                **results_io.timing_comparison(
+                    timings[key]["kseg"], timings[key]["pydensecrf"], "pydensecrf"
+                ),
                 "label_agreement_with_pydensecrf": float(
                     np.mean(kseg_labels[key] == reference_labels[key])
                 ),

@@ -34,6 +34,21 @@ def location_argument(parser, flag, variable, help, required=True):
     )
 
 
+def torch_python_argument(parser):
+    """Adds `--torch-python` (default `$KSEG_TORCH_PYTHON`), for scripts with a torch worker.
+
+    Returns:
+        The argparse action, for `require_locations`.
+    """
+    return location_argument(
+        parser,
+        "--torch-python",
+        "KSEG_TORCH_PYTHON",
+        "Python of a virtual environment with torch and torchvision",
+        required=False,
+    )
+
+
 def require_locations(parser, args, *actions):
     """Stops with a usage error naming the first of `actions` that has no value in `args`."""
     for action in actions:

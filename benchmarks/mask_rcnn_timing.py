@@ -77,7 +77,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 import results_io
-from locations import location_argument, require_locations
+from locations import require_locations, torch_python_argument
 
 LEVELS = (2, 3, 4, 5)
 MASK_SIZE = 28
@@ -746,13 +746,7 @@ if __name__ == "__main__":
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--profile-steps", type=int, default=2)
-    torch_python = location_argument(
-        parser,
-        "--torch-python",
-        "KSEG_TORCH_PYTHON",
-        "Python of a virtual environment with torch and torchvision",
-        required=False,
-    )
+    torch_python = torch_python_argument(parser)
     parser.add_argument("--out", default=results_io.result_path("mask_rcnn_timing"))
     parser.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--inputs", help=argparse.SUPPRESS)

@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import shlex
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -78,6 +79,29 @@ def command_line():
     except ValueError:
         pass
     return shlex.join(["python", str(script), *sys.argv[1:]])
+
+
+def timing_comparison(kseg_seconds, reference_seconds, reference):
+    """The timed calls of kseg and of a reference library side by side, with their medians.
+
+    Args:
+        kseg_seconds: kseg's timed calls, in seconds.
+        reference_seconds: the reference's timed calls, in seconds.
+        reference: the reference's name in the keys, e.g. `"torchvision"`.
+
+    Returns:
+        `kseg_seconds`, `<reference>_seconds`, `kseg_median_s`, `<reference>_median_s` and
+        `time_ratio_kseg_over_<reference>` (below 1: kseg is faster).
+    """
+    kseg_median = statistics.median(kseg_seconds)
+    reference_median = statistics.median(reference_seconds)
+    return {
+        "kseg_seconds": list(kseg_seconds),
+        f"{reference}_seconds": list(reference_seconds),
+        "kseg_median_s": kseg_median,
+        f"{reference}_median_s": reference_median,
+        f"time_ratio_kseg_over_{reference}": kseg_median / reference_median,
+    }
 
 
 def read_result(path):

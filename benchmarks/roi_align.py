@@ -43,7 +43,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 import results_io
-from locations import location_argument, require_locations
+from locations import require_locations, torch_python_argument
 
 IMAGE_SIZE = 512
 CHANNELS = 256
@@ -225,17 +225,15 @@ def main(args):
         )
         for case in CASES:
             key = case_key(*case)
-            kseg_median = float(np.median(timings[case]["kseg"]))
-            torch_median = float(np.median(timings[case]["torchvision"]))
             difference = float(np.abs(kseg_heads[case] - reference[key]).max())
             results[key] = {
-                "kseg_seconds": timings[case]["kseg"],
-                "torchvision_seconds": timings[case]["torchvision"],
-                "kseg_median_s": kseg_median,
-                "torchvision_median_s": torch_median,
-                "time_ratio_kseg_over_torchvision": kseg_median / torch_median,
+                **results_io.timing_comparison(
+                    timings[case]["kseg"], timings[case]["torchvision"], "torchvision"
+                ),
                 f"max_abs_diff_first_{COMPARED_BOXES}_boxes": difference,
             }
+            kseg_median = results[key]["kseg_median_s"]
+            torch_median = results[key]["torchvision_median_s"]
             print(
                 f"{key:36s} {kseg_median * 1e3:9.1f} {torch_median * 1e3:15.1f} "
                 f"{kseg_median / torch_median:7.2f} {difference:9.2e}",
@@ -248,13 +246,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
-    torch_python = location_argument(
-        parser,
-        "--torch-python",
-        "KSEG_TORCH_PYTHON",
-        "Python of a virtual environment with torch and torchvision",
-        required=False,
-    )
+    torch_python = torch_python_argument(parser)
     parser.add_argument("--out", default=results_io.result_path("roi_align"))
     parser.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--inputs", help=argparse.SUPPRESS)
