@@ -117,7 +117,8 @@ def _validate(output_stride, multi_grid):
         or output_stride & (output_stride - 1)
     ):
         raise ValueError(
-            f"`output_stride` must be a positive power of two. Received: output_stride={output_stride!r}"
+            "`output_stride` must be a positive power of two. "
+            f"Received: output_stride={output_stride!r}"
         )
     if multi_grid is not None and (
         not multi_grid or not all(isinstance(r, int) and r >= 1 for r in multi_grid)

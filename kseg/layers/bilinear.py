@@ -118,7 +118,8 @@ class BilinearConvTranspose2D(keras.layers.Layer):
     def build(self, input_shape):
         if input_shape[-1] != self.channels:
             raise ValueError(
-                f"expected {self.channels} input channels. Received: input_shape={tuple(input_shape)}"
+                f"expected {self.channels} input channels. "
+                f"Received: input_shape={tuple(input_shape)}"
             )
         self.deconvolution.build(input_shape)
 

@@ -1,4 +1,4 @@
-"""Feature pyramid network: lateral 1x1 convolutions, a nearest-neighbour top-down path, 3x3 smoothing."""
+"""Feature pyramid network: lateral 1x1 convolutions, nearest-neighbour top-down path, smoothing."""
 
 import keras
 import tensorflow as tf

@@ -33,7 +33,8 @@ class OffsetCrop(keras.layers.Layer):
             pair = (offset, offset) if isinstance(offset, int) else tuple(offset)
             if len(pair) != 2 or any(not isinstance(v, int) or v < 0 for v in pair):
                 raise ValueError(
-                    f"offset must be None or one or two non-negative integers. Received: offset={offset!r}"
+                    "offset must be None or one or two non-negative integers. "
+                    f"Received: offset={offset!r}"
                 )
             offset = pair
         self.offset = offset

@@ -1,4 +1,4 @@
-"""RefineNet's building blocks: residual conv unit, multi-resolution fusion, chained residual pooling.
+"""RefineNet's blocks: residual conv unit, multi-resolution fusion, chained residual pooling.
 
 Lin, Milan, Shen and Reid, "RefineNet: Multi-Path Refinement Networks for High-Resolution
 Semantic Segmentation", CVPR 2017, Sec. 3.2 and Fig. 2. The units carry no batch

@@ -142,13 +142,16 @@ def FCNAlexNet(
 
     Example:
         >>> import numpy as np, kseg.models.fcn_alexnet
-        >>> model = kseg.models.fcn_alexnet.FCNAlexNet(num_classes=3, conv_filters=(4,) * 5, num_filters=8)
+        >>> model = kseg.models.fcn_alexnet.FCNAlexNet(
+        ...     num_classes=3, conv_filters=(4,) * 5, num_filters=8
+        ... )
         >>> tuple(model(np.zeros((1, 65, 97, 3))).shape)
         (1, 65, 97, 3)
     """
     if backbone is not None:
         raise ValueError(
-            f"FCNAlexNet builds its own AlexNet encoder; pass backbone=None. Received: backbone={backbone!r}"
+            "FCNAlexNet builds its own AlexNet encoder; pass backbone=None. "
+            f"Received: backbone={backbone!r}"
         )
     if int(input_padding) != input_padding or input_padding < _MIN_INPUT_PADDING:
         raise ValueError(
@@ -159,7 +162,8 @@ def FCNAlexNet(
         classifier = AlexNetClassifier(num_classes, conv_filters, num_filters, padding, dropout)
     elif classifier.output_shape[-1] != num_classes:
         raise ValueError(
-            f"classifier scores {classifier.output_shape[-1]} classes. Received: num_classes={num_classes}"
+            f"classifier scores {classifier.output_shape[-1]} classes. "
+            f"Received: num_classes={num_classes}"
         )
     convolutional = convolutionalize(classifier, name=f"{name}_body")
     image = keras.Input((None, None, 3), name="image")

@@ -77,9 +77,9 @@ def test_decoder_feature_and_names(xception65):
     assert (
         len(
             [
-                l
-                for l in xception65.layers
-                if l.name.startswith("middle_flow") and l.name.endswith("_add")
+                layer
+                for layer in xception65.layers
+                if layer.name.startswith("middle_flow") and layer.name.endswith("_add")
             ]
         )
         == 16

@@ -1,4 +1,4 @@
-"""Bilinear upsampling kernels and transposed convolutions against FCN's and PyTorch's references."""
+"""Bilinear upsampling kernels and transposed convolutions against FCN's and PyTorch's outputs."""
 
 import json
 

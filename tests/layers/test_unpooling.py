@@ -1,4 +1,4 @@
-"""MaxPoolingWithArgmax2D and MaxUnpooling2D against PyTorch's vectors and the unpooling property."""
+"""MaxPoolingWithArgmax2D and MaxUnpooling2D against PyTorch's vectors and the unpooling rule."""
 
 import os
 import subprocess
@@ -20,7 +20,10 @@ with np.load(FIXTURE) as _fixture:
 
 @pytest.fixture(scope="module")
 def torch_vectors():
-    """PyTorch max_pool2d(return_indices=True) + MaxUnpool2d, made by tests/fixtures/make_maxpool_unpool.py."""
+    """PyTorch max_pool2d(return_indices=True) + MaxUnpool2d.
+
+    Made by tests/fixtures/make_maxpool_unpool.py.
+    """
     with np.load(FIXTURE) as vectors:
         return dict(vectors)
 
@@ -157,7 +160,10 @@ def test_an_output_smaller_than_the_indices_imply_raises_a_clear_error():
     # 5x9 holds the 3x4 pooled map but not the indices into 7x9 (largest 2*7*9*3 - 1 or below).
     smallest, largest = int(np.min(argmax)), int(np.max(argmax))
     assert largest >= 2 * 5 * 9 * 3
-    message = rf"do not fit.*output shape=\] \[2 5 9 3\].*argmax shape=\] \[2 3 4 3\].*\[{smallest} {largest}\]"
+    message = (
+        r"do not fit.*output shape=\] \[2 5 9 3\].*argmax shape=\] \[2 3 4 3\]"
+        rf".*\[{smallest} {largest}\]"
+    )
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
         kseg.layers.MaxUnpooling2D()([pooled, argmax, tf.constant([5, 9])])
     # Dynamic sizes: the same check runs inside the graph.

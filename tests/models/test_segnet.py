@@ -1,4 +1,4 @@
-"""SegNet and SegNet-Basic: widths and parameter counts from the paper, sizes, VGG16 weight loading."""
+"""SegNet and SegNet-Basic: the paper's widths and parameter counts, sizes, VGG16 weights."""
 
 import json
 import zipfile
@@ -183,7 +183,7 @@ def test_imagenet_weights_load_offline_through_keras_applications(tmp_path, monk
 
 
 def _strip_index_format(source, target):
-    """Copies a .keras file with the pooling layers' configs as written before index_format existed."""
+    """Copies a .keras file with the pooling configs as written before index_format existed."""
     with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
         for item in old.infolist():
             data = old.read(item.filename)
