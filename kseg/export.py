@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from kseg.utils.padding import pad_bottom_right_to_multiple
-from kseg.validation import validate_choice, validate_size
+from kseg.validation import validate_choice, validate_positive_int, validate_size
 
 SERVING_ENDPOINT = "serve"
 IMAGE_INPUT_NAME = "images"
@@ -63,10 +63,8 @@ def serving_function(
         TensorShape([1, 5, 7])
     """
     input_size = None if input_size is None else validate_size(input_size, "input_size")
-    if size_divisor is not None and (not isinstance(size_divisor, int) or size_divisor < 1):
-        raise ValueError(
-            f"`size_divisor` must be a positive int. Received: size_divisor={size_divisor!r}"
-        )
+    if size_divisor is not None:
+        validate_positive_int(size_divisor, "size_divisor")
     if input_size is not None and size_divisor is not None:
         raise ValueError(
             "Give either `input_size` or `size_divisor`, not both. "
@@ -449,8 +447,8 @@ def onnx(
     path = Path(path)
     if path.suffix != ".onnx":
         raise ValueError(f"The ONNX file name must end in '.onnx'. Received: path={str(path)!r}")
-    if opset is not None and (not isinstance(opset, int) or opset < 1):
-        raise ValueError(f"`opset` must be a positive int or None. Received: opset={opset!r}")
+    if opset is not None:
+        validate_positive_int(opset, "opset")
     from kseg.models.mask_rcnn import MaskRCNN
 
     if isinstance(model, MaskRCNN):

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from kseg.validation import IGNORE_LABEL, validate_size
+from kseg.validation import IGNORE_LABEL, validate_positive_int, validate_size
 
 # DeepLab pads with the ImageNet mean so that padding becomes zero after mean subtraction.
 IMAGENET_MEAN_RGB = (123.675, 116.28, 103.53)
@@ -382,8 +382,7 @@ def make_pipeline(
         >>> train = kseg.data.make_pipeline(kseg.data.shapes_dataset("train"), 8, crop_size=128)
         >>> val = kseg.data.make_pipeline(kseg.data.shapes_dataset("val"), 8, augment=False)
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1. Received: batch_size={batch_size}")
+    validate_positive_int(batch_size, "batch_size")
     _check_element_spec(ds)
     if shuffle is None:
         shuffle = augment

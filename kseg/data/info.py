@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 
-from kseg.validation import IGNORE_LABEL
+from kseg.validation import IGNORE_LABEL, validate_num_classes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,13 +36,8 @@ class DatasetInfo:
     palette: tuple[tuple[int, int, int], ...] | None = None
 
     def __post_init__(self):
-        if self.num_classes is not None and (
-            not isinstance(self.num_classes, (int, np.integer)) or self.num_classes < 1
-        ):
-            raise ValueError(
-                "num_classes must be a positive integer or None. "
-                f"Received: num_classes={self.num_classes!r}"
-            )
+        if self.num_classes is not None:
+            validate_num_classes(self.num_classes)
         if self.class_names is not None:
             object.__setattr__(self, "class_names", tuple(str(n) for n in self.class_names))
             if self.num_classes is not None and len(self.class_names) != self.num_classes:

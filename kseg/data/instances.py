@@ -196,8 +196,7 @@ def pad_instance_batch(
         >>> images.shape, targets["gt_masks"].shape[2:]
         (TensorShape([4, 128, 128, 3]), TensorShape([128, 128]))
     """
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be at least 1. Received: batch_size={batch_size!r}")
+    validate_positive_int(batch_size, "batch_size")
     multiple = validate_positive_int(pad_to_multiple, "pad_to_multiple")
     if max_instances is not None:
         validate_positive_int(max_instances, "max_instances")

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from kseg.data.info import DatasetInfo
 from kseg.detection.boxes import numpy_boxes_from_masks
+from kseg.validation import validate_fraction, validate_positive_int
 
 SHAPES_CLASS_NAMES = ("background", "circle", "square", "triangle", "star")
 SHAPES_PALETTE = ((0, 0, 0), (230, 25, 75), (60, 180, 75), (0, 130, 200), (255, 225, 25))
@@ -216,18 +217,13 @@ def render_shapes_sample(
         ((128, 128, 3), (128, 128))
     """
     height, width = _image_hw(image_size)
-    if max_objects < 1:
-        raise ValueError(f"max_objects must be at least 1. Received: max_objects={max_objects}")
+    validate_positive_int(max_objects, "max_objects")
     low, high = size_range
     if not 0 < low <= high <= 0.5:
         raise ValueError(
             f"size_range must satisfy 0 < low <= high <= 0.5. Received: size_range={size_range!r}"
         )
-    if not 0.0 <= background_contrast <= 1.0:
-        raise ValueError(
-            "background_contrast must be in [0, 1]. "
-            f"Received: background_contrast={background_contrast!r}"
-        )
+    validate_fraction(background_contrast, "background_contrast")
     rng = _rng(seed, split, index)
     image = _background(rng, height, width, background_contrast)
     instance = np.zeros((height, width), dtype=np.int32)
@@ -320,8 +316,7 @@ def _render_options(max_objects, size_range, background_contrast):
 
 
 def _rendered(split, num_samples, image_size, seed, render_kwargs, cache, instances):
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be at least 1. Received: num_samples={num_samples}")
+    validate_positive_int(num_samples, "num_samples")
     height, width = _image_hw(image_size)
 
     def render(index):

@@ -21,7 +21,12 @@ import numpy as np
 import tensorflow as tf
 
 from kseg.detection.boxes import numpy_boxes_from_masks
-from kseg.validation import IGNORE_LABEL, validate_ignore_label
+from kseg.validation import (
+    IGNORE_LABEL,
+    validate_fraction,
+    validate_ignore_label,
+    validate_positive_int,
+)
 
 _INSTALL_HINT = "pip install 'kseg[weak]'"
 _KINDS = ("scribbles", "tags", "boxes")
@@ -137,10 +142,8 @@ def scribbles_from_mask(mask, *, fraction=1.0, width=3, ignore_label=IGNORE_LABE
     fill = IGNORE_LABEL if ignore_label is None else ignore_label
     if not 0 <= fill <= 255:
         raise ValueError(f"`ignore_label` must fit uint8. Received: ignore_label={ignore_label}")
-    if not 0.0 <= float(fraction) <= 1.0:
-        raise ValueError(f"`fraction` must be in [0, 1]. Received: fraction={fraction!r}")
-    if isinstance(width, bool) or not isinstance(width, (int, np.integer)) or width < 1:
-        raise ValueError(f"`width` must be a positive integer. Received: width={width!r}")
+    validate_fraction(fraction, "fraction")
+    validate_positive_int(width, "width")
     _check_labels(mask, ignore_label, 255, "scribbles are uint8 with 255 reserved")
     skimage = _skimage()
     from scipy import ndimage
