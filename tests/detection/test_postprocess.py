@@ -173,7 +173,7 @@ def test_a_split_mask_pastes_with_the_split_at_the_box_centre():
 
 
 def _crop_like_mask_targets(image, boxes, size):
-    """Samples `image` at the centres of a size x size grid over each box (the contract's mapping)."""
+    """Samples `image` at the centres of a size x size grid over each box (the contract)."""
     height, width = image.shape
     y1, x1, y2, x2 = boxes.T
     half_y, half_x = 0.5 * (y2 - y1) / size, 0.5 * (x2 - x1) / size

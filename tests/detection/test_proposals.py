@@ -1,4 +1,4 @@
-"""select_proposals against torchvision's NMS keep sets and a numpy implementation of the FPN rule."""
+"""select_proposals against torchvision's NMS keep sets and a numpy version of the FPN rule."""
 
 import numpy as np
 import pytest

@@ -178,7 +178,7 @@ def jittered_proposals(boxes, count, rng):
 
 
 def numpy_crop(mask, roi, size):
-    """Bilinear samples at the centres of a size x size grid over roi, zero outside pixel centres."""
+    """Bilinear samples at the centres of a size x size grid over roi, 0 outside pixel centres."""
     y1, x1, y2, x2 = (float(v) for v in roi)
     ys = y1 + (np.arange(size) + 0.5) * (y2 - y1) / size - 0.5
     xs = x1 + (np.arange(size) + 0.5) * (x2 - x1) / size - 0.5
