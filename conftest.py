@@ -31,27 +31,7 @@ EXTRA_PACKAGES = {"tf2onnx": "onnx", "onnxruntime": "onnx", "skimage": "weak", "
 
 # Examples that do not run yet while their modules move (issue 18). This list only shrinks.
 PENDING_DOCTESTS = {
-    "kseg.backbones.surgery.convolutionalize",
-    "kseg.data.augment.augment_pair",
-    "kseg.data.augment.pad_to_size",
-    "kseg.data.augment.photometric_jitter",
-    "kseg.data.augment.random_crop",
-    "kseg.data.augment.random_flip_left_right",
-    "kseg.data.augment.random_scale",
-    "kseg.data.camvid.camvid_dataset",
-    "kseg.data.coco.CocoCategories",
-    "kseg.data.coco.coco_categories",
-    "kseg.data.coco.coco_instance_dataset",
-    "kseg.data.coco.decode_segmentation",
-    "kseg.data.folders.folder_dataset",
-    "kseg.data.folders.folder_info",
-    "kseg.data.folders.paired_files_dataset",
-    "kseg.data.tfds.tfds_dataset",
-    "kseg.data.voc.voc_dataset",
-    "kseg.detection.coco_eval.coco_evaluate",
     "kseg.evaluation.confusion_matrix",
-    "kseg.summary.format_summary",
-    "kseg.summary.plot_model_diagram",
 }
 
 
