@@ -27,8 +27,19 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kseg.utils.padding import pad_bottom_right_to_multiple
-from kseg.validation import validate_choice, validate_positive_int, validate_size
+from kseg import validation
+from kseg.utils import padding
+
+__all__ = [
+    "IMAGE_INPUT_NAME",
+    "QUANTIZATIONS",
+    "SERVING_ENDPOINT",
+    "onnx",
+    "saved_model",
+    "serving_function",
+    "tflite",
+    "tflite_from_saved_model",
+]
 
 SERVING_ENDPOINT = "serve"
 IMAGE_INPUT_NAME = "images"
@@ -62,9 +73,9 @@ def serving_function(
         >>> serve(tf.zeros((1, 5, 7, 3), tf.uint8))["labels"].shape
         TensorShape([1, 5, 7])
     """
-    input_size = None if input_size is None else validate_size(input_size, "input_size")
+    input_size = None if input_size is None else validation.validate_size(input_size, "input_size")
     if size_divisor is not None:
-        validate_positive_int(size_divisor, "size_divisor")
+        validation.validate_positive_int(size_divisor, "size_divisor")
     if input_size is not None and size_divisor is not None:
         raise ValueError(
             "Give either `input_size` or `size_divisor`, not both. "
@@ -82,7 +93,7 @@ def serving_function(
         if input_size is not None:
             x = tf.image.resize(x, input_size, method="bilinear")
         elif size_divisor is not None:
-            x = pad_bottom_right_to_multiple(x, size_divisor)
+            x = padding.pad_bottom_right_to_multiple(x, size_divisor)
         logits = tf.cast(model(x, training=False), tf.float32)
         if size_divisor is not None:
             logits = logits[:, :height, :width, :]
@@ -100,7 +111,7 @@ def serving_function(
 
 
 def _image_signature(image_size):
-    image_size = None if image_size is None else validate_size(image_size, "image_size")
+    image_size = None if image_size is None else validation.validate_size(image_size, "image_size")
     height, width = image_size if image_size is not None else (None, None)
     return tf.TensorSpec((None, height, width, 3), tf.uint8, name=IMAGE_INPUT_NAME)
 
@@ -287,7 +298,7 @@ def tflite_from_saved_model(
         raise ValueError(
             f"The TFLite file name must end in '.tflite'. Received: path={str(path)!r}"
         )
-    validate_choice(quantization, "quantization", QUANTIZATIONS)
+    validation.validate_choice(quantization, "quantization", QUANTIZATIONS)
     if representative_images is not None and quantization != "int8":
         raise ValueError(
             "`representative_images` calibrates full-integer quantisation and needs "
@@ -448,7 +459,7 @@ def onnx(
     if path.suffix != ".onnx":
         raise ValueError(f"The ONNX file name must end in '.onnx'. Received: path={str(path)!r}")
     if opset is not None:
-        validate_positive_int(opset, "opset")
+        validation.validate_positive_int(opset, "opset")
     from kseg.models.mask_rcnn import MaskRCNN
 
     if isinstance(model, MaskRCNN):

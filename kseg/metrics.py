@@ -22,8 +22,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from kseg.losses.pixels import label_masks, pixel_sample_weight, squeeze_labels
-from kseg.validation import IGNORE_LABEL, validate_ignore_label, validate_num_classes
+from kseg import validation
+from kseg.losses import pixels
 
 
 def confusion_matrix_scores(confusion):
@@ -96,14 +96,14 @@ class _IgnoreLabelConfusion:
         if self.sparse_y_pred:
             if len(y_pred.shape) == 4 and y_pred.shape[-1] == 1:
                 y_pred = ops.squeeze(y_pred, axis=-1)
-            y_true = squeeze_labels(y_true, ops.expand_dims(y_pred, -1))
+            y_true = pixels.squeeze_labels(y_true, ops.expand_dims(y_pred, -1))
         else:
-            y_true = squeeze_labels(y_true, y_pred)
+            y_true = pixels.squeeze_labels(y_true, y_pred)
         if self.check_labels:
-            label_masks(y_true, self.num_classes, self.ignore_label, check_labels=True)
+            pixels.label_masks(y_true, self.num_classes, self.ignore_label, check_labels=True)
         if sample_weight is not None:
             # Keras flattens the labels and cannot broadcast a per-image (B,) weight onto them.
-            sample_weight = pixel_sample_weight(sample_weight, y_true, dtype=None)
+            sample_weight = pixels.pixel_sample_weight(sample_weight, y_true, dtype=None)
         super().update_state(y_true, y_pred, sample_weight)
 
     def scores(self):
@@ -158,15 +158,15 @@ class MeanIoU(_IgnoreLabelConfusion, keras.metrics.MeanIoU):
     def __init__(
         self,
         num_classes,
-        ignore_label=IGNORE_LABEL,
+        ignore_label=validation.IGNORE_LABEL,
         sparse_y_pred=False,
         check_labels=True,
         name="mean_iou",
         dtype=None,
         axis=-1,
     ):
-        num_classes = validate_num_classes(num_classes)
-        ignore_label = validate_ignore_label(ignore_label)
+        num_classes = validation.validate_num_classes(num_classes)
+        ignore_label = validation.validate_ignore_label(ignore_label)
         super().__init__(
             num_classes=num_classes,
             name=name,
@@ -218,14 +218,14 @@ class ClassIoU(_IgnoreLabelConfusion, keras.metrics.IoU):
         self,
         num_classes,
         class_id,
-        ignore_label=IGNORE_LABEL,
+        ignore_label=validation.IGNORE_LABEL,
         sparse_y_pred=False,
         check_labels=True,
         name=None,
         dtype=None,
         axis=-1,
     ):
-        num_classes = validate_num_classes(num_classes)
+        num_classes = validation.validate_num_classes(num_classes)
         if (
             isinstance(class_id, bool)
             or not isinstance(class_id, (int, np.integer))
@@ -235,7 +235,7 @@ class ClassIoU(_IgnoreLabelConfusion, keras.metrics.IoU):
                 f"`class_id` must be an integer in [0, {num_classes}). "
                 f"Received: class_id={class_id!r}"
             )
-        ignore_label = validate_ignore_label(ignore_label)
+        ignore_label = validation.validate_ignore_label(ignore_label)
         super().__init__(
             num_classes=num_classes,
             target_class_ids=[int(class_id)],
@@ -270,7 +270,7 @@ class ClassIoU(_IgnoreLabelConfusion, keras.metrics.IoU):
 
 
 def per_class_iou_metrics(
-    num_classes, class_names=None, ignore_label=IGNORE_LABEL, sparse_y_pred=False
+    num_classes, class_names=None, ignore_label=validation.IGNORE_LABEL, sparse_y_pred=False
 ):
     """One `ClassIoU` per class, named `iou_<class name>`, for `model.compile(metrics=...)`.
 
@@ -292,7 +292,7 @@ def per_class_iou_metrics(
         >>> [m.name for m in kseg.metrics.per_class_iou_metrics(2, ["background", "road sign"])]
         ['iou_background', 'iou_road_sign']
     """
-    num_classes = validate_num_classes(num_classes)
+    num_classes = validation.validate_num_classes(num_classes)
     if class_names is None:
         names = [str(class_id) for class_id in range(num_classes)]
     else:
@@ -349,11 +349,15 @@ class PixelAccuracy(keras.metrics.Metric):
     """
 
     def __init__(
-        self, ignore_label=IGNORE_LABEL, check_labels=True, name="pixel_accuracy", dtype=None
+        self,
+        ignore_label=validation.IGNORE_LABEL,
+        check_labels=True,
+        name="pixel_accuracy",
+        dtype=None,
     ):
         super().__init__(name=name, dtype=dtype or "int64")
         self._direction = "up"
-        self.ignore_label = validate_ignore_label(ignore_label)
+        self.ignore_label = validation.validate_ignore_label(ignore_label)
         self.check_labels = bool(check_labels)
         self.correct = self.add_variable(
             shape=(), initializer="zeros", dtype=self.dtype, name="correct"
@@ -364,7 +368,7 @@ class PixelAccuracy(keras.metrics.Metric):
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         y_pred = ops.convert_to_tensor(y_pred)
-        labels = squeeze_labels(y_true, y_pred)
+        labels = pixels.squeeze_labels(y_true, y_pred)
         num_classes = y_pred.shape[-1]
         if num_classes is None:
             # Without a static class count only the ignore label can be told apart.
@@ -374,10 +378,10 @@ class PixelAccuracy(keras.metrics.Metric):
                 else ops.not_equal(labels, self.ignore_label)
             )
         else:
-            valid, _ = label_masks(labels, num_classes, self.ignore_label, self.check_labels)
+            valid, _ = pixels.label_masks(labels, num_classes, self.ignore_label, self.check_labels)
         weights = ops.cast(valid, self.dtype)
         if sample_weight is not None:
-            weights = weights * pixel_sample_weight(sample_weight, labels, dtype=self.dtype)
+            weights = weights * pixels.pixel_sample_weight(sample_weight, labels, dtype=self.dtype)
         hits = ops.cast(
             ops.equal(ops.argmax(y_pred, axis=-1), ops.cast(labels, "int32")), self.dtype
         )
