@@ -176,7 +176,8 @@ def fit_semantic(
         >>> train, val, steps = kseg.recipes.semantic_batches(
         ...     source, source, batch_size=2, crop_size=48, steps_per_epoch=1
         ... )
-        >>> model = kseg.testing.build_small_model("fcn8s", num_classes=5)
+        >>> inputs = keras.Input((None, None, 3))
+        >>> model = keras.Model(inputs, keras.layers.Conv2D(5, 1)(inputs))
         >>> history = kseg.recipes.fit_semantic(
         ...     model, train, val, num_classes=5, epochs=1, steps_per_epoch=steps,
         ...     learning_rate=1e-3, run_dir=tempfile.mkdtemp(), run_eagerly=True,
