@@ -50,7 +50,7 @@ def select_proposals(
     pre_nms_top_n=2000,
     post_nms_top_n=1000,
     nms_iou=0.7,
-    min_size=0.0,
+    min_size=1e-3,
 ):
     """Turn per-level RPN objectness logits and box deltas into a fixed number of proposals.
 
@@ -78,6 +78,9 @@ def select_proposals(
         post_nms_top_n: proposals returned per image.
         nms_iou: IoU above which a lower-scored box of the same level is suppressed.
         min_size: boxes with height or width below this (in pixels, after clipping) are dropped.
+            The default is torchvision's `remove_small_boxes(boxes, 1e-3)` in its RPN: it drops
+            the boxes that clipping reduced to nothing (anchors beyond the image border), which
+            would otherwise take places among the proposals with no area to pool.
 
     Returns:
         `(proposals, scores)`: float32 (B, post_nms_top_n, 4) boxes and (B, post_nms_top_n)

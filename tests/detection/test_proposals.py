@@ -57,6 +57,30 @@ def test_iou_exactly_at_the_threshold_keeps_both_boxes(nms_refs):
     assert scores[2] == 0
 
 
+def test_boxes_that_clipping_empties_are_dropped_by_default():
+    """torchvision's RPN keeps a clipped box only if both sides are at least 1e-3 pixels."""
+    rng = np.random.default_rng(5)
+    centres = rng.uniform(-40, 120, (300, 2))
+    sizes = rng.uniform(4, 40, (300, 2))
+    anchors = np.concatenate([centres - sizes / 2, centres + sizes / 2], 1).astype(np.float32)
+    scores = rng.uniform(0.05, 0.95, 300)
+    # nms_iou=1 suppresses nothing, so the output is every kept box, best first.
+    proposals, out_scores = _one_level(
+        anchors, scores, pre_nms_top_n=300, post_nms_top_n=300, nms_iou=1.0
+    )
+    clipped = np.clip(anchors, 0, 80)
+    sides = clipped[:, 2:] - clipped[:, :2]
+    keep = (sides >= 1e-3).all(axis=1)
+    assert 0 < (~keep).sum() < 300, "the case must hold boxes that clipping empties"
+    order = np.argsort(-scores[keep], kind="stable")
+    count = int(keep.sum())
+    np.testing.assert_allclose(proposals[:count], clipped[keep][order], atol=1e-4)
+    np.testing.assert_allclose(out_scores[:count], scores[keep][order], atol=1e-5)
+    assert not out_scores[count:].any()
+    kept_sides = proposals[:count, 2:] - proposals[:count, :2]
+    assert (kept_sides >= 1e-3).all()
+
+
 def test_zero_deltas_return_the_anchors_sorted_by_score():
     rng = np.random.default_rng(1)
     corners = rng.uniform(0, 50, (12, 2))
