@@ -256,11 +256,12 @@ def _smoothness_filter(height, width, sxy, compat):
     The kernel exp(-|p_i - p_j|^2 / 2 sxy^2) is separable and local on the pixel grid, so
     two depthwise 1-D convolutions truncated at 3 sxy apply it exactly (up to 0.3% of its
     mass) and several times faster than a 2-D lattice, which for DeepLab's sxy = 1 would
-    hold more vertices than pixels.
+    hold more vertices than pixels. `sxy` may be a tensor: the taps are built at run time.
     """
-    radius = max(1, math.ceil(3.0 * sxy))
-    offsets = np.arange(-radius, radius + 1, dtype=np.float64)
-    taps = tf.constant(np.exp(-0.5 * (offsets / sxy) ** 2), tf.float32)
+    sxy = tf.cast(sxy, tf.float32)
+    radius = tf.maximum(1.0, tf.math.ceil(3.0 * sxy))
+    offsets = tf.range(-radius, radius + 1.0)
+    taps = tf.exp(-0.5 * tf.square(offsets / sxy))
 
     def convolve(images):
         channels = tf.shape(images)[-1]
@@ -330,8 +331,6 @@ def mean_field_logits(
     shape = tf.shape(unary)
     height, width, labels = shape[0], shape[1], shape[2]
     flat_logits = -tf.reshape(unary, (-1, labels))
-    if iterations == 0:
-        return tf.reshape(flat_logits, shape)
 
     rows, columns = tf.meshgrid(
         tf.range(height, dtype=tf.float32), tf.range(width, dtype=tf.float32), indexing="ij"
@@ -345,9 +344,15 @@ def mean_field_logits(
     ).normalised_filter(compat_bilateral)
     smoothness = _smoothness_filter(height, width, sxy_gaussian, compat_gaussian)
     unary_logits = flat_logits
-    for _ in range(iterations):
-        q = tf.nn.softmax(flat_logits, axis=-1)
-        flat_logits = tf.add_n([unary_logits, appearance(q), smoothness(q)])
+
+    def update(step, logits):
+        q = tf.nn.softmax(logits, axis=-1)
+        return step + 1, tf.add_n([unary_logits, appearance(q), smoothness(q)])
+
+    # A while loop, not a Python one, so that `iterations` may be a tensor.
+    _, flat_logits = tf.while_loop(
+        lambda step, _: step < iterations, update, (tf.constant(0), flat_logits)
+    )
     return tf.reshape(flat_logits, shape)
 
 
@@ -453,27 +458,49 @@ def unary_from_scores(scores, *, from_logits):
     return -tf.math.log(tf.clip_by_value(scores, MIN_PROBABILITY, 1.0))
 
 
-_FUNCTION_CACHE = {}
+_SCALAR = tf.TensorSpec((), tf.float32)
+
+
+@tf.function(
+    input_signature=[
+        tf.TensorSpec((None, None, None, 3), tf.float32),
+        tf.TensorSpec((None, None, None, None), tf.float32),
+        tf.TensorSpec((), tf.int32),
+        *[_SCALAR] * 5,
+    ]
+)
+def _dense_crf_graph(
+    images,
+    unary,
+    iterations,
+    sxy_gaussian,
+    compat_gaussian,
+    sxy_bilateral,
+    srgb_bilateral,
+    compat_bilateral,
+):
+    # Every parameter is an input of the one graph, so a sweep over CRF settings (DeepLab
+    # cross-validates them) traces once instead of once per setting.
+    def refine(pair):
+        logits = mean_field_logits(
+            pair[0],
+            pair[1],
+            iterations=iterations,
+            sxy_gaussian=sxy_gaussian,
+            compat_gaussian=compat_gaussian,
+            sxy_bilateral=sxy_bilateral,
+            srgb_bilateral=srgb_bilateral,
+            compat_bilateral=compat_bilateral,
+        )
+        return tf.nn.softmax(logits)
+
+    return tf.map_fn(refine, (images, unary), fn_output_signature=tf.float32)
 
 
 def _dense_crf_batch(images, unary, **parameters):
-    key = tuple(sorted(parameters.items()))
-    function = _FUNCTION_CACHE.get(key)
-    if function is None:
-
-        def run(images, unary):
-            return tf.map_fn(
-                lambda pair: tf.nn.softmax(mean_field_logits(pair[0], pair[1], **parameters)),
-                (images, unary),
-                fn_output_signature=tf.float32,
-            )
-
-        function = tf.function(
-            run,
-            input_signature=[
-                tf.TensorSpec((None, None, None, 3), tf.float32),
-                tf.TensorSpec((None, None, None, None), tf.float32),
-            ],
-        )
-        _FUNCTION_CACHE[key] = function
-    return function(images, unary)
+    return _dense_crf_graph(
+        images,
+        unary,
+        tf.constant(parameters.pop("iterations"), tf.int32),
+        **{name: tf.constant(value, tf.float32) for name, value in parameters.items()},
+    )

@@ -180,3 +180,29 @@ def test_rejects_bad_parameters(argument, value):
         dense_crf(
             np.zeros((4, 4, 3), np.uint8), np.ones((4, 4, 2), "float32") / 2, **{argument: value}
         )
+
+
+def test_a_sweep_over_settings_traces_one_graph(caplog):
+    """DeepLab cross-validates w1, theta_alpha, theta_beta: each setting must not retrace."""
+    from kseg.inference.dense_crf import _dense_crf_graph
+
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 255, (12, 14, 3), dtype=np.uint8)
+    probabilities = rng.dirichlet(np.ones(3), (12, 14)).astype(np.float32)
+    dense_crf(image, probabilities, iterations=2)
+    traces = _dense_crf_graph.experimental_get_tracing_count()
+    settings = [
+        {"compat_bilateral": w, "sxy_bilateral": theta_alpha, "srgb_bilateral": theta_beta}
+        for w in (3, 5)
+        for theta_alpha in (30, 60)
+        for theta_beta in (3, 7)
+    ]
+    with caplog.at_level("WARNING"):
+        results = [
+            dense_crf(image, probabilities, iterations=1 + i % 3, **s)
+            for i, s in enumerate(settings + [{"sxy_gaussian": 2.5}, {"sxy_gaussian": 0.5}])
+        ]
+    assert _dense_crf_graph.experimental_get_tracing_count() == traces
+    assert "retracing" not in caplog.text
+    # The settings still matter: the sweep gives different marginals.
+    assert len({np.asarray(q).round(5).tobytes() for q in results}) == len(results)
