@@ -30,6 +30,84 @@ def test_two_flat_regions_with_one_scribble_each_are_labelled_fully():
     np.testing.assert_array_equal(labels, mask)
 
 
+# Background (class 0) and three object colours, far apart in RGB as in the issue's red-on-blue.
+SCENE_COLOURS = np.array([[40, 60, 200], [200, 40, 40], [40, 190, 60], [230, 210, 40]], float)
+
+
+def _shape(kind, height, width, centre, size, angle):
+    rows, cols = np.mgrid[:height, :width]
+    dy, dx = rows - centre[0], cols - centre[1]
+    if kind == "disc":
+        return dy**2 + dx**2 <= size**2
+    if kind == "rectangle":
+        return (np.abs(dy) <= 0.7 * size) & (np.abs(dx) <= size)
+    along = dy * np.cos(angle) + dx * np.sin(angle)
+    across = -dy * np.sin(angle) + dx * np.cos(angle)
+    return (along / size) ** 2 + (across / (0.6 * size)) ** 2 <= 1  # ellipse
+
+
+def _noisy_scene(seed, kinds, height, width, size):
+    """Flat shapes (classes 1..) on a flat background (class 0), Gaussian noise of 20 grey levels.
+
+    Each shape gets one horizontal stroke through its centre, half its size long; the background
+    gets two strokes along the top and bottom rows.
+    """
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((height, width), np.int64)
+    scribbles = np.full((height, width), 255, np.uint8)
+    for index, kind in enumerate(kinds):
+        centre = (height // 2, int((index + 0.5) * width / len(kinds)))
+        region = _shape(kind, height, width, centre, size, rng.uniform(0, np.pi))
+        mask[region] = index + 1
+        half = max(size // 4, 1)
+        scribbles[centre[0], centre[1] - half : centre[1] + half + 1] = index + 1
+    for row in (2, height - 3):
+        scribbles[row, width // 4 : 3 * width // 4] = 0
+    assert (mask[scribbles != 255] == scribbles[scribbles != 255]).all()
+    image = SCENE_COLOURS[mask] + rng.normal(0.0, 20.0, (height, width, 3))
+    return np.clip(image, 0, 255), scribbles, mask
+
+
+@pytest.mark.parametrize(
+    ("seed", "kinds", "height", "width", "size", "n_segments"),
+    [
+        (0, ["disc"], 96, 128, 30, 300),  # the issue's case
+        (1, ["disc"], 64, 64, 16, 150),
+        (2, ["rectangle"], 120, 160, 40, 1000),
+        (3, ["ellipse"], 80, 100, 32, 300),
+        (4, ["disc", "rectangle", "ellipse"], 96, 192, 24, 600),
+        (5, ["ellipse", "disc", "rectangle"], 120, 200, 28, 300),
+        (6, ["rectangle", "ellipse", "disc"], 100, 240, 32, 1000),
+    ],
+)
+def test_a_stroke_labels_its_flat_region_under_noise(seed, kinds, height, width, size, n_segments):
+    image, scribbles, mask = _noisy_scene(seed, kinds, height, width, size)
+    num_classes = len(kinds) + 1
+    labels = propagate_scribbles(image, scribbles, num_classes=num_classes, n_segments=n_segments)
+    for label in range(num_classes):
+        recall = np.mean(labels[mask == label] == label)
+        assert recall >= 0.95, f"class {label}: {recall:.3f} of its region"
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("with_network", [False, True])
+def test_propagation_never_changes_a_scribbled_pixel(seed, with_network):
+    rng = np.random.default_rng(100 + seed)
+    num_classes = int(rng.integers(2, 6))
+    image, _, _ = _noisy_scene(seed, ["disc"], 40, 48, 12)
+    scribbles = np.full((40, 48), 255, np.uint8)
+    # Scattered pixels of random classes: many superpixels hold two or more classes.
+    scattered = rng.random((40, 48)) < 0.08
+    scribbles[scattered] = rng.integers(0, num_classes, scattered.sum())
+    scribbles[20, 10:14] = [0, 1, 0, 1]  # two classes side by side, surely in one superpixel
+    probabilities = rng.dirichlet(np.ones(num_classes), (40, 48)) if with_network else None
+    labels = propagate_scribbles(
+        image, scribbles, probabilities, num_classes=num_classes, n_segments=40
+    )
+    on_scribble = scribbles != 255
+    np.testing.assert_array_equal(labels[on_scribble], scribbles[on_scribble])
+
+
 def test_scribble_pixels_keep_their_class():
     image = np.random.default_rng(3).uniform(0, 255, (32, 36, 3)).astype(np.float32)
     scribbles = np.full((32, 36), 255, np.uint8)

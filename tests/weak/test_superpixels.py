@@ -12,6 +12,7 @@ pytest.importorskip("skimage", reason="SLIC superpixels need scikit-image (the `
 from kseg.weak.superpixels import (
     appearance_edge_weights,
     slic_superpixels,
+    squared_histogram_distances,
     superpixel_adjacency,
     superpixel_histograms,
     superpixel_means,
@@ -82,3 +83,46 @@ def test_superpixel_means_match_a_loop_over_the_superpixels():
     values = rng.normal(size=(6, 7, 3))
     expected = [values[segments == s].mean(axis=0) for s in range(5)]
     np.testing.assert_allclose(superpixel_means(segments, values), expected)
+
+
+def test_unbiased_histogram_distance_averages_to_the_distance_of_the_distributions():
+    rng = np.random.default_rng(4)
+    p, q = np.array([0.5, 0.3, 0.2, 0.0]), np.array([0.1, 0.2, 0.3, 0.4])
+    sizes = np.array([12, 16, 14])
+    edges = np.array([[0, 1], [0, 2]])
+    plain, unbiased = [], []
+    for _ in range(4000):
+        rows = [rng.multinomial(n, dist) / n for n, dist in zip(sizes, (p, p, q))]
+        # Two histograms per row (as colour channels are), the second one the same again.
+        histograms = np.concatenate([np.array(rows), np.array(rows)], axis=1)
+        unbiased.append(squared_histogram_distances(histograms, sizes, edges))
+        plain.append(((histograms[edges[:, 0]] - histograms[edges[:, 1]]) ** 2).sum(axis=1))
+    expected = 2 * np.array([0.0, np.sum((p - q) ** 2)])
+    excess = 2 * ((1 - p @ p) / 12 + np.array([(1 - p @ p) / 16, (1 - q @ q) / 14]))
+    np.testing.assert_allclose(np.mean(plain, axis=0), expected + excess, atol=0.01)
+    # Unbiased where the distributions differ; where they agree, clipping the estimates of each
+    # histogram at 0 leaves an upward bias, well under the plain distance's.
+    mean_unbiased = np.mean(unbiased, axis=0)
+    np.testing.assert_allclose(mean_unbiased[1], expected[1], atol=0.01)
+    assert 0 <= mean_unbiased[0] < 0.5 * excess[0]
+
+
+def test_histogram_of_a_single_pixel_keeps_its_plain_norm():
+    histograms = np.array([[1.0, 0.0], [0.0, 1.0]])
+    distances = squared_histogram_distances(histograms, np.array([1, 1]), np.array([[0, 1]]))
+    np.testing.assert_allclose(distances, [2.0])
+
+
+def test_default_bandwidths_are_the_mean_distances_over_the_edges():
+    rng = np.random.default_rng(5)
+    colour, texture = rng.dirichlet(np.ones(6), 5), rng.dirichlet(np.ones(4), 5)
+    edges = np.array([[0, 1], [1, 2], [2, 3], [3, 4], [0, 4]])
+    colour_distance = ((colour[edges[:, 0]] - colour[edges[:, 1]]) ** 2).sum(axis=1)
+    texture_distance = ((texture[edges[:, 0]] - texture[edges[:, 1]]) ** 2).sum(axis=1)
+    expected = np.exp(
+        -colour_distance / colour_distance.mean() - texture_distance / texture_distance.mean()
+    )
+    np.testing.assert_allclose(appearance_edge_weights(colour, texture, edges), expected)
+    # Identical neighbours everywhere: no distance to scale by, every weight is 1.
+    flat = np.ones((5, 2)) / 2
+    np.testing.assert_allclose(appearance_edge_weights(flat, flat, edges), 1.0)
