@@ -43,7 +43,7 @@ def resize_long_side(example, size):
 
     The image is resized bilinearly; the masks with nearest-neighbour sampling so that they
     stay binary, and the boxes are recomputed as the extents of the resized masks
-    (`kseg.data.instances.boxes_from_masks`), the same definition `coco_instance_dataset` uses,
+    (`kseg.detection.boxes.boxes_from_masks`), the same definition `coco_instance_dataset` uses,
     so boxes and masks agree exactly. Instances whose mask vanishes at the new size (a sliver
     thinner than a pixel after shrinking) are dropped with their class.
 
@@ -76,7 +76,7 @@ def resize_long_side(example, size):
     resized["image"] = image
     resized["masks"] = tf.boolean_mask(masks, visible)
     resized["classes"] = tf.boolean_mask(example["classes"], visible)
-    resized["boxes"] = kseg.data.instances.boxes_from_masks(resized["masks"])
+    resized["boxes"] = kseg.detection.boxes.boxes_from_masks(resized["masks"])
     if "is_crowd" in example:
         resized["is_crowd"] = tf.boolean_mask(example["is_crowd"], visible)
     return resized

@@ -5,10 +5,11 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from kseg.metrics import confusion_matrix_scores
+from kseg.validation import IGNORE_LABEL
 
 
 def confusion_matrix(
-    model, dataset, num_classes, *, ignore_label=255, progress=True, predict_fn=None
+    model, dataset, num_classes, *, ignore_label=IGNORE_LABEL, progress=True, predict_fn=None
 ):
     """Accumulates the confusion matrix of a model's argmax predictions over a dataset.
 
@@ -67,7 +68,7 @@ def confusion_matrix(
 
 
 def evaluate_model(
-    model, dataset, num_classes, *, ignore_label=255, progress=True, predict_fn=None
+    model, dataset, num_classes, *, ignore_label=IGNORE_LABEL, progress=True, predict_fn=None
 ):
     """Mean IoU, per-class IoU and accuracies of a model over a dataset.
 

@@ -23,6 +23,7 @@ from kseg.training import (
     poly_schedule,
     set_batchnorm_momentum,
 )
+from kseg.validation import IGNORE_LABEL
 
 
 def semantic_batches(
@@ -31,7 +32,7 @@ def semantic_batches(
     *,
     batch_size,
     crop_size,
-    ignore_label=255,
+    ignore_label=IGNORE_LABEL,
     seed=None,
     scale_range=(0.75, 1.25),
     val_batch_size=None,
@@ -90,7 +91,7 @@ LOSSES = ("ce", "focal", "dice", "ce+dice")
 """The loss names `segmentation_loss` (and `fit_semantic`'s `loss=`) accept."""
 
 
-def segmentation_loss(name, num_classes, ignore_label=255):
+def segmentation_loss(name, num_classes, ignore_label=IGNORE_LABEL):
     """The segmentation loss called `name`, ignoring `ignore_label`.
 
     Args:
@@ -126,7 +127,7 @@ def fit_semantic(
     steps_per_epoch,
     learning_rate,
     run_dir,
-    ignore_label=255,
+    ignore_label=IGNORE_LABEL,
     optimizer="adam",
     loss=None,
     metrics=None,

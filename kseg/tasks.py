@@ -18,6 +18,7 @@ from kseg.export import saved_model
 from kseg.inference.predictor import make_predictor
 from kseg.models.registry import get_builder, get_model, get_task, list_models
 from kseg.recipes import fit_instances, fit_semantic
+from kseg.validation import IGNORE_LABEL
 from kseg.viz import draw_instances, overlay
 
 
@@ -62,7 +63,7 @@ class SemanticTask:
             model, scales=scales, flip=flip, window=window, overlap=overlap, crf=crf
         )
 
-    def evaluate(self, model, dataset, num_classes, *, ignore_label=255, **inference):
+    def evaluate(self, model, dataset, num_classes, *, ignore_label=IGNORE_LABEL, **inference):
         """Per-class IoU, mean IoU and accuracies over `(images, masks)` batches.
 
         Args:

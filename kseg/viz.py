@@ -15,9 +15,10 @@ from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from kseg.data.camvid import CAMVID_CLASS_NAMES
-from kseg.data.camvid import CAMVID_PALETTE as _CAMVID_COLOURS
+from kseg.data.camvid import CAMVID_PALETTE as _CAMVID_PALETTE
 from kseg.data.voc import VOC_CLASS_NAMES, voc_colormap
 from kseg.summary import plot_model_diagram  # noqa: F401  (the diagram belongs with the plots)
+from kseg.validation import IGNORE_LABEL
 
 VOC_CLASSES = VOC_CLASS_NAMES
 """The 21 PASCAL VOC class names, background first (the same tuple as kseg.data)."""
@@ -29,8 +30,7 @@ VOC_PALETTE = voc_colormap(256)
 """The PASCAL VOC colormap, (256, 3) uint8: 0 background black, 1 aeroplane (128, 0, 0), ...,
 15 person (192, 128, 128), and 255 (the "void"/ignore border) (224, 224, 192)."""
 
-# The same object as kseg.data.camvid.CAMVID_PALETTE once that is a uint8 array itself.
-CAMVID_PALETTE = np.asarray(_CAMVID_COLOURS, dtype=np.uint8)
+CAMVID_PALETTE = _CAMVID_PALETTE
 """The 11 CamVid class colours of the SegNet tutorial (Badrinarayanan et al., 2017), in the order
 of CAMVID_CLASSES; label 11 (void) is drawn with the ignore colour."""
 
@@ -84,7 +84,7 @@ def _as_palette(colors):
     return colors.astype(np.uint8)
 
 
-def colorize(mask, palette=None, *, ignore_label=255, ignore_color=IGNORE_COLOR):
+def colorize(mask, palette=None, *, ignore_label=IGNORE_LABEL, ignore_color=IGNORE_COLOR):
     """Turn an integer label mask into an RGB image.
 
     Args:
@@ -122,7 +122,7 @@ def colorize(mask, palette=None, *, ignore_label=255, ignore_color=IGNORE_COLOR)
     return rgb
 
 
-def decolorize(rgb, palette, *, ignore_label=255, ignore_color=IGNORE_COLOR):
+def decolorize(rgb, palette, *, ignore_label=IGNORE_LABEL, ignore_color=IGNORE_COLOR):
     """Turn a colour-coded label image back into integer labels (the inverse of `colorize`).
 
     Useful for datasets shipped with RGB-coded annotations.
@@ -186,7 +186,7 @@ def _as_rgb_image(image):
     return rgb
 
 
-def overlay(image, mask, palette=None, alpha=0.5, *, ignore_label=255):
+def overlay(image, mask, palette=None, alpha=0.5, *, ignore_label=IGNORE_LABEL):
     """Blend a colour-coded mask over an image.
 
     Args:
@@ -220,7 +220,7 @@ def overlay(image, mask, palette=None, alpha=0.5, *, ignore_label=255):
 
 
 def save_overlay(
-    path, image, mask, *, ground_truth=None, palette=None, alpha=0.5, ignore_label=255
+    path, image, mask, *, ground_truth=None, palette=None, alpha=0.5, ignore_label=IGNORE_LABEL
 ):
     """Write a PNG of the mask blended over the image, optionally beside the ground truth.
 

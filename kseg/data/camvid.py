@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 
 from kseg.data import validate as checks
@@ -27,19 +28,23 @@ CAMVID_CLASS_NAMES = (
 )
 CAMVID_NUM_CLASSES = len(CAMVID_CLASS_NAMES)
 CAMVID_VOID_LABEL = 11
-# The colours the SegNet tutorial uses for these classes (void is black).
-CAMVID_PALETTE = (
-    (128, 128, 128),
-    (128, 0, 0),
-    (192, 192, 128),
-    (128, 64, 128),
-    (60, 40, 222),
-    (128, 128, 0),
-    (192, 128, 128),
-    (64, 64, 128),
-    (64, 0, 128),
-    (64, 64, 0),
-    (0, 128, 192),
+# The colours the SegNet tutorial uses for these classes (void is black); kseg's one palette type,
+# a (classes, 3) uint8 array with row i the colour of label i.
+CAMVID_PALETTE = np.array(
+    [
+        [128, 128, 128],
+        [128, 0, 0],
+        [192, 192, 128],
+        [128, 64, 128],
+        [60, 40, 222],
+        [128, 128, 0],
+        [192, 128, 128],
+        [64, 64, 128],
+        [64, 0, 128],
+        [64, 64, 0],
+        [0, 128, 192],
+    ],
+    dtype=np.uint8,
 )
 
 

@@ -17,10 +17,12 @@ import tensorflow as tf
 
 from kseg.data.info import DatasetInfo
 from kseg.detection.boxes import numpy_boxes_from_masks
-from kseg.validation import validate_fraction, validate_positive_int
+from kseg.validation import IGNORE_LABEL, validate_fraction, validate_positive_int
 
 SHAPES_CLASS_NAMES = ("background", "circle", "square", "triangle", "star")
-SHAPES_PALETTE = ((0, 0, 0), (230, 25, 75), (60, 180, 75), (0, 130, 200), (255, 225, 25))
+SHAPES_PALETTE = np.array(
+    [[0, 0, 0], [230, 25, 75], [60, 180, 75], [0, 130, 200], [255, 225, 25]], dtype=np.uint8
+)
 CIRCLE, SQUARE, TRIANGLE, STAR = 1, 2, 3, 4
 _BACKGROUNDS = ("noise", "gradient", "stripes", "clouds")
 _STAR_INNER_RATIO = 0.45
@@ -56,7 +58,7 @@ def shapes_info() -> DatasetInfo:
         >>> kseg.data.shapes_info().class_names
         ('background', 'circle', 'square', 'triangle', 'star')
     """
-    return DatasetInfo(len(SHAPES_CLASS_NAMES), SHAPES_CLASS_NAMES, 255, SHAPES_PALETTE)
+    return DatasetInfo(len(SHAPES_CLASS_NAMES), SHAPES_CLASS_NAMES, IGNORE_LABEL, SHAPES_PALETTE)
 
 
 def _image_hw(image_size) -> tuple[int, int]:

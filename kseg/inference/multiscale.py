@@ -19,7 +19,8 @@ def _scale_core(model, flip, channels):
     if key not in cores:
         model_ref = weakref.ref(model)
 
-        # Unknown batch, height and width in the signature: one trace serves every image size and scale.
+        # Unknown batch, height and width in the signature: one trace serves every image size
+        # and scale.
         @tf.function(
             input_signature=[
                 tf.TensorSpec([None, None, None, channels], tf.float32),
@@ -111,7 +112,8 @@ def multiscale_predict(
         )
     if 0 in images.shape[1:]:
         raise ValueError(
-            f"images must have non-zero height, width and channels. Received: shape={tuple(images.shape)}"
+            "images must have non-zero height, width and channels. "
+            f"Received: shape={tuple(images.shape)}"
         )
     core = _scale_core(model, flip, images.shape[-1])
 

@@ -1,4 +1,4 @@
-"""Sliding-window inference: overlapping tiles of a large image, stitched into one probability map."""
+"""Sliding-window inference: overlapping tiles of an image, stitched into one probability map."""
 
 import weakref
 
@@ -116,7 +116,9 @@ def _stitch(core, image, window, overlap, batch_size, weights, padding):
     weight_sums = np.zeros((padded_height, padded_width), np.float32)
     for start in range(0, len(corners), batch_size):
         batch = corners[start : start + batch_size]
-        windows = np.stack([image[t : t + window[0], l : l + window[1]] for t, l in batch])
+        windows = np.stack(
+            [image[top : top + window[0], left : left + window[1]] for top, left in batch]
+        )
         probabilities = core(tf.constant(windows)).numpy()
         if probabilities.shape[1:3] != window:
             raise ValueError(

@@ -30,7 +30,7 @@ from kseg import export
 
 NUM_CLASSES = 3
 IMAGE_SIZE = (64, 64)
-MODELS = kseg.models.list_models()
+MODELS = kseg.models.list_models(task="semantic")
 # Their shape arithmetic on a dynamic size leaves ops TFLite has no built-in for (float64
 # Mul/Floor in DeepLab v2's scale branches; U-Net's padding hides the channel count from its
 # first Conv2D); a fixed image size folds it away.
