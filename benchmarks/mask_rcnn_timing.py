@@ -256,9 +256,9 @@ def capture_roi_inputs(model, images, targets):
 
     from kseg.detection import detect, generate_anchors, roi_targets, select_proposals
     from kseg.models.mask_rcnn import SIZE_DIVISOR
-    from kseg.utils import pad_to_multiple
+    from kseg.utils import pad_bottom_right_to_multiple
 
-    images = pad_to_multiple(tf.cast(images, model.compute_dtype), SIZE_DIVISOR)
+    images = pad_bottom_right_to_multiple(tf.cast(images, model.compute_dtype), SIZE_DIVISOR)
     height, width = tf.shape(images)[1], tf.shape(images)[2]
     anchors = generate_anchors(
         height, width, sizes=model.anchor_sizes, aspect_ratios=model.aspect_ratios

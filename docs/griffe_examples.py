@@ -1,7 +1,8 @@
 """Griffe extension: read kseg's `Example:` docstring sections as Google-style `Examples:`.
 
 It also moves back to the margin an `Args:` section that a docstring template inserted
-with extra indentation (the FCN builders' shared argument list). Griffe's Google parser recognises only the plural title, so a singular `Example:` would render
+with extra indentation (the FCN builders' shared argument list). Griffe's Google parser
+recognises only the plural title, so a singular `Example:` would render
 as an admonition of plain Markdown, mangling the doctest lines. Doctest lines written flush with
 the title are indented so that they belong to the section.
 """

@@ -28,7 +28,7 @@ from kseg.data import DatasetError, load_dataset, make_pipeline, paired_files_da
 from kseg.data.coco import coco_categories, coco_instance_dataset
 from kseg.data.instances import pad_instance_batch
 from kseg.detection.serving import export_instance_saved_model
-from kseg.layers.crop import CropToMatch, PadToMultiple
+from kseg.layers.crop import CenteredPadToMultiple, CropToMatch
 from kseg.layers.pyramid_pooling import PyramidPooling
 from kseg.layers.resize import ResizeToMatch
 from kseg.layers.roi_align import RoIAlign
@@ -223,8 +223,11 @@ LAYER_CASES = {
         lambda: CropToMatch()([RANK4, np.zeros((1, 6, 6, 1), "float32")]),
         r"smaller",
     ),
-    "PadToMultiple rank 3": (lambda: PadToMultiple(4)(RANK3), r"rank|4-D|\(4, 4, 2\)"),
-    "PadToMultiple zero multiple": (lambda: PadToMultiple(0), r"multiple=0"),
+    "CenteredPadToMultiple rank 3": (
+        lambda: CenteredPadToMultiple(4)(RANK3),
+        r"rank|4-D|\(4, 4, 2\)",
+    ),
+    "CenteredPadToMultiple zero multiple": (lambda: CenteredPadToMultiple(0), r"multiple=0"),
     "ResizeToMatch rank 3": (lambda: ResizeToMatch()([RANK3, RANK4]), r"rank|4-D|\(4, 4, 2\)"),
     "ResizeToMatch bad interpolation": (lambda: ResizeToMatch("cubic"), r"interpolation='cubic'"),
     "PyramidPooling rank 3": (lambda: PyramidPooling(filters=2)(RANK3), r"rank|4-D|\(4, 4, 2\)"),

@@ -594,7 +594,7 @@ def mask_rcnn_mask_targets(out):
 
 
 def _weak_example(size=128):
-    """A shapes validation image with as many classes as possible while one shape class is absent."""
+    """A shapes validation image with as many classes as possible but one shape class absent."""
     arrays = kseg.data.shapes_arrays("val", 12, size, seed=0)
     num_classes = kseg.data.shapes_info().num_classes
     counts = [len(np.unique(mask)) % num_classes for mask in arrays["masks"]]

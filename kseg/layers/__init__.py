@@ -6,7 +6,7 @@ from kseg.layers.bilinear import BilinearConvTranspose2D, BilinearUpsamplingKern
 from kseg.layers.context_module import ContextIdentity, ContextModule
 from kseg.layers.conv_block import ConvBNReLU
 from kseg.layers.crf import DenseCRF
-from kseg.layers.crop import CropToMatch, PadToMultiple
+from kseg.layers.crop import CenteredPadToMultiple, CropToMatch
 from kseg.layers.fpn import FeaturePyramid
 from kseg.layers.offset_crop import OffsetCrop
 from kseg.layers.pyramid_pooling import PyramidPooling
@@ -30,6 +30,7 @@ __all__ = [
     "BilinearConvTranspose2D",
     "BilinearUpsamplingKernel",
     "BoxHead",
+    "CenteredPadToMultiple",
     "ChainedResidualPooling",
     "ContextIdentity",
     "ContextModule",
@@ -43,7 +44,6 @@ __all__ = [
     "MultiLevelRoIAlign",
     "MultiResolutionFusion",
     "OffsetCrop",
-    "PadToMultiple",
     "PyramidPooling",
     "RefineNetBlock",
     "RegionProposalHead",

@@ -12,7 +12,7 @@ from kseg.backbones.vgg16 import (
     load_vgg16_classifier,
 )
 from kseg.layers.bilinear import BilinearConvTranspose2D
-from kseg.layers.crop import CropToMatch, PadToMultiple
+from kseg.layers.crop import CenteredPadToMultiple, CropToMatch
 from kseg.layers.offset_crop import OffsetCrop
 from kseg.models.backbone_input import resolve_backbone
 from kseg.models.registry import register_model
@@ -215,7 +215,7 @@ def FCN(
     elif not vgg16:
         # Other backbones round odd sizes their own way; a multiple of 32 gives every
         # stride exact cells, and the centred padding is cropped off at the end.
-        x = PadToMultiple(32, name="pad_to_stride")(x)
+        x = CenteredPadToMultiple(32, name="pad_to_stride")(x)
     body_input = x
     features = encoder(body_input)
     fc6 = keras.layers.Conv2D(

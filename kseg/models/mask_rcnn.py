@@ -9,6 +9,7 @@ returns fixed-size detections, which `predict` and the SavedModel export serve.
 import keras
 import tensorflow as tf
 
+from kseg.backbones import feature_info
 from kseg.detection.anchors import generate_anchors
 from kseg.detection.losses import box_head_losses, mask_loss, rpn_losses
 from kseg.detection.postprocess import detect
@@ -20,7 +21,7 @@ from kseg.layers.roi_heads import BoxHead, MaskHead
 from kseg.layers.rpn_head import RegionProposalHead
 from kseg.models.backbone_input import resolve_backbone
 from kseg.models.registry import register_model
-from kseg.utils.padding import pad_to_multiple
+from kseg.utils.padding import pad_bottom_right_to_multiple
 
 SIZE_DIVISOR = 64
 LOSS_NAMES = (
@@ -234,7 +235,7 @@ class MaskRCNN(keras.Model):
     def build(self, input_shape):
         # Every weight shape is known from the configuration, so the model is complete (and
         # saveable, countable) before it sees data, whichever of call or fit runs first.
-        channels = {info["key"]: info["channels"] for info in self.backbone.feature_info}
+        channels = {info["key"]: info["channels"] for info in feature_info(self.backbone)}
         self.feature_pyramid.build([(None, None, None, channels[f"P{n}"]) for n in (2, 3, 4, 5)])
         self.rpn_head.build([(None, None, None, self.fpn_channels)])
         self.box_head.build((None, None, 7, 7, self.fpn_channels))
@@ -280,7 +281,7 @@ class MaskRCNN(keras.Model):
 
     def call(self, images, training=False):
         _check_images(images)
-        images = pad_to_multiple(tf.cast(images, self.compute_dtype), SIZE_DIVISOR)
+        images = pad_bottom_right_to_multiple(tf.cast(images, self.compute_dtype), SIZE_DIVISOR)
         pyramid = self._pyramid(images, training)
         objectness, deltas = self.rpn_head(pyramid)
         anchors = self._anchors(images)
@@ -313,7 +314,7 @@ class MaskRCNN(keras.Model):
         """
         _check_images(images)
         _check_targets(images, targets)
-        images = pad_to_multiple(tf.cast(images, self.compute_dtype), SIZE_DIVISOR)
+        images = pad_bottom_right_to_multiple(tf.cast(images, self.compute_dtype), SIZE_DIVISOR)
         gt_boxes = tf.cast(targets["gt_boxes"], tf.float32)
         gt_classes = tf.cast(targets["gt_classes"], tf.int32)
         gt_masks = targets["gt_masks"]

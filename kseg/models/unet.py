@@ -4,7 +4,7 @@ import itertools
 
 import keras
 
-from kseg.layers import CropToMatch, PadToMultiple, UNetInputSizeCheck
+from kseg.layers import CenteredPadToMultiple, CropToMatch, UNetInputSizeCheck
 from kseg.models.backbone_input import resolve_backbone
 from kseg.models.registry import register_model
 
@@ -223,7 +223,7 @@ def UNet(
             x = UNetInputSizeCheck(smallest, step, name="input_size_check")(x)
         x = keras.layers.Rescaling(1.0 / 255, name="rescale")(x)
         if padding == "same":
-            x = PadToMultiple(2**depth, name="pad")(x)
+            x = CenteredPadToMultiple(2**depth, name="pad")(x)
         skips = []
         for level in range(depth):
             x = _double_conv(x, num_filters * 2**level, padding, f"down_{level + 1}")
@@ -240,7 +240,7 @@ def UNet(
             **backbone_kwargs,
         )
         infos = sorted(encoder.feature_info, key=lambda info: info["stride"])
-        features = encoder(PadToMultiple(infos[-1]["stride"], name="pad")(image))
+        features = encoder(CenteredPadToMultiple(infos[-1]["stride"], name="pad")(image))
         x = features[infos[-1]["key"]]
         skips = []
         for shallow, deep in itertools.pairwise(infos):

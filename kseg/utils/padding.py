@@ -26,7 +26,3 @@ def pad_bottom_right_to_multiple(images, multiple):
     pad_h = (-shape[1]) % multiple
     pad_w = (-shape[2]) % multiple
     return tf.pad(images, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
-
-
-# The name before the rename, kept so existing callers keep working.
-pad_to_multiple = pad_bottom_right_to_multiple

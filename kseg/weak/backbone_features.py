@@ -28,14 +28,14 @@ class BackboneFeatures:
     """
 
     def __init__(self, name="mobilenetv2", *, weights=None, levels=("P3", "P4"), **backbone_kwargs):
-        from kseg.backbones import get_backbone
+        from kseg.backbones import feature_info, get_backbone
 
         self.name = name
         self.levels = tuple(levels)
         if not self.levels:
             raise ValueError(f"`levels` must name at least one level. Received: levels={levels!r}")
         self.backbone = get_backbone(name, weights=weights, **backbone_kwargs)
-        available = [info["key"] for info in self.backbone.feature_info]
+        available = [info["key"] for info in feature_info(self.backbone)]
         unknown = [level for level in self.levels if level not in available]
         if unknown:
             raise ValueError(

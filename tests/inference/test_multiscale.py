@@ -76,7 +76,8 @@ def test_flipped_branch_is_flipped_back():
 def test_scales_match_a_manual_resize_run_resize_average():
     model = position_model()
     images = random_images((1, 10, 14, 3))
-    # Sizes written out: 10x14 at 0.5 -> 5x7, at 0.75 -> 7.5x10.5 rounded half up -> 8x11, at 1.5 -> 15x21.
+    # Sizes written out: 10x14 at 0.5 -> 5x7, at 0.75 -> 7.5x10.5 rounded half up -> 8x11,
+    # at 1.5 -> 15x21.
     expected = np.zeros((1, 10, 14, NUM_CLASSES), np.float64)
     for size in ((5, 7), (8, 11), (15, 21)):
         scaled = tf.image.resize(images, size, method="bilinear").numpy()

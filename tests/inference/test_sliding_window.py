@@ -129,7 +129,8 @@ def test_overlaps_are_weighted_averages_of_the_windows(weighting):
 def test_gaussian_weights_follow_nnunet_sigma():
     weights = window_weights((9, 17), "gaussian")
     centre_row = weights[4]
-    # sigma = 17 / 8 along the width; 4 pixels from the centre the weight is exp(-0.5 (4 / sigma)^2).
+    # sigma = 17 / 8 along the width; 4 pixels from the centre the weight is
+    # exp(-0.5 (4 / sigma)^2).
     assert centre_row[8] == pytest.approx(1.0)
     assert centre_row[12] == pytest.approx(np.exp(-0.5 * (4 / (17 / 8)) ** 2), rel=1e-5)
     assert weights.min() > 0

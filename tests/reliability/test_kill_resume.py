@@ -1,4 +1,4 @@
-"""A seeded `kseg.training.fit` run killed with SIGKILL and restarted ends where an unkilled run ends.
+"""A seeded `kseg.training.fit` run killed by SIGKILL and restarted ends as an unkilled run ends.
 
 The training command is this file run as a script: `python test_kill_resume.py RUN_DIR ARM_FILE`.
 While `ARM_FILE` exists, the run deletes it when it reaches the global step written in it and

@@ -20,7 +20,7 @@ from kseg.data.augment import (
     random_flip_left_right,
     resize_pair,
 )
-from kseg.layers.crop import CropToMatch, PadToMultiple
+from kseg.layers.crop import CenteredPadToMultiple, CropToMatch
 from kseg.layers.pyramid_pooling import PyramidPooling
 from kseg.layers.resize import ResizeToMatch
 from kseg.layers.unpooling import MaxPoolingWithArgmax2D, MaxUnpooling2D
@@ -166,7 +166,7 @@ def test_pad_to_multiple_then_crop_back_is_the_identity(batch, height, width, mu
         and (-width % multiple) <= 2 * width
     )
     x = _distinct_values((batch, height, width, 2), height * width)
-    padded = PadToMultiple(multiple, mode=mode)(x)
+    padded = CenteredPadToMultiple(multiple, mode=mode)(x)
     expected = (batch, -(-height // multiple) * multiple, -(-width // multiple) * multiple, 2)
     assert tuple(padded.shape) == expected
     if mode == "constant":
