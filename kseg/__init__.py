@@ -35,9 +35,11 @@ from kseg import (
     models,
     recipes,
     summary,
+    tasks,
     testing,
     training,
     utils,
+    validation,
     viz,
     weak,
 )
@@ -57,9 +59,11 @@ __all__ = [
     "models",
     "recipes",
     "summary",
+    "tasks",
     "testing",
     "training",
     "utils",
+    "validation",
     "viz",
     "weak",
 ]

@@ -27,6 +27,17 @@ SMALL_MODEL_CONFIGS = {
     "deeplabv2": {"input_scales": (1.0, 0.5)},
     "deeplabv3": {"multi_grid": None, "num_filters": 16},
     "pspnet": {"num_filters": 8, "auxiliary_filters": 8},
+    # Narrow heads and few regions keep an instance model's build, save and step to seconds.
+    "mask_rcnn": {
+        "fpn_channels": 16,
+        "box_fc_units": 32,
+        "mask_channels": 16,
+        "anchor_sizes": (16, 32, 64, 128, 256),
+        "roi_batch_size": 32,
+        "rpn_train_nms": (200, 100),
+        "rpn_test_nms": (100, 50),
+        "detections_per_image": 10,
+    },
 }
 
 

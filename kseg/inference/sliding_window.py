@@ -6,6 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from kseg.inference.multiscale import OUTPUTS, probabilities_to_output
+from kseg.validation import validate_size
 
 WEIGHTINGS = ("uniform", "gaussian")
 PADDINGS = ("reflect", "constant")
@@ -91,15 +92,6 @@ def window_weights(window, weighting):
     return (weights / weights.max()).astype(np.float32)
 
 
-def _pair(value, name):
-    pair = (value, value) if np.isscalar(value) else tuple(value)
-    if len(pair) != 2 or not all(float(v).is_integer() and v >= 1 for v in pair):
-        raise ValueError(
-            f"{name} must be a positive int or (height, width). Received: {name}={value}"
-        )
-    return int(pair[0]), int(pair[1])
-
-
 def _stitch(core, image, window, overlap, batch_size, weights, padding):
     """Weighted average of the softmax outputs of the windows tiling one (H, W, C) image."""
     height, width = image.shape[:2]
@@ -123,7 +115,7 @@ def _stitch(core, image, window, overlap, batch_size, weights, padding):
         if probabilities.shape[1:3] != window:
             raise ValueError(
                 "the model must return outputs the size of its input window; for an unpadded "
-                "U-Net use kseg.models.unet.overlap_tile_predict. "
+                "U-Net use kseg.inference.overlap_tile_predict. "
                 f"Received: window={window} giving outputs {probabilities.shape[1:3]}"
             )
         if totals is None:
@@ -162,7 +154,7 @@ def sliding_window_predict(
     run `batch_size` at a time and their probabilities are added into a running `(H, W, K)` sum,
     so memory is bounded by the image, that sum and one batch of windows, whatever the image
     size. The model must return outputs the size of its input; for the unpadded U-Net use
-    `kseg.models.unet.overlap_tile_predict`.
+    `kseg.inference.overlap_tile_predict`.
 
     With several `scales` and/or `flip`, the DeepLab v3 averaging of
     `kseg.inference.multiscale.multiscale_predict` is applied at the image level: the whole
@@ -192,7 +184,7 @@ def sliding_window_predict(
         >>> sliding_window_predict(model, image, window=64, overlap=0.25, output="labels").shape
         (100, 70)
     """
-    window = _pair(window, "window")
+    window = validate_size(window, "window")
     if not 0 <= overlap < 1:
         raise ValueError(f"overlap must be in [0, 1). Received: overlap={overlap}")
     if int(batch_size) < 1:

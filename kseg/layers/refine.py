@@ -21,12 +21,7 @@ import keras
 from keras import ops
 
 from kseg.layers.resize import ResizeToMatch
-
-
-def _positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
-    return value
+from kseg.validation import validate_positive_int
 
 
 def _check_channels(layer, input_shape, expected, what):
@@ -76,7 +71,7 @@ class ResidualConvUnit(keras.layers.Layer):
 
     def __init__(self, filters, residual_initializer="zeros", **kwargs):
         super().__init__(**kwargs)
-        self.filters = _positive_int(filters, "filters")
+        self.filters = validate_positive_int(filters, "filters")
         self.residual_initializer = keras.initializers.get(residual_initializer)
         policy = self.dtype_policy
         self.conv1 = _conv3x3(self.filters, True, "conv1", policy)
@@ -139,8 +134,8 @@ class MultiResolutionFusion(keras.layers.Layer):
 
     def __init__(self, filters, num_inputs=2, **kwargs):
         super().__init__(**kwargs)
-        self.filters = _positive_int(filters, "filters")
-        self.num_inputs = _positive_int(num_inputs, "num_inputs")
+        self.filters = validate_positive_int(filters, "filters")
+        self.num_inputs = validate_positive_int(num_inputs, "num_inputs")
         policy = self.dtype_policy
         self.adapt_convs = []
         self.resizes = []
@@ -223,9 +218,9 @@ class ChainedResidualPooling(keras.layers.Layer):
 
     def __init__(self, filters, num_blocks=2, pool_size=5, residual_initializer="zeros", **kwargs):
         super().__init__(**kwargs)
-        self.filters = _positive_int(filters, "filters")
-        self.num_blocks = _positive_int(num_blocks, "num_blocks")
-        self.pool_size = _positive_int(pool_size, "pool_size")
+        self.filters = validate_positive_int(filters, "filters")
+        self.num_blocks = validate_positive_int(num_blocks, "num_blocks")
+        self.pool_size = validate_positive_int(pool_size, "pool_size")
         if self.pool_size % 2 == 0:
             raise ValueError(
                 f"pool_size must be odd so the pooling is centred. Received: pool_size={pool_size}"
@@ -322,8 +317,8 @@ class RefineNetBlock(keras.layers.Layer):
                 "path_filters must be a non-empty list of channel counts, one per input path. "
                 f"Received: path_filters={path_filters!r}"
             )
-        self.path_filters = tuple(_positive_int(f, "path_filters") for f in path_filters)
-        self.crp_blocks = _positive_int(crp_blocks, "crp_blocks")
+        self.path_filters = tuple(validate_positive_int(f, "path_filters") for f in path_filters)
+        self.crp_blocks = validate_positive_int(crp_blocks, "crp_blocks")
         self.pool_size = int(pool_size)
         self.adaptive_units = int(adaptive_units)
         self.output_units = int(output_units)

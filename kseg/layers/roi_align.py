@@ -3,6 +3,8 @@
 import keras
 import tensorflow as tf
 
+from kseg.validation import validate_positive_int
+
 _FEATURE_RANK = 4
 _BOX_RANK = 3
 
@@ -36,11 +38,7 @@ def _check_sampling_ratio(sampling_ratio):
             "single static crop size cannot express. Pass a fixed sampling_ratio >= 1 instead "
             "(2 is the usual choice). Received: sampling_ratio=0"
         )
-    if sampling_ratio < 0:
-        raise ValueError(
-            f"sampling_ratio must be an integer >= 1. Received: sampling_ratio={sampling_ratio}"
-        )
-    return sampling_ratio
+    return validate_positive_int(sampling_ratio, "sampling_ratio")
 
 
 def _check_boxes_shape(shape, name="boxes"):

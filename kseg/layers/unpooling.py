@@ -4,6 +4,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from kseg.validation import validate_choice, validate_positive_int
+
 _PADDINGS = ("valid", "same")
 
 
@@ -22,20 +24,6 @@ def _pooled_length(length, pool_size, strides, padding):
 
 
 _INDEX_FORMATS = ("flat", "window")
-
-
-def _check_index_format(index_format):
-    if index_format not in _INDEX_FORMATS:
-        raise ValueError(
-            f"index_format must be one of {_INDEX_FORMATS}. Received: index_format={index_format!r}"
-        )
-    return index_format
-
-
-def _positive_int(value, name):
-    if int(value) <= 0:
-        raise ValueError(f"{name} must be a positive integer. Received: {name}={value}")
-    return int(value)
 
 
 def _output_height_width(reference, dtype):
@@ -181,11 +169,14 @@ class MaxPoolingWithArgmax2D(keras.layers.Layer):
 
     def __init__(self, pool_size=2, strides=2, padding="valid", index_format="flat", **kwargs):
         super().__init__(**kwargs)
-        pool_size = _positive_int(pool_size, "pool_size")
-        strides = _positive_int(strides, "strides")
+        pool_size = validate_positive_int(pool_size, "pool_size")
+        strides = validate_positive_int(strides, "strides")
         if padding not in _PADDINGS:
             raise ValueError(f"padding must be one of {_PADDINGS}. Received: padding={padding!r}")
-        if _check_index_format(index_format) == "window" and pool_size != strides:
+        if (
+            validate_choice(index_format, "index_format", _INDEX_FORMATS) == "window"
+            and pool_size != strides
+        ):
             raise ValueError(
                 "index_format='window' needs non-overlapping windows, pool_size == strides; "
                 "use index_format='flat' for other strides. "
@@ -311,8 +302,8 @@ class MaxUnpooling2D(keras.layers.Layer):
 
     def __init__(self, index_format="flat", pool_size=2, **kwargs):
         super().__init__(**kwargs)
-        self.index_format = _check_index_format(index_format)
-        self.pool_size = _positive_int(pool_size, "pool_size")
+        self.index_format = validate_choice(index_format, "index_format", _INDEX_FORMATS)
+        self.pool_size = validate_positive_int(pool_size, "pool_size")
 
     def _split(self, inputs):
         if not isinstance(inputs, (list, tuple)) or len(inputs) != 3:

@@ -13,7 +13,7 @@ from kseg.models.heads import DeepSupervisionModel
 from kseg.models.mask_rcnn import MaskRCNN
 from kseg.models.pspnet import PSPNet
 from kseg.models.refinenet import RefineNet
-from kseg.models.registry import get_builder, get_model, list_models, register_model
+from kseg.models.registry import get_builder, get_model, get_task, list_models, register_model
 from kseg.models.segnet import SegNet, SegNetBasic
 from kseg.models.unet import UNet
 
@@ -39,6 +39,7 @@ __all__ = [
     "get_builder",
     "get_model",
     "heads",
+    "get_task",
     "list_models",
     "register_model",
 ]

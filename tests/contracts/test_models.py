@@ -79,25 +79,12 @@ def test_one_fit_step_is_finite_and_ignores_the_ignore_label(name):
 
 # --- instance models -----------------------------------------------------------------------------
 
-# Narrow heads and few regions keep an instance model's build, save and step to seconds.
-SMALL_INSTANCE_CONFIG = {
-    "fpn_channels": 16,
-    "box_fc_units": 32,
-    "mask_channels": 16,
-    "anchor_sizes": (16, 32, 64, 128, 256),
-    "roi_batch_size": 32,
-    "rpn_train_nms": (200, 100),
-    "rpn_test_nms": (100, 50),
-    "detections_per_image": 10,
-}
 SHAPES_CLASSES = kseg.data.shapes_info().num_classes
 
 
 def build_instance(name, num_classes=NUM_CLASSES, **overrides):
     keras.utils.set_random_seed(0)
-    return kseg.testing.build_small_model(
-        name, num_classes, **{**SMALL_INSTANCE_CONFIG, **overrides}
-    )
+    return kseg.testing.build_small_model(name, num_classes, **overrides)
 
 
 @pytest.mark.parametrize("name", INSTANCE_MODELS)
@@ -105,7 +92,7 @@ def test_detections_have_documented_shapes_and_dtypes(name):
     # A zero score threshold keeps every detection, so the output is full.
     model = build_instance(name, score_threshold=0.0)
     out = model(np.zeros((2, 64, 96, 3), "float32"), training=False)
-    limit = SMALL_INSTANCE_CONFIG["detections_per_image"]
+    limit = kseg.testing.SMALL_MODEL_CONFIGS[name]["detections_per_image"]
     assert tuple(out["boxes"].shape) == (2, limit, 4)
     assert tuple(out["scores"].shape) == (2, limit)
     assert tuple(out["classes"].shape) == (2, limit)

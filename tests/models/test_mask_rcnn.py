@@ -8,17 +8,7 @@ import tensorflow as tf
 import kseg
 from kseg.models.mask_rcnn import MaskRCNN
 
-SMALL = {
-    "backbone": "tiny",
-    "fpn_channels": 16,
-    "box_fc_units": 32,
-    "mask_channels": 16,
-    "anchor_sizes": (16, 32, 64, 128, 256),
-    "roi_batch_size": 32,
-    "rpn_train_nms": (200, 100),
-    "rpn_test_nms": (100, 50),
-    "detections_per_image": 10,
-}
+SMALL = {"backbone": "tiny", **kseg.testing.SMALL_MODEL_CONFIGS["mask_rcnn"]}
 # torchvision 0.29.1 maskrcnn_resnet50_fpn(num_classes=81): parameters, and those of its ResNet-50
 # trunk (its frozen batch norms are buffers, so the trunk counts convolution kernels only).
 TORCHVISION_MASK_RCNN_R50_81 = 44_400_693
