@@ -269,11 +269,12 @@ class MaxUnpooling2D(keras.layers.Layer):
     since each value returns to the exact pixel that won its pooling window.
     Indices follow `kseg.layers.MaxPoolingWithArgmax2D` in the same
     `index_format`: `"flat"` ones address the flattened output
-    (`((b * H + y) * W + x) * C + c`) and are scattered there; overlapping
-    windows whose maxima coincide add up at that position. `"window"` ones
-    give the position `dy * pool_size + dx` inside each non-overlapping
-    window, the paper's 2 bits per 2x2 window; they are expanded with a
-    one-hot and `depth_to_space`, which TFLite runs with built-in kernels.
+    (`((b * H + y) * W + x) * C + c`) and are written there; a maximum
+    that overlapping windows share is written back once, as PyTorch's
+    `MaxUnpool2d` does. `"window"` ones give the position
+    `dy * pool_size + dx` inside each non-overlapping window, the paper's
+    2 bits per 2x2 window; they are expanded with a one-hot and
+    `depth_to_space`, which TFLite runs with built-in kernels.
     The output's height and width are those of a reference tensor (the
     encoder's tensor before pooling), so sizes the pooling rounded down or
     padded up come back exactly.
@@ -378,9 +379,13 @@ class MaxUnpooling2D(keras.layers.Layer):
             argmax_shape,
         )
         with tf.control_dependencies([same_shape, fits]):
-            # scatter_nd's gradient with respect to the values is a gather at the same indices.
-            flat = tf.scatter_nd(
-                flat_argmax, tf.reshape(pooled, (-1,)), tf.reshape(flat_size, (1,))
+            # Overlapping windows can share a maximum: every copy carries the same value, so
+            # writing (not adding, as scatter_nd would) puts it back once, as PyTorch's
+            # MaxUnpool2d does. The gradient with respect to the values is a gather at the
+            # same indices.
+            values = tf.reshape(pooled, (-1,))
+            flat = tf.tensor_scatter_nd_update(
+                tf.zeros(tf.reshape(flat_size, (1,)), values.dtype), flat_argmax, values
             )
         return ops.reshape(flat, output_shape)
 

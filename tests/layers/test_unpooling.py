@@ -14,6 +14,7 @@ import kseg
 from kseg.testing import run_layer_test
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "maxpool_unpool.npz"
+OVERLAP_FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "maxunpool_overlap.npz"
 with np.load(FIXTURE) as _fixture:
     TORCH_CASES = [str(case) for case in _fixture["cases"]]
 
@@ -84,6 +85,18 @@ def test_each_maximum_returns_to_its_window_argmax_and_zeros_fill_the_rest(shape
                     y, w = np.unravel_index(np.argmax(window), window.shape)
                     expected[b, 2 * i + y, 2 * j + w, c] = window[y, w]
     np.testing.assert_array_equal(unpooled, expected)
+
+
+@pytest.mark.parametrize("case", ["square", "odd", "tall"])
+def test_overlapping_windows_write_a_shared_maximum_once_as_torch_does(case):
+    """Kernel 3, stride 2: a pixel that wins two windows comes back once (MaxUnpool2d)."""
+    with np.load(OVERLAP_FIXTURE) as vectors:
+        x, pooled_ref, unpooled_ref = (vectors[f"{case}_{k}"] for k in ("x", "pooled", "unpooled"))
+        assert int(vectors[f"{case}_shared_maxima"]) > 0
+    pooled, argmax = kseg.layers.MaxPoolingWithArgmax2D(3, 2, padding="valid")(x)
+    np.testing.assert_array_equal(np.asarray(pooled), pooled_ref)
+    unpooled = kseg.layers.MaxUnpooling2D()([pooled, argmax, x])
+    np.testing.assert_array_equal(np.asarray(unpooled), unpooled_ref)
 
 
 def test_gradient_flows_to_the_maxima_only():
