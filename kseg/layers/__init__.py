@@ -9,7 +9,7 @@ from kseg.layers.crf import DenseCRF
 from kseg.layers.crop import CenteredPadToMultiple, CropToMatch
 from kseg.layers.fpn import FeaturePyramid
 from kseg.layers.offset_crop import OffsetCrop
-from kseg.layers.pyramid_pooling import PyramidPooling
+from kseg.layers.pyramid_pooling import PyramidPooling, adaptive_average_pooling_2d
 from kseg.layers.refine import (
     ChainedResidualPooling,
     MultiResolutionFusion,
@@ -52,5 +52,6 @@ __all__ = [
     "RoIAlign",
     "ScaleResize",
     "UNetInputSizeCheck",
+    "adaptive_average_pooling_2d",
     "assign_levels",
 ]

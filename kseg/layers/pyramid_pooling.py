@@ -5,6 +5,7 @@ import tensorflow as tf
 from keras import ops
 
 from kseg.layers.conv_block import ConvBNReLU
+from kseg.validation import validate_size
 
 
 def _pooling_matrix(length, bins):
@@ -20,7 +21,7 @@ def _pooling_matrix(length, bins):
 
 
 def adaptive_average_pooling_2d(inputs, bins):
-    """Averages each of `bins x bins` windows, as PyTorch's `adaptive_avg_pool2d`.
+    """Averages each window of an output grid, as PyTorch's `adaptive_avg_pool2d`.
 
     Window `i` along an axis of length L covers `[floor(i L / b), ceil((i + 1) L / b))`,
     so windows overlap when b does not divide L and repeat pixels when L < b; a fixed
@@ -29,10 +30,11 @@ def adaptive_average_pooling_2d(inputs, bins):
 
     Args:
         inputs: a tensor `(B, H, W, C)`; H and W may be unknown until run time.
-        bins: the output height and width.
+        bins: the output size: an int for a square grid, or `(height, width)` as PyTorch
+            takes it.
 
     Returns:
-        A float32 tensor `(B, bins, bins, C)`.
+        A float32 tensor `(B, height, width, C)` of the output size.
 
     Example:
         >>> import numpy as np, kseg
@@ -40,11 +42,14 @@ def adaptive_average_pooling_2d(inputs, bins):
         >>> x = np.arange(5.0, dtype="float32").reshape(1, 5, 1, 1)
         >>> adaptive_average_pooling_2d(x, 2)[0, :, 0, 0].numpy().tolist()
         [1.0, 3.0]
+        >>> tuple(kseg.layers.adaptive_average_pooling_2d(np.ones((1, 7, 9, 2)), (3, 5)).shape)
+        (1, 3, 5, 2)
     """
+    out_height, out_width = validate_size(bins, "bins")
     x = ops.cast(inputs, "float32")
     shape = ops.shape(x)
-    rows = _pooling_matrix(shape[1], bins)
-    cols = _pooling_matrix(shape[2], bins)
+    rows = _pooling_matrix(shape[1], out_height)
+    cols = _pooling_matrix(shape[2], out_width)
     x = ops.einsum("ih,bhwc->biwc", rows, x)
     return ops.einsum("jw,biwc->bijc", cols, x)
 

@@ -131,3 +131,25 @@ def test_bad_arguments_are_named(kwargs, message):
 def test_too_few_channels_for_default_filters_is_reported():
     with pytest.raises(ValueError, match="channels=2"):
         PyramidPooling()(keras.Input((None, None, 2)))
+
+
+RECT_FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "adaptive_avg_pool_rect.npz"
+
+
+def test_non_square_output_sizes_match_torch_adaptive_avg_pool2d():
+    """`(h, w)` output sizes, as PyTorch takes them, including h or w larger than the input."""
+    with np.load(RECT_FIXTURE) as vectors:
+        vectors = dict(vectors)
+    cases = [name for name in vectors if name.startswith("pooled_")]
+    assert len(cases) == 20
+    for name in cases:
+        size, output = name[len("pooled_") :].split("_to_")
+        out_h, out_w = (int(v) for v in output.split("x"))
+        got = adaptive_average_pooling_2d(vectors[f"x_{size}"], (out_h, out_w)).numpy()
+        np.testing.assert_allclose(got, vectors[name], atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("bins", [(3,), (3, 5, 2), (0, 2), (2.5, 3), "3"])
+def test_a_bad_output_size_is_named(bins):
+    with pytest.raises(ValueError, match="bins"):
+        adaptive_average_pooling_2d(np.ones((1, 6, 6, 1), np.float32), bins)
