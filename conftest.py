@@ -29,11 +29,6 @@ collect_ignore = ["benchmarks", "examples", "docs", "notebooks"]
 # The packages of kseg's optional extras (pyproject.toml) that examples import, by import name.
 EXTRA_PACKAGES = {"tf2onnx": "onnx", "onnxruntime": "onnx", "skimage": "weak", "gco": "weak"}
 
-# Examples that do not run yet while their modules move (issue 18). This list only shrinks.
-PENDING_DOCTESTS = {
-    "kseg.evaluation.confusion_matrix",
-}
-
 
 def pytest_ignore_collect(collection_path):
     """Only the package's modules and the test files are imported for their docstrings.
@@ -49,13 +44,6 @@ def pytest_ignore_collect(collection_path):
     if TESTS in path.parents and not path.name.startswith("test_"):
         return True
     return None
-
-
-def pytest_collection_modifyitems(items):
-    """Skips the examples of `PENDING_DOCTESTS`, with the reason."""
-    for item in items:
-        if isinstance(item, DoctestItem) and item.name in PENDING_DOCTESTS:
-            item.add_marker(pytest.mark.skip(reason="docstring example not runnable yet"))
 
 
 def missing_extra_package(error):
