@@ -1,19 +1,16 @@
-"""Palettes, colour-coded masks, overlays, instance drawings and training curves.
+"""Palettes, colour-coded masks, overlays, legends, panel grids, instance drawings and curves.
 
-Everything works on numpy arrays (tensors are converted) and writes PNGs headless: masks go
-through Pillow, plots through a bare `matplotlib.figure.Figure`, which renders with Agg and never
-touches pyplot's global backend.
+Everything works on numpy arrays (tensors are converted) and writes PNGs headless through
+Pillow. Training curves (`load_history`, `plot_history`, `read_tensorboard_scalars`) live in
+`kseg.curves` and are exported here too.
 """
 
-import csv
-import math
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
+from kseg.curves import load_history, plot_history, read_tensorboard_scalars  # noqa: F401
 from kseg.data.camvid import CAMVID_CLASS_NAMES
 from kseg.data.camvid import CAMVID_PALETTE as _CAMVID_PALETTE
 from kseg.data.voc import VOC_CLASS_NAMES, voc_colormap
@@ -220,7 +217,15 @@ def overlay(image, mask, palette=None, alpha=0.5, *, ignore_label=IGNORE_LABEL):
 
 
 def save_overlay(
-    path, image, mask, *, ground_truth=None, palette=None, alpha=0.5, ignore_label=IGNORE_LABEL
+    path,
+    image,
+    mask,
+    *,
+    ground_truth=None,
+    palette=None,
+    alpha=0.5,
+    ignore_label=IGNORE_LABEL,
+    class_names=None,
 ):
     """Write a PNG of the mask blended over the image, optionally beside the ground truth.
 
@@ -233,6 +238,8 @@ def save_overlay(
         palette: colours for `colorize`; defaults to the VOC palette.
         alpha: weight of the mask colours.
         ignore_label: label drawn in the ignore colour.
+        class_names: when given, a legend of these names and their colours (`draw_legend`)
+            goes under the picture.
 
     Returns:
         The path written, as a `pathlib.Path`.
@@ -249,10 +256,183 @@ def save_overlay(
         raise ValueError(
             f"save_overlay writes one image (H, W). Received: image shape={panels[0].shape[:-1]}"
         )
+    picture = np.concatenate(panels, axis=1)
+    if class_names is not None:
+        picture = draw_legend(picture, class_names, VOC_PALETTE if palette is None else palette)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.concatenate(panels, axis=1)).save(path, format="PNG")
+    Image.fromarray(picture).save(path, format="PNG")
     return path
+
+
+LEGEND_BACKGROUND = (255, 255, 255)
+"""Colour of the legend strip behind the class names."""
+
+SWATCH_OUTLINE = (96, 96, 96)
+"""Outline of each legend swatch, so black and white classes stay visible on the strip."""
+
+
+def _legend_font(font_size):
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=font_size)
+
+
+def legend(class_names, palette, width, *, classes=None, font_size=None):
+    """Draw a legend strip: one colour swatch and name per class, wrapped into rows.
+
+    Args:
+        class_names: the class names, in label order.
+        palette: (num_classes, 3) colours, at least one per name.
+        width: width of the strip in pixels; it is widened when one entry needs more.
+        classes: labels to list (e.g. those present in an image); default all.
+        font_size: text height in pixels; default from `width` (10 to 24), legible when
+            the strip sits under an image of 64 pixels.
+
+    Returns:
+        A uint8 (height, max(width, widest entry), 3) array on a white background.
+
+    Example:
+        >>> strip = kseg.viz.legend(["background", "cat"], kseg.viz.palette(2), 128)
+        >>> strip.shape[1], (strip == [128, 0, 0]).all(-1).any()
+        (128, np.True_)
+    """
+    from PIL import ImageDraw
+
+    colors = _as_palette(palette)
+    if len(colors) < len(class_names):
+        raise ValueError(
+            f"The palette has {len(colors)} colours for {len(class_names)} class names."
+        )
+    labels = range(len(class_names)) if classes is None else [int(c) for c in classes]
+    font = _legend_font(font_size or int(np.clip(width // 40, 10, 24)))
+    ascent, descent = font.getmetrics()
+    line = ascent + descent
+    pad = max(2, line // 4)
+    entries = [
+        (label, pad + line + pad + int(font.getlength(str(class_names[label]))) + pad)
+        for label in labels
+    ]
+    strip_width = max([int(width)] + [size + pad for _, size in entries])
+    rows, row, used = [], [], pad
+    for label, size in entries:
+        if row and used + size > strip_width:
+            rows.append(row)
+            row, used = [], pad
+        row.append((label, used))
+        used += size
+    rows.append(row)
+    height = len(rows) * (line + pad) + pad
+    strip = Image.new("RGB", (strip_width, height), LEGEND_BACKGROUND)
+    pen = ImageDraw.Draw(strip)
+    for index, row in enumerate(rows):
+        top = pad + index * (line + pad)
+        for label, left in row:
+            swatch = [left + pad, top, left + pad + line - 1, top + line - 1]
+            pen.rectangle(swatch, fill=tuple(int(c) for c in colors[label]), outline=SWATCH_OUTLINE)
+            text_left = left + 2 * pad + line
+            pen.text((text_left, top), str(class_names[label]), fill=(0, 0, 0), font=font)
+    return np.asarray(strip)
+
+
+def _stack_with_legend(picture, strip):
+    """`picture` above `strip`, both padded on the right with the legend background."""
+    width = max(picture.shape[1], strip.shape[1])
+    parts = []
+    for part in (picture, strip):
+        padded = np.empty((part.shape[0], width, 3), np.uint8)
+        padded[...] = LEGEND_BACKGROUND
+        padded[:, : part.shape[1]] = part
+        parts.append(padded)
+    return np.concatenate(parts, axis=0)
+
+
+def draw_legend(image, class_names, palette, *, classes=None, font_size=None):
+    """Append a legend of class names and colours under an image.
+
+    Args:
+        image: RGB (H, W, 3) or grayscale (H, W) / (H, W, 1), uint8 or float in [0, 255].
+        class_names: the class names, in label order.
+        palette: (num_classes, 3) colours, as used to draw the image.
+        classes: labels to list; default all.
+        font_size: text height in pixels; default from the image width.
+
+    Returns:
+        A uint8 (H + legend height, W', 3) array: the image on top, unchanged, and the legend
+        strip of `legend(class_names, palette, W)` under it (W' > W only when one entry is
+        wider than the image).
+
+    Example:
+        >>> image = np.zeros((32, 48, 3), np.uint8)
+        >>> drawn = kseg.viz.draw_legend(image, ["road", "car"], [[128, 64, 128], [64, 0, 128]])
+        >>> drawn.shape[0] > 32, (drawn[:32, :48] == image).all()
+        (True, np.True_)
+    """
+    picture = _as_rgb_image(image)
+    if picture.ndim != 3:
+        raise ValueError(f"draw_legend takes one image (H, W). Received: shape={picture.shape}")
+    strip = legend(class_names, palette, picture.shape[1], classes=classes, font_size=font_size)
+    return _stack_with_legend(picture, strip)
+
+
+def compose_panels(rows, class_names=None, palette=None, *, titles=None, gap=2, font_size=None):
+    """Lay out panels in a grid, with optional column titles and a legend underneath.
+
+    Each row holds RGB panels (for instance image | prediction | ground truth, the latter two
+    from `overlay` or `colorize`); a cell is as tall as its row's tallest panel and as wide as
+    its column's widest, panels placed at its top-left corner.
+
+    Args:
+        rows: a sequence of rows, each a sequence of (H, W, 3) or grayscale images.
+        class_names: class names for a legend under the grid; None draws none.
+        palette: (num_classes, 3) colours of the legend (needed with `class_names`).
+        titles: optional column titles written above the first row.
+        gap: white pixels between cells.
+        font_size: text height of the titles and legend; default from the grid width.
+
+    Returns:
+        A uint8 (height, width, 3) array.
+
+    Example:
+        >>> image = np.zeros((16, 24, 3), np.uint8)
+        >>> kseg.viz.compose_panels([[image, image], [image, image]], gap=2).shape
+        (34, 50, 3)
+    """
+    from PIL import ImageDraw
+
+    grid = [[_as_rgb_image(panel) for panel in row] for row in rows]
+    if not grid or not all(grid):
+        raise ValueError("compose_panels needs at least one row, each with at least one panel.")
+    columns = max(len(row) for row in grid)
+    heights = [max(panel.shape[0] for panel in row) for row in grid]
+    widths = [max(row[j].shape[1] for row in grid if j < len(row)) for j in range(columns)]
+    lefts = np.cumsum([0] + [w + gap for w in widths])
+    total_width = int(lefts[-1] - gap)
+    size = font_size or int(np.clip(total_width // (40 * columns), 10, 24))
+    title_height = 0
+    if titles is not None:
+        ascent, descent = _legend_font(size).getmetrics()
+        title_height = ascent + descent + 2 * gap
+    tops = np.cumsum([title_height] + [h + gap for h in heights])
+    canvas = np.empty((int(tops[-1] - gap), total_width, 3), np.uint8)
+    canvas[...] = LEGEND_BACKGROUND
+    for i, row in enumerate(grid):
+        for j, panel in enumerate(row):
+            top, left = int(tops[i]), int(lefts[j])
+            canvas[top : top + panel.shape[0], left : left + panel.shape[1]] = panel
+    if titles is not None:
+        drawn = Image.fromarray(canvas)
+        pen = ImageDraw.Draw(drawn)
+        for j, title in enumerate(list(titles)[:columns]):
+            pen.text(
+                (int(lefts[j]) + gap, gap), str(title), fill=(0, 0, 0), font=_legend_font(size)
+            )
+        canvas = np.asarray(drawn)
+    if class_names is None:
+        return canvas
+    if palette is None:
+        raise ValueError("compose_panels draws a legend from class_names and a palette.")
+    return _stack_with_legend(canvas, legend(class_names, palette, total_width, font_size=size))
 
 
 def draw_instances(image, masks, boxes, captions=None, *, alpha=0.5):
@@ -308,177 +488,3 @@ def draw_instances(image, masks, boxes, captions=None, *, alpha=0.5):
         if captions is not None:
             pen.text((x1 + 2, y1 + 1), str(captions[index]), fill=colour)
     return np.asarray(drawn)
-
-
-def _history_from_csv(path):
-    rows = {}
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            # A resumed run appends to the same file; the last row of an epoch wins.
-            rows[int(float(row.pop("epoch")))] = row
-    epochs = np.array(sorted(rows), dtype=np.int64)
-    names = sorted({name for row in rows.values() for name in row})
-    history = {}
-    for name in names:
-        values = [rows[e].get(name) for e in epochs]
-        # Keras's CSVLogger writes "NA" for a metric an epoch did not log (e.g. val_* columns
-        # of a run without validation data).
-        keep = [i for i, v in enumerate(values) if v not in (None, "", "NA")]
-        if keep:
-            history[name] = (epochs[keep], np.array([float(values[i]) for i in keep]))
-    return history
-
-
-def read_tensorboard_scalars(logdir):
-    """Read the epoch-level scalars a `keras.callbacks.TensorBoard` wrote under `logdir`.
-
-    Event files are parsed with TensorFlow's record reader and `Event` protos, so the
-    `tensorboard` package is not needed. Tags `epoch_<name>` become `<name>` for the "train"
-    folder and `val_<name>` for the "validation" folder; several event files (a resumed run) are
-    merged, the latest write of a step winning.
-
-    Args:
-        logdir: directory searched recursively for `events.out.tfevents.*` files.
-
-    Returns:
-        A dict name -> (epochs, values) of numpy arrays sorted by epoch.
-
-    Example:
-        >>> sorted(kseg.viz.read_tensorboard_scalars("runs/camvid/logs"))  # doctest: +SKIP
-        ['loss', 'mean_iou', 'val_loss', 'val_mean_iou']
-    """
-    import tensorflow as tf
-    from tensorflow.core.util import event_pb2
-
-    logdir = Path(logdir)
-    points = {}
-    for event_file in sorted(logdir.rglob("events.out.tfevents.*")):
-        prefix = "val_" if event_file.parent.name == "validation" else ""
-        for record in tf.data.TFRecordDataset(str(event_file)):
-            event = event_pb2.Event.FromString(record.numpy())
-            if not event.HasField("summary"):
-                continue
-            for value in event.summary.value:
-                if not value.tag.startswith("epoch_"):
-                    continue
-                if value.HasField("tensor"):
-                    number = float(tf.make_ndarray(value.tensor))
-                elif value.HasField("simple_value"):
-                    number = float(value.simple_value)
-                else:
-                    continue
-                name = prefix + value.tag[len("epoch_") :]
-                series = points.setdefault(name, {})
-                previous = series.get(event.step)
-                if previous is None or event.wall_time >= previous[0]:
-                    series[event.step] = (event.wall_time, number)
-    return {
-        name: (
-            np.array(sorted(series), dtype=np.int64),
-            np.array([series[step][1] for step in sorted(series)]),
-        )
-        for name, series in points.items()
-    }
-
-
-def load_history(source):
-    """Collect per-epoch training curves from any of the places kseg training leaves them.
-
-    Args:
-        source: a `keras.callbacks.History`, its `.history` dict (name -> list of values), a
-            `history.csv` written by `keras.callbacks.CSVLogger`, a TensorBoard log directory,
-            or a run directory of `kseg.training.fit` (its TensorBoard logs, else its
-            history.csv).
-
-    Returns:
-        A dict name -> (epochs, values) of numpy arrays, epochs counted from 0.
-
-    Example:
-        >>> kseg.viz.load_history({"loss": [1.0, 0.5]})["loss"][0].tolist()
-        [0, 1]
-    """
-    if hasattr(source, "history") and isinstance(source.history, dict):
-        epochs = np.asarray(getattr(source, "epoch", None) or [], dtype=np.int64)
-        history = {}
-        for name, values in source.history.items():
-            x = epochs if len(epochs) == len(values) else np.arange(len(values))
-            history[name] = (x, np.asarray(values, dtype=np.float64))
-        return history
-    if isinstance(source, dict):
-        return {
-            name: (np.arange(len(values)), np.asarray(values, dtype=np.float64))
-            for name, values in source.items()
-        }
-    path = Path(source)
-    if path.is_file() and path.suffix == ".csv":
-        return _history_from_csv(path)
-    if path.is_dir():
-        history = read_tensorboard_scalars(path)
-        if history:
-            return history
-        if (path / "history.csv").is_file():
-            return _history_from_csv(path / "history.csv")
-    raise ValueError(
-        "No training history found: expected a History, a dict, a CSVLogger file, or a directory "
-        f"with TensorBoard event files or history.csv. Received: source={source!r}"
-    )
-
-
-def plot_history(history_or_logdir, path=None, *, metrics=None, figsize=(10.0, 4.0), dpi=100):
-    """Plot training curves, one panel per quantity, training solid and validation dashed.
-
-    Args:
-        history_or_logdir: anything `load_history` accepts (History, dict, CSV file, TensorBoard
-            log directory, run directory).
-        path: optional PNG file to write.
-        metrics: names of the quantities to plot (without "val_"), default all of them.
-        figsize: figure size in inches; the PNG is figsize * dpi pixels.
-        dpi: resolution of the PNG.
-
-    Returns:
-        The `matplotlib.figure.Figure`.
-
-    Example:
-        >>> logs = {"loss": [1.0, 0.6], "val_loss": [1.1, 0.8]}
-        >>> figure = kseg.viz.plot_history(logs, "/tmp/curves.png")
-        >>> [axis.get_title() for axis in figure.axes]
-        ['loss']
-    """
-    history = load_history(history_or_logdir)
-    names = []
-    for name in history:
-        base = name.removeprefix("val_")
-        if base not in names:
-            names.append(base)
-    if metrics is not None:
-        missing = [m for m in metrics if m not in names]
-        if missing:
-            raise ValueError(
-                f"Unknown metrics {missing}; the history has {names}. Received: metrics={metrics}"
-            )
-        names = list(metrics)
-    else:
-        names.sort(key=lambda n: (n != "loss", n))
-    if not names:
-        raise ValueError(f"The history is empty. Received: {history_or_logdir!r}")
-
-    figure = Figure(figsize=figsize, dpi=dpi)
-    columns = min(len(names), 3)
-    rows = math.ceil(len(names) / columns)
-    for i, name in enumerate(names):
-        axis = figure.add_subplot(rows, columns, i + 1)
-        for key, style, label in ((name, "-", "train"), ("val_" + name, "--", "validation")):
-            if key in history:
-                epochs, values = history[key]
-                axis.plot(epochs + 1, values, style, marker="o", markersize=3, label=label)
-        axis.set_title(name)
-        axis.set_xlabel("epoch")
-        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axis.grid(True, alpha=0.3)
-        axis.legend()
-    figure.tight_layout()
-    if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=dpi, format="png")
-    return figure

@@ -1,6 +1,3 @@
-import csv
-
-import keras
 import numpy as np
 import pytest
 from PIL import Image
@@ -115,101 +112,6 @@ def test_save_overlay_writes_png(tmp_path):
         np.testing.assert_array_equal(np.asarray(png)[:, 20:], viz.overlay(image, truth))
 
 
-def _assert_png(path, size):
-    assert path.stat().st_size > 0
-    with Image.open(path) as png:
-        assert png.format == "PNG" and png.size == size
-
-
-def test_plot_history_from_dict_history_and_csv(tmp_path):
-    logs = {"loss": [1.0, 0.7, 0.5], "val_loss": [1.1, 0.9, 0.8], "mean_iou": [0.2, 0.3, 0.4]}
-    figure = viz.plot_history(logs, tmp_path / "dict.png", figsize=(6, 3), dpi=50)
-    _assert_png(tmp_path / "dict.png", (300, 150))
-    assert [axis.get_title() for axis in figure.axes] == ["loss", "mean_iou"]
-    assert [len(line.get_xdata()) for line in figure.axes[0].get_lines()] == [3, 3]
-
-    history = keras.callbacks.History()
-    history.history, history.epoch = {"loss": [0.9, 0.8]}, [3, 4]
-    assert viz.load_history(history)["loss"][0].tolist() == [3, 4]
-
-    csv_path = tmp_path / "history.csv"
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["epoch", "loss", "val_loss"])
-        writer.writerows([[0, 1.0, 1.2], [1, 0.8, 1.0], [1, 0.7, 0.9], [2, 0.6, 0.8]])
-    loaded = viz.load_history(csv_path)
-    assert loaded["loss"][0].tolist() == [0, 1, 2]
-    assert loaded["loss"][1].tolist() == [1.0, 0.7, 0.6]
-    viz.plot_history(csv_path, tmp_path / "csv.png", metrics=["loss"], figsize=(4, 4), dpi=40)
-    _assert_png(tmp_path / "csv.png", (160, 160))
-    with pytest.raises(ValueError, match="Unknown metrics"):
-        viz.plot_history(csv_path, metrics=["accuracy"])
-    with pytest.raises(ValueError, match="No training history"):
-        viz.load_history(tmp_path / "missing")
-
-
-def test_tensorboard_logs_of_a_resumed_fit_are_read_back(tmp_path):
-    pytest.importorskip(
-        "tensorboard", reason="keras.callbacks.TensorBoard needs the tensorboard package"
-    )
-    from kseg import training
-
-    def model():
-        inputs = keras.Input((None, None, 3))
-        x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
-        logits = keras.layers.Conv2D(3, 1, dtype="float32")(x)
-        return training.compile_model(
-            keras.Model(inputs, logits), num_classes=3, optimizer="adam", learning_rate=0.01
-        )
-
-    rng = np.random.default_rng(0)
-    images = rng.uniform(0, 255, (4, 16, 16, 3)).astype("float32")
-    masks = rng.integers(0, 3, (4, 16, 16))
-    run_dir = tmp_path / "run"
-    first = training.fit(
-        model(),
-        (images, masks),
-        (images, masks),
-        epochs=2,
-        run_dir=run_dir,
-        verbose=0,
-        batch_size=2,
-    )
-    # A second call asking for one more epoch continues the run and writes new event files.
-    second = training.fit(
-        model(),
-        (images, masks),
-        (images, masks),
-        epochs=3,
-        run_dir=run_dir,
-        verbose=0,
-        batch_size=2,
-    )
-    assert second.epoch == [2]
-
-    scalars = viz.read_tensorboard_scalars(run_dir / "logs")
-    assert {"loss", "val_loss", "mean_iou", "val_mean_iou"} <= set(scalars)
-    for name in ("loss", "val_loss", "mean_iou"):
-        epochs, values = scalars[name]
-        assert epochs.tolist() == [0, 1, 2]
-        expected = first.history[name] + second.history[name]
-        np.testing.assert_allclose(values, expected, rtol=1e-5)
-    assert viz.load_history(run_dir)["val_loss"][0].tolist() == [0, 1, 2]
-    viz.plot_history(run_dir, tmp_path / "tb.png", figsize=(8, 3), dpi=60)
-    _assert_png(tmp_path / "tb.png", (480, 180))
-
-
-def test_history_csv_with_keras_na_cells_skips_them(tmp_path):
-    # Keras's CSVLogger writes "NA" where an epoch logged no value (val_* without validation).
-    csv_path = tmp_path / "history.csv"
-    csv_path.write_text("epoch,loss,val_loss\n0,1.0,NA\n1,0.5,0.7\n2,0.25,NA\n")
-    loaded = viz.load_history(csv_path)
-    assert loaded["loss"][1].tolist() == [1.0, 0.5, 0.25]
-    assert loaded["val_loss"][0].tolist() == [1] and loaded["val_loss"][1].tolist() == [0.7]
-    csv_path.write_text("epoch,loss,val_loss\n0,1.0,NA\n1,0.5,NA\n")
-    assert "val_loss" not in viz.load_history(csv_path)
-
-
 def test_draw_instances_tints_masks_outlines_boxes_and_keeps_the_rest():
     image = np.full((20, 30, 3), 200, np.uint8)
     masks = np.zeros((2, 20, 30), bool)
@@ -248,3 +150,103 @@ def test_draw_instances_names_mismatched_inputs():
         viz.draw_instances(image, np.zeros((1, 4, 4), bool), [[0, 0, 2, 2]])
     with pytest.raises(ValueError, match="one caption per box"):
         viz.draw_instances(image, np.zeros((1, 8, 8), bool), [[0, 0, 2, 2]], ["a", "b"])
+
+
+def _solid_block(picture, colour, side):
+    """Whether `picture` holds a side x side square of exactly `colour` somewhere."""
+    hit = (picture == np.asarray(colour, np.uint8)).all(-1).astype(np.int32)
+    summed = np.pad(hit, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+    windows = (
+        summed[side:, side:]
+        - summed[:-side, side:]
+        - summed[side:, :-side]
+        + summed[:-side, :-side]
+    )
+    return bool((windows == side * side).any())
+
+
+# Distinct colours, none white, black or grey like the strip's background, text and outlines.
+LEGEND_COLOURS = np.array(
+    [[200, 30, 30], [30, 160, 40], [40, 60, 210], [230, 180, 20], [150, 40, 170], [20, 170, 170]],
+    np.uint8,
+)
+LEGEND_NAMES = ["background", "road", "car", "Pedestrian", "sky", "tree"]
+
+
+def test_legend_holds_a_swatch_of_each_class_colour_and_only_those():
+    strip = viz.legend(LEGEND_NAMES, LEGEND_COLOURS, 200)
+    assert strip.dtype == np.uint8 and strip.shape[1] == 200 and strip.ndim == 3
+    for colour in LEGEND_COLOURS:
+        assert _solid_block(strip, colour, 6), colour
+    subset = viz.legend(LEGEND_NAMES, LEGEND_COLOURS, 200, classes=[1, 4])
+    present = [_solid_block(subset, colour, 6) for colour in LEGEND_COLOURS]
+    assert present == [False, True, False, False, True, False]
+    with pytest.raises(ValueError, match="2 colours for 6 class names"):
+        viz.legend(LEGEND_NAMES, LEGEND_COLOURS[:2], 200)
+
+
+def test_legend_wraps_into_rows_and_widens_only_for_an_entry_wider_than_the_image():
+    wide = viz.legend(LEGEND_NAMES, LEGEND_COLOURS, 600)
+    narrow = viz.legend(LEGEND_NAMES, LEGEND_COLOURS, 90)
+    assert narrow.shape[0] > wide.shape[0]  # more rows on a narrow image
+    assert wide.shape[1] == 600 and narrow.shape[1] >= 90
+    tiny = viz.legend(LEGEND_NAMES, LEGEND_COLOURS, 8)
+    assert 8 < tiny.shape[1] < 200  # as wide as the widest entry, one entry per row
+
+
+@pytest.mark.parametrize("size", [(24, 32), (64, 64), (240, 320)])
+def test_draw_legend_keeps_the_image_and_grows_it_by_the_legend(size):
+    image = np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)
+    drawn = viz.draw_legend(image, LEGEND_NAMES, LEGEND_COLOURS)
+    strip = viz.legend(LEGEND_NAMES, LEGEND_COLOURS, size[1])
+    assert drawn.shape == (size[0] + strip.shape[0], max(size[1], strip.shape[1]), 3)
+    np.testing.assert_array_equal(drawn[: size[0], : size[1]], image)
+    np.testing.assert_array_equal(drawn[size[0] :, : strip.shape[1]], strip)
+    # Any margin added beside a narrow image is the strip's white background.
+    assert (drawn[: size[0], size[1] :] == 255).all()
+    for colour in LEGEND_COLOURS:
+        assert _solid_block(drawn[size[0] :], colour, 6)
+
+
+def test_compose_panels_places_each_panel_in_its_cell_with_titles_and_legend():
+    rng = np.random.default_rng(1)
+    a, b = rng.integers(0, 256, (2, 16, 24, 3), dtype=np.uint8)
+    c = rng.integers(0, 256, (10, 30, 3), dtype=np.uint8)
+    grid = viz.compose_panels([[a, b], [c, a]], gap=3)
+    # Columns as wide as their widest panel (30, 24), rows as tall as their tallest (16, 16).
+    assert grid.shape == (16 + 3 + 16, 30 + 3 + 24, 3)
+    np.testing.assert_array_equal(grid[:16, :24], a)
+    np.testing.assert_array_equal(grid[:16, 33:57], b)
+    np.testing.assert_array_equal(grid[19:29, :30], c)
+    np.testing.assert_array_equal(grid[19:35, 33:57], a)
+    assert (grid[:16, 24:30] == 255).all() and (grid[16:19] == 255).all()
+
+    titled = viz.compose_panels([[a, b], [c, a]], gap=3, titles=["image", "prediction"])
+    top = titled.shape[0] - grid.shape[0]
+    assert top > 0 and (titled[:top] < 128).any()  # dark title text above the grid
+    np.testing.assert_array_equal(titled[top:], grid)
+
+    with_legend = viz.compose_panels([[a, b]], LEGEND_NAMES[:3], LEGEND_COLOURS, gap=3)
+    assert with_legend.shape[0] > 16
+    np.testing.assert_array_equal(with_legend[:16, :24], a)
+    assert all(_solid_block(with_legend[16:], colour, 6) for colour in LEGEND_COLOURS[:3])
+    with pytest.raises(ValueError, match="palette"):
+        viz.compose_panels([[a]], LEGEND_NAMES)
+
+
+def test_save_overlay_with_class_names_adds_the_legend(tmp_path):
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (20, 40, 3)).astype(np.uint8)
+    mask = rng.integers(0, 3, (20, 40))
+    path = viz.save_overlay(
+        tmp_path / "legend.png",
+        image,
+        mask,
+        palette=LEGEND_COLOURS[:3],
+        class_names=["a", "b", "c"],
+    )
+    with Image.open(path) as png:
+        drawn = np.asarray(png)
+    np.testing.assert_array_equal(drawn[:20, :40], viz.overlay(image, mask, LEGEND_COLOURS[:3]))
+    assert drawn.shape[0] > 20
+    assert all(_solid_block(drawn[20:], colour, 6) for colour in LEGEND_COLOURS[:3])
