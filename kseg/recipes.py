@@ -14,13 +14,18 @@ import keras
 import tensorflow as tf
 
 from kseg.data.augment import make_pipeline
+from kseg.data.instances import pad_instance_batch
 from kseg.distribute import worker_run_dir
 from kseg.losses import CombinedLoss, DiceLoss, FocalLoss, SegmentationCrossEntropy
 from kseg.training import (
+    InstanceAP,
+    PreviewImages,
     TimeLimit,
     compile_model,
     fit,
+    instance_renderer,
     poly_schedule,
+    semantic_renderer,
     set_batchnorm_momentum,
 )
 from kseg.validation import IGNORE_LABEL
@@ -137,6 +142,13 @@ def fit_semantic(
     tensorboard=False,
     verbose=2,
     run_eagerly=False,
+    monitor=None,
+    patience=None,
+    keep_checkpoints=None,
+    preview_images=0,
+    palette=None,
+    flat_warning_epochs=None,
+    history_plot=False,
 ):
     """Compiles a segmentation model under poly decay and trains it into `run_dir`.
 
@@ -165,8 +177,18 @@ def fit_semantic(
         jit_compile: True, False or "auto" (see `kseg.training.compile_model`).
         strategy: the `tf.distribute.Strategy`; None uses the current one.
         tensorboard: also write TensorBoard logs.
-        verbose: passed to `model.fit` (2: one line per epoch).
+        verbose: passed to `model.fit` (2: one line per epoch; "auto": bars on a terminal only).
         run_eagerly: skip graph compilation (cheaper for a handful of steps).
+        monitor: save the best epoch by this log entry as `run_dir/best.keras`, e.g.
+            "val_mean_iou" (the default metric's validation value); None: no best model.
+        patience: with `monitor`, stop after this many epochs without improvement.
+        keep_checkpoints: keep only the newest this many epoch checkpoints; None keeps all.
+        preview_images: draw the first this many validation images, the prediction and the
+            ground truth into `run_dir/previews/` and TensorBoard after every epoch; 0: none.
+        palette: class colours of the previews (see `kseg.viz.colorize`).
+        flat_warning_epochs: with `monitor`, warn once when it stays flat for this many epochs.
+        history_plot: draw the curves into `run_dir/history.png` at the end.
+        All of these are passed to `kseg.training.fit`.
 
     Returns:
         The `keras.callbacks.History` of the run.
@@ -202,15 +224,32 @@ def fit_semantic(
             jit_compile=jit_compile,
             run_eagerly=run_eagerly,
         )
+    run_dir = str(worker_run_dir(run_dir, strategy))
+    callbacks = []
+    if preview_images and val is not None:
+        pairs = list(val.unbatch().take(preview_images).as_numpy_iterator())
+        render = semantic_renderer(
+            [image for image, _ in pairs],
+            [mask for _, mask in pairs],
+            palette=palette,
+            ignore_label=ignore_label,
+        )
+        callbacks.append(PreviewImages(run_dir, render, tensorboard=tensorboard))
     return fit(
         model,
         train,
         val,
         epochs=epochs,
         steps_per_epoch=steps_per_epoch,
-        run_dir=str(worker_run_dir(run_dir, strategy)),
+        run_dir=run_dir,
         tensorboard=tensorboard,
         verbose=verbose,
+        callbacks=callbacks,
+        monitor=monitor,
+        patience=patience,
+        keep_checkpoints=keep_checkpoints,
+        flat_warning_epochs=flat_warning_epochs,
+        history_plot=history_plot,
     )
 
 
@@ -284,6 +323,16 @@ def fit_instances(
     checkpoint_every_epoch=False,
     verbose=2,
     run_eagerly=False,
+    val_examples=None,
+    categories=None,
+    val_batch_size=2,
+    ap_every=0,
+    monitor=None,
+    patience=None,
+    keep_checkpoints=None,
+    preview_images=0,
+    flat_warning_epochs=None,
+    history_plot=False,
 ):
     """Compiles a `kseg.models.MaskRCNN` with a clipped optimizer and trains it into `run_dir`.
 
@@ -306,8 +355,23 @@ def fit_instances(
         max_train_minutes: wall-clock limit of this call, or None.
         tensorboard: also write TensorBoard logs.
         checkpoint_every_epoch: keep a checkpoint of every epoch rather than one at the end.
-        verbose: passed to `model.fit` (2: one line per epoch).
+        verbose: passed to `model.fit` (2: one line per epoch; "auto": bars on a terminal only).
         run_eagerly: skip graph compilation (cheaper for a handful of steps).
+        val_examples: unbatched validation example dicts, or None. With them the five losses
+            are computed on them after every epoch (`val_loss`, `val_mask_loss`, ...).
+        categories: the class names or `CocoCategories` of the examples (for AP).
+        val_batch_size: validation images per batch.
+        ap_every: with `val_examples` and `categories`, add `val_mask_AP` and `val_box_AP`
+            every this many epochs and at the last (`kseg.training.InstanceAP`; NaN between);
+            0: never.
+        monitor: save the best epoch by this log entry as `run_dir/best.keras` (e.g.
+            "val_mask_AP", "val_loss"); None: no best model.
+        patience: with `monitor`, stop after this many epochs without improvement.
+        keep_checkpoints: with `checkpoint_every_epoch`, keep only the newest this many.
+        preview_images: draw the detections on the first this many validation images into
+            `run_dir/previews/` (and TensorBoard with `tensorboard`) after every epoch; 0: none.
+        flat_warning_epochs: with `monitor`, warn once when it stays flat for this many epochs.
+        history_plot: draw the curves into `run_dir/history.png` at the end.
 
     Returns:
         The seconds this call spent training.
@@ -326,10 +390,21 @@ def fit_instances(
     schedule = poly_schedule(learning_rate, epochs * steps_per_epoch, warmup_steps=warmup_steps)
     model.compile(optimizer=clipped_optimizer(optimizer, schedule), run_eagerly=run_eagerly)
     callbacks = [TimeLimit(max_train_minutes)] if max_train_minutes else []
+    val, epoch_metrics = None, []
+    if val_examples is not None:
+        val = pad_instance_batch(val_examples, val_batch_size)
+        if ap_every and categories is not None:
+            epoch_metrics.append(
+                InstanceAP(val_examples, categories, every=ap_every, batch_size=val_batch_size)
+            )
+        if preview_images:
+            render = instance_renderer(val_examples.take(preview_images))
+            callbacks.append(PreviewImages(run_dir, render, tensorboard=tensorboard))
     start = time.time()
     fit(
         model,
         batches,
+        val,
         epochs=epochs,
         steps_per_epoch=steps_per_epoch,
         run_dir=str(run_dir),
@@ -337,5 +412,11 @@ def fit_instances(
         tensorboard=tensorboard,
         checkpoint_every_epoch=checkpoint_every_epoch,
         verbose=verbose,
+        epoch_metrics=epoch_metrics,
+        monitor=monitor,
+        patience=patience,
+        keep_checkpoints=keep_checkpoints,
+        flat_warning_epochs=flat_warning_epochs,
+        history_plot=history_plot,
     )
     return time.time() - start

@@ -61,6 +61,8 @@ def make_callbacks(
     backup=True,
     csv_log=True,
     tensorboard_kwargs=None,
+    keep_checkpoints=None,
+    epoch_metrics=None,
 ):
     """Build the callbacks of a resumable training run rooted at `run_dir`.
 
@@ -85,6 +87,12 @@ def make_callbacks(
         backup: add the BackupAndRestore callback that makes the run resumable.
         csv_log: append per-epoch logs to `run_dir/history.csv`.
         tensorboard_kwargs: extra keyword arguments for `keras.callbacks.TensorBoard`.
+        keep_checkpoints: with `checkpoint_every_epoch`, keep only the newest this many epoch
+            checkpoints (older ones are deleted as new ones are written); None keeps all. The
+            backup, not the checkpoints, is what a resume reads, so 1 is enough to resume.
+        epoch_metrics: callbacks that add entries to the epoch logs (e.g.
+            `kseg.training.InstanceAP`); they run right after the backup, before the
+            checkpoint and the loggers, so that `history.csv` and TensorBoard record them.
 
     Returns:
         A list of callbacks, the backup first so that it restores state before the others start.
@@ -104,6 +112,7 @@ def make_callbacks(
     callbacks = []
     if backup:
         callbacks.append(_EpochBackup(str(run_dir / "backup")))
+    callbacks.extend(epoch_metrics or [])
     suffix = ".keras" if checkpoint_format == "keras" else ".weights.h5"
     stem = "epoch_{epoch:03d}" if checkpoint_every_epoch else "last"
     (run_dir / "checkpoints").mkdir(exist_ok=True)
@@ -114,6 +123,8 @@ def make_callbacks(
             save_freq="epoch",
         )
     )
+    if checkpoint_every_epoch and keep_checkpoints is not None:
+        callbacks.append(_PruneCheckpoints(run_dir / "checkpoints", keep_checkpoints))
     if csv_log:
         callbacks.append(keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True))
     if tensorboard:
@@ -128,6 +139,27 @@ def make_callbacks(
                 stacklevel=2,
             )
     return callbacks
+
+
+class _PruneCheckpoints(keras.callbacks.Callback):
+    def __init__(self, folder, keep):
+        super().__init__()
+        if not isinstance(keep, int) or keep < 1:
+            raise ValueError(
+                f"`keep_checkpoints` must be a positive integer or None. Received: {keep!r}"
+            )
+        self.folder = Path(folder)
+        self.keep = keep
+
+    def on_epoch_end(self, epoch, logs=None):
+        for path in _epoch_checkpoints(self.folder)[: -self.keep]:
+            path.unlink(missing_ok=True)
+
+
+def _epoch_checkpoints(folder):
+    """The epoch checkpoints in `folder`, oldest first."""
+    candidates = list(folder.glob("epoch_*.keras")) + list(folder.glob("epoch_*.weights.h5"))
+    return sorted(candidates, key=lambda p: int(p.name[len("epoch_") :].split(".")[0]))
 
 
 def _tensorboard_available():
@@ -155,9 +187,9 @@ def latest_checkpoint(run_dir):
     folder = Path(run_dir) / "checkpoints"
     if not folder.is_dir():
         return None
-    candidates = list(folder.glob("epoch_*.keras")) + list(folder.glob("epoch_*.weights.h5"))
+    candidates = _epoch_checkpoints(folder)
     if candidates:
-        return max(candidates, key=lambda p: int(p.name[len("epoch_") :].split(".")[0]))
+        return candidates[-1]
     for name in ("last.keras", "last.weights.h5"):
         if (folder / name).exists():
             return folder / name

@@ -1,9 +1,14 @@
 """A `fit` that writes checkpoints and logs to a run directory and resumes there after a crash."""
 
+import sys
+from pathlib import Path
+
 import keras
 import tensorflow as tf
 
+from kseg.training.best_model import BestModel
 from kseg.training.callbacks import make_callbacks
+from kseg.training.flat_metric import FlatMetricWarning
 
 
 def fit(
@@ -21,6 +26,13 @@ def fit(
     tensorboard=True,
     backup=True,
     verbose="auto",
+    epoch_metrics=None,
+    monitor=None,
+    mode="auto",
+    patience=None,
+    flat_warning_epochs=None,
+    keep_checkpoints=None,
+    history_plot=False,
     **fit_kwargs,
 ):
     """Train a compiled model with checkpoints, logs and crash recovery; rerun the call to resume.
@@ -45,7 +57,19 @@ def fit(
         checkpoint_format: see `make_callbacks`.
         tensorboard: see `make_callbacks`.
         backup: see `make_callbacks`.
-        verbose: passed to `model.fit`.
+        verbose: passed to `model.fit`; "auto" is Keras's progress bar (1) when standard output
+            is a terminal and one line per epoch (2) otherwise, e.g. in a log file.
+        epoch_metrics: callbacks that add entries to the epoch logs (see `make_callbacks`).
+        monitor: an epoch-log entry (e.g. "val_mean_iou", "val_mask_AP", "val_loss"): the best
+            epoch by it is saved as `run_dir/best.keras` (`BestModel`). None: no best model.
+        mode: "max", "min" or "auto" (see `BestModel`).
+        patience: with `monitor`, stop when it has not improved for this many epochs; a rerun
+            of a run that stopped this way trains nothing. None or 0: never.
+        flat_warning_epochs: with `monitor`, print one warning when it stays within 1e-4 for
+            this many epochs (`FlatMetricWarning`). None: no warning.
+        keep_checkpoints: see `make_callbacks` (None keeps every epoch's checkpoint).
+        history_plot: at the end, draw `history.csv` with `kseg.viz.plot_history` into
+            `run_dir/history.png`.
         **fit_kwargs: passed to `model.fit`.
 
     Returns:
@@ -63,13 +87,36 @@ def fit(
         )
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"`epochs` must be a positive integer. Received: epochs={epochs!r}")
-    all_callbacks = make_callbacks(
-        run_dir,
-        checkpoint_every_epoch=checkpoint_every_epoch,
-        checkpoint_format=checkpoint_format,
-        tensorboard=tensorboard,
-        backup=backup,
-    ) + list(callbacks or [])
+    watchers = []
+    if monitor is not None:
+        best = BestModel(run_dir, monitor, mode=mode, patience=patience)
+        if best.patience_exhausted():
+            print(
+                f"{run_dir}: training already stopped, {monitor} having not improved for "
+                f"{best.patience} epochs; nothing to do (pass a larger patience to continue)"
+            )
+            history = keras.callbacks.History()
+            history.set_model(model)
+            history.on_train_begin()
+            return history
+        watchers.append(best)
+        if flat_warning_epochs:
+            watchers.append(FlatMetricWarning(monitor, epochs=flat_warning_epochs))
+    all_callbacks = (
+        make_callbacks(
+            run_dir,
+            checkpoint_every_epoch=checkpoint_every_epoch,
+            checkpoint_format=checkpoint_format,
+            tensorboard=tensorboard,
+            backup=backup,
+            keep_checkpoints=keep_checkpoints,
+            epoch_metrics=epoch_metrics,
+        )
+        + watchers
+        + list(callbacks or [])
+    )
+    if verbose == "auto":
+        verbose = 1 if sys.stdout.isatty() else 2
     targets = None
     if isinstance(train_ds, tuple) and len(train_ds) == 2:
         train_ds, targets = train_ds
@@ -94,8 +141,22 @@ def fit(
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and isinstance(
         train_ds, tf.data.Dataset
     ):
-        return _fit_multi_worker(model, strategy, train_ds.element_spec, run)
-    return run()
+        history = _fit_multi_worker(model, strategy, train_ds.element_spec, run)
+    else:
+        history = run()
+    if history_plot:
+        _plot_history(Path(run_dir))
+    return history
+
+
+def _plot_history(run_dir):
+    from kseg.viz import plot_history
+
+    csv_path = run_dir / "history.csv"
+    try:
+        plot_history(csv_path, run_dir / "history.png")
+    except (OSError, ValueError) as error:
+        print(f"history.png not written: {error}")
 
 
 def _fit_multi_worker(model, strategy, element_spec, run):

@@ -35,3 +35,21 @@ def test_time_limit_stops_after_the_epoch_that_crosses_it(tmp_path, minutes, exp
     )
     assert len(history.epoch) == expected_epochs
     assert limit.stopped_epoch == (0 if expected_epochs == 1 else None)
+
+
+def test_keep_checkpoints_leaves_only_the_newest(tmp_path):
+    model = tiny_model()
+    training.compile_model(model, num_classes=NUM_CLASSES, metrics=[])
+    training.fit(
+        model,
+        tiny_dataset(),
+        epochs=3,
+        run_dir=tmp_path,
+        tensorboard=False,
+        verbose=0,
+        keep_checkpoints=1,
+    )
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["epoch_003.keras"]
+    assert training.latest_checkpoint(tmp_path).name == "epoch_003.keras"
+    with pytest.raises(ValueError, match="keep_checkpoints"):
+        training.make_callbacks(tmp_path, keep_checkpoints=0)

@@ -1,0 +1,167 @@
+"""Pictures of a few validation images after every epoch: a PNG and a TensorBoard image summary.
+
+Each row of a preview shows one image, the model's prediction over it and the ground truth over
+it. `PreviewImages` writes them as `run_dir/previews/epoch_NNN.png` and as the image summary
+"previews" of `run_dir/logs/previews`, so TensorBoard's Images tab steps through the epochs.
+The rows are drawn by a renderer: `semantic_renderer` for per-pixel labels,
+`instance_renderer` for detections.
+"""
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from kseg.validation import IGNORE_LABEL
+from kseg.viz import draw_instances, overlay
+
+
+def _grid(rows):
+    """Stacks rows of (H, W, 3) panels into one uint8 image, padding each to the largest size."""
+    height = max(panel.shape[0] for row in rows for panel in row)
+    width = max(panel.shape[1] for row in rows for panel in row)
+    canvas = np.zeros((len(rows) * height, max(len(r) for r in rows) * width, 3), np.uint8)
+    for i, row in enumerate(rows):
+        for j, panel in enumerate(row):
+            top, left = i * height, j * width
+            canvas[top : top + panel.shape[0], left : left + panel.shape[1]] = panel
+    return canvas
+
+
+def _as_uint8(image):
+    return np.clip(np.rint(np.asarray(image, np.float64)), 0, 255).astype(np.uint8)
+
+
+def semantic_renderer(images, masks, *, palette=None, ignore_label=IGNORE_LABEL):
+    """A renderer for `PreviewImages`: image | prediction overlay | ground-truth overlay per row.
+
+    Args:
+        images: the preview images, a sequence of `(H, W, 3)` arrays in [0, 255].
+        masks: their integer label masks `(H, W)`.
+        palette: class colours (see `kseg.viz.colorize`); default the VOC palette.
+        ignore_label: label drawn in the ignore colour.
+
+    Returns:
+        A function `model -> uint8 (rows * H, 3 * W, 3)`.
+
+    Example:
+        >>> inputs = keras.Input((None, None, 3))
+        >>> model = keras.Model(inputs, keras.layers.Conv2D(2, 1)(inputs))
+        >>> render = kseg.training.semantic_renderer([np.zeros((8, 6, 3))], [np.ones((8, 6))])
+        >>> render(model).shape
+        (8, 18, 3)
+    """
+    images = [_as_uint8(image) for image in images]
+    masks = [np.asarray(mask).astype(np.int64) for mask in masks]
+
+    def render(model):
+        rows = []
+        for image, mask in zip(images, masks, strict=True):
+            logits = model(image[None].astype(np.float32), training=False)
+            labels = np.argmax(np.asarray(logits)[0], axis=-1)
+            rows.append(
+                [
+                    image,
+                    overlay(image, labels, palette, ignore_label=ignore_label),
+                    overlay(image, mask, palette, ignore_label=ignore_label),
+                ]
+            )
+        return _grid(rows)
+
+    return render
+
+
+def instance_renderer(examples, *, min_score=0.5):
+    """A renderer for `PreviewImages`: image | detections | ground-truth instances per row.
+
+    Args:
+        examples: unbatched instance example dicts (`image`, `boxes`, `masks`), as
+            `kseg.data.shapes_instance_examples` yields, already taken to the preview count.
+        min_score: detections scoring below this are not drawn.
+
+    Returns:
+        A function `model -> uint8 (rows * H, 3 * W, 3)`.
+
+    Example:
+        >>> examples = kseg.data.shapes_instance_examples("val", num_samples=1, image_size=64)
+        >>> render = kseg.training.instance_renderer(examples)
+        >>> model = kseg.models.MaskRCNN(  # doctest: +SKIP
+        ...     num_classes=5, backbone="tiny", fpn_channels=16)
+        >>> render(model).shape  # doctest: +SKIP
+        (64, 192, 3)
+    """
+    from kseg.detection.serving import instance_serving_function
+
+    examples = list(examples.as_numpy_iterator())
+
+    def render(model):
+        serve = tf.function(instance_serving_function(model), reduce_retracing=True)
+        rows = []
+        for example in examples:
+            image = _as_uint8(example["image"])
+            out = {key: value.numpy() for key, value in serve(tf.constant(image)).items()}
+            keep = [i for i in range(int(out["num_detections"])) if out["scores"][i] >= min_score]
+            captions = [f"{int(out['classes'][i])} {out['scores'][i]:.2f}" for i in keep]
+            predicted = draw_instances(image, out["masks"][keep], out["boxes"][keep], captions)
+            truth = draw_instances(image, example["masks"], example["boxes"])
+            rows.append([image, predicted, truth])
+        return _grid(rows)
+
+    return render
+
+
+class PreviewImages(keras.callbacks.Callback):
+    """Writes `previews/epoch_NNN.png` and a TensorBoard image summary after every epoch.
+
+    Args:
+        run_dir: the run folder; the PNGs go to `run_dir/previews`, the summaries to
+            `run_dir/logs/previews` (tag "previews", step = epoch index from 0, as
+            Keras's TensorBoard callback counts).
+        render: a function `model -> uint8 (H, W, 3)`, e.g. `semantic_renderer(...)`.
+        tensorboard: also write the image summary.
+
+    Example:
+        >>> inputs = keras.Input((None, None, 3))
+        >>> model = keras.Model(inputs, keras.layers.Conv2D(2, 1)(inputs))
+        >>> render = kseg.training.semantic_renderer([np.zeros((8, 6, 3))], [np.ones((8, 6))])
+        >>> previews = kseg.training.PreviewImages("/tmp/kseg_previews", render)
+        >>> previews.set_model(model)
+        >>> previews.on_epoch_end(0)
+        >>> previews.written[-1].name
+        'epoch_001.png'
+    """
+
+    def __init__(self, run_dir, render, *, tensorboard=True):
+        super().__init__()
+        self.run_dir = Path(run_dir)
+        self.render = render
+        self.tensorboard = tensorboard
+        self.written = []
+        self._writer = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        picture = self.render(self.model)
+        path = self.run_dir / "previews" / f"epoch_{epoch + 1:03d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(picture).save(path, format="PNG")
+        self.written.append(path)
+        if self.tensorboard:
+            if self._writer is None:
+                self._writer = tf.summary.create_file_writer(
+                    str(self.run_dir / "logs" / "previews")
+                )
+            with self._writer.as_default():
+                tf.summary.image(
+                    "previews",
+                    picture[None],
+                    step=epoch,
+                    description="each row: image, prediction, ground truth",
+                )
+            self._writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

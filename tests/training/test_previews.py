@@ -1,0 +1,48 @@
+"""PreviewImages: the PNG rows are image | prediction | ground truth, and TensorBoard holds them."""
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+from training_helpers import tiny_model
+
+from kseg import training, viz
+
+
+def _image_summaries(logdir):
+    found = []
+    for path in sorted(logdir.rglob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                # tf.summary.image stores [width, height, encoded PNG...] as a string tensor.
+                if value.metadata.plugin_data.plugin_name == "images":
+                    pngs = tf.make_ndarray(value.tensor)[2:]
+                    found.append(
+                        (event.step, value.tag, [tf.io.decode_png(p).numpy() for p in pngs])
+                    )
+    return found
+
+
+def test_previews_write_pngs_and_image_summaries_of_the_same_picture(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (2, 12, 10, 3)).astype(np.uint8)
+    masks = rng.integers(0, 3, (2, 12, 10))
+    masks[0, 0, 0] = 255
+    model = tiny_model()
+    render = training.semantic_renderer(images, masks)
+    previews = training.PreviewImages(tmp_path, render)
+    previews.set_model(model)
+    for epoch in range(2):
+        previews.on_epoch_end(epoch)
+    previews.on_train_end()
+
+    written = np.asarray(Image.open(tmp_path / "previews" / "epoch_002.png"))
+    assert written.shape == (2 * 12, 3 * 10, 3)
+    for row in range(2):
+        block = written[row * 12 : (row + 1) * 12]
+        labels = np.argmax(np.asarray(model(images[row : row + 1].astype("float32")))[0], -1)
+        np.testing.assert_array_equal(block[:, :10], images[row])
+        np.testing.assert_array_equal(block[:, 10:20], viz.overlay(images[row], labels))
+        np.testing.assert_array_equal(block[:, 20:], viz.overlay(images[row], masks[row]))
+    summaries = _image_summaries(tmp_path / "logs")
+    assert [(step, tag) for step, tag, _ in summaries] == [(0, "previews"), (1, "previews")]
+    np.testing.assert_array_equal(summaries[-1][2][0], written)
