@@ -80,8 +80,14 @@ def evaluate_model(
         progress: show a progress bar.
         predict_fn: optional images -> labels function (see `confusion_matrix`).
 
+    A class absent from both the ground truth and the predictions keeps IoU NaN and is left
+    out of the mean IoU; "present_classes" lists the classes the mean averages and
+    "absent_classes" the others, so a report can say that a mean of 1.0 covers one class of
+    two.
+
     Returns:
-        The dict of `kseg.metrics.confusion_matrix_scores`, plus "confusion_matrix".
+        The dict of `kseg.metrics.confusion_matrix_scores` (with "present_classes" and
+        "absent_classes"), plus "confusion_matrix".
 
     Example:
         >>> import kseg
@@ -90,6 +96,8 @@ def evaluate_model(
         >>> scores = kseg.evaluation.evaluate_model(model, val, 5, progress=False)
         >>> 0.0 <= scores["mean_iou"] <= 1.0
         True
+        >>> sorted(scores["present_classes"] + scores["absent_classes"])
+        [0, 1, 2, 3, 4]
     """
     confusion = confusion_matrix(
         model,

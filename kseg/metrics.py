@@ -36,20 +36,29 @@ def confusion_matrix_scores(confusion):
     predictions has IoU NaN and is left out of the mean IoU (a class predicted but never
     labelled has IoU 0 and counts); a class never labelled has class accuracy NaN.
 
+    A mean over fewer classes than the model has can read perfect when it is not (a binary
+    run whose foreground was all ignored scores mean IoU 1.0 on the background alone), so the
+    classes the mean covers and those it leaves out are returned with it, for reports to show
+    beside the number.
+
     Args:
         confusion: square array `(C, C)`, rows true classes, columns predicted classes, e.g.
             `kseg.metrics.MeanIoU(...).total_cm`.
 
     Returns:
-        dict with float64 numpy arrays `"iou"` and `"class_accuracy"` of shape `(C,)` and floats
+        dict with float64 numpy arrays `"iou"` and `"class_accuracy"` of shape `(C,)`, floats
         `"mean_iou"`, `"pixel_accuracy"`, `"mean_accuracy"`, `"frequency_weighted_iou"` (NaN
-        when the matrix is empty).
+        when the matrix is empty), and lists of class ids `"present_classes"` (labelled or
+        predicted somewhere: the classes the mean IoU averages) and `"absent_classes"` (neither
+        labelled nor predicted: IoU NaN, left out of the mean).
 
     Example:
         >>> import kseg.metrics
         >>> scores = kseg.metrics.confusion_matrix_scores([[2, 1, 0], [0, 1, 0], [0, 0, 0]])
         >>> [round(float(v), 4) for v in scores["iou"]], round(scores["mean_iou"], 4)
         ([0.6667, 0.5, nan], 0.5833)
+        >>> scores["present_classes"], scores["absent_classes"]
+        ([0, 1], [2])
     """
     confusion = np.asarray(confusion, dtype=np.float64)
     if confusion.ndim != 2 or confusion.shape[0] != confusion.shape[1]:
@@ -85,6 +94,8 @@ def confusion_matrix_scores(confusion):
         "class_accuracy": class_accuracy,
         "mean_accuracy": nanmean(class_accuracy),
         "frequency_weighted_iou": frequency_weighted_iou,
+        "present_classes": [int(c) for c in np.flatnonzero(union > 0)],
+        "absent_classes": [int(c) for c in np.flatnonzero(union == 0)],
     }
 
 

@@ -145,6 +145,25 @@ def test_confusion_matrix_scores_match_independent_formulas():
     )
 
 
+def test_scores_name_the_classes_the_mean_iou_leaves_out():
+    labels, logits = random_batch(seed=6, shape=(2, 12, 12), absent_class=3)
+    predictions = np.argmax(logits, -1)
+    scores = confusion_matrix_scores(np_confusion(labels, logits))
+    seen = set(labels[labels != IGNORE]) | set(predictions[labels != IGNORE])
+    assert scores["present_classes"] == sorted(int(c) for c in seen)
+    assert scores["absent_classes"] == [c for c in range(NUM_CLASSES) if c not in seen] == [3]
+    np.testing.assert_allclose(
+        scores["mean_iou"], np.mean(scores["iou"][scores["present_classes"]]), rtol=1e-12
+    )
+
+
+def test_binary_run_with_the_foreground_all_ignored_is_not_reported_as_two_classes():
+    # 0/255 masks read with 255 as the ignore label: background only, predicted everywhere.
+    scores = confusion_matrix_scores([[1000, 0], [0, 0]])
+    assert scores["mean_iou"] == 1.0 and np.isnan(scores["iou"][1])
+    assert scores["present_classes"] == [0] and scores["absent_classes"] == [1]
+
+
 def test_confusion_matrix_scores_of_empty_matrix_and_bad_input():
     scores = confusion_matrix_scores(np.zeros((3, 3)))
     assert (
