@@ -6,15 +6,23 @@ stride 16 or 8; `list_backbones()` names what it accepts.
 """
 
 from kseg.backbones import aligned_xception, atrous, preprocessing, taps, tiny, vgg16
-from kseg.backbones.bundled import bundled_weights_path
+from kseg.backbones.bundled import (
+    WeightsDownloadError,
+    bundled_imagenet_weights,
+    bundled_weights_path,
+    explain_failed_download,
+)
 from kseg.backbones.registry import feature_info, get_backbone, list_backbones
 from kseg.backbones.surgery import convolutionalize
 
 __all__ = [
+    "WeightsDownloadError",
     "aligned_xception",
     "atrous",
+    "bundled_imagenet_weights",
     "bundled_weights_path",
     "convolutionalize",
+    "explain_failed_download",
     "feature_info",
     "get_backbone",
     "list_backbones",

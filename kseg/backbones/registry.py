@@ -9,6 +9,7 @@ import keras
 
 from kseg.backbones.aligned_xception import AlignedXception65
 from kseg.backbones.atrous import dilate, layer_strides
+from kseg.backbones.bundled import bundled_imagenet_weights, explain_failed_download
 from kseg.backbones.preprocessing import ImagePreprocessing
 from kseg.backbones.taps import TAPS
 from kseg.backbones.tiny import TinyBackbone
@@ -106,6 +107,14 @@ def _check_weights(name, spec, weights):
     )
 
 
+def _resolve_imagenet(name, weights, input_shape, app_kwargs):
+    """The bundled file for `weights="imagenet"` when it is the one keras would download."""
+    if weights != "imagenet":
+        return weights
+    bundled = bundled_imagenet_weights(name, input_shape, **app_kwargs)
+    return weights if bundled is None else os.fspath(bundled)
+
+
 def _select_taps(network, name):
     """Keeps, for each stride, the deepest tap at that stride in `network`."""
     strides = layer_strides(network)
@@ -148,8 +157,12 @@ def get_backbone(
     Args:
         name: Backbone name, one of `kseg.backbones.list_backbones()`.
         input_shape: `(height, width, 3)`; None sizes keep the model size-agnostic.
-        weights: None (random initialisation), `"imagenet"` (downloaded and cached by
-            keras.applications) or the path of a weights file for the underlying network.
+        weights: None (random initialisation), `"imagenet"` or the path of a weights file for
+            the underlying network. `"imagenet"` loads the file kseg ships when it is the one
+            keras.applications would fetch (MobileNetV2 alpha 0.35, see
+            `kseg.backbones.bundled_imagenet_weights`), else keras.applications downloads it
+            into its cache; a failed download raises `kseg.backbones.WeightsDownloadError`
+            naming the file and where to put a copy.
         output_stride: 32, 16 or 8.
         include_preprocessing: Whether the model normalises its [0, 255] input itself.
         multi_grid: Optional rate multipliers for the last stage (DeepLabv3, e.g. `(1, 2, 4)`).
@@ -179,7 +192,7 @@ def get_backbone(
         raise ValueError(
             f"get_backbone sets {reserved} itself; remove them. Received: app_kwargs={app_kwargs}"
         )
-    weights = _check_weights(key, spec, weights)
+    weights = _resolve_imagenet(key, _check_weights(key, spec, weights), input_shape, app_kwargs)
 
     inputs = keras.Input(shape=input_shape, name="image")
     x = inputs
@@ -195,7 +208,8 @@ def get_backbone(
             **app_kwargs,
         )
     else:
-        network = spec.build(x, input_shape, weights, **app_kwargs)
+        with explain_failed_download():
+            network = spec.build(x, input_shape, weights, **app_kwargs)
         if output_stride < 32 or multi_grid is not None:
             network = dilate(network, output_stride, multi_grid)
 
