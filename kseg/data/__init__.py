@@ -28,6 +28,7 @@ from kseg.data.instances import (
     shapes_instance_examples,
 )
 from kseg.data.load import describe_source, load_dataset
+from kseg.data.mask_values import parse_mask_values
 from kseg.data.shapes import (
     SHAPES_CLASS_NAMES,
     ShapesSample,
@@ -70,6 +71,7 @@ __all__ = [
     "match_folder_pairs",
     "pad_instance_batch",
     "pad_to_size",
+    "parse_mask_values",
     "paired_files_dataset",
     "photometric_jitter",
     "random_crop",

@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from kseg.data import validate as checks
 from kseg.data.info import DatasetInfo
+from kseg.data.mask_values import parse_mask_values, resolve_mask_values
 from kseg.validation import IGNORE_LABEL
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -170,6 +171,7 @@ def folder_dataset(
     num_classes: int | None = None,
     ignore_label: int = IGNORE_LABEL,
     label_map: Mapping[int, int] | None = None,
+    mask_values=None,
     mask_colors=None,
     mask_suffix: str = "",
     strict: bool = True,
@@ -182,6 +184,11 @@ def folder_dataset(
     Masks are palette or grayscale PNGs whose values are class ids (after `label_map`, e.g.
     `{0: 255}` to ignore an "unlabelled" value), or colour-coded RGB PNGs with `mask_colors`.
 
+    Binary masks saved as 0/255 would have every foreground pixel ignored (255 is the ignore
+    label), so a folder whose masks hold nothing but 0 and 255 is refused with a `DatasetError`
+    saying what was seen, unless `mask_values` says what 255 means ("binary": foreground;
+    "labels": ignore). The check reads a sample of the masks (`kseg.data.mask_values`).
+
     Args:
         images_dir: folder of png/jpg images.
         masks_dir: folder of masks named like the images (plus `mask_suffix`).
@@ -189,6 +196,10 @@ def folder_dataset(
             file.
         ignore_label: label of pixels excluded from losses and metrics.
         label_map: `{raw_value: label}` applied to mask values.
+        mask_values: how stored values become labels: None (values are class ids; masks of
+            only 0 and 255 are refused), "binary" (0 background, 255 class 1), "labels"
+            (class ids as stored, 255 ignored, no check), or a `{stored: label}` mapping or its
+            text `"0:0,255:1"`. Not combined with `label_map`.
         mask_colors: colours of the classes, for colour-coded masks.
         mask_suffix: text after the image stem in mask names.
         strict: raise on unmatched files instead of skipping them.
@@ -206,6 +217,17 @@ def folder_dataset(
     image_paths, mask_paths = match_folder_pairs(
         images_dir, masks_dir, mask_suffix=mask_suffix, strict=strict
     )
+    mask_values = parse_mask_values(mask_values)
+    try:
+        label_map = resolve_mask_values(
+            mask_values,
+            mask_paths,
+            label_map=label_map,
+            mask_colors=mask_colors,
+            ignore_label=ignore_label,
+        )
+    except checks.DatasetError as error:
+        raise checks.DatasetError(f"The mask folder {os.fspath(masks_dir)!r}: {error}") from None
     return paired_files_dataset(
         image_paths,
         mask_paths,

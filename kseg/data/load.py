@@ -8,6 +8,7 @@ from pathlib import Path
 from kseg.data import validate as checks
 from kseg.data.camvid import camvid_dataset, camvid_info
 from kseg.data.folders import folder_dataset, folder_info
+from kseg.data.mask_values import BINARY_CLASS_NAMES, parse_mask_values
 from kseg.data.shapes import shapes_dataset, shapes_info
 from kseg.data.tfds import tfds_dataset, tfds_info
 from kseg.data.voc import voc_dataset, voc_info
@@ -25,6 +26,11 @@ def _folder_pair(images, masks, split):
 
 def _folder_source(images, masks, split, with_info, kwargs):
     images, masks = _folder_pair(images, masks, split)
+    kwargs = dict(kwargs, mask_values=parse_mask_values(kwargs.get("mask_values")))
+    if kwargs["mask_values"] == "binary":
+        # Binary masks have two classes, whatever the caller left undeclared.
+        kwargs.setdefault("num_classes", 2)
+        kwargs.setdefault("class_names", BINARY_CLASS_NAMES)
     info_kwargs = {k: kwargs[k] for k in _FOLDER_INFO_KEYS if k in kwargs}
     loader_kwargs = {k: v for k, v in kwargs.items() if k not in ("class_names", "palette")}
     ds = folder_dataset(images, masks, **loader_kwargs)
@@ -79,7 +85,9 @@ def load_dataset(source, split: str = "train", *, with_info: bool = False, **kwa
         split: split name ("train", "val", ...).
         with_info: also return the `DatasetInfo`, as `tfds.load(with_info=True)` does.
         **kwargs: passed to the loader (e.g. `num_samples=` for shapes, `validate=` for file
-            datasets, `num_classes=` / `class_names=` for folders).
+            datasets, `num_classes=` / `class_names=` / `mask_values=` for folders). Folders
+            with `mask_values="binary"` (0/255 masks) have 2 classes named "background" and
+            "foreground" unless `num_classes` / `class_names` say otherwise.
 
     Returns:
         The `tf.data.Dataset` of `(image, mask)`, or `(dataset, info)` with `with_info=True`.
@@ -88,6 +96,11 @@ def load_dataset(source, split: str = "train", *, with_info: bool = False, **kwa
         >>> ds, info = kseg.data.load_dataset("shapes", "val", num_samples=100, with_info=True)
     """
     kind = describe_source(source)
+    if kind != "folders" and kwargs.pop("mask_values", None) is not None:
+        raise checks.DatasetError(
+            f"mask_values (--mask-values) applies to image/mask folders; {os.fspath(source)!r} "
+            f"is a {kind} dataset, whose loader knows its own mask values."
+        )
     if kind == "shapes":
         ds, info = shapes_dataset(split, **kwargs), shapes_info()
     elif kind == "tfds":
