@@ -325,6 +325,7 @@ def fit_instances(
     run_eagerly=False,
     val_examples=None,
     categories=None,
+    class_names=None,
     val_batch_size=2,
     ap_every=0,
     monitor=None,
@@ -360,6 +361,7 @@ def fit_instances(
         val_examples: unbatched validation example dicts, or None. With them the five losses
             are computed on them after every epoch (`val_loss`, `val_mask_loss`, ...).
         categories: the class names or `CocoCategories` of the examples (for AP).
+        class_names: the object class names, class 1 first, for the preview captions.
         val_batch_size: validation images per batch.
         ap_every: with `val_examples` and `categories`, add `val_mask_AP` and `val_box_AP`
             every this many epochs and at the last (`kseg.training.InstanceAP`; NaN between);
@@ -398,7 +400,7 @@ def fit_instances(
                 InstanceAP(val_examples, categories, every=ap_every, batch_size=val_batch_size)
             )
         if preview_images:
-            render = instance_renderer(val_examples.take(preview_images))
+            render = instance_renderer(val_examples.take(preview_images), class_names=class_names)
             callbacks.append(PreviewImages(run_dir, render, tensorboard=tensorboard))
     start = time.time()
     fit(

@@ -1,9 +1,11 @@
 """`kseg train`: a registered model on a dataset, resumable in its run folder."""
 
+import argparse
 from pathlib import Path
 
 import tensorflow as tf
 
+import kseg.backbones
 import kseg.data
 import kseg.distribute
 import kseg.metrics
@@ -47,7 +49,7 @@ def train_semantic_model(
     strategy = strategy or tf.distribute.get_strategy()
     ignore_label = fit_options.get("ignore_label", 255)
     with strategy.scope():
-        model = task.build(model_name, **model_kwargs)
+        model = _build_or_exit(task.build, model_name, **model_kwargs)
         metrics = [kseg.metrics.MeanIoU(num_classes, ignore_label=ignore_label, name="mean_iou")]
     task.fit(
         model,
@@ -62,6 +64,15 @@ def train_semantic_model(
     )
     kseg.distribute.save_on_chief(model, Path(run_dir) / "model.keras", strategy)
     return model
+
+
+def _build_or_exit(build, *args, **kwargs):
+    """Builds a model, stopping with one line when its ImageNet weights cannot be downloaded."""
+    try:
+        with kseg.backbones.explain_failed_download():
+            return build(*args, **kwargs)
+    except kseg.backbones.WeightsDownloadError as error:
+        raise SystemExit(f"kseg: error: {error}") from None
 
 
 def _semantic_model_arguments(args, num_classes):
@@ -114,10 +125,18 @@ def _train_semantic(args, task):
         learning_rate = kseg.distribute.scale_learning_rate(learning_rate, strategy)
     policy = kseg.training.set_precision(args.precision)
     train_source, info = kseg.data.load_split(
-        args.data, args.train_split, resize=args.resize, num_classes=args.num_classes
+        args.data,
+        args.train_split,
+        resize=args.resize,
+        num_classes=args.num_classes,
+        mask_values=args.mask_values,
     )
     val_source, _ = kseg.data.load_split(
-        args.data, args.val_split, resize=args.resize, num_classes=args.num_classes
+        args.data,
+        args.val_split,
+        resize=args.resize,
+        num_classes=args.num_classes,
+        mask_values=args.mask_values,
     )
     if args.num_samples is not None:
         train_source = train_source.take(args.num_samples)
@@ -169,6 +188,9 @@ def _train_semantic(args, task):
         jit_compile=args.jit,
         verbose="auto",
         run_eagerly=args.run_eagerly,
+        monitor="val_mean_iou",
+        palette=info.palette_array() if info.palette else None,
+        **_watch_options(args),
     )
     scores = task.evaluate(model, val, num_classes, ignore_label=info.ignore_label)
     reports.print_scores(scores, info.class_names)
@@ -209,6 +231,7 @@ def _train_instances(args, task):
             ("--loss", args.loss != "ce"),
             ("--resize", args.resize is not None),
             ("--num-classes", args.num_classes is not None),
+            ("--mask-values", args.mask_values is not None),
             ("--strategy", args.strategy != "default"),
             ("--scale-learning-rate", args.scale_learning_rate),
             ("--jit", args.jit),
@@ -230,7 +253,7 @@ def _train_instances(args, task):
             None if args.backbone_weights.lower() == "none" else args.backbone_weights
         )
     try:
-        model = task.build(args.model, num_classes=len(names) + 1, **model_kwargs)
+        model = _build_or_exit(task.build, args.model, num_classes=len(names) + 1, **model_kwargs)
     except TypeError as error:
         raise SystemExit(f"kseg: error: --model-arg: {error}") from None
     print(
@@ -252,9 +275,18 @@ def _train_instances(args, task):
         max_instances=args.max_instances,
         num_classes=len(names) + 1,
     )
+    if val is None and args.patience:
+        raise SystemExit("kseg: error: --patience needs validation data: pass --val-data")
     task.fit(
         model,
         batches,
+        val_examples=val,
+        categories=categories,
+        class_names=names,
+        val_batch_size=args.val_batch_size,
+        ap_every=args.ap_every,
+        monitor=None if val is None else ("val_mask_AP" if args.ap_every else "val_loss"),
+        **_watch_options(args),
         epochs=args.epochs,
         steps_per_epoch=steps,
         learning_rate=args.learning_rate,
@@ -274,6 +306,56 @@ def _train_instances(args, task):
     scores = task.evaluate(model, val, categories, batch_size=args.val_batch_size)
     reports.print_instance_scores(scores)
     reports.write_instance_scores(run_dir / "scores.json", scores, names)
+
+
+def _watch_options(args):
+    """The options of a watched run shared by semantic and instance training."""
+    return {
+        "patience": args.patience or None,
+        "keep_checkpoints": args.keep_checkpoints or None,
+        "preview_images": args.preview_images,
+        "flat_warning_epochs": 3,
+        "history_plot": True,
+    }
+
+
+def _non_negative_int(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or a positive integer, got {text!r}")
+    return value
+
+
+def _add_watch_flags(train):
+    train.add_argument(
+        "--patience",
+        type=_non_negative_int,
+        default=0,
+        help="stop when the validation metric (mean IoU; mask_rcnn: mask AP with --ap-every, "
+        "else the validation loss) has not improved for N epochs; 0: never (default: %(default)s)",
+    )
+    train.add_argument(
+        "--ap-every",
+        type=_non_negative_int,
+        default=1,
+        help="mask_rcnn: compute the validation mask and box AP every N epochs and at the last "
+        "(NaN in history.csv between); 0: only after training (default: %(default)s)",
+    )
+    train.add_argument(
+        "--preview-images",
+        type=_non_negative_int,
+        default=4,
+        help="after every epoch draw image, prediction and ground truth of the first N "
+        "validation images into RUN_DIR/previews/epoch_NNN.png and TensorBoard "
+        "(default: %(default)s)",
+    )
+    train.add_argument(
+        "--keep-checkpoints",
+        type=_non_negative_int,
+        default=1,
+        help="keep the newest N epoch checkpoints in RUN_DIR/checkpoints (best.keras is kept "
+        "apart); 0: keep every epoch's (default: %(default)s)",
+    )
 
 
 def add_parser(commands):
@@ -303,6 +385,13 @@ def add_parser(commands):
         help="mask_rcnn: instances kept per training image",
     )
     train.add_argument("--num-classes", type=int)
+    train.add_argument(
+        "--mask-values",
+        help="image/mask folders: how mask values become labels: 'binary' (0/255 masks: 0 "
+        "background, 255 foreground, 2 classes), 'labels' (class ids as stored, 255 ignored) "
+        "or STORED:LABEL pairs, e.g. 1:1,2:0,3:255 for trimaps; without it, masks holding only "
+        "0 and 255 are refused (see docs/own-data.md)",
+    )
     arguments.add_model_flags(train)
     train.add_argument("--epochs", type=int, default=30)
     train.add_argument("--steps-per-epoch", type=int)
@@ -338,6 +427,7 @@ def add_parser(commands):
         "--run-dir", default="runs/train", help="checkpoints, logs and model.keras; rerun to resume"
     )
     train.add_argument("--seed", type=int, default=0)
+    _add_watch_flags(train)
     train.add_argument(
         "--strategy",
         default="default",

@@ -48,6 +48,7 @@ class BestModel(keras.callbacks.Callback):
         self.patience = patience or None
         self.min_delta = abs(min_delta)
         self.stopped_epoch = None
+        self._message = None
 
     @property
     def path(self):
@@ -91,8 +92,13 @@ class BestModel(keras.callbacks.Callback):
         if self.patience and epoch - state["best_epoch"] >= self.patience:
             self.model.stop_training = True
             self.stopped_epoch = epoch
-            print(
+            self._message = (
                 f"stopping: {self.monitor} has not improved for {self.patience} epochs "
-                f"(best {state['best']:.4f} at epoch {state['best_epoch'] + 1})",
-                flush=True,
+                f"(best {state['best']:.4f} at epoch {state['best_epoch'] + 1})"
             )
+
+    def on_train_end(self, logs=None):
+        # After the last epoch's progress line, which Keras prints after every callback.
+        if self._message:
+            print(self._message, flush=True)
+            self._message = None

@@ -35,6 +35,7 @@ class FlatMetricWarning(keras.callbacks.Callback):
         self.tolerance = tolerance
         self.values = []
         self.warned = False
+        self._pending = None
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
@@ -45,10 +46,24 @@ class FlatMetricWarning(keras.callbacks.Callback):
             self.tolerance
         ):
             self.warned = True
-            print(
+            self._pending = (
                 f"warning: {self.monitor} has stayed at {self.values[-1]:.4f} (within "
                 f"{self.tolerance:g}) for {self.epochs} epochs: the model may not be learning; "
                 "check the learning rate, the labels (are the classes present in the masks?) "
-                "and the data",
-                flush=True,
+                "and the data"
             )
+            if self.model is None:
+                self._flush()
+
+    # Keras's progress line of an epoch comes after every other callback's on_epoch_end; the
+    # warning waits for it so that it reads after the numbers it is about.
+    def on_epoch_begin(self, epoch, logs=None):
+        self._flush()
+
+    def on_train_end(self, logs=None):
+        self._flush()
+
+    def _flush(self):
+        if self._pending:
+            print(self._pending, flush=True)
+            self._pending = None

@@ -73,12 +73,14 @@ def semantic_renderer(images, masks, *, palette=None, ignore_label=IGNORE_LABEL)
     return render
 
 
-def instance_renderer(examples, *, min_score=0.5):
+def instance_renderer(examples, *, class_names=None, min_score=0.5):
     """A renderer for `PreviewImages`: image | detections | ground-truth instances per row.
 
     Args:
         examples: unbatched instance example dicts (`image`, `boxes`, `masks`), as
             `kseg.data.shapes_instance_examples` yields, already taken to the preview count.
+        class_names: the object class names (class 1 first) for the captions; default the
+            class numbers.
         min_score: detections scoring below this are not drawn.
 
     Returns:
@@ -96,6 +98,11 @@ def instance_renderer(examples, *, min_score=0.5):
 
     examples = list(examples.as_numpy_iterator())
 
+    def name(class_id):
+        if class_names and 1 <= class_id <= len(class_names):
+            return class_names[class_id - 1]
+        return str(class_id)
+
     def render(model):
         serve = tf.function(instance_serving_function(model), reduce_retracing=True)
         rows = []
@@ -103,7 +110,7 @@ def instance_renderer(examples, *, min_score=0.5):
             image = _as_uint8(example["image"])
             out = {key: value.numpy() for key, value in serve(tf.constant(image)).items()}
             keep = [i for i in range(int(out["num_detections"])) if out["scores"][i] >= min_score]
-            captions = [f"{int(out['classes'][i])} {out['scores'][i]:.2f}" for i in keep]
+            captions = [f"{name(int(out['classes'][i]))} {out['scores'][i]:.2f}" for i in keep]
             predicted = draw_instances(image, out["masks"][keep], out["boxes"][keep], captions)
             truth = draw_instances(image, example["masks"], example["boxes"])
             rows.append([image, predicted, truth])

@@ -1,9 +1,12 @@
 """`kseg train`: semantic models on folders (one device or mirrored), Mask R-CNN on shapes."""
 
+import csv
 import json
+import math
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from cli_helpers import small_config_flags
 from PIL import Image
 
@@ -32,11 +35,13 @@ def test_train_on_folders_then_reports_a_bad_label_by_file(tmp_path, capsys):
         "--backbone",
         "tiny",
         "--epochs",
-        "1",
+        "2",
         "--batch-size",
         "2",
         "--crop-size",
         "32",
+        "--preview-images",
+        "2",
         "--run-dir",
         str(run),
         "--precision",
@@ -44,7 +49,16 @@ def test_train_on_folders_then_reports_a_bad_label_by_file(tmp_path, capsys):
     ]
     cli.main(args)
     assert (run / "model.keras").is_file()
-    assert "mean IoU" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "mean IoU" in printed
+    # Output captured (not a terminal): one plain line per epoch, no progress bars.
+    assert "\x1b" not in printed and "\r" not in printed
+    epoch_lines = [line for line in printed.splitlines() if " - val_mean_iou: " in line]
+    assert len(epoch_lines) == 2
+    rows = _history_rows(run)
+    assert [row["epoch"] for row in rows] == ["0", "1"]
+    assert all(0.0 <= float(row["val_mean_iou"]) <= 1.0 for row in rows)
+    _assert_watched_run(run, epochs=2, preview_rows=2, image_size=32)
 
     Image.fromarray(np.full((32, 32), 7, np.uint8)).save(tmp_path / "masks" / "train" / "2.png")
     with pytest.raises(SystemExit) as stop:
@@ -52,6 +66,33 @@ def test_train_on_folders_then_reports_a_bad_label_by_file(tmp_path, capsys):
     assert stop.value.code == 2
     message = capsys.readouterr().err
     assert "2.png" in message and "7" in message
+
+
+def _history_rows(run):
+    with open(run / "history.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def _assert_watched_run(run, *, epochs, preview_rows, image_size):
+    """best.keras, the newest checkpoint only, previews in PNG and TensorBoard, history.png."""
+    import keras
+
+    assert isinstance(keras.saving.load_model(run / "best.keras"), keras.Model)
+    assert [p.name for p in (run / "checkpoints").iterdir()] == [f"epoch_{epochs:03d}.keras"]
+    previews = sorted(p.name for p in (run / "previews").iterdir())
+    assert previews == [f"epoch_{e:03d}.png" for e in range(1, epochs + 1)]
+    picture = np.asarray(Image.open(run / "previews" / previews[-1]))
+    assert picture.shape == (preview_rows * image_size, 3 * image_size, 3)
+    steps = []
+    for path in (run / "logs").rglob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == "images":
+                    steps.append(event.step)
+                    png = tf.make_ndarray(value.tensor)[2]
+                    assert tf.io.decode_png(png).shape == picture.shape
+    assert sorted(steps) == list(range(epochs))
+    assert Image.open(run / "history.png").size[0] > 0
 
 
 def _tiny_folder_dataset(root, size=32, count=4):
@@ -165,6 +206,8 @@ def test_train_mask_rcnn_on_shapes_then_evaluate_agrees(tmp_path, capsys):
             "--precision",
             "float32",
             "--run-eagerly",
+            "--preview-images",
+            "1",
             "--run-dir",
             str(run),
         ]
@@ -176,8 +219,14 @@ def test_train_mask_rcnn_on_shapes_then_evaluate_agrees(tmp_path, capsys):
     model = keras.saving.load_model(run / "model.keras")
     assert isinstance(model, MaskRCNN) and model.num_classes == 5
     assert model.fpn_channels == 16 and model.anchor_sizes == (16.0, 32.0, 64.0, 128.0, 256.0)
-    assert len((run / "history.csv").read_text().strip().splitlines()) == 2  # header, 1 epoch
+    (row,) = _history_rows(run)  # one epoch
+    for key in ("val_loss", "val_mask_loss", "val_rpn_objectness_loss"):
+        assert math.isfinite(float(row[key])) and float(row[key]) > 0
     trained = json.loads((run / "scores.json").read_text())
+    # The last epoch's AP is that of the final model, which `kseg train` scores again at the end.
+    assert float(row["val_mask_AP"]) == pytest.approx(trained["mask_AP"])
+    assert float(row["val_box_AP"]) == pytest.approx(trained["box_AP"])
+    _assert_watched_run(run, epochs=1, preview_rows=1, image_size=128)
     assert trained["num_images"] == 4 and 0.0 <= trained["mask_AP"] <= 1.0
 
     # The saved model scores the same on the same held-out images through `kseg evaluate`.
