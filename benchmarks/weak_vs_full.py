@@ -16,7 +16,8 @@ row sees exactly the same images in the same order). Only the labels and the los
   tags_size_ccnn  the same with each class's area fraction as size constraints, and the
                   latent distribution sharpened to hard labels (hardness 1000) as the authors'
                   code does when it applies size constraints;
-  tags_em_adapt   EM-Adapt (Papandreou et al., ICCV 2015) from tags: `kseg.weak.EMAdaptCrossEntropy`;
+  tags_em_adapt   EM-Adapt (Papandreou et al., ICCV 2015) from tags:
+                  `kseg.weak.EMAdaptCrossEntropy`;
   boxes_bbox_rect Bbox-Rect: every box filled with its class, the smallest box winning where
                   boxes overlap (`kseg.weak.bbox_rect_labels`), then ordinary cross-entropy;
   boxes_bbox_rect_unambiguous
@@ -48,7 +49,8 @@ meaningless).
 
 Usage:
     nice -n 5 python benchmarks/weak_vs_full.py --dataset shapes --epochs 6 --train-samples 800
-    nice -n 5 python benchmarks/weak_vs_full.py --dataset camvid --camvid ../shared/data/camvid --epochs 12
+    nice -n 5 python benchmarks/weak_vs_full.py --dataset camvid --camvid ../shared/data/camvid \
+        --epochs 12
     python benchmarks/weak_vs_full.py --tiny          # smoke run, a minute, result in /tmp
 """
 
@@ -229,7 +231,7 @@ def evaluate(model, images, masks, num_classes):
 
 
 def label_agreement(labels, masks, num_classes):
-    """mIoU of generated pseudo-labels against the true masks (how good the training targets were)."""
+    """mIoU of generated pseudo-labels against the true masks (how good the targets were)."""
     import numpy as np
 
     import kseg
@@ -545,7 +547,8 @@ def main():
         "--min-full-miou",
         type=float,
         default=None,
-        help="weak rows run only when the full-mask row reaches this mIoU (shapes 0.6, camvid 0.35)",
+        help="weak rows run only when the full-mask row reaches this mIoU "
+        "(shapes 0.6, camvid 0.35)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
