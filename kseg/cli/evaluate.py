@@ -23,7 +23,11 @@ def run(args):
             "label-map data: 'shapes', a VOC or CamVid root, IMAGES,MASKS folders...)."
         )
     source, info = kseg.data.load_split(
-        args.data, args.split, resize=args.resize, num_classes=args.num_classes
+        args.data,
+        args.split,
+        resize=args.resize,
+        num_classes=args.num_classes,
+        mask_values=args.mask_values,
     )
     if args.num_samples is not None:
         source = source.take(args.num_samples)
@@ -49,6 +53,7 @@ def _evaluate_instances(model, task, args):
         [
             ("--resize", args.resize is not None),
             ("--num-classes", args.num_classes is not None),
+            ("--mask-values", args.mask_values is not None),
             *arguments.inference_flags_given(args),
         ],
     )
@@ -77,6 +82,13 @@ def add_parser(commands):
     )
     evaluate.add_argument(
         "--split", default="val", help="split name (a coco: source is one split already)"
+    )
+    evaluate.add_argument(
+        "--mask-values",
+        help="image/mask folders: how mask values become labels: 'binary' (0/255 masks: 0 "
+        "background, 255 foreground, 2 classes), 'labels' (class ids as stored, 255 ignored) "
+        "or STORED:LABEL pairs, e.g. 1:1,2:0,3:255 for trimaps; without it, masks holding only "
+        "0 and 255 are refused (see docs/own-data.md)",
     )
     evaluate.add_argument(
         "--num-samples",
