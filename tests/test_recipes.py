@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 import kseg.testing
 from kseg.recipes import (
@@ -139,3 +140,40 @@ def test_clipped_optimizer_clips_the_global_norm_at_10(name, kind):
     assert type(optimizer) is kind and optimizer.global_clipnorm == 10.0
     with pytest.raises(ValueError, match="'rmsprop'"):
         clipped_optimizer("rmsprop", 0.01)
+
+
+def test_fit_semantic_keeps_the_best_epoch_previews_and_one_checkpoint(tmp_path):
+    train, val, _ = semantic_batches(_pairs(4), _pairs(3), batch_size=2, crop_size=32, seed=0)
+    model = kseg.testing.build_small_model("fcn8s", num_classes=3)
+    history = fit_semantic(
+        model,
+        train,
+        val,
+        num_classes=3,
+        epochs=2,
+        steps_per_epoch=1,
+        learning_rate=0.01,
+        run_dir=tmp_path,
+        run_eagerly=True,
+        monitor="val_mean_iou",
+        keep_checkpoints=1,
+        preview_images=2,
+        history_plot=True,
+    )
+    scores = history.history["val_mean_iou"]
+    best_epoch = int(np.argmax(scores))
+    state = json.loads((tmp_path / "best.json").read_text())
+    assert state["best_epoch"] == best_epoch and state["best"] == pytest.approx(scores[best_epoch])
+    best = keras.saving.load_model(tmp_path / "best.keras")
+    # The saved best model scores what its epoch logged.
+    best.compile(metrics=[keras.metrics.MeanIoU(3, sparse_y_pred=False, ignore_class=255)])
+    assert best.evaluate(val, verbose=0, return_dict=True)["mean_io_u"] == pytest.approx(
+        scores[best_epoch], abs=1e-5
+    )
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["epoch_002.keras"]
+    previews = sorted(p.name for p in (tmp_path / "previews").iterdir())
+    assert previews == ["epoch_001.png", "epoch_002.png"]
+    # Two validation images of 48 x 48, padded to 64 by the validation pipeline: two rows of
+    # image | prediction | ground truth.
+    assert np.asarray(Image.open(tmp_path / "previews" / "epoch_002.png")).shape == (128, 192, 3)
+    assert (tmp_path / "history.png").is_file()

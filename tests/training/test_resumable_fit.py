@@ -158,3 +158,12 @@ def test_fit_resumes_after_sigkill(tmp_path):
         process.wait()
     assert process.returncode == -signal.SIGKILL
     _assert_resumed(run_dir, crashed_epoch=1)
+
+
+def test_auto_verbosity_prints_one_plain_line_per_epoch_when_not_a_terminal(tmp_path, capsys):
+    model = training.compile_model(tiny_model(), num_classes=NUM_CLASSES, metrics=[])
+    training.fit(model, tiny_dataset(), epochs=2, run_dir=tmp_path, tensorboard=False)
+    printed = capsys.readouterr().out
+    assert "\x1b" not in printed and "\r" not in printed and "━" not in printed
+    epoch_lines = [line for line in printed.splitlines() if line.startswith("3/3 - ")]
+    assert len(epoch_lines) == 2 and all(" - loss: " in line for line in epoch_lines)
