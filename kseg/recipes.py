@@ -158,7 +158,8 @@ def fit_semantic(
     again on the same `run_dir` resumes. Compiling here also makes Keras pick up changed
     `trainable` flags, as between fine-tuning phases. The optimizer is created inside
     `strategy.scope()`; build the model in the same scope. Under a multi-worker strategy only the
-    chief writes into `run_dir` (see `kseg.distribute.worker_run_dir`).
+    chief writes into `run_dir` (see `kseg.distribute.worker_run_dir`). The options from `monitor`
+    on watch the run and are passed to `kseg.training.fit`.
 
     Args:
         model: a segmentation model mapping images to `(B, H, W, num_classes)` logits.
@@ -188,7 +189,6 @@ def fit_semantic(
         palette: class colours of the previews (see `kseg.viz.colorize`).
         flat_warning_epochs: with `monitor`, warn once when it stays flat for this many epochs.
         history_plot: draw the curves into `run_dir/history.png` at the end.
-        All of these are passed to `kseg.training.fit`.
 
     Returns:
         The `keras.callbacks.History` of the run.
