@@ -146,6 +146,7 @@ def fit_semantic(
     patience=None,
     keep_checkpoints=None,
     preview_images=0,
+    class_names=None,
     palette=None,
     flat_warning_epochs=None,
     history_plot=False,
@@ -186,6 +187,7 @@ def fit_semantic(
         keep_checkpoints: keep only the newest this many epoch checkpoints; None keeps all.
         preview_images: draw the first this many validation images, the prediction and the
             ground truth into `run_dir/previews/` and TensorBoard after every epoch; 0: none.
+        class_names: class names for the previews' legend; None: no legend.
         palette: class colours of the previews (see `kseg.viz.colorize`).
         flat_warning_epochs: with `monitor`, warn once when it stays flat for this many epochs.
         history_plot: draw the curves into `run_dir/history.png` at the end.
@@ -231,6 +233,7 @@ def fit_semantic(
         render = semantic_renderer(
             [image for image, _ in pairs],
             [mask for _, mask in pairs],
+            class_names=class_names,
             palette=palette,
             ignore_label=ignore_label,
         )

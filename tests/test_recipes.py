@@ -174,6 +174,7 @@ def test_fit_semantic_keeps_the_best_epoch_previews_and_one_checkpoint(tmp_path)
     previews = sorted(p.name for p in (tmp_path / "previews").iterdir())
     assert previews == ["epoch_001.png", "epoch_002.png"]
     # Two validation images of 48 x 48, padded to 64 by the validation pipeline: two rows of
-    # image | prediction | ground truth.
-    assert np.asarray(Image.open(tmp_path / "previews" / "epoch_002.png")).shape == (128, 192, 3)
+    # image | prediction | ground truth, under titles.
+    height, width, _ = np.asarray(Image.open(tmp_path / "previews" / "epoch_002.png")).shape
+    assert height > 2 * 64 and width >= 3 * 64
     assert (tmp_path / "history.png").is_file()

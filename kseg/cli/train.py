@@ -189,6 +189,7 @@ def _train_semantic(args, task):
         verbose="auto",
         run_eagerly=args.run_eagerly,
         monitor="val_mean_iou",
+        class_names=info.class_names or [str(label) for label in range(num_classes)],
         palette=info.palette_array() if info.palette else None,
         **_watch_options(args),
     )

@@ -1,10 +1,10 @@
 """Pictures of a few validation images after every epoch: a PNG and a TensorBoard image summary.
 
 Each row of a preview shows one image, the model's prediction over it and the ground truth over
-it. `PreviewImages` writes them as `run_dir/previews/epoch_NNN.png` and as the image summary
-"previews" of `run_dir/logs/previews`, so TensorBoard's Images tab steps through the epochs.
-The rows are drawn by a renderer: `semantic_renderer` for per-pixel labels,
-`instance_renderer` for detections.
+it, under column titles (and a legend of the classes for semantic models). `PreviewImages`
+writes them as `run_dir/previews/epoch_NNN.png` and as the image summary "previews" of
+`run_dir/logs/previews`, so TensorBoard's Images tab steps through the epochs. The rows are drawn
+by a renderer: `semantic_renderer` for per-pixel labels, `instance_renderer` for detections.
 """
 
 from pathlib import Path
@@ -15,60 +15,68 @@ import tensorflow as tf
 from PIL import Image
 
 from kseg.validation import IGNORE_LABEL
-from kseg.viz import draw_instances, overlay
+from kseg.viz import compose_panels, draw_instances, overlay
+from kseg.viz import palette as default_palette
 
-
-def _grid(rows):
-    """Stacks rows of (H, W, 3) panels into one uint8 image, padding each to the largest size."""
-    height = max(panel.shape[0] for row in rows for panel in row)
-    width = max(panel.shape[1] for row in rows for panel in row)
-    canvas = np.zeros((len(rows) * height, max(len(r) for r in rows) * width, 3), np.uint8)
-    for i, row in enumerate(rows):
-        for j, panel in enumerate(row):
-            top, left = i * height, j * width
-            canvas[top : top + panel.shape[0], left : left + panel.shape[1]] = panel
-    return canvas
+TITLES = ("image", "prediction", "ground truth")
+"""The column titles of a preview."""
 
 
 def _as_uint8(image):
     return np.clip(np.rint(np.asarray(image, np.float64)), 0, 255).astype(np.uint8)
 
 
-def semantic_renderer(images, masks, *, palette=None, ignore_label=IGNORE_LABEL):
+def semantic_renderer(images, masks, *, class_names=None, palette=None, ignore_label=IGNORE_LABEL):
     """A renderer for `PreviewImages`: image | prediction overlay | ground-truth overlay per row.
+
+    The rows are laid out by `kseg.viz.compose_panels` under the column titles `TITLES`, with a
+    legend of the classes present in the predictions or the ground truth when `class_names` is
+    given.
 
     Args:
         images: the preview images, a sequence of `(H, W, 3)` arrays in [0, 255].
         masks: their integer label masks `(H, W)`.
+        class_names: the class names, in label order, for the legend; None: no legend.
         palette: class colours (see `kseg.viz.colorize`); default the VOC palette.
         ignore_label: label drawn in the ignore colour.
 
     Returns:
-        A function `model -> uint8 (rows * H, 3 * W, 3)`.
+        A function `model -> uint8 (height, width, 3)`.
 
     Example:
         >>> inputs = keras.Input((None, None, 3))
         >>> model = keras.Model(inputs, keras.layers.Conv2D(2, 1)(inputs))
-        >>> render = kseg.training.semantic_renderer([np.zeros((8, 6, 3))], [np.ones((8, 6))])
-        >>> render(model).shape
-        (8, 18, 3)
+        >>> render = kseg.training.semantic_renderer(
+        ...     [np.zeros((32, 48, 3))], [np.ones((32, 48))], class_names=["sky", "road"]
+        ... )
+        >>> picture = render(model)
+        >>> picture.shape[0] > 32, picture.shape[1] >= 3 * 48
+        (True, True)
     """
     images = [_as_uint8(image) for image in images]
     masks = [np.asarray(mask).astype(np.int64) for mask in masks]
 
+    colors = palette
+    if class_names is not None and palette is None:
+        colors = default_palette(len(class_names))
+
     def render(model):
-        rows = []
+        rows, present = [], set()
         for image, mask in zip(images, masks, strict=True):
             logits = model(image[None].astype(np.float32), training=False)
             labels = np.argmax(np.asarray(logits)[0], axis=-1)
+            present.update(np.unique(labels).tolist() + np.unique(mask).tolist())
             rows.append(
                 [
                     image,
-                    overlay(image, labels, palette, ignore_label=ignore_label),
-                    overlay(image, mask, palette, ignore_label=ignore_label),
+                    overlay(image, labels, colors, ignore_label=ignore_label),
+                    overlay(image, mask, colors, ignore_label=ignore_label),
                 ]
             )
-        return _grid(rows)
+        if class_names is None:
+            return compose_panels(rows, titles=TITLES)
+        shown = sorted(label for label in present if 0 <= label < len(class_names))
+        return compose_panels(rows, class_names, colors, titles=TITLES, classes=shown)
 
     return render
 
@@ -84,15 +92,16 @@ def instance_renderer(examples, *, class_names=None, min_score=0.5):
         min_score: detections scoring below this are not drawn.
 
     Returns:
-        A function `model -> uint8 (rows * H, 3 * W, 3)`.
+        A function `model -> uint8 (height, width, 3)` (`kseg.viz.compose_panels` under the
+        column titles `TITLES`).
 
     Example:
         >>> examples = kseg.data.shapes_instance_examples("val", num_samples=1, image_size=64)
         >>> render = kseg.training.instance_renderer(examples)
         >>> model = kseg.models.MaskRCNN(  # doctest: +SKIP
         ...     num_classes=5, backbone="tiny", fpn_channels=16)
-        >>> render(model).shape  # doctest: +SKIP
-        (64, 192, 3)
+        >>> render(model).shape[2]  # doctest: +SKIP
+        3
     """
     from kseg.detection.serving import instance_serving_function
 
@@ -114,7 +123,7 @@ def instance_renderer(examples, *, class_names=None, min_score=0.5):
             predicted = draw_instances(image, out["masks"][keep], out["boxes"][keep], captions)
             truth = draw_instances(image, example["masks"], example["boxes"])
             rows.append([image, predicted, truth])
-        return _grid(rows)
+        return compose_panels(rows, titles=TITLES)
 
     return render
 
