@@ -7,14 +7,11 @@ Example:
 
 __version__ = "0.1.0"
 
-import os as _os
-
-# TensorFlow's C++ start-up chatter (oneDNN, CPU features) buries kseg's own output; a value the
-# user has set is kept.
-_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from kseg import startup as _startup
 
 try:
-    import tensorflow as _tensorflow  # noqa: F401
+    # Without TensorFlow's start-up banner (oneDNN, CPU features), which buries kseg's output.
+    _startup.import_tensorflow()
 except ImportError as error:  # pragma: no cover - depends on the installation
     raise ImportError(
         "kseg needs TensorFlow, which comes through an extra: pip install 'kseg[cpu]' on a "

@@ -8,6 +8,8 @@ test the model's type. `for_name` finds the task of a registered model name, `fo
 a built or loaded model.
 """
 
+import inspect
+
 import numpy as np
 import tensorflow as tf
 
@@ -43,7 +45,17 @@ class SemanticTask:
         """Compiles and trains the model: `kseg.recipes.fit_semantic`."""
         return fit_semantic(model, train, val, **kwargs)
 
-    def inference(self, model, *, scales=(1.0,), flip=False, window=None, overlap=1 / 3, crf=False):
+    def inference(
+        self,
+        model,
+        *,
+        scales=(1.0,),
+        flip=False,
+        window=None,
+        overlap=1 / 3,
+        crf=False,
+        crf_options=None,
+    ):
         """An images -> labels function for the given inference modes, or None for plain argmax.
 
         Args:
@@ -53,6 +65,8 @@ class SemanticTask:
             window: sliding-window size (int or `(height, width)`), or None.
             overlap: fraction shared by neighbouring windows.
             crf: refine with the dense CRF.
+            crf_options: keyword arguments of `kseg.inference.dense_crf` (iterations, kernel
+                widths and weights) for `crf`.
 
         Returns:
             None when every mode is off, else `kseg.inference.make_predictor(model, ...)`.
@@ -60,7 +74,13 @@ class SemanticTask:
         if tuple(scales) == (1.0,) and not flip and window is None and not crf:
             return None
         return make_predictor(
-            model, scales=scales, flip=flip, window=window, overlap=overlap, crf=crf
+            model,
+            scales=scales,
+            flip=flip,
+            window=window,
+            overlap=overlap,
+            crf=crf,
+            crf_options=crf_options,
         )
 
     def evaluate(self, model, dataset, num_classes, *, ignore_label=IGNORE_LABEL, **inference):
@@ -71,7 +91,8 @@ class SemanticTask:
             dataset: batches of `(images, masks)`.
             num_classes: number of classes.
             ignore_label: label left out of every score.
-            **inference: the modes of `inference` (scales, flip, window, overlap, crf).
+            **inference: the modes of `inference` (scales, flip, window, overlap, crf,
+                crf_options).
 
         Returns:
             The dict of `kseg.evaluation.evaluate_model`.
@@ -86,7 +107,8 @@ class SemanticTask:
 
         Args:
             model: the segmentation model.
-            **inference: the modes of `inference` (scales, flip, window, overlap, crf).
+            **inference: the modes of `inference` (scales, flip, window, overlap, crf,
+                crf_options).
 
         Returns:
             The function.
@@ -127,8 +149,12 @@ class InstanceTask:
     name = "instance"
 
     def build(self, model_name, **kwargs):
-        """Builds the registered model `model_name` (see `kseg.models.get_model`)."""
-        return get_model(model_name, **kwargs)
+        """Builds the registered model `model_name` (see `kseg.models.get_model`).
+
+        Keywords its builder does not name go to the backbone (`with_backbone_arguments`), as
+        a semantic builder passes them on: `alpha=0.35` sets a MobileNet backbone's width.
+        """
+        return get_model(model_name, **with_backbone_arguments(get_builder(model_name), kwargs))
 
     def fit(self, model, batches, **kwargs):
         """Compiles and trains the model: `kseg.recipes.fit_instances`."""
@@ -171,6 +197,47 @@ class InstanceTask:
     def export(self, model, path, **kwargs):
         """Writes the instance SavedModel: one uint8 image in, detections out."""
         return saved_model(model, path, **kwargs)
+
+
+# Keyword arguments every keras.Model takes besides its builder's own.
+_KERAS_MODEL_ARGUMENTS = frozenset({"name", "dtype", "trainable"})
+
+
+def with_backbone_arguments(builder, kwargs):
+    """Moves the arguments `builder` does not name into its `backbone_kwargs`.
+
+    Semantic builders pass unknown keywords on to their backbone; `kseg.models.MaskRCNN` takes
+    them as a `backbone_kwargs` dict. With this, `alpha=0.35` (`--model-arg alpha=0.35` on the
+    command line) reaches the backbone of both, and `backbone_kwargs={...}` keeps working (its
+    entries are merged).
+
+    Args:
+        builder: a model builder (function or class).
+        kwargs: the builder keyword arguments.
+
+    Returns:
+        A new dict; unchanged for a builder without a `backbone_kwargs` dict parameter.
+
+    Example:
+        >>> kwargs = {"alpha": 0.35, "rpn_test_nms": (200, 100)}
+        >>> kseg.tasks.with_backbone_arguments(kseg.models.MaskRCNN, kwargs)
+        {'rpn_test_nms': (200, 100), 'backbone_kwargs': {'alpha': 0.35}}
+    """
+    parameters = inspect.signature(builder).parameters
+    takes_dict = parameters.get("backbone_kwargs")
+    if takes_dict is None or takes_dict.kind == takes_dict.VAR_KEYWORD:
+        return dict(kwargs)
+    named = {
+        name
+        for name, parameter in parameters.items()
+        if parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+    } | _KERAS_MODEL_ARGUMENTS
+    result = {name: value for name, value in kwargs.items() if name in named}
+    backbone = dict(result.pop("backbone_kwargs", None) or {})
+    backbone.update({name: value for name, value in kwargs.items() if name not in named})
+    if backbone:
+        result["backbone_kwargs"] = backbone
+    return result
 
 
 SEMANTIC = SemanticTask()

@@ -375,18 +375,21 @@ def draw_legend(image, class_names, palette, *, classes=None, font_size=None):
     return _stack_with_legend(picture, strip)
 
 
-def compose_panels(rows, class_names=None, palette=None, *, titles=None, gap=2, font_size=None):
+def compose_panels(
+    rows, class_names=None, palette=None, *, titles=None, classes=None, gap=2, font_size=None
+):
     """Lay out panels in a grid, with optional column titles and a legend underneath.
 
     Each row holds RGB panels (for instance image | prediction | ground truth, the latter two
     from `overlay` or `colorize`); a cell is as tall as its row's tallest panel and as wide as
-    its column's widest, panels placed at its top-left corner.
+    its column's widest panel (or title), panels placed at its top-left corner.
 
     Args:
         rows: a sequence of rows, each a sequence of (H, W, 3) or grayscale images.
         class_names: class names for a legend under the grid; None draws none.
         palette: (num_classes, 3) colours of the legend (needed with `class_names`).
         titles: optional column titles written above the first row.
+        classes: labels the legend lists; default all.
         gap: white pixels between cells.
         font_size: text height of the titles and legend; default from the grid width.
 
@@ -406,13 +409,18 @@ def compose_panels(rows, class_names=None, palette=None, *, titles=None, gap=2, 
     columns = max(len(row) for row in grid)
     heights = [max(panel.shape[0] for panel in row) for row in grid]
     widths = [max(row[j].shape[1] for row in grid if j < len(row)) for j in range(columns)]
-    lefts = np.cumsum([0] + [w + gap for w in widths])
-    total_width = int(lefts[-1] - gap)
-    size = font_size or int(np.clip(total_width // (40 * columns), 10, 24))
+    size = font_size or int(np.clip(sum(widths) // (40 * columns), 10, 24))
+    font = _legend_font(size)
     title_height = 0
     if titles is not None:
-        ascent, descent = _legend_font(size).getmetrics()
+        titles = [str(title) for title in titles][:columns]
+        ascent, descent = font.getmetrics()
         title_height = ascent + descent + 2 * gap
+        # A column is widened to its title rather than the title cut.
+        for j, title in enumerate(titles):
+            widths[j] = max(widths[j], int(np.ceil(font.getlength(title))) + 2 * gap)
+    lefts = np.cumsum([0] + [w + gap for w in widths])
+    total_width = int(lefts[-1] - gap)
     tops = np.cumsum([title_height] + [h + gap for h in heights])
     canvas = np.empty((int(tops[-1] - gap), total_width, 3), np.uint8)
     canvas[...] = LEGEND_BACKGROUND
@@ -423,16 +431,15 @@ def compose_panels(rows, class_names=None, palette=None, *, titles=None, gap=2, 
     if titles is not None:
         drawn = Image.fromarray(canvas)
         pen = ImageDraw.Draw(drawn)
-        for j, title in enumerate(list(titles)[:columns]):
-            pen.text(
-                (int(lefts[j]) + gap, gap), str(title), fill=(0, 0, 0), font=_legend_font(size)
-            )
+        for j, title in enumerate(titles):
+            pen.text((int(lefts[j]) + gap, gap), title, fill=(0, 0, 0), font=font)
         canvas = np.asarray(drawn)
     if class_names is None:
         return canvas
     if palette is None:
         raise ValueError("compose_panels draws a legend from class_names and a palette.")
-    return _stack_with_legend(canvas, legend(class_names, palette, total_width, font_size=size))
+    strip = legend(class_names, palette, total_width, classes=classes, font_size=size)
+    return _stack_with_legend(canvas, strip)
 
 
 def draw_instances(image, masks, boxes, captions=None, *, alpha=0.5):

@@ -221,10 +221,16 @@ def test_compose_panels_places_each_panel_in_its_cell_with_titles_and_legend():
     np.testing.assert_array_equal(grid[19:35, 33:57], a)
     assert (grid[:16, 24:30] == 255).all() and (grid[16:19] == 255).all()
 
-    titled = viz.compose_panels([[a, b], [c, a]], gap=3, titles=["image", "prediction"])
+    titled = viz.compose_panels([[a, b], [c, a]], gap=3, titles=["a", "b"])
     top = titled.shape[0] - grid.shape[0]
     assert top > 0 and (titled[:top] < 128).any()  # dark title text above the grid
     np.testing.assert_array_equal(titled[top:], grid)
+    # A title wider than its column widens the column instead of being cut.
+    long_title = viz.compose_panels([[a, b]], gap=3, titles=["a", "a much longer title"])
+    assert long_title.shape[1] > 30 + 3 + 24
+    np.testing.assert_array_equal(long_title[-16:, :24], a)
+    np.testing.assert_array_equal(long_title[-16:, 27:51], b)
+    assert (long_title[: -16 - 3, 51:] < 128).any()  # the title's end, right of panel b
 
     with_legend = viz.compose_panels([[a, b]], LEGEND_NAMES[:3], LEGEND_COLOURS, gap=3)
     assert with_legend.shape[0] > 16

@@ -1,7 +1,11 @@
 """The `kseg` command line: demo, train, evaluate, predict, export, list.
 
 Flags map onto builder arguments: `--backbone`, `--output-stride`, `--backbone-weights`, and any
-other builder keyword through `--model-arg NAME=VALUE` (e.g. `--model-arg alpha=0.35`).
+other builder keyword through `--model-arg NAME=VALUE` (e.g. `--model-arg alpha=0.35`, which
+reaches the backbone of every model, Mask R-CNN's included).
+
+TensorFlow's start-up lines and keras.applications' input-shape warning are left out unless
+`--verbose` is given (`kseg.startup`); `--help` of each command shows every default.
 
 `evaluate`, `predict` and `export` also take a saved `kseg.models.MaskRCNN`: evaluation then
 reports COCO mask and box AP on `--data shapes` or `--data coco:ANNOTATIONS.json,IMAGE_DIR`,
@@ -14,11 +18,12 @@ what differs between semantic and instance models comes from `kseg.tasks`.
 
 import argparse
 import sys
+import warnings
 
 import tensorflow as tf
 
 import kseg.data
-from kseg.cli import demo, evaluate, export, listing, predict, train
+from kseg.cli import arguments, demo, evaluate, export, listing, predict, train
 
 COMMANDS = (demo, train, evaluate, predict, export, listing)
 """The command modules, in the order `kseg --help` lists them."""
@@ -34,11 +39,25 @@ def build_parser():
         >>> kseg.cli.build_parser().parse_args(["list"]).command
         'list'
     """
-    parser = argparse.ArgumentParser(prog="kseg", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="kseg", description=__doc__.splitlines()[0], formatter_class=arguments.HelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add_parser(commands)
+    for subcommand in commands.choices.values():
+        subcommand.formatter_class = arguments.HelpFormatter
+        subcommand.add_argument(
+            "--verbose",
+            action="store_true",
+            help="also show TensorFlow's start-up log and keras.applications' input-shape warning",
+        )
     return parser
+
+
+# keras.applications warns that ImageNet weights of 224 x 224 are loaded whenever a MobileNet
+# is built for another input size; kseg's models take any size on purpose.
+_INPUT_SHAPE_WARNING = r"`input_shape` is undefined or non-square"
 
 
 def _pipeline_error_message(error):
@@ -60,6 +79,13 @@ def main(argv=None):
         0 on success; errors raise `SystemExit` with their message.
     """
     args = build_parser().parse_args(argv)
+    with warnings.catch_warnings():
+        if not args.verbose:
+            warnings.filterwarnings("ignore", message=_INPUT_SHAPE_WARNING, category=UserWarning)
+        return _run(args)
+
+
+def _run(args):
     try:
         args.handler(args)
     except kseg.data.DatasetError as error:

@@ -5,9 +5,24 @@ import zipfile
 from pathlib import Path
 
 import keras
+import numpy as np
 
 import kseg.data
 import kseg.utils
+import kseg.viz
+from kseg.inference.dense_crf import DEEPLAB_CRF_DEFAULTS
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """`--help` with each option's default after its help, descriptions kept as written.
+
+    Required options show no default, having none.
+    """
+
+    def _get_help_string(self, action):
+        if action.required:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def positive_int(text):
@@ -45,6 +60,100 @@ def model_args(args):
         return kseg.utils.parse_model_args(args.model_arg)
     except ValueError as error:
         raise SystemExit(str(error)) from None
+
+
+def _read_lines(path):
+    return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def class_names(text):
+    """`--class-names`: a file with one name per line, or comma-separated names; None stays None.
+
+    Example:
+        >>> kseg.cli.arguments.class_names("background, cat,dog")
+        ['background', 'cat', 'dog']
+    """
+    if text is None:
+        return None
+    if Path(text).is_file():
+        return _read_lines(text)
+    return [name.strip() for name in text.split(",")]
+
+
+def _palette_file(path):
+    """The colours of a palette file (one `r,g,b` line per class), or exit naming the format."""
+    if not Path(path).is_file():
+        raise SystemExit(f"kseg: error: --palette takes voc, camvid or a file. Received: {path!r}")
+    try:
+        colors = np.asarray(
+            [[int(v) for v in line.replace(" ", "").split(",")] for line in _read_lines(path)]
+        )
+    except ValueError:
+        colors = np.zeros((0,))
+    if colors.ndim != 2 or colors.shape[1] != 3 or colors.min() < 0 or colors.max() > 255:
+        raise SystemExit(
+            f"kseg: error: a palette file holds one 'r,g,b' line (0-255) per class: {path}"
+        )
+    return colors
+
+
+def dataset_class_names(args, dataset_names, num_classes):
+    """The class names of a report: `--class-names` if given, else the dataset's own.
+
+    Stops with a message when `--class-names` does not give `num_classes` names.
+    """
+    names = class_names(args.class_names)
+    if names is None:
+        return dataset_names
+    if len(names) != num_classes:
+        raise SystemExit(
+            f"kseg: error: --class-names gives {len(names)} names for {num_classes} classes. "
+            f"Received: {args.class_names!r}"
+        )
+    return names
+
+
+def palette(text, num_classes):
+    """`--palette`: 'voc', 'camvid' or a file of one `r,g,b` line per class, as (num_classes, 3).
+
+    Example:
+        >>> kseg.cli.arguments.palette("voc", 2).tolist()
+        [[0, 0, 0], [128, 0, 0]]
+    """
+    if text in (None, "voc"):
+        return kseg.viz.palette(num_classes)
+    colors = kseg.viz.CAMVID_PALETTE if text == "camvid" else _palette_file(text)
+    if len(colors) < num_classes:
+        raise SystemExit(
+            f"kseg: error: --palette {text} has {len(colors)} colours for {num_classes} classes."
+        )
+    return np.asarray(colors[:num_classes], dtype=np.uint8)
+
+
+def add_class_flags(parser, *, names_default, instance=False, palette=True):
+    """Adds `--class-names` (and `--palette`): the names and colours of legends and reports.
+
+    Args:
+        parser: the command's parser.
+        names_default: where names come from without the flag, for the help text.
+        instance: also describe a MaskRCNN model's names (classes 1..K, or a COCO file).
+        palette: also add `--palette`.
+    """
+    what = "names of classes 0..K-1"
+    if instance:
+        what += " (MaskRCNN: of classes 1..K, or the COCO annotation file it was trained on)"
+    parser.add_argument(
+        "--class-names",
+        metavar="NAMES|FILE",
+        help=f"{what}, comma-separated or a file with one name per line; None: {names_default}",
+    )
+    if palette:
+        parser.add_argument(
+            "--palette",
+            default="voc",
+            metavar="voc|camvid|FILE",
+            help="class colours: the VOC or CamVid palette, or a file of one r,g,b line per class",
+        )
 
 
 def image_files(inputs):
@@ -86,14 +195,26 @@ def add_model_flags(parser):
         default="deeplabv3plus",
         help="registered model name (see `kseg list`), or mask_rcnn",
     )
-    parser.add_argument("--backbone", help="backbone name (see `kseg list`)")
-    parser.add_argument("--backbone-weights", help="None, 'imagenet' or a weights file")
-    parser.add_argument("--output-stride", type=int, choices=(8, 16, 32))
+    parser.add_argument(
+        "--backbone", help="backbone name (see `kseg list`); None uses the model's own"
+    )
+    parser.add_argument(
+        "--backbone-weights",
+        help="None (random), 'imagenet' or a weights file; None uses the model's default",
+    )
+    parser.add_argument(
+        "--output-stride",
+        type=int,
+        choices=(8, 16, 32),
+        help="backbone output stride (atrous models); None uses the model's default",
+    )
     parser.add_argument(
         "--model-arg",
         action="append",
         metavar="NAME=VALUE",
-        help="any other builder argument, e.g. alpha=0.35 (repeatable)",
+        help="any other builder argument, repeatable: a Python literal or a bare word, e.g. "
+        "num_filters=64, alpha=0.35 (reaches the backbone, Mask R-CNN's too), "
+        "rpn_test_nms=2000,1000 (a tuple)",
     )
 
 
@@ -102,19 +223,58 @@ def add_inference_flags(parser):
     parser.add_argument(
         "--scales",
         type=scales,
-        default=(1.0,),
+        default="1",
         help="average over these image scales, e.g. 0.5,0.75,1,1.25,1.5,1.75",
     )
-    parser.add_argument("--flip", action="store_true", help="also average over mirrored images")
+    parser.add_argument(
+        "--flip", action="store_true", help="also average over left-right mirrored images"
+    )
     parser.add_argument(
         "--window",
         type=size,
-        help="sliding-window inference with this window (SIZE or HEIGHT,WIDTH)",
+        help="sliding-window inference with this window (SIZE or HEIGHT,WIDTH); None runs "
+        "whole images",
     )
     parser.add_argument(
-        "--overlap", type=float, default=1 / 3, help="fraction shared by neighbouring windows"
+        "--overlap",
+        type=float,
+        default=1 / 3,
+        help="sliding window: fraction shared by neighbouring windows (default: %(default).3g)",
     )
-    parser.add_argument("--crf", action="store_true", help="refine with the dense CRF")
+    parser.add_argument(
+        "--crf", action="store_true", help="refine with the dense CRF (kseg.inference.dense_crf)"
+    )
+    crf_help = {
+        "iterations": "CRF: mean-field iterations",
+        "sxy_gaussian": "CRF: smoothness kernel width theta_gamma, pixels",
+        "compat_gaussian": "CRF: smoothness kernel weight w2",
+        "sxy_bilateral": "CRF: appearance kernel width theta_alpha, pixels",
+        "srgb_bilateral": "CRF: appearance kernel colour width theta_beta (0-255)",
+        "compat_bilateral": "CRF: appearance kernel weight w1",
+    }
+    for name, default in DEEPLAB_CRF_DEFAULTS.items():
+        parser.add_argument(
+            "--crf-" + name.replace("_", "-"),
+            type=type(default),
+            default=default,
+            help=crf_help[name] + " (DeepLab v2's value)",
+        )
+
+
+def crf_options(args):
+    """The `--crf-*` flags as keyword arguments of `kseg.inference.dense_crf`.
+
+    Stops with a message when one is changed without `--crf`.
+    """
+    options = {name: getattr(args, "crf_" + name) for name in DEEPLAB_CRF_DEFAULTS}
+    changed = [
+        "--crf-" + name.replace("_", "-")
+        for name, value in options.items()
+        if value != DEEPLAB_CRF_DEFAULTS[name]
+    ]
+    if changed and not args.crf:
+        raise SystemExit(f"kseg: error: {', '.join(changed)} set the CRF of --crf; add --crf.")
+    return options
 
 
 def inference_options(args):
@@ -125,6 +285,7 @@ def inference_options(args):
         "window": args.window,
         "overlap": args.overlap,
         "crf": args.crf,
+        "crf_options": crf_options(args),
     }
 
 
@@ -135,4 +296,8 @@ def inference_flags_given(args):
         ("--flip", args.flip),
         ("--window", args.window is not None),
         ("--crf", args.crf),
+        *[
+            ("--crf-" + name.replace("_", "-"), getattr(args, "crf_" + name) != default)
+            for name, default in DEEPLAB_CRF_DEFAULTS.items()
+        ],
     ]

@@ -76,17 +76,18 @@ def run(args):
     images, masks = next(iter(val.unbatch().batch(4)))
     predictions = np.argmax(model.predict(images, verbose=0), axis=-1)
     rows = [
-        images.numpy().astype(np.uint8),
-        [kseg.viz.colorize(p, info.palette) for p in predictions],
-        [kseg.viz.colorize(m, info.palette) for m in masks.numpy()],
+        [image, kseg.viz.colorize(labels, info.palette), kseg.viz.colorize(mask, info.palette)]
+        for image, labels, mask in zip(images.numpy(), predictions, masks.numpy())
     ]
-    Image.fromarray(np.concatenate([np.concatenate(list(r), 1) for r in rows], 0)).save(
-        out / "overlay.png"
+    picture = kseg.viz.compose_panels(
+        rows, info.class_names, info.palette, titles=("image", "prediction", "ground truth")
     )
+    Image.fromarray(picture).save(out / "overlay.png")
     task.export(model, out / "saved_model")
     print(f"validation mIoU {scores['mean_iou']:.4f}")
     print(
-        f"wrote {out / 'overlay.png'} (rows: image, prediction, ground truth), "
+        f"wrote {out / 'overlay.png'} (a row per image: image, prediction, ground truth; "
+        "a legend of the classes), "
         f"{out / 'saved_model'}, {out / 'run' / 'model.keras'}"
     )
     return scores
@@ -96,12 +97,12 @@ def add_parser(commands):
     """Adds `kseg demo` and its flags to the subcommands."""
     demo = commands.add_parser("demo", help=DESCRIPTION, description=DESCRIPTION)
     demo.add_argument("--out", default="runs/demo", help="output folder")
-    demo.add_argument("--epochs", type=int, default=6)
-    demo.add_argument("--train-samples", type=int, default=2000)
-    demo.add_argument("--val-samples", type=int, default=200)
-    demo.add_argument("--image-size", type=int, default=128)
-    demo.add_argument("--batch-size", type=int, default=16)
-    demo.add_argument("--backbone", default="mobilenetv2")
+    demo.add_argument("--epochs", type=int, default=6, help="training epochs")
+    demo.add_argument("--train-samples", type=int, default=2000, help="shapes images to train on")
+    demo.add_argument("--val-samples", type=int, default=200, help="shapes images to validate on")
+    demo.add_argument("--image-size", type=int, default=128, help="side of the square images")
+    demo.add_argument("--batch-size", type=int, default=16, help="images per training step")
+    demo.add_argument("--backbone", default="mobilenetv2", help="backbone name (see `kseg list`)")
     demo.add_argument("--alpha", type=float, default=0.35, help="width of a MobileNet backbone")
     demo.add_argument(
         "--scratch",
@@ -109,12 +110,13 @@ def add_parser(commands):
         help="random backbone initialisation instead of ImageNet weights",
     )
     demo.add_argument("--num-filters", type=int, default=64, help="ASPP and decoder channels")
-    demo.add_argument("--learning-rate", type=float, default=2e-3)
+    demo.add_argument("--learning-rate", type=float, default=2e-3, help="Adam learning rate")
     demo.add_argument(
         "--precision",
         default="float32",
         choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"),
+        help="Keras dtype policy; auto picks mixed precision where the hardware gains from it",
     )
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=int, default=0, help="seed of the data and the augmentation")
     demo.add_argument("--quiet-progress", action="store_true", help="one line per epoch")
     demo.set_defaults(handler=run)

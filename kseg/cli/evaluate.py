@@ -42,9 +42,10 @@ def run(args):
         ignore_label=info.ignore_label,
         **arguments.inference_options(args),
     )
-    reports.print_scores(scores, info.class_names)
+    class_names = arguments.dataset_class_names(args, info.class_names, num_classes)
+    reports.print_scores(scores, class_names)
     if args.output:
-        reports.write_scores(args.output, scores, info.class_names)
+        reports.write_scores(args.output, scores, class_names)
 
 
 def _evaluate_instances(model, task, args):
@@ -54,6 +55,7 @@ def _evaluate_instances(model, task, args):
             ("--resize", args.resize is not None),
             ("--num-classes", args.num_classes is not None),
             ("--mask-values", args.mask_values is not None),
+            ("--class-names", args.class_names is not None),
             *arguments.inference_flags_given(args),
         ],
     )
@@ -95,9 +97,16 @@ def add_parser(commands):
         type=arguments.positive_int,
         help="evaluate the first N images only (shapes: generate N)",
     )
-    evaluate.add_argument("--num-classes", type=int)
-    evaluate.add_argument("--batch-size", type=int, default=1)
-    evaluate.add_argument("--resize", type=arguments.size)
-    evaluate.add_argument("--output", help="write the scores as JSON")
+    evaluate.add_argument(
+        "--num-classes", type=int, help="number of classes; None: the dataset's or the model's"
+    )
+    arguments.add_class_flags(
+        evaluate, names_default="the dataset's (CamVid, VOC, shapes) or the numbers", palette=False
+    )
+    evaluate.add_argument("--batch-size", type=int, default=1, help="images per batch")
+    evaluate.add_argument(
+        "--resize", type=arguments.size, help="resize every image first (HEIGHT,WIDTH)"
+    )
+    evaluate.add_argument("--output", help="write the scores as JSON; None writes no file")
     arguments.add_inference_flags(evaluate)
     evaluate.set_defaults(handler=run)

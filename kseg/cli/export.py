@@ -72,7 +72,12 @@ def add_parser(commands):
     export.add_argument(
         "--out", required=True, help="SavedModel folder, or the .tflite / .onnx file"
     )
-    export.add_argument("--format", default="savedmodel", choices=("savedmodel", "tflite", "onnx"))
+    export.add_argument(
+        "--format",
+        default="savedmodel",
+        choices=("savedmodel", "tflite", "onnx"),
+        help="what to write (MaskRCNN: savedmodel only)",
+    )
     export.add_argument(
         "--quantization",
         default="none",
@@ -83,21 +88,24 @@ def add_parser(commands):
         "--calibration-data",
         help="images for full-integer int8 (same forms as --data of kseg train)",
     )
-    export.add_argument("--calibration-split", default="train")
+    export.add_argument(
+        "--calibration-split", default="train", help="split of --calibration-data to read"
+    )
     export.add_argument(
         "--calibration-steps", type=int, default=100, help="calibration images to use"
     )
     export.add_argument(
         "--image-size",
         type=arguments.size,
-        help="fix the signature's HEIGHT,WIDTH (some models need it for TFLite/ONNX)",
+        help="fix the signature's HEIGHT,WIDTH (some models need it for TFLite/ONNX); None "
+        "keeps any size",
     )
     export.add_argument(
         "--select-tf-ops",
         action="store_true",
         help="let TFLite fall back to TensorFlow ops (SegNet's argmax pooling)",
     )
-    export.add_argument("--opset", type=int, help="ONNX opset")
+    export.add_argument("--opset", type=int, help="ONNX opset; None lets tf2onnx choose")
     export.add_argument("--logits", action="store_true", help="also output the logits")
-    export.add_argument("--tflite", help="also write a float TFLite file here")
+    export.add_argument("--tflite", help="also write a float TFLite file here; None writes none")
     export.set_defaults(handler=run)

@@ -1,4 +1,4 @@
-"""`kseg predict`: label maps and overlays, or instance drawings and detections, per image."""
+"""`kseg predict`: label maps, overlays and side-by-sides, or instance drawings and detections."""
 
 import json
 from pathlib import Path
@@ -12,9 +12,15 @@ import kseg.tasks
 import kseg.viz
 from kseg.cli import arguments
 
-DESCRIPTION = """Writes a label PNG and a colour overlay for every input image; for a MaskRCNN
-model, an instance overlay PNG and a JSON of boxes, classes and scores.
+DESCRIPTION = """Writes, for every input image, NAME_labels.png (the class of each pixel) and
+NAME_overlay.png (the classes blended over the image, with a legend of class names and colours);
+given --ground-truth, also NAME_side_by_side.png (image | prediction | ground truth).
+For a MaskRCNN model: NAME_instances.png (each detection's mask, box, class and score) and
+NAME_instances.json (boxes, classes, scores).
 """
+
+MAX_LEGEND_CLASSES = 32
+"""Above this many classes a legend lists only the classes present in the picture."""
 
 
 def _read_image(path, dtype):
@@ -24,6 +30,47 @@ def _read_image(path, dtype):
         raise SystemExit(f"cannot read image {path}: {error}") from None
 
 
+def _semantic_class_names(args, num_classes):
+    names = arguments.class_names(args.class_names)
+    if names is None:
+        return [str(label) for label in range(num_classes)]
+    if len(names) != num_classes:
+        raise SystemExit(
+            f"kseg: error: --class-names gives {len(names)} names but the model predicts "
+            f"{num_classes} classes. Received: {args.class_names!r}"
+        )
+    return names
+
+
+def _ground_truth_files(folder):
+    """The mask files of `folder` by file stem, or None without `--ground-truth`."""
+    if folder is None:
+        return None
+    if not Path(folder).is_dir():
+        raise SystemExit(f"kseg: error: --ground-truth takes a folder of masks: {folder}")
+    return {path.stem: path for path in sorted(Path(folder).iterdir()) if path.is_file()}
+
+
+def _read_mask(path, colors):
+    """Integer labels of a mask file; an RGB mask is read back through the palette."""
+    try:
+        mask = np.asarray(Image.open(path))
+    except (UnidentifiedImageError, OSError) as error:
+        raise SystemExit(f"cannot read mask {path}: {error}") from None
+    if mask.ndim == 3 and mask.shape[-1] in (3, 4):
+        try:
+            return kseg.viz.decolorize(mask[..., :3], colors)
+        except ValueError as error:
+            raise SystemExit(
+                f"kseg: error: {path} is an RGB mask off the palette: {error}"
+            ) from None
+    return mask
+
+
+def _legend_classes(labels, num_classes):
+    return None if num_classes <= MAX_LEGEND_CLASSES else np.unique(labels)
+
+
 def run(args):
     """Runs `kseg predict` with the parsed arguments (see `DESCRIPTION`)."""
     model = arguments.load_model(args.model)
@@ -31,28 +78,70 @@ def run(args):
     if task is kseg.tasks.INSTANCE:
         return _predict_instances(model, task, args, arguments.image_files(args.inputs))
     num_classes = int(model.output.shape[-1])
+    names = _semantic_class_names(args, num_classes)
+    colors = arguments.palette(args.palette, num_classes)
+    truths = _ground_truth_files(args.ground_truth)
     predict = task.predictor(model, **arguments.inference_options(args))
-    palette = kseg.viz.CAMVID_PALETTE if args.palette == "camvid" else kseg.viz.palette(num_classes)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for path in tqdm(arguments.image_files(args.inputs), desc="predicting", unit="image"):
+    unmatched = []
+    files = arguments.image_files(args.inputs)
+    # No progress bar in a redirected log (tqdm stays quiet when stderr is not a terminal).
+    for path in tqdm(files, desc="predicting", unit="image", disable=None):
         image = _read_image(path, np.float32)
         labels = predict(image)
         Image.fromarray(labels).save(out / f"{path.stem}_labels.png")
-        Image.fromarray(task.draw(image, labels, palette=palette)).save(
+        blended = task.draw(image, labels, palette=colors)
+        legend_classes = _legend_classes(labels, num_classes)
+        Image.fromarray(kseg.viz.draw_legend(blended, names, colors, classes=legend_classes)).save(
             out / f"{path.stem}_overlay.png", format="PNG"
         )
-    print(f"wrote predictions to {out}")
+        if truths is None:
+            continue
+        if path.stem not in truths:
+            unmatched.append(path.name)
+            continue
+        _write_side_by_side(
+            out / f"{path.stem}_side_by_side.png", image, labels, truths, path, names, colors
+        )
+    print(f"wrote label maps and overlays to {out}")
+    if unmatched:
+        print(
+            f"no mask named like {len(unmatched)} image(s) in {args.ground_truth}, so no "
+            f"side-by-side for: {', '.join(unmatched[:5])}{' ...' if len(unmatched) > 5 else ''}"
+        )
 
 
-def _class_names(text, num_classes):
-    """`--class-names`: comma-separated names of classes 1..K, or a COCO annotation file."""
+def _write_side_by_side(target, image, labels, truths, path, names, colors):
+    truth = _read_mask(truths[path.stem], colors)
+    if truth.shape != labels.shape:
+        raise SystemExit(
+            f"kseg: error: mask {truths[path.stem]} is {truth.shape[1]}x{truth.shape[0]} but "
+            f"image {path} is {labels.shape[1]}x{labels.shape[0]}."
+        )
+    try:
+        truth_colors = kseg.viz.colorize(truth, colors)
+    except ValueError as error:
+        raise SystemExit(f"kseg: error: mask {truths[path.stem]}: {error}") from None
+    present = np.union1d(np.unique(labels), np.unique(truth[truth < len(colors)]))
+    picture = kseg.viz.compose_panels(
+        [[image, kseg.viz.colorize(labels, colors), truth_colors]],
+        names,
+        colors,
+        titles=("image", "prediction", "ground truth"),
+        classes=_legend_classes(present, len(names)),
+    )
+    Image.fromarray(picture).save(target, format="PNG")
+
+
+def _instance_class_names(text, num_classes):
+    """`--class-names` of a MaskRCNN model: names of classes 1..K, or a COCO annotation file."""
     if text is None:
         return None
     if text.endswith(".json"):
         names = list(kseg.data.coco_categories(text).names)
     else:
-        names = [name.strip() for name in text.split(",")]
+        names = arguments.class_names(text)
     if len(names) != num_classes - 1:
         raise SystemExit(
             f"kseg: error: --class-names gives {len(names)} names but the model predicts "
@@ -87,18 +176,47 @@ def _detections_record(path, image, detections, names, min_score):
     }
 
 
+def detection_captions(detections, names=None):
+    """A caption per detection: its class name (or "class K") and score, e.g. "dog 0.93".
+
+    Args:
+        detections: a dict with `classes (N,)` (1..K) and `scores (N,)`.
+        names: names of classes 1..K, or None.
+
+    Returns:
+        A list of N strings.
+
+    Example:
+        >>> detections = {"classes": np.array([2, 1]), "scores": np.array([0.931, 0.5])}
+        >>> kseg.cli.predict.detection_captions(detections, ["cat", "dog"])
+        ['dog 0.93', 'cat 0.50']
+    """
+    return [
+        f"{names[int(label) - 1] if names else f'class {int(label)}'} {float(score):.2f}"
+        for label, score in zip(detections["classes"], detections["scores"])
+    ]
+
+
 def _predict_instances(model, task, args, files):
-    arguments.refuse_semantic_flags(args, arguments.inference_flags_given(args))
-    names = _class_names(args.class_names, model.num_classes)
+    arguments.refuse_semantic_flags(
+        args,
+        [
+            *arguments.inference_flags_given(args),
+            ("--ground-truth", args.ground_truth is not None),
+            ("--palette", args.palette != "voc"),
+        ],
+    )
+    names = _instance_class_names(args.class_names, model.num_classes)
     predict = task.predictor(model, mask_threshold=args.mask_threshold, min_score=args.min_score)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for path in tqdm(files, desc="predicting", unit="image"):
+    for path in tqdm(files, desc="predicting", unit="image", disable=None):
         image = _read_image(path, np.uint8)
         detections = predict(image)
         record = _detections_record(path, image, detections, names, args.min_score)
         (out / f"{path.stem}_instances.json").write_text(json.dumps(record, indent=2))
-        Image.fromarray(task.draw(image, detections)).save(out / f"{path.stem}_instances.png")
+        drawn = task.draw(image, detections, captions=detection_captions(detections, names))
+        Image.fromarray(drawn).save(out / f"{path.stem}_instances.png")
     print(f"wrote instance overlays and detections to {out}")
 
 
@@ -107,12 +225,13 @@ def add_parser(commands):
     predict = commands.add_parser("predict", help=DESCRIPTION, description=DESCRIPTION)
     predict.add_argument("--model", required=True, help="a .keras file")
     predict.add_argument("inputs", nargs="+", help="image files or folders")
-    predict.add_argument("--out", default="predictions")
-    predict.add_argument("--palette", default="voc", choices=("voc", "camvid"))
+    predict.add_argument("--out", default="predictions", help="output folder")
+    arguments.add_class_flags(predict, names_default="the class numbers", instance=True)
     predict.add_argument(
-        "--class-names",
-        help="MaskRCNN: names of classes 1..K, comma-separated, or the COCO "
-        "annotation file the model was trained on",
+        "--ground-truth",
+        metavar="MASKS_DIR",
+        help="folder of label masks named like the images (matched by file stem): also write "
+        "image | prediction | ground truth side-by-sides",
     )
     predict.add_argument(
         "--min-score",

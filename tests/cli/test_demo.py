@@ -10,7 +10,13 @@ def test_demo_writes_scores_overlay_model_and_saved_model(demo_run):
     assert 0.0 <= scores["mean_iou"] <= 1.0
     assert len(scores["iou"]) == 5 and scores["class_names"][1] == "circle"
     overlay = np.asarray(Image.open(out / "overlay.png"))
-    assert overlay.shape == (192, 256, 3)  # rows image, prediction, truth; 4 images of 64 px
+    # A row per image (4 of 64 px): image, prediction, truth, 2 px apart (a column may widen
+    # a little to its title); titles above and a legend below.
+    assert 3 * 64 + 2 * 2 <= overlay.shape[1] < 3 * 64 + 2 * 2 + 20
+    assert overlay.shape[0] > 4 * 64 + 3 * 2
+    below_panels = overlay[-40:]
+    for colour in ((230, 25, 75), (60, 180, 75), (0, 130, 200), (255, 225, 25)):
+        assert (below_panels == colour).all(-1).sum() >= 16, colour  # the legend's swatches
     serving = tf.saved_model.load(str(out / "saved_model")).signatures["serving_default"]
     outputs = serving(images=tf.zeros((1, 40, 56, 3), tf.uint8))
     assert outputs["labels"].shape == (1, 40, 56)

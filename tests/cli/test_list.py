@@ -1,7 +1,9 @@
 """`kseg list`: the registered models by task and the backbones, also as `python -m kseg.cli`."""
 
+import os
 import subprocess
 import sys
+import warnings
 
 import kseg
 from kseg import cli
@@ -17,13 +19,42 @@ def test_list_names_every_registered_model_under_its_task(capsys):
     assert backbones == kseg.backbones.list_backbones()
 
 
-def test_python_dash_m_runs_the_command_line():
+# TensorFlow's start-up lines, as TensorFlow 2.21 on an x86 CPU writes them.
+STARTUP_LINES = ("oneDNN", "cpu_feature_guard", "absl::InitializeLog")
+
+
+def test_python_dash_m_runs_the_command_line_without_tensorflow_start_up_lines():
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     result = subprocess.run(
         [sys.executable, "-m", "kseg.cli", "list"],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
+        env=env,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "mask_rcnn (kseg.models.MaskRCNN;" in result.stdout
+    assert not [
+        line for line in result.stderr.splitlines() if any(s in line for s in STARTUP_LINES)
+    ]
+
+
+def test_input_shape_warning_of_keras_applications_is_shown_only_with_verbose(monkeypatch):
+    def warn_as_keras_applications_does(args):
+        warnings.warn(
+            "`input_shape` is undefined or non-square, or `rows` is not in [96, 128, 160, 192, "
+            "224]. Weights for input shape (224, 224) will be loaded as the default.",
+            stacklevel=2,
+        )
+        warnings.warn("another warning", UserWarning, stacklevel=2)
+
+    monkeypatch.setattr(cli.listing, "run", warn_as_keras_applications_does)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cli.main(["list"])
+    assert [str(w.message) for w in caught] == ["another warning"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cli.main(["list", "--verbose"])
+    assert len(caught) == 2 and "non-square" in str(caught[0].message)
