@@ -20,7 +20,9 @@ def load_split(source, split, *, num_classes=None, resize=None, **options):
         split: the split name, e.g. "train" or "val".
         num_classes: the class count of plain folders; ignored for other sources.
         resize: optional `(height, width)` every pair is resized to.
-        **options: passed to the loader, e.g. `num_samples=`, `image_size=` for "shapes".
+        **options: passed to the loader, e.g. `num_samples=`, `image_size=` for "shapes",
+            `mask_values=` for image/mask folders (`"binary"` for 0/255 masks, see
+            `kseg.data.folder_dataset`).
 
     Returns:
         `(dataset, info)`: the `tf.data.Dataset` of `(image, mask)` pairs and its `DatasetInfo`.
