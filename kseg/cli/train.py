@@ -144,6 +144,7 @@ def _train_semantic(args, task):
     num_classes = args.num_classes or info.num_classes
     if num_classes is None:
         raise SystemExit(f"the number of classes of {args.data!r} is unknown: pass --num-classes")
+    class_names = arguments.dataset_class_names(args, info.class_names, num_classes)
     with strategy.scope():
         # Element-wise sharding: every step sees the same global batch whatever the worker count.
         train = kseg.distribute.shard_by_data(
@@ -189,14 +190,14 @@ def _train_semantic(args, task):
         verbose="auto",
         run_eagerly=args.run_eagerly,
         monitor="val_mean_iou",
-        class_names=info.class_names or [str(label) for label in range(num_classes)],
+        class_names=class_names or [str(label) for label in range(num_classes)],
         palette=info.palette_array() if info.palette else None,
         **_watch_options(args),
     )
     scores = task.evaluate(model, val, num_classes, ignore_label=info.ignore_label)
-    reports.print_scores(scores, info.class_names)
+    reports.print_scores(scores, class_names)
     if kseg.distribute.is_chief(strategy):
-        reports.write_scores(Path(args.run_dir) / "scores.json", scores, info.class_names)
+        reports.write_scores(Path(args.run_dir) / "scores.json", scores, class_names)
 
 
 def _instance_validation(args, categories):
@@ -372,8 +373,10 @@ def add_parser(commands):
         "--val-data",
         help="mask_rcnn on coco: data: the validation split, coco:ANNOTATIONS.json,IMAGE_DIR",
     )
-    train.add_argument("--train-split", default="train")
-    train.add_argument("--val-split", default="val")
+    train.add_argument("--train-split", default="train", help="split to train on")
+    train.add_argument(
+        "--val-split", default="val", help="split to validate on (semantic data, shapes)"
+    )
     train.add_argument(
         "--num-samples",
         type=arguments.positive_int,
@@ -385,7 +388,16 @@ def add_parser(commands):
         default=100,
         help="mask_rcnn: instances kept per training image",
     )
-    train.add_argument("--num-classes", type=int)
+    train.add_argument(
+        "--num-classes",
+        type=int,
+        help="number of classes; None: the dataset's (needed for folders)",
+    )
+    arguments.add_class_flags(
+        train,
+        names_default="the dataset's (CamVid, VOC, shapes) or the class numbers",
+        palette=False,
+    )
     train.add_argument(
         "--mask-values",
         help="image/mask folders: how mask values become labels: 'binary' (0/255 masks: 0 "
@@ -394,28 +406,39 @@ def add_parser(commands):
         "0 and 255 are refused (see docs/own-data.md)",
     )
     arguments.add_model_flags(train)
-    train.add_argument("--epochs", type=int, default=30)
-    train.add_argument("--steps-per-epoch", type=int)
+    train.add_argument("--epochs", type=int, default=30, help="training epochs")
+    train.add_argument(
+        "--steps-per-epoch",
+        type=int,
+        help="steps per epoch; None: one pass over the training split",
+    )
     train.add_argument(
         "--batch-size",
         type=int,
         default=8,
         help="global batch per step, split evenly over the replicas",
     )
-    train.add_argument("--val-batch-size", type=int, default=1)
+    train.add_argument("--val-batch-size", type=int, default=1, help="images per validation batch")
     train.add_argument(
         "--crop-size", type=arguments.size, default=(512, 512), help="SIZE or HEIGHT,WIDTH"
     )
     train.add_argument(
         "--resize", type=arguments.size, help="resize every image first (HEIGHT,WIDTH)"
     )
-    train.add_argument("--optimizer", default="sgd", choices=("sgd", "adam", "adamw"))
-    train.add_argument("--learning-rate", type=float, default=0.01)
-    train.add_argument("--loss", default="ce", choices=kseg.recipes.LOSSES)
+    train.add_argument(
+        "--optimizer", default="sgd", choices=("sgd", "adam", "adamw"), help="optimizer"
+    )
+    train.add_argument(
+        "--learning-rate", type=float, default=0.01, help="initial (peak) learning rate"
+    )
+    train.add_argument(
+        "--loss", default="ce", choices=kseg.recipes.LOSSES, help="semantic models: the loss"
+    )
     train.add_argument(
         "--precision",
         default="auto",
         choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"),
+        help="Keras dtype policy; auto picks mixed precision where the hardware gains from it",
     )
     train.add_argument("--jit", action="store_true", help="compile the train step with XLA")
     train.add_argument(
@@ -427,7 +450,9 @@ def add_parser(commands):
     train.add_argument(
         "--run-dir", default="runs/train", help="checkpoints, logs and model.keras; rerun to resume"
     )
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument(
+        "--seed", type=int, default=0, help="seed of the shuffling and the augmentation"
+    )
     _add_watch_flags(train)
     train.add_argument(
         "--strategy",
