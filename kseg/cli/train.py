@@ -332,6 +332,7 @@ def _add_watch_flags(train):
     train.add_argument(
         "--patience",
         type=_non_negative_int,
+        metavar="N",
         default=0,
         help="stop when the validation metric (mean IoU; mask_rcnn: mask AP with --ap-every, "
         "else the validation loss) has not improved for N epochs; 0: never (default: %(default)s)",
@@ -339,6 +340,7 @@ def _add_watch_flags(train):
     train.add_argument(
         "--ap-every",
         type=_non_negative_int,
+        metavar="N",
         default=1,
         help="mask_rcnn: compute the validation mask and box AP every N epochs and at the last "
         "(NaN in history.csv between); 0: only after training (default: %(default)s)",
@@ -346,6 +348,7 @@ def _add_watch_flags(train):
     train.add_argument(
         "--preview-images",
         type=_non_negative_int,
+        metavar="N",
         default=4,
         help="after every epoch draw image, prediction and ground truth of the first N "
         "validation images into RUN_DIR/previews/epoch_NNN.png and TensorBoard "
@@ -354,6 +357,7 @@ def _add_watch_flags(train):
     train.add_argument(
         "--keep-checkpoints",
         type=_non_negative_int,
+        metavar="N",
         default=1,
         help="keep the newest N epoch checkpoints in RUN_DIR/checkpoints (best.keras is kept "
         "apart); 0: keep every epoch's (default: %(default)s)",
