@@ -85,7 +85,10 @@ class BestModel(keras.callbacks.Callback):
         state = self.state() or {"monitor": self.monitor}
         if self._improved(value, state.get("best")):
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            self.model.save(self.path)
+            # Written aside then renamed, so a kill mid-save leaves the previous best whole.
+            partial = self.run_dir / "best.saving.keras"
+            self.model.save(partial)
+            partial.replace(self.path)
             state.update(best=value, best_epoch=epoch)
         state["last_epoch"] = epoch
         (self.run_dir / STATE_FILE).write_text(json.dumps(state, indent=1))
