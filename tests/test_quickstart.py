@@ -87,6 +87,12 @@ def test_own_data_train_evaluate_predict_export_as_documented(tmp_path, monkeypa
     cli.main(predict[0][1:])
     labels = np.asarray(Image.open(tmp_path / "predictions" / "big_scan_labels.png"))
     assert labels.shape == (70, 90) and labels.max() < 3
+    # The named, compared predictions of the validation folder: one side-by-side per image.
+    named = [c for c in predict if "--ground-truth" in c]
+    assert named, "the quickstart lost its --ground-truth example"
+    cli.main(named[0][1:])
+    written = sorted(p.name for p in (tmp_path / "predictions" / "val").glob("*_side_by_side.png"))
+    assert written == ["val0000_side_by_side.png", "val0001_side_by_side.png"]
 
     cli.main(export[0][1:])
     assert (tmp_path / "exported" / "my_data" / "saved_model.pb").is_file()

@@ -9,12 +9,14 @@ from tqdm.auto import tqdm
 
 import kseg.data
 import kseg.tasks
+import kseg.validation
 import kseg.viz
 from kseg.cli import arguments
 
 DESCRIPTION = """Writes, for every input image, NAME_labels.png (the class of each pixel) and
 NAME_overlay.png (the classes blended over the image, with a legend of class names and colours);
-given --ground-truth, also NAME_side_by_side.png (image | prediction | ground truth).
+given --ground-truth, also NAME_side_by_side.png (image | prediction | ground truth; mask values
+beyond the classes, such as a void or border label, in the ignore colour).
 For a MaskRCNN model: NAME_instances.png (each detection's mask, box, class and score) and
 NAME_instances.json (boxes, classes, scores).
 """
@@ -119,10 +121,10 @@ def _write_side_by_side(target, image, labels, truths, path, names, colors):
             f"kseg: error: mask {truths[path.stem]} is {truth.shape[1]}x{truth.shape[0]} but "
             f"image {path} is {labels.shape[1]}x{labels.shape[0]}."
         )
-    try:
-        truth_colors = kseg.viz.colorize(truth, colors)
-    except ValueError as error:
-        raise SystemExit(f"kseg: error: mask {truths[path.stem]}: {error}") from None
+    # Values beyond the classes (CamVid's void 11, VOC's border 255) are not scored: drawn in
+    # the ignore colour.
+    truth = np.where(truth < len(colors), truth, kseg.validation.IGNORE_LABEL)
+    truth_colors = kseg.viz.colorize(truth, colors)
     present = np.union1d(np.unique(labels), np.unique(truth[truth < len(colors)]))
     picture = kseg.viz.compose_panels(
         [[image, kseg.viz.colorize(labels, colors), truth_colors]],
