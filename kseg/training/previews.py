@@ -22,11 +22,26 @@ TITLES = ("image", "prediction", "ground truth")
 """The column titles of a preview."""
 
 
+MAX_SIDE = 320
+"""Panels are shrunk to at most this many pixels on their longer side, to keep previews small."""
+
+
+def _shrunk(panel, max_side):
+    height, width = panel.shape[:2]
+    scale = max_side / max(height, width) if max_side else 1.0
+    if scale >= 1.0:
+        return panel
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(Image.fromarray(panel).resize(size, Image.Resampling.BOX))
+
+
 def _as_uint8(image):
     return np.clip(np.rint(np.asarray(image, np.float64)), 0, 255).astype(np.uint8)
 
 
-def semantic_renderer(images, masks, *, class_names=None, palette=None, ignore_label=IGNORE_LABEL):
+def semantic_renderer(
+    images, masks, *, class_names=None, palette=None, ignore_label=IGNORE_LABEL, max_side=MAX_SIDE
+):
     """A renderer for `PreviewImages`: image | prediction overlay | ground-truth overlay per row.
 
     The rows are laid out by `kseg.viz.compose_panels` under the column titles `TITLES`, with a
@@ -39,6 +54,8 @@ def semantic_renderer(images, masks, *, class_names=None, palette=None, ignore_l
         class_names: the class names, in label order, for the legend; None: no legend.
         palette: class colours (see `kseg.viz.colorize`); default the VOC palette.
         ignore_label: label drawn in the ignore colour.
+        max_side: the model sees each image whole; its panels are then shrunk to at most this
+            many pixels on the longer side (None: never).
 
     Returns:
         A function `model -> uint8 (height, width, 3)`.
@@ -66,13 +83,12 @@ def semantic_renderer(images, masks, *, class_names=None, palette=None, ignore_l
             logits = model(image[None].astype(np.float32), training=False)
             labels = np.argmax(np.asarray(logits)[0], axis=-1)
             present.update(np.unique(labels).tolist() + np.unique(mask).tolist())
-            rows.append(
-                [
-                    image,
-                    overlay(image, labels, colors, ignore_label=ignore_label),
-                    overlay(image, mask, colors, ignore_label=ignore_label),
-                ]
-            )
+            panels = [
+                image,
+                overlay(image, labels, colors, ignore_label=ignore_label),
+                overlay(image, mask, colors, ignore_label=ignore_label),
+            ]
+            rows.append([_shrunk(panel, max_side) for panel in panels])
         if class_names is None:
             return compose_panels(rows, titles=TITLES)
         shown = sorted(label for label in present if 0 <= label < len(class_names))
@@ -81,7 +97,7 @@ def semantic_renderer(images, masks, *, class_names=None, palette=None, ignore_l
     return render
 
 
-def instance_renderer(examples, *, class_names=None, min_score=0.5):
+def instance_renderer(examples, *, class_names=None, min_score=0.5, max_side=MAX_SIDE):
     """A renderer for `PreviewImages`: image | detections | ground-truth instances per row.
 
     Args:
@@ -90,6 +106,8 @@ def instance_renderer(examples, *, class_names=None, min_score=0.5):
         class_names: the object class names (class 1 first) for the captions; default the
             class numbers.
         min_score: detections scoring below this are not drawn.
+        max_side: panels are shrunk to at most this many pixels on the longer side (None:
+            never).
 
     Returns:
         A function `model -> uint8 (height, width, 3)` (`kseg.viz.compose_panels` under the
@@ -122,7 +140,7 @@ def instance_renderer(examples, *, class_names=None, min_score=0.5):
             captions = [f"{name(int(out['classes'][i]))} {out['scores'][i]:.2f}" for i in keep]
             predicted = draw_instances(image, out["masks"][keep], out["boxes"][keep], captions)
             truth = draw_instances(image, example["masks"], example["boxes"])
-            rows.append([image, predicted, truth])
+            rows.append([_shrunk(panel, max_side) for panel in (image, predicted, truth)])
         return compose_panels(rows, titles=TITLES)
 
     return render

@@ -49,3 +49,16 @@ def test_previews_write_pngs_and_image_summaries_of_the_same_picture(tmp_path):
     summaries = _image_summaries(tmp_path / "logs")
     assert [(step, tag) for step, tag, _ in summaries] == [(0, "previews"), (1, "previews")]
     np.testing.assert_array_equal(summaries[-1][2][0], written)
+
+
+def test_large_images_are_shown_shrunk_to_max_side():
+    image = np.zeros((100, 400, 3), np.uint8)
+    image[:, 200:] = 255  # right half white
+    mask = np.zeros((100, 400), np.int64)
+    mask[:, 200:] = 1
+    render = training.semantic_renderer([image], [mask], max_side=80)
+    picture = render(tiny_model())
+    untitled = training.semantic_renderer([image], [mask], max_side=None)(tiny_model())
+    # Three 80 x 20 panels instead of three 400 x 100 ones, under the same titles.
+    assert picture.shape[1] < untitled.shape[1] / 4 and picture.shape[0] < untitled.shape[0]
+    assert picture.shape[1] >= 3 * 80
