@@ -16,6 +16,7 @@ from pathlib import Path
 import h5py
 import keras
 
+from kseg.backbones.bundled import explain_failed_download
 from kseg.backbones.surgery import convolutionalize
 
 VGG16_BLOCKS = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
@@ -216,7 +217,10 @@ def load_vgg16_classifier(convolutions, fc6, fc7, weights, tap_step=1, channel_s
     Example:
         >>> model = kseg.models.FCN8s(backbone_weights="imagenet")  # doctest: +SKIP
     """
-    classifier = convolutionalize(keras.applications.VGG16(include_top=True, weights=weights))
+    with explain_failed_download():
+        vgg16 = keras.applications.VGG16(include_top=True, weights=weights)
+    classifier = convolutionalize(vgg16)
+    del vgg16
     for layer in classifier.layers:
         if layer.weights and layer.name.startswith("block"):
             convolutions.get_layer(layer.name).set_weights(layer.get_weights())
@@ -241,9 +245,10 @@ def load_vgg16_convolutions(model, weights):
         >>> model = kseg.models.SegNet(21, backbone_weights="imagenet")  # doctest: +SKIP
     """
     weights = weights if weights == "imagenet" else os.fspath(weights)
-    vgg16 = keras.applications.VGG16(
-        include_top=False, weights=weights, input_shape=(None, None, 3)
-    )
+    with explain_failed_download():
+        vgg16 = keras.applications.VGG16(
+            include_top=False, weights=weights, input_shape=(None, None, 3)
+        )
     for layer in vgg16.layers:
         if layer.weights:
             model.get_layer(layer.name).set_weights(layer.get_weights())

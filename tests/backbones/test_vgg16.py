@@ -91,3 +91,34 @@ def test_classifier_transfer_copies_and_decimates_fc1_fc2(tmp_path):
     np.testing.assert_array_equal(np.asarray(fc6.kernel), fc1[::3, ::3, :, ::4])
     fc2 = np.asarray(classifier.get_layer("fc2").kernel)
     np.testing.assert_array_equal(np.asarray(fc7.kernel)[0, 0], fc2[::4, ::4])
+
+
+@pytest.mark.parametrize("include_top", [False, True])
+def test_a_failed_imagenet_download_is_one_line_naming_the_file(tmp_path, monkeypatch, include_top):
+    """FCN, SegNet, DilatedNet and DeepLab v1 fetch VGG16 through here: offline, one clear line."""
+    import urllib.error
+
+    from keras.src.utils import file_utils
+
+    import kseg
+    import kseg.testing
+    from kseg.backbones.vgg16 import load_vgg16_classifier, load_vgg16_convolutions
+
+    kseg.testing.offline_keras_cache(monkeypatch, tmp_path)
+    attempts = []
+
+    def fail(url, *args, **kwargs):
+        attempts.append(url)
+        raise urllib.error.URLError("offline")
+
+    monkeypatch.setattr(file_utils, "urlretrieve", fail)
+    with pytest.raises(kseg.backbones.WeightsDownloadError) as raised:
+        if include_top:
+            load_vgg16_classifier(None, None, None, "imagenet")
+        else:
+            load_vgg16_convolutions(None, "imagenet")
+    file_name = attempts[0].rsplit("/", 1)[1]
+    assert file_name.startswith("vgg16_weights") and ("notop" in file_name) != include_top
+    message = str(raised.value)
+    assert "\n" not in message and file_name in message
+    assert str(tmp_path / "models" / file_name) in message
