@@ -22,6 +22,7 @@ import warnings
 
 import tensorflow as tf
 
+import kseg.backbones
 import kseg.data
 from kseg.cli import arguments, demo, evaluate, export, listing, predict, train
 
@@ -88,7 +89,7 @@ def main(argv=None):
 def _run(args):
     try:
         args.handler(args)
-    except kseg.data.DatasetError as error:
+    except (kseg.data.DatasetError, kseg.backbones.WeightsDownloadError) as error:
         print(f"kseg: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     except tf.errors.InvalidArgumentError as error:

@@ -21,3 +21,33 @@ def test_demo_writes_scores_overlay_model_and_saved_model(demo_run):
     outputs = serving(images=tf.zeros((1, 40, 56, 3), tf.uint8))
     assert outputs["labels"].shape == (1, 40, 56)
     assert (out / "run" / "model.keras").is_file()
+
+
+def test_demo_offline_with_weights_kseg_does_not_ship_is_one_error_line(
+    tmp_path, monkeypatch, capsys
+):
+    import urllib.error
+
+    import pytest
+    from keras.src.utils import file_utils
+
+    import kseg.cli
+    import kseg.testing
+
+    kseg.testing.offline_keras_cache(monkeypatch, tmp_path)
+
+    def fail(url, *args, **kwargs):
+        raise urllib.error.URLError("offline")
+
+    monkeypatch.setattr(file_utils, "urlretrieve", fail)
+    argv = ["demo", "--alpha", "0.5", "--epochs", "1", "--train-samples", "4"]
+    argv += ["--val-samples", "2", "--image-size", "48", "--out", str(tmp_path / "demo")]
+    with pytest.raises(SystemExit) as raised:
+        kseg.cli.main(argv)
+    # The message is printed (exit status 2) or carried by SystemExit, which Python prints.
+    code = raised.value.code
+    printed = capsys.readouterr().err + (code if isinstance(code, str) else "")
+    assert code == 2 or isinstance(code, str)
+    lines = [line for line in printed.splitlines() if line.startswith("kseg:")]
+    assert len(lines) == 1 and "mobilenet_v2_weights" in lines[0] and "0.5" in lines[0]
+    assert str(tmp_path / "models") in lines[0]
