@@ -47,18 +47,23 @@ interrupted run continues where it stopped. The full-mask row runs first, and th
 refused when it does not reach `--min-full-miou` (a recipe that does not learn makes every ratio
 meaningless).
 
+`--camvid` (the CamVid root, for `--dataset camvid`) defaults to the environment variable
+`KSEG_CAMVID`; without flag or variable a CamVid run stops.
+
 Usage:
     nice -n 5 python benchmarks/weak_vs_full.py --dataset shapes --epochs 6 --train-samples 800
     nice -n 5 python benchmarks/weak_vs_full.py --dataset camvid --camvid ../shared/data/camvid \
         --epochs 12
-    python benchmarks/weak_vs_full.py --tiny          # smoke run, a minute, result in /tmp
+    python benchmarks/weak_vs_full.py --tiny   # smoke run, a minute, result in the temp folder
 """
 
 import argparse
-import json
 import os
-import platform
+import tempfile
 import time
+
+import results_io
+from locations import location_argument, require_locations
 
 ROWS = (
     "full",
@@ -496,7 +501,9 @@ def print_table(results, dataset):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=("shapes", "camvid"), default="shapes")
-    parser.add_argument("--camvid", default="../shared/data/camvid")
+    camvid = location_argument(
+        parser, "--camvid", "KSEG_CAMVID", "CamVid root (--dataset camvid)", required=False
+    )
     parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated rows to run")
     parser.add_argument("--epochs", type=int, default=3, help="epochs of every row")
     parser.add_argument(
@@ -559,9 +566,11 @@ def main():
     parser.add_argument(
         "--tiny",
         action="store_true",
-        help="smoke run: 64 px, 48 images, 1 epoch of 2 steps, result in /tmp",
+        help="smoke run: 64 px, 48 images, 1 epoch of 2 steps, result in the temp folder",
     )
     args = parser.parse_args()
+    if args.dataset == "camvid":
+        require_locations(parser, args, camvid)
 
     defaults = DATASET_DEFAULTS[args.dataset]
     if args.tiny:
@@ -570,7 +579,9 @@ def main():
         args.val_samples = args.val_samples or 16
         args.epochs, args.steps, args.rounds = 1, args.steps or 2, min(args.rounds, 2)
         args.min_full_miou = 0.0
-        args.out = args.out or f"/tmp/weak_vs_full_{args.dataset}_tiny.json"
+        args.out = args.out or os.path.join(
+            tempfile.gettempdir(), f"weak_vs_full_{args.dataset}_tiny.json"
+        )
     args.size = tuple(args.size or defaults["size"])
     if args.train_samples is None:
         args.train_samples = defaults["train_samples"]
@@ -578,7 +589,7 @@ def main():
         args.val_samples = defaults["val_samples"]
     if args.min_full_miou is None:
         args.min_full_miou = defaults["min_full_miou"]
-    args.out = args.out or f"benchmarks/results/weak_vs_full_{args.dataset}.json"
+    args.out = args.out or results_io.result_path(f"weak_vs_full_{args.dataset}")
     rows = [row for row in args.rows.split(",") if row]
     unknown = sorted(set(rows) - set(ROWS))
     if unknown:
@@ -587,10 +598,7 @@ def main():
     rows = sorted(rows, key=ROWS.index)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    report = {"results": {}}
-    if os.path.exists(args.out):
-        with open(args.out) as handle:
-            report["results"] = json.load(handle).get("results", {})
+    report = {"results": results_io.read_result(args.out).get("results", {})}
     config = {k: v for k, v in vars(args).items() if k not in ("rows", "out")}
     config.update(
         model="deeplabv3plus",
@@ -606,11 +614,7 @@ def main():
         targets=TARGETS,
     )
     report["config"] = config
-    report["machine"] = {
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "load_average_start": list(os.getloadavg()),
-    }
+    report["machine"] = results_io.machine_facts()
 
     pending = [row for row in rows if row not in report["results"]]
     for row in rows:
@@ -628,10 +632,7 @@ def main():
         print(f"== {row}: {' / '.join(DESCRIPTIONS[row])}", flush=True)
         report["results"][row] = run_row(row, data, args)
         annotate(report["results"])
-        report["machine"]["load_average_end"] = list(os.getloadavg())
-        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-        with open(args.out, "w") as handle:
-            json.dump(report, handle, indent=2)
+        results_io.write_result(args.out, report)
         record = report["results"][row]
         print(
             f"{row}: mIoU {record.get('mean_iou', float('nan')):.4f} "

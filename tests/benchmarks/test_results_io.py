@@ -67,3 +67,12 @@ def test_location_argument_without_flag_or_variable_stops(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         locations.require_locations(parser, args, action)
     assert "$KSEG_TEST_DATA" in capsys.readouterr().err
+
+
+def test_no_benchmark_script_has_a_machine_specific_default_path():
+    for script in BENCHMARKS.rglob("*.py"):
+        for line in script.read_text(encoding="utf-8").splitlines():
+            if "default=" in line:
+                assert not any(p in line for p in ("/work", "../shared", '"/tmp', "/home")), (
+                    f"{script.name}: {line.strip()}"
+                )
