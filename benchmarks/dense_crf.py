@@ -11,7 +11,7 @@ to 512x512 with synthetic 21-class scores (annotation bonus plus smooth and per-
 
 Settings: DeepLab v2's (w1=4, theta_alpha=67, theta_beta=3, w2=3, theta_gamma=1, 10
 iterations, kseg's defaults) and pydensecrf's README settings (10, 80, 13, 3, 3) with 5
-iterations, the configuration of the shared reference timing in /work/shared/refs.
+iterations, the configuration of the reference timing in the team data's `refs/` folder.
 
 The 2048x2048 check runs each side alone in a fresh subprocess (same image resized, DeepLab
 settings) and reports its peak resident set size (`resource.getrusage`).
