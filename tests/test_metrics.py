@@ -1,4 +1,3 @@
-import doctest
 import json
 
 import keras
@@ -6,7 +5,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import kseg.metrics
 from kseg.metrics import (
     ClassIoU,
     MeanIoU,
@@ -340,8 +338,3 @@ def test_compile_fit_evaluate_and_reload(tmp_path):
     restored = keras.saving.load_model(path)
     reloaded = restored.evaluate(images, labels, batch_size=6, verbose=0, return_dict=True)
     np.testing.assert_allclose(reloaded["mean_iou"], results["mean_iou"], rtol=1e-5)
-
-
-def test_docstring_examples_run():
-    result = doctest.testmod(kseg.metrics, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0
