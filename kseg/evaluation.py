@@ -22,7 +22,7 @@ def confusion_matrix(
             `kseg.data.make_pipeline(..., augment=False)`.
         num_classes: number of classes.
         ignore_label: label left out of the counts.
-        progress: show a progress bar.
+        progress: show a progress bar when stderr is a terminal.
         predict_fn: optional function mapping a batch of images to int labels `(B, H, W)`
             in place of the model's argmax, e.g. `kseg.inference.make_predictor(model,
             scales=(0.5, 1.0, 1.5), flip=True, crf=True)`.
@@ -58,7 +58,9 @@ def confusion_matrix(
         return count(predictions, masks)
 
     total = np.zeros(num_classes * num_classes, np.int64)
-    for images, masks in tqdm(dataset, desc="evaluating", unit="batch", disable=not progress):
+    # disable=None: tqdm draws only on a terminal, so a redirected log gets no bar.
+    bar = tqdm(dataset, desc="evaluating", unit="batch", disable=None if progress else True)
+    for images, masks in bar:
         if predict_fn is None:
             total += model_counts(images, masks).numpy()
         else:
@@ -77,7 +79,7 @@ def evaluate_model(
         dataset: batches of `(images, masks)`.
         num_classes: number of classes.
         ignore_label: label left out of every score.
-        progress: show a progress bar.
+        progress: show a progress bar when stderr is a terminal.
         predict_fn: optional images -> labels function (see `confusion_matrix`).
 
     A class absent from both the ground truth and the predictions keeps IoU NaN and is left

@@ -10,6 +10,7 @@ import numpy as np
 import kseg.data
 import kseg.utils
 import kseg.viz
+from kseg.data import shapes
 from kseg.inference.dense_crf import DEEPLAB_CRF_DEFAULTS
 
 
@@ -33,6 +34,19 @@ def positive_int(text):
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer. Received: {text!r}")
+    return value
+
+
+def shapes_image_size(text):
+    """Argparse type: an image side the shapes generator accepts (48 pixels or more)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < shapes.SHAPES_MIN_IMAGE_SIZE:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer of at least {shapes.SHAPES_MIN_IMAGE_SIZE}. Received: {text!r}"
+        )
     return value
 
 

@@ -11,7 +11,7 @@ import kseg.export
 import kseg.tasks
 import kseg.training
 import kseg.viz
-from kseg.cli import reports
+from kseg.cli import arguments, reports
 from kseg.cli.train import train_semantic_model
 
 DESCRIPTION = "Trains DeepLabV3+ on the built-in shapes data and reports validation mIoU."
@@ -100,7 +100,12 @@ def add_parser(commands):
     demo.add_argument("--epochs", type=int, default=6, help="training epochs")
     demo.add_argument("--train-samples", type=int, default=2000, help="shapes images to train on")
     demo.add_argument("--val-samples", type=int, default=200, help="shapes images to validate on")
-    demo.add_argument("--image-size", type=int, default=128, help="side of the square images")
+    demo.add_argument(
+        "--image-size",
+        type=arguments.shapes_image_size,
+        default=128,
+        help=f"side of the square images, at least {kseg.data.shapes.SHAPES_MIN_IMAGE_SIZE}",
+    )
     demo.add_argument("--batch-size", type=int, default=16, help="images per training step")
     demo.add_argument("--backbone", default="mobilenetv2", help="backbone name (see `kseg list`)")
     demo.add_argument("--alpha", type=float, default=0.35, help="width of a MobileNet backbone")

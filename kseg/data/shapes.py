@@ -24,6 +24,8 @@ SHAPES_PALETTE = np.array(
     [[0, 0, 0], [230, 25, 75], [60, 180, 75], [0, 130, 200], [255, 225, 25]], dtype=np.uint8
 )
 CIRCLE, SQUARE, TRIANGLE, STAR = 1, 2, 3, 4
+# Below this side the smallest shapes are a few pixels wide.
+SHAPES_MIN_IMAGE_SIZE = 48
 _BACKGROUNDS = ("noise", "gradient", "stripes", "clouds")
 _STAR_INNER_RATIO = 0.45
 # An object keeps at least this share of its own area visible under later objects.
@@ -66,10 +68,10 @@ def _image_hw(image_size) -> tuple[int, int]:
         height = width = int(image_size)
     else:
         height, width = (int(s) for s in image_size)
-    if min(height, width) < 48:
+    if min(height, width) < SHAPES_MIN_IMAGE_SIZE:
         raise ValueError(
-            f"image_size must be at least 48 pixels so shapes are not tiny. Received: "
-            f"image_size={image_size!r}"
+            f"image_size must be at least {SHAPES_MIN_IMAGE_SIZE} pixels so shapes are not tiny. "
+            f"Received: image_size={image_size!r}"
         )
     return height, width
 

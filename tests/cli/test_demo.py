@@ -51,3 +51,16 @@ def test_demo_offline_with_weights_kseg_does_not_ship_is_one_error_line(
     lines = [line for line in printed.splitlines() if line.startswith("kseg:")]
     assert len(lines) == 1 and "mobilenet_v2_weights" in lines[0] and "0.5" in lines[0]
     assert str(tmp_path / "models") in lines[0]
+
+
+def test_demo_refuses_an_image_size_the_shapes_generator_cannot_draw(capsys):
+    import pytest
+
+    import kseg.cli
+    from kseg.data.shapes import SHAPES_MIN_IMAGE_SIZE
+
+    with pytest.raises(SystemExit) as raised:
+        kseg.cli.main(["demo", "--image-size", str(SHAPES_MIN_IMAGE_SIZE - 1)])
+    assert raised.value.code == 2
+    error = capsys.readouterr().err
+    assert f"at least {SHAPES_MIN_IMAGE_SIZE}" in error and "Traceback" not in error
