@@ -5,7 +5,6 @@ from pathlib import Path
 
 import tensorflow as tf
 
-import kseg.backbones
 import kseg.data
 import kseg.distribute
 import kseg.metrics
@@ -49,7 +48,7 @@ def train_semantic_model(
     strategy = strategy or tf.distribute.get_strategy()
     ignore_label = fit_options.get("ignore_label", 255)
     with strategy.scope():
-        model = _build_or_exit(task.build, model_name, **model_kwargs)
+        model = task.build(model_name, **model_kwargs)
         metrics = [kseg.metrics.MeanIoU(num_classes, ignore_label=ignore_label, name="mean_iou")]
     task.fit(
         model,
@@ -64,15 +63,6 @@ def train_semantic_model(
     )
     kseg.distribute.save_on_chief(model, Path(run_dir) / "model.keras", strategy)
     return model
-
-
-def _build_or_exit(build, *args, **kwargs):
-    """Builds a model, stopping with one line when its ImageNet weights cannot be downloaded."""
-    try:
-        with kseg.backbones.explain_failed_download():
-            return build(*args, **kwargs)
-    except kseg.backbones.WeightsDownloadError as error:
-        raise SystemExit(f"kseg: error: {error}") from None
 
 
 def _semantic_model_arguments(args, num_classes):
@@ -255,7 +245,7 @@ def _train_instances(args, task):
             None if args.backbone_weights.lower() == "none" else args.backbone_weights
         )
     try:
-        model = _build_or_exit(task.build, args.model, num_classes=len(names) + 1, **model_kwargs)
+        model = task.build(args.model, num_classes=len(names) + 1, **model_kwargs)
     except TypeError as error:
         raise SystemExit(f"kseg: error: --model-arg: {error}") from None
     print(

@@ -113,8 +113,11 @@ def test_train_offline_imagenet_failure_is_one_line(binary_folder, tmp_path, mon
             + ["--model-arg", "alpha=0.5", "--run-dir", str(tmp_path / "run")]
         )
     # Binary masks: two classes without --num-classes.
-    assert "(2 classes" in capsys.readouterr().out
-    message = str(stop.value.code)
+    printed = capsys.readouterr()
+    assert "(2 classes" in printed.out
+    # kseg's top-level handler prints the one line and exits with status 2.
+    assert stop.value.code == 2
+    message = printed.err.strip().splitlines()[-1]
     file_name = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_224_no_top.h5"
     assert message.startswith("kseg: error: could not download") and "\n" not in message
     assert str(tmp_path / "keras" / "models" / file_name) in message
