@@ -4,7 +4,8 @@ Badrinarayanan, Kendall & Cipolla (TPAMI 2017) train SegNet-Basic on CamVid's 36
 images with class-balanced cross-entropy: each class is weighted by median frequency balancing
 (Eigen & Fergus 2015), `w_c = median_freq / freq_c`, where `freq_c` is the number of pixels of
 class c divided by the total number of pixels of the images in which c is present. The
-frequencies are measured here on the training masks at the training resolution, void ignored.
+frequencies are measured here on the training masks at the training resolution, void ignored
+(`kseg.data.class_pixel_counts`, `kseg.data.median_frequency_weights`).
 Images and masks are downsampled to 180x240 (bilinear / nearest) to fit a CPU budget. Reports
 mIoU and class-average accuracy over the 11 classes (void ignored) and the run's length, and
 writes them to `<out>/metrics.json`.
@@ -19,7 +20,6 @@ import time
 from pathlib import Path
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 import kseg
@@ -38,21 +38,8 @@ def downsampled(root, split, ignore_label):
 
 def median_frequency_weights(masks_dataset, num_classes, ignore_label):
     """Median-frequency class weights (SegNet's balancing) from a dataset of `(image, mask)`."""
-    pixels = np.zeros(num_classes, np.float64)
-    present_in = np.zeros(num_classes, np.float64)
-    for _, mask in masks_dataset.as_numpy_iterator():
-        labels = mask[mask != ignore_label]
-        counts = np.bincount(labels.ravel(), minlength=num_classes)[:num_classes]
-        pixels += counts
-        # An image counts towards a class's denominator only if the class appears in it.
-        present_in += (counts > 0) * labels.size
-    if np.any(pixels == 0):
-        missing = np.flatnonzero(pixels == 0).tolist()
-        raise ValueError(
-            f"Every class must occur in the training masks. Received: classes {missing} absent"
-        )
-    frequency = pixels / present_in
-    return np.median(frequency) / frequency
+    counts = kseg.data.class_pixel_counts(masks_dataset, num_classes, ignore_label)
+    return kseg.data.median_frequency_weights(counts)
 
 
 def parse_args(argv=None):

@@ -18,6 +18,7 @@ from kseg.data.augment import (
     resize_pair,
 )
 from kseg.data.camvid import CAMVID_CLASS_NAMES, CAMVID_PALETTE, camvid_dataset, camvid_info
+from kseg.data.class_frequencies import class_pixel_counts, median_frequency_weights
 from kseg.data.coco import CocoCategories, coco_categories, coco_instance_dataset
 from kseg.data.folders import folder_dataset, folder_info, match_folder_pairs, paired_files_dataset
 from kseg.data.info import DatasetInfo
@@ -58,6 +59,7 @@ __all__ = [
     "boxes_from_masks",
     "camvid_dataset",
     "camvid_info",
+    "class_pixel_counts",
     "coco_categories",
     "coco_instance_dataset",
     "describe_source",
@@ -69,6 +71,7 @@ __all__ = [
     "load_split",
     "make_pipeline",
     "match_folder_pairs",
+    "median_frequency_weights",
     "pad_instance_batch",
     "pad_to_size",
     "parse_mask_values",

@@ -1,4 +1,4 @@
-"""kseg.recipes: the batches, training and score record the example scripts share."""
+"""kseg.recipes.semantic_fitting (and instance_fitting): the batches, training and score record."""
 
 import json
 import math
@@ -178,3 +178,36 @@ def test_fit_semantic_keeps_the_best_epoch_previews_and_one_checkpoint(tmp_path)
     height, width, _ = np.asarray(Image.open(tmp_path / "previews" / "epoch_002.png")).shape
     assert height > 2 * 64 and width >= 3 * 64
     assert (tmp_path / "history.png").is_file()
+
+
+def test_fit_semantic_warms_up_and_passes_weight_decay_and_momentum(tmp_path):
+    train, val, _ = semantic_batches(_pairs(4), _pairs(2), batch_size=2, crop_size=32, seed=0)
+    model = kseg.testing.build_small_model("fcn8s", num_classes=3)
+    fit_semantic(
+        model,
+        train,
+        None,
+        num_classes=3,
+        epochs=1,
+        steps_per_epoch=1,
+        learning_rate=0.1,
+        run_dir=tmp_path,
+        optimizer="sgd",
+        warmup_steps=4,
+        weight_decay=1e-4,
+        momentum=0.8,
+        run_eagerly=True,
+        verbose=0,
+    )
+    assert model.optimizer.momentum == 0.8 and model.optimizer.weight_decay == 1e-4
+    schedule = model.optimizer._learning_rate
+    # Linear warm-up from 0 to the peak over 4 steps, then poly decay over the rest.
+    assert [round(float(schedule(step)), 6) for step in (0, 2, 4)] == [0.0, 0.05, 0.1]
+
+
+def test_constant_schedule_keeps_the_rate():
+    from kseg.recipes import learning_rate_schedule
+
+    assert learning_rate_schedule(0.1, 100, "constant") == 0.1
+    with pytest.raises(ValueError, match="cosine"):
+        learning_rate_schedule(0.1, 100, "cosine")

@@ -1,29 +1,21 @@
-"""The training recipes kseg's command line and example scripts share, each one call.
+"""Semantic segmentation training in a few calls: batches, loss, fit and a score record.
 
-Semantic segmentation: random-scale crops and flips (`semantic_batches`), Adam under the "poly"
-learning-rate decay of DeepLab (Chen et al., TPAMI 2017), trained by kseg's resumable `fit`
-(`fit_semantic`), and scores as a JSON-ready record (`scores_record`). Instance segmentation:
-Mask R-CNN (He et al., ICCV 2017) under a clipped optimizer and a warmed-up poly decay, with an
-optional wall-clock limit (`fit_instances`). The building blocks stay public in
-`kseg.data`, `kseg.training` and `kseg.evaluation` for runs that need other choices.
+Random-scale crops and flips (`semantic_batches`), a loss by name (`segmentation_loss`), an
+optimizer under the "poly" learning-rate decay of DeepLab (Chen et al., TPAMI 2017) trained by
+kseg's resumable `fit` (`fit_semantic`), and scores as a JSON-ready record (`scores_record`).
+The building blocks stay public in `kseg.data`, `kseg.training` and `kseg.evaluation` for runs
+that need other choices.
 """
 
-import time
-
-import keras
 import tensorflow as tf
 
 from kseg.data.augment import make_pipeline
-from kseg.data.instances import pad_instance_batch
 from kseg.distribute import worker_run_dir
 from kseg.losses import CombinedLoss, DiceLoss, FocalLoss, SegmentationCrossEntropy
 from kseg.training import (
-    InstanceAP,
     PreviewImages,
-    TimeLimit,
     compile_model,
     fit,
-    instance_renderer,
     poly_schedule,
     semantic_renderer,
     set_batchnorm_momentum,
@@ -42,13 +34,16 @@ def semantic_batches(
     scale_range=(0.75, 1.25),
     val_batch_size=None,
     steps_per_epoch=None,
+    flip=True,
+    jitter=True,
 ):
     """Training and validation batches of `(image, mask)` datasets, and the steps of an epoch.
 
     Training batches are augmented by `kseg.data.make_pipeline` (random scale within
     `scale_range`, crop to `crop_size`, flip, photometric jitter) and repeat forever; validation
     batches are not augmented. An epoch is one pass over the training pairs unless
-    `steps_per_epoch` is given.
+    `steps_per_epoch` is given. `flip` and `jitter` switch the mirroring and the photometric
+    jitter.
 
     Args:
         train_source: `tf.data.Dataset` of training `(image, mask)` pairs of known cardinality.
@@ -60,6 +55,8 @@ def semantic_batches(
         scale_range: `(low, high)` random rescaling factors before cropping.
         val_batch_size: validation batch size; default `min(batch_size, 16)`.
         steps_per_epoch: steps of an epoch; default the training pairs // batch_size (at least 1).
+        flip: random left-right mirroring of the training pairs.
+        jitter: random photometric jitter (brightness, contrast, saturation) of training images.
 
     Returns:
         `(train, val, steps_per_epoch)`.
@@ -78,6 +75,8 @@ def semantic_batches(
         batch_size,
         crop_size=crop_size,
         scale_range=scale_range,
+        flip=flip,
+        jitter=jitter,
         ignore_label=ignore_label,
         seed=seed,
         repeat=True,
@@ -96,13 +95,15 @@ LOSSES = ("ce", "focal", "dice", "ce+dice")
 """The loss names `segmentation_loss` (and `fit_semantic`'s `loss=`) accept."""
 
 
-def segmentation_loss(name, num_classes, ignore_label=IGNORE_LABEL):
+def segmentation_loss(name, num_classes, ignore_label=IGNORE_LABEL, class_weights=None):
     """The segmentation loss called `name`, ignoring `ignore_label`.
 
     Args:
         name: "ce" (cross-entropy), "focal", "dice" or "ce+dice" (the two summed).
         num_classes: number of classes (the Dice loss needs it).
         ignore_label: mask value left out of the loss.
+        class_weights: one weight per class for the cross-entropy ("ce", and the cross-entropy
+            term of "ce+dice"), e.g. `kseg.data.median_frequency_weights`; None: equal.
 
     Returns:
         A `keras.losses.Loss`.
@@ -113,7 +114,14 @@ def segmentation_loss(name, num_classes, ignore_label=IGNORE_LABEL):
     """
     if name not in LOSSES:
         raise ValueError(f"Unknown loss. Expected one of {LOSSES}. Received: name={name!r}")
-    cross_entropy = SegmentationCrossEntropy(ignore_label=ignore_label)
+    if class_weights is not None and name not in ("ce", "ce+dice"):
+        raise ValueError(
+            f"Class weights apply to the 'ce' and 'ce+dice' losses. Received: name={name!r}"
+        )
+    cross_entropy = SegmentationCrossEntropy(
+        ignore_label=ignore_label,
+        class_weights=None if class_weights is None else [float(w) for w in class_weights],
+    )
     if name == "ce":
         return cross_entropy
     if name == "focal":
@@ -137,6 +145,10 @@ def fit_semantic(
     loss=None,
     metrics=None,
     batchnorm_momentum=None,
+    warmup_steps=0,
+    weight_decay=None,
+    momentum=0.9,
+    schedule="poly",
     jit_compile="auto",
     strategy=None,
     tensorboard=False,
@@ -154,13 +166,14 @@ def fit_semantic(
     """Compiles a segmentation model under poly decay and trains it into `run_dir`.
 
     The learning rate falls as `learning_rate * (1 - t / T) ** 0.9` over the
-    `epochs * steps_per_epoch` steps (`kseg.training.poly_schedule`); the loss and metric default
-    to those of `kseg.training.compile_model`. Training is `kseg.training.fit`, so running it
-    again on the same `run_dir` resumes. Compiling here also makes Keras pick up changed
-    `trainable` flags, as between fine-tuning phases. The optimizer is created inside
-    `strategy.scope()`; build the model in the same scope. Under a multi-worker strategy only the
-    chief writes into `run_dir` (see `kseg.distribute.worker_run_dir`). The options from `monitor`
-    on watch the run and are passed to `kseg.training.fit`.
+    `epochs * steps_per_epoch` steps (`kseg.training.poly_schedule`), after a linear rise over
+    the first `warmup_steps` when given (`schedule="constant"` keeps it fixed); the loss and
+    metric default to those of `kseg.training.compile_model`. Training is `kseg.training.fit`,
+    so running it again on the same `run_dir` resumes. Compiling here also makes Keras pick up
+    changed `trainable` flags, as between fine-tuning phases. The optimizer is created inside
+    `strategy.scope()`; build the model in the same scope. Under a multi-worker strategy only
+    the chief writes into `run_dir` (see `kseg.distribute.worker_run_dir`). The options from
+    `monitor` on watch the run and are passed to `kseg.training.fit`.
 
     Args:
         model: a segmentation model mapping images to `(B, H, W, num_classes)` logits.
@@ -176,6 +189,10 @@ def fit_semantic(
         loss: a name of `LOSSES`, a `keras.losses.Loss`, or None for cross-entropy.
         metrics: metrics to track, or None for the mean IoU.
         batchnorm_momentum: set every batch normalisation's momentum to this first, or None.
+        warmup_steps: steps of linear warm-up from 0 before the decay; 0 for none.
+        weight_decay: decoupled weight decay of the optimizer, or None.
+        momentum: SGD momentum (other optimizers do not use it).
+        schedule: "poly" (decay to 0 over the run) or "constant".
         jit_compile: True, False or "auto" (see `kseg.training.compile_model`).
         strategy: the `tf.distribute.Strategy`; None uses the current one.
         tensorboard: also write TensorBoard logs.
@@ -219,7 +236,11 @@ def fit_semantic(
             model,
             num_classes=num_classes,
             optimizer=optimizer,
-            learning_rate=poly_schedule(learning_rate, epochs * steps_per_epoch),
+            learning_rate=learning_rate_schedule(
+                learning_rate, epochs * steps_per_epoch, schedule, warmup_steps
+            ),
+            momentum=momentum,
+            weight_decay=weight_decay,
             loss=loss,
             metrics=metrics,
             ignore_label=ignore_label,
@@ -256,6 +277,46 @@ def fit_semantic(
     )
 
 
+SCHEDULES = ("poly", "constant")
+"""The learning-rate schedules `fit_semantic` (and a recipe's `schedule`) accept."""
+
+
+def learning_rate_schedule(learning_rate, total_steps, schedule="poly", warmup_steps=0):
+    """The learning rate of a run of `total_steps`: poly decay (power 0.9) or constant.
+
+    With `warmup_steps`, the rate rises linearly from 0 over those steps, and the poly decay
+    runs over the remaining ones so that it still reaches 0 at `total_steps`.
+
+    Args:
+        learning_rate: the initial (peak) learning rate.
+        total_steps: optimizer steps of the whole run.
+        schedule: "poly" or "constant".
+        warmup_steps: steps of linear warm-up; 0 for none.
+
+    Returns:
+        A float (constant without warm-up) or a `keras.optimizers.schedules.LearningRateSchedule`.
+
+    Example:
+        >>> schedule = kseg.recipes.learning_rate_schedule(0.01, 100, warmup_steps=10)
+        >>> round(float(schedule(5)), 4), round(float(schedule(10)), 4)
+        (0.005, 0.01)
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(
+            f"Unknown schedule. Expected one of {SCHEDULES}. Received: schedule={schedule!r}"
+        )
+    warmup_steps = int(warmup_steps or 0)
+    if schedule == "constant":
+        if not warmup_steps:
+            return learning_rate
+        return poly_schedule(
+            learning_rate, 1, power=1.0, end_learning_rate=learning_rate, warmup_steps=warmup_steps
+        )
+    return poly_schedule(
+        learning_rate, max(1, total_steps - warmup_steps), warmup_steps=warmup_steps
+    )
+
+
 def scores_record(scores, class_names=None):
     """The per-class and mean scores of `kseg.evaluation.evaluate_model` as plain JSON values.
 
@@ -282,146 +343,3 @@ def scores_record(scores, class_names=None):
         "pixel_accuracy": float(scores["pixel_accuracy"]),
         "mean_accuracy": float(scores["mean_accuracy"]),
     }
-
-
-def clipped_optimizer(name, learning_rate):
-    """The optimizer `name` with gradients clipped to a global norm of 10, as Mask R-CNN needs.
-
-    Clipping keeps the first steps of a randomly initialised detection head stable.
-
-    Args:
-        name: "sgd" (momentum 0.9), "adam" or "adamw" (weight decay 1e-4).
-        learning_rate: a float or a `keras.optimizers.schedules.LearningRateSchedule`.
-
-    Returns:
-        A `keras.optimizers.Optimizer`.
-
-    Example:
-        >>> kseg.recipes.clipped_optimizer("sgd", 0.01).global_clipnorm
-        10.0
-    """
-    if name == "sgd":
-        return keras.optimizers.SGD(learning_rate, momentum=0.9, global_clipnorm=10.0)
-    if name == "adam":
-        return keras.optimizers.Adam(learning_rate, global_clipnorm=10.0)
-    if name == "adamw":
-        return keras.optimizers.AdamW(learning_rate, weight_decay=1e-4, global_clipnorm=10.0)
-    raise ValueError(
-        f"Unknown optimizer. Expected 'sgd', 'adam' or 'adamw'. Received: name={name!r}"
-    )
-
-
-def fit_instances(
-    model,
-    batches,
-    *,
-    epochs,
-    steps_per_epoch,
-    learning_rate,
-    run_dir,
-    optimizer="adam",
-    warmup_steps=100,
-    max_train_minutes=None,
-    tensorboard=False,
-    checkpoint_every_epoch=False,
-    verbose=2,
-    run_eagerly=False,
-    val_examples=None,
-    categories=None,
-    class_names=None,
-    val_batch_size=2,
-    ap_every=0,
-    monitor=None,
-    patience=None,
-    keep_checkpoints=None,
-    preview_images=0,
-    flat_warning_epochs=None,
-    history_plot=False,
-):
-    """Compiles a `kseg.models.MaskRCNN` with a clipped optimizer and trains it into `run_dir`.
-
-    He et al. (ICCV 2017) train Mask R-CNN with a linear warm-up; here the learning rate rises
-    over `warmup_steps` and then follows the poly decay to zero at `epochs * steps_per_epoch`
-    (`kseg.training.poly_schedule`). Gradients are clipped to a global norm of 10
-    (`clipped_optimizer`). The model's own losses are used (it is compiled without `loss`).
-    Training is `kseg.training.fit` (resumable); `max_train_minutes` stops it at the first step
-    past that time.
-
-    Args:
-        model: a `kseg.models.MaskRCNN`.
-        batches: repeating batches of `kseg.data.pad_instance_batch`.
-        epochs: epochs to train.
-        steps_per_epoch: training steps per epoch.
-        learning_rate: peak learning rate.
-        run_dir: folder of the checkpoints and logs.
-        optimizer: "adam", "sgd" or "adamw".
-        warmup_steps: steps of linear warm-up; 0 for none.
-        max_train_minutes: wall-clock limit of this call, or None.
-        tensorboard: also write TensorBoard logs.
-        checkpoint_every_epoch: keep a checkpoint of every epoch rather than one at the end.
-        verbose: passed to `model.fit` (2: one line per epoch; "auto": bars on a terminal only).
-        run_eagerly: skip graph compilation (cheaper for a handful of steps).
-        val_examples: unbatched validation example dicts, or None. With them the five losses
-            are computed on them after every epoch (`val_loss`, `val_mask_loss`, ...).
-        categories: the class names or `CocoCategories` of the examples (for AP).
-        class_names: the object class names, class 1 first, for the preview captions.
-        val_batch_size: validation images per batch.
-        ap_every: with `val_examples` and `categories`, add `val_mask_AP` and `val_box_AP`
-            every this many epochs and at the last (`kseg.training.InstanceAP`; NaN between);
-            0: never.
-        monitor: save the best epoch by this log entry as `run_dir/best.keras` (e.g.
-            "val_mask_AP", "val_loss"); None: no best model.
-        patience: with `monitor`, stop after this many epochs without improvement.
-        keep_checkpoints: with `checkpoint_every_epoch`, keep only the newest this many.
-        preview_images: draw the detections on the first this many validation images into
-            `run_dir/previews/` (and TensorBoard with `tensorboard`) after every epoch; 0: none.
-        flat_warning_epochs: with `monitor`, warn once when it stays flat for this many epochs.
-        history_plot: draw the curves into `run_dir/history.png` at the end.
-
-    Returns:
-        The seconds this call spent training.
-
-    Example:
-        >>> import kseg, kseg.recipes
-        >>> examples = kseg.data.shapes_instance_examples("train", num_samples=4, image_size=64)
-        >>> batches = kseg.data.pad_instance_batch(examples.repeat(), 2)
-        >>> model = kseg.models.MaskRCNN(
-        ...     num_classes=kseg.data.shapes_info().num_classes, backbone="tiny", fpn_channels=16
-        ... )
-        >>> seconds = kseg.recipes.fit_instances(  # doctest: +SKIP
-        ...     model, batches, epochs=1, steps_per_epoch=100, learning_rate=3e-4,
-        ...     run_dir="runs/mask_rcnn", max_train_minutes=30)
-    """
-    schedule = poly_schedule(learning_rate, epochs * steps_per_epoch, warmup_steps=warmup_steps)
-    model.compile(optimizer=clipped_optimizer(optimizer, schedule), run_eagerly=run_eagerly)
-    callbacks = [TimeLimit(max_train_minutes)] if max_train_minutes else []
-    val, epoch_metrics = None, []
-    if val_examples is not None:
-        val = pad_instance_batch(val_examples, val_batch_size)
-        if ap_every and categories is not None:
-            epoch_metrics.append(
-                InstanceAP(val_examples, categories, every=ap_every, batch_size=val_batch_size)
-            )
-        if preview_images:
-            render = instance_renderer(val_examples.take(preview_images), class_names=class_names)
-            callbacks.append(PreviewImages(run_dir, render, tensorboard=tensorboard))
-    start = time.time()
-    fit(
-        model,
-        batches,
-        val,
-        epochs=epochs,
-        steps_per_epoch=steps_per_epoch,
-        run_dir=str(run_dir),
-        callbacks=callbacks,
-        tensorboard=tensorboard,
-        checkpoint_every_epoch=checkpoint_every_epoch,
-        verbose=verbose,
-        epoch_metrics=epoch_metrics,
-        monitor=monitor,
-        patience=patience,
-        keep_checkpoints=keep_checkpoints,
-        flat_warning_epochs=flat_warning_epochs,
-        history_plot=history_plot,
-    )
-    return time.time() - start

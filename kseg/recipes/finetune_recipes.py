@@ -1,0 +1,293 @@
+"""Each registered model's `finetune` recipe: a short run from ImageNet weights on 2 CPU cores.
+
+The one ImageNet backbone kseg can load offline is the MobileNetV2 (width 0.35) file it ships
+(`kseg.backbones.bundled_weights_path`), so models that take any backbone fine-tune from it;
+models tied to their own encoder (FCN-AlexNet, SegNet, SegNet-Basic, U-Net) start from random
+weights (`backbone_weights` None) and say so. Each entry is one block, to be retuned in place;
+`source` says where its values were measured.
+"""
+
+from kseg.recipes.recipe import Recipe
+
+# The shared CamVid benchmark recipe (benchmarks/camvid_recipe.py, camvid_context_family.py):
+# MobileNetV2-0.35 from the bundled ImageNet file, CamVid at 192x256, Adam 1e-3 under poly decay,
+# batch-norm momentum 0.9, batch 8, 6 epochs of one pass.
+_MOBILENET = {"backbone": "mobilenetv2", "alpha": 0.35, "backbone_weights": "imagenet"}
+_CONTEXT_FAMILY = (
+    "measured on CamVid train -> val at 192x256 by benchmarks/camvid_context_family.py "
+    "(2 CPU cores): val mIoU {miou} after 6 epochs ({minutes} min)"
+)
+
+FINETUNE_RECIPES = (
+    Recipe(
+        model="deeplabv3plus",
+        purpose="finetune",
+        model_args={"backbone": "mobilenetv2", "alpha": 0.35, "backbone_weights": "imagenet"},
+        optimizer="adam",
+        learning_rate=1e-3,
+        schedule="poly",
+        warmup_steps=0,
+        weight_decay=None,
+        batchnorm_momentum=0.9,
+        batch_size=8,
+        crop_size=(192, 256),
+        resize=(192, 256),
+        scale_range=(0.75, 1.5),
+        flip=True,
+        jitter=False,
+        epochs=13,
+        steps_per_epoch=None,
+        loss="ce",
+        class_weighting="none",
+        source="measured on CamVid train -> val at 192x256 (2 CPU cores): the CamVid benchmark "
+        "recipe (benchmarks/camvid_recipe.py; val mIoU 0.489 after 6 epochs in 11 min, "
+        "camvid_context_family.py) run for 13 epochs",
+    ),
+    Recipe(
+        model="deeplabv3",
+        purpose="finetune",
+        model_args=dict(_MOBILENET),
+        optimizer="adam",
+        learning_rate=1e-3,
+        batchnorm_momentum=0.9,
+        batch_size=8,
+        crop_size=(192, 256),
+        resize=(192, 256),
+        scale_range=(0.75, 1.5),
+        flip=True,
+        jitter=False,
+        epochs=6,
+        source=_CONTEXT_FAMILY.format(miou="0.423", minutes=38),
+    ),
+    Recipe(
+        model="deeplabv2",
+        purpose="finetune",
+        model_args={**_MOBILENET, "input_scales": (1.0, 0.75, 0.5)},
+        optimizer="adam",
+        learning_rate=1e-3,
+        batchnorm_momentum=0.9,
+        batch_size=8,
+        crop_size=(192, 256),
+        resize=(192, 256),
+        scale_range=(0.75, 1.5),
+        flip=True,
+        jitter=False,
+        epochs=6,
+        source=_CONTEXT_FAMILY.format(miou="0.393", minutes=26),
+    ),
+    Recipe(
+        model="deeplabv1",
+        purpose="finetune",
+        model_args=dict(_MOBILENET),
+        optimizer="adam",
+        learning_rate=1e-3,
+        batchnorm_momentum=0.9,
+        batch_size=8,
+        crop_size=(192, 256),
+        resize=(192, 256),
+        scale_range=(0.75, 1.5),
+        flip=True,
+        jitter=False,
+        epochs=6,
+        source=_CONTEXT_FAMILY.format(miou="0.383", minutes=44),
+    ),
+    Recipe(
+        model="pspnet",
+        purpose="finetune",
+        model_args={**_MOBILENET, "auxiliary_loss_weight": 0.4},
+        optimizer="adam",
+        learning_rate=1e-3,
+        batchnorm_momentum=0.9,
+        batch_size=8,
+        crop_size=(192, 256),
+        resize=(192, 256),
+        scale_range=(0.75, 1.5),
+        flip=True,
+        jitter=False,
+        epochs=6,
+        source=_CONTEXT_FAMILY.format(miou="0.424", minutes=25),
+    ),
+    Recipe(
+        model="refinenet",
+        purpose="finetune",
+        model_args=dict(_MOBILENET),
+        optimizer="adam",
+        learning_rate=1e-3,
+        # Adam's first step over RefineNet's BN-free decoder blew the loss up (issue 4): a
+        # one-epoch (45-step) warm-up keeps it stable.
+        warmup_steps=45,
+        batchnorm_momentum=0.9,
+        batch_size=8,
+        crop_size=(192, 256),
+        resize=(192, 256),
+        scale_range=(0.75, 1.5),
+        flip=True,
+        jitter=False,
+        epochs=6,
+        source=_CONTEXT_FAMILY.format(miou="0.439", minutes=66),
+    ),
+    Recipe(
+        model="dilatednet",
+        purpose="finetune",
+        # The paper's 4096-channel head does not fit a CPU run; 512 channels as measured.
+        model_args={**_MOBILENET, "num_filters": 512},
+        optimizer="adam",
+        learning_rate=1e-3,
+        batchnorm_momentum=0.9,
+        batch_size=8,
+        crop_size=(192, 256),
+        resize=(192, 256),
+        scale_range=(0.75, 1.5),
+        flip=True,
+        jitter=False,
+        epochs=6,
+        source=_CONTEXT_FAMILY.format(miou="0.314", minutes=57),
+    ),
+    Recipe(
+        model="fcn8s",
+        purpose="finetune",
+        # fc6/fc7 at 512 channels: the paper's 4096 over MobileNetV2 make 274M parameters.
+        model_args={**_MOBILENET, "num_filters": 512},
+        optimizer="adam",
+        learning_rate=1e-3,
+        batchnorm_momentum=0.9,
+        batch_size=8,
+        crop_size=(192, 256),
+        resize=(192, 256),
+        scale_range=(0.75, 1.5),
+        flip=True,
+        jitter=False,
+        epochs=6,
+        source="the CamVid benchmark recipe of the DeepLab family (benchmarks/camvid_recipe.py) "
+        "applied to FCN-8s on the same backbone; not measured for FCN",
+    ),
+    Recipe(
+        model="fcn16s",
+        purpose="finetune",
+        # fc6/fc7 at 512 channels: the paper's 4096 over MobileNetV2 make 274M parameters.
+        model_args={**_MOBILENET, "num_filters": 512},
+        optimizer="adam",
+        learning_rate=1e-3,
+        batchnorm_momentum=0.9,
+        batch_size=8,
+        crop_size=(192, 256),
+        resize=(192, 256),
+        scale_range=(0.75, 1.5),
+        flip=True,
+        jitter=False,
+        epochs=6,
+        source="the CamVid benchmark recipe of the DeepLab family (benchmarks/camvid_recipe.py) "
+        "applied to FCN-16s on the same backbone; not measured for FCN",
+    ),
+    Recipe(
+        model="fcn32s",
+        purpose="finetune",
+        # fc6/fc7 at 512 channels: the paper's 4096 over MobileNetV2 make 274M parameters.
+        model_args={**_MOBILENET, "num_filters": 512},
+        optimizer="adam",
+        learning_rate=1e-3,
+        batchnorm_momentum=0.9,
+        batch_size=8,
+        crop_size=(192, 256),
+        resize=(192, 256),
+        scale_range=(0.75, 1.5),
+        flip=True,
+        jitter=False,
+        epochs=6,
+        source="the CamVid benchmark recipe of the DeepLab family (benchmarks/camvid_recipe.py) "
+        "applied to FCN-32s on the same backbone; not measured for FCN",
+    ),
+    Recipe(
+        model="fcn_alexnet",
+        purpose="finetune",
+        # FCN-AlexNet builds its own AlexNet encoder; kseg has no AlexNet ImageNet file offline.
+        model_args={},
+        optimizer="adam",
+        learning_rate=1e-3,
+        batch_size=8,
+        crop_size=(192, 256),
+        resize=(192, 256),
+        scale_range=(0.75, 1.5),
+        flip=True,
+        jitter=False,
+        epochs=6,
+        source="the CamVid benchmark recipe (benchmarks/camvid_recipe.py) from random weights: "
+        "no ImageNet AlexNet kseg can load offline; not measured",
+    ),
+    Recipe(
+        model="segnet_basic",
+        purpose="finetune",
+        # SegNet-Basic has no pretrained encoder: trained from scratch, as in the paper.
+        model_args={},
+        optimizer="adam",
+        learning_rate=1e-3,
+        schedule="constant",
+        batch_size=4,
+        crop_size=(180, 240),
+        resize=(180, 240),
+        scale_range=None,
+        flip=True,
+        jitter=False,
+        epochs=40,
+        class_weighting="median_frequency",
+        source="measured on CamVid train -> val at 180x240 by examples/segnet_basic_camvid.py "
+        "(2 CPU cores): val mIoU 0.481 (benchmarks/results/segnet_basic_camvid.json)",
+    ),
+    Recipe(
+        model="segnet",
+        purpose="finetune",
+        # No ImageNet VGG16-BN file kseg can load offline: random weights.
+        model_args={"backbone_weights": None},
+        optimizer="adam",
+        learning_rate=1e-3,
+        schedule="constant",
+        batch_size=4,
+        crop_size=(180, 240),
+        resize=(180, 240),
+        scale_range=None,
+        flip=True,
+        jitter=False,
+        epochs=40,
+        class_weighting="median_frequency",
+        source="the SegNet-Basic CamVid recipe (examples/segnet_basic_camvid.py) applied to "
+        "SegNet from random weights: no ImageNet VGG16-BN kseg can load offline; not measured",
+    ),
+    Recipe(
+        model="unet",
+        purpose="finetune",
+        # The plain U-Net has no pretrained encoder; padded so outputs match the input size.
+        model_args={"padding": "same"},
+        optimizer="adam",
+        learning_rate=1e-4,
+        batch_size=1,
+        crop_size=(252, 252),
+        scale_range=(0.8, 1.25),
+        flip=True,
+        jitter=False,
+        epochs=20,
+        steps_per_epoch=50,
+        source="examples/unet_isbi.py's settings on the ISBI 2012 slices (Adam 1e-4, one "
+        "252-pixel tile per step, 20 epochs of 50 steps), padded; random weights: the plain "
+        "U-Net has no ImageNet encoder",
+    ),
+    Recipe(
+        model="mask_rcnn",
+        purpose="finetune",
+        # kseg train --model mask_rcnn's settings before recipes, kept as they were.
+        model_args={},
+        optimizer="sgd",
+        learning_rate=0.01,
+        warmup_steps=0,
+        batch_size=8,
+        crop_size=None,
+        scale_range=None,
+        flip=False,
+        jitter=False,
+        epochs=30,
+        source="kseg train --model mask_rcnn's defaults (ResNet-50 as built); the measured "
+        "shapes run is examples/mask_rcnn_shapes.py (MobileNetV2-0.35 from ImageNet, Adam "
+        "3e-4, batch 4, 40 epochs of 100 steps: mask AP 0.87, "
+        "benchmarks/results/mask_rcnn_shapes.json)",
+    ),
+)
+"""The `finetune` recipe of every registered model."""
