@@ -50,14 +50,41 @@ def shapes_image_size(text):
     return value
 
 
+NATIVE_SIZE = "none"
+"""The `--resize` value that keeps images at their own size, whatever the recipe says."""
+
+
 def size(text):
     """Argparse type: `SIZE` or `HEIGHT,WIDTH` (also `HEIGHTxWIDTH`) as a `(height, width)`."""
-    parts = [int(p) for p in text.replace("x", ",").split(",")]
+    try:
+        parts = [int(p) for p in text.replace("x", ",").split(",")]
+    except ValueError:
+        parts = []
     if len(parts) == 1:
         parts *= 2
     if len(parts) != 2 or min(parts) < 1:
         raise argparse.ArgumentTypeError(f"expected SIZE or HEIGHT,WIDTH. Received: {text!r}")
     return tuple(parts)
+
+
+def resize(text):
+    """Argparse type of `--resize`: `size`, or "none" (`NATIVE_SIZE`) for the native size."""
+    return NATIVE_SIZE if text.strip().lower() == NATIVE_SIZE else size(text)
+
+
+def scale_range(text):
+    """Argparse type: `LOW,HIGH` random rescaling factors (0 < LOW <= HIGH), or "none"."""
+    if text.strip().lower() == "none":
+        return NATIVE_SIZE
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        low = high = 0.0
+    if not 0 < low <= high:
+        raise argparse.ArgumentTypeError(
+            f"expected LOW,HIGH with 0 < LOW <= HIGH, or none. Received: {text!r}"
+        )
+    return (low, high)
 
 
 def scales(text):
@@ -164,9 +191,9 @@ def add_class_flags(parser, *, names_default, instance=False, palette=True):
     if palette:
         parser.add_argument(
             "--palette",
-            default="voc",
             metavar="voc|camvid|FILE",
-            help="class colours: the VOC or CamVid palette, or a file of one r,g,b line per class",
+            help="class colours: the VOC or CamVid palette, or a file of one r,g,b line per "
+            "class; None: the model's recipe.json palette, else voc",
         )
 
 
@@ -202,25 +229,33 @@ def refuse_semantic_flags(args, flags):
         )
 
 
+DEFAULT_MODEL = "deeplabv3plus"
+"""The model `kseg train` trains without `--model` (and without a recipe file naming one)."""
+
+FROM_RECIPE = "None: the recipe's"
+
+
 def add_model_flags(parser):
     """Adds `--model`, `--backbone`, `--backbone-weights`, `--output-stride`, `--model-arg`."""
     parser.add_argument(
         "--model",
-        default="deeplabv3plus",
-        help="registered model name (see `kseg list`), or mask_rcnn",
+        help=f"registered model name (see `kseg list`), or mask_rcnn; None: the --recipe file's "
+        f"model, else {DEFAULT_MODEL}",
     )
     parser.add_argument(
-        "--backbone", help="backbone name (see `kseg list`); None uses the model's own"
+        "--backbone",
+        help=f"backbone name (see `kseg list`); {FROM_RECIPE} (another backbone than the "
+        "recipe's drops the recipe's alpha and backbone weights)",
     )
     parser.add_argument(
         "--backbone-weights",
-        help="None (random), 'imagenet' or a weights file; None uses the model's default",
+        help=f"none (random), 'imagenet' or a weights file; {FROM_RECIPE}",
     )
     parser.add_argument(
         "--output-stride",
         type=int,
         choices=(8, 16, 32),
-        help="backbone output stride (atrous models); None uses the model's default",
+        help=f"backbone output stride (atrous models); {FROM_RECIPE}, else the model's default",
     )
     parser.add_argument(
         "--model-arg",
@@ -228,8 +263,175 @@ def add_model_flags(parser):
         metavar="NAME=VALUE",
         help="any other builder argument, repeatable: a Python literal or a bare word, e.g. "
         "num_filters=64, alpha=0.35 (reaches the backbone, Mask R-CNN's too), "
-        "rpn_test_nms=2000,1000 (a tuple)",
+        "rpn_test_nms=2000,1000 (a tuple); added to the recipe's",
     )
+
+
+def add_recipe_flags(parser, losses):
+    """Adds `--recipe` and the flags that override its fields (all None: the recipe's value).
+
+    Args:
+        parser: the `kseg train` parser.
+        losses: the loss names `--loss` accepts.
+    """
+    parser.add_argument(
+        "--recipe",
+        default="finetune",
+        metavar="finetune|paper|FILE",
+        help="the training recipe (`kseg list --recipes`): the model's finetune recipe (a short "
+        "run from ImageNet weights on a CPU), its paper's, or a recipe.json; the flags below "
+        "override its fields",
+    )
+    parser.add_argument("--epochs", type=positive_int, help=f"training epochs; {FROM_RECIPE}")
+    parser.add_argument(
+        "--steps-per-epoch",
+        type=positive_int,
+        help=f"steps per epoch; {FROM_RECIPE} (the recipe's None: one pass over the split)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        help=f"global batch per step, split evenly over the replicas; {FROM_RECIPE}",
+    )
+    parser.add_argument(
+        "--crop-size", type=size, help=f"training crop, SIZE or HEIGHT,WIDTH; {FROM_RECIPE}"
+    )
+    parser.add_argument(
+        "--resize",
+        type=resize,
+        help="resize every image first, in training and (from recipe.json) at evaluation and "
+        f"prediction: HEIGHT,WIDTH, or none for the native size; {FROM_RECIPE}",
+    )
+    parser.add_argument(
+        "--scale-range",
+        type=scale_range,
+        metavar="LOW,HIGH",
+        help=f"random rescaling of training images before the crop, or none; {FROM_RECIPE}",
+    )
+    parser.add_argument(
+        "--optimizer", choices=("sgd", "adam", "adamw"), help=f"optimizer; {FROM_RECIPE}"
+    )
+    parser.add_argument(
+        "--learning-rate", type=float, help=f"initial (peak) learning rate; {FROM_RECIPE}"
+    )
+    parser.add_argument(
+        "--warmup-steps",
+        type=int,
+        help=f"steps of linear learning-rate warm-up before the decay; {FROM_RECIPE}",
+    )
+    parser.add_argument("--weight-decay", type=float, help=f"decoupled weight decay; {FROM_RECIPE}")
+    parser.add_argument(
+        "--batchnorm-momentum",
+        type=float,
+        help=f"momentum set on every batch normalisation (semantic models); {FROM_RECIPE}",
+    )
+    parser.add_argument("--loss", choices=losses, help=f"semantic models: the loss; {FROM_RECIPE}")
+    parser.add_argument(
+        "--class-weighting",
+        choices=("none", "median_frequency"),
+        help="semantic models: weight the cross-entropy by median class frequency (Eigen & "
+        f"Fergus 2015, counted on the training masks) or not; {FROM_RECIPE}",
+    )
+
+
+_RECIPE_FLAGS = (
+    "epochs",
+    "steps_per_epoch",
+    "batch_size",
+    "crop_size",
+    "resize",
+    "scale_range",
+    "optimizer",
+    "learning_rate",
+    "warmup_steps",
+    "weight_decay",
+    "batchnorm_momentum",
+    "loss",
+    "class_weighting",
+)
+
+
+def recipe_overrides(args):
+    """The recipe fields the user's flags set, for `kseg.recipes.resolve`.
+
+    Flags left at None are not fields to change; `--resize none` and `--scale-range none` set
+    the field to None. `--backbone`, `--backbone-weights`, `--output-stride` and `--model-arg`
+    become `model_args` entries.
+    """
+    overrides = {}
+    for name in _RECIPE_FLAGS:
+        value = getattr(args, name)
+        if value is not None:
+            overrides[name] = None if value == NATIVE_SIZE else value
+    builder = {}
+    if args.backbone:
+        builder["backbone"] = args.backbone
+    if args.backbone_weights:
+        weights = args.backbone_weights
+        builder["backbone_weights"] = None if weights.lower() == "none" else weights
+    if args.output_stride:
+        builder["output_stride"] = args.output_stride
+    builder.update(model_args(args))
+    if builder:
+        overrides["model_args"] = builder
+    return overrides
+
+
+def saved_recipe(model_path):
+    """The recipe saved beside a model file (`kseg.recipes.load`), or None; exits on a bad one."""
+    import kseg.recipes
+
+    try:
+        return kseg.recipes.load(model_path)
+    except ValueError as error:
+        raise SystemExit(f"kseg: error: {error}") from None
+
+
+def trained_resize(args, recipe):
+    """The resize to run a model at: `--resize`, else its recipe's; says so when they differ.
+
+    Returns:
+        `(height, width)` or None (native size).
+    """
+    trained = None if recipe is None else recipe.resize
+    if args.resize is None:
+        return trained
+    chosen = None if args.resize == NATIVE_SIZE else args.resize
+    if recipe is not None and chosen != trained:
+        print(
+            f"the model was trained with resize {_size_text(trained)}; {_size_text(chosen)} is used"
+        )
+    return chosen
+
+
+def _size_text(value):
+    return "none (native size)" if value is None else f"{value[0]},{value[1]}"
+
+
+def trained_class_names(args, recipe):
+    """`--class-names` if given, else the recipe's (or None); says so when they differ."""
+    names = class_names(args.class_names)
+    trained = None if recipe is None or recipe.class_names is None else list(recipe.class_names)
+    if names is None:
+        return trained
+    if trained is not None and names != trained:
+        print(
+            f"the model was trained with class names {', '.join(trained)}; "
+            f"{', '.join(names)} are used"
+        )
+    return names
+
+
+def trained_palette(args, recipe, num_classes):
+    """`--palette` if given, else the recipe's, else VOC's, as `(num_classes, 3)` uint8."""
+    trained = None if recipe is None or recipe.palette is None else recipe.palette
+    if args.palette is None:
+        if trained is not None and len(trained) >= num_classes:
+            return np.asarray(trained[:num_classes], dtype=np.uint8)
+        return palette("voc", num_classes)
+    if trained is not None:
+        print(f"the model was trained with its dataset's palette; --palette {args.palette} is used")
+    return palette(args.palette, num_classes)
 
 
 def add_inference_flags(parser):

@@ -7,6 +7,11 @@ from kseg.cli.instance_data import category_names, coco_source, instance_example
 
 DESCRIPTION = """Scores a saved model on a dataset split: per-class IoU, mIoU, accuracies (semantic
 models) or COCO mask and box AP, AP50, AP75 (MaskRCNN models).
+
+A semantic model trained by `kseg train` is run the way it was trained: with recipe.json beside
+the model file, images and masks are resized to the recipe's resize (masks by nearest neighbour)
+and scored at that size, and the recipe's class names label the report. --resize and
+--class-names override them, with a message saying so.
 """
 
 
@@ -22,10 +27,17 @@ def run(args):
             f"are evaluated on; {args.model} is a semantic segmentation model (evaluate it on "
             "label-map data: 'shapes', a VOC or CamVid root, IMAGES,MASKS folders...)."
         )
+    recipe = arguments.saved_recipe(args.model)
+    resize = arguments.trained_resize(args, recipe)
+    if resize is not None:
+        print(
+            f"scoring at {resize[0]}x{resize[1]}: images and masks resized first "
+            "(masks by nearest neighbour)"
+        )
     source, info = kseg.data.load_split(
         args.data,
         args.split,
-        resize=args.resize,
+        resize=resize,
         num_classes=args.num_classes,
         mask_values=args.mask_values,
     )
@@ -42,7 +54,13 @@ def run(args):
         ignore_label=info.ignore_label,
         **arguments.inference_options(args),
     )
-    class_names = arguments.dataset_class_names(args, info.class_names, num_classes)
+    class_names = arguments.trained_class_names(args, recipe)
+    if class_names is not None and len(class_names) != num_classes:
+        raise SystemExit(
+            f"kseg: error: {len(class_names)} class names for {num_classes} classes: "
+            f"{', '.join(class_names)}"
+        )
+    class_names = class_names or info.class_names
     reports.print_scores(scores, class_names)
     if args.output:
         reports.write_scores(args.output, scores, class_names)
@@ -101,11 +119,17 @@ def add_parser(commands):
         "--num-classes", type=int, help="number of classes; None: the dataset's or the model's"
     )
     arguments.add_class_flags(
-        evaluate, names_default="the dataset's (CamVid, VOC, shapes) or the numbers", palette=False
+        evaluate,
+        names_default="the model's recipe.json names, else the dataset's (CamVid, VOC, shapes) "
+        "or the numbers",
+        palette=False,
     )
     evaluate.add_argument("--batch-size", type=int, default=1, help="images per batch")
     evaluate.add_argument(
-        "--resize", type=arguments.size, help="resize every image first (HEIGHT,WIDTH)"
+        "--resize",
+        type=arguments.resize,
+        help="resize every image and mask first and score at that size: HEIGHT,WIDTH, or none "
+        "for the native size; None: the model's recipe.json resize, else native",
     )
     evaluate.add_argument("--output", help="write the scores as JSON; None writes no file")
     arguments.add_inference_flags(evaluate)

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import tensorflow as tf
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
@@ -19,6 +20,11 @@ given --ground-truth, also NAME_side_by_side.png (image | prediction | ground tr
 beyond the classes, such as a void or border label, in the ignore colour).
 For a MaskRCNN model: NAME_instances.png (each detection's mask, box, class and score) and
 NAME_instances.json (boxes, classes, scores).
+
+A semantic model trained by `kseg train` is run the way it was trained: with recipe.json beside
+the model file, each image is resized to the recipe's resize, predicted, and the label map
+resized back to the image's own size (nearest neighbour); the recipe's class names and palette
+draw the legend. --resize, --class-names and --palette override them, with a message.
 """
 
 MAX_LEGEND_CLASSES = 32
@@ -32,16 +38,45 @@ def _read_image(path, dtype):
         raise SystemExit(f"cannot read image {path}: {error}") from None
 
 
-def _semantic_class_names(args, num_classes):
-    names = arguments.class_names(args.class_names)
+def _semantic_class_names(args, recipe, num_classes):
+    names = arguments.trained_class_names(args, recipe)
     if names is None:
         return [str(label) for label in range(num_classes)]
     if len(names) != num_classes:
         raise SystemExit(
-            f"kseg: error: --class-names gives {len(names)} names but the model predicts "
-            f"{num_classes} classes. Received: {args.class_names!r}"
+            f"kseg: error: {len(names)} class names ({', '.join(names)}) but the model "
+            f"predicts {num_classes} classes."
         )
     return names
+
+
+def at_size(predict, size):
+    """`predict` run on images resized to `size`, its labels resized back (nearest neighbour).
+
+    Args:
+        predict: a function of one float image `(H, W, 3)` to uint8 labels `(h, w)`.
+        size: `(height, width)`, or None to run images as they are.
+
+    Returns:
+        A function of one image to labels of the image's own size.
+
+    Example:
+        >>> halves = lambda image: (image[..., 0] > 100).astype(np.uint8)
+        >>> image = np.zeros((4, 6, 3), np.float32)
+        >>> image[:, 3:] = 255
+        >>> kseg.cli.predict.at_size(halves, (2, 2))(image).tolist()[0]
+        [0, 0, 0, 1, 1, 1]
+    """
+    if size is None:
+        return predict
+
+    def resized_predict(image):
+        height, width = image.shape[:2]
+        small = tf.image.resize(image, size, method="bilinear").numpy()
+        labels = predict(small)
+        return np.asarray(Image.fromarray(labels).resize((width, height), Image.NEAREST))
+
+    return resized_predict
 
 
 def _ground_truth_files(folder):
@@ -80,10 +115,16 @@ def run(args):
     if task is kseg.tasks.INSTANCE:
         return _predict_instances(model, task, args, arguments.image_files(args.inputs))
     num_classes = int(model.output.shape[-1])
-    names = _semantic_class_names(args, num_classes)
-    colors = arguments.palette(args.palette, num_classes)
+    recipe = arguments.saved_recipe(args.model)
+    names = _semantic_class_names(args, recipe, num_classes)
+    colors = arguments.trained_palette(args, recipe, num_classes)
     truths = _ground_truth_files(args.ground_truth)
-    predict = task.predictor(model, **arguments.inference_options(args))
+    resize = arguments.trained_resize(args, recipe)
+    predict = at_size(task.predictor(model, **arguments.inference_options(args)), resize)
+    if resize is not None:
+        print(
+            f"predicting at {resize[0]}x{resize[1]}; label maps resized back to each image's size"
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     unmatched = []
@@ -205,10 +246,15 @@ def _predict_instances(model, task, args, files):
         [
             *arguments.inference_flags_given(args),
             ("--ground-truth", args.ground_truth is not None),
-            ("--palette", args.palette != "voc"),
+            ("--palette", args.palette is not None),
+            ("--resize", args.resize is not None),
         ],
     )
     names = _instance_class_names(args.class_names, model.num_classes)
+    recipe = arguments.saved_recipe(args.model)
+    if names is None and recipe is not None and recipe.class_names is not None:
+        if len(recipe.class_names) == model.num_classes - 1:
+            names = list(recipe.class_names)
     predict = task.predictor(model, mask_threshold=args.mask_threshold, min_score=args.min_score)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -228,7 +274,17 @@ def add_parser(commands):
     predict.add_argument("--model", required=True, help="a .keras file")
     predict.add_argument("inputs", nargs="+", help="image files or folders")
     predict.add_argument("--out", default="predictions", help="output folder")
-    arguments.add_class_flags(predict, names_default="the class numbers", instance=True)
+    arguments.add_class_flags(
+        predict,
+        names_default="the model's recipe.json names, else the class numbers",
+        instance=True,
+    )
+    predict.add_argument(
+        "--resize",
+        type=arguments.resize,
+        help="semantic models: predict on images resized to HEIGHT,WIDTH and resize the labels "
+        "back, or none for the native size; None: the model's recipe.json resize, else native",
+    )
     predict.add_argument(
         "--ground-truth",
         metavar="MASKS_DIR",

@@ -18,6 +18,12 @@ from kseg.cli.instance_data import category_names, coco_source, instance_example
 DESCRIPTION = """Trains a registered model (or `--model mask_rcnn`) on a dataset, resuming an
 interrupted run in the same folder.
 
+A recipe sets the training (`--recipe`, default the model's finetune recipe: a short run from
+ImageNet weights on a CPU; `kseg list --recipes` shows them); every flag left at None takes the
+recipe's value, a flag given overrides it. The resolved recipe is printed at start and saved as
+RUN_DIR/recipe.json with the class names and palette, which `kseg evaluate` and `kseg predict`
+read back to run the model the way it was trained (its resize, names and colours).
+
 `--batch-size` is the global batch: each of the strategy's N replicas gets batch-size / N
 examples per step. `--scale-learning-rate` multiplies `--learning-rate` by N (linear scaling).
 """
@@ -65,66 +71,64 @@ def train_semantic_model(
     return model
 
 
-def _semantic_model_arguments(args, num_classes):
-    kwargs = {"num_classes": num_classes}
-    if args.backbone:
-        kwargs["backbone"] = args.backbone
-    if args.backbone_weights:
-        kwargs["backbone_weights"] = args.backbone_weights
-    if args.output_stride:
-        kwargs["output_stride"] = args.output_stride
-    kwargs.update(arguments.model_args(args))
-    return kwargs
+def resolve_recipe(args):
+    """The model name and resolved recipe of a `kseg train` command line, or exit naming why.
+
+    The recipe is `--recipe` (the model's finetune or paper recipe, or a recipe.json) with the
+    flags the user gave as overrides (`arguments.recipe_overrides`).
+    """
+    purpose = args.recipe
+    from_file = purpose not in kseg.recipes.PURPOSES
+    model = args.model or (None if from_file else arguments.DEFAULT_MODEL)
+    try:
+        recipe = kseg.recipes.resolve(model, purpose, **arguments.recipe_overrides(args))
+    except ValueError as error:
+        raise SystemExit(f"kseg: error: {error}") from None
+    return recipe.model, recipe
 
 
 def run(args):
     """Runs `kseg train` with the parsed arguments (see `DESCRIPTION`)."""
-    try:
-        task = kseg.tasks.for_name(args.model)
-    except ValueError:
-        task = None
+    model_name, recipe = resolve_recipe(args)
+    task = kseg.tasks.for_name(model_name)
     if task is kseg.tasks.INSTANCE:
-        return _train_instances(args, task)
+        return _train_instances(args, task, recipe)
     if coco_source(args.data) is not None:
         raise SystemExit(
             f"kseg: error: {args.data} holds instance annotations: train --model mask_rcnn on "
-            f"it; {args.model} is a semantic segmentation model."
+            f"it; {model_name} is a semantic segmentation model."
         )
     if args.val_data:
         raise SystemExit(
             "kseg: error: --val-data goes with --model mask_rcnn and coco: data; "
             "semantic models validate on --val-split of --data."
         )
-    if task is None:
-        raise SystemExit(
-            f"kseg: error: unknown model {args.model!r}; registered: "
-            f"{', '.join(kseg.models.list_models())}"
-        )
-    return _train_semantic(args, task)
+    return _train_semantic(args, task, recipe)
 
 
-def _train_semantic(args, task):
+def _train_semantic(args, task, recipe):
     try:
         # First: MultiWorkerMirroredStrategy must be set up before any other TensorFlow work.
         strategy = kseg.distribute.get_strategy(args.strategy)
-        per_replica = kseg.distribute.per_replica_batch_size(args.batch_size, strategy)
+        per_replica = kseg.distribute.per_replica_batch_size(recipe.batch_size, strategy)
     except kseg.distribute.DistributionError as error:
         raise SystemExit(f"kseg: error: {error}") from None
-    learning_rate = args.learning_rate
+    print(recipe.summary())
+    learning_rate = recipe.learning_rate
     if args.scale_learning_rate:
         learning_rate = kseg.distribute.scale_learning_rate(learning_rate, strategy)
     policy = kseg.training.set_precision(args.precision)
     train_source, info = kseg.data.load_split(
         args.data,
         args.train_split,
-        resize=args.resize,
+        resize=recipe.resize,
         num_classes=args.num_classes,
         mask_values=args.mask_values,
     )
     val_source, _ = kseg.data.load_split(
         args.data,
         args.val_split,
-        resize=args.resize,
+        resize=recipe.resize,
         num_classes=args.num_classes,
         mask_values=args.mask_values,
     )
@@ -140,8 +144,11 @@ def _train_semantic(args, task):
         train = kseg.distribute.shard_by_data(
             kseg.data.make_pipeline(
                 train_source,
-                args.batch_size,
-                crop_size=args.crop_size,
+                recipe.batch_size,
+                crop_size=recipe.crop_size,
+                scale_range=recipe.scale_range,
+                flip=recipe.flip,
+                jitter=recipe.jitter,
                 seed=args.seed,
                 ignore_label=info.ignore_label,
             )
@@ -151,37 +158,53 @@ def _train_semantic(args, task):
                 val_source, args.val_batch_size, augment=False, ignore_label=info.ignore_label
             )
         )
-    steps = args.steps_per_epoch or max(1, sum(1 for _ in train_source) // args.batch_size)
+    steps = recipe.steps_per_epoch or max(1, sum(1 for _ in train_source) // recipe.batch_size)
     replicas = strategy.num_replicas_in_sync
     print(
-        f"training {args.model} on {args.data} ({num_classes} classes), precision {policy}, "
-        f"{args.epochs} epochs of {steps} steps, run folder {args.run_dir}"
+        f"training {recipe.model} on {args.data} ({num_classes} classes), precision {policy}, "
+        f"{recipe.epochs} epochs of {steps} steps, run folder {args.run_dir}"
     )
     print(
         f"strategy {args.strategy}: {replicas} replica{'s' if replicas > 1 else ''}, "
-        f"global batch {args.batch_size} ({per_replica} per replica), "
+        f"global batch {recipe.batch_size} ({per_replica} per replica), "
         f"learning rate {learning_rate:g}"
     )
+    names = class_names or [str(label) for label in range(num_classes)]
+    palette = info.palette_array() if info.palette else None
+    if kseg.distribute.is_chief(strategy):
+        kseg.recipes.save(
+            recipe.replace(
+                class_names=names,
+                palette=None if palette is None else palette[:num_classes].tolist(),
+            ),
+            args.run_dir,
+        )
+    loss = kseg.recipes.recipe_loss(recipe, num_classes, train_source, info.ignore_label)
     model = train_semantic_model(
-        args.model,
-        _semantic_model_arguments(args, num_classes),
+        recipe.model,
+        {"num_classes": num_classes, **recipe.model_args},
         train.repeat(),
         val,
         num_classes=num_classes,
         run_dir=args.run_dir,
         strategy=strategy,
-        epochs=args.epochs,
+        epochs=recipe.epochs,
         steps_per_epoch=steps,
         learning_rate=learning_rate,
-        optimizer=args.optimizer,
-        loss=args.loss,
+        optimizer=recipe.optimizer,
+        loss=loss,
+        batchnorm_momentum=recipe.batchnorm_momentum,
+        warmup_steps=recipe.warmup_steps,
+        weight_decay=recipe.weight_decay,
+        momentum=recipe.momentum,
+        schedule=recipe.schedule,
         ignore_label=info.ignore_label,
         jit_compile=args.jit,
         verbose="auto",
         run_eagerly=args.run_eagerly,
         monitor="val_mean_iou",
-        class_names=class_names or [str(label) for label in range(num_classes)],
-        palette=info.palette_array() if info.palette else None,
+        class_names=names,
+        palette=palette,
         **_watch_options(args),
     )
     scores = task.evaluate(model, val, num_classes, ignore_label=info.ignore_label)
@@ -214,14 +237,18 @@ def _instance_validation(args, categories):
     return val
 
 
-def _train_instances(args, task):
+def _train_instances(args, task, recipe):
     """`kseg train --model mask_rcnn`: Mask R-CNN on shapes or COCO-format data, resumable."""
     arguments.refuse_semantic_flags(
         args,
         [
             ("--output-stride", args.output_stride is not None),
-            ("--loss", args.loss != "ce"),
+            ("--loss", args.loss is not None),
             ("--resize", args.resize is not None),
+            ("--scale-range", args.scale_range is not None),
+            ("--class-weighting", args.class_weighting is not None),
+            ("--batchnorm-momentum", args.batchnorm_momentum is not None),
+            ("--weight-decay", args.weight_decay is not None),
             ("--num-classes", args.num_classes is not None),
             ("--mask-values", args.mask_values is not None),
             ("--strategy", args.strategy != "default"),
@@ -229,29 +256,24 @@ def _train_instances(args, task):
             ("--jit", args.jit),
         ],
     )
+    print(recipe.summary())
     train, categories = instance_examples(args.data, args.train_split, args.num_samples)
     val = _instance_validation(args, categories)
     count = int(train.cardinality())
-    steps = args.steps_per_epoch or (max(1, count // args.batch_size) if count > 0 else None)
+    batch_size = recipe.batch_size
+    steps = recipe.steps_per_epoch or (max(1, count // batch_size) if count > 0 else None)
     if steps is None:
         raise SystemExit(f"kseg: error: the size of {args.data} is unknown: pass --steps-per-epoch")
     names = category_names(categories)
     policy = kseg.training.set_precision(args.precision)
-    model_kwargs = arguments.model_args(args)
-    if args.backbone:
-        model_kwargs["backbone"] = args.backbone
-    if args.backbone_weights:
-        model_kwargs["backbone_weights"] = (
-            None if args.backbone_weights.lower() == "none" else args.backbone_weights
-        )
     try:
-        model = task.build(args.model, num_classes=len(names) + 1, **model_kwargs)
+        model = task.build(recipe.model, num_classes=len(names) + 1, **recipe.model_args)
     except TypeError as error:
         raise SystemExit(f"kseg: error: --model-arg: {error}") from None
     print(
         f"training MaskRCNN ({model.backbone_name}) on {args.data} ({len(names)} classes: "
         f"{', '.join(names[:10])}{' ...' if len(names) > 10 else ''}), precision {policy}, "
-        f"{args.epochs} epochs of {steps} steps, batch {args.batch_size}, run folder "
+        f"{recipe.epochs} epochs of {steps} steps, batch {batch_size}, run folder "
         f"{args.run_dir}"
     )
     coco = coco_source(args.data)
@@ -263,12 +285,13 @@ def _train_instances(args, task):
         train = train.shuffle(min(max(count, 1), 1000 if coco is None else 64), seed=args.seed)
     batches = kseg.data.pad_instance_batch(
         train.repeat(),
-        args.batch_size,
+        batch_size,
         max_instances=args.max_instances,
         num_classes=len(names) + 1,
     )
     if val is None and args.patience:
         raise SystemExit("kseg: error: --patience needs validation data: pass --val-data")
+    kseg.recipes.save(recipe.replace(class_names=names), args.run_dir)
     task.fit(
         model,
         batches,
@@ -279,12 +302,12 @@ def _train_instances(args, task):
         ap_every=args.ap_every,
         monitor=None if val is None else ("val_mask_AP" if args.ap_every else "val_loss"),
         **_watch_options(args),
-        epochs=args.epochs,
+        epochs=recipe.epochs,
         steps_per_epoch=steps,
-        learning_rate=args.learning_rate,
+        learning_rate=recipe.learning_rate,
         run_dir=args.run_dir,
-        optimizer=args.optimizer,
-        warmup_steps=0,
+        optimizer=recipe.optimizer,
+        warmup_steps=recipe.warmup_steps,
         tensorboard=True,
         checkpoint_every_epoch=True,
         verbose="auto",
@@ -400,34 +423,8 @@ def add_parser(commands):
         "0 and 255 are refused (see docs/own-data.md)",
     )
     arguments.add_model_flags(train)
-    train.add_argument("--epochs", type=int, default=30, help="training epochs")
-    train.add_argument(
-        "--steps-per-epoch",
-        type=int,
-        help="steps per epoch; None: one pass over the training split",
-    )
-    train.add_argument(
-        "--batch-size",
-        type=int,
-        default=8,
-        help="global batch per step, split evenly over the replicas",
-    )
+    arguments.add_recipe_flags(train, kseg.recipes.LOSSES)
     train.add_argument("--val-batch-size", type=int, default=1, help="images per validation batch")
-    train.add_argument(
-        "--crop-size", type=arguments.size, default=(512, 512), help="SIZE or HEIGHT,WIDTH"
-    )
-    train.add_argument(
-        "--resize", type=arguments.size, help="resize every image first (HEIGHT,WIDTH)"
-    )
-    train.add_argument(
-        "--optimizer", default="sgd", choices=("sgd", "adam", "adamw"), help="optimizer"
-    )
-    train.add_argument(
-        "--learning-rate", type=float, default=0.01, help="initial (peak) learning rate"
-    )
-    train.add_argument(
-        "--loss", default="ce", choices=kseg.recipes.LOSSES, help="semantic models: the loss"
-    )
     train.add_argument(
         "--precision",
         default="auto",

@@ -58,3 +58,16 @@ def test_input_shape_warning_of_keras_applications_is_shown_only_with_verbose(mo
         warnings.simplefilter("always")
         cli.main(["list", "--verbose"])
     assert len(caught) == 2 and "non-square" in str(caught[0].message)
+
+
+def test_list_recipes_prints_every_model_and_purpose_with_its_source(capsys):
+    cli.main(["list", "--recipes"])
+    lines = capsys.readouterr().out.splitlines()
+    heads = [line.split(":", 1)[0] for line in lines if not line.startswith(" ")]
+    expected = [f"{m}/{p}" for m in kseg.models.list_models() for p in ("paper", "finetune")]
+    assert sorted(heads) == sorted(expected)
+    sources = [line for line in lines if line.startswith("    source: ")]
+    assert len(sources) == len(expected) and all(len(s) > 20 for s in sources)
+    assert any(
+        line.startswith("pspnet/paper: sgd 0.01 poly, batch 16, crop 473x473") for line in lines
+    )

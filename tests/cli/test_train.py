@@ -10,6 +10,7 @@ import tensorflow as tf
 from cli_helpers import small_config_flags
 from PIL import Image
 
+import kseg
 from kseg import cli
 
 
@@ -272,3 +273,89 @@ def test_train_mask_rcnn_refuses_semantic_flags_and_mixed_up_data(tmp_path):
     with pytest.raises(SystemExit, match="train --model mask_rcnn on it"):
         cli.main(["train", "--data", "coco:a.json,images", "--run-dir", str(tmp_path / "r")])
     assert not (tmp_path / "run").exists() and not (tmp_path / "r").exists()
+
+
+def test_recipe_flags_default_to_the_models_finetune_recipe_and_override_it(capsys):
+    from kseg.cli.train import resolve_recipe
+
+    parser = cli.build_parser()
+    # No tuning flag: DeepLabV3+ MobileNetV2-0.35 from the ImageNet file kseg ships.
+    name, recipe = resolve_recipe(parser.parse_args(["train", "--data", "camvid_root"]))
+    assert name == "deeplabv3plus" and recipe == kseg.recipes.get("deeplabv3plus")
+    args = recipe.model_args
+    assert kseg.backbones.bundled_weights_path(args["backbone"], alpha=args["alpha"]).is_file()
+    name, recipe = resolve_recipe(
+        parser.parse_args(
+            ["train", "--data", "d", "--model", "pspnet", "--recipe", "paper"]
+            + ["--epochs", "2", "--resize", "none", "--scale-range", "0.8,1.2"]
+            + ["--backbone-weights", "none", "--class-weighting", "median_frequency"]
+        )
+    )
+    paper = kseg.recipes.get("pspnet", "paper")
+    assert (recipe.learning_rate, recipe.batch_size) == (paper.learning_rate, paper.batch_size)
+    assert (recipe.epochs, recipe.resize, recipe.scale_range) == (2, None, (0.8, 1.2))
+    assert recipe.model_args["backbone_weights"] is None
+    assert recipe.class_weighting == "median_frequency"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--data", "d", "--scale-range", "0.8,0.5"])
+    assert "LOW,HIGH" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def recipe_run(tmp_path_factory):
+    """A one-step DeepLabV3+ run on shapes under its finetune recipe, resize and lr overridden."""
+    run = tmp_path_factory.mktemp("recipe") / "run"
+    cli.main(
+        ["train", "--data", "shapes", "--num-samples", "4", "--backbone", "tiny"]
+        + ["--resize", "40,40", "--crop-size", "32", "--learning-rate", "0.004"]
+        + ["--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2"]
+        + ["--preview-images", "0", "--run-eagerly", "--precision", "float32"]
+        + ["--run-dir", str(run)]
+    )
+    return run
+
+
+def test_train_prints_and_saves_the_resolved_recipe(recipe_run):
+    saved = json.loads((recipe_run / "recipe.json").read_text())
+    finetune = kseg.recipes.get("deeplabv3plus")
+    # The flags given override; the rest is the recipe's.
+    assert saved["learning_rate"] == 0.004 and saved["resize"] == [40, 40]
+    assert saved["crop_size"] == [32, 32] and saved["model_args"] == {"backbone": "tiny"}
+    assert saved["optimizer"] == finetune.optimizer == "adam"
+    assert saved["batchnorm_momentum"] == finetune.batchnorm_momentum == 0.9
+    assert saved["class_names"] == list(kseg.data.shapes_info().class_names)
+    assert kseg.recipes.load(recipe_run / "model.keras").learning_rate == 0.004
+
+
+def test_evaluate_scores_at_the_training_resize_and_says_when_overridden(recipe_run, capsys):
+    model = str(recipe_run / "model.keras")
+    base = ["evaluate", "--model", model, "--data", "shapes", "--num-samples", "2"]
+    cli.main(base)
+    printed = capsys.readouterr().out
+    assert "scoring at 40x40" in printed and "trained with" not in printed
+    cli.main([*base, "--resize", "48,48"])
+    printed = capsys.readouterr().out
+    assert "the model was trained with resize 40,40; 48,48 is used" in printed
+    assert "scoring at 48x48" in printed
+
+
+def test_predict_runs_at_the_training_resize_and_returns_full_size_labels(
+    recipe_run, tmp_path, capsys
+):
+    image = np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "scene.png")
+    model = str(recipe_run / "model.keras")
+    out = tmp_path / "out"
+    cli.main(["predict", "--model", model, str(tmp_path / "scene.png"), "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "predicting at 40x40" in printed
+    assert Image.open(out / "scene_labels.png").size == (70, 50)
+    names = ",".join(f"c{index}" for index in range(5))
+    cli.main(
+        ["predict", "--model", model, str(tmp_path / "scene.png"), "--out", str(out)]
+        + ["--resize", "none", "--class-names", names]
+    )
+    printed = capsys.readouterr().out
+    assert "the model was trained with resize 40,40; none (native size) is used" in printed
+    assert "the model was trained with class names background, circle" in printed
+    assert "predicting at" not in printed

@@ -79,3 +79,17 @@ def test_resolve_reads_a_saved_recipe_file(tmp_path):
         assert recipe.class_names is None  # names come from the new run's data
     with pytest.raises(ValueError, match="recipe.json"):
         recipes.resolve("unet", str(tmp_path / "missing.json"))
+
+
+def test_the_docs_catalogue_table_lists_every_recipe_with_its_source():
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "recipes.md").read_text()
+    rows = {
+        line.split("|")[1].strip() + "/" + line.split("|")[2].strip(): line
+        for line in page.splitlines()
+        if line.startswith("| ") and line.count("|") > 8
+    }
+    for recipe in recipes.list_recipes():
+        row = rows[f"{recipe.model}/{recipe.purpose}"]
+        assert recipe.source in row, f"docs/recipes.md: {recipe.model}/{recipe.purpose} drifted"
