@@ -774,6 +774,103 @@ def segnet_basic_camvid_table(results):
     )
 
 
+RECIPE_ROWS = (
+    ("deeplabv3plus_camvid", "DeepLabV3+ MobileNetV2-0.35 (ImageNet), CamVid train → val"),
+    ("segnet_basic_camvid", "SegNet-Basic (from scratch), CamVid train → val"),
+    ("unet_isbi", "U-Net, ISBI 2012 slices 0-19 → 20-23"),
+    ("mask_rcnn_shapes", "Mask R-CNN MobileNetV2-0.35 FPN, shapes"),
+)
+
+
+def _recipe_summary(recipe):
+    """The recipe fields a reader compares, in one cell."""
+    if not isinstance(recipe, dict):
+        return MISSING
+    parts = []
+    size = recipe.get("resize") or recipe.get("crop_size")
+    if size:
+        parts.append("×".join(str(v) for v in size) if isinstance(size, list) else str(size))
+    if recipe.get("optimizer"):
+        parts.append(f"{recipe['optimizer']} {recipe.get('learning_rate', '?'):g}")
+    if recipe.get("batch_size"):
+        parts.append(f"batch {recipe['batch_size']}")
+    if recipe.get("epochs"):
+        parts.append(f"{recipe['epochs']} epochs")
+    if recipe.get("class_weighting") not in (None, "none"):
+        parts.append(str(recipe["class_weighting"]).replace("_", " ") + " weights")
+    return ", ".join(parts)
+
+
+def _recipe_metric(scores):
+    """The headline validation figure of a row: mean IoU, or mask AP for instance models."""
+    if not isinstance(scores, dict):
+        return MISSING, MISSING
+    if "mean_iou" in scores:
+        return "val mean IoU", score(scores["mean_iou"])
+    for key in ("mask_AP", "segm_AP"):
+        if key in scores:
+            return "val mask AP", score(scores[key])
+    return MISSING, MISSING
+
+
+def _recipe_classes(scores):
+    """Per-class IoU (or box and mask AP50 for instance rows) as `name value` pairs."""
+    if not isinstance(scores, dict):
+        return MISSING
+    iou = scores.get("iou")
+    if isinstance(iou, list):
+        names = scores.get("class_names") or [str(i) for i in range(len(iou))]
+        return ", ".join(f"{name} {score(value)}" for name, value in zip(names, iou))
+    pairs = [
+        (label, scores.get(key))
+        for key, label in (("mask_AP50", "mask AP50"), ("box_AP", "box AP"))
+    ]
+    return (
+        ", ".join(f"{label} {score(value)}" for label, value in pairs if _is_number(value))
+        or MISSING
+    )
+
+
+def recipe_results_table(results):
+    """The `finetune` recipes as `kseg train` runs them with no tuning flag: time and scores."""
+    rows = []
+    commands = []
+    for key, label in RECIPE_ROWS:
+        entry = _get(results, "results", key)
+        if not isinstance(entry, dict):
+            rows.append((label, MISSING, MISSING, NOT_MEASURED, MISSING, MISSING))
+            continue
+        metric, value = _recipe_metric(entry.get("scores"))
+        load = entry.get("load_average_before")
+        rows.append(
+            (
+                label,
+                _recipe_summary(entry.get("recipe")),
+                duration(entry.get("wall_seconds")),
+                f"{value} ({metric})" if value != MISSING else MISSING,
+                _recipe_classes(entry.get("scores")),
+                f"{load[0]:.1f}" if isinstance(load, list) and load else MISSING,
+            )
+        )
+        if entry.get("command"):
+            commands.append(f"- {label}: {_code(entry['command'])}")
+    return _join(
+        _table(
+            (
+                "run",
+                "recipe (finetune)",
+                "wall time of the command",
+                "score",
+                "per class",
+                "load before",
+            ),
+            rows,
+        ),
+        "\n".join(commands),
+        conditions(results),
+    )
+
+
 def _crf_setting(values):
     return (
         f"{values.get('iterations', '?')} iterations, θα {values.get('sxy_bilateral', 0):g}, "
@@ -1251,6 +1348,7 @@ RENDERERS = {
     "patch_vs_fcn": patch_vs_fcn_table,
     "sliding_window_memory": sliding_window_memory_table,
     "weak_vs_full": weak_vs_full_table,
+    "recipe_results": recipe_results_table,
 }
 RECORDED_BY = {
     "roi_align": "benchmarks/roi_align.py",
@@ -1268,6 +1366,7 @@ RECORDED_BY = {
     "patch_vs_fcn": "benchmarks/patch_vs_fcn.py",
     "sliding_window_memory": "benchmarks/sliding_window_memory.py",
     "weak_vs_full": "benchmarks/weak_vs_full.py",
+    "recipe_results": "benchmarks/recipe_results.py",
 }
 
 

@@ -168,6 +168,43 @@ def test_weak_vs_full_rows_targets_and_missing_rows():
     assert "2 CPU cores" in text and "not recorded: thread count, library versions" in text
 
 
+def test_recipe_results_rows_scores_and_unmeasured_rows():
+    results = {
+        "results": {
+            "deeplabv3plus_camvid": {
+                "command": "kseg train --data camvid --run-dir runs/r",
+                "wall_seconds": 840.0,
+                "load_average_before": [0.2, 0.3, 0.4],
+                "recipe": {
+                    "resize": [192, 256],
+                    "optimizer": "adam",
+                    "learning_rate": 0.002,
+                    "batch_size": 8,
+                    "epochs": 30,
+                    "class_weighting": "median_frequency",
+                },
+                "scores": {"mean_iou": 0.5612, "iou": [0.9, 0.25], "class_names": ["Sky", "Pole"]},
+            },
+            "mask_rcnn_shapes": {
+                "wall_seconds": 300.0,
+                "scores": {"mask_AP": 0.41, "mask_AP50": 0.8, "box_AP": 0.5},
+            },
+        },
+        "machine": {"cpus": 2, "load_average_start": [0.2, 0, 0], "load_average_end": [1.9, 0, 0]},
+    }
+    text = tables.recipe_results_table(results)
+    assert assert_tables_well_formed(text) == 1
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    rows = {_cells(line)[0].strip(): [cell.strip() for cell in _cells(line)] for line in lines}
+    camvid = rows["DeepLabV3+ MobileNetV2-0.35 (ImageNet), CamVid train → val"]
+    assert camvid[1] == "192×256, adam 0.002, batch 8, 30 epochs, median frequency weights"
+    assert camvid[2:] == ["14.0 min", "0.561 (val mean IoU)", "Sky 0.900, Pole 0.250", "0.2"]
+    shapes = rows["Mask R-CNN MobileNetV2-0.35 FPN, shapes"]
+    assert shapes[2:5] == ["5.0 min", "0.410 (val mask AP)", "mask AP50 0.800, box AP 0.500"]
+    assert rows["U-Net, ISBI 2012 slices 0-19 → 20-23"][3] == tables.NOT_MEASURED
+    assert "`kseg train --data camvid --run-dir runs/r`" in text
+
+
 def test_mask_rcnn_timing_partial_and_complete():
     assert tables.NOT_MEASURED in tables.mask_rcnn_timing_table({"config": {}, "runs": []})
     run = {
