@@ -25,19 +25,17 @@ def test_finetune_imagenet_weights_are_the_file_kseg_ships():
             assert path is not None and path.is_file(), recipe.model
 
 
-def test_deeplabv3plus_finetune_is_the_camvid_recipe():
+def test_deeplabv3plus_finetune_is_a_mobilenet_run_at_one_size():
+    # The tuned numbers may change; what the run is may not: MobileNetV2-0.35 from the bundled
+    # ImageNet file, every image resized to one size and cropped at it, BN momentum set.
     recipe = recipes.get("deeplabv3plus")
     assert recipe.model_args == {
         "backbone": "mobilenetv2",
         "alpha": 0.35,
         "backbone_weights": "imagenet",
     }
-    assert (recipe.resize, recipe.crop_size, recipe.scale_range) == ((192, 256),) * 2 + (
-        (0.75, 1.5),
-    )
-    assert (recipe.optimizer, recipe.learning_rate, recipe.schedule) == ("adam", 1e-3, "poly")
-    assert (recipe.batchnorm_momentum, recipe.batch_size, recipe.epochs) == (0.9, 8, 13)
-    assert recipe.steps_per_epoch is None and recipe.flip and not recipe.jitter
+    assert recipe.resize is not None and recipe.crop_size == recipe.resize
+    assert recipe.batchnorm_momentum is not None and recipe.flip
 
 
 def test_paper_recipes_carry_the_papers_constants():
@@ -81,15 +79,18 @@ def test_resolve_reads_a_saved_recipe_file(tmp_path):
         recipes.resolve("unet", str(tmp_path / "missing.json"))
 
 
-def test_the_docs_catalogue_table_lists_every_recipe_with_its_source():
+def test_the_docs_catalogue_table_is_drawn_from_the_catalogue():
+    import importlib.util
     from pathlib import Path
 
-    page = (Path(__file__).resolve().parents[2] / "docs" / "recipes.md").read_text()
-    rows = {
-        line.split("|")[1].strip() + "/" + line.split("|")[2].strip(): line
-        for line in page.splitlines()
-        if line.startswith("| ") and line.count("|") > 8
-    }
-    for recipe in recipes.list_recipes():
-        row = rows[f"{recipe.model}/{recipe.purpose}"]
-        assert recipe.source in row, f"docs/recipes.md: {recipe.model}/{recipe.purpose} drifted"
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    spec = importlib.util.spec_from_file_location("recipe_tables", docs / "recipe_tables.py")
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    page = hook.on_page_markdown((docs / "recipes.md").read_text())
+    rows = [line.split(" | ") for line in page.splitlines() if line.startswith("| ")][1:]
+    assert [(row[0][2:], row[1]) for row in rows] == [
+        (recipe.model, recipe.purpose) for recipe in recipes.list_recipes()
+    ]
+    unet = recipes.get("unet", "paper")
+    assert any(unet.source in " | ".join(row) for row in rows)
