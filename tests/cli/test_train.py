@@ -359,3 +359,17 @@ def test_predict_runs_at_the_training_resize_and_returns_full_size_labels(
     assert "the model was trained with resize 40,40; none (native size) is used" in printed
     assert "the model was trained with class names background, circle" in printed
     assert "predicting at" not in printed
+
+
+def test_a_recipe_file_names_the_model_unless_model_is_given(tmp_path):
+    from kseg.cli.train import resolve_recipe
+
+    kseg.recipes.save(kseg.recipes.get("unet", "paper").replace(epochs=7), tmp_path)
+    parser = cli.build_parser()
+    base = ["train", "--data", "d", "--recipe", str(tmp_path / "recipe.json")]
+    name, recipe = resolve_recipe(parser.parse_args(base))
+    assert (name, recipe.epochs, recipe.momentum) == ("unet", 7, 0.99)
+    name, recipe = resolve_recipe(parser.parse_args([*base, "--model", "fcn8s"]))
+    assert (name, recipe.epochs) == ("fcn8s", 7)
+    with pytest.raises(SystemExit, match="recipe.json"):
+        resolve_recipe(parser.parse_args(["train", "--data", "d", "--recipe", "fast"]))
