@@ -328,9 +328,10 @@ def add_recipe_flags(parser, losses):
     parser.add_argument("--loss", choices=losses, help=f"semantic models: the loss; {FROM_RECIPE}")
     parser.add_argument(
         "--class-weighting",
-        choices=("none", "median_frequency"),
+        choices=("none", "median_frequency", "sqrt_median_frequency"),
         help="semantic models: weight the cross-entropy by median class frequency (Eigen & "
-        f"Fergus 2015, counted on the training masks) or not; {FROM_RECIPE}",
+        "Fergus 2015, counted on the training masks), by its square root, or not; "
+        f"{FROM_RECIPE}",
     )
 
 

@@ -55,13 +55,16 @@ def class_pixel_counts(dataset, num_classes, ignore_label=IGNORE_LABEL):
     return {"class_pixels": class_pixels, "image_pixels": image_pixels}
 
 
-def median_frequency_weights(counts):
-    """Median-frequency class weights `median(freq) / freq(c)` of `class_pixel_counts`.
+def median_frequency_weights(counts, power=1.0):
+    """Median-frequency class weights `(median(freq) / freq(c)) ** power` of `class_pixel_counts`.
 
-    `freq(c)` is class c's pixels over the pixels of the images c occurs in.
+    `freq(c)` is class c's pixels over the pixels of the images c occurs in (Eigen & Fergus 2015,
+    as SegNet uses them with `power=1`). `power=0.5` softens the weights: rare classes still
+    count more, but a handful of their pixels no longer outweighs the common classes.
 
     Args:
         counts: the dict `class_pixel_counts` returns.
+        power: exponent of the ratio; 1 is the published weighting.
 
     Returns:
         A float64 array of one weight per class.
@@ -73,6 +76,8 @@ def median_frequency_weights(counts):
         >>> counts = {"class_pixels": np.array([6, 2, 1]), "image_pixels": np.array([8, 8, 4])}
         >>> kseg.data.median_frequency_weights(counts).tolist()
         [0.3333333333333333, 1.0, 1.0]
+        >>> kseg.data.median_frequency_weights(counts, power=0.5).round(4).tolist()
+        [0.5774, 1.0, 1.0]
     """
     class_pixels = np.asarray(counts["class_pixels"], np.float64)
     image_pixels = np.asarray(counts["image_pixels"], np.float64)
@@ -83,4 +88,4 @@ def median_frequency_weights(counts):
             f"Received: classes {missing} absent"
         )
     frequency = class_pixels / image_pixels
-    return np.median(frequency) / frequency
+    return (np.median(frequency) / frequency) ** power

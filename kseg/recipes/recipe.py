@@ -9,7 +9,7 @@ from kseg.recipes.semantic_fitting import LOSSES, SCHEDULES
 PURPOSES = ("paper", "finetune")
 """The recipe purposes: the paper's settings, or a short fine-tuning run on a CPU."""
 
-CLASS_WEIGHTINGS = ("none", "median_frequency")
+CLASS_WEIGHTINGS = ("none", "median_frequency", "sqrt_median_frequency")
 """How classes are weighted in the loss: equally, or by median frequency (Eigen & Fergus 2015)."""
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -65,7 +65,8 @@ class Recipe:
         epochs: training epochs.
         steps_per_epoch: steps of an epoch; None for one pass over the training images.
         loss: a name of `kseg.recipes.LOSSES`.
-        class_weighting: "none" or "median_frequency" (`kseg.data.median_frequency_weights`).
+        class_weighting: "none", "median_frequency" (`kseg.data.median_frequency_weights`)
+            or "sqrt_median_frequency" (their square roots).
         source: where the values come from: paper and section, or the measured run.
         class_names: names of the classes a run trained on (filled in by the run); None in
             the catalogue.

@@ -22,7 +22,7 @@ def recipe_loss(recipe, num_classes, train_source=None, ignore_label=IGNORE_LABE
         recipe: a `Recipe`.
         num_classes: number of classes.
         train_source: the training `(image, mask)` pairs as trained on (after the recipe's
-            resize); needed for `class_weighting="median_frequency"`.
+            resize); needed for class weights (`recipe.class_weighting` not "none").
         ignore_label: mask value left out of the loss and the counts.
 
     Returns:
@@ -36,11 +36,12 @@ def recipe_loss(recipe, num_classes, train_source=None, ignore_label=IGNORE_LABE
         [0.667, 2.0]
     """
     weights = None
-    if recipe.class_weighting == "median_frequency":
+    if recipe.class_weighting != "none":
         if train_source is None:
             raise ValueError("median-frequency class weights need the training masks")
         counts = class_pixel_counts(train_source, num_classes, ignore_label)
-        weights = median_frequency_weights(counts)
+        power = 0.5 if recipe.class_weighting == "sqrt_median_frequency" else 1.0
+        weights = median_frequency_weights(counts, power=power)
     return segmentation_loss(recipe.loss, num_classes, ignore_label, class_weights=weights)
 
 

@@ -40,4 +40,7 @@ def test_help_shows_defaults_as_they_are_used():
     assert entries["--scales"].endswith("(default: 1)")
     assert entries["--crf-iterations"].endswith("(default: 10)")
     train = _option_entries(_subcommands()["train"].format_help())
-    assert "(default: 0.01)" in train["--learning-rate"]
+    # Recipe fields default to None, which the help text spells out as the recipe's value.
+    assert "None: the recipe's" in train["--learning-rate"]
+    assert train["--learning-rate"].endswith("(default: None)")
+    assert train["--recipe"].endswith("(default: finetune)")

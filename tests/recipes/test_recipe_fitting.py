@@ -63,3 +63,11 @@ def test_fit_recipe_refuses_mask_rcnn(tmp_path):
 def test_recipe_loss_without_weighting_is_the_named_loss():
     loss = recipes.recipe_loss(recipes.get("deeplabv3plus").replace(loss="dice"), 3)
     assert isinstance(loss, kseg.losses.DiceLoss)
+
+
+def test_square_root_weighting_softens_the_median_frequency_weights():
+    recipe = recipes.get("deeplabv3plus").replace(class_weighting="sqrt_median_frequency")
+    masks = _pairs(2).map(lambda image, mask: mask)
+    loss = recipes.recipe_loss(recipe, 2, masks)
+    # Class 1 covers 1/4 of every image, class 0 3/4: weights sqrt(2/3) and sqrt(2).
+    np.testing.assert_allclose(loss.class_weights, [np.sqrt(2 / 3), np.sqrt(2.0)], rtol=1e-6)
