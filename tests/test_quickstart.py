@@ -2,7 +2,9 @@
 
 Each command is taken verbatim from docs/quickstart.md (so the test breaks when the docs drift
 from the code); only the training length and crop size are shrunk by flags appended at the end,
-which argparse lets override the documented values.
+which argparse lets override the documented values. The two training steps run eagerly: tracing
+MobileNetV2's training graph would cost most of the test, and `kseg train`'s graph-mode run is
+tests/cli/test_train.py's.
 """
 
 import shutil
@@ -27,6 +29,7 @@ SHRINK_TRAINING = [
     "32",
     "--precision",
     "float32",
+    "--run-eagerly",
 ]
 
 
