@@ -27,7 +27,9 @@ def shapes_batches(batch_size=2, num_samples=4, image_size=64):
 
 
 def test_resnet50_model_matches_the_paper_layout_and_torchvision_count():
-    model = MaskRCNN(num_classes=81, backbone="resnet50")
+    # Only shapes are read: a StatelessScope defers the weights' random initialisation.
+    with keras.StatelessScope():
+        model = MaskRCNN(num_classes=81, backbone="resnet50")
     trunk = model.backbone.count_params()
     heads = model.count_params() - trunk
     # FPN, RPN, box and mask heads are layer-for-layer those of torchvision's model.

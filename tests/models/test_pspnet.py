@@ -50,7 +50,9 @@ def _deep_stem_surplus():
 
 @pytest.fixture(scope="module")
 def pspnet101():
-    return PSPNet(num_classes=21, backbone="resnet101")
+    # Only the graph and shapes are read: a StatelessScope defers the weights' random values.
+    with keras.StatelessScope():
+        return PSPNet(num_classes=21, backbone="resnet101")
 
 
 def test_resnet101_parameter_count_matches_the_published_model(pspnet101):
