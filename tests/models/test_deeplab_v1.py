@@ -98,7 +98,7 @@ def _saved_layer(path, name):
 
 
 @pytest.fixture(scope="module")
-def imagenet_deeplabs(tmp_path_factory):
+def imagenet_deeplabs(tmp_path_factory, random_vgg16_classifier):
     """LargeFOV and DeepLab-CRF-4x4 built with `backbone_weights="imagenet"`, offline (~30 s).
 
     No VGG16 ImageNet file is on this machine, so a seeded random VGG16 with its classifier
@@ -108,8 +108,7 @@ def imagenet_deeplabs(tmp_path_factory):
     home = tmp_path_factory.mktemp("keras_home")
     models = home / "models"
     models.mkdir()
-    keras.utils.set_random_seed(11)
-    _legacy_weights_file(models / VGG16_TOP_FILE, keras.applications.VGG16(weights=None))
+    _legacy_weights_file(models / VGG16_TOP_FILE, random_vgg16_classifier[0])
     with pytest.MonkeyPatch.context() as patch:
         hashes_checked = kseg.testing.offline_keras_cache(
             patch, home, stand_ins=[models / VGG16_TOP_FILE]

@@ -93,13 +93,12 @@ def test_bad_arguments_are_explained():
 
 
 @pytest.mark.slow
-def test_full_vgg16_front_end_loads_classifier_weights_through_the_surgery(tmp_path):
+def test_full_vgg16_front_end_loads_classifier_weights_through_the_surgery(
+    random_vgg16_classifier,
+):
     # keras.applications checks the hash of a file it finds under its cache name, so random
     # weights reach it through a path, the same loading call as weights="imagenet".
-    keras.utils.set_random_seed(3)
-    classifier = keras.applications.VGG16(weights=None, include_top=True)
-    path = tmp_path / "vgg16_random.weights.h5"
-    classifier.save_weights(path)
+    classifier, path = random_vgg16_classifier
     c = 21
     model = DilatedNet(num_classes=c, backbone_weights=str(path), context_module="basic")
     expected = (

@@ -119,11 +119,10 @@ def vgg16_conv_parameters():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fc6_padding", ["valid", "same"])
-def test_full_vgg16_fcn8s_loads_classifier_weights_through_the_surgery(tmp_path, fc6_padding):
-    keras.utils.set_random_seed(1)
-    classifier = keras.applications.VGG16(weights=None, include_top=True)
-    path = tmp_path / "vgg16_random.weights.h5"
-    classifier.save_weights(path)
+def test_full_vgg16_fcn8s_loads_classifier_weights_through_the_surgery(
+    random_vgg16_classifier, fc6_padding
+):
+    classifier, path = random_vgg16_classifier
     model = FCN8s(
         num_classes=21, backbone="vgg16", backbone_weights=str(path), fc6_padding=fc6_padding
     )
