@@ -20,6 +20,19 @@ def build(name, **overrides):
     return kseg.testing.build_small_model(name, NUM_CLASSES, **overrides)
 
 
+@pytest.fixture(scope="module")
+def float32_model():
+    """Builds each semantic model once, in float32, for the checks that only call and save it."""
+    built = {}
+
+    def get(name):
+        if name not in built:
+            built[name] = build(name)
+        return built[name]
+
+    return get
+
+
 SEMANTIC_MODELS = kseg.models.list_models(task="semantic")
 INSTANCE_MODELS = kseg.models.list_models(task="instance")
 
@@ -34,8 +47,8 @@ def test_every_registered_model_has_a_task_with_checks():
 
 @pytest.mark.parametrize("name", SEMANTIC_MODELS)
 @pytest.mark.parametrize("size", [(64, 64), (65, 97)])
-def test_logits_take_the_input_size_and_are_float32(name, size):
-    model = build(name)
+def test_logits_take_the_input_size_and_are_float32(name, size, float32_model):
+    model = float32_model(name)
     images = np.random.default_rng(0).uniform(0, 255, (2, *size, 3)).astype("float32")
     logits = model(images, training=False)
     assert tuple(logits.shape) == (2, *size, NUM_CLASSES)
@@ -52,8 +65,8 @@ def test_logits_stay_float32_under_mixed_bfloat16(name):
 
 
 @pytest.mark.parametrize("name", SEMANTIC_MODELS)
-def test_keras_file_reloads_in_safe_mode_with_equal_outputs(name, tmp_path):
-    model = build(name)
+def test_keras_file_reloads_in_safe_mode_with_equal_outputs(name, tmp_path, float32_model):
+    model = float32_model(name)
     images = np.random.default_rng(1).uniform(0, 255, (1, 48, 80, 3)).astype("float32")
     expected = np.asarray(model(images, training=False))
     path = os.fspath(tmp_path / "model.keras")
