@@ -1,12 +1,22 @@
-"""Train DeepLabV3+ (MobileNetV2 backbone) on CamVid with kseg's Python API.
+"""Train DeepLabV3+ on CamVid from Python with the model's finetune recipe, as `kseg train` does.
+
+The recipe (`kseg.recipes.get("deeplabv3plus")`) is the same data the command line reads:
+MobileNetV2-0.35 from the ImageNet file kseg ships, the image size, augmentation, optimizer,
+schedule, class weighting and length of the run. `kseg.recipes.fit_recipe` trains it and saves
+`recipe.json` beside the checkpoints, so `kseg evaluate --model RUN_DIR/model.keras` and
+`kseg predict` run the model the way it was trained. Any field can be changed with
+`recipe.replace(...)`, as the `--epochs` flag here shows.
 
 Usage:
-    python examples/camvid_deeplabv3plus.py --camvid ../shared/data/camvid [--weights imagenet]
+    python examples/camvid_deeplabv3plus.py --camvid ../shared/data/camvid --run-dir runs/camvid_api
 
 Rerunning the same command after an interruption resumes from the last finished epoch.
 """
 
 import argparse
+import json
+import time
+from pathlib import Path
 
 import kseg
 
@@ -14,47 +24,48 @@ import kseg
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--camvid", required=True, help="CamVid folder (train/, trainannot/, ...)")
-    parser.add_argument("--weights", default=None, help="backbone weights: None or 'imagenet'")
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--run-dir", default="runs/camvid")
+    parser.add_argument("--run-dir", default="runs/camvid_api")
+    parser.add_argument("--epochs", type=int, default=None, help="None: the recipe's")
+    parser.add_argument("--steps-per-epoch", type=int, default=None, help="None: the recipe's")
+    parser.add_argument(
+        "--num-samples", type=int, default=None, help="use the first N images of each split"
+    )
     args = parser.parse_args()
 
-    kseg.training.set_precision("auto")
-    info = kseg.data.camvid_info()
-    train = kseg.data.make_pipeline(
-        kseg.data.camvid_dataset(args.camvid, "train", shuffle_files=True, seed=0),
-        args.batch_size,
-        crop_size=(352, 480),
-        seed=0,
-        repeat=True,
-    )
-    val = kseg.data.make_pipeline(kseg.data.camvid_dataset(args.camvid, "val"), 4, augment=False)
-    steps = 367 // args.batch_size
+    recipe = kseg.recipes.get("deeplabv3plus", "finetune")
+    overrides = {"epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch}
+    recipe = recipe.replace(**{key: value for key, value in overrides.items() if value is not None})
+    print(recipe.summary())
 
-    model = kseg.models.DeepLabV3Plus(
+    info = kseg.data.camvid_info()
+    train = kseg.data.camvid_dataset(args.camvid, "train")
+    val = kseg.data.camvid_dataset(args.camvid, "val")
+    if args.num_samples:
+        train, val = train.take(args.num_samples), val.take(args.num_samples)
+    start = time.perf_counter()
+    model = kseg.recipes.fit_recipe(
+        recipe,
+        train,
+        val,
         num_classes=info.num_classes,
-        backbone="mobilenetv2",
-        alpha=1.0,
-        backbone_weights=args.weights,
+        run_dir=args.run_dir,
+        class_names=info.class_names,
+        palette=info.palette_array()[: info.num_classes].tolist(),
+        monitor="val_mean_iou",
     )
-    kseg.training.compile_model(
-        model,
-        num_classes=info.num_classes,
-        optimizer="adam",
-        learning_rate=kseg.training.poly_schedule(1e-3, args.epochs * steps),
-        loss=kseg.losses.SegmentationCrossEntropy(ignore_label=info.ignore_label),
-        metrics=kseg.metrics.per_class_iou_metrics(info.num_classes, info.class_names)
-        + [kseg.metrics.MeanIoU(info.num_classes, name="mean_iou")],
-    )
-    history = kseg.training.fit(
-        model, train, val, epochs=args.epochs, steps_per_epoch=steps, run_dir=args.run_dir
-    )
-    kseg.viz.plot_history(history, f"{args.run_dir}/curves.png")
-    scores = kseg.evaluation.evaluate_model(model, val, info.num_classes)
+    seconds = time.perf_counter() - start
+    model.save(Path(args.run_dir) / "model.keras")
+
+    # Scored as trained: validation images at the recipe's size.
+    val = val.map(lambda image, mask: kseg.data.resize_pair(image, mask, recipe.resize))
+    val_batches = kseg.data.make_pipeline(val, 4, augment=False)
+    scores = kseg.evaluation.evaluate_model(model, val_batches, info.num_classes)
     for name, iou in zip(info.class_names, scores["iou"]):
         print(f"{name:12s} {iou:.3f}")
-    print(f"val mIoU {scores['mean_iou']:.4f}")
+    print(f"val mIoU {scores['mean_iou']:.4f} after {seconds / 60:.1f} min of fit_recipe")
+    record = {"mean_iou": float(scores["mean_iou"]), "iou": [float(v) for v in scores["iou"]]}
+    record |= {"class_names": list(info.class_names), "fit_seconds": seconds}
+    (Path(args.run_dir) / "scores.json").write_text(json.dumps(record, indent=2))
 
 
 if __name__ == "__main__":
