@@ -79,7 +79,7 @@ def forward_flops(model, input_size=(512, 512), channels=None):
         The number of floating-point operations as an int.
 
     Example:
-    >>> model = kseg.models.get_model("fcn8s", num_classes=3, backbone="tiny")
+    >>> model = kseg.models.get_model("fcn8s", num_classes=3, backbone="tiny", num_filters=8)
     >>> kseg.summary.forward_flops(model, (64, 64)) > 0
     True
     """
