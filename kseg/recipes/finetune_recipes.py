@@ -30,18 +30,22 @@ FINETUNE_RECIPES = (
         weight_decay=None,
         batchnorm_momentum=0.9,
         batch_size=8,
+        # Images at 288x384, trained on 192x256 crops: thin classes (poles, signs) keep pixels
+        # while a step costs what a 192x256 image does.
         crop_size=(192, 256),
-        resize=(192, 256),
+        resize=(288, 384),
         scale_range=(0.75, 1.5),
         flip=True,
         jitter=False,
-        epochs=13,
+        epochs=18,
         steps_per_epoch=None,
         loss="ce",
-        class_weighting="none",
-        source="measured on CamVid train -> val at 192x256 (2 CPU cores): the CamVid benchmark "
-        "recipe (benchmarks/camvid_recipe.py; val mIoU 0.489 after 6 epochs in 11 min, "
-        "camvid_context_family.py) run for 13 epochs",
+        class_weighting="sqrt_median_frequency",
+        source="tuned on CamVid (2 CPU cores) training on the first 300 training images and "
+        "scoring the last 67, 340-900 steps each: square-root median-frequency weights 0.489 "
+        "against 0.466 unweighted and 0.443 fully weighted; 288x384 images with 192x256 crops "
+        "0.539 against 0.513 for 192x256 images; the val figure is in "
+        "benchmarks/results/recipe_results.json",
     ),
     Recipe(
         model="deeplabv3",
