@@ -25,6 +25,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -89,7 +90,11 @@ def measure(row, data, runs):
     print("$", " ".join(command), flush=True)
     load_before = results_io.load_average()
     start = time.perf_counter()
-    subprocess.run(command, check=True, env=os.environ | {"PYTHONUNBUFFERED": "1"})
+    # The kseg script of this interpreter's environment, even when it is not activated.
+    executable = shutil.which("kseg", path=str(Path(sys.executable).parent)) or "kseg"
+    subprocess.run(
+        [executable, *command[1:]], check=True, env=os.environ | {"PYTHONUNBUFFERED": "1"}
+    )
     seconds = time.perf_counter() - start
     run = run_dir / "run"
     return {
