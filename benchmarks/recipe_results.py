@@ -13,6 +13,11 @@ the same validation images). Rows:
   membrane/cell with `--mask-values binary`.
 - `mask_rcnn_shapes`: Mask R-CNN MobileNetV2-0.35 FPN on the built-in shapes data.
 
+A semantic row trained at a resize is also scored at the labels' own resolution: `kseg evaluate
+--resize none --scales F` predicts each native image at the training size (F = resize / native
+height) and scores the upsampled prediction against the native labels, the figure papers report
+(`native_resolution` in the file).
+
 Rows already in the result file are kept; pass `--rows` to choose, and delete a row from the file
 to measure it again. Run on an idle machine: the file records the load average.
 
@@ -36,6 +41,8 @@ from locations import location_argument
 
 ROWS = ("deeplabv3plus_camvid", "segnet_basic_camvid", "unet_isbi", "mask_rcnn_shapes")
 ISBI_VALIDATION_SLICES = range(20, 24)
+CAMVID_HEIGHT = 360
+CAMVID_ROWS = ("deeplabv3plus_camvid", "segnet_basic_camvid")
 
 
 def isbi_split_folder(isbi_root, target):
@@ -82,6 +89,30 @@ def last_epoch(run_dir):
     } | {"epochs": len(rows)}
 
 
+def kseg_command(arguments):
+    """Runs `kseg ARGUMENTS` with the kseg script of this interpreter's environment."""
+    # Found beside sys.executable, so the environment need not be activated.
+    executable = shutil.which("kseg", path=str(Path(sys.executable).parent)) or "kseg"
+    subprocess.run([executable, *arguments], check=True, env=os.environ | {"PYTHONUNBUFFERED": "1"})
+
+
+def native_resolution_scores(entry, data, runs, row):
+    """`kseg evaluate` at the labels' own size of a row trained at a resize, or None."""
+    recipe = entry["recipe"]
+    if row not in CAMVID_ROWS or not recipe.get("resize"):
+        return None
+    run = runs / row / "run"
+    scale = recipe["resize"][0] / CAMVID_HEIGHT
+    output = run / "scores_native.json"
+    arguments = [
+        "evaluate", "--model", str(run / "model.keras"), "--data", data.camvid,
+        "--split", "val", "--resize", "none", "--scales", f"{scale:g}", "--output", str(output),
+    ]  # fmt: skip
+    print("$ kseg", " ".join(arguments), flush=True)
+    kseg_command(arguments)
+    return {"command": "kseg " + " ".join(arguments), "scores": json.loads(output.read_text())}
+
+
 def measure(row, data, runs):
     """Runs one row's `kseg train`, returns its record (command, wall time, scores, recipe)."""
     run_dir = runs / row
@@ -90,11 +121,7 @@ def measure(row, data, runs):
     print("$", " ".join(command), flush=True)
     load_before = results_io.load_average()
     start = time.perf_counter()
-    # The kseg script of this interpreter's environment, even when it is not activated.
-    executable = shutil.which("kseg", path=str(Path(sys.executable).parent)) or "kseg"
-    subprocess.run(
-        [executable, *command[1:]], check=True, env=os.environ | {"PYTHONUNBUFFERED": "1"}
-    )
+    kseg_command(command[1:])
     seconds = time.perf_counter() - start
     run = run_dir / "run"
     return {
@@ -125,9 +152,15 @@ def main():
     for row in args.rows.split(","):
         if row in report["results"]:
             print(f"{row}: already measured, kept (delete it from {args.out} to rerun)")
-            continue
-        report["results"][row] = measure(row, args, Path(args.runs))
-        results_io.write_result(args.out, report)
+        else:
+            report["results"][row] = measure(row, args, Path(args.runs))
+            results_io.write_result(args.out, report)
+        entry = report["results"][row]
+        if "native_resolution" not in entry:
+            native = native_resolution_scores(entry, args, Path(args.runs), row)
+            if native is not None:
+                entry["native_resolution"] = native
+                results_io.write_result(args.out, report)
     print(json.dumps({row: entry["wall_seconds"] for row, entry in report["results"].items()}))
     return 0
 

@@ -838,7 +838,7 @@ def recipe_results_table(results):
     for key, label in RECIPE_ROWS:
         entry = _get(results, "results", key)
         if not isinstance(entry, dict):
-            rows.append((label, MISSING, MISSING, NOT_MEASURED, MISSING, MISSING))
+            rows.append((label, MISSING, MISSING, NOT_MEASURED, MISSING, MISSING, MISSING))
             continue
         metric, value = _recipe_metric(entry.get("scores"))
         load = entry.get("load_average_before")
@@ -848,19 +848,24 @@ def recipe_results_table(results):
                 _recipe_summary(entry.get("recipe")),
                 duration(entry.get("wall_seconds")),
                 f"{value} ({metric})" if value != MISSING else MISSING,
+                score(_get(entry, "native_resolution", "scores", "mean_iou")),
                 _recipe_classes(entry.get("scores")),
                 f"{load[0]:.1f}" if isinstance(load, list) and load else MISSING,
             )
         )
         if entry.get("command"):
             commands.append(f"- {label}: {_code(entry['command'])}")
+        native_command = _get(entry, "native_resolution", "command")
+        if native_command:
+            commands.append(f"- the same model scored at the labels' size: {_code(native_command)}")
     return _join(
         _table(
             (
                 "run",
                 "recipe (finetune)",
                 "wall time of the command",
-                "score",
+                "score at the recipe's size",
+                "mean IoU at the labels' size",
                 "per class",
                 "load before",
             ),

@@ -184,6 +184,7 @@ def test_recipe_results_rows_scores_and_unmeasured_rows():
                     "class_weighting": "median_frequency",
                 },
                 "scores": {"mean_iou": 0.5612, "iou": [0.9, 0.25], "class_names": ["Sky", "Pole"]},
+                "native_resolution": {"command": "kseg evaluate", "scores": {"mean_iou": 0.5501}},
             },
             "mask_rcnn_shapes": {
                 "wall_seconds": 300.0,
@@ -198,11 +199,18 @@ def test_recipe_results_rows_scores_and_unmeasured_rows():
     rows = {_cells(line)[0].strip(): [cell.strip() for cell in _cells(line)] for line in lines}
     camvid = rows["DeepLabV3+ MobileNetV2-0.35 (ImageNet), CamVid train → val"]
     assert camvid[1] == "192×256, adam 0.002, batch 8, 30 epochs, median frequency weights"
-    assert camvid[2:] == ["14.0 min", "0.561 (val mean IoU)", "Sky 0.900, Pole 0.250", "0.2"]
+    assert camvid[2:] == [
+        "14.0 min",
+        "0.561 (val mean IoU)",
+        "0.550",
+        "Sky 0.900, Pole 0.250",
+        "0.2",
+    ]
     shapes = rows["Mask R-CNN MobileNetV2-0.35 FPN, shapes"]
-    assert shapes[2:5] == ["5.0 min", "0.410 (val mask AP)", "mask AP50 0.800, box AP 0.500"]
+    assert shapes[2:6] == ["5.0 min", "0.410 (val mask AP)", "—", "mask AP50 0.800, box AP 0.500"]
     assert rows["U-Net, ISBI 2012 slices 0-19 → 20-23"][3] == tables.NOT_MEASURED
     assert "`kseg train --data camvid --run-dir runs/r`" in text
+    assert "scored at the labels' size: `kseg evaluate`" in text
 
 
 def test_mask_rcnn_timing_partial_and_complete():
