@@ -41,7 +41,7 @@ def get(model, purpose="finetune"):
     Example:
         >>> recipe = kseg.recipes.get("deeplabv3plus")
         >>> recipe.optimizer, recipe.model_args["backbone"], recipe.resize
-        ('adam', 'mobilenetv2', (192, 256))
+        ('adam', 'mobilenetv2', (288, 384))
         >>> kseg.recipes.get("pspnet", "paper").crop_size
         (473, 473)
     """

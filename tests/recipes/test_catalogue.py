@@ -27,14 +27,15 @@ def test_finetune_imagenet_weights_are_the_file_kseg_ships():
 
 def test_deeplabv3plus_finetune_is_a_mobilenet_run_at_one_size():
     # The tuned numbers may change; what the run is may not: MobileNetV2-0.35 from the bundled
-    # ImageNet file, every image resized to one size and cropped at it, BN momentum set.
+    # ImageNet file, every image resized to one size and cropped within it, BN momentum set.
     recipe = recipes.get("deeplabv3plus")
     assert recipe.model_args == {
         "backbone": "mobilenetv2",
         "alpha": 0.35,
         "backbone_weights": "imagenet",
     }
-    assert recipe.resize is not None and recipe.crop_size == recipe.resize
+    assert recipe.resize is not None
+    assert all(crop <= side for crop, side in zip(recipe.crop_size, recipe.resize))
     assert recipe.batchnorm_momentum is not None and recipe.flip
 
 
