@@ -196,7 +196,7 @@ def test_train_mask_rcnn_on_shapes_then_evaluate_agrees(tmp_path, capsys):
             "--epochs",
             "1",
             "--steps-per-epoch",
-            "2",
+            "1",
             "--batch-size",
             "2",
             "--val-batch-size",
