@@ -188,16 +188,8 @@ def _train_semantic(args, task, recipe):
         num_classes=num_classes,
         run_dir=args.run_dir,
         strategy=strategy,
-        epochs=recipe.epochs,
         steps_per_epoch=steps,
-        learning_rate=learning_rate,
-        optimizer=recipe.optimizer,
         loss=loss,
-        batchnorm_momentum=recipe.batchnorm_momentum,
-        warmup_steps=recipe.warmup_steps,
-        weight_decay=recipe.weight_decay,
-        momentum=recipe.momentum,
-        schedule=recipe.schedule,
         ignore_label=info.ignore_label,
         jit_compile=args.jit,
         verbose="auto",
@@ -205,6 +197,8 @@ def _train_semantic(args, task, recipe):
         monitor="val_mean_iou",
         class_names=names,
         palette=palette,
+        # The learning rate may be scaled by the replica count (--scale-learning-rate).
+        **(recipe.optimization() | {"learning_rate": learning_rate}),
         **_watch_options(args),
     )
     scores = task.evaluate(model, val, num_classes, ignore_label=info.ignore_label)

@@ -208,6 +208,24 @@ class Recipe:
             )
         return cls(**values)
 
+    def optimization(self):
+        """The recipe's training-length and optimizer fields as `fit_semantic` keyword arguments.
+
+        Example:
+            >>> kseg.recipes.get("deeplabv3plus").optimization()["optimizer"]
+            'adam'
+        """
+        return {
+            "epochs": self.epochs,
+            "learning_rate": self.learning_rate,
+            "optimizer": self.optimizer,
+            "batchnorm_momentum": self.batchnorm_momentum,
+            "warmup_steps": self.warmup_steps,
+            "weight_decay": self.weight_decay,
+            "momentum": self.momentum,
+            "schedule": self.schedule,
+        }
+
     def summary(self):
         """The recipe in a few plain lines, as `kseg train` prints it at start.
 
