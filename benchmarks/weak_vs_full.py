@@ -31,6 +31,14 @@ row sees exactly the same images in the same order). Only the labels and the los
                   around it;
   semi_mixed      a few full masks and boxes for the rest, in one `fit`:
                   `kseg.weak.mixed_supervision_dataset` + `EMFixedCrossEntropy`.
+  unified_tags, unified_boxes, unified_scribbles, unified_mix
+                  the unified framework of Xu, Schwing and Urtasun (CVPR 2015):
+                  `kseg.weak.UnifiedWeakSegmenter` clusters SLIC superpixels (colour and texture
+                  histograms plus the ImageNet MobileNetV2-0.35 features the network starts
+                  from) under the constraints of each image's tags, boxes or scribbles, and the
+                  network trains with cross-entropy on its latent labels; in the mix, the
+                  training images take tags, boxes and scribbles in turn (image i gets form
+                  i mod 3), one form per image as in the paper's mixed-supervision setting.
 
 Weak labels come from the full masks with `kseg.weak.labels` (`scribbles_from_mask` on every
 connected region, `tags_from_mask`, `boxes_from_mask` on every connected object region), so every
@@ -77,6 +85,10 @@ ROWS = (
     "boxes_bbox_seg",
     "boxes_em_fixed",
     "semi_mixed",
+    "unified_tags",
+    "unified_boxes",
+    "unified_scribbles",
+    "unified_mix",
 )
 DESCRIPTIONS = {
     "full": ("full masks", "cross-entropy"),
@@ -90,6 +102,10 @@ DESCRIPTIONS = {
     "boxes_bbox_seg": ("boxes", "Bbox-Seg + cross-entropy"),
     "boxes_em_fixed": ("boxes", "EM-Fixed"),
     "semi_mixed": ("few masks + boxes", "EM-Fixed (semi-supervised)"),
+    "unified_tags": ("tags", "unified (Xu et al.) + cross-entropy"),
+    "unified_boxes": ("boxes", "unified (Xu et al.) + cross-entropy"),
+    "unified_scribbles": ("scribbles", "unified (Xu et al.) + cross-entropy"),
+    "unified_mix": ("tags / boxes / scribbles", "unified (Xu et al.) + cross-entropy"),
 }
 # Issue 6: scribbles >= 0.85 and boxes >= 0.80 of full supervision.
 # Hardness of the Constrained CNN's latent distribution with size constraints (the authors' code).
@@ -288,6 +304,53 @@ def allowed_maps(boxes, masks, num_classes, background):
     )
 
 
+def unified_labels(row, images, masks, num_classes, background, args, record):
+    """Latent labels of `UnifiedWeakSegmenter` fitted on one unified row's weak labels."""
+    import numpy as np
+
+    import kseg
+    from kseg.weak import BackboneFeatures, UnifiedWeakSegmenter
+    from kseg.weak.labels import tags_from_mask
+
+    forms = {
+        "unified_tags": ("tags",),
+        "unified_boxes": ("boxes",),
+        "unified_scribbles": ("scribbles",),
+        "unified_mix": ("tags", "boxes", "scribbles"),
+    }[row]
+    scribbles = scribbles_for(masks, args) if "scribbles" in forms else None
+    boxes = boxes_for(masks, background) if "boxes" in forms else None
+    weak_labels = []
+    for index, mask in enumerate(masks):
+        form = forms[index % len(forms)]
+        if form == "tags":
+            weak_labels.append({"tags": tags_from_mask(mask, num_classes)})
+        elif form == "boxes":
+            box, classes = boxes[index]
+            weak_labels.append({"boxes": box, "box_classes": classes})
+        else:
+            weak_labels.append({"partial": scribbles[index]})
+    record["images_per_form"] = {
+        form: len(range(number, len(masks), len(forms))) for number, form in enumerate(forms)
+    }
+    features = BackboneFeatures(
+        "mobilenetv2",
+        weights=kseg.backbones.bundled_weights_path("mobilenetv2", alpha=0.35),
+        alpha=0.35,
+    )
+    n_segments = max(int(np.prod(args.size) // args.superpixel_area), 8)
+    segmenter = UnifiedWeakSegmenter(
+        num_classes,
+        feature_extractor=features,
+        n_segments=n_segments,
+        background_class=background,
+        seed=args.seed,
+    ).fit(images, weak_labels)
+    record["n_segments"] = n_segments
+    record["relabelled_per_iteration"] = [int(v) for v in segmenter.history_]
+    return segmenter.training_labels_
+
+
 def run_row(row, data, args):
     """Trains and scores one row; returns its JSON record."""
     import numpy as np
@@ -451,6 +514,11 @@ def run_row(row, data, args):
                 "epochs": args.epochs,
             }
         )
+    elif row.startswith("unified_"):
+        labels = unified_labels(row, images, masks, num_classes, background, args, record)
+        record["label_seconds"] = time.perf_counter() - start
+        record["pseudo_label_miou"] = label_agreement(labels, masks, num_classes)
+        record.update(fit_arrays(model, images, labels, cross_entropy, args))
     else:
         raise ValueError(f"unknown row {row!r}; known: {', '.join(ROWS)}")
 

@@ -169,7 +169,9 @@ class UnifiedWeakSegmenter:
         iterations: assignment/SVM alternations after the initial SVM.
         svm_epochs: dual coordinate descent passes per SVM.
         box_fraction: share of a box's superpixels its class must take, in [0, 1].
-        background_class: the class outside boxes.
+        background_class: the class outside boxes, or None for data where every pixel belongs
+            to a boxed class (street scenes such as CamVid): a superpixel then takes the class of
+            a box holding at least half of it, or else of a box it touches.
         balanced: in each class's SVM, weight the hinge terms so that its positives and its
             negatives carry equal total weight (N / (2 n_pos) and N / (2 n_neg)), so a rare class
             is not swamped by the background.
@@ -214,9 +216,9 @@ class UnifiedWeakSegmenter:
         validate_non_negative_int(iterations, "iterations")
         validate_positive_int(svm_epochs, "svm_epochs")
         validate_fraction(box_fraction, "box_fraction")
-        if not 0 <= background_class < num_classes:
+        if background_class is not None and not 0 <= background_class < num_classes:
             raise ValueError(
-                f"`background_class` must be in 0..{num_classes - 1}. "
+                f"`background_class` must be None or in 0..{num_classes - 1}. "
                 f"Received: background_class={background_class!r}"
             )
         self.num_classes = int(num_classes)
@@ -228,7 +230,7 @@ class UnifiedWeakSegmenter:
         self.iterations = int(iterations)
         self.svm_epochs = int(svm_epochs)
         self.box_fraction = float(box_fraction)
-        self.background_class = int(background_class)
+        self.background_class = None if background_class is None else int(background_class)
         self.balanced = bool(balanced)
         self.seed = seed
         self.weights_ = None
@@ -320,7 +322,9 @@ class UnifiedWeakSegmenter:
                 index,
             )
             box_allowed = np.zeros((num_segments, self.num_classes), bool)
-            box_allowed[:, self.background_class] = True
+            touched = np.zeros((num_segments, self.num_classes), bool)
+            if self.background_class is not None:
+                box_allowed[:, self.background_class] = True
             for (y1, y2), (x1, x2), class_id in zip(rows, cols, classes):
                 inside_pixels = np.bincount(segments[y1:y2, x1:x2].ravel(), minlength=num_segments)
                 members = np.flatnonzero(inside_pixels >= _INSIDE_SHARE * sizes)
@@ -328,8 +332,16 @@ class UnifiedWeakSegmenter:
                     # A box smaller than every superpixel it touches still holds its majority one.
                     members = np.array([int(np.argmax(inside_pixels / sizes))])
                 box_allowed[members, class_id] = True
+                touched[inside_pixels > 0, class_id] = True
                 count = max(1, int(np.ceil(self.box_fraction * members.size)))
                 requirements.append((members, int(class_id), count))
+            if self.background_class is None:
+                # Without a background every pixel is some box's class: a superpixel no box holds
+                # by half takes a class of a box it touches, and one no box touches (unlabelled
+                # pixels, such as CamVid's void) is left free.
+                loose = ~box_allowed.any(axis=1)
+                box_allowed[loose] = touched[loose]
+                box_allowed[~box_allowed.any(axis=1)] = True
             allowed &= box_allowed
 
         if "partial" in weak_label:
