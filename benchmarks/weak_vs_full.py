@@ -13,9 +13,12 @@ row sees exactly the same images in the same order). Only the labels and the los
   scribbles_ce    cross-entropy on the scribbled pixels alone, the baseline ScribbleSup improves on;
   tags_ccnn       Constrained CNN (Pathak et al., ICCV 2015) from image-level tags:
                   `kseg.weak.ConstrainedCrossEntropy`;
-  tags_size_ccnn  the same with each class's area fraction as size constraints, and the
+  tags_size_ccnn  the same with each class's area fraction as size constraints (objects
+                  between 1.5 and 3 times their share, the background what they leave), the
                   latent distribution sharpened to hard labels (hardness 1000) as the authors'
-                  code does when it applies size constraints;
+                  code does when it applies size constraints, and, with a background, each
+                  object pixel's mass shared among the tagged objects as the soft solution
+                  shares it (`soft_object_classes`);
   tags_em_adapt   EM-Adapt (Papandreou et al., ICCV 2015) from tags:
                   `kseg.weak.EMAdaptCrossEntropy`;
   boxes_bbox_rect Bbox-Rect: every box filled with its class, the smallest box winning where
@@ -428,7 +431,17 @@ def run_row(row, data, args):
             # soft P that holds a small class's exact area spreads it thinly and never wins the
             # argmax, so the network learns to drop small objects.
             record["hardness"] = SIZE_HARDNESS if with_sizes else 1.0
-            loss = ConstrainedCrossEntropy(background=background, hardness=record["hardness"])
+            # Hard labels with bounds at the exact shares label the objects' own pixels as
+            # background early on and never recover; see ConstrainedCrossEntropy.
+            soft_objects = with_sizes and background is not None
+            loss = ConstrainedCrossEntropy(
+                background=background,
+                hardness=record["hardness"],
+                soft_object_classes=soft_objects,
+            )
+            if with_sizes:
+                record["size_bounds"] = list(loss.size_bounds)
+                record["soft_object_classes"] = soft_objects
         record["label_seconds"] = time.perf_counter() - start
         record.update(fit_arrays(model, images, tags, loss, args))
     elif row in ("boxes_bbox_rect", "boxes_bbox_rect_unambiguous"):

@@ -166,7 +166,11 @@ def test_loss_gradient_is_q_minus_p():
 
 def test_loss_config_round_trip():
     loss = ConstrainedCrossEntropy(
-        lower_bound=0.1, foreground_slack=2.0, iterations=20, hardness=1000.0
+        lower_bound=0.1,
+        foreground_slack=2.0,
+        iterations=20,
+        hardness=1000.0,
+        soft_object_classes=True,
     )
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
     assert isinstance(restored, ConstrainedCrossEntropy)
@@ -191,7 +195,7 @@ def test_loss_trains_a_kseg_model_from_tags_only():
     assert len(losses) == 1 and np.isfinite(losses[0]) and losses[0] > 0
 
 
-def test_area_fractions_become_relative_size_bounds():
+def test_area_fractions_bound_the_objects_and_leave_the_background_the_rest():
     rng = np.random.default_rng(5)
     logits = rng.normal(size=(2, 4, 4, 3)).astype(np.float32)
     tags = np.array([[1, 0, 1], [1, 1, 1]], np.float32)
@@ -199,16 +203,59 @@ def test_area_fractions_become_relative_size_bounds():
     value = ConstrainedCrossEntropy(size_bounds=(0.9, 1.1), reduction="none")(
         np.concatenate([tags, sizes], axis=1), logits
     )
-    p = latent_distribution(
-        logits,
-        tags,
-        lower_bounds=np.where(tags > 0, 0.9 * sizes, np.nan),
-        upper_bounds=np.where(tags > 0, np.minimum(1.0, 1.1 * sizes), np.nan),
-    ).numpy()
+    objects = (tags > 0) & (np.arange(3) != 0)
+    lower = np.where(objects, 0.9 * sizes, np.nan)
+    upper = np.where(objects, 1.1 * sizes, np.nan)
+    lower[:, 0], upper[:, 0] = 0.0, 1.0  # the background has no bound of its own
+    p = latent_distribution(logits, tags, lower_bounds=lower, upper_bounds=upper).numpy()
     mass = p.mean((1, 2))
-    assert np.all(mass >= 0.9 * sizes - 1e-4) and np.all(mass <= 1.1 * sizes + 1e-4)
+    assert np.all(mass[objects] >= 0.9 * sizes[objects] - 1e-4)
+    assert np.all(mass[objects] <= 1.1 * sizes[objects] + 1e-4)
     expected = -(p * np.log(softmax(logits.astype(np.float64)))).sum(-1).mean((1, 2))
     np.testing.assert_allclose(value.numpy(), expected, rtol=1e-5)
+
+
+def test_generous_lower_bounds_shrink_to_what_the_image_can_hold():
+    # Objects covering 80% of the image cannot each take 1.5 times their share: the lower
+    # bounds shrink to the shares times 1 / 0.8, which fill the image exactly.
+    rng = np.random.default_rng(11)
+    logits = rng.normal(size=(1, 8, 8, 3)).astype(np.float32)
+    logits[..., 0] += 3.0
+    tags = np.array([[1.0, 1.0, 1.0]], np.float32)
+    sizes = np.array([[0.2, 0.5, 0.3]], np.float32)
+    loss = ConstrainedCrossEntropy(size_bounds=(1.5, 3.0), hardness=1000.0, reduction="none")
+    lower, upper = loss._size_bounds(tf.constant(tags), tf.constant(sizes))
+    np.testing.assert_allclose(lower.numpy(), [[0.0, 0.5 / 0.8, 0.3 / 0.8]], rtol=1e-6)
+    np.testing.assert_allclose(upper.numpy(), [[1.0, 1.0, 0.9]], rtol=1e-6)
+    p = latent_distribution(logits, tags, lower_bounds=lower, upper_bounds=upper, hardness=1000.0)
+    mass = p.numpy().mean((1, 2))[0]
+    # Within two of the 64 pixels (the hard solver's sweeps stop short of exact ties).
+    assert mass[0] <= 2 / 64 + 1e-6
+    assert mass[1] >= 0.625 - 2 / 64 - 1e-6 and mass[2] >= 0.375 - 2 / 64 - 1e-6
+
+
+def test_soft_object_classes_keep_the_hard_background_and_the_soft_class_shares():
+    rng = np.random.default_rng(3)
+    logits = rng.normal(scale=2.0, size=(2, 6, 6, 4)).astype(np.float32)
+    tags = np.array([[1, 1, 0, 1], [1, 1, 1, 1]], np.float32)
+    sizes = np.array([[0.7, 0.2, 0.0, 0.1], [0.4, 0.2, 0.2, 0.2]], np.float32)
+    y_true = np.concatenate([tags, sizes], axis=1)
+    loss = ConstrainedCrossEntropy(hardness=1000.0, soft_object_classes=True, reduction="none")
+    lower, upper = loss._size_bounds(tf.constant(tags), tf.constant(sizes))
+    hard = latent_distribution(
+        logits, tags, lower_bounds=lower, upper_bounds=upper, hardness=1000.0
+    ).numpy()
+    soft = latent_distribution(logits, tags, lower_bounds=lower, upper_bounds=upper).numpy()
+    objects = soft[..., 1:] / soft[..., 1:].sum(-1, keepdims=True)
+    target = np.concatenate([hard[..., :1], (1.0 - hard[..., :1]) * objects], axis=-1)
+    np.testing.assert_allclose(target.sum(-1), 1.0, atol=1e-5)
+    assert np.all(target[0, ..., 2] == 0.0)  # an untagged class stays empty
+    expected = -(target * np.log(softmax(logits.astype(np.float64)))).sum(-1).mean((1, 2))
+    np.testing.assert_allclose(loss(y_true, logits).numpy(), expected, rtol=1e-4)
+    # Without it, the hard labels themselves are the target.
+    plain = ConstrainedCrossEntropy(hardness=1000.0, reduction="none")(y_true, logits)
+    expected = -(hard * np.log(softmax(logits.astype(np.float64)))).sum(-1).mean((1, 2))
+    np.testing.assert_allclose(plain.numpy(), expected, rtol=1e-4)
 
 
 def best_constrained_labelling(log_q, min_counts, max_counts):
