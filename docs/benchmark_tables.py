@@ -120,6 +120,10 @@ WEAK_ROWS = {
     "boxes_bbox_seg": ("boxes", "Bbox-Seg + cross-entropy"),
     "boxes_em_fixed": ("boxes", "EM-Fixed"),
     "semi_mixed": ("few masks + boxes", "EM-Fixed (semi-supervised)"),
+    "unified_tags": ("tags", "unified (Xu et al.) + cross-entropy"),
+    "unified_boxes": ("boxes", "unified (Xu et al.) + cross-entropy"),
+    "unified_scribbles": ("scribbles", "unified (Xu et al.) + cross-entropy"),
+    "unified_mix": ("tags / boxes / scribbles", "unified (Xu et al.) + cross-entropy"),
 }
 # Keys that describe how a run was made rather than what it measured.
 METADATA_KEYS = (

@@ -76,3 +76,20 @@ def test_no_benchmark_script_has_a_machine_specific_default_path():
                 assert not any(p in line for p in ("/work", "../shared", '"/tmp', "/home")), (
                     f"{script.name}: {line.strip()}"
                 )
+
+
+def test_the_docs_list_every_weak_vs_full_row_with_its_labels_and_method():
+    # The Benchmarks page names rows not yet measured from its own list; it must not drift
+    # from the script's.
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        weak_vs_full = _load("weak_vs_full")
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location(
+        "benchmark_tables", BENCHMARKS.parent / "docs" / "benchmark_tables.py"
+    )
+    tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tables)
+    assert list(tables.WEAK_ROWS) == list(weak_vs_full.ROWS)
+    assert tables.WEAK_ROWS == weak_vs_full.DESCRIPTIONS
