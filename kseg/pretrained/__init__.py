@@ -1,0 +1,10 @@
+"""Published checkpoints: reading them and converting their weights onto kseg's models.
+
+For now the package reads PyTorch state dicts (`.pth`, `.pt`) into numpy arrays without torch,
+safely: `read_torch_checkpoint` unpickles with an allow-list, and a checkpoint that asks for
+anything else raises `UnsafeCheckpointError` instead of running code.
+"""
+
+from kseg.pretrained.torch_checkpoint import UnsafeCheckpointError, read_torch_checkpoint
+
+__all__ = ["read_torch_checkpoint", "UnsafeCheckpointError"]
