@@ -312,7 +312,15 @@ def train(args, images, masks, instances, info):
             dataset, "tags", num_classes=num_classes, with_sizes=kind == "tags+sizes"
         )
         if args.tag_method == "ccnn":
-            loss, method = kseg.weak.ConstrainedCrossEntropy(background=background), "CCNN"
+            # With sizes: hard latent labels (the authors' setting) and, given a background,
+            # object classes shared softly (see ConstrainedCrossEntropy).
+            sized = kind == "tags+sizes"
+            loss = kseg.weak.ConstrainedCrossEntropy(
+                background=background,
+                hardness=1000.0 if sized else 1.0,
+                soft_object_classes=sized and background is not None,
+            )
+            method = "CCNN"
         else:
             loss, method = kseg.weak.EMAdaptCrossEntropy(background_class=background), "EM-Adapt"
         compile_for(model, args, loss, total_steps, num_classes, False)
