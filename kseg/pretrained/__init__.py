@@ -15,6 +15,13 @@ from kseg.pretrained.download import (
     hash_prefix_in_name,
     sha256_of_file,
 )
+from kseg.pretrained.registry import (
+    NotLoadableError,
+    PretrainedEntry,
+    get,
+    list_pretrained,
+    load,
+)
 from kseg.pretrained.torch_checkpoint import UnsafeCheckpointError, read_torch_checkpoint
 
 __all__ = ["read_torch_checkpoint", "UnsafeCheckpointError"]
@@ -27,4 +34,9 @@ __all__ += [
     "sha256_of_file",
     "ChecksumMismatchError",
     "CheckpointDownloadError",
+    "list_pretrained",
+    "get",
+    "load",
+    "PretrainedEntry",
+    "NotLoadableError",
 ]

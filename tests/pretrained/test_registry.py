@@ -1,0 +1,196 @@
+import dataclasses
+import hashlib
+import re
+import sys
+import types
+
+import pytest
+from keras.src.utils import file_utils
+
+import kseg
+from kseg.data.voc import VOC_CLASS_NAMES
+from kseg.pretrained import registry
+
+NAMES = kseg.pretrained.list_pretrained()
+SEMANTIC = kseg.pretrained.list_pretrained(task="semantic")
+INSTANCE = kseg.pretrained.list_pretrained(task="instance")
+
+
+def forbid_download(monkeypatch):
+    def refuse(url, *args, **kwargs):
+        raise AssertionError(f"the test tried to download {url}")
+
+    monkeypatch.setattr(file_utils, "urlretrieve", refuse)
+
+
+def test_the_torchvision_entries_are_registered():
+    assert SEMANTIC == [
+        "fcn_resnet50",
+        "fcn_resnet101",
+        "deeplabv3_resnet50",
+        "deeplabv3_resnet101",
+        "deeplabv3_mobilenet_v3_large",
+        "lraspp_mobilenet_v3_large",
+    ]
+    assert INSTANCE == ["maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2"]
+    assert NAMES == SEMANTIC + INSTANCE
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_url_file_name_ends_with_the_hash_prefix(name):
+    entry = kseg.pretrained.get(name)
+    assert entry.url.startswith("https://download.pytorch.org/models/")
+    assert re.fullmatch(r"[0-9a-f]{8,64}", entry.hash_prefix)
+    assert entry.url.endswith(f"-{entry.hash_prefix}.pth")
+    assert kseg.pretrained.hash_prefix_in_name(entry.url) == entry.hash_prefix
+
+
+@pytest.mark.parametrize("name", SEMANTIC)
+def test_segmentation_entries_have_the_21_voc_classes(name):
+    entry = kseg.pretrained.get(name)
+    assert entry.num_classes == 21
+    # torchvision calls class 0 "__background__"; the 20 others are VOC's, in VOC's order.
+    assert entry.class_names[0] == "__background__"
+    assert entry.class_names[1:] == VOC_CLASS_NAMES[1:]
+    assert entry.resize == "min_side 520"
+    assert entry.palette == "voc"
+
+
+@pytest.mark.parametrize("name", INSTANCE)
+def test_mask_rcnn_entries_have_the_91_coco_category_indices(name):
+    entry = kseg.pretrained.get(name)
+    assert entry.num_classes == 91
+    names = entry.class_names
+    used = [n for n in names[1:] if n != "N/A"]
+    assert len(used) == 80 and len(set(used)) == 80  # COCO's 80 categories, ids 1-90
+    assert names.count("N/A") == 10  # ids 1-90 that name no category
+    # A few COCO category ids (instances_val2017.json): the index is the id.
+    assert (names[1], names[18], names[44], names[90]) == ("person", "dog", "bottle", "toothbrush")
+    assert entry.resize == "min 800 max 1333"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_metrics_are_present_and_labelled_as_the_publishers(name):
+    entry = kseg.pretrained.get(name)
+    expected = (
+        {"COCO-val2017-VOC-labels": {"miou", "pixel_acc"}}
+        if entry.task == "semantic"
+        else {"COCO-val2017": {"box_map", "mask_map"}}
+    )
+    assert {data: set(metrics) for data, metrics in entry.publisher_metrics.items()} == expected
+    for metrics in entry.publisher_metrics.values():
+        assert all(0 < value < 100 for value in metrics.values())
+    assert "publisher" in entry.metrics_source
+    assert "torchvision" in entry.metrics_source
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_published_size_matches_float32_parameters(name):
+    # A float32 state dict holds 4 bytes per parameter plus small buffers and pickle framing.
+    entry = kseg.pretrained.get(name)
+    parameter_mib = entry.num_params * 4 / 2**20
+    assert parameter_mib <= entry.published_file_size_mib <= 1.02 * parameter_mib
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_entries_describe_their_inputs(name):
+    entry = kseg.pretrained.get(name)
+    assert entry.value_range == (0.0, 1.0)
+    assert entry.mean == (0.485, 0.456, 0.406) and entry.std == (0.229, 0.224, 0.225)
+    assert "BSD-3-Clause" in entry.licence and "publisher" in entry.licence
+    assert entry.training_data.startswith("COCO train2017")
+
+
+def test_unknown_name_lists_the_known_ones():
+    with pytest.raises(
+        ValueError, match="unknown pretrained checkpoint 'deeplabv3_resnet18'"
+    ) as raised:
+        kseg.pretrained.get("deeplabv3_resnet18")
+    assert all(name in str(raised.value) for name in NAMES)
+    with pytest.raises(ValueError, match="deeplabv3_resnet18"):
+        kseg.pretrained.load("deeplabv3_resnet18")
+
+
+def test_list_pretrained_filters():
+    assert kseg.pretrained.list_pretrained(loadable=False) == NAMES
+    assert kseg.pretrained.list_pretrained(loadable=True) == []
+    with pytest.raises(ValueError, match="task"):
+        kseg.pretrained.list_pretrained(task="panoptic")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_load_says_what_is_missing_without_downloading(name, monkeypatch):
+    forbid_download(monkeypatch)
+    entry = kseg.pretrained.get(name)
+    assert entry.status == "not_loadable" and entry.converter is None and entry.builder is None
+    with pytest.raises(NotImplementedError) as raised:
+        kseg.pretrained.load(name)
+    assert isinstance(raised.value, kseg.pretrained.NotLoadableError)
+    message = str(raised.value)
+    assert name in message and entry.missing in message and "converter" in message
+
+
+def test_entries_are_frozen():
+    entry = kseg.pretrained.get("fcn_resnet50")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        entry.status = "loadable"
+
+
+@pytest.mark.parametrize(
+    "change, complaint",
+    [
+        ({"status": "ready"}, "status"),
+        ({"task": "panoptic"}, "task"),
+        ({"hash_prefix": None}, "sha256"),
+        ({"missing": ""}, "missing"),
+        ({"status": "loadable", "missing": ""}, "converter"),
+        ({"mean": (0.5,)}, "mean"),
+    ],
+)
+def test_inconsistent_entries_are_refused(change, complaint):
+    with pytest.raises(ValueError, match=complaint):
+        dataclasses.replace(kseg.pretrained.get("fcn_resnet50"), **change)
+
+
+def test_load_of_a_loadable_entry_fetches_verifies_and_converts(tmp_path, monkeypatch):
+    content = b"a toy checkpoint"
+    source = tmp_path / f"toy-{hashlib.sha256(content).hexdigest()[:8]}.pth"
+    source.write_bytes(content)
+    calls = []
+
+    def convert(entry, path):
+        calls.append((entry.name, path.read_bytes()))
+        return "the converted model"
+
+    monkeypatch.setitem(sys.modules, "toy_converters", types.SimpleNamespace(convert=convert))
+    toy = dataclasses.replace(
+        kseg.pretrained.get("fcn_resnet50"),
+        name="toy",
+        url=source.as_uri(),
+        hash_prefix=kseg.pretrained.hash_prefix_in_name(source.name),
+        status="loadable",
+        builder="unet",
+        converter="toy_converters:convert",
+        missing="",
+    )
+    monkeypatch.setitem(registry._REGISTRY, "toy", toy)
+    assert kseg.pretrained.load("toy", cache_dir=tmp_path / "cache") == "the converted model"
+    assert calls == [("toy", content)]
+    assert (tmp_path / "cache" / "kseg" / "pretrained" / source.name).read_bytes() == content
+
+
+def test_entries_match_torchvision_weights():
+    models = pytest.importorskip("torchvision.models", reason="compares with torchvision's enums")
+    for name in NAMES:
+        entry = kseg.pretrained.get(name)
+        weights = models.get_model_weights(name).DEFAULT
+        assert entry.url == weights.url, name
+        assert entry.publisher_metrics == weights.meta["_metrics"], name
+        assert list(entry.class_names) == list(weights.meta["categories"]), name
+        assert entry.published_file_size_mib == weights.meta["_file_size"], name
+        assert entry.num_params == weights.meta["num_params"], name
+        assert f"{type(weights).__name__}.{weights.name}" in entry.metrics_source, name
+        if entry.task == "semantic":
+            transforms = weights.transforms()
+            assert transforms.resize_size == [520], name
+            assert (tuple(transforms.mean), tuple(transforms.std)) == (entry.mean, entry.std)
