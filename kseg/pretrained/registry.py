@@ -132,6 +132,11 @@ class PretrainedEntry:
 
         Returns:
             The `pathlib.Path` of the verified file.
+
+        Example:
+            >>> entry = kseg.pretrained.get("lraspp_mobilenet_v3_large")
+            >>> kseg.pretrained.checkpoint_cache_path(entry.url).name  # where fetch() keeps it
+            'lraspp_mobilenet_v3_large-d234d4ea.pth'
         """
         from kseg.pretrained.download import fetch_checkpoint
 
