@@ -237,8 +237,9 @@ def ResNet(
     _validate(depth, multi_grid, units, base_channels, bn_epsilon)
     if weights is not None and weights == "imagenet":
         raise ValueError(
-            "ResNet has no Keras ImageNet weights file; convert a torchvision checkpoint with "
-            "kseg.pretrained.load_torchvision_resnet_weights. Received: weights='imagenet'"
+            "ResNet has no Keras ImageNet weights file; convert a torchvision checkpoint "
+            "with kseg.pretrained.convert_resnet.load_torchvision_resnet_weights. "
+            "Received: weights='imagenet'"
         )
     stages = stage_dilations(output_stride, units)
     options = {

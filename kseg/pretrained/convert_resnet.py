@@ -1,0 +1,147 @@
+"""torchvision ResNet state dicts onto `kseg.backbones.resnet.ResNet` layers, by name.
+
+`kseg.backbones.resnet.ResNet` names its layers after torchvision's module paths, so the
+conversion is one rule: the key `<prefix><module path>.<parameter>` goes to the Keras layer
+named `<module path>`, and the parameter to that layer's variable:
+
+- convolutions: `weight` (out, in, kh, kw) -> `kernel` (kh, kw, in, out); `bias` -> `bias`;
+- BatchNorm (and FrozenBatchNorm2d): `weight` -> `gamma`, `bias` -> `beta`,
+  `running_mean` -> `moving_mean`, `running_var` -> `moving_variance`;
+  `num_batches_tracked` holds no value the Keras layer uses and is consumed without a copy.
+
+The check is exhaustive: every key under the prefix is used exactly once and every variable
+of the backbone is set exactly once, otherwise nothing is written and a ValueError lists the
+unused keys and the unset variables.
+"""
+
+import keras
+import numpy as np
+
+_CONVOLUTION_PARAMETERS = {"weight": "kernel", "bias": "bias"}
+_NORMALISATION_PARAMETERS = {
+    "weight": "gamma",
+    "bias": "beta",
+    "running_mean": "moving_mean",
+    "running_var": "moving_variance",
+}
+_UNUSED_PARAMETERS = ("num_batches_tracked",)
+_CLASSIFIER = "fc."
+
+
+def _weighted_layers(model):
+    """Every layer holding variables, nested models flattened, by name."""
+    layers = {}
+    pending = list(model.layers)
+    while pending:
+        layer = pending.pop(0)
+        if isinstance(layer, keras.Model):
+            pending.extend(layer.layers)
+        elif layer.weights:
+            if layer.name in layers:
+                raise ValueError(f"Two layers are named {layer.name!r} in model {model.name!r}")
+            layers[layer.name] = layer
+    return layers
+
+
+def _target(layer, parameter):
+    """The variable a torch parameter fills, or None when the parameter has no counterpart."""
+    if isinstance(layer, keras.layers.Conv2D):
+        attribute = _CONVOLUTION_PARAMETERS.get(parameter)
+    elif isinstance(layer, keras.layers.BatchNormalization):
+        attribute = _NORMALISATION_PARAMETERS.get(parameter)
+    else:
+        return None
+    return None if attribute is None else getattr(layer, attribute, None)
+
+
+def _convert(array, variable, key):
+    array = np.asarray(array)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise TypeError(
+            f"Checkpoint key {key!r} holds {array.dtype} values; {variable.path} needs floats."
+        )
+    if array.ndim == 4:
+        array = array.transpose(2, 3, 1, 0)
+    if tuple(array.shape) != tuple(variable.shape):
+        raise ValueError(
+            f"Checkpoint key {key!r} has shape {tuple(np.asarray(array).shape)} (as Keras "
+            f"lays it out), but {variable.path} has shape {tuple(variable.shape)}."
+        )
+    return array
+
+
+def load_torchvision_resnet_weights(backbone, state_dict, prefix="backbone.", ignore_fc=False):
+    """Copies a torchvision ResNet state dict into a kseg ResNet backbone.
+
+    The backbone is a `kseg.backbones.resnet.ResNet` (or a model built from it, such as the
+    one `kseg.backbones.get_backbone` returns) of the checkpoint's depth and variant. Keys are
+    matched by torchvision's module paths (see the module docstring); only keys starting
+    with `prefix` are read, so one checkpoint of a whole segmentation model can feed its
+    backbone here and its head elsewhere: `"backbone."` for torchvision's FCN and DeepLabv3,
+    `"backbone.body."` for Mask R-CNN's, `""` for an ImageNet classifier. Arrays are cast to
+    the variables' dtypes. All values are checked before any is written.
+
+    Args:
+        backbone: A Keras model holding the ResNet's layers (nested models are searched).
+        state_dict: A mapping of keys to arrays, e.g. from
+            `kseg.pretrained.read_torch_checkpoint`.
+        prefix: The key prefix of the ResNet's parameters.
+        ignore_fc: Skip the classifier (`<prefix>fc.weight`, `<prefix>fc.bias`) of an
+            ImageNet checkpoint instead of reporting it unused.
+
+    Returns:
+        The sorted list of state-dict keys that were consumed.
+
+    Raises:
+        ValueError: A key under `prefix` matches no variable, a variable receives no key, or
+            a shape disagrees.
+        TypeError: A parameter holds non-floating values.
+
+    Example:
+    >>> from kseg.backbones.resnet import ResNet
+    >>> from kseg.pretrained.convert_resnet import load_torchvision_resnet_weights
+    >>> backbone = ResNet(base_channels=2)
+    >>> state = {"conv1.weight": np.zeros((2, 3, 7, 7), "float32"), "fc.bias": np.zeros(9)}
+    >>> load_torchvision_resnet_weights(backbone, state, prefix="")
+    Traceback (most recent call last):
+    ...
+    ValueError: ... unused keys (1): ['fc.bias']; unset variables (264): ['bn1/beta', ...
+    """
+    if not isinstance(prefix, str):
+        raise TypeError(f"`prefix` must be a string. Received: prefix={prefix!r}")
+    layers = _weighted_layers(backbone)
+    assignments = {}
+    consumed, unused = [], []
+    for key in state_dict:
+        if not key.startswith(prefix):
+            continue
+        local = key[len(prefix) :]
+        if ignore_fc and local.startswith(_CLASSIFIER):
+            consumed.append(key)
+            continue
+        path, _, parameter = local.rpartition(".")
+        layer = layers.get(path)
+        if layer is not None and parameter in _UNUSED_PARAMETERS:
+            consumed.append(key)
+            continue
+        variable = None if layer is None else _target(layer, parameter)
+        if variable is None or id(variable) in assignments:
+            unused.append(key)
+            continue
+        assignments[id(variable)] = (variable, _convert(state_dict[key], variable, key))
+        consumed.append(key)
+    unset = [
+        variable.path
+        for layer in layers.values()
+        for variable in layer.weights
+        if id(variable) not in assignments
+    ]
+    if unused or unset:
+        raise ValueError(
+            f"The state dict does not match backbone {backbone.name!r} (prefix {prefix!r}): "
+            f"unused keys ({len(unused)}): {sorted(unused)}; "
+            f"unset variables ({len(unset)}): {sorted(unset)}"
+        )
+    for variable, array in assignments.values():
+        variable.assign(array.astype(variable.dtype))
+    return sorted(consumed)
