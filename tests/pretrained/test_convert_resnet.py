@@ -204,7 +204,7 @@ def test_full_resnet50_matches_torchvision_in_process(output_stride):
     for height, width in [(65, 97), (71, 53)]:
         image = rng.normal(size=(1, height, width, 3)).astype("float32")
         with torch.no_grad():
-            x = torch.from_numpy(image.transpose(0, 3, 1, 2))
+            x = torch.from_numpy(image.transpose(0, 3, 1, 2).copy())
             expected = {"relu": reference.relu(reference.bn1(reference.conv1(x)))}
             x = reference.maxpool(expected["relu"])
             for stage in STAGES[1:]:
