@@ -5,7 +5,7 @@ of feature maps keyed `"P{n}"` (stride 2**n), with optional atrous conversion to
 stride 16 or 8; `list_backbones()` names what it accepts.
 """
 
-from kseg.backbones import aligned_xception, atrous, preprocessing, taps, tiny, vgg16
+from kseg.backbones import aligned_xception, atrous, preprocessing, resnet, taps, tiny, vgg16
 from kseg.backbones.bundled import (
     WeightsDownloadError,
     bundled_imagenet_weights,
@@ -27,6 +27,7 @@ __all__ = [
     "get_backbone",
     "list_backbones",
     "preprocessing",
+    "resnet",
     "taps",
     "tiny",
     "vgg16",

@@ -1,6 +1,7 @@
 """Backbones by name: keras.applications and kseg networks behind one feature-pyramid contract."""
 
 import dataclasses
+import functools
 import math
 import os
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from kseg.backbones.aligned_xception import AlignedXception65
 from kseg.backbones.atrous import dilate, layer_strides
 from kseg.backbones.bundled import bundled_imagenet_weights, explain_failed_download
 from kseg.backbones.preprocessing import ImagePreprocessing
+from kseg.backbones.resnet import ResNet
 from kseg.backbones.taps import TAPS
 from kseg.backbones.tiny import TinyBackbone
 
@@ -69,6 +71,16 @@ _BACKBONES = {
     # DeepLab feeds its Xception inputs scaled to [-1, 1].
     "xception65": _BackboneSpec(AlignedXception65, "tf", native_output_stride=True, imagenet=False),
     "tiny": _BackboneSpec(_tiny, "tf", imagenet=False),
+    # torchvision's layout ("v1.5"), for its converted checkpoints; "torch" inputs.
+    **{
+        f"resnet{depth}_v1.5": _BackboneSpec(
+            functools.partial(ResNet, depth=depth),
+            "torch",
+            native_output_stride=True,
+            imagenet=False,
+        )
+        for depth in (50, 101, 152)
+    },
 }
 
 

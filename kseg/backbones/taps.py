@@ -12,6 +12,8 @@ dilated backbone keys its taps by the strides they really have.
 
 import math
 
+from kseg.backbones.resnet import resnet_taps
+
 # Residual units per stage, from He et al. (2016), Table 1.
 _RESNET_UNITS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 
@@ -64,6 +66,7 @@ TAPS = {
     },
     **{f"resnet{depth}": _resnet_taps(depth) for depth in _RESNET_UNITS},
     **{f"resnet{depth}v2": _resnet_taps(depth, version=2) for depth in _RESNET_UNITS},
+    **{f"resnet{depth}_v1.5": resnet_taps(depth) for depth in _RESNET_UNITS},
     # keras.applications.Xception leaves its residual adds unnamed, so the taps are the
     # named activations that read those adds.
     "xception": {

@@ -1,10 +1,19 @@
-"""Published checkpoints: reading them and converting their weights onto kseg's models.
+"""Published checkpoints: a registry, verified downloads, reading and converting their weights.
 
-For now the package reads PyTorch state dicts (`.pth`, `.pt`) into numpy arrays without torch,
-safely: `read_torch_checkpoint` unpickles with an allow-list, and a checkpoint that asks for
-anything else raises `UnsafeCheckpointError` instead of running code.
+- `list_pretrained`, `get`, `load`: the registry of published checkpoints (torchvision's
+  segmentation and Mask R-CNN weights so far), each with its source, hash, licence, classes,
+  input normalisation, resize policy and the publisher's metrics; an entry kseg cannot convert
+  yet says what is missing instead of loading.
+- `fetch_checkpoint`: download into the Keras cache, verified against its SHA-256 (or the hash
+  prefix a publisher gives), with nothing half-written left behind.
+- `read_torch_checkpoint`: PyTorch state dicts (`.pth`, `.pt`, zip and legacy formats) into
+  numpy arrays without torch, unpickled with an allow-list: a checkpoint that asks for anything
+  else raises `UnsafeCheckpointError` instead of running code.
+- `load_torchvision_resnet_weights`: torchvision ResNet weights onto kseg's `resnet*_v1.5`
+  backbones, every key used once and every weight set once.
 """
 
+from kseg.pretrained.convert_resnet import load_torchvision_resnet_weights
 from kseg.pretrained.download import (
     CheckpointDownloadError,
     ChecksumMismatchError,
@@ -39,4 +48,5 @@ __all__ += [
     "load",
     "PretrainedEntry",
     "NotLoadableError",
+    "load_torchvision_resnet_weights",
 ]

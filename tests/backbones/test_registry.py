@@ -19,6 +19,9 @@ EXPECTED_NAMES = {
     *(f"efficientnetb{v}" for v in range(8)),
     "xception65",
     "tiny",
+    "resnet50_v1.5",
+    "resnet101_v1.5",
+    "resnet152_v1.5",
 }
 # The cheapest member of every family, checked on every run.
 CHEAP = [
@@ -31,6 +34,7 @@ CHEAP = [
     "mobilenetv2",
     "efficientnetb0",
     "xception65",
+    "resnet50_v1.5",
 ]
 LARGER = [
     "resnet101",
@@ -38,6 +42,8 @@ LARGER = [
     "resnet101v2",
     "resnet152v2",
     *(f"efficientnetb{v}" for v in range(1, 8)),
+    "resnet101_v1.5",
+    "resnet152_v1.5",
 ]
 # keras.applications.Xception's stem uses two unpadded 3x3 convolutions, so its sizes fall
 # short of H / stride by a few pixels; every other network pads to ceil(H / stride).
