@@ -190,63 +190,68 @@ _MOBILENET_V3_DILATED = (
 )
 
 
-def _segmentation(name, enum, architecture, url, metrics, size_mib, num_params, missing):
+def _torchvision_entry(name, enum, url, metrics_key, metrics, missing, **fields):
+    """An entry for a torchvision checkpoint: the fields every such entry shares, plus `fields`."""
     return PretrainedEntry(
         name=name,
-        task="semantic",
-        source_architecture=f"torchvision.models.segmentation.{architecture}",
         builder=None,
         builder_kwargs={},
         url=url,
         sha256=None,
         hash_prefix=url.rsplit("-", 1)[1].split(".")[0],
         file_size_bytes=None,
-        published_file_size_mib=size_mib,
-        num_params=num_params,
         licence=_TORCHVISION_LICENCE,
-        training_data=_COCO_VOC_DATA,
-        class_names=tuple(_VOC_NAMES),
-        palette="voc",
         value_range=(0.0, 1.0),
         mean=_IMAGENET_MEAN,
         std=_IMAGENET_STD,
-        resize="min_side 520",
-        preprocessing=_SEGMENTATION_PREPROCESSING,
-        publisher_metrics={"COCO-val2017-VOC-labels": metrics},
+        publisher_metrics={metrics_key: metrics},
         metrics_source=f"{_TORCHVISION}, {enum}.meta['_metrics'] (the publisher's figures)",
         missing=f"{missing}, {_NEEDS_CONVERTER}",
+        **fields,
+    )
+
+
+def _segmentation(name, enum, architecture, url, metrics, size_mib, num_params, missing):
+    return _torchvision_entry(
+        name,
+        enum,
+        url,
+        "COCO-val2017-VOC-labels",
+        metrics,
+        missing,
+        task="semantic",
+        source_architecture=f"torchvision.models.segmentation.{architecture}",
+        published_file_size_mib=size_mib,
+        num_params=num_params,
+        training_data=_COCO_VOC_DATA,
+        class_names=tuple(_VOC_NAMES),
+        palette="voc",
+        resize="min_side 520",
+        preprocessing=_SEGMENTATION_PREPROCESSING,
     )
 
 
 def _mask_rcnn(name, enum, architecture, url, metrics, size_mib, num_params, missing, recipe):
-    return PretrainedEntry(
-        name=name,
+    return _torchvision_entry(
+        name,
+        enum,
+        url,
+        "COCO-val2017",
+        metrics,
+        missing,
         task="instance",
         source_architecture=f"torchvision.models.detection.{architecture}",
-        builder=None,
-        builder_kwargs={},
-        url=url,
-        sha256=None,
-        hash_prefix=url.rsplit("-", 1)[1].split(".")[0],
-        file_size_bytes=None,
         published_file_size_mib=size_mib,
         num_params=num_params,
-        licence=_TORCHVISION_LICENCE,
         training_data=f"COCO train2017 instances, 80 categories under COCO ids 1-90 ({recipe})",
         class_names=tuple(_COCO_NAMES),
         palette="voc",
-        value_range=(0.0, 1.0),
-        mean=_IMAGENET_MEAN,
-        std=_IMAGENET_STD,
         resize="min 800 max 1333",
         preprocessing=(
             "torchvision's ObjectDetection preset only scales RGB to [0, 1]; the model itself "
             "(GeneralizedRCNNTransform) normalises with ImageNet mean and std, resizes (bilinear) "
             "so the shorter side is 800 and the longer at most 1333, and pads to a multiple of 32"
         ),
-        publisher_metrics={"COCO-val2017": metrics},
-        metrics_source=f"{_TORCHVISION}, {enum}.meta['_metrics'] (the publisher's figures)",
-        missing=f"{missing}, {_NEEDS_CONVERTER}",
     )
 
 
