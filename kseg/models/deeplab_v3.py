@@ -4,6 +4,7 @@ import keras
 
 from kseg.backbones.atrous import layer_strides
 from kseg.layers.aspp import ASPP, aspp_rates
+from kseg.layers.conv_block import ConvBNReLU
 from kseg.models.backbone_input import backbone_of, deepest_feature_key, resolve_backbone
 from kseg.models.heads import logits_head
 from kseg.models.registry import register_model
@@ -24,6 +25,7 @@ def DeepLabV3(
     input_shape=(None, None, 3),
     backbone_weights=None,
     name="deeplabv3",
+    head_conv=False,
     **backbone_kwargs,
 ):
     """DeepLab v3: ASPP with image pooling and batch normalisation on a multi-grid ResNet.
@@ -45,6 +47,11 @@ def DeepLabV3(
     `DeepLabV3(..., output_stride=8)` with the same arguments and call
     `set_weights(os16_model.get_weights())`: the weights agree in number, order and shape.
 
+    torchvision's `deeplabv3_resnet50`/`deeplabv3_resnet101` are this builder with
+    `backbone="resnet50_v1.5"` (or 101), `output_stride=8`, `multi_grid=None`, `dropout=0.5`
+    and `head_conv=True`: its DeepLabHead adds a 3x3 convolution, BN and ReLU between the ASPP
+    and the classifier (`kseg.pretrained.convert_torchvision_segmentation`).
+
     Args:
         num_classes: number of classes (21 for PASCAL VOC).
         backbone: a name from `kseg.backbones.list_backbones()` ("resnet101" in the paper)
@@ -57,10 +64,13 @@ def DeepLabV3(
         dilation_rates: ASPP rates; default (6, 12, 18) times 16 / output_stride
             (`kseg.layers.aspp.aspp_rates`).
         num_filters: channels of ASPP (256).
-        dropout: dropout after the ASPP projection.
+        dropout: dropout after the ASPP projection (torchvision: 0.5).
         input_shape: `(H, W, 3)`; H and W may be None.
         backbone_weights: None, "imagenet" or a path to backbone weights.
         name: model name.
+        head_conv: add a 3x3 convolution of `num_filters` channels with BN and ReLU
+            (layer "head_conv") between the ASPP and the classifier, as torchvision's
+            DeepLabHead does; False (the paper's head) goes straight to the classifier.
         **backbone_kwargs: forwarded to `kseg.backbones.get_backbone`.
 
     Returns:
@@ -89,6 +99,8 @@ def DeepLabV3(
     image = keras.Input(shape=input_shape, name="image")
     features = encoder(image)[deepest_feature_key(encoder)]
     x = ASPP(num_filters, dilation_rates, separable=False, dropout=dropout, name="aspp")(features)
+    if head_conv:
+        x = ConvBNReLU(num_filters, 3, name="head_conv")(x)
     logits = logits_head(x, num_classes, image, name="logits")
     return keras.Model(image, logits, name=name)
 

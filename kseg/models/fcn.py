@@ -12,9 +12,11 @@ from kseg.backbones.vgg16 import (
     load_vgg16_classifier,
 )
 from kseg.layers.bilinear import BilinearConvTranspose2D
+from kseg.layers.conv_block import ConvBNReLU
 from kseg.layers.crop import CenteredPadToMultiple, CropToMatch
 from kseg.layers.offset_crop import OffsetCrop
-from kseg.models.backbone_input import resolve_backbone
+from kseg.models.backbone_input import deepest_feature_key, resolve_backbone
+from kseg.models.heads import logits_head
 from kseg.models.registry import register_model
 
 # Caffe crop offsets of the reference VGG16 FCNs (skip crops and the final crop at the image).
@@ -25,6 +27,7 @@ _FC6_KERNEL = VGG16_FC6_TAPS
 _PAPER_INPUT_PADDING = 100
 _FC6_PADDINGS = ("valid", "same")
 _PREDICTION_STRIDES = (32, 16, 8)
+_HEADS = ("skips", "dilated")
 # The skips in the order the net fuses them: (stride, feature, Caffe name of the score).
 _SKIPS = ((16, "P4", "pool4"), (8, "P3", "pool3"))
 
@@ -104,6 +107,7 @@ def FCN(
     fc6_padding="valid",
     dropout=0.5,
     name=None,
+    head="skips",
     **backbone_kwargs,
 ):
     """A fully convolutional network of Long, Shelhamer & Darrell 2015, at any of its strides.
@@ -125,6 +129,12 @@ def FCN(
     f*i + f - 1/2, the finer cell's centre lying f/2 earlier. The upsampled map is then the
     larger one, so it is cropped to the skip rather than the reverse.
 
+    `head="dilated"` builds the FCN torchvision publishes (`fcn_resnet50`/`fcn_resnet101`:
+    `backbone="resnet50_v1.5"`, `num_filters=512`, `dropout=0.1`, `prediction_stride=8`)
+    instead: no fc6/fc7 and no skips, the backbone dilated to `prediction_stride`, then a
+    3x3 convolution with BN and ReLU ("head_conv"), dropout ("head_dropout"), a 1x1
+    classifier ("logits_classifier") and bilinear resizing to the input ("logits_upsample").
+
     Args:
         num_classes: number of classes (21 for PASCAL VOC).
         prediction_stride: stride of the finest scores before the final upsampling: 32
@@ -137,7 +147,9 @@ def FCN(
             are weights of the whole `keras.applications.VGG16(include_top=True)`
             classifier, whose fc1/fc2 become fc6/fc7 through
             `kseg.backbones.surgery.convolutionalize`.
-        num_filters: width of fc6 (7x7) and fc7 (1x1), 4096 in the paper.
+        num_filters: width of fc6 (7x7) and fc7 (1x1), 4096 in the paper; with
+            `head="dilated"` the width of the 3x3 convolution (torchvision: 512, a quarter
+            of ResNet's 2048 channels).
         input_padding: zero pixels added around the normalised image; None
             means the paper's 100 with `fc6_padding="valid"` and 0 with
             "same". Any input size from 1x1 up works: a backbone other
@@ -161,8 +173,12 @@ def FCN(
             backbones other than VGG16 first get a centred pad to a multiple
             of 32, removed again at the end. Any input size from 1x1 up
             works, the parameter count and the weight loading are the same.
-        dropout: dropout after fc6 and fc7 (0.5).
-        name: model name; None gives "fcn8s", "fcn16s" or "fcn32s".
+        dropout: dropout after fc6 and fc7 (0.5); with `head="dilated"`, before the
+            classifier (torchvision: 0.1).
+        name: model name; None gives "fcn8s", "fcn16s" or "fcn32s" ("fcn_dilated8", ...
+            with `head="dilated"`).
+        head: "skips" (the paper's fc6/fc7 with skip fusion) or "dilated" (torchvision's
+            head on a dilated backbone; `input_padding` and `fc6_padding` do not apply).
         **backbone_kwargs: forwarded to `kseg.backbones.get_backbone`.
 
     Returns:
@@ -178,6 +194,25 @@ def FCN(
         raise ValueError(
             f"prediction_stride must be one of {_PREDICTION_STRIDES}. "
             f"Received: prediction_stride={prediction_stride!r}"
+        )
+    if head not in _HEADS:
+        raise ValueError(f"head must be one of {_HEADS}. Received: head={head!r}")
+    if head == "dilated":
+        if input_padding is not None:
+            raise ValueError(
+                "input_padding applies to head='skips' only. "
+                f"Received: input_padding={input_padding}"
+            )
+        return _dilated_fcn(
+            num_classes,
+            prediction_stride,
+            backbone,
+            input_shape,
+            backbone_weights,
+            num_filters,
+            dropout,
+            name or f"fcn_dilated{prediction_stride}",
+            backbone_kwargs,
         )
     if fc6_padding not in _FC6_PADDINGS:
         raise ValueError(
@@ -253,6 +288,33 @@ def FCN(
     return keras.Model(image, logits, name=name or f"fcn{prediction_stride}s")
 
 
+def _dilated_fcn(
+    num_classes,
+    output_stride,
+    backbone,
+    input_shape,
+    backbone_weights,
+    num_filters,
+    dropout,
+    name,
+    backbone_kwargs,
+):
+    """The FCN torchvision publishes: dilated backbone, 3x3 conv-BN-ReLU, dropout, classifier."""
+    encoder = resolve_backbone(
+        backbone,
+        input_shape=input_shape,
+        weights=backbone_weights,
+        output_stride=output_stride,
+        **backbone_kwargs,
+    )
+    image = keras.Input(shape=input_shape, name="image")
+    features = encoder(image)[deepest_feature_key(encoder)]
+    x = ConvBNReLU(num_filters, 3, name="head_conv")(features)
+    x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    logits = logits_head(x, num_classes, image, name="logits")
+    return keras.Model(image, logits, name=name)
+
+
 _ENTRY_DOC = """
     Args:
         num_classes: number of classes (21 for PASCAL VOC).
@@ -261,7 +323,7 @@ _ENTRY_DOC = """
         name: model name.
         **options: the other arguments of `kseg.models.fcn.FCN`: `input_shape`,
             `backbone_weights`, `num_filters`, `input_padding`, `fc6_padding`,
-            `dropout` and backbone options.
+            `dropout`, `head` and backbone options.
 
     Returns:
         A `keras.Model` mapping `(B, H, W, 3)` RGB images in [0, 255] to

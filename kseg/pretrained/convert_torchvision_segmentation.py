@@ -1,0 +1,280 @@
+"""torchvision's FCN and DeepLabv3 (ResNet-50/101) as kseg models, and their state dicts on them.
+
+torchvision's `fcn_resnet50/101` and `deeplabv3_resnet50/101` are configurations of kseg's own
+builders (`TORCHVISION_SEGMENTATION_CONFIGS`): a ResNet v1.5 backbone (`"resnet50_v1.5"`,
+torchvision's layout and layer names) dilated to output stride 8, then
+
+- DeepLabv3: `kseg.models.deeplab_v3.DeepLabV3` with ASPP rates 12, 24, 36, no multi-grid,
+  dropout 0.5 after the ASPP projection and `head_conv=True` (DeepLabHead's 3x3 convolution,
+  BN and ReLU before the classifier);
+- FCN: `kseg.models.fcn.FCN8s` with `head="dilated"` (FCNHead: a 3x3 convolution to 512
+  channels, BN, ReLU, dropout 0.1, a 1x1 classifier).
+
+Both resize the logits bilinearly to the input size, as torchvision does with
+`align_corners=False`. The backbone keys (`backbone.*`) go through
+`kseg.pretrained.convert_resnet.load_torchvision_resnet_weights`; the head keys follow one rule:
+a torch Sequential `conv, bn, relu` at `<path>.<i>`, `<path>.<i+1>` fills the `conv` and `bn`
+of the matching `kseg.layers.ConvBNReLU`:
+
+| torchvision module                  | kseg layer                           |
+|-------------------------------------|--------------------------------------|
+| `classifier.0.convs.{i}.0` / `.1`   | `aspp` branch i (`aspp_conv_{i}`)    |
+| `classifier.0.convs.4.1` / `.2`     | `aspp` image pooling (`aspp_pooling`)|
+| `classifier.0.project.0` / `.1`     | `aspp` projection                    |
+| `classifier.1` / `.2` (DeepLabv3)   | `head_conv`                          |
+| `classifier.0` / `.1` (FCN)         | `head_conv`                          |
+| `classifier.4`                      | `logits_classifier`                  |
+
+The published checkpoints also hold the training-only auxiliary classifier on layer3
+(`aux_classifier.*`), which these models do not build; it is skipped by default
+(`ignore_aux=True`).
+"""
+
+import keras
+import numpy as np
+
+from kseg.models.backbone_input import backbone_of
+from kseg.models.registry import get_builder
+from kseg.pretrained.convert_resnet import load_torchvision_resnet_weights
+from kseg.pretrained.torch_checkpoint import read_torch_checkpoint
+
+
+def _deeplabv3(depth):
+    return (
+        "deeplabv3",
+        {
+            "backbone": f"resnet{depth}_v1.5",
+            "output_stride": 8,
+            "multi_grid": None,
+            "dilation_rates": (12, 24, 36),
+            "num_filters": 256,
+            "dropout": 0.5,
+            "head_conv": True,
+            "name": f"deeplabv3_resnet{depth}",
+        },
+    )
+
+
+def _fcn(depth):
+    return (
+        "fcn8s",
+        {
+            "backbone": f"resnet{depth}_v1.5",
+            "head": "dilated",
+            "num_filters": 512,
+            "dropout": 0.1,
+            "name": f"fcn_resnet{depth}",
+        },
+    )
+
+
+TORCHVISION_SEGMENTATION_CONFIGS = {
+    "fcn_resnet50": _fcn(50),
+    "fcn_resnet101": _fcn(101),
+    "deeplabv3_resnet50": _deeplabv3(50),
+    "deeplabv3_resnet101": _deeplabv3(101),
+}
+"""torchvision model name -> (registered kseg builder, its keyword arguments but num_classes)."""
+
+_BACKBONE_PREFIX = "backbone."
+_AUXILIARY_PREFIX = "aux_classifier."
+_CONVOLUTION_PARAMETERS = {"weight": "kernel", "bias": "bias"}
+_NORMALISATION_PARAMETERS = {
+    "weight": "gamma",
+    "bias": "beta",
+    "running_mean": "moving_mean",
+    "running_var": "moving_variance",
+}
+_UNUSED_PARAMETERS = ("num_batches_tracked",)
+
+
+def build_torchvision_segmentation(name, num_classes=21, **overrides):
+    """Builds the kseg model that holds torchvision's segmentation model `name`.
+
+    Args:
+        name: "fcn_resnet50", "fcn_resnet101", "deeplabv3_resnet50" or "deeplabv3_resnet101".
+        num_classes: classes of the classifier (21 for torchvision's COCO-with-VOC-labels
+            checkpoints).
+        **overrides: builder arguments replacing the configuration's (e.g. `input_shape`).
+
+    Returns:
+        A `keras.Model` mapping `(B, H, W, 3)` RGB images in [0, 255] to float32
+        `(B, H, W, num_classes)` logits; the ImageNet normalisation torchvision expects
+        the caller to apply is inside the backbone ("torch" preprocessing).
+
+    Example:
+        >>> from kseg.pretrained.convert_torchvision_segmentation import (
+        ...     build_torchvision_segmentation)
+        >>> model = build_torchvision_segmentation("fcn_resnet50", num_classes=3, base_channels=2)
+        >>> model.name, model.get_layer("head_conv").filters
+        ('fcn_resnet50', 512)
+    """
+    if name not in TORCHVISION_SEGMENTATION_CONFIGS:
+        raise ValueError(
+            f"Unknown torchvision segmentation model {name!r}. "
+            f"Known: {sorted(TORCHVISION_SEGMENTATION_CONFIGS)}"
+        )
+    builder, kwargs = TORCHVISION_SEGMENTATION_CONFIGS[name]
+    return get_builder(builder)(num_classes=num_classes, **{**kwargs, **overrides})
+
+
+def _block_pairs(model):
+    """(torch conv path, torch BN path, ConvBNReLU) for each head block of `model`."""
+    layer_names = {layer.name for layer in model.layers}
+    if "head_conv" not in layer_names or "logits_classifier" not in layer_names:
+        raise ValueError(
+            f"Model {model.name!r} is not a torchvision FCN/DeepLabv3 configuration (built by "
+            "build_torchvision_segmentation): it needs layers 'head_conv' and "
+            f"'logits_classifier'. Layers: {sorted(layer_names)}"
+        )
+    head_conv = model.get_layer("head_conv")
+    if "aspp" not in layer_names:
+        return [("classifier.0", "classifier.1", head_conv)]
+    aspp = model.get_layer("aspp")
+    if aspp.separable or not aspp.image_pooling:
+        raise ValueError(
+            f"Model {model.name!r} has a separable or pooling-free ASPP; torchvision's "
+            "DeepLabHead has dense 3x3 branches and an image pooling branch."
+        )
+    pairs = [
+        (f"classifier.0.convs.{index}.0", f"classifier.0.convs.{index}.1", branch)
+        for index, branch in enumerate(aspp.branches)
+    ]
+    pooling = len(aspp.branches)
+    # torchvision's image pooling is Sequential(AdaptiveAvgPool2d, conv, bn, relu).
+    pairs.append(
+        (f"classifier.0.convs.{pooling}.1", f"classifier.0.convs.{pooling}.2", aspp.pooling_conv)
+    )
+    pairs.append(("classifier.0.project.0", "classifier.0.project.1", aspp.projection))
+    pairs.append(("classifier.1", "classifier.2", head_conv))
+    return pairs
+
+
+def _head_layers(model):
+    """Maps each torchvision module path to the Keras Conv2D or BatchNormalization it fills."""
+    layers = {}
+    for conv_path, bn_path, block in _block_pairs(model):
+        layers[conv_path] = block.conv
+        layers[bn_path] = block.bn
+    layers["classifier.4"] = model.get_layer("logits_classifier")
+    return layers
+
+
+def _target(layer, parameter):
+    if isinstance(layer, keras.layers.Conv2D):
+        attribute = _CONVOLUTION_PARAMETERS.get(parameter)
+    else:
+        attribute = _NORMALISATION_PARAMETERS.get(parameter)
+    return None if attribute is None else getattr(layer, attribute, None)
+
+
+def _converted(array, variable, key):
+    array = np.asarray(array)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise TypeError(
+            f"Checkpoint key {key!r} holds {array.dtype} values; {variable.path} needs floats."
+        )
+    if array.ndim == 4:
+        array = array.transpose(2, 3, 1, 0)
+    if tuple(array.shape) != tuple(variable.shape):
+        raise ValueError(
+            f"Checkpoint key {key!r} has shape {array.shape} (as Keras lays it out), but "
+            f"{variable.path} has shape {tuple(variable.shape)}."
+        )
+    return array.astype(variable.dtype)
+
+
+def load_torchvision_segmentation_weights(model, state_dict, ignore_aux=True):
+    """Copies a torchvision FCN/DeepLabv3 ResNet state dict into its kseg model.
+
+    The model comes from `build_torchvision_segmentation` (or the builders with the same
+    configuration). Backbone keys go through `load_torchvision_resnet_weights`, head keys
+    through the rule in the module docstring. The check is exhaustive: every key is used
+    exactly once and every variable of the model is set, otherwise a ValueError lists the
+    unused keys and unset variables. The head is checked before the backbone, and nothing is
+    written unless both pass.
+
+    Args:
+        model: the kseg model.
+        state_dict: a mapping of torchvision keys to arrays, e.g. from
+            `kseg.pretrained.read_torch_checkpoint`.
+        ignore_aux: skip the auxiliary classifier (`aux_classifier.*`), which the published
+            checkpoints hold for training and the kseg models do not build. With False,
+            those keys are reported unused.
+
+    Returns:
+        The sorted list of consumed keys (skipped auxiliary keys included).
+
+    Raises:
+        ValueError: unused keys, unset variables or a shape mismatch.
+        TypeError: a parameter holds non-floating values.
+
+    Example:
+        >>> from kseg.pretrained.convert_torchvision_segmentation import (
+        ...     build_torchvision_segmentation, load_torchvision_segmentation_weights)
+        >>> model = build_torchvision_segmentation("fcn_resnet50", base_channels=2)
+        >>> load_torchvision_segmentation_weights(model, {"classifier.4.bias": np.zeros(21)})
+        Traceback (most recent call last):
+        ...
+        ValueError: ... unused keys (0): []; unset variables (6): ['head_conv/bn/beta', ...
+    """
+    head_layers = _head_layers(model)
+    backbone = backbone_of(model)
+    if backbone is None:
+        raise ValueError(f"Model {model.name!r} has no nested backbone for the backbone.* keys.")
+    assignments = {}
+    consumed, unused = [], []
+    for key in state_dict:
+        if key.startswith(_BACKBONE_PREFIX):
+            continue
+        if ignore_aux and key.startswith(_AUXILIARY_PREFIX):
+            consumed.append(key)
+            continue
+        path, _, parameter = key.rpartition(".")
+        layer = head_layers.get(path)
+        if layer is not None and parameter in _UNUSED_PARAMETERS:
+            consumed.append(key)
+            continue
+        variable = None if layer is None else _target(layer, parameter)
+        if variable is None or id(variable) in assignments:
+            unused.append(key)
+            continue
+        assignments[id(variable)] = (variable, _converted(state_dict[key], variable, key))
+        consumed.append(key)
+    backbone_variables = {id(variable) for variable in backbone.weights}
+    unset = [
+        variable.path
+        for variable in model.weights
+        if id(variable) not in backbone_variables and id(variable) not in assignments
+    ]
+    if unused or unset:
+        raise ValueError(
+            f"The state dict does not match the head of model {model.name!r}: "
+            f"unused keys ({len(unused)}): {sorted(unused)}; "
+            f"unset variables ({len(unset)}): {sorted(unset)}"
+        )
+    consumed += load_torchvision_resnet_weights(backbone, state_dict, prefix=_BACKBONE_PREFIX)
+    for variable, array in assignments.values():
+        variable.assign(array)
+    return sorted(consumed)
+
+
+def load_torchvision_segmentation_checkpoint(entry, path):
+    """Builds a pretrained registry entry's model and loads its torchvision checkpoint file.
+
+    The converter of `kseg.pretrained` registry entries for torchvision's FCN and DeepLabv3
+    ResNets: `entry.builder` and `entry.builder_kwargs` give the model, the file at `path`
+    (a torch checkpoint) its weights (`load_torchvision_segmentation_weights`, auxiliary
+    classifier skipped).
+
+    Args:
+        entry: a `kseg.pretrained.registry.PretrainedEntry` with `builder` and
+            `builder_kwargs`.
+        path: the checkpoint file.
+
+    Returns:
+        The `keras.Model` with the converted weights.
+    """
+    model = get_builder(entry.builder)(**entry.builder_kwargs)
+    load_torchvision_segmentation_weights(model, read_torch_checkpoint(path))
+    return model

@@ -1,0 +1,226 @@
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from kseg.models.deeplab_v3 import DeepLabV3
+from kseg.models.fcn import FCN
+from kseg.pretrained import read_torch_checkpoint
+from kseg.pretrained.convert_torchvision_segmentation import (
+    TORCHVISION_SEGMENTATION_CONFIGS,
+    build_torchvision_segmentation,
+    load_torchvision_segmentation_weights,
+)
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+# Written by tests/fixtures/make_torchvision_segmentation_keys.py and
+# make_torchvision_segmentation_small.py with torch 2.14.1 / torchvision 0.29.1.
+KEY_SHAPES = json.loads((FIXTURES / "torchvision_segmentation_keys.json").read_text())
+SMALL_OUTPUTS = FIXTURES / "torchvision_segmentation_small.npz"
+REFERENCE_SCRIPT = FIXTURES / "torchvision_segmentation_reference.py"
+# The narrow models of make_torchvision_segmentation_small.py, as kseg configurations.
+SMALL_MODELS = {
+    "deeplabv3": (
+        "deeplabv3_resnet50",
+        {"base_channels": 2, "num_filters": 8, "dilation_rates": (2, 3, 5)},
+    ),
+    "fcn": ("fcn_resnet50", {"base_channels": 2, "num_filters": 16}),
+}
+
+
+def _random_state_dict(name, seed=0):
+    """torchvision's keys and shapes for `name`, filled with random float32 values."""
+    rng = np.random.default_rng(seed)
+    state = {}
+    for key, shape in KEY_SHAPES[name]:
+        if key.endswith("num_batches_tracked"):
+            state[key] = np.array(0, "int64")
+        else:
+            state[key] = rng.normal(size=shape).astype("float32")
+    return state
+
+
+def _keras_layout(array):
+    return array.transpose(2, 3, 1, 0) if array.ndim == 4 else array
+
+
+def _scaled_error(result, expected):
+    """Max abs difference over max(1, max |expected|): absolute for unit-scale logits."""
+    return float(np.max(np.abs(result - expected)) / max(1.0, float(np.max(np.abs(expected)))))
+
+
+@pytest.mark.parametrize("name", ["deeplabv3_resnet50", "fcn_resnet50"])
+def test_every_key_of_the_full_model_lands_on_its_layer(name):
+    state = _random_state_dict(name)
+    model = build_torchvision_segmentation(name)
+    consumed = load_torchvision_segmentation_weights(model, state)
+    assert consumed == sorted(state)
+    placements = {
+        "classifier.4.weight": model.get_layer("logits_classifier").kernel,
+        "classifier.4.bias": model.get_layer("logits_classifier").bias,
+        "backbone.layer4.2.conv2.weight": model.get_layer("resnet50_v1.5_backbone")
+        .get_layer("layer4.2.conv2")
+        .kernel,
+    }
+    if name.startswith("deeplabv3"):
+        aspp = model.get_layer("aspp")
+        placements["classifier.0.convs.3.0.weight"] = aspp.branches[3].conv.kernel
+        placements["classifier.0.convs.4.1.weight"] = aspp.pooling_conv.conv.kernel
+        placements["classifier.0.convs.4.2.running_var"] = aspp.pooling_conv.bn.moving_variance
+        placements["classifier.0.project.0.weight"] = aspp.projection.conv.kernel
+        placements["classifier.1.weight"] = model.get_layer("head_conv").conv.kernel
+        placements["classifier.2.bias"] = model.get_layer("head_conv").bn.beta
+    else:
+        placements["classifier.0.weight"] = model.get_layer("head_conv").conv.kernel
+        placements["classifier.1.running_mean"] = model.get_layer("head_conv").bn.moving_mean
+    for key, variable in placements.items():
+        np.testing.assert_array_equal(np.asarray(variable), _keras_layout(state[key]), key)
+
+
+def test_the_101_layer_models_take_their_full_key_lists():
+    for name in ("deeplabv3_resnet101", "fcn_resnet101"):
+        state = _random_state_dict(name)
+        model = build_torchvision_segmentation(name, num_classes=21)
+        assert load_torchvision_segmentation_weights(model, state) == sorted(state)
+
+
+@pytest.mark.parametrize("kind", ["deeplabv3", "fcn"])
+def test_narrow_models_match_torchvision_logits_on_odd_sizes(kind):
+    name, overrides = SMALL_MODELS[kind]
+    state = read_torch_checkpoint(FIXTURES / f"torchvision_{kind}_small.pth")
+    reference = np.load(SMALL_OUTPUTS)
+    model = build_torchvision_segmentation(name, num_classes=3, **overrides)
+    load_torchvision_segmentation_weights(model, state)
+    for index in (0, 1):
+        expected = reference[f"{kind}_out{index}"]
+        result = np.asarray(model(reference[f"image{index}"]))
+        assert result.shape == expected.shape
+        assert _scaled_error(result, expected) <= 1e-5
+
+
+def test_auxiliary_keys_are_reported_unless_ignored():
+    state = read_torch_checkpoint(FIXTURES / "torchvision_fcn_small.pth")
+    name, overrides = SMALL_MODELS["fcn"]
+    model = build_torchvision_segmentation(name, num_classes=3, **overrides)
+    with pytest.raises(ValueError, match=r"unused keys \(8\): \['aux_classifier.0.weight'"):
+        load_torchvision_segmentation_weights(model, state, ignore_aux=False)
+    consumed = load_torchvision_segmentation_weights(model, state)
+    assert "aux_classifier.4.bias" in consumed and len(consumed) == len(state)
+
+
+def test_unused_and_missing_keys_are_listed_before_anything_is_written():
+    state = read_torch_checkpoint(FIXTURES / "torchvision_deeplabv3_small.pth")
+    name, overrides = SMALL_MODELS["deeplabv3"]
+    model = build_torchvision_segmentation(name, num_classes=3, **overrides)
+    before = [np.asarray(weight).copy() for weight in model.weights]
+    broken = dict(state)
+    del broken["classifier.0.convs.4.2.running_mean"]
+    broken["classifier.3.weight"] = np.zeros((8,), "float32")
+    with pytest.raises(ValueError) as raised:
+        load_torchvision_segmentation_weights(model, broken)
+    message = str(raised.value)
+    assert "unused keys (1): ['classifier.3.weight']" in message
+    assert "aspp_pooling/bn/moving_mean" in message
+    broken = dict(state)
+    del broken["backbone.layer2.0.downsample.1.bias"]
+    with pytest.raises(ValueError, match=r"layer2\.0\.downsample\.1/beta"):
+        load_torchvision_segmentation_weights(model, broken)
+    for weight, old in zip(model.weights, before, strict=True):
+        np.testing.assert_array_equal(np.asarray(weight), old)
+
+
+def test_a_wrong_shape_names_the_key():
+    state = read_torch_checkpoint(FIXTURES / "torchvision_fcn_small.pth")
+    name, overrides = SMALL_MODELS["fcn"]
+    model = build_torchvision_segmentation(name, num_classes=4, **overrides)
+    with pytest.raises(ValueError, match="'classifier.4.weight' has shape"):
+        load_torchvision_segmentation_weights(model, state)
+
+
+def test_unknown_names_and_models_are_refused():
+    with pytest.raises(ValueError, match="Unknown torchvision segmentation model 'fcn_vgg16'"):
+        build_torchvision_segmentation("fcn_vgg16")
+    model = DeepLabV3(num_classes=3, backbone="tiny", multi_grid=None)
+    with pytest.raises(ValueError, match="needs layers 'head_conv' and 'logits_classifier'"):
+        load_torchvision_segmentation_weights(model, {})
+
+
+def test_configurations_are_torchvisions_architectures():
+    # torchvision: deeplabv3_resnet* use DeepLabHead(2048, classes) with rates (12, 24, 36)
+    # and Dropout(0.5) after the projection; fcn_resnet* use FCNHead(2048, classes), 512
+    # channels and Dropout(0.1); both backbones replace_stride_with_dilation=[F, T, T].
+    deeplab = build_torchvision_segmentation("deeplabv3_resnet50", base_channels=2)
+    aspp = deeplab.get_layer("aspp")
+    assert aspp.dilation_rates == (12, 24, 36) and aspp.dropout == 0.5
+    backbone = deeplab.get_layer("resnet50_v1.5_backbone")
+    assert backbone.get_layer("layer4.0.conv2").dilation_rate == (2, 2)
+    assert backbone.get_layer("layer4.1.conv2").dilation_rate == (4, 4)
+    fcn = build_torchvision_segmentation("fcn_resnet101", base_channels=2)
+    assert fcn.get_layer("head_dropout").rate == 0.1
+    assert fcn.get_layer("head_conv").filters == 512
+    assert "layer3.22.conv2" in [layer.name for layer in fcn.layers[1].layers]
+    for name, (builder, _) in TORCHVISION_SEGMENTATION_CONFIGS.items():
+        assert builder == ("deeplabv3" if name.startswith("deeplabv3") else "fcn8s")
+
+
+def test_builder_options_keep_the_default_models():
+    plain = DeepLabV3(num_classes=3, backbone="tiny", multi_grid=None)
+    with_conv = DeepLabV3(num_classes=3, backbone="tiny", multi_grid=None, head_conv=True)
+    assert "head_conv" not in [layer.name for layer in plain.layers]
+    # A 3x3 convolution 256 -> 256 without bias, and its BN's four vectors.
+    assert with_conv.count_params() - plain.count_params() == 9 * 256 * 256 + 4 * 256
+    with pytest.raises(ValueError, match="head must be one of"):
+        FCN(3, backbone="tiny", head="torchvision")
+    with pytest.raises(ValueError, match="input_padding applies to head='skips' only"):
+        FCN(3, backbone="tiny", head="dilated", input_padding=100)
+
+
+@pytest.mark.parametrize("kind", ["deeplabv3", "fcn"])
+def test_converted_models_save_and_reload(kind, tmp_path):
+    name, overrides = SMALL_MODELS[kind]
+    model = build_torchvision_segmentation(name, num_classes=3, **overrides)
+    load_torchvision_segmentation_weights(
+        model, read_torch_checkpoint(FIXTURES / f"torchvision_{kind}_small.pth")
+    )
+    path = tmp_path / f"{kind}.keras"
+    model.save(path)
+    reloaded = keras.saving.load_model(path)
+    image = np.load(SMALL_OUTPUTS)["image1"]
+    np.testing.assert_allclose(np.asarray(reloaded(image)), np.asarray(model(image)), atol=1e-6)
+
+
+def _torch_python():
+    """An interpreter with torchvision: KSEG_TORCH_PYTHON, or this one when it has torchvision.
+
+    torch is run in a separate process: importing it after TensorFlow in one process can
+    crash, so the test checks for torchvision without importing it.
+    """
+    configured = os.environ.get("KSEG_TORCH_PYTHON")
+    if configured:
+        return configured
+    if importlib.util.find_spec("torchvision") is None:
+        pytest.skip(
+            "torchvision is not installed (set KSEG_TORCH_PYTHON to an interpreter with it)"
+        )
+    return sys.executable
+
+
+@pytest.mark.parametrize("name", ["deeplabv3_resnet50", "fcn_resnet50"])
+def test_full_models_match_torchvision(name, tmp_path):
+    python = _torch_python()
+    subprocess.run([python, str(REFERENCE_SCRIPT), name, str(tmp_path)], check=True)
+    state = read_torch_checkpoint(tmp_path / "state_dict.pth")
+    reference = np.load(tmp_path / "reference.npz")
+    model = build_torchvision_segmentation(name)
+    assert load_torchvision_segmentation_weights(model, state) == sorted(state)
+    for index in (0, 1):
+        expected = reference[f"out{index}"]
+        result = np.asarray(model.predict(reference[f"image{index}"], verbose=0))
+        assert result.shape == expected.shape
+        assert _scaled_error(result, expected) <= 1e-4
