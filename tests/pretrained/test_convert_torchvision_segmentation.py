@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import keras
@@ -15,6 +16,7 @@ from kseg.pretrained import read_torch_checkpoint
 from kseg.pretrained.convert_torchvision_segmentation import (
     TORCHVISION_SEGMENTATION_CONFIGS,
     build_torchvision_segmentation,
+    load_torchvision_segmentation_checkpoint,
     load_torchvision_segmentation_weights,
 )
 
@@ -102,6 +104,19 @@ def test_narrow_models_match_torchvision_logits_on_odd_sizes(kind):
         result = np.asarray(model(reference[f"image{index}"]))
         assert result.shape == expected.shape
         assert _scaled_error(result, expected) <= 1e-5
+
+
+def test_the_registry_converter_builds_the_entrys_model_from_the_file():
+    builder, kwargs = TORCHVISION_SEGMENTATION_CONFIGS["fcn_resnet50"]
+    _, overrides = SMALL_MODELS["fcn"]
+    entry = types.SimpleNamespace(
+        builder=builder, builder_kwargs={**kwargs, **overrides, "num_classes": 3}
+    )
+    model = load_torchvision_segmentation_checkpoint(entry, FIXTURES / "torchvision_fcn_small.pth")
+    reference = np.load(SMALL_OUTPUTS)
+    assert model.name == "fcn_resnet50"
+    result = np.asarray(model(reference["image0"]))
+    assert _scaled_error(result, reference["fcn_out0"]) <= 1e-5
 
 
 def test_auxiliary_keys_are_reported_unless_ignored():
