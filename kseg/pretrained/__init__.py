@@ -2,18 +2,25 @@
 
 - `list_pretrained`, `get`, `load`: the registry of published checkpoints (torchvision's
   segmentation and Mask R-CNN weights so far), each with its source, hash, licence, classes,
-  input normalisation, resize policy and the publisher's metrics; an entry kseg cannot convert
-  yet says what is missing instead of loading.
+  input normalisation, resize policy and the publisher's metrics. FCN and DeepLabv3 on
+  ResNet-50/101 load as kseg models; an entry kseg cannot convert yet says what is missing
+  instead of loading.
 - `fetch_checkpoint`: download into the Keras cache, verified against its SHA-256 (or the hash
   prefix a publisher gives), with nothing half-written left behind.
 - `read_torch_checkpoint`: PyTorch state dicts (`.pth`, `.pt`, zip and legacy formats) into
   numpy arrays without torch, unpickled with an allow-list: a checkpoint that asks for anything
   else raises `UnsafeCheckpointError` instead of running code.
-- `load_torchvision_resnet_weights`: torchvision ResNet weights onto kseg's `resnet*_v1.5`
-  backbones, every key used once and every weight set once.
+- `load_torchvision_resnet_weights`, `build_torchvision_segmentation`,
+  `load_torchvision_segmentation_weights`: torchvision's ResNet, FCN and DeepLabv3 weights onto
+  kseg's `resnet*_v1.5` backbones and its FCN and DeepLabV3 builders configured as torchvision's,
+  every key used once and every weight set once.
 """
 
 from kseg.pretrained.convert_resnet import load_torchvision_resnet_weights
+from kseg.pretrained.convert_torchvision_segmentation import (
+    build_torchvision_segmentation,
+    load_torchvision_segmentation_weights,
+)
 from kseg.pretrained.download import (
     CheckpointDownloadError,
     ChecksumMismatchError,
@@ -49,4 +56,6 @@ __all__ += [
     "PretrainedEntry",
     "NotLoadableError",
     "load_torchvision_resnet_weights",
+    "build_torchvision_segmentation",
+    "load_torchvision_segmentation_weights",
 ]

@@ -8,9 +8,10 @@ apart from anything kseg measures. `status` says whether kseg can load it yet.
 
 The first entries are torchvision's semantic segmentation and Mask R-CNN weights, with the
 values of torchvision 0.29.1's `Weights` enums (`url`, `meta["categories"]`,
-`meta["_metrics"]`, `meta["_file_size"]`, `meta["num_params"]`) and of their transforms. No
-converter exists for them yet, so none loads: `load` says what is missing, while
-`PretrainedEntry.fetch` already downloads and verifies the raw file.
+`meta["_metrics"]`, `meta["_file_size"]`, `meta["num_params"]`) and of their transforms. FCN and
+DeepLabv3 on ResNet-50/101 load (`kseg.pretrained.convert_torchvision_segmentation`); for the
+others `load` says what is missing, while `PretrainedEntry.fetch` already downloads and verifies
+the raw file.
 """
 
 import dataclasses
@@ -69,8 +70,8 @@ class PretrainedEntry:
         ('cd0a2569', 21, 'min_side 520')
         >>> entry.publisher_metrics
         {'COCO-val2017-VOC-labels': {'miou': 66.4, 'pixel_acc': 92.4}}
-        >>> entry.status
-        'not_loadable'
+        >>> entry.status, entry.builder
+        ('loadable', 'deeplabv3')
     """
 
     name: str
@@ -355,7 +356,31 @@ _ENTRIES = (
     ),
 )
 
-_REGISTRY = {entry.name: entry for entry in _ENTRIES}
+_SEGMENTATION_CONVERTER = (
+    "kseg.pretrained.convert_torchvision_segmentation:load_torchvision_segmentation_checkpoint"
+)
+
+
+def _with_converter(entry):
+    """The entry made loadable when kseg has a configuration and converter for it."""
+    from kseg.pretrained.convert_torchvision_segmentation import (
+        TORCHVISION_SEGMENTATION_CONFIGS,
+    )
+
+    if entry.name not in TORCHVISION_SEGMENTATION_CONFIGS:
+        return entry
+    builder, builder_kwargs = TORCHVISION_SEGMENTATION_CONFIGS[entry.name]
+    return dataclasses.replace(
+        entry,
+        builder=builder,
+        builder_kwargs={**builder_kwargs, "num_classes": entry.num_classes},
+        converter=_SEGMENTATION_CONVERTER,
+        status="loadable",
+        missing="",
+    )
+
+
+_REGISTRY = {entry.name: _with_converter(entry) for entry in _ENTRIES}
 
 
 def list_pretrained(task=None, *, loadable=None):
@@ -373,7 +398,7 @@ def list_pretrained(task=None, *, loadable=None):
         >>> kseg.pretrained.list_pretrained(task="instance")
         ['maskrcnn_resnet50_fpn', 'maskrcnn_resnet50_fpn_v2']
         >>> kseg.pretrained.list_pretrained(loadable=True)
-        []
+        ['fcn_resnet50', 'fcn_resnet101', 'deeplabv3_resnet50', 'deeplabv3_resnet101']
     """
     if task is not None and task not in TASKS:
         raise ValueError(f"`task` must be one of {TASKS} or None. Received: task={task!r}")
@@ -423,10 +448,10 @@ def load(name, *, cache_dir=None):
         NotLoadableError: kseg has no builder or converter for the entry yet.
 
     Example:
-        >>> kseg.pretrained.load("fcn_resnet50")
+        >>> kseg.pretrained.load("lraspp_mobilenet_v3_large")
         Traceback (most recent call last):
         ...
-        kseg.pretrained.registry.NotLoadableError: kseg cannot load 'fcn_resnet50' yet: ...
+        kseg.pretrained.registry.NotLoadableError: kseg cannot load 'lraspp_mobilenet_v3_large' ...
     """
     entry = get(name)
     if entry.status != "loadable":

@@ -1,5 +1,6 @@
 import dataclasses
 import hashlib
+import importlib
 import re
 import sys
 import types
@@ -111,14 +112,30 @@ def test_unknown_name_lists_the_known_ones():
         kseg.pretrained.load("deeplabv3_resnet18")
 
 
+LOADABLE = ["fcn_resnet50", "fcn_resnet101", "deeplabv3_resnet50", "deeplabv3_resnet101"]
+NOT_LOADABLE = [name for name in NAMES if name not in LOADABLE]
+
+
 def test_list_pretrained_filters():
-    assert kseg.pretrained.list_pretrained(loadable=False) == NAMES
-    assert kseg.pretrained.list_pretrained(loadable=True) == []
+    assert kseg.pretrained.list_pretrained(loadable=True) == LOADABLE
+    assert kseg.pretrained.list_pretrained(loadable=False) == NOT_LOADABLE
     with pytest.raises(ValueError, match="task"):
         kseg.pretrained.list_pretrained(task="panoptic")
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", LOADABLE)
+def test_loadable_entries_build_the_converted_configuration(name):
+    from kseg.pretrained.convert_torchvision_segmentation import TORCHVISION_SEGMENTATION_CONFIGS
+
+    entry = kseg.pretrained.get(name)
+    builder, kwargs = TORCHVISION_SEGMENTATION_CONFIGS[name]
+    assert entry.status == "loadable" and entry.missing == ""
+    assert entry.builder == builder and entry.builder_kwargs == {**kwargs, "num_classes": 21}
+    module, function = entry.converter.split(":")
+    assert callable(getattr(importlib.import_module(module), function))
+
+
+@pytest.mark.parametrize("name", NOT_LOADABLE)
 def test_load_says_what_is_missing_without_downloading(name, monkeypatch):
     forbid_download(monkeypatch)
     entry = kseg.pretrained.get(name)
@@ -149,7 +166,7 @@ def test_entries_are_frozen():
 )
 def test_inconsistent_entries_are_refused(change, complaint):
     with pytest.raises(ValueError, match=complaint):
-        dataclasses.replace(kseg.pretrained.get("fcn_resnet50"), **change)
+        dataclasses.replace(kseg.pretrained.get("lraspp_mobilenet_v3_large"), **change)
 
 
 def test_load_of_a_loadable_entry_fetches_verifies_and_converts(tmp_path, monkeypatch):
