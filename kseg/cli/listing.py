@@ -1,10 +1,14 @@
-"""`kseg list`: the registered models, by task, and the backbones; `--recipes` the recipes."""
+"""`kseg list`: models by task and backbones; `--recipes` recipes, `--pretrained` checkpoints."""
 
 import kseg.backbones
 import kseg.models
+import kseg.pretrained
 import kseg.recipes
 
-DESCRIPTION = "Lists the registered models and backbones (--recipes: the training recipes)."
+DESCRIPTION = (
+    "Lists the registered models and backbones (--recipes: the training recipes; --pretrained: "
+    "the published checkpoints)."
+)
 
 
 def _size(value):
@@ -32,8 +36,37 @@ def recipe_line(recipe):
     )
 
 
+def pretrained_line(entry):
+    """One registry checkpoint: name, task, whether kseg loads it, the publisher's figures.
+
+    Example:
+        >>> print(kseg.cli.listing.pretrained_line(kseg.pretrained.get("deeplabv3_resnet50")))
+        ... # doctest: +ELLIPSIS
+        deeplabv3_resnet50 (semantic, loads as deeplabv3): 21 classes, ...
+            publisher's COCO-val2017-VOC-labels: miou 66.4, pixel_acc 92.4; licence: ...
+    """
+    if entry.status == "loadable":
+        status = f"loads as {entry.builder}"
+    else:
+        status = "not loadable yet"
+    metrics = "; ".join(
+        f"publisher's {data}: " + ", ".join(f"{key} {value:g}" for key, value in figures.items())
+        for data, figures in entry.publisher_metrics.items()
+    )
+    licence = entry.licence.split(";")[0]
+    return (
+        f"{entry.name} ({entry.task}, {status}): {len(entry.class_names)} classes, "
+        f"{entry.published_file_size_mib:g} MiB, resize {entry.resize}\n"
+        f"    {metrics}; licence: {licence} (kseg.pretrained.get({entry.name!r}) has the rest)"
+    )
+
+
 def run(args):
     """Runs `kseg list` (see `DESCRIPTION`)."""
+    if args.pretrained:
+        for name in kseg.pretrained.list_pretrained():
+            print(pretrained_line(kseg.pretrained.get(name)))
+        return
     if args.recipes:
         for recipe in kseg.recipes.list_recipes():
             print(recipe_line(recipe))
@@ -56,5 +89,11 @@ def add_parser(commands):
         action="store_true",
         help="list the training recipes (model/purpose, key fields, source) that "
         "`kseg train --recipe` uses",
+    )
+    listing.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="list the published checkpoints of kseg.pretrained (source, classes, the "
+        "publisher's metrics, licence, whether kseg loads them)",
     )
     listing.set_defaults(handler=run)

@@ -71,3 +71,15 @@ def test_list_recipes_prints_every_model_and_purpose_with_its_source(capsys):
     assert any(
         line.startswith("pspnet/paper: sgd 0.01 poly, batch 16, crop 473x473") for line in lines
     )
+
+
+def test_list_pretrained_prints_every_registry_entry_with_its_status(capsys):
+    cli.main(["list", "--pretrained"])
+    out = capsys.readouterr().out
+    heads = [line for line in out.splitlines() if not line.startswith("    ")]
+    assert [line.split(" ", 1)[0] for line in heads] == kseg.pretrained.list_pretrained()
+    loadable = set(kseg.pretrained.list_pretrained(loadable=True))
+    for line in heads:
+        name = line.split(" ", 1)[0]
+        assert ("loads as" in line) == (name in loadable), line
+    assert "publisher's COCO-val2017-VOC-labels: miou 66.4, pixel_acc 92.4" in out

@@ -211,3 +211,19 @@ def test_entries_match_torchvision_weights():
             transforms = weights.transforms()
             assert transforms.resize_size == [520], name
             assert (tuple(transforms.mean), tuple(transforms.std)) == (entry.mean, entry.std)
+
+
+def test_the_docs_table_lists_every_entry_with_whether_kseg_loads_it():
+    from pathlib import Path
+
+    hook = Path(__file__).resolve().parents[2] / "docs" / "pretrained_tables.py"
+    spec = importlib.util.spec_from_file_location("pretrained_tables", hook)
+    tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tables)
+    page = tables.on_page_markdown("intro\n<!-- pretrained: registry -->\nafter")
+    rows = [line for line in page.splitlines() if line.startswith("| `")]
+    assert [row.split("`")[1] for row in rows] == NAMES
+    for row in rows:
+        name = row.split("`")[1]
+        assert ("yes, as" in row) == (name in LOADABLE), row
+    assert page.startswith("intro\n") and page.endswith("\nafter")
