@@ -392,7 +392,8 @@ def trained_resize(args, recipe):
     """The resize to run a model at: `--resize`, else its recipe's; says so when they differ.
 
     Returns:
-        `(height, width)` or None (native size).
+        `(height, width)`, a policy giving each image's size from its own (a pretrained
+        checkpoint's `kseg.cli.pretrained_models.MinSideResize`), or None (native size).
     """
     trained = None if recipe is None else recipe.resize
     if args.resize is None:
@@ -406,7 +407,10 @@ def trained_resize(args, recipe):
 
 
 def _size_text(value):
-    return "none (native size)" if value is None else f"{value[0]},{value[1]}"
+    if value is None:
+        return "none (native size)"
+    # A policy sizing each image from its own (kseg.cli.pretrained_models) names itself.
+    return f"{value[0]},{value[1]}" if isinstance(value, tuple) else str(value)
 
 
 def trained_class_names(args, recipe):

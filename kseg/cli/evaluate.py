@@ -1,8 +1,10 @@
 """`kseg evaluate`: a saved model's scores on a dataset split."""
 
+import tensorflow as tf
+
 import kseg.data
 import kseg.tasks
-from kseg.cli import arguments, reports
+from kseg.cli import arguments, pretrained_models, reports
 from kseg.cli.instance_data import category_names, coco_source, instance_examples
 
 DESCRIPTION = """Scores a saved model on a dataset split: per-class IoU, mIoU, accuracies (semantic
@@ -12,12 +14,16 @@ A semantic model trained by `kseg train` is run the way it was trained: with rec
 the model file, images and masks are resized to the recipe's resize (masks by nearest neighbour)
 and scored at that size, and the recipe's class names label the report. --resize and
 --class-names override them, with a message saying so.
+
+--model also takes a published checkpoint's name (`kseg list --pretrained`): its weights are
+downloaded once and converted, and the checkpoint's class names and resize stand in for the
+recipe's (each image and mask resized so the shorter side is the checkpoint's size).
 """
 
 
 def run(args):
     """Runs `kseg evaluate` with the parsed arguments (see `DESCRIPTION`)."""
-    model = arguments.load_model(args.model)
+    model, recipe = pretrained_models.load_model(args.model)
     task = kseg.tasks.for_model(model)
     if task is kseg.tasks.INSTANCE:
         return _evaluate_instances(model, task, args)
@@ -27,20 +33,23 @@ def run(args):
             f"are evaluated on; {args.model} is a semantic segmentation model (evaluate it on "
             "label-map data: 'shapes', a VOC or CamVid root, IMAGES,MASKS folders...)."
         )
-    recipe = arguments.saved_recipe(args.model)
     resize = arguments.trained_resize(args, recipe)
     if resize is not None:
-        print(
-            f"scoring at {resize[0]}x{resize[1]}: images and masks resized first "
-            "(masks by nearest neighbour)"
-        )
+        at = f"{resize[0]}x{resize[1]}" if isinstance(resize, tuple) else f"{resize} (shorter side)"
+        print(f"scoring at {at}: images and masks resized first (masks by nearest neighbour)")
     source, info = kseg.data.load_split(
         args.data,
         args.split,
-        resize=resize,
+        resize=resize if isinstance(resize, tuple) else None,
         num_classes=args.num_classes,
         mask_values=args.mask_values,
     )
+    if callable(resize):
+        source = source.map(
+            lambda image, mask: kseg.data.resize_pair(
+                image, mask, resize(tf.shape(image)[0], tf.shape(image)[1])
+            )
+        )
     if args.num_samples is not None:
         source = source.take(args.num_samples)
     num_classes = args.num_classes or info.num_classes or int(model.output.shape[-1])
@@ -93,7 +102,11 @@ def _evaluate_instances(model, task, args):
 def add_parser(commands):
     """Adds `kseg evaluate` and its flags to the subcommands."""
     evaluate = commands.add_parser("evaluate", help=DESCRIPTION, description=DESCRIPTION)
-    evaluate.add_argument("--model", required=True, help="a .keras file")
+    evaluate.add_argument(
+        "--model",
+        required=True,
+        help="a .keras file, or a pretrained checkpoint's name (kseg list --pretrained)",
+    )
     evaluate.add_argument(
         "--data",
         required=True,

@@ -12,7 +12,7 @@ import kseg.data
 import kseg.tasks
 import kseg.validation
 import kseg.viz
-from kseg.cli import arguments
+from kseg.cli import arguments, pretrained_models
 
 DESCRIPTION = """Writes, for every input image, NAME_labels.png (the class of each pixel) and
 NAME_overlay.png (the classes blended over the image, with a legend of class names and colours);
@@ -25,6 +25,10 @@ A semantic model trained by `kseg train` is run the way it was trained: with rec
 the model file, each image is resized to the recipe's resize, predicted, and the label map
 resized back to the image's own size (nearest neighbour); the recipe's class names and palette
 draw the legend. --resize, --class-names and --palette override them, with a message.
+
+--model also takes a published checkpoint's name (`kseg list --pretrained`), e.g.
+deeplabv3_resnet50: its weights are downloaded once into the Keras cache and converted, and the
+checkpoint's class names, palette and resize (its shorter-side size) stand in for the recipe's.
 """
 
 MAX_LEGEND_CLASSES = 32
@@ -55,7 +59,8 @@ def at_size(predict, size):
 
     Args:
         predict: a function of one float image `(H, W, 3)` to uint8 labels `(h, w)`.
-        size: `(height, width)`, or None to run images as they are.
+        size: `(height, width)`; a function of an image's height and width giving one (e.g.
+            `kseg.cli.pretrained_models.MinSideResize`); or None to run images as they are.
 
     Returns:
         A function of one image to labels of the image's own size.
@@ -72,7 +77,8 @@ def at_size(predict, size):
 
     def resized_predict(image):
         height, width = image.shape[:2]
-        small = tf.image.resize(image, size, method="bilinear").numpy()
+        target = size(height, width) if callable(size) else size
+        small = tf.image.resize(image, target, method="bilinear").numpy()
         labels = predict(small)
         return np.asarray(Image.fromarray(labels).resize((width, height), Image.NEAREST))
 
@@ -110,21 +116,19 @@ def _legend_classes(labels, num_classes):
 
 def run(args):
     """Runs `kseg predict` with the parsed arguments (see `DESCRIPTION`)."""
-    model = arguments.load_model(args.model)
+    model, recipe = pretrained_models.load_model(args.model)
     task = kseg.tasks.for_model(model)
     if task is kseg.tasks.INSTANCE:
-        return _predict_instances(model, task, args, arguments.image_files(args.inputs))
+        return _predict_instances(model, task, args, arguments.image_files(args.inputs), recipe)
     num_classes = int(model.output.shape[-1])
-    recipe = arguments.saved_recipe(args.model)
     names = _semantic_class_names(args, recipe, num_classes)
     colors = arguments.trained_palette(args, recipe, num_classes)
     truths = _ground_truth_files(args.ground_truth)
     resize = arguments.trained_resize(args, recipe)
     predict = at_size(task.predictor(model, **arguments.inference_options(args)), resize)
     if resize is not None:
-        print(
-            f"predicting at {resize[0]}x{resize[1]}; label maps resized back to each image's size"
-        )
+        at = f"{resize[0]}x{resize[1]}" if isinstance(resize, tuple) else f"{resize} (shorter side)"
+        print(f"predicting at {at}; label maps resized back to each image's size")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     unmatched = []
@@ -240,7 +244,7 @@ def detection_captions(detections, names=None):
     ]
 
 
-def _predict_instances(model, task, args, files):
+def _predict_instances(model, task, args, files, recipe):
     arguments.refuse_semantic_flags(
         args,
         [
@@ -251,7 +255,6 @@ def _predict_instances(model, task, args, files):
         ],
     )
     names = _instance_class_names(args.class_names, model.num_classes)
-    recipe = arguments.saved_recipe(args.model)
     if names is None and recipe is not None and recipe.class_names is not None:
         if len(recipe.class_names) == model.num_classes - 1:
             names = list(recipe.class_names)
@@ -271,7 +274,11 @@ def _predict_instances(model, task, args, files):
 def add_parser(commands):
     """Adds `kseg predict` and its flags to the subcommands."""
     predict = commands.add_parser("predict", help=DESCRIPTION, description=DESCRIPTION)
-    predict.add_argument("--model", required=True, help="a .keras file")
+    predict.add_argument(
+        "--model",
+        required=True,
+        help="a .keras file, or a pretrained checkpoint's name (kseg list --pretrained)",
+    )
     predict.add_argument("inputs", nargs="+", help="image files or folders")
     predict.add_argument("--out", default="predictions", help="output folder")
     arguments.add_class_flags(

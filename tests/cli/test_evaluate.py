@@ -1,6 +1,7 @@
 """`kseg evaluate`: IoU scores of semantic models, COCO AP of Mask R-CNN, and its errors."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -178,3 +179,51 @@ def test_evaluate_refuses_a_class_count_that_differs_from_the_data(tmp_path):
     MaskRCNN(num_classes=3, **mask_rcnn_small_config()).save(path)
     with pytest.raises(SystemExit, match="predicts 2 object classes but shapes has 4"):
         cli.main(["evaluate", "--model", str(path), "--data", "shapes", "--num-samples", "1"])
+
+
+def test_evaluate_a_pretrained_name_scores_at_the_entrys_min_side(tmp_path, monkeypatch, capsys):
+    import tensorflow as tf
+    from test_pretrained_models import TOY_CLASS_NAMES, TOY_MIN_SIDE, register_toy_checkpoint
+
+    from kseg.pretrained.convert_torchvision_segmentation import (
+        load_torchvision_segmentation_checkpoint,
+    )
+
+    toy, cache_dir = register_toy_checkpoint(tmp_path, monkeypatch)
+    rng = np.random.default_rng(4)
+    (tmp_path / "data" / "images" / "val").mkdir(parents=True)
+    (tmp_path / "data" / "masks" / "val").mkdir(parents=True)
+    pairs = []
+    # Shorter sides of 30 and 20 become 32, the longer 60 and 40 64: multiples of 32, which the
+    # evaluation pipeline then does not pad.
+    for index, size in enumerate([(30, 60), (40, 20)]):
+        image = rng.integers(0, 255, (*size, 3), dtype=np.uint8)
+        mask = rng.integers(0, 3, size, dtype=np.uint8)
+        Image.fromarray(image).save(tmp_path / "data" / "images" / "val" / f"{index}.png")
+        Image.fromarray(mask).save(tmp_path / "data" / "masks" / "val" / f"{index}.png")
+        pairs.append((image, mask))
+    scores_path = tmp_path / "scores.json"
+    cli.main(
+        ["evaluate", "--model", "toy", "--data", str(tmp_path / "data")]
+        + ["--mask-values", "labels", "--output", str(scores_path)]
+    )
+    printed = capsys.readouterr().out
+    assert "mean IoU" in printed and f"min_side {TOY_MIN_SIDE}" in printed
+    scores = json.loads(scores_path.read_text())
+    assert scores["class_names"] == list(TOY_CLASS_NAMES)
+    model = load_torchvision_segmentation_checkpoint(
+        toy, cache_dir / "kseg" / "pretrained" / Path(toy.url).name
+    )
+    expected = np.zeros((3, 3), np.int64)
+    for image, mask in pairs:
+        # Image (bilinear) and mask (nearest) resized so the shorter side is TOY_MIN_SIDE.
+        scale = TOY_MIN_SIDE / min(mask.shape)
+        size = (int(mask.shape[0] * scale), int(mask.shape[1] * scale))
+        assert sorted(size) == [32, 64]
+        small = tf.image.resize(image.astype("float32"), size, method="bilinear")
+        small_mask = tf.image.resize(mask[..., None], size, method="nearest")[..., 0].numpy()
+        labels = np.argmax(model.predict(small[None], verbose=0)[0], axis=-1)
+        expected += np.bincount(
+            small_mask.astype(np.int64).ravel() * 3 + labels.ravel(), minlength=9
+        ).reshape(3, 3)
+    np.testing.assert_array_equal(scores["confusion_matrix"], expected)

@@ -1,6 +1,7 @@
 """`kseg predict`: label maps and overlays per image, or Mask R-CNN drawings and detections."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -277,3 +278,98 @@ def test_predict_as_a_command_writes_no_tensorflow_start_up_lines(demo_run, tmp_
     assert not [line for line in result.stderr.splitlines() if any(n in line for n in noisy)]
     # stderr is a pipe here, not a terminal: no progress bar either.
     assert "predicting" not in result.stderr
+
+
+def test_predict_with_a_pretrained_name_uses_the_entrys_names_palette_and_resize(
+    tmp_path, monkeypatch, capsys
+):
+    import tensorflow as tf
+    from test_pretrained_models import TOY_CLASS_NAMES, TOY_MIN_SIDE, register_toy_checkpoint
+
+    import kseg
+    from kseg.pretrained.convert_torchvision_segmentation import (
+        load_torchvision_segmentation_checkpoint,
+    )
+
+    toy, cache_dir = register_toy_checkpoint(tmp_path, monkeypatch)
+    rng = np.random.default_rng(1)
+    sizes = {"wide": (30, 44), "tall": (26, 20)}
+    (tmp_path / "in").mkdir()
+    for stem, size in sizes.items():
+        Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(
+            tmp_path / "in" / f"{stem}.png"
+        )
+    status = cli.main(
+        ["predict", "--model", "toy", str(tmp_path / "in"), "--out", str(tmp_path / "pred")]
+    )
+    assert status == 0
+    assert f"min_side {TOY_MIN_SIDE}" in capsys.readouterr().out
+    model = load_torchvision_segmentation_checkpoint(
+        toy, cache_dir / "kseg" / "pretrained" / Path(toy.url).name
+    )
+    colours = kseg.viz.palette(3)
+    for stem, (height, width) in sizes.items():
+        image = np.asarray(Image.open(tmp_path / "in" / f"{stem}.png"))
+        labels = np.asarray(Image.open(tmp_path / "pred" / f"{stem}_labels.png"))
+        assert labels.shape == (height, width)
+        # Predicted with the shorter side at TOY_MIN_SIDE, labels brought back by nearest neighbour.
+        scale = TOY_MIN_SIDE / min(height, width)
+        small_size = (int(height * scale), int(width * scale))
+        assert min(small_size) == TOY_MIN_SIDE
+        small = tf.image.resize(image.astype("float32"), small_size, method="bilinear")
+        small_labels = np.argmax(model.predict(small[None], verbose=0)[0], axis=-1)
+        expected = Image.fromarray(small_labels.astype(np.uint8)).resize(
+            (width, height), Image.NEAREST
+        )
+        np.testing.assert_array_equal(labels, np.asarray(expected))
+        # The legend names the entry's classes in the VOC colours.
+        overlay = np.asarray(Image.open(tmp_path / "pred" / f"{stem}_overlay.png"))
+        blended = kseg.viz.overlay(image, labels, colours)
+        np.testing.assert_array_equal(
+            overlay, kseg.viz.draw_legend(blended, list(TOY_CLASS_NAMES), colours)
+        )
+        assert not np.array_equal(overlay, kseg.viz.draw_legend(blended, ["0", "1", "2"], colours))
+
+
+def test_predict_with_explicit_flags_overrides_the_entry(tmp_path, monkeypatch, capsys):
+    from test_pretrained_models import register_toy_checkpoint
+
+    register_toy_checkpoint(tmp_path, monkeypatch)
+    Image.fromarray(np.full((18, 24, 3), 90, np.uint8)).save(tmp_path / "a.png")
+    cli.main(
+        ["predict", "--model", "toy", str(tmp_path / "a.png"), "--out", str(tmp_path / "pred")]
+        + ["--resize", "none", "--class-names", "x,y,z", "--palette", "camvid"]
+    )
+    printed = capsys.readouterr().out
+    assert "trained with resize min_side 32; none (native size) is used" in printed
+    assert "the model was trained with class names bg, sky, tree; x, y, z are used" in printed
+    assert "--palette camvid is used" in printed
+    assert np.asarray(Image.open(tmp_path / "pred" / "a_labels.png")).shape == (18, 24)
+
+
+def test_predict_with_a_checkpoint_kseg_cannot_load_downloads_nothing(tmp_path, monkeypatch):
+    from keras.src.utils import file_utils
+    from test_pretrained_models import register_toy_checkpoint
+
+    _, cache_dir = register_toy_checkpoint(tmp_path, monkeypatch)
+
+    def refuse(url, *args, **kwargs):
+        raise AssertionError(f"the test tried to download {url}")
+
+    monkeypatch.setattr(file_utils, "urlretrieve", refuse)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["predict", "--model", "lraspp_mobilenet_v3_large", str(tmp_path / "a.png")])
+    assert "kseg cannot load 'lraspp_mobilenet_v3_large' yet: it needs" in str(stop.value.code)
+    assert not cache_dir.exists()
+
+
+def test_predict_with_an_unknown_model_names_files_and_the_registry(tmp_path):
+    import kseg
+
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["predict", "--model", str(tmp_path / "none.keras"), str(tmp_path / "a.png")])
+    message = str(stop.value.code)
+    assert "model file or a pretrained checkpoint name" in message
+    assert ", ".join(kseg.pretrained.list_pretrained()) in message

@@ -1,0 +1,119 @@
+"""`--model` of `kseg predict` and `kseg evaluate`: a .keras file or a published checkpoint's name.
+
+A file is loaded with the recipe.json saved beside it; a name of `kseg.pretrained` is loaded
+with its converted weights and the entry's class names, palette and resize policy standing in
+for the recipe, so the rest of the command treats both alike.
+"""
+
+import dataclasses
+import re
+from pathlib import Path
+
+import tensorflow as tf
+
+from kseg.cli import arguments
+
+
+@dataclasses.dataclass(frozen=True)
+class MinSideResize:
+    """Resize policy: scale each image so its shorter side is `side` pixels, keeping the aspect.
+
+    The longer side becomes `int(side * long / short)`, torchvision's rounding for `Resize(side)`.
+    Calling the policy on an image's height and width (ints or scalar tensors) gives the
+    `(height, width)` to resize it to, as int32 tensors.
+
+    Example:
+        >>> policy = kseg.cli.pretrained_models.MinSideResize(520)
+        >>> [int(v) for v in policy(375, 500)], str(policy)
+        ([520, 693], 'min_side 520')
+    """
+
+    side: int
+
+    def __call__(self, height, width):
+        height = tf.cast(height, tf.int32)
+        width = tf.cast(width, tf.int32)
+        shorter = tf.minimum(height, width)
+        return self.side * height // shorter, self.side * width // shorter
+
+    def __str__(self):
+        return f"min_side {self.side}"
+
+
+def resize_policy(text):
+    """The resize of a `PretrainedEntry.resize` text: "min_side N" as a `MinSideResize`.
+
+    Raises:
+        ValueError: for any other policy (naming it), which predict and evaluate do not run.
+
+    Example:
+        >>> kseg.cli.pretrained_models.resize_policy("min_side 520")
+        MinSideResize(side=520)
+    """
+    match = re.fullmatch(r"min_side (\d+)", text.strip())
+    if match is None:
+        raise ValueError(f"unsupported resize policy {text!r}; expected 'min_side N'")
+    return MinSideResize(int(match.group(1)))
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainedSettings:
+    """What a published checkpoint expects, in the fields of a saved recipe that commands read.
+
+    Attributes:
+        class_names: the publisher's class names.
+        palette: `(num_classes, 3)` uint8 colours.
+        resize: a resize policy (`MinSideResize`) or None.
+    """
+
+    class_names: tuple
+    palette: object
+    resize: object
+
+
+def settings_of(entry):
+    """The `PretrainedSettings` of a registry entry (`kseg.pretrained.get`).
+
+    Example:
+        >>> settings = kseg.cli.pretrained_models.settings_of(
+        ...     kseg.pretrained.get("deeplabv3_resnet50"))
+        >>> settings.class_names[:2], settings.palette.shape, str(settings.resize)
+        (('__background__', 'aeroplane'), (21, 3), 'min_side 520')
+    """
+    return PretrainedSettings(
+        class_names=tuple(entry.class_names),
+        palette=arguments.palette(entry.palette, entry.num_classes),
+        resize=resize_policy(entry.resize),
+    )
+
+
+def load_model(text):
+    """The model `--model` names and its recipe (or a published checkpoint's settings).
+
+    A path that exists is loaded as a model file, with the recipe saved beside it (or None); a
+    name of `kseg.pretrained.list_pretrained()` is downloaded (once) and converted.
+
+    Returns:
+        `(model, recipe)`: the `keras.Model` and a `kseg.recipes` recipe, `PretrainedSettings`
+        or None.
+
+    Raises:
+        SystemExit: naming both possibilities and the registry's names for anything else, or
+            saying what kseg lacks for a checkpoint it cannot load yet.
+    """
+    import kseg.pretrained
+
+    if Path(text).exists():
+        return arguments.load_model(text), arguments.saved_recipe(text)
+    names = kseg.pretrained.list_pretrained()
+    if text not in names:
+        raise SystemExit(
+            f"kseg: error: --model takes a model file or a pretrained checkpoint name; {text!r} "
+            f"is neither (no such file). Pretrained names (kseg list --pretrained): "
+            f"{', '.join(names)}"
+        )
+    try:
+        model = kseg.pretrained.load(text)
+    except kseg.pretrained.NotLoadableError as error:
+        raise SystemExit(f"kseg: error: {error}") from None
+    return model, settings_of(kseg.pretrained.get(text))
