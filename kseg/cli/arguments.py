@@ -410,7 +410,7 @@ def _size_text(value):
     if value is None:
         return "none (native size)"
     # A policy sizing each image from its own (kseg.cli.pretrained_models) names itself.
-    return f"{value[0]},{value[1]}" if isinstance(value, tuple) else str(value)
+    return str(value) if callable(value) else f"{value[0]},{value[1]}"
 
 
 def trained_class_names(args, recipe):

@@ -35,12 +35,12 @@ def run(args):
         )
     resize = arguments.trained_resize(args, recipe)
     if resize is not None:
-        at = f"{resize[0]}x{resize[1]}" if isinstance(resize, tuple) else f"{resize} (shorter side)"
+        at = f"{resize} (shorter side)" if callable(resize) else f"{resize[0]}x{resize[1]}"
         print(f"scoring at {at}: images and masks resized first (masks by nearest neighbour)")
     source, info = kseg.data.load_split(
         args.data,
         args.split,
-        resize=resize if isinstance(resize, tuple) else None,
+        resize=None if callable(resize) else resize,
         num_classes=args.num_classes,
         mask_values=args.mask_values,
     )
