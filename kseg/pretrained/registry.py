@@ -429,11 +429,17 @@ def get(name):
     return entry
 
 
+# Bumped whenever a converter's output changes, so stale converted weights are not reused.
+CONVERSION_VERSION = "kseg1"
+
+
 def load(name, *, cache_dir=None):
     """Builds the kseg model of checkpoint `name` with the published weights converted onto it.
 
     The file is fetched and verified (`PretrainedEntry.fetch`), then the entry's converter
-    builds the model and sets its weights. Entries kseg cannot load yet raise
+    builds the model and sets its weights. The converted weights are kept beside the checkpoint
+    (`cached_conversion_path`, written whole or not at all), so a second load builds the model
+    and reads them instead of converting again. Entries kseg cannot load yet raise
     `NotLoadableError` before anything is downloaded, saying what is missing.
 
     Args:
@@ -462,6 +468,23 @@ def load(name, *, cache_dir=None):
         )
     import importlib
 
+    from kseg.models.registry import get_builder
+    from kseg.pretrained.download import atomic_path, cached_conversion_path
+
+    checkpoint = entry.fetch(cache_dir=cache_dir)
+    converted = cached_conversion_path(checkpoint, version=CONVERSION_VERSION)
+    if converted.exists():
+        model = get_builder(entry.builder)(**entry.builder_kwargs)
+        try:
+            model.load_weights(converted)
+            return model
+        except (OSError, ValueError):
+            # An unreadable or mismatched file is converted again below and replaced.
+            converted.unlink(missing_ok=True)
     module_name, function_name = entry.converter.split(":")
     converter = getattr(importlib.import_module(module_name), function_name)
-    return converter(entry, entry.fetch(cache_dir=cache_dir))
+    model = converter(entry, checkpoint)
+    if hasattr(model, "save_weights"):
+        with atomic_path(converted) as temporary:
+            model.save_weights(temporary)
+    return model

@@ -4,6 +4,7 @@ import importlib
 import re
 import sys
 import types
+from pathlib import Path
 
 import pytest
 from keras.src.utils import file_utils
@@ -11,6 +12,8 @@ from keras.src.utils import file_utils
 import kseg
 from kseg.data.voc import VOC_CLASS_NAMES
 from kseg.pretrained import registry
+
+REPO = Path(__file__).resolve().parents[2]
 
 NAMES = kseg.pretrained.list_pretrained()
 SEMANTIC = kseg.pretrained.list_pretrained(task="semantic")
@@ -214,9 +217,7 @@ def test_entries_match_torchvision_weights():
 
 
 def test_the_docs_table_lists_every_entry_with_whether_kseg_loads_it():
-    from pathlib import Path
-
-    hook = Path(__file__).resolve().parents[2] / "docs" / "pretrained_tables.py"
+    hook = REPO / "docs" / "pretrained_tables.py"
     spec = importlib.util.spec_from_file_location("pretrained_tables", hook)
     tables = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tables)
@@ -227,3 +228,55 @@ def test_the_docs_table_lists_every_entry_with_whether_kseg_loads_it():
         name = row.split("`")[1]
         assert ("yes, as" in row) == (name in LOADABLE), row
     assert page.startswith("intro\n") and page.endswith("\nafter")
+
+
+def _toy_fcn_entry(tmp_path):
+    """A loadable entry whose file is the narrow torchvision FCN fixture, served by file:// URL."""
+    import shutil
+
+    from kseg.pretrained.convert_torchvision_segmentation import TORCHVISION_SEGMENTATION_CONFIGS
+
+    fixture = REPO / "tests" / "fixtures" / "torchvision_fcn_small.pth"
+    prefix = kseg.pretrained.sha256_of_file(fixture)[:8]
+    source = tmp_path / f"toy_fcn-{prefix}.pth"
+    shutil.copy(fixture, source)
+    builder, kwargs = TORCHVISION_SEGMENTATION_CONFIGS["fcn_resnet50"]
+    return dataclasses.replace(
+        kseg.pretrained.get("fcn_resnet50"),
+        name="toy_fcn",
+        url=source.as_uri(),
+        hash_prefix=prefix,
+        builder=builder,
+        builder_kwargs={**kwargs, "base_channels": 2, "num_filters": 16, "num_classes": 3},
+        class_names=("background", "one", "two"),
+    )
+
+
+def test_load_converts_once_then_reads_the_cached_keras_weights(tmp_path, monkeypatch):
+    import numpy as np
+
+    from kseg.pretrained import convert_torchvision_segmentation as converters
+
+    monkeypatch.setitem(registry._REGISTRY, "toy_fcn", _toy_fcn_entry(tmp_path))
+    image = np.load(REPO / "tests" / "fixtures" / "torchvision_segmentation_small.npz")["image0"]
+    cache = tmp_path / "cache"
+    first = kseg.pretrained.load("toy_fcn", cache_dir=cache)
+    converted = list((cache / "kseg" / "pretrained").glob("*.weights.h5"))
+    assert [path.name for path in converted] == [
+        f"toy_fcn-{registry.get('toy_fcn').hash_prefix}.{registry.CONVERSION_VERSION}.weights.h5"
+    ]
+
+    def no_conversion(entry, path):
+        raise AssertionError("the second load converted again")
+
+    monkeypatch.setattr(converters, "load_torchvision_segmentation_checkpoint", no_conversion)
+    second = kseg.pretrained.load("toy_fcn", cache_dir=cache)
+    np.testing.assert_array_equal(np.asarray(second(image)), np.asarray(first(image)))
+
+    # A damaged converted file is converted again and replaced, not trusted.
+    converted[0].write_bytes(b"not an h5 file")
+    monkeypatch.undo()
+    monkeypatch.setitem(registry._REGISTRY, "toy_fcn", _toy_fcn_entry(tmp_path))
+    third = kseg.pretrained.load("toy_fcn", cache_dir=cache)
+    np.testing.assert_array_equal(np.asarray(third(image)), np.asarray(first(image)))
+    assert converted[0].read_bytes()[:4] == b"\x89HDF"
