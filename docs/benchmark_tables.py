@@ -1288,6 +1288,79 @@ def weak_vs_full_table(results):
     )
 
 
+def pretrained_load_table(results):
+    """Load times of a full-size torchvision checkpoint, then kseg against torchvision per image."""
+    models = results.get("models") if isinstance(results.get("models"), dict) else {}
+    loads, images = [], []
+    for name, entry in models.items():
+        loads.append(
+            (
+                _code(name),
+                mebibytes(_quotient(entry.get("checkpoint_bytes"), 2**20)),
+                duration(entry.get("read_torch_checkpoint_s")),
+                duration(entry.get("first_load_s")),
+                duration(entry.get("cached_load_s")),
+                ratio(_quotient(entry.get("first_load_s"), entry.get("cached_load_s"))),
+            )
+        )
+        for size, image in (entry.get("images") or {}).items():
+            images.append(
+                (
+                    _code(name),
+                    size.replace("x", "×"),
+                    duration(image.get("kseg_median_s")),
+                    duration(image.get("torchvision_median_s")),
+                    ratio(image.get("time_ratio_kseg_over_torchvision")),
+                    scientific(image.get("max_abs_diff")),
+                    scientific(image.get("max_abs_diff_over_max_logit")),
+                    "100%"
+                    if image.get("argmax_agreement") == 1
+                    else percent(image.get("argmax_agreement"), 4),
+                )
+            )
+    if not loads:
+        return _join(_table(("model", "load"), [(MISSING, NOT_MEASURED)]), conditions(results))
+    repeats = _get(results, "input", "repeats")
+    return _join(
+        _table(
+            (
+                "model",
+                "checkpoint",
+                "read_torch_checkpoint",
+                "first load (verify + convert + cache)",
+                "cached load",
+                "first over cached",
+            ),
+            loads,
+        ),
+        images
+        and _table(
+            (
+                "model",
+                "image",
+                "kseg",
+                "torchvision",
+                "kseg over torchvision",
+                "max abs diff",
+                "over largest logit",
+                "argmax agrees",
+            ),
+            images,
+        ),
+        "*Random weights with random BatchNorm statistics, written by torchvision with "
+        "`torch.save`; loads from a `file://` URL into an empty cache. Inference times are the "
+        f"median of {repeats or 'the'} calls per image after a warm-up, the two sides "
+        "alternating call by call on the same intra-op threads.*",
+        conditions(results),
+    )
+
+
+def _quotient(numerator, denominator):
+    if _is_number(numerator) and _is_number(denominator) and denominator:
+        return numerator / denominator
+    return None
+
+
 def _flatten(value, prefix=""):
     if isinstance(value, dict) and value:
         for key, item in value.items():
@@ -1358,6 +1431,7 @@ RENDERERS = {
     "sliding_window_memory": sliding_window_memory_table,
     "weak_vs_full": weak_vs_full_table,
     "recipe_results": recipe_results_table,
+    "pretrained_load": pretrained_load_table,
 }
 RECORDED_BY = {
     "roi_align": "benchmarks/roi_align.py",
@@ -1376,6 +1450,7 @@ RECORDED_BY = {
     "sliding_window_memory": "benchmarks/sliding_window_memory.py",
     "weak_vs_full": "benchmarks/weak_vs_full.py",
     "recipe_results": "benchmarks/recipe_results.py",
+    "pretrained_load": "benchmarks/pretrained_load.py",
 }
 
 

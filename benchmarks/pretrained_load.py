@@ -1,0 +1,326 @@
+"""Time of loading a full-size torchvision segmentation checkpoint into kseg, and output parity.
+
+For each model (`--models`, default `deeplabv3_resnet50 fcn_resnet50`; the ResNet-101 ones also
+work), a torch worker in its own virtual environment (torch and TensorFlow are never imported in
+one process) builds the torchvision model with `weights=None, weights_backbone=None,
+num_classes=21, aux_loss=True` under `torch.manual_seed(0)`, gives every BatchNorm a random
+weight, bias, running mean and running variance (`numpy.random.default_rng(0)`), puts it in
+evaluation mode and writes its state dict with `torch.save` (zip format) into a temporary folder.
+It then runs the model on two images of different sizes (520x700 and 389x521, uniform in
+[0, 255], `numpy.random.default_rng(1)`, normalised with the ImageNet mean and std) and writes
+the images and its `out` logits (this call is also its untimed warm-up), then waits for the
+timed calls, run under `torch.inference_mode`.
+
+The kseg process then times, in seconds:
+
+- `read_torch_checkpoint` on the file (state dict into numpy arrays, no torch);
+- the first `kseg.pretrained.load` of a temporary registry entry that points at the file by
+  `file://` URL with its hash prefix: copy into a fresh cache and verify, build the kseg model,
+  convert the weights and write the converted Keras weights beside the checkpoint;
+- the second `kseg.pretrained.load` of the same entry, which builds the model and reads the
+  cached Keras weights instead of converting again;
+- inference per image on the same images, kseg (eager call, after one untimed warm-up) and
+  torchvision alternating call by call, `--repeats` calls each, of which the JSON keeps every
+  one and the median;
+
+and compares kseg's logits with torchvision's: the largest absolute difference, that
+difference over the largest absolute torchvision logit, and the share of pixels whose argmax
+class agrees. Both sides use `--threads` intra-op threads (TensorFlow's inter-op pool set to the
+same). The worker waits for a line on stdin before each timed call, so the two sides share
+whatever else the machine is doing; the load average at the start and end of each model says
+how busy it was.
+
+`--torch-python` (the interpreter of a virtual environment with CPU torch and torchvision)
+defaults to the environment variable `KSEG_TORCH_PYTHON`; without flag or variable the script
+stops.
+
+Usage:
+    python benchmarks/pretrained_load.py [--models deeplabv3_resnet50 fcn_resnet50]
+        [--repeats 5] [--threads 2] [--torch-python ENV/bin/python]
+        [--out benchmarks/results/pretrained_load.json]
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+
+import results_io
+from locations import require_locations, torch_python_argument
+
+MODELS = ("deeplabv3_resnet50", "fcn_resnet50", "deeplabv3_resnet101", "fcn_resnet101")
+IMAGE_SIZES = ((520, 700), (389, 521))
+NUM_CLASSES = 21
+MEAN = np.array([0.485, 0.456, 0.406], "float32")
+STD = np.array([0.229, 0.224, 0.225], "float32")
+
+
+def torch_worker(args):
+    """Writes the state dict, images, logits and inference times of one torchvision model."""
+    import torch
+    import torchvision
+    from torch import nn
+    from torchvision.models import segmentation
+
+    torch.set_num_threads(args.threads)
+    folder = Path(args.folder)
+    torch.manual_seed(0)
+    model = getattr(segmentation, args.model)(
+        weights=None, weights_backbone=None, num_classes=NUM_CLASSES, aux_loss=True
+    )
+    rng = np.random.default_rng(0)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                size = module.num_features
+                module.weight.copy_(torch.from_numpy(rng.uniform(0.5, 1.5, size).astype("f4")))
+                module.bias.copy_(torch.from_numpy(rng.normal(0, 0.2, size).astype("f4")))
+                module.running_mean.copy_(torch.from_numpy(rng.normal(0, 0.2, size).astype("f4")))
+                module.running_var.copy_(torch.from_numpy(rng.uniform(0.5, 2.0, size).astype("f4")))
+    model.eval()
+    torch.save(model.state_dict(), folder / "state_dict.pth")
+
+    rng = np.random.default_rng(1)
+    arrays, batches = {}, []
+    with torch.inference_mode():
+        for index, (height, width) in enumerate(IMAGE_SIZES):
+            image = rng.uniform(0, 255, (1, height, width, 3)).astype("float32")
+            normalised = (image / 255.0 - MEAN) / STD
+            batches.append(torch.from_numpy(np.ascontiguousarray(normalised.transpose(0, 3, 1, 2))))
+            # Also the untimed warm-up call of this image size.
+            logits = model(batches[-1])["out"]
+            arrays[f"image{index}"] = image
+            arrays[f"out{index}"] = logits.numpy().transpose(0, 2, 3, 1)
+        np.savez(folder / "reference.npz", **arrays)
+        print(
+            json.dumps(
+                {
+                    "torch": torch.__version__,
+                    "torchvision": torchvision.__version__,
+                    "torch_threads": torch.get_num_threads(),
+                }
+            ),
+            flush=True,
+        )
+        for line in sys.stdin:
+            if not line.strip():
+                break
+            start = time.perf_counter()
+            model(batches[int(line)])
+            print(json.dumps({"seconds": time.perf_counter() - start}), flush=True)
+
+
+class TorchWorker:
+    """The torch side of one model, in its own process: written files, then timed calls."""
+
+    def __init__(self, args, model_name, folder):
+        self.process = subprocess.Popen(
+            [
+                args.torch_python,
+                __file__,
+                "--torch-worker",
+                "--model",
+                model_name,
+                "--folder",
+                str(folder),
+                "--threads",
+                str(args.threads),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(
+                f"the torch worker for {model_name} stopped before writing its files"
+            )
+        self.facts = json.loads(line)
+
+    def timed_call(self, index):
+        """Seconds of one torchvision inference on image `index`."""
+        self.process.stdin.write(f"{index}\n")
+        self.process.stdin.flush()
+        return json.loads(self.process.stdout.readline())["seconds"]
+
+    def close(self):
+        """Ends the worker: an empty line, or its end of input if it is still starting."""
+        if self.process.poll() is None:
+            self.process.stdin.write("\n")
+            self.process.stdin.close()
+        self.process.wait()
+
+
+def timed(function, *args, **kwargs):
+    start = time.perf_counter()
+    value = function(*args, **kwargs)
+    return time.perf_counter() - start, value
+
+
+def parity(kseg_logits, torch_logits):
+    difference = float(np.abs(kseg_logits - torch_logits).max())
+    largest = float(np.abs(torch_logits).max())
+    agreement = float(np.mean(kseg_logits.argmax(-1) == torch_logits.argmax(-1)))
+    return {
+        "max_abs_diff": difference,
+        "max_abs_logit": largest,
+        "max_abs_diff_over_max_logit": difference / largest,
+        "argmax_agreement": agreement,
+    }
+
+
+def measure(args, model_name, torch_side_folder):
+    """Every figure of one model: runs its torch worker into `torch_side_folder`, then kseg."""
+    import keras
+
+    import kseg.pretrained
+    from kseg.pretrained import registry
+
+    folder = Path(torch_side_folder)
+    machine_start = results_io.load_average()
+    worker = TorchWorker(args, model_name, folder)
+    try:
+        torch_side = worker.facts
+        written = folder / "state_dict.pth"
+        prefix = kseg.pretrained.sha256_of_file(written)[:8]
+        checkpoint = folder / f"{model_name}_random-{prefix}.pth"
+        written.rename(checkpoint)
+        reference = np.load(folder / "reference.npz")
+
+        read_seconds, state_dict = timed(kseg.pretrained.read_torch_checkpoint, checkpoint)
+        tensors = len(state_dict)
+        del state_dict
+
+        name = f"{model_name}_benchmark"
+        entry = dataclasses.replace(
+            registry.get(model_name), name=name, url=checkpoint.as_uri(), hash_prefix=prefix
+        )
+        cache = folder / "cache"
+        registry._REGISTRY[name] = entry
+        try:
+            first_seconds, model = timed(kseg.pretrained.load, name, cache_dir=cache)
+            del model
+            keras.backend.clear_session()
+            converted = kseg.pretrained.cached_conversion_path(
+                kseg.pretrained.checkpoint_cache_path(entry.url, cache_dir=cache),
+                version=registry.CONVERSION_VERSION,
+            )
+            second_seconds, model = timed(kseg.pretrained.load, name, cache_dir=cache)
+        finally:
+            del registry._REGISTRY[name]
+
+        # One untimed warm-up call per image size (the torch worker made its own), then the two
+        # sides alternate call by call so they share whatever else the machine is doing.
+        inputs = [reference[f"image{index}"] for index in range(len(IMAGE_SIZES))]
+        logits = [np.asarray(model(image, training=False)) for image in inputs]
+        calls = {index: {"kseg": [], "torchvision": []} for index in range(len(IMAGE_SIZES))}
+        for _ in range(args.repeats):
+            for index, image in enumerate(inputs):
+                calls[index]["kseg"].append(timed(model, image, training=False)[0])
+                calls[index]["torchvision"].append(worker.timed_call(index))
+        images = {}
+        for index, (height, width) in enumerate(IMAGE_SIZES):
+            images[f"{height}x{width}"] = {
+                **results_io.timing_comparison(
+                    calls[index]["kseg"], calls[index]["torchvision"], "torchvision"
+                ),
+                **parity(logits[index], reference[f"out{index}"]),
+            }
+    finally:
+        worker.close()
+    worst = max(images.values(), key=lambda image: image["max_abs_diff_over_max_logit"])
+    return {
+        "checkpoint_bytes": checkpoint.stat().st_size,
+        "tensors": tensors,
+        "converted_bytes": converted.stat().st_size,
+        "parameters": int(model.count_params()),
+        "read_torch_checkpoint_s": read_seconds,
+        "first_load_s": first_seconds,
+        "cached_load_s": second_seconds,
+        "images": images,
+        "worst_max_abs_diff_over_max_logit": worst["max_abs_diff_over_max_logit"],
+        "min_argmax_agreement": min(image["argmax_agreement"] for image in images.values()),
+        "torch_threads": torch_side["torch_threads"],
+        "torch": torch_side["torch"],
+        "torchvision": torch_side["torchvision"],
+        "load_average_start": machine_start,
+        "load_average_end": results_io.load_average(),
+    }
+
+
+def main(args):
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    import keras
+
+    import kseg
+
+    results = results_io.read_result(args.out) if args.keep else {}
+    results["machine"] = results_io.machine_facts(threads=args.threads)
+    results["input"] = {
+        "image_sizes": [list(size) for size in IMAGE_SIZES],
+        "num_classes": NUM_CLASSES,
+        "repeats": args.repeats,
+        "weights": "random (torch.manual_seed(0), BatchNorm statistics from default_rng(0))",
+    }
+    models = results.setdefault("models", {})
+    print(
+        f"{'model':22s} {'read s':>7s} {'first s':>8s} {'cached s':>9s} "
+        f"{'kseg s/img':>11s} {'torch s/img':>12s} {'rel diff':>9s} {'argmax':>7s}"
+    )
+    for model_name in args.models:
+        with tempfile.TemporaryDirectory(prefix="kseg-pretrained-load-") as folder:
+            entry = measure(args, model_name, folder)
+        keras.backend.clear_session()
+        models[model_name] = entry
+        results["machine"]["torch"] = entry["torch"]
+        results["machine"]["torchvision"] = entry["torchvision"]
+        results["machine"]["kseg"] = getattr(kseg, "__version__", "unknown")
+        results_io.write_result(args.out, results)
+        kseg_median = statistics.median(i["kseg_median_s"] for i in entry["images"].values())
+        torch_median = statistics.median(
+            i["torchvision_median_s"] for i in entry["images"].values()
+        )
+        print(
+            f"{model_name:22s} {entry['read_torch_checkpoint_s']:7.2f} "
+            f"{entry['first_load_s']:8.2f} {entry['cached_load_s']:9.2f} {kseg_median:11.2f} "
+            f"{torch_median:12.2f} {entry['worst_max_abs_diff_over_max_logit']:9.2e} "
+            f"{entry['min_argmax_agreement']:7.4f}",
+            flush=True,
+        )
+    print("wrote", results_io.write_result(args.out, results))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS[:2]))
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the other models already in the result file (a run of some models)",
+    )
+    torch_python = torch_python_argument(parser)
+    parser.add_argument("--out", default=results_io.result_path("pretrained_load"))
+    parser.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--folder", help=argparse.SUPPRESS)
+    arguments = parser.parse_args()
+    if arguments.torch_worker:
+        torch_worker(arguments)
+    else:
+        require_locations(parser, arguments, torch_python)
+        main(arguments)
