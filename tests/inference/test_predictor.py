@@ -17,8 +17,14 @@ def images():
 
 
 def test_defaults_are_the_argmax_of_the_logits(model, images):
-    expected = np.argmax(model(images.astype("float32"), training=False), -1)
-    np.testing.assert_array_equal(make_predictor(model)(images), expected)
+    logits = np.asarray(model(images.astype("float32"), training=False))
+    labels = make_predictor(model)(images)
+    # The predictor runs the model in its own graph, whose float rounding may differ from this
+    # call's: pixels whose two best classes are within rounding of each other may go either way.
+    top_two = np.sort(logits, axis=-1)[..., -2:]
+    clear = top_two[..., 1] - top_two[..., 0] > 1e-6
+    assert clear.mean() > 0.99
+    np.testing.assert_array_equal(labels[clear], np.argmax(logits, -1)[clear])
 
 
 def test_scales_and_flip_follow_multiscale_predict(model, images):
