@@ -15,16 +15,9 @@ unused keys and the unset variables.
 """
 
 import keras
-import numpy as np
 
-_CONVOLUTION_PARAMETERS = {"weight": "kernel", "bias": "bias"}
-_NORMALISATION_PARAMETERS = {
-    "weight": "gamma",
-    "bias": "beta",
-    "running_mean": "moving_mean",
-    "running_var": "moving_variance",
-}
-_UNUSED_PARAMETERS = ("num_batches_tracked",)
+from kseg.pretrained.torch_parameters import plan_assignments
+
 _CLASSIFIER = "fc."
 
 
@@ -41,33 +34,6 @@ def _weighted_layers(model):
                 raise ValueError(f"Two layers are named {layer.name!r} in model {model.name!r}")
             layers[layer.name] = layer
     return layers
-
-
-def _target(layer, parameter):
-    """The variable a torch parameter fills, or None when the parameter has no counterpart."""
-    if isinstance(layer, keras.layers.Conv2D):
-        attribute = _CONVOLUTION_PARAMETERS.get(parameter)
-    elif isinstance(layer, keras.layers.BatchNormalization):
-        attribute = _NORMALISATION_PARAMETERS.get(parameter)
-    else:
-        return None
-    return None if attribute is None else getattr(layer, attribute, None)
-
-
-def _convert(array, variable, key):
-    array = np.asarray(array)
-    if not np.issubdtype(array.dtype, np.floating):
-        raise TypeError(
-            f"Checkpoint key {key!r} holds {array.dtype} values; {variable.path} needs floats."
-        )
-    if array.ndim == 4:
-        array = array.transpose(2, 3, 1, 0)
-    if tuple(array.shape) != tuple(variable.shape):
-        raise ValueError(
-            f"Checkpoint key {key!r} has shape {tuple(np.asarray(array).shape)} (as Keras "
-            f"lays it out), but {variable.path} has shape {tuple(variable.shape)}."
-        )
-    return array
 
 
 def load_torchvision_resnet_weights(backbone, state_dict, prefix="backbone.", ignore_fc=False):
@@ -110,26 +76,12 @@ def load_torchvision_resnet_weights(backbone, state_dict, prefix="backbone.", ig
     if not isinstance(prefix, str):
         raise TypeError(f"`prefix` must be a string. Received: prefix={prefix!r}")
     layers = _weighted_layers(backbone)
-    assignments = {}
-    consumed, unused = [], []
-    for key in state_dict:
-        if not key.startswith(prefix):
-            continue
-        local = key[len(prefix) :]
-        if ignore_fc and local.startswith(_CLASSIFIER):
-            consumed.append(key)
-            continue
-        path, _, parameter = local.rpartition(".")
-        layer = layers.get(path)
-        if layer is not None and parameter in _UNUSED_PARAMETERS:
-            consumed.append(key)
-            continue
-        variable = None if layer is None else _target(layer, parameter)
-        if variable is None or id(variable) in assignments:
-            unused.append(key)
-            continue
-        assignments[id(variable)] = (variable, _convert(state_dict[key], variable, key))
-        consumed.append(key)
+    paths = {key: key[len(prefix) :] for key in state_dict if key.startswith(prefix)}
+    skipped = [key for key, local in paths.items() if ignore_fc and local.startswith(_CLASSIFIER)]
+    for key in skipped:
+        del paths[key]
+    assignments, consumed, unused = plan_assignments(state_dict, paths, layers)
+    consumed += skipped
     unset = [
         variable.path
         for layer in layers.values()
@@ -143,5 +95,5 @@ def load_torchvision_resnet_weights(backbone, state_dict, prefix="backbone.", ig
             f"unset variables ({len(unset)}): {sorted(unset)}"
         )
     for variable, array in assignments.values():
-        variable.assign(array.astype(variable.dtype))
+        variable.assign(array)
     return sorted(consumed)

@@ -30,13 +30,11 @@ The published checkpoints also hold the training-only auxiliary classifier on la
 (`ignore_aux=True`).
 """
 
-import keras
-import numpy as np
-
 from kseg.models.backbone_input import backbone_of
 from kseg.models.registry import get_builder
 from kseg.pretrained.convert_resnet import load_torchvision_resnet_weights
 from kseg.pretrained.torch_checkpoint import read_torch_checkpoint
+from kseg.pretrained.torch_parameters import plan_assignments
 
 
 def _deeplabv3(depth):
@@ -78,14 +76,6 @@ TORCHVISION_SEGMENTATION_CONFIGS = {
 
 _BACKBONE_PREFIX = "backbone."
 _AUXILIARY_PREFIX = "aux_classifier."
-_CONVOLUTION_PARAMETERS = {"weight": "kernel", "bias": "bias"}
-_NORMALISATION_PARAMETERS = {
-    "weight": "gamma",
-    "bias": "beta",
-    "running_mean": "moving_mean",
-    "running_var": "moving_variance",
-}
-_UNUSED_PARAMETERS = ("num_batches_tracked",)
 
 
 def build_torchvision_segmentation(name, num_classes=21, **overrides):
@@ -160,30 +150,6 @@ def _head_layers(model):
     return layers
 
 
-def _target(layer, parameter):
-    if isinstance(layer, keras.layers.Conv2D):
-        attribute = _CONVOLUTION_PARAMETERS.get(parameter)
-    else:
-        attribute = _NORMALISATION_PARAMETERS.get(parameter)
-    return None if attribute is None else getattr(layer, attribute, None)
-
-
-def _converted(array, variable, key):
-    array = np.asarray(array)
-    if not np.issubdtype(array.dtype, np.floating):
-        raise TypeError(
-            f"Checkpoint key {key!r} holds {array.dtype} values; {variable.path} needs floats."
-        )
-    if array.ndim == 4:
-        array = array.transpose(2, 3, 1, 0)
-    if tuple(array.shape) != tuple(variable.shape):
-        raise ValueError(
-            f"Checkpoint key {key!r} has shape {array.shape} (as Keras lays it out), but "
-            f"{variable.path} has shape {tuple(variable.shape)}."
-        )
-    return array.astype(variable.dtype)
-
-
 def load_torchvision_segmentation_weights(model, state_dict, ignore_aux=True):
     """Copies a torchvision FCN/DeepLabv3 ResNet state dict into its kseg model.
 
@@ -222,25 +188,11 @@ def load_torchvision_segmentation_weights(model, state_dict, ignore_aux=True):
     backbone = backbone_of(model)
     if backbone is None:
         raise ValueError(f"Model {model.name!r} has no nested backbone for the backbone.* keys.")
-    assignments = {}
-    consumed, unused = [], []
-    for key in state_dict:
-        if key.startswith(_BACKBONE_PREFIX):
-            continue
-        if ignore_aux and key.startswith(_AUXILIARY_PREFIX):
-            consumed.append(key)
-            continue
-        path, _, parameter = key.rpartition(".")
-        layer = head_layers.get(path)
-        if layer is not None and parameter in _UNUSED_PARAMETERS:
-            consumed.append(key)
-            continue
-        variable = None if layer is None else _target(layer, parameter)
-        if variable is None or id(variable) in assignments:
-            unused.append(key)
-            continue
-        assignments[id(variable)] = (variable, _converted(state_dict[key], variable, key))
-        consumed.append(key)
+    head_keys = [key for key in state_dict if not key.startswith(_BACKBONE_PREFIX)]
+    skipped = [key for key in head_keys if ignore_aux and key.startswith(_AUXILIARY_PREFIX)]
+    paths = {key: key for key in head_keys if key not in skipped}
+    assignments, consumed, unused = plan_assignments(state_dict, paths, head_layers)
+    consumed += skipped
     backbone_variables = {id(variable) for variable in backbone.weights}
     unset = [
         variable.path

@@ -1,0 +1,103 @@
+"""PyTorch parameters onto Keras variables: which variable a parameter fills, in which layout.
+
+The converters of `kseg.pretrained` map a state dict onto kseg layers named after the source's
+module paths: the key `<module path>.<parameter>` fills a variable of the layer for
+`<module path>`. This module holds the part they share:
+
+- convolutions: `weight` (out, in, kh, kw) -> `kernel` (kh, kw, in, out); `bias` -> `bias`;
+- BatchNorm (and FrozenBatchNorm2d): `weight` -> `gamma`, `bias` -> `beta`,
+  `running_mean` -> `moving_mean`, `running_var` -> `moving_variance`;
+  `num_batches_tracked` holds no value a Keras layer uses and is consumed without a copy.
+"""
+
+import keras
+import numpy as np
+
+_CONVOLUTION_PARAMETERS = {"weight": "kernel", "bias": "bias"}
+_NORMALISATION_PARAMETERS = {
+    "weight": "gamma",
+    "bias": "beta",
+    "running_mean": "moving_mean",
+    "running_var": "moving_variance",
+}
+UNUSED_PARAMETERS = ("num_batches_tracked",)
+"""Parameters a PyTorch layer keeps that no Keras variable holds."""
+
+
+def keras_variable(layer, parameter):
+    """The variable of `layer` that the PyTorch `parameter` fills, or None when none does.
+
+    Example:
+        >>> layer = keras.layers.Conv2D(4, 3)
+        >>> layer.build((None, 8, 8, 2))
+        >>> keras_variable(layer, "weight").path, keras_variable(layer, "running_mean")
+        ('conv2d/kernel', None)
+    """
+    if isinstance(layer, keras.layers.Conv2D):
+        attribute = _CONVOLUTION_PARAMETERS.get(parameter)
+    elif isinstance(layer, keras.layers.BatchNormalization):
+        attribute = _NORMALISATION_PARAMETERS.get(parameter)
+    else:
+        return None
+    return None if attribute is None else getattr(layer, attribute, None)
+
+
+def keras_layout(array, variable, key):
+    """`array` of checkpoint key `key` in the layout and dtype of `variable`.
+
+    Raises:
+        TypeError: the array does not hold floats.
+        ValueError: its shape, once laid out as Keras lays it out, is not the variable's.
+    """
+    array = np.asarray(array)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise TypeError(
+            f"Checkpoint key {key!r} holds {array.dtype} values; {variable.path} needs floats."
+        )
+    if array.ndim == 4:
+        array = array.transpose(2, 3, 1, 0)
+    if tuple(array.shape) != tuple(variable.shape):
+        raise ValueError(
+            f"Checkpoint key {key!r} has shape {array.shape} (as Keras lays it out), but "
+            f"{variable.path} has shape {tuple(variable.shape)}."
+        )
+    return array.astype(variable.dtype)
+
+
+def plan_assignments(state_dict, paths, layers):
+    """Matches checkpoint keys to the variables of `layers`, each variable at most once.
+
+    Args:
+        state_dict: mapping of checkpoint keys to arrays.
+        paths: mapping of the checkpoint keys to match to their `<module path>.<parameter>`
+            (a key's prefix stripped).
+        layers: mapping of module paths to Keras layers.
+
+    Returns:
+        `(assignments, consumed, unused)`: a dict id(variable) -> (variable, array) in Keras
+        layout, the keys used (counters such as `num_batches_tracked` included) and the keys
+        that fill nothing.
+
+    Example:
+        >>> layer = keras.layers.Conv2D(4, 3, use_bias=False)
+        >>> layer.build((None, 8, 8, 2))
+        >>> state = {"c.weight": np.zeros((4, 2, 3, 3), "float32"), "c.bias": np.zeros(4)}
+        >>> _, consumed, unused = plan_assignments(state, {k: k for k in state}, {"c": layer})
+        >>> consumed, unused
+        (['c.weight'], ['c.bias'])
+    """
+    assignments = {}
+    consumed, unused = [], []
+    for key, local in paths.items():
+        path, _, parameter = local.rpartition(".")
+        layer = layers.get(path)
+        if layer is not None and parameter in UNUSED_PARAMETERS:
+            consumed.append(key)
+            continue
+        variable = None if layer is None else keras_variable(layer, parameter)
+        if variable is None or id(variable) in assignments:
+            unused.append(key)
+            continue
+        assignments[id(variable)] = (variable, keras_layout(state_dict[key], variable, key))
+        consumed.append(key)
+    return assignments, consumed, unused
