@@ -406,6 +406,18 @@ def trained_resize(args, recipe):
     return chosen
 
 
+def resize_text(resize):
+    """How commands name the size they run a model at: "HxW", or a per-image policy.
+
+    Example:
+        >>> kseg.cli.arguments.resize_text((288, 384))
+        '288x384'
+        >>> kseg.cli.arguments.resize_text(kseg.cli.pretrained_models.MinSideResize(520))
+        'min_side 520 (shorter side)'
+    """
+    return f"{resize} (shorter side)" if callable(resize) else f"{resize[0]}x{resize[1]}"
+
+
 def _size_text(value):
     if value is None:
         return "none (native size)"

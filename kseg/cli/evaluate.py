@@ -1,7 +1,5 @@
 """`kseg evaluate`: a saved model's scores on a dataset split."""
 
-import tensorflow as tf
-
 import kseg.data
 import kseg.tasks
 from kseg.cli import arguments, pretrained_models, reports
@@ -35,21 +33,17 @@ def run(args):
         )
     resize = arguments.trained_resize(args, recipe)
     if resize is not None:
-        at = f"{resize} (shorter side)" if callable(resize) else f"{resize[0]}x{resize[1]}"
-        print(f"scoring at {at}: images and masks resized first (masks by nearest neighbour)")
+        print(
+            f"scoring at {arguments.resize_text(resize)}: images and masks resized first "
+            "(masks by nearest neighbour)"
+        )
     source, info = kseg.data.load_split(
         args.data,
         args.split,
-        resize=None if callable(resize) else resize,
+        resize=resize,
         num_classes=args.num_classes,
         mask_values=args.mask_values,
     )
-    if callable(resize):
-        source = source.map(
-            lambda image, mask: kseg.data.resize_pair(
-                image, mask, resize(tf.shape(image)[0], tf.shape(image)[1])
-            )
-        )
     if args.num_samples is not None:
         source = source.take(args.num_samples)
     num_classes = args.num_classes or info.num_classes or int(model.output.shape[-1])

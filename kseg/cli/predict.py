@@ -127,8 +127,10 @@ def run(args):
     resize = arguments.trained_resize(args, recipe)
     predict = at_size(task.predictor(model, **arguments.inference_options(args)), resize)
     if resize is not None:
-        at = f"{resize} (shorter side)" if callable(resize) else f"{resize[0]}x{resize[1]}"
-        print(f"predicting at {at}; label maps resized back to each image's size")
+        print(
+            f"predicting at {arguments.resize_text(resize)}; label maps resized back to each "
+            "image's size"
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     unmatched = []

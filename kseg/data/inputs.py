@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import tensorflow as tf
+
 from kseg.data.augment import resize_pair
 from kseg.data.load import describe_source, load_dataset
 
@@ -19,7 +21,9 @@ def load_split(source, split, *, num_classes=None, resize=None, **options):
         source: "shapes", a VOC or CamVid folder, image/mask folders, "tfds:NAME", ...
         split: the split name, e.g. "train" or "val".
         num_classes: the class count of plain folders; ignored for other sources.
-        resize: optional `(height, width)` every pair is resized to.
+        resize: optional `(height, width)` every pair is resized to, or a function of an
+            image's height and width (scalar tensors) giving its size, such as a shorter-side
+            policy (`kseg.cli.pretrained_models.MinSideResize`).
         **options: passed to the loader, e.g. `num_samples=`, `image_size=` for "shapes",
             `mask_values=` for image/mask folders (`"binary"` for 0/255 masks, see
             `kseg.data.folder_dataset`).
@@ -38,7 +42,12 @@ def load_split(source, split, *, num_classes=None, resize=None, **options):
         kwargs["num_classes"] = num_classes
     dataset, info = load_dataset(source, split, with_info=True, **kwargs)
     if resize is not None:
-        dataset = dataset.map(lambda image, mask: resize_pair(image, mask, resize))
+
+        def resized(image, mask):
+            size = resize(tf.shape(image)[0], tf.shape(image)[1]) if callable(resize) else resize
+            return resize_pair(image, mask, size)
+
+        dataset = dataset.map(resized)
     return dataset, info
 
 
