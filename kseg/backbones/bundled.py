@@ -96,6 +96,19 @@ def bundled_imagenet_weights(name, input_shape=(None, None, 3), **app_kwargs):
     return path if path.is_file() else None
 
 
+def download_failure_reason(error):
+    """The short reason of an error `keras.utils.get_file` raised, for a one-line message.
+
+    Example:
+        >>> kseg.backbones.bundled.download_failure_reason(
+        ...     Exception("URL fetch failure on https://x/w.h5: None -- [Errno -2] Name unknown"))
+        '[Errno -2] Name unknown'
+    """
+    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    # keras.utils.get_file words it "URL fetch failure on <origin>: <code> -- <reason>".
+    return reason.split(" -- ", 1)[-1]
+
+
 def _failed_fetch(error):
     """`(origin, file name, target path)` of the keras.utils.get_file call `error` left, or None."""
     fetch_failure = isinstance(error, OSError) or str(error).startswith("URL fetch failure")
@@ -136,11 +149,9 @@ def explain_failed_download():
         if fetch is None:
             raise
         origin, name, target = fetch
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        # keras.utils.get_file words it "URL fetch failure on <origin>: <code> -- <reason>".
-        reason = reason.split(" -- ", 1)[-1]
         raise WeightsDownloadError(
-            f"could not download the ImageNet weights file {name} from {origin} ({reason}); "
+            f"could not download the ImageNet weights file {name} from {origin} "
+            f"({download_failure_reason(error)}); "
             f"download it on a machine with network access and copy it to {target}, or pass "
             "the path of a weights file instead of 'imagenet'"
         ) from None

@@ -27,6 +27,8 @@ import tempfile
 import urllib.parse
 from pathlib import Path
 
+from kseg.backbones.bundled import download_failure_reason
+
 DEFAULT_CACHE_SUBDIR = "kseg/pretrained"
 """Folder under the Keras cache (`$KERAS_HOME`, by default `~/.keras`) holding checkpoints."""
 
@@ -328,9 +330,7 @@ def _download(url, partial, target, expected, stale_note):
         # An absolute cache_subdir makes get_file write exactly at `partial`.
         keras.utils.get_file(fname=partial.name, origin=url, cache_subdir=str(partial.parent))
     except Exception as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        # keras.utils.get_file words it "URL fetch failure on <origin>: <code> -- <reason>".
-        reason = reason.split(" -- ", 1)[-1]
+        reason = download_failure_reason(error)
         check = f" (it must have {_describe(expected)})" if expected is not None else ""
         raise CheckpointDownloadError(
             f"could not download the checkpoint {target.name} from {url} ({reason}){stale_note}. "
