@@ -12,10 +12,7 @@ dilated backbone keys its taps by the strides they really have.
 
 import math
 
-from kseg.backbones.resnet import resnet_taps
-
-# Residual units per stage, from He et al. (2016), Table 1.
-_RESNET_UNITS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+from kseg.backbones.resnet import BOTTLENECK_UNITS, resnet_taps
 
 # EfficientNet-B0 repeats per stage and the depth coefficient of each variant (Tan & Le, 2019,
 # Table 1 and section 3.3), as keras.applications.efficientnet builds them.
@@ -24,7 +21,7 @@ _EFFICIENTNET_DEPTH = {0: 1.0, 1: 1.1, 2: 1.2, 3: 1.4, 4: 1.8, 5: 2.2, 6: 2.6, 7
 
 
 def _resnet_taps(depth, version=1):
-    units = _RESNET_UNITS[depth]
+    units = BOTTLENECK_UNITS[depth]
     # ResNetV2 strides in the last unit of stages 2-4, so the unit before it is the last one
     # at the finer stride; its stem has no normalisation before the max pool, and its last
     # stage ends in a post-activation.
@@ -64,9 +61,9 @@ TAPS = {
         "P4": "block4_pool",
         "P5": "block5_pool",
     },
-    **{f"resnet{depth}": _resnet_taps(depth) for depth in _RESNET_UNITS},
-    **{f"resnet{depth}v2": _resnet_taps(depth, version=2) for depth in _RESNET_UNITS},
-    **{f"resnet{depth}_v1.5": resnet_taps(depth) for depth in _RESNET_UNITS},
+    **{f"resnet{depth}": _resnet_taps(depth) for depth in BOTTLENECK_UNITS},
+    **{f"resnet{depth}v2": _resnet_taps(depth, version=2) for depth in BOTTLENECK_UNITS},
+    **{f"resnet{depth}_v1.5": resnet_taps(depth) for depth in BOTTLENECK_UNITS},
     # keras.applications.Xception leaves its residual adds unnamed, so the taps are the
     # named activations that read those adds.
     "xception": {
