@@ -206,9 +206,7 @@ def latent_distribution(
     present = tags > 0.5
     has_tags = tf.reduce_any(present, axis=-1, keepdims=True)
     present = tf.logical_or(present, tf.logical_not(has_tags))
-    is_background = tf.one_hot(
-        -1 if background is None else int(background), num_classes, on_value=True, off_value=False
-    )[None, :]
+    is_background = _background_column(background, num_classes)
     foreground = tf.logical_and(present, tf.logical_not(is_background))
     any_foreground = tf.reduce_any(foreground, axis=-1, keepdims=True)
     background_constrained = tf.logical_and(tf.logical_and(present, is_background), any_foreground)
@@ -279,6 +277,12 @@ def latent_distribution(
         (tf.constant(0), initial, initial, ones),
     )
     return tf.reshape(distribution(multipliers), tf.shape(logits))
+
+
+def _background_column(background, num_classes):
+    """Bool `(1, K)`, True at the background class (all False without one)."""
+    index = -1 if background is None else int(background)
+    return tf.one_hot(index, num_classes, on_value=True, off_value=False)[None, :]
 
 
 def _tilted(masked, shift, hardness):
@@ -476,12 +480,7 @@ class ConstrainedCrossEntropy(keras.losses.Loss):
     def _size_bounds(self, tags, sizes):
         """Per-class (lower, upper) mass bounds from area fractions; NaN where none applies."""
         num_classes = tags.shape[-1]
-        is_background = tf.one_hot(
-            -1 if self.background is None else self.background,
-            num_classes,
-            on_value=True,
-            off_value=False,
-        )[None, :]
+        is_background = _background_column(self.background, num_classes)
         known = tf.logical_and(tags > 0.5, sizes > 0.0)
         objects = tf.logical_and(known, ~is_background)
         object_share = tf.reduce_sum(tf.where(objects, sizes, 0.0), axis=-1, keepdims=True)
