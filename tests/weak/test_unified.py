@@ -51,6 +51,33 @@ def test_boxes_keep_outside_background_and_cover_their_fraction(seed):
     assert (block[:5, :] != 4).all()
 
 
+def test_boxes_without_a_background_allow_the_classes_of_the_boxes_over_each_superpixel():
+    # Street scenes box every class: with background_class=None a block a box holds by half
+    # takes its class, a block no box holds by half the classes of the boxes that touch it, and
+    # a block no box touches (void) any class.
+    segmenter = UnifiedWeakSegmenter(NUM_CLASSES, background_class=None)
+    boxes = np.array([[0, 0, 64, 34], [0, 38, 64, 64]], np.float32)
+    classes = np.array([1, 3], np.int32)
+    allowed, requirements = segmenter.image_constraints(
+        GRID, {"boxes": boxes, "box_classes": classes}
+    )
+    block = allowed.reshape(8, 8, NUM_CLASSES)
+    only = np.eye(NUM_CLASSES, dtype=bool)
+    assert (block[:, :4] == only[1]).all()  # columns 0-31: inside box 1
+    assert (block[:, 4] == (only[1] | only[3])).all()  # 32-39: 2 columns of each box
+    assert (block[:, 5:] == only[3]).all()  # 40-63: inside box 3
+    # 30% of each box's 32 and 24 superpixels.
+    assert [(class_id, count) for _, class_id, count in requirements] == [(1, 10), (3, 8)]
+
+    grazing = np.array([[0, 0, 64, 33]], np.float32)  # reaches one column into block 4
+    allowed, _ = segmenter.image_constraints(
+        GRID, {"boxes": grazing, "box_classes": np.array([2], np.int32)}
+    )
+    block = allowed.reshape(8, 8, NUM_CLASSES)
+    assert (block[:, 4] == only[2]).all()
+    assert block[:, 5:].all()  # untouched by any box: free
+
+
 @pytest.mark.parametrize("seed", range(10))
 def test_partial_labels_fix_their_superpixels_under_tags(seed):
     segmenter = UnifiedWeakSegmenter(NUM_CLASSES)
