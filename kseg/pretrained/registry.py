@@ -484,7 +484,6 @@ def load(name, *, cache_dir=None):
     module_name, function_name = entry.converter.split(":")
     converter = getattr(importlib.import_module(module_name), function_name)
     model = converter(entry, checkpoint)
-    if hasattr(model, "save_weights"):
-        with atomic_path(converted) as temporary:
-            model.save_weights(temporary)
+    with atomic_path(converted) as temporary:
+        model.save_weights(temporary)
     return model

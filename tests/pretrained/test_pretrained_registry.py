@@ -6,6 +6,7 @@ import sys
 import types
 from pathlib import Path
 
+import keras
 import pytest
 from keras.src.utils import file_utils
 
@@ -177,10 +178,11 @@ def test_load_of_a_loadable_entry_fetches_verifies_and_converts(tmp_path, monkey
     source = tmp_path / f"toy-{hashlib.sha256(content).hexdigest()[:8]}.pth"
     source.write_bytes(content)
     calls = []
+    converted = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)], name="converted")
 
     def convert(entry, path):
         calls.append((entry.name, path.read_bytes()))
-        return "the converted model"
+        return converted
 
     monkeypatch.setitem(sys.modules, "toy_converters", types.SimpleNamespace(convert=convert))
     toy = dataclasses.replace(
@@ -194,7 +196,7 @@ def test_load_of_a_loadable_entry_fetches_verifies_and_converts(tmp_path, monkey
         missing="",
     )
     monkeypatch.setitem(registry._REGISTRY, "toy", toy)
-    assert kseg.pretrained.load("toy", cache_dir=tmp_path / "cache") == "the converted model"
+    assert kseg.pretrained.load("toy", cache_dir=tmp_path / "cache") is converted
     assert calls == [("toy", content)]
     assert (tmp_path / "cache" / "kseg" / "pretrained" / source.name).read_bytes() == content
 
