@@ -356,28 +356,34 @@ _ENTRIES = (
     ),
 )
 
-_SEGMENTATION_CONVERTER = (
-    "kseg.pretrained.convert_torchvision_segmentation:load_torchvision_segmentation_checkpoint"
+# Each converter module: (module, its configs dict `{entry name: (builder, kwargs)}`, its
+# `load_*_checkpoint(entry, path)` function). An entry named in a configs dict is loadable.
+_CONVERTER_MODULES = (
+    (
+        "kseg.pretrained.convert_torchvision_segmentation",
+        "TORCHVISION_SEGMENTATION_CONFIGS",
+        "load_torchvision_segmentation_checkpoint",
+    ),
 )
 
 
 def _with_converter(entry):
     """The entry made loadable when kseg has a configuration and converter for it."""
-    from kseg.pretrained.convert_torchvision_segmentation import (
-        TORCHVISION_SEGMENTATION_CONFIGS,
-    )
+    import importlib
 
-    if entry.name not in TORCHVISION_SEGMENTATION_CONFIGS:
-        return entry
-    builder, builder_kwargs = TORCHVISION_SEGMENTATION_CONFIGS[entry.name]
-    return dataclasses.replace(
-        entry,
-        builder=builder,
-        builder_kwargs={**builder_kwargs, "num_classes": entry.num_classes},
-        converter=_SEGMENTATION_CONVERTER,
-        status="loadable",
-        missing="",
-    )
+    for module_name, configs_name, function_name in _CONVERTER_MODULES:
+        configs = getattr(importlib.import_module(module_name), configs_name)
+        if entry.name in configs:
+            builder, builder_kwargs = configs[entry.name]
+            return dataclasses.replace(
+                entry,
+                builder=builder,
+                builder_kwargs={**builder_kwargs, "num_classes": entry.num_classes},
+                converter=f"{module_name}:{function_name}",
+                status="loadable",
+                missing="",
+            )
+    return entry
 
 
 _REGISTRY = {entry.name: _with_converter(entry) for entry in _ENTRIES}
@@ -397,8 +403,8 @@ def list_pretrained(task=None, *, loadable=None):
     Example:
         >>> kseg.pretrained.list_pretrained(task="instance")
         ['maskrcnn_resnet50_fpn', 'maskrcnn_resnet50_fpn_v2']
-        >>> kseg.pretrained.list_pretrained(loadable=True)
-        ['fcn_resnet50', 'fcn_resnet101', 'deeplabv3_resnet50', 'deeplabv3_resnet101']
+        >>> kseg.pretrained.list_pretrained(loadable=True)[:2]
+        ['fcn_resnet50', 'fcn_resnet101']
     """
     if task is not None and task not in TASKS:
         raise ValueError(f"`task` must be one of {TASKS} or None. Received: task={task!r}")
@@ -454,10 +460,10 @@ def load(name, *, cache_dir=None):
         NotLoadableError: kseg has no builder or converter for the entry yet.
 
     Example:
-        >>> kseg.pretrained.load("lraspp_mobilenet_v3_large")
+        >>> kseg.pretrained.load("deeplabv3_resnet05")
         Traceback (most recent call last):
         ...
-        kseg.pretrained.registry.NotLoadableError: kseg cannot load 'lraspp_mobilenet_v3_large' ...
+        ValueError: unknown pretrained checkpoint 'deeplabv3_resnet05'; known: fcn_resnet50, ...
     """
     entry = get(name)
     if entry.status != "loadable":
