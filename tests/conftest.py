@@ -1,4 +1,6 @@
+import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import keras
@@ -30,3 +32,24 @@ def _release_models_between_modules():
     """Drop Keras's global state after each test module, so the suite's memory stays flat."""
     yield
     keras.backend.clear_session(free_memory=True)
+
+
+@pytest.fixture(scope="session")
+def torch_python():
+    """A Python interpreter with PyTorch and torchvision for reference runs, or a skip.
+
+    `KSEG_TORCH_PYTHON` names it (CI installs the `reference` extra into a virtual environment of
+    its own); otherwise this interpreter, when it has torchvision. Reference code always runs in a
+    child process: importing torch beside TensorFlow in one process can crash.
+    """
+    configured = os.environ.get("KSEG_TORCH_PYTHON")
+    if configured:
+        if not Path(configured).is_file():
+            pytest.fail(f"KSEG_TORCH_PYTHON={configured!r} is not a file")
+        return configured
+    if importlib.util.find_spec("torchvision") is None:
+        pytest.skip(
+            "PyTorch and torchvision are not installed (the `reference` extra); set "
+            "KSEG_TORCH_PYTHON to an interpreter that has them"
+        )
+    return sys.executable
