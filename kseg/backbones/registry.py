@@ -11,6 +11,7 @@ import keras
 from kseg.backbones.aligned_xception import AlignedXception65
 from kseg.backbones.atrous import dilate, layer_strides
 from kseg.backbones.bundled import bundled_imagenet_weights, explain_failed_download
+from kseg.backbones.mobilenet_v3 import MobileNetV3Large
 from kseg.backbones.preprocessing import ImagePreprocessing
 from kseg.backbones.resnet import ResNet
 from kseg.backbones.taps import TAPS
@@ -81,6 +82,10 @@ _BACKBONES = {
         )
         for depth in (50, 101, 152)
     },
+    # torchvision's layout, for its converted checkpoints; "torch" inputs.
+    "mobilenet_v3_large": _BackboneSpec(
+        MobileNetV3Large, "torch", native_output_stride=True, imagenet=False
+    ),
 }
 
 

@@ -12,6 +12,7 @@ dilated backbone keys its taps by the strides they really have.
 
 import math
 
+from kseg.backbones.mobilenet_v3 import mobilenet_v3_taps
 from kseg.backbones.resnet import BOTTLENECK_UNITS, resnet_taps
 
 # EfficientNet-B0 repeats per stage and the depth coefficient of each variant (Tan & Le, 2019,
@@ -64,6 +65,7 @@ TAPS = {
     **{f"resnet{depth}": _resnet_taps(depth) for depth in BOTTLENECK_UNITS},
     **{f"resnet{depth}v2": _resnet_taps(depth, version=2) for depth in BOTTLENECK_UNITS},
     **{f"resnet{depth}_v1.5": resnet_taps(depth) for depth in BOTTLENECK_UNITS},
+    "mobilenet_v3_large": mobilenet_v3_taps(),
     # keras.applications.Xception leaves its residual adds unnamed, so the taps are the
     # named activations that read those adds.
     "xception": {
