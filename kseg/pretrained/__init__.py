@@ -5,6 +5,8 @@
   input normalisation, resize policy and the publisher's metrics. FCN and DeepLabv3 on
   ResNet-50/101 load as kseg models; an entry kseg cannot convert yet says what is missing
   instead of loading.
+- `segment`, `draw`: a published semantic model on a photo, resized the way its publisher
+  evaluated it, labels at the photo's size, and those labels drawn with the entry's classes.
 - `fetch_checkpoint`: download into the Keras cache, verified against its SHA-256 (or the hash
   prefix a publisher gives), with nothing half-written left behind.
 - `read_torch_checkpoint`: PyTorch state dicts (`.pth`, `.pt`, zip and legacy formats) into
@@ -38,9 +40,10 @@ from kseg.pretrained.registry import (
     list_pretrained,
     load,
 )
+from kseg.pretrained.segment import draw, read_photo, segment
 from kseg.pretrained.torch_checkpoint import UnsafeCheckpointError, read_torch_checkpoint
 
-__all__ = ["read_torch_checkpoint", "UnsafeCheckpointError"]
+__all__ = ["read_torch_checkpoint", "UnsafeCheckpointError", "segment", "draw", "read_photo"]
 __all__ += [
     "fetch_checkpoint",
     "checkpoint_cache_path",
