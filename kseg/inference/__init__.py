@@ -1,5 +1,6 @@
 """Inference-time procedures applied around a trained segmentation model."""
 
+from kseg.inference.batchnorm_folding import fold_batch_norm, supports_batch_norm_folding
 from kseg.inference.dense_crf import dense_crf
 from kseg.inference.multiscale import multiscale_predict
 from kseg.inference.overlap_tile import overlap_tile_predict
@@ -9,10 +10,12 @@ from kseg.inference.sliding_window import sliding_window_predict
 
 __all__ = [
     "dense_crf",
+    "fold_batch_norm",
     "make_predictor",
     "multiscale_predict",
     "overlap_tile_predict",
     "patch_labels",
     "patch_scores",
     "sliding_window_predict",
+    "supports_batch_norm_folding",
 ]
