@@ -345,7 +345,7 @@ def fold_batch_norm(model):
                 "fold_batch_norm needs a Sequential model that starts with keras.Input. "
                 f"Received: model={model.name!r} without a defined input"
             )
-        model = keras.Model(model.input, model.output, name=model.name)
+        model = keras.Model(model.inputs[0], model.outputs[0], name=model.name)
     pairs = foldable_pairs(model)
     batchnorm_of = {id(conv): batchnorm for conv, batchnorm in pairs}
     removed = {id(batchnorm) for _, batchnorm in pairs}
