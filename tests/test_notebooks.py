@@ -60,13 +60,15 @@ def assert_miou_is_mean_of_present_classes(ious, miou, num_classes):
     assert miou == pytest.approx(np.mean(present), abs=6e-4)
 
 
-@pytest.mark.parametrize("name", ["quickstart", "bring_your_own_data", "mask_rcnn"])
+@pytest.mark.parametrize("name", ["quickstart", "bring_your_own_data", "mask_rcnn", "pretrained"])
 def test_notebook_is_stored_without_outputs(name):
     notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     nbformat.validate(notebook)
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
     assert code
     assert all(cell.outputs == [] and cell.execution_count is None for cell in code)
+    if name == "pretrained":
+        return  # nothing to shrink: the test serves a narrow stand-in checkpoint instead
     # One parameters cell holds the switch to tiny sizes.
     switches = [cell for cell in code if "KSEG_NOTEBOOK_TINY" in cell.source]
     assert len(switches) == 1
@@ -139,3 +141,61 @@ def test_mask_rcnn_trains_evaluates_exports_and_serves_one_image(tmp_path, monke
     ]
     # Ground-truth samples, the loss curves and the predictions.
     assert len(figures) >= 3
+
+
+# Run in the notebook's kernel at start-up (a `sitecustomize` on its PYTHONPATH): the published
+# "deeplabv3_resnet50" entry now serves the committed narrow torchvision DeepLabv3 (3 classes)
+# from a file:// URL, so the notebook's own cells download, verify, convert and cache it offline.
+STAND_IN = """
+import dataclasses
+
+from kseg.pretrained import registry
+
+registry._REGISTRY["deeplabv3_resnet50"] = dataclasses.replace(
+    registry._REGISTRY["deeplabv3_resnet50"],
+    url={url!r},
+    hash_prefix={prefix!r},
+    builder_kwargs={kwargs!r},
+    class_names=("bg", "sky", "tree"),
+    resize="min_side 40",
+)
+"""
+
+
+def test_pretrained_segments_a_photo_in_three_lines(tmp_path, monkeypatch):
+    import hashlib
+    import shutil
+
+    from kseg.pretrained.convert_torchvision_segmentation import TORCHVISION_SEGMENTATION_CONFIGS
+
+    notebook = nbformat.read(NOTEBOOKS / "pretrained.ipynb", as_version=4)
+    three_lines = [c.source for c in notebook.cells if "kseg.pretrained.segment(" in c.source][0]
+    assert len(three_lines.splitlines()) == 3
+    fixture = REPO / "tests" / "fixtures" / "torchvision_deeplabv3_small.pth"
+    digest = hashlib.sha256(fixture.read_bytes()).hexdigest()
+    served = tmp_path / "served" / f"deeplabv3_small-{digest[:8]}.pth"
+    served.parent.mkdir()
+    shutil.copyfile(fixture, served)
+    _, kwargs = TORCHVISION_SEGMENTATION_CONFIGS["deeplabv3_resnet50"]
+    kwargs = {**kwargs, "base_channels": 2, "num_filters": 8, "dilation_rates": (2, 3, 5)}
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        STAND_IN.format(url=served.as_uri(), prefix=digest[:8], kwargs={**kwargs, "num_classes": 3})
+    )
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    # The photo is where keras.utils.get_file keeps it, so nothing is downloaded.
+    keras_home = tmp_path / "keras_home"
+    (keras_home / "datasets").mkdir(parents=True)
+    photo = np.random.default_rng(0).integers(0, 256, (60, 45, 3), dtype=np.uint8)
+    Image.fromarray(photo).save(keras_home / "datasets" / "grace_hopper.jpg", format="PNG")
+    monkeypatch.setenv("KERAS_HOME", str(keras_home))
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    stdout, _ = execute("pretrained", workdir, monkeypatch)
+    shares = re.findall(r"^(bg|sky|tree) +(\d+\.\d\d)% of the pixels$", stdout, re.MULTILINE)
+    assert shares and sum(float(share) for _, share in shares) == pytest.approx(100, abs=0.02)
+    assert "same labels: True" in stdout
+    assert "reloaded model agrees: True" in stdout
+    assert (workdir / "deeplabv3_resnet50.keras").is_file()
+    assert list((keras_home / "kseg" / "pretrained").glob("deeplabv3_small-*.pth"))
