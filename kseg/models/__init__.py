@@ -10,6 +10,7 @@ from kseg.models.dilated import DilatedNet
 from kseg.models.fcn import FCN, FCN8s, FCN16s, FCN32s
 from kseg.models.fcn_alexnet import FCNAlexNet
 from kseg.models.heads import DeepSupervisionModel
+from kseg.models.lraspp import LRASPP
 from kseg.models.mask_rcnn import MaskRCNN
 from kseg.models.pspnet import PSPNet
 from kseg.models.refinenet import RefineNet
@@ -29,6 +30,7 @@ __all__ = [
     "FCN16s",
     "FCN32s",
     "FCNAlexNet",
+    "LRASPP",
     "MaskRCNN",
     "PSPNet",
     "RefineNet",
