@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from kseg import validation
+from kseg.inference.batchnorm_folding import fold_batch_norm_if_exact
 from kseg.utils import padding
 
 __all__ = [
@@ -126,6 +127,7 @@ def saved_model(
     size_divisor=None,
     image_size=None,
     verbose=False,
+    fold_batchnorm=True,
 ):
     """Write a SavedModel whose "serving_default" signature maps uint8 images to labels.
 
@@ -147,6 +149,9 @@ def saved_model(
             A fixed size lets graph converters fold the model's shape arithmetic into
             constants (TFLite needs that for DeepLab v2 and U-Net).
         verbose: print the exported endpoints.
+        fold_batchnorm: export a copy of the model with its batch normalisation folded into
+            the convolutions (`kseg.inference.fold_batch_norm_if_exact`: same outputs up to
+            float32 rounding, fewer ops); False exports `model` as it is.
 
     Returns:
         The path written, as a `pathlib.Path`.
@@ -181,6 +186,8 @@ def saved_model(
         from kseg.detection.serving import export_instance_saved_model
 
         return export_instance_saved_model(model, path, verbose=verbose)
+    if fold_batchnorm:
+        model = fold_batch_norm_if_exact(model)
     serve = serving_function(
         model,
         include_probabilities=include_probabilities,
@@ -356,6 +363,7 @@ def tflite(
     quantization="none",
     representative_images=None,
     allow_select_tf_ops=False,
+    fold_batchnorm=True,
 ):
     """Write a TFLite (LiteRT) file with the uint8-in, labels-out signature of `saved_model`.
 
@@ -378,6 +386,8 @@ def tflite(
         representative_images: calibration images for full-integer "int8"; see
             `tflite_from_saved_model`.
         allow_select_tf_ops: keep ops with no TFLite built-in as TF Select (Flex) ops.
+        fold_batchnorm: fold batch normalisation into the convolutions first; see
+            `saved_model`.
 
     Returns:
         The path written, as a `pathlib.Path`.
@@ -402,6 +412,7 @@ def tflite(
             input_size=input_size,
             size_divisor=size_divisor,
             image_size=image_size,
+            fold_batchnorm=fold_batchnorm,
         )
         return tflite_from_saved_model(
             saved,
@@ -422,6 +433,7 @@ def onnx(
     input_size=None,
     size_divisor=None,
     image_size=None,
+    fold_batchnorm=True,
 ):
     """Write an ONNX file with the uint8-in, labels-out function of `saved_model`.
 
@@ -445,6 +457,8 @@ def onnx(
         input_size: optional fixed (height, width) for the network; see `serving_function`.
         size_divisor: optional pad-to-multiple for the network input; see `serving_function`.
         image_size: optional (height, width) the graph accepts; see `saved_model`.
+        fold_batchnorm: fold batch normalisation into the convolutions first; see
+            `saved_model`.
 
     Returns:
         The path written, as a `pathlib.Path`.
@@ -475,6 +489,8 @@ def onnx(
             "ONNX export needs tf2onnx, which kseg does not install by default: "
             'pip install "kseg[onnx]" (tf2onnx and onnxruntime).'
         ) from error
+    if fold_batchnorm:
+        model = fold_batch_norm_if_exact(model)
     serve = serving_function(
         model,
         include_probabilities=include_probabilities,

@@ -17,6 +17,7 @@ from kseg.detection.evaluation import evaluate_instances
 from kseg.detection.serving import instance_serving_function
 from kseg.evaluation import evaluate_model
 from kseg.export import saved_model
+from kseg.inference.batchnorm_folding import fold_batch_norm_if_exact
 from kseg.inference.predictor import make_predictor
 from kseg.models.registry import get_builder, get_model, get_task, list_models
 from kseg.recipes import fit_instances, fit_semantic
@@ -114,6 +115,8 @@ class SemanticTask:
             The function.
         """
         predict_fn = self.inference(model, **inference)
+        if predict_fn is None:  # make_predictor folds its own copy
+            model = fold_batch_norm_if_exact(model)
 
         def predict(image):
             images = np.asarray(image, np.float32)[None]

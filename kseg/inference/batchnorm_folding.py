@@ -382,3 +382,42 @@ def fold_batch_norm(model):
     if hasattr(model, "auxiliary_loss_weight"):  # a DeepSupervisionModel's training option
         folded.auxiliary_loss_weight = model.auxiliary_loss_weight
     return folded
+
+
+def fold_batch_norm_if_exact(model):
+    """`fold_batch_norm(model)` where that is exact and changes something, else `model`.
+
+    kseg's predict and export paths run their model through this. Folding is skipped for
+    subclassed models (`supports_batch_norm_folding`), for a model with nothing to fold, and
+    for a model whose folded convolutions do not compute in float32: under `mixed_bfloat16`
+    a folded kernel is rounded to bfloat16 where the normalisation ran in float32 after the
+    convolution, so the outputs would differ by more than float32 rounding.
+
+    Args:
+        model: any Keras model.
+
+    Returns:
+        The folded copy, or `model` itself.
+
+    Example:
+        >>> model = kseg.models.DeepLabV3Plus(num_classes=3, backbone="tiny")
+        >>> kseg.inference.fold_batch_norm_if_exact(model) is model
+        False
+        >>> inputs = keras.Input((4, 4, 3))
+        >>> plain = keras.Model(inputs, keras.layers.Conv2D(2, 1)(inputs))
+        >>> kseg.inference.fold_batch_norm_if_exact(plain) is plain
+        True
+    """
+    if not supports_batch_norm_folding(model):
+        return model
+    functional = model
+    if isinstance(model, keras.Sequential):
+        if not model.built or not model.inputs:
+            return model
+        functional = keras.Model(model.inputs[0], model.outputs[0])
+    folded_layers = [conv for conv, _ in foldable_pairs(functional)] + [
+        layer for layer in functional._flatten_layers() if type(layer) is ConvBNReLU
+    ]
+    if not folded_layers or any(layer.compute_dtype != "float32" for layer in folded_layers):
+        return model
+    return fold_batch_norm(model)

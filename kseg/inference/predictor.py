@@ -3,13 +3,22 @@
 import numpy as np
 import tensorflow as tf
 
+from kseg.inference.batchnorm_folding import fold_batch_norm_if_exact
 from kseg.inference.dense_crf import dense_crf
 from kseg.inference.multiscale import multiscale_predict
 from kseg.inference.sliding_window import sliding_window_predict
 
 
 def make_predictor(
-    model, *, scales=(1.0,), flip=False, window=None, overlap=1 / 3, crf=False, crf_options=None
+    model,
+    *,
+    scales=(1.0,),
+    flip=False,
+    window=None,
+    overlap=1 / 3,
+    crf=False,
+    crf_options=None,
+    fold_batchnorm=True,
 ):
     """Returns `predict(images) -> labels` combining multi-scale, flip, sliding window and CRF.
 
@@ -26,6 +35,9 @@ def make_predictor(
         overlap: fraction shared by neighbouring windows.
         crf: refine the probabilities with `kseg.inference.dense_crf` (images must be RGB 0-255).
         crf_options: keyword arguments for `dense_crf` (iterations, kernel widths, weights).
+        fold_batchnorm: run a copy of the model with its batch normalisation folded into
+            the convolutions (`kseg.inference.fold_batch_norm_if_exact`: same outputs up to
+            float32 rounding, less memory traffic); False runs `model` as it is.
 
     Returns:
         A function mapping images `(B, H, W, 3)` (numpy or tensor) to int32 labels `(B, H, W)`.
@@ -41,6 +53,8 @@ def make_predictor(
     if not scales or any(scale <= 0 for scale in scales):
         raise ValueError(f"scales must be positive numbers. Received: scales={scales}")
     plain = scales == (1.0,) and not flip and window is None
+    if fold_batchnorm:
+        model = fold_batch_norm_if_exact(model)
     crf_options = dict(crf_options or {})
 
     def probabilities(images):

@@ -254,3 +254,72 @@ def test_sequential_models_fold_and_subclassed_ones_are_refused():
         fold_batch_norm(keras.Sequential([keras.layers.Conv2D(3, 3)]))
     with pytest.raises(TypeError, match="Dense"):
         fold_batch_norm(keras.layers.Dense(2))
+
+
+# --- the default in kseg's predict and export paths ---------------------------------------------
+
+
+def test_fold_if_exact_skips_subclassed_unfoldable_and_bfloat16_models():
+    model = kseg.testing.build_small_model("deeplabv3plus", NUM_CLASSES)
+    assert kseg.inference.fold_batch_norm_if_exact(model) is not model
+    mask_rcnn = kseg.testing.build_small_model("mask_rcnn", NUM_CLASSES)
+    assert kseg.inference.fold_batch_norm_if_exact(mask_rcnn) is mask_rcnn
+    nothing = kseg.testing.build_small_model("fcn_alexnet", NUM_CLASSES)
+    assert kseg.inference.fold_batch_norm_if_exact(nothing) is nothing
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        mixed = kseg.testing.build_small_model("segnet_basic", NUM_CLASSES)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert kseg.inference.fold_batch_norm_if_exact(mixed) is mixed
+    # Folding it anyway stays within bfloat16 rounding of the unfolded model.
+    randomise(mixed)
+    images = np.random.default_rng(10).uniform(0, 255, (1, 32, 32, 3)).astype("float32")
+    expected = np.asarray(mixed(images, training=False))
+    got = np.asarray(fold_batch_norm(mixed)(images))
+    assert np.abs(got - expected).max() <= 0.05 * np.abs(expected).max()
+
+
+def _predictions_ignore_later_changes(predict, model, images):
+    """Whether `predict` ran a folded snapshot: changing the model's BN leaves it unmoved."""
+    before = predict(images)
+    perturb_statistics(model, seed=11)
+    return np.array_equal(predict(images), before)
+
+
+def test_make_predictor_and_the_task_predictor_run_a_folded_copy():
+    images = np.random.default_rng(12).uniform(0, 255, (2, 32, 40, 3)).astype("float32")
+    model = randomise(kseg.testing.build_small_model("deeplabv3plus", NUM_CLASSES))
+    expected = np.argmax(np.asarray(model(images, training=False)), -1)
+    predict = kseg.inference.make_predictor(model)
+    np.testing.assert_array_equal(predict(images), expected)
+    assert _predictions_ignore_later_changes(predict, model, images)
+
+    model = randomise(kseg.testing.build_small_model("deeplabv3plus", NUM_CLASSES))
+    predict = kseg.inference.make_predictor(model, fold_batchnorm=False)
+    assert not _predictions_ignore_later_changes(predict, model, images)
+
+    model = randomise(kseg.testing.build_small_model("deeplabv3plus", NUM_CLASSES))
+    predict_one = kseg.tasks.SemanticTask().predictor(model)
+    expected = np.argmax(np.asarray(model(images[:1], training=False)), -1)[0]
+    np.testing.assert_array_equal(predict_one(images[0]), expected)
+    assert _predictions_ignore_later_changes(lambda batch: predict_one(batch[0]), model, images)
+
+
+def test_saved_model_exports_the_folded_model_by_default(tmp_path):
+    import tensorflow as tf
+
+    model = randomise(kseg.testing.build_small_model("segnet_basic", NUM_CLASSES))
+    images = np.random.default_rng(13).integers(0, 256, (1, 32, 48, 3)).astype("uint8")
+    expected = np.asarray(model(images.astype("float32"), training=False))
+    variables = {}
+    for fold in (True, False):
+        path = kseg.export.saved_model(
+            model, tmp_path / f"fold_{fold}", include_logits=True, fold_batchnorm=fold
+        )
+        loaded = tf.saved_model.load(str(path))
+        logits = loaded.signatures["serving_default"](images=tf.constant(images))["logits"]
+        assert_close(logits, expected)
+        variables[fold] = [variable.name for variable in loaded.variables]
+    assert not any("moving_mean" in name for name in variables[True])
+    assert sum("moving_mean" in name for name in variables[False]) == 8
