@@ -1,8 +1,9 @@
-"""torchvision's FCN and DeepLabv3 (ResNet-50/101) as kseg models, and their state dicts on them.
+"""torchvision's semantic segmentation models as kseg models, and their state dicts on them.
 
-torchvision's `fcn_resnet50/101` and `deeplabv3_resnet50/101` are configurations of kseg's own
-builders (`TORCHVISION_SEGMENTATION_CONFIGS`): a ResNet v1.5 backbone (`"resnet50_v1.5"`,
-torchvision's layout and layer names) dilated to output stride 8, then
+torchvision's `fcn_resnet50/101`, `deeplabv3_resnet50/101`, `deeplabv3_mobilenet_v3_large` and
+`lraspp_mobilenet_v3_large` are configurations of kseg's own builders
+(`TORCHVISION_SEGMENTATION_CONFIGS`). The ResNet ones have a ResNet v1.5 backbone
+(`"resnet50_v1.5"`, torchvision's layout and layer names) dilated to output stride 8, then
 
 - DeepLabv3: `kseg.models.deeplab_v3.DeepLabV3` with ASPP rates 12, 24, 36, no multi-grid,
   dropout 0.5 after the ASPP projection and `head_conv=True` (DeepLabHead's 3x3 convolution,
@@ -10,11 +11,20 @@ torchvision's layout and layer names) dilated to output stride 8, then
 - FCN: `kseg.models.fcn.FCN8s` with `head="dilated"` (FCNHead: a 3x3 convolution to 512
   channels, BN, ReLU, dropout 0.1, a 1x1 classifier).
 
-Both resize the logits bilinearly to the input size, as torchvision does with
+The MobileNetV3 ones have torchvision's MobileNetV3-Large (`"mobilenet_v3_large"`) with its
+last stage dilated (output stride 16), then
+
+- DeepLabv3: the same DeepLabV3 configuration at output stride 16 (torchvision keeps the
+  rates 12, 24, 36) on the last convolution's 960 channels;
+- LR-ASPP: `kseg.models.lraspp.LRASPP` with 128 channels, whose low-level feature is the
+  output of `features.4`, the first stride-8 block, as in torchvision.
+
+All resize the logits bilinearly to the input size, as torchvision does with
 `align_corners=False`. The backbone keys (`backbone.*`) go through
-`kseg.pretrained.convert_resnet.load_torchvision_resnet_weights`; the head keys follow one rule:
-a torch Sequential `conv, bn, relu` at `<path>.<i>`, `<path>.<i+1>` fills the `conv` and `bn`
-of the matching `kseg.layers.ConvBNReLU`:
+`kseg.pretrained.convert_resnet.load_torchvision_resnet_weights` or
+`kseg.pretrained.convert_mobilenet_v3.load_torchvision_mobilenet_v3_weights`; the DeepLabv3 and
+FCN head keys follow one rule: a torch Sequential `conv, bn, relu` at `<path>.<i>`,
+`<path>.<i+1>` fills the `conv` and `bn` of the matching `kseg.layers.ConvBNReLU`:
 
 | torchvision module                  | kseg layer                           |
 |-------------------------------------|--------------------------------------|
@@ -25,13 +35,24 @@ of the matching `kseg.layers.ConvBNReLU`:
 | `classifier.0` / `.1` (FCN)         | `head_conv`                          |
 | `classifier.4`                      | `logits_classifier`                  |
 
-The published checkpoints also hold the training-only auxiliary classifier on layer3
-(`aux_classifier.*`), which these models do not build; it is skipped by default
+LR-ASPP's head (torchvision's `LRASPPHead`) maps module by module:
+
+| torchvision module                  | kseg layer                           |
+|-------------------------------------|--------------------------------------|
+| `classifier.cbr.0` / `.1`           | `lraspp_cbr` (a `ConvBNReLU`)        |
+| `classifier.scale.1`                | `lraspp_scale`                       |
+| `classifier.low_classifier`         | `low_classifier`                     |
+| `classifier.high_classifier`        | `high_classifier`                    |
+
+The published FCN and DeepLabv3 checkpoints also hold the training-only auxiliary classifier
+(`aux_classifier.*`, on ResNet's layer3 or MobileNetV3's `features.4`), which these models do
+not build; it is skipped by default
 (`ignore_aux=True`).
 """
 
 from kseg.models.backbone_input import backbone_of
 from kseg.models.registry import get_builder
+from kseg.pretrained.convert_mobilenet_v3 import load_torchvision_mobilenet_v3_weights
 from kseg.pretrained.convert_resnet import load_torchvision_resnet_weights
 from kseg.pretrained.torch_checkpoint import read_torch_checkpoint
 from kseg.pretrained.torch_parameters import plan_assignments
@@ -66,11 +87,34 @@ def _fcn(depth):
     )
 
 
+_MOBILENET_V3 = {"backbone": "mobilenet_v3_large", "output_stride": 16}
+
 TORCHVISION_SEGMENTATION_CONFIGS = {
     "fcn_resnet50": _fcn(50),
     "fcn_resnet101": _fcn(101),
     "deeplabv3_resnet50": _deeplabv3(50),
     "deeplabv3_resnet101": _deeplabv3(101),
+    "deeplabv3_mobilenet_v3_large": (
+        "deeplabv3",
+        {
+            **_MOBILENET_V3,
+            "multi_grid": None,
+            "dilation_rates": (12, 24, 36),
+            "num_filters": 256,
+            "dropout": 0.5,
+            "head_conv": True,
+            "name": "deeplabv3_mobilenet_v3_large",
+        },
+    ),
+    "lraspp_mobilenet_v3_large": (
+        "lraspp",
+        {
+            **_MOBILENET_V3,
+            "low_level_feature": "features.4.out",
+            "num_filters": 128,
+            "name": "lraspp_mobilenet_v3_large",
+        },
+    ),
 }
 """torchvision model name -> (registered kseg builder, its keyword arguments but num_classes)."""
 
@@ -82,10 +126,12 @@ def build_torchvision_segmentation(name, num_classes=21, **overrides):
     """Builds the kseg model that holds torchvision's segmentation model `name`.
 
     Args:
-        name: "fcn_resnet50", "fcn_resnet101", "deeplabv3_resnet50" or "deeplabv3_resnet101".
+        name: a key of `TORCHVISION_SEGMENTATION_CONFIGS` ("fcn_resnet50",
+            "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large", ...).
         num_classes: classes of the classifier (21 for torchvision's COCO-with-VOC-labels
             checkpoints).
-        **overrides: builder arguments replacing the configuration's (e.g. `input_shape`).
+        **overrides: builder arguments replacing the configuration's (e.g. `input_shape`,
+            or `base_channels` / `width_multiplier` for narrow test copies).
 
     Returns:
         A `keras.Model` mapping `(B, H, W, 3)` RGB images in [0, 255] to float32
@@ -113,9 +159,10 @@ def _block_pairs(model):
     layer_names = {layer.name for layer in model.layers}
     if "head_conv" not in layer_names or "logits_classifier" not in layer_names:
         raise ValueError(
-            f"Model {model.name!r} is not a torchvision FCN/DeepLabv3 configuration (built by "
+            f"Model {model.name!r} is not a torchvision segmentation configuration (built by "
             "build_torchvision_segmentation): it needs layers 'head_conv' and "
-            f"'logits_classifier'. Layers: {sorted(layer_names)}"
+            "'logits_classifier' (FCN, DeepLabv3) or 'lraspp_cbr' (LR-ASPP). "
+            f"Layers: {sorted(layer_names)}"
         )
     head_conv = model.get_layer("head_conv")
     if "aspp" not in layer_names:
@@ -140,8 +187,21 @@ def _block_pairs(model):
     return pairs
 
 
+def _lraspp_layers(model):
+    cbr = model.get_layer("lraspp_cbr")
+    return {
+        "classifier.cbr.0": cbr.conv,
+        "classifier.cbr.1": cbr.bn,
+        "classifier.scale.1": model.get_layer("lraspp_scale"),
+        "classifier.low_classifier": model.get_layer("low_classifier"),
+        "classifier.high_classifier": model.get_layer("high_classifier"),
+    }
+
+
 def _head_layers(model):
     """Maps each torchvision module path to the Keras Conv2D or BatchNormalization it fills."""
+    if "lraspp_cbr" in {layer.name for layer in model.layers}:
+        return _lraspp_layers(model)
     layers = {}
     for conv_path, bn_path, block in _block_pairs(model):
         layers[conv_path] = block.conv
@@ -150,12 +210,21 @@ def _head_layers(model):
     return layers
 
 
+def _backbone_loader(backbone):
+    """The converter of the backbone's torchvision layout: MobileNetV3's `features` or ResNet."""
+    names = {layer.name for layer in backbone.layers}
+    if "features.0.0" in names:
+        return load_torchvision_mobilenet_v3_weights
+    return load_torchvision_resnet_weights
+
+
 def load_torchvision_segmentation_weights(model, state_dict, ignore_aux=True):
-    """Copies a torchvision FCN/DeepLabv3 ResNet state dict into its kseg model.
+    """Copies a torchvision FCN, DeepLabv3 or LR-ASPP state dict into its kseg model.
 
     The model comes from `build_torchvision_segmentation` (or the builders with the same
-    configuration). Backbone keys go through `load_torchvision_resnet_weights`, head keys
-    through the rule in the module docstring. The check is exhaustive: every key is used
+    configuration). Backbone keys go through `load_torchvision_resnet_weights` or, for a
+    MobileNetV3 backbone, `load_torchvision_mobilenet_v3_weights`; head keys through the rules
+    in the module docstring. The check is exhaustive: every key is used
     exactly once and every variable of the model is set, otherwise a ValueError lists the
     unused keys and unset variables. The head is checked before the backbone, and nothing is
     written unless both pass.
@@ -205,7 +274,7 @@ def load_torchvision_segmentation_weights(model, state_dict, ignore_aux=True):
             f"unused keys ({len(unused)}): {sorted(unused)}; "
             f"unset variables ({len(unset)}): {sorted(unset)}"
         )
-    consumed += load_torchvision_resnet_weights(backbone, state_dict, prefix=_BACKBONE_PREFIX)
+    consumed += _backbone_loader(backbone)(backbone, state_dict, prefix=_BACKBONE_PREFIX)
     for variable, array in assignments.values():
         variable.assign(array)
     return sorted(consumed)
@@ -214,8 +283,8 @@ def load_torchvision_segmentation_weights(model, state_dict, ignore_aux=True):
 def load_torchvision_segmentation_checkpoint(entry, path):
     """Builds a pretrained registry entry's model and loads its torchvision checkpoint file.
 
-    The converter of `kseg.pretrained` registry entries for torchvision's FCN and DeepLabv3
-    ResNets: `entry.builder` and `entry.builder_kwargs` give the model, the file at `path`
+    The converter of `kseg.pretrained` registry entries for torchvision's FCN, DeepLabv3 and
+    LR-ASPP models: `entry.builder` and `entry.builder_kwargs` give the model, the file at `path`
     (a torch checkpoint) its weights (`load_torchvision_segmentation_weights`, auxiliary
     classifier skipped).
 

@@ -348,10 +348,27 @@ def test_predict_with_explicit_flags_overrides_the_entry(tmp_path, monkeypatch, 
 
 
 def test_predict_with_a_checkpoint_kseg_cannot_load_downloads_nothing(tmp_path, monkeypatch):
+    import dataclasses
+
     from keras.src.utils import file_utils
     from test_pretrained_models import register_toy_checkpoint
 
-    _, cache_dir = register_toy_checkpoint(tmp_path, monkeypatch)
+    import kseg
+    from kseg.pretrained import registry
+
+    toy, cache_dir = register_toy_checkpoint(tmp_path, monkeypatch)
+    # An entry kseg cannot load, whatever the registry holds today.
+    unloadable = dataclasses.replace(
+        toy,
+        name="toy_unloadable",
+        builder=None,
+        builder_kwargs={},
+        converter=None,
+        status="not_loadable",
+        missing="a builder for the toy architecture",
+    )
+    monkeypatch.setitem(registry._REGISTRY, "toy_unloadable", unloadable)
+    assert kseg.pretrained.get("toy_unloadable").status == "not_loadable"
 
     def refuse(url, *args, **kwargs):
         raise AssertionError(f"the test tried to download {url}")
@@ -359,8 +376,9 @@ def test_predict_with_a_checkpoint_kseg_cannot_load_downloads_nothing(tmp_path, 
     monkeypatch.setattr(file_utils, "urlretrieve", refuse)
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
     with pytest.raises(SystemExit) as stop:
-        cli.main(["predict", "--model", "lraspp_mobilenet_v3_large", str(tmp_path / "a.png")])
-    assert "kseg cannot load 'lraspp_mobilenet_v3_large' yet: it needs" in str(stop.value.code)
+        cli.main(["predict", "--model", "toy_unloadable", str(tmp_path / "a.png")])
+    message = str(stop.value.code)
+    assert "kseg cannot load 'toy_unloadable' yet: it needs a builder for the toy" in message
     assert not cache_dir.exists()
 
 

@@ -181,7 +181,8 @@ def test_configurations_are_torchvisions_architectures():
     assert fcn.get_layer("head_conv").filters == 512
     assert "layer3.22.conv2" in [layer.name for layer in fcn.layers[1].layers]
     for name, (builder, _) in TORCHVISION_SEGMENTATION_CONFIGS.items():
-        assert builder == ("deeplabv3" if name.startswith("deeplabv3") else "fcn8s")
+        family = name.split("_")[0]
+        assert builder == {"deeplabv3": "deeplabv3", "fcn": "fcn8s", "lraspp": "lraspp"}[family]
 
 
 def test_builder_options_keep_the_default_models():
@@ -239,3 +240,142 @@ def test_full_models_match_torchvision(name, tmp_path):
         result = np.asarray(model.predict(reference[f"image{index}"], verbose=0))
         assert result.shape == expected.shape
         assert _scaled_error(result, expected) <= 1e-4
+
+
+# --- MobileNetV3-Large: DeepLabv3 and LR-ASPP --------------------------------------------------
+
+MOBILENET_V3_MODELS = ["deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large"]
+# Written by tests/fixtures/make_torchvision_mobilenet_v3_small.py with torch 2.14.1 /
+# torchvision 0.29.1: torchvision's classes on mobilenet_v3_large(width_mult=0.1, dilated=True).
+SMALL_MOBILENET_V3_OUTPUTS = FIXTURES / "torchvision_mobilenet_v3_small.npz"
+SMALL_MOBILENET_V3_MODELS = {
+    "deeplabv3": (
+        "deeplabv3_mobilenet_v3_large",
+        {"width_multiplier": 0.1, "num_filters": 8, "dilation_rates": (1, 2, 3)},
+    ),
+    "lraspp": ("lraspp_mobilenet_v3_large", {"width_multiplier": 0.1, "num_filters": 8}),
+}
+
+
+def _small_mobilenet_v3(kind):
+    name, overrides = SMALL_MOBILENET_V3_MODELS[kind]
+    state = read_torch_checkpoint(FIXTURES / f"torchvision_{kind}_mobilenet_v3_small.pth")
+    return build_torchvision_segmentation(name, num_classes=3, **overrides), state
+
+
+@pytest.mark.parametrize("name", MOBILENET_V3_MODELS)
+def test_every_key_of_the_mobilenet_v3_models_lands_on_its_layer(name):
+    state = _random_state_dict(name)
+    model = build_torchvision_segmentation(name)
+    assert load_torchvision_segmentation_weights(model, state) == sorted(state)
+    backbone = model.get_layer("mobilenet_v3_large_backbone")
+    placements = {
+        "backbone.0.0.weight": backbone.get_layer("features.0.0").kernel,
+        "backbone.13.block.2.fc2.bias": backbone.get_layer("features.13.block.2.fc2").bias,
+        "backbone.16.1.running_var": backbone.get_layer("features.16.1").moving_variance,
+    }
+    if name.startswith("lraspp"):
+        placements["classifier.cbr.0.weight"] = model.get_layer("lraspp_cbr").conv.kernel
+        placements["classifier.cbr.1.running_mean"] = model.get_layer("lraspp_cbr").bn.moving_mean
+        placements["classifier.scale.1.weight"] = model.get_layer("lraspp_scale").kernel
+        placements["classifier.low_classifier.bias"] = model.get_layer("low_classifier").bias
+        placements["classifier.high_classifier.weight"] = model.get_layer("high_classifier").kernel
+    else:
+        placements["classifier.0.convs.4.1.weight"] = model.get_layer(
+            "aspp"
+        ).pooling_conv.conv.kernel
+        placements["classifier.1.weight"] = model.get_layer("head_conv").conv.kernel
+        placements["classifier.4.bias"] = model.get_layer("logits_classifier").bias
+    for key, variable in placements.items():
+        np.testing.assert_array_equal(np.asarray(variable), _keras_layout(state[key]), key)
+    depthwise = state["backbone.15.block.1.0.weight"]  # (960, 1, 5, 5)
+    kernel = np.asarray(backbone.get_layer("features.15.block.1.0").kernel)
+    np.testing.assert_array_equal(kernel[:, :, 7, 0], depthwise[7, 0])
+
+
+@pytest.mark.parametrize("kind", ["deeplabv3", "lraspp"])
+def test_narrow_mobilenet_v3_models_match_torchvision_logits_on_odd_sizes(kind):
+    model, state = _small_mobilenet_v3(kind)
+    consumed = load_torchvision_segmentation_weights(model, state)
+    assert consumed == sorted(state)
+    reference = np.load(SMALL_MOBILENET_V3_OUTPUTS)
+    for index in (0, 1):
+        expected = reference[f"{kind}_out{index}"]
+        result = np.asarray(model(reference[f"image{index}"]))
+        assert result.shape == expected.shape
+        assert np.max(np.abs(result - expected)) <= 1e-5
+
+
+def test_the_mobilenet_v3_deeplabv3_skips_its_auxiliary_classifier_on_features_4():
+    model, state = _small_mobilenet_v3("deeplabv3")
+    assert "aux_classifier.0.weight" in state
+    assert state["aux_classifier.0.weight"].shape[1] == 8  # features.4's width at 0.1
+    with pytest.raises(ValueError, match=r"unused keys \(8\): \['aux_classifier.0.weight'"):
+        load_torchvision_segmentation_weights(model, state, ignore_aux=False)
+
+
+def test_an_lraspp_state_dict_does_not_fit_a_deeplabv3_model():
+    model, _ = _small_mobilenet_v3("deeplabv3")
+    _, lraspp_state = _small_mobilenet_v3("lraspp")
+    with pytest.raises(ValueError, match=r"unused keys \(11\): \['classifier.cbr.0.weight'"):
+        load_torchvision_segmentation_weights(model, lraspp_state)
+
+
+def test_the_registry_converter_builds_an_lraspp_from_the_file():
+    builder, kwargs = TORCHVISION_SEGMENTATION_CONFIGS["lraspp_mobilenet_v3_large"]
+    _, overrides = SMALL_MOBILENET_V3_MODELS["lraspp"]
+    entry = types.SimpleNamespace(
+        builder=builder, builder_kwargs={**kwargs, **overrides, "num_classes": 3}
+    )
+    path = FIXTURES / "torchvision_lraspp_mobilenet_v3_small.pth"
+    model = load_torchvision_segmentation_checkpoint(entry, path)
+    reference = np.load(SMALL_MOBILENET_V3_OUTPUTS)
+    assert model.name == "lraspp_mobilenet_v3_large"
+    result = np.asarray(model(reference["image1"]))
+    assert np.max(np.abs(result - reference["lraspp_out1"])) <= 1e-5
+
+
+def test_mobilenet_v3_configurations_are_torchvisions_architectures():
+    # torchvision: both use mobilenet_v3_large(dilated=True) (features.13-15 at dilation 2,
+    # output stride 16); deeplabv3_mobilenet_v3_large puts DeepLabHead(960, classes) with its
+    # default rates (12, 24, 36) on features.16; lraspp_mobilenet_v3_large puts
+    # LRASPPHead(40, 960, classes, 128) on features.4 (low) and features.16 (high).
+    with keras.StatelessScope():
+        deeplab = build_torchvision_segmentation("deeplabv3_mobilenet_v3_large")
+        lraspp = build_torchvision_segmentation("lraspp_mobilenet_v3_large")
+    aspp = deeplab.get_layer("aspp")
+    assert aspp.dilation_rates == (12, 24, 36) and aspp.dropout == 0.5
+    assert deeplab.get_layer("head_conv").filters == 256
+    for model in (deeplab, lraspp):
+        backbone = model.get_layer("mobilenet_v3_large_backbone")
+        assert backbone.get_layer("features.13.block.1.0").strides == (1, 1)
+        assert backbone.get_layer("features.13.block.1.0").dilation_rate == (2, 2)
+        assert backbone.get_layer("features.12.block.1.0").dilation_rate == (1, 1)
+        assert backbone.feature_info[-1]["layer"] == "features.16.2"
+    assert lraspp.get_layer("lraspp_cbr").filters == 128
+    info = {
+        entry["key"]: entry
+        for entry in lraspp.get_layer("mobilenet_v3_large_backbone").feature_info
+    }
+    assert info["P3"]["layer"] == "features.4.out" and info["P3"]["channels"] == 40
+    assert info["P4"]["channels"] == 960
+    assert TORCHVISION_SEGMENTATION_CONFIGS["lraspp_mobilenet_v3_large"][0] == "lraspp"
+
+
+@pytest.mark.parametrize("name", MOBILENET_V3_MODELS)
+def test_full_mobilenet_v3_models_match_torchvision(name, tmp_path):
+    python = _torch_python()
+    subprocess.run([python, str(REFERENCE_SCRIPT), name, str(tmp_path)], check=True)
+    state = read_torch_checkpoint(tmp_path / "state_dict.pth")
+    reference = np.load(tmp_path / "reference.npz")
+    model = build_torchvision_segmentation(name)
+    assert load_torchvision_segmentation_weights(model, state) == sorted(state)
+    sizes = set()
+    for index in (0, 1):
+        expected = reference[f"out{index}"]
+        result = np.asarray(model.predict(reference[f"image{index}"], verbose=0))
+        assert result.shape == expected.shape
+        sizes.add(result.shape)
+        # Measured: about 2e-7 on logits of a few tenths; the acceptance bound is 1e-4.
+        assert np.max(np.abs(result - expected)) <= 1e-5
+    assert len(sizes) == 2

@@ -178,8 +178,15 @@ def test_entries_are_frozen():
     ],
 )
 def test_inconsistent_entries_are_refused(change, complaint):
+    not_loadable = dataclasses.replace(
+        kseg.pretrained.get("lraspp_mobilenet_v3_large"),
+        status="not_loadable",
+        builder=None,
+        converter=None,
+        missing="a builder",
+    )
     with pytest.raises(ValueError, match=complaint):
-        dataclasses.replace(kseg.pretrained.get("lraspp_mobilenet_v3_large"), **change)
+        dataclasses.replace(not_loadable, **change)
 
 
 def test_load_of_a_loadable_entry_fetches_verifies_and_converts(tmp_path, monkeypatch):
