@@ -379,3 +379,42 @@ def test_full_mobilenet_v3_models_match_torchvision(name, tmp_path):
         # Measured: about 2e-7 on logits of a few tenths; the acceptance bound is 1e-4.
         assert np.max(np.abs(result - expected)) <= 1e-5
     assert len(sizes) == 2
+
+
+@pytest.mark.parametrize("kind", ["deeplabv3", "lraspp"])
+def test_pretrained_load_fetches_converts_and_caches_a_mobilenet_v3_file(
+    kind, tmp_path, monkeypatch
+):
+    import dataclasses
+    import shutil
+
+    import kseg
+    from kseg.pretrained import registry
+
+    name, overrides = SMALL_MOBILENET_V3_MODELS[kind]
+    fixture = FIXTURES / f"torchvision_{kind}_mobilenet_v3_small.pth"
+    prefix = kseg.pretrained.sha256_of_file(fixture)[:8]
+    served = tmp_path / "served" / f"{kind}_small-{prefix}.pth"
+    served.parent.mkdir()
+    shutil.copyfile(fixture, served)
+    entry = kseg.pretrained.get(name)
+    toy = dataclasses.replace(
+        entry,
+        name="toy",
+        url=served.as_uri(),
+        hash_prefix=prefix,
+        builder_kwargs={**entry.builder_kwargs, **overrides, "num_classes": 3},
+        class_names=("background", "one", "two"),
+    )
+    monkeypatch.setitem(registry._REGISTRY, "toy", toy)
+    reference = np.load(SMALL_MOBILENET_V3_OUTPUTS)
+    cache = tmp_path / "cache"
+    for _ in ("converted", "read back from the cache"):
+        model = kseg.pretrained.load("toy", cache_dir=cache)
+        result = np.asarray(model(reference["image0"]))
+        assert np.max(np.abs(result - reference[f"{kind}_out0"])) <= 1e-5
+    assert len(list((cache / "kseg" / "pretrained").glob("*.weights.h5"))) == 1
+    path = tmp_path / "model.keras"
+    model.save(path)
+    reloaded = keras.saving.load_model(path, safe_mode=True)
+    np.testing.assert_allclose(np.asarray(reloaded(reference["image0"])), result, atol=1e-6)
