@@ -3,8 +3,8 @@
 - `list_pretrained`, `get`, `load`: the registry of published checkpoints (torchvision's
   segmentation and Mask R-CNN weights so far), each with its source, hash, licence, classes,
   input normalisation, resize policy and the publisher's metrics. FCN and DeepLabv3 on
-  ResNet-50/101 load as kseg models; an entry kseg cannot convert yet says what is missing
-  instead of loading.
+  ResNet-50/101, DeepLabv3 and LR-ASPP on MobileNetV3-Large load as kseg models; an entry kseg
+  cannot convert yet says what is missing instead of loading.
 - `segment`, `draw`: a published semantic model on a photo, resized the way its publisher
   evaluated it, labels at the photo's size, and those labels drawn with the entry's classes.
 - `fetch_checkpoint`: download into the Keras cache, verified against its SHA-256 (or the hash
@@ -12,12 +12,14 @@
 - `read_torch_checkpoint`: PyTorch state dicts (`.pth`, `.pt`, zip and legacy formats) into
   numpy arrays without torch, unpickled with an allow-list: a checkpoint that asks for anything
   else raises `UnsafeCheckpointError` instead of running code.
-- `load_torchvision_resnet_weights`, `build_torchvision_segmentation`,
-  `load_torchvision_segmentation_weights`: torchvision's ResNet, FCN and DeepLabv3 weights onto
-  kseg's `resnet*_v1.5` backbones and its FCN and DeepLabV3 builders configured as torchvision's,
-  every key used once and every weight set once.
+- `load_torchvision_resnet_weights`, `load_torchvision_mobilenet_v3_weights`,
+  `build_torchvision_segmentation`, `load_torchvision_segmentation_weights`: torchvision's
+  ResNet, MobileNetV3, FCN, DeepLabv3 and LR-ASPP weights onto kseg's `resnet*_v1.5` and
+  `mobilenet_v3_large` backbones and its FCN, DeepLabV3 and LRASPP builders configured as
+  torchvision's, every key used once and every weight set once.
 """
 
+from kseg.pretrained.convert_mobilenet_v3 import load_torchvision_mobilenet_v3_weights
 from kseg.pretrained.convert_resnet import load_torchvision_resnet_weights
 from kseg.pretrained.convert_torchvision_segmentation import (
     build_torchvision_segmentation,
@@ -59,6 +61,7 @@ __all__ += [
     "PretrainedEntry",
     "NotLoadableError",
     "load_torchvision_resnet_weights",
+    "load_torchvision_mobilenet_v3_weights",
     "build_torchvision_segmentation",
     "load_torchvision_segmentation_weights",
 ]
