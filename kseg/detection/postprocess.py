@@ -60,6 +60,7 @@ def detect(
     nms_iou=0.5,
     max_detections=100,
     box_weights=HEAD_BOX_WEIGHTS,
+    min_size=None,
 ):
     """Final detections from the box head: class-specific boxes, class-wise NMS, top-k.
 
@@ -87,6 +88,8 @@ def detect(
         nms_iou: IoU above which a lower-scored box of the same class is suppressed.
         max_detections: detections kept per image (D).
         box_weights: `(wy, wx, wh, ww)` the deltas were encoded with.
+        min_size: None drops boxes without area after clipping; a number drops boxes with a
+            side under it instead (torchvision's `remove_small_boxes(boxes, 1e-2)`).
 
     Returns:
         A dict with float32 `boxes` (B, D, 4), float32 `scores` (B, D), int32 `classes` (B, D)
@@ -119,7 +122,13 @@ def detect(
     # The background column carries no box to report.
     boxes = boxes[:, :, 1:, :]
     scores = probabilities[:, :, 1:]
-    non_empty = tf.logical_and(boxes[..., 2] > boxes[..., 0], boxes[..., 3] > boxes[..., 1])
+    if min_size is None:
+        non_empty = tf.logical_and(boxes[..., 2] > boxes[..., 0], boxes[..., 3] > boxes[..., 1])
+    else:
+        non_empty = tf.logical_and(
+            boxes[..., 2] - boxes[..., 0] >= float(min_size),
+            boxes[..., 3] - boxes[..., 1] >= float(min_size),
+        )
     scores = tf.where(non_empty, scores, -1.0)
 
     selected = tf.image.combined_non_max_suppression(
@@ -167,7 +176,40 @@ def _interpolation_weights(starts, ends, length, mask_size):
     return tf.where(inside[..., tf.newaxis], weights, 0.0)
 
 
-def paste_masks(masks, boxes, image_height, image_width, *, threshold=0.5):
+PASTE_METHODS = ("centres", "torchvision")
+
+
+def _torchvision_paste_weights(starts, ends, length, mask_size, padding=1):
+    """(B, D, length, mask_size) weights of torchvision's `paste_masks_in_image` along one axis.
+
+    torchvision pads the mask by `padding` zero cells, widens the box about its centre by the
+    same factor, truncates the widened box to integers `[a, b]`, resizes the padded mask
+    bilinearly (half-pixel centres, no antialiasing) to `b - a + 1` pixels and writes it at
+    `a`. Expressed here as interpolation weights onto the unpadded cells (the padding cells
+    are zero, so their weights drop out).
+    """
+    padded = mask_size + 2 * padding
+    scale = float(padded) / float(mask_size)
+    half = (ends - starts) * 0.5 * scale
+    centre = (ends + starts) * 0.5
+    first = tf.cast(centre - half, tf.int32)
+    last = tf.cast(centre + half, tf.int32)
+    extent = tf.maximum(last - first + 1, 1)
+    offset = tf.range(length, dtype=tf.int32) - first[..., tf.newaxis]
+    step = float(padded) / tf.cast(extent, tf.float32)
+    source = step[..., tf.newaxis] * (tf.cast(offset, tf.float32) + 0.5) - 0.5
+    source = tf.maximum(source, 0.0)
+    lower = tf.cast(source, tf.int32)
+    upper = tf.minimum(lower + 1, padded - 1)
+    upper_weight = source - tf.cast(lower, tf.float32)
+    weights = tf.one_hot(lower, padded) * (1.0 - upper_weight)[..., tf.newaxis]
+    weights += tf.one_hot(upper, padded) * upper_weight[..., tf.newaxis]
+    inside = tf.logical_and(offset >= 0, offset < extent[..., tf.newaxis])
+    weights = tf.where(inside[..., tf.newaxis], weights, 0.0)
+    return weights[..., padding : padding + mask_size]
+
+
+def paste_masks(masks, boxes, image_height, image_width, *, threshold=0.5, method="centres"):
     """Paste per-detection S x S mask probabilities into full-image binary masks.
 
     Mask R-CNN (He et al. 2017) predicts an S x S mask per detection on a grid over its box; at
@@ -182,12 +224,18 @@ def paste_masks(masks, boxes, image_height, image_width, *, threshold=0.5):
     all detections at once, with no per-pixel gather and zeros outside the box for free. For
     100 detections of 28 x 28 on a 512 x 512 image that is about 0.8 GFLOP.
 
+    `method="torchvision"` pastes as torchvision's `paste_masks_in_image` does, for its
+    converted checkpoints: the mask padded by one zero cell, the box widened by 30 / 28 and
+    truncated to whole pixels, the padded mask resized bilinearly to that integer box
+    (`_torchvision_paste_weights`). Empty boxes (the padding rows) give empty masks.
+
     Args:
         masks: (B, D, S, S) mask probabilities (S >= 1).
         boxes: (B, D, 4) boxes `[y1, x1, y2, x2]` in pixels; empty boxes give empty masks.
         image_height: output height H (int or scalar tensor).
         image_width: output width W (int or scalar tensor).
         threshold: a pixel is set where the resampled probability is at least this, in (0, 1].
+        method: "centres" (the inverse of the training targets' sampling) or "torchvision".
 
     Returns:
         A uint8 (B, D, H, W) tensor of 0/1 masks.
@@ -208,9 +256,26 @@ def paste_masks(masks, boxes, image_height, image_width, *, threshold=0.5):
     if boxes.shape.rank is not None and (boxes.shape.rank != 3 or boxes.shape[-1] not in (None, 4)):
         raise ValueError(f"boxes must have shape (B, D, 4). Received: boxes.shape={boxes.shape}")
 
-    mask_height = tf.shape(masks)[2]
-    mask_width = tf.shape(masks)[3]
-    rows = _interpolation_weights(boxes[..., 0], boxes[..., 2], image_height, mask_height)
-    columns = _interpolation_weights(boxes[..., 1], boxes[..., 3], image_width, mask_width)
+    if method not in PASTE_METHODS:
+        raise ValueError(f"method must be one of {PASTE_METHODS}. Received: method={method!r}")
+    if method == "torchvision":
+        if masks.shape[2] is None or masks.shape[3] is None:
+            raise ValueError(
+                "method='torchvision' needs the mask size known statically. "
+                f"Received: masks.shape={masks.shape}"
+            )
+        rows = _torchvision_paste_weights(
+            boxes[..., 0], boxes[..., 2], image_height, masks.shape[2]
+        )
+        columns = _torchvision_paste_weights(
+            boxes[..., 1], boxes[..., 3], image_width, masks.shape[3]
+        )
+        has_area = tf.logical_and(boxes[..., 2] > boxes[..., 0], boxes[..., 3] > boxes[..., 1])
+        rows = tf.where(has_area[..., tf.newaxis, tf.newaxis], rows, 0.0)
+    else:
+        mask_height = tf.shape(masks)[2]
+        mask_width = tf.shape(masks)[3]
+        rows = _interpolation_weights(boxes[..., 0], boxes[..., 2], image_height, mask_height)
+        columns = _interpolation_weights(boxes[..., 1], boxes[..., 3], image_width, mask_width)
     pasted = tf.linalg.matmul(tf.linalg.matmul(rows, masks), columns, transpose_b=True)
     return tf.cast(pasted >= threshold, tf.uint8)

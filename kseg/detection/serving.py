@@ -17,7 +17,8 @@ def detections_with_masks(model, images, *, mask_threshold=0.5):
 
     The shared core of `instance_serving_function` and
     `kseg.detection.evaluation.instance_predictor`: the detection dict of `model` with its
-    28x28 mask probabilities replaced by uint8 `(B, D, H, W)` masks from `paste_masks`.
+    28x28 mask probabilities replaced by uint8 `(B, D, H, W)` masks from `paste_masks`, pasted
+    by the model's `mask_paste` method ("centres" when it has none).
 
     Example:
         >>> out = detections_with_masks(model, images)  # doctest: +SKIP
@@ -25,7 +26,12 @@ def detections_with_masks(model, images, *, mask_threshold=0.5):
     detections = model(images, training=False)
     shape = tf.shape(images)
     masks = paste_masks(
-        detections["masks"], detections["boxes"], shape[1], shape[2], threshold=mask_threshold
+        detections["masks"],
+        detections["boxes"],
+        shape[1],
+        shape[2],
+        threshold=mask_threshold,
+        method=getattr(model, "mask_paste", "centres"),
     )
     return {**detections, "masks": masks}
 
@@ -66,7 +72,10 @@ def instance_serving_function(model, *, mask_threshold=0.5, size_divisor=64):
         with tf.control_dependencies([check]):
             image = tf.identity(image)
         height, width = tf.shape(image)[0], tf.shape(image)[1]
-        batch = pad_bottom_right_to_multiple(tf.cast(image, tf.float32)[None], size_divisor)
+        batch = tf.cast(image, tf.float32)[None]
+        # A model that resizes its input must see the image itself, not a padded one.
+        if getattr(model, "resize_min_side", None) is None:
+            batch = pad_bottom_right_to_multiple(batch, size_divisor)
         detections = detections_with_masks(model, batch, mask_threshold=mask_threshold)
         return {
             "boxes": clip_boxes(detections["boxes"], height, width)[0],

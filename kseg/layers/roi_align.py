@@ -161,7 +161,9 @@ def _samples_inside(start, extent, bins, sampling_ratio, length):
     return tf.cast((coordinates >= -1.0) & (coordinates <= length), tf.float32)
 
 
-def assign_levels(boxes, canonical_size=224, canonical_level=4, min_level=2, max_level=5):
+def assign_levels(
+    boxes, canonical_size=224, canonical_level=4, min_level=2, max_level=5, epsilon=None
+):
     """Pyramid level of every box by the FPN rule, clamped to the available levels.
 
     Lin et al., "Feature Pyramid Networks for Object Detection" (CVPR 2017,
@@ -178,6 +180,9 @@ def assign_levels(boxes, canonical_size=224, canonical_level=4, min_level=2, max
         canonical_level: k0, the level of a `canonical_size` box.
         min_level: lowest level returned.
         max_level: highest level returned.
+        epsilon: None for the exact rule above; a number evaluates the formula as
+            torchvision's `LevelMapper` does instead, `floor(k0 + log2(sqrt(w * h) / 224) +
+            epsilon)` in float32 (torchvision uses 1e-6), for its converted checkpoints.
 
     Returns:
         int32 tensor `(...)` of levels in `[min_level, max_level]`.
@@ -193,6 +198,14 @@ def assign_levels(boxes, canonical_size=224, canonical_level=4, min_level=2, max
             f"max_level={max_level}"
         )
     boxes = tf.cast(boxes, tf.float32)
+    if epsilon is not None:
+        sides = tf.sqrt((boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1]))
+        log2 = tf.math.log(sides / float(canonical_size)) / tf.math.log(2.0)
+        levels = tf.floor(float(canonical_level) + log2 + float(epsilon))
+        levels = tf.clip_by_value(levels, float(min_level), float(max_level))
+        # sqrt of a negative area is NaN, which torchvision's clamp also keeps; min_level here.
+        levels = tf.where(tf.math.is_nan(levels), float(min_level), levels)
+        return tf.cast(levels, tf.int32)
     heights = tf.maximum(boxes[..., 2] - boxes[..., 0], 0.0)
     widths = tf.maximum(boxes[..., 3] - boxes[..., 1], 0.0)
     areas = heights * widths
@@ -327,6 +340,10 @@ class MultiLevelRoIAlign(keras.layers.Layer):
         canonical_level: k0 of the level rule.
         min_level: level of the first feature map (P2 -> 2).
         max_level: level of the last feature map (P5 -> 5).
+        aligned: the half-pixel mapping (True); False is the original Mask R-CNN mapping,
+            which torchvision's `MultiScaleRoIAlign` (and so its v1 and v2 Mask R-CNN) uses.
+        level_epsilon: None for the exact level rule; torchvision's 1e-6 evaluates it as its
+            `LevelMapper` does (see `assign_levels`).
         **kwargs: standard `keras.layers.Layer` arguments.
 
     Returns:
@@ -351,6 +368,8 @@ class MultiLevelRoIAlign(keras.layers.Layer):
         canonical_level=4,
         min_level=2,
         max_level=5,
+        aligned=True,
+        level_epsilon=None,
         **kwargs,
     ):
         kwargs["autocast"] = False
@@ -358,6 +377,14 @@ class MultiLevelRoIAlign(keras.layers.Layer):
         self._output_hw = _output_hw(output_size)
         self.output_size = list(output_size) if isinstance(output_size, tuple) else output_size
         self.sampling_ratio = _check_sampling_ratio(sampling_ratio)
+        if not isinstance(aligned, bool):
+            raise TypeError(f"aligned must be True or False. Received: aligned={aligned!r}")
+        if level_epsilon is not None and not isinstance(level_epsilon, (int, float)):
+            raise TypeError(
+                f"level_epsilon must be None or a number. Received: level_epsilon={level_epsilon!r}"
+            )
+        self.aligned = aligned
+        self.level_epsilon = None if level_epsilon is None else float(level_epsilon)
         if not float(canonical_size) > 0:
             raise ValueError(
                 f"canonical_size must be positive. Received: canonical_size={canonical_size}"
@@ -407,7 +434,12 @@ class MultiLevelRoIAlign(keras.layers.Layer):
         flat_boxes = tf.reshape(boxes, [-1, 4])
         flat_levels = tf.reshape(
             assign_levels(
-                boxes, self.canonical_size, self.canonical_level, self.min_level, self.max_level
+                boxes,
+                self.canonical_size,
+                self.canonical_level,
+                self.min_level,
+                self.max_level,
+                self.level_epsilon,
             ),
             [-1],
         )
@@ -423,7 +455,7 @@ class MultiLevelRoIAlign(keras.layers.Layer):
                     tf.gather(image_of_box, selected),
                     self._output_hw,
                     self.sampling_ratio,
-                    True,
+                    self.aligned,
                     2.0**-level,
                 )
             )
@@ -455,6 +487,8 @@ class MultiLevelRoIAlign(keras.layers.Layer):
                 "canonical_level": self.canonical_level,
                 "min_level": self.min_level,
                 "max_level": self.max_level,
+                "aligned": self.aligned,
+                "level_epsilon": self.level_epsilon,
             }
         )
         return config

@@ -10,11 +10,13 @@ import keras
 import tensorflow as tf
 
 from kseg.backbones import feature_info
-from kseg.detection.anchors import generate_anchors
+from kseg.backbones.preprocessing import PREPROCESSING_MODES, ImagePreprocessing
+from kseg.detection.anchors import generate_anchors, generate_grid_anchors
 from kseg.detection.losses import box_head_losses, mask_loss, rpn_losses
-from kseg.detection.postprocess import detect
+from kseg.detection.postprocess import PASTE_METHODS, detect
 from kseg.detection.proposals import select_proposals
 from kseg.detection.targets import roi_targets, rpn_targets
+from kseg.detection.transform import rescale_boxes, resize_min_max_side
 from kseg.layers.fpn import FeaturePyramid
 from kseg.layers.roi_align import MultiLevelRoIAlign
 from kseg.layers.roi_heads import BoxHead, MaskHead
@@ -24,6 +26,8 @@ from kseg.models.registry import register_model
 from kseg.utils.padding import pad_bottom_right_to_multiple
 
 SIZE_DIVISOR = 64
+ANCHOR_LAYOUTS = ("centred", "grid")
+CLIP_TARGETS = ("padded", "image")
 LOSS_NAMES = (
     "rpn_objectness_loss",
     "rpn_box_loss",
@@ -87,6 +91,41 @@ def _check_targets(images, targets):
         )
 
 
+def _check_torchvision_options(
+    size_divisor,
+    resize_min_side,
+    resize_max_side,
+    input_normalization,
+    anchor_layout,
+    clip_boxes_to,
+    mask_paste,
+):
+    """Raises a ValueError naming the first option outside its accepted values."""
+    if isinstance(size_divisor, bool) or not isinstance(size_divisor, int) or size_divisor < 1:
+        raise ValueError(
+            f"size_divisor must be a positive integer. Received: size_divisor={size_divisor!r}"
+        )
+    if (resize_min_side is None) != (resize_max_side is None):
+        raise ValueError(
+            "resize_min_side and resize_max_side go together (both None: no resize). "
+            f"Received: resize_min_side={resize_min_side!r}, resize_max_side={resize_max_side!r}"
+        )
+    if resize_min_side is not None and not 0 < resize_min_side <= resize_max_side:
+        raise ValueError(
+            "resize_min_side must be positive and at most resize_max_side. "
+            f"Received: resize_min_side={resize_min_side!r}, resize_max_side={resize_max_side!r}"
+        )
+    choices = (
+        ("input_normalization", input_normalization, (None, *PREPROCESSING_MODES)),
+        ("anchor_layout", anchor_layout, ANCHOR_LAYOUTS),
+        ("clip_boxes_to", clip_boxes_to, CLIP_TARGETS),
+        ("mask_paste", mask_paste, PASTE_METHODS),
+    )
+    for name, value, accepted in choices:
+        if value not in accepted:
+            raise ValueError(f"{name} must be one of {accepted}. Received: {name}={value!r}")
+
+
 @register_model("mask_rcnn", task="instance", aliases=("maskrcnn",))
 @keras.saving.register_keras_serializable(package="kseg")
 class MaskRCNN(keras.Model):
@@ -132,6 +171,30 @@ class MaskRCNN(keras.Model):
         detections_per_image: detections kept per image (100).
         score_threshold: minimum class score of a detection (0.05).
         detection_nms_iou: class-wise NMS threshold at inference (0.5).
+        size_divisor: images are padded at the bottom and right to a multiple of this (64
+            keeps every level of P2..P6 exact; torchvision pads to 32).
+        resize_min_side: None, or resize every batch inside the model so the shorter side is
+            this (bilinear, torchvision's `GeneralizedRCNNTransform` rule, see
+            `kseg.detection.transform`); boxes come back in the input's pixels.
+        resize_max_side: the bound of the longer side with `resize_min_side` (1333 with 800).
+        input_normalization: None lets the backbone normalise its input (after padding); a
+            `kseg.backbones.preprocessing` mode ("torch") normalises inside the model before
+            resizing and padding, so padding is zero in normalised values as in torchvision,
+            and builds the backbone without its own normalisation.
+        anchor_layout: "centred" (anchors centred on their cells, see
+            `kseg.detection.generate_anchors`) or "grid" (torchvision's `AnchorGenerator`:
+            rounded cell anchors at the cell corners, `kseg.detection.anchors.
+            generate_grid_anchors`).
+        clip_boxes_to: clip proposals and detections to the "padded" network input or to the
+            "image" before padding (torchvision).
+        roi_aligned: RoIAlign's half-pixel mapping (True) or the original one (False, as in
+            torchvision's Mask R-CNN).
+        roi_level_epsilon: None for the exact FPN level rule, or torchvision's 1e-6 (see
+            `kseg.layers.roi_align.assign_levels`).
+        detection_min_size: None drops detections without area; a number drops those with a
+            side under it (torchvision: 1e-2).
+        mask_paste: how `kseg.detection.paste_masks` pastes this model's masks: "centres" or
+            "torchvision" (read by `kseg.detection.instance_predictor` and the export).
         **kwargs: standard `keras.Model` arguments (`name`).
 
     Example:
@@ -165,9 +228,28 @@ class MaskRCNN(keras.Model):
         detections_per_image=100,
         score_threshold=0.05,
         detection_nms_iou=0.5,
+        size_divisor=SIZE_DIVISOR,
+        resize_min_side=None,
+        resize_max_side=None,
+        input_normalization=None,
+        anchor_layout="centred",
+        clip_boxes_to="padded",
+        roi_aligned=True,
+        roi_level_epsilon=None,
+        detection_min_size=None,
+        mask_paste="centres",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        _check_torchvision_options(
+            size_divisor,
+            resize_min_side,
+            resize_max_side,
+            input_normalization,
+            anchor_layout,
+            clip_boxes_to,
+            mask_paste,
+        )
         if not isinstance(backbone, str):
             raise TypeError(
                 "MaskRCNN takes the backbone by name so that the model can be saved and "
@@ -207,13 +289,29 @@ class MaskRCNN(keras.Model):
         self.detections_per_image = int(detections_per_image)
         self.score_threshold = float(score_threshold)
         self.detection_nms_iou = float(detection_nms_iou)
+        self.size_divisor = int(size_divisor)
+        self.resize_min_side = resize_min_side
+        self.resize_max_side = resize_max_side
+        self.input_normalization = input_normalization
+        self.anchor_layout = anchor_layout
+        self.clip_boxes_to = clip_boxes_to
+        self.roi_aligned = bool(roi_aligned)
+        self.roi_level_epsilon = None if roi_level_epsilon is None else float(roi_level_epsilon)
+        self.detection_min_size = None if detection_min_size is None else float(detection_min_size)
+        self.mask_paste = mask_paste
 
+        backbone_options = dict(self.backbone_kwargs)
+        if input_normalization is not None:
+            backbone_options.setdefault("include_preprocessing", False)
+            self.input_preprocessing = ImagePreprocessing(
+                input_normalization, name="input_preprocessing"
+            )
         self.backbone = resolve_backbone(
             backbone,
             input_shape=(None, None, 3),
             weights=backbone_weights,
             output_stride=32,
-            **self.backbone_kwargs,
+            **backbone_options,
         )
         if self.freeze_batch_norm:
             for layer in self.backbone._flatten_layers():
@@ -221,11 +319,14 @@ class MaskRCNN(keras.Model):
                     layer.trainable = False
         self.feature_pyramid = FeaturePyramid(fpn_channels, name="fpn")
         self.rpn_head = RegionProposalHead(len(self.aspect_ratios), fpn_channels, name="rpn_head")
-        self.box_roi_align = MultiLevelRoIAlign(
-            output_size=7, sampling_ratio=sampling_ratio, name="box_roi_align"
-        )
+        roi_options = {
+            "sampling_ratio": sampling_ratio,
+            "aligned": self.roi_aligned,
+            "level_epsilon": self.roi_level_epsilon,
+        }
+        self.box_roi_align = MultiLevelRoIAlign(output_size=7, name="box_roi_align", **roi_options)
         self.mask_roi_align = MultiLevelRoIAlign(
-            output_size=14, sampling_ratio=sampling_ratio, name="mask_roi_align"
+            output_size=14, name="mask_roi_align", **roi_options
         )
         self.box_head = BoxHead(num_classes, box_fc_units, name="box_head")
         self.mask_head = MaskHead(num_classes, mask_channels, name="mask_head")
@@ -248,8 +349,32 @@ class MaskRCNN(keras.Model):
         features = self.backbone(images, training=training)
         return self.feature_pyramid([features[f"P{level}"] for level in (2, 3, 4, 5)])
 
-    def _anchors(self, images):
+    def _inputs(self, images):
+        """The padded network input and the size of the image inside it (before padding)."""
+        images = tf.cast(images, self.compute_dtype)
+        if self.input_normalization is not None:
+            images = self.input_preprocessing(images)
+        if self.resize_min_side is not None:
+            images = tf.cast(
+                resize_min_max_side(images, self.resize_min_side, self.resize_max_side),
+                self.compute_dtype,
+            )
+        image_size = tf.shape(images)[1:3]
+        return pad_bottom_right_to_multiple(images, self.size_divisor), image_size
+
+    def _clip_size(self, images, image_size):
+        return image_size if self.clip_boxes_to == "image" else tf.shape(images)[1:3]
+
+    def _anchors(self, images, pyramid=None):
         shape = tf.shape(images)
+        if self.anchor_layout == "grid":
+            return generate_grid_anchors(
+                shape[1],
+                shape[2],
+                [tf.unstack(tf.shape(level)[1:3]) for level in pyramid],
+                sizes=self.anchor_sizes,
+                aspect_ratios=self.aspect_ratios,
+            )
         return generate_anchors(
             shape[1],
             shape[2],
@@ -257,14 +382,13 @@ class MaskRCNN(keras.Model):
             aspect_ratios=self.aspect_ratios,
         )
 
-    def _proposals(self, objectness, deltas, anchors, images, nms_counts):
-        shape = tf.shape(images)
+    def _proposals(self, objectness, deltas, anchors, clip_size, nms_counts):
         proposals, _ = select_proposals(
             [tf.stop_gradient(o) for o in objectness],
             [tf.stop_gradient(d) for d in deltas],
             anchors,
-            shape[1],
-            shape[2],
+            clip_size[0],
+            clip_size[1],
             pre_nms_top_n=nms_counts[0],
             post_nms_top_n=nms_counts[1],
             nms_iou=self.rpn_nms_iou,
@@ -281,25 +405,31 @@ class MaskRCNN(keras.Model):
 
     def call(self, images, training=False):
         _check_images(images)
-        images = pad_bottom_right_to_multiple(tf.cast(images, self.compute_dtype), SIZE_DIVISOR)
+        input_size = tf.shape(images)[1:3]
+        images, image_size = self._inputs(images)
+        clip_size = self._clip_size(images, image_size)
         pyramid = self._pyramid(images, training)
         objectness, deltas = self.rpn_head(pyramid)
-        anchors = self._anchors(images)
-        proposals = self._proposals(objectness, deltas, anchors, images, self.rpn_test_nms)
+        anchors = self._anchors(images, pyramid)
+        proposals = self._proposals(objectness, deltas, anchors, clip_size, self.rpn_test_nms)
         class_logits, box_deltas = self.box_head(self.box_roi_align([*pyramid[:4], proposals]))
-        shape = tf.shape(images)
         detections = detect(
             proposals,
             class_logits,
             box_deltas,
-            shape[1],
-            shape[2],
+            clip_size[0],
+            clip_size[1],
             score_threshold=self.score_threshold,
             nms_iou=self.detection_nms_iou,
             max_detections=self.detections_per_image,
+            min_size=self.detection_min_size,
         )
         mask_logits = self._mask_logits_for(pyramid, detections["boxes"], detections["classes"])
         detections["masks"] = tf.sigmoid(mask_logits)
+        if self.resize_min_side is not None:
+            detections["boxes"] = rescale_boxes(
+                detections["boxes"], image_size[0], image_size[1], input_size[0], input_size[1]
+            )
         return detections
 
     # ----------------------------------------------------------------- training
@@ -314,20 +444,27 @@ class MaskRCNN(keras.Model):
         """
         _check_images(images)
         _check_targets(images, targets)
-        images = pad_bottom_right_to_multiple(tf.cast(images, self.compute_dtype), SIZE_DIVISOR)
+        if self.resize_min_side is not None:
+            raise ValueError(
+                "MaskRCNN computes losses on images at their given size; a model built with "
+                f"resize_min_side={self.resize_min_side} resizes only at inference. Resize the "
+                "training data instead and build the model with resize_min_side=None."
+            )
+        images, image_size = self._inputs(images)
+        clip_size = self._clip_size(images, image_size)
         gt_boxes = tf.cast(targets["gt_boxes"], tf.float32)
         gt_classes = tf.cast(targets["gt_classes"], tf.int32)
         gt_masks = targets["gt_masks"]
         pyramid = self._pyramid(images, training)
         objectness, deltas = self.rpn_head(pyramid)
-        anchors = self._anchors(images)
+        anchors = self._anchors(images, pyramid)
         labels, delta_targets = rpn_targets(
             tf.concat(anchors, axis=0), gt_boxes, gt_classes, num_samples=self.rpn_batch_size
         )
         rpn_objectness, rpn_box = rpn_losses(
             tf.concat(objectness, axis=1), tf.concat(deltas, axis=1), labels, delta_targets
         )
-        proposals = self._proposals(objectness, deltas, anchors, images, self.rpn_train_nms)
+        proposals = self._proposals(objectness, deltas, anchors, clip_size, self.rpn_train_nms)
         sampled = roi_targets(
             proposals,
             gt_boxes,
@@ -407,4 +544,14 @@ class MaskRCNN(keras.Model):
             "detections_per_image": self.detections_per_image,
             "score_threshold": self.score_threshold,
             "detection_nms_iou": self.detection_nms_iou,
+            "size_divisor": self.size_divisor,
+            "resize_min_side": self.resize_min_side,
+            "resize_max_side": self.resize_max_side,
+            "input_normalization": self.input_normalization,
+            "anchor_layout": self.anchor_layout,
+            "clip_boxes_to": self.clip_boxes_to,
+            "roi_aligned": self.roi_aligned,
+            "roi_level_epsilon": self.roi_level_epsilon,
+            "detection_min_size": self.detection_min_size,
+            "mask_paste": self.mask_paste,
         }
