@@ -5,7 +5,16 @@ of feature maps keyed `"P{n}"` (stride 2**n), with optional atrous conversion to
 stride 16 or 8; `list_backbones()` names what it accepts.
 """
 
-from kseg.backbones import aligned_xception, atrous, preprocessing, resnet, taps, tiny, vgg16
+from kseg.backbones import (
+    aligned_xception,
+    atrous,
+    mobilenet_v3,
+    preprocessing,
+    resnet,
+    taps,
+    tiny,
+    vgg16,
+)
 from kseg.backbones.bundled import (
     WeightsDownloadError,
     bundled_imagenet_weights,
@@ -26,6 +35,7 @@ __all__ = [
     "feature_info",
     "get_backbone",
     "list_backbones",
+    "mobilenet_v3",
     "preprocessing",
     "resnet",
     "taps",

@@ -64,6 +64,24 @@ FINETUNE_RECIPES = (
         source=_CONTEXT_FAMILY.format(miou="0.423", minutes=38),
     ),
     Recipe(
+        model="lraspp",
+        purpose="finetune",
+        model_args=dict(_MOBILENET),
+        optimizer="adam",
+        learning_rate=1e-3,
+        batchnorm_momentum=0.9,
+        batch_size=8,
+        crop_size=(192, 256),
+        resize=(192, 256),
+        scale_range=(0.75, 1.5),
+        flip=True,
+        jitter=False,
+        epochs=6,
+        source="not measured yet: the shared CamVid settings of the deeplabv3 finetune recipe "
+        "(benchmarks/camvid_context_family.py) on the bundled MobileNetV2-0.35; kseg has not "
+        "run LR-ASPP with them",
+    ),
+    Recipe(
         model="deeplabv2",
         purpose="finetune",
         model_args={**_MOBILENET, "input_scales": (1.0, 0.75, 0.5)},

@@ -174,6 +174,28 @@ PAPER_RECIPES = (
         source=_DEEPLAB_V3_SOURCE,
     ),
     Recipe(
+        model="lraspp",
+        purpose="paper",
+        model_args={"backbone": "mobilenet_v3_large", "output_stride": 16},
+        optimizer="sgd",
+        learning_rate=0.01,
+        schedule="poly",
+        weight_decay=1e-6,
+        momentum=0.9,
+        batch_size=32,
+        crop_size=(480, 480),
+        scale_range=(0.5, 2.0),
+        flip=True,
+        jitter=False,
+        epochs=30,
+        source="Howard et al. 2019 (MobileNetV3), sec. 6.4, describes the head but not its "
+        "training; these are torchvision's references/segmentation settings that trained its "
+        "lraspp_mobilenet_v3_large weights: SGD momentum 0.9, learning rate 0.01 with poly "
+        "decay (power 0.9), weight decay 1e-6 (coupled, in torch's SGD), 8 GPUs x 4 images, 30 "
+        "epochs, shorter side randomly resized to 0.5-2x 520 pixels, 480x480 crops, left-right "
+        "flip. kseg has no ImageNet MobileNetV3 weights: backbone_weights stays None.",
+    ),
+    Recipe(
         model="deeplabv3plus",
         purpose="paper",
         model_args={
