@@ -1,8 +1,10 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from kseg.detection.anchors import generate_anchors
+from kseg.detection.anchors import generate_anchors, generate_grid_anchors
 
 STRIDES = (4, 8, 16, 32, 64)
 SIZES = (32, 64, 128, 256, 512)
@@ -59,3 +61,26 @@ def test_mismatched_levels_are_rejected():
         generate_anchors(64, 64, strides=(4, 8), sizes=(32,))
     with pytest.raises(ValueError, match="aspect_ratios"):
         generate_anchors(64, 64, aspect_ratios=(0.0,))
+
+
+# Written by tests/fixtures/make_torchvision_detection_parts.py with torchvision 0.29.1.
+PARTS = Path(__file__).resolve().parents[1] / "fixtures" / "torchvision_detection_parts.npz"
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_grid_anchors_are_torchvisions_anchor_generator(index):
+    parts = np.load(PARTS)
+    height, width = parts[f"anchor_input{index}"]
+    grids = parts[f"anchor_grids{index}"]
+    levels = generate_grid_anchors(height, width, [tuple(grid) for grid in grids])
+    for level, anchors in enumerate(levels):
+        expected = parts[f"anchors{index}_{level}"][:, [1, 0, 3, 2]]
+        np.testing.assert_array_equal(anchors.numpy(), expected)
+
+
+def test_grid_anchor_strides_follow_the_feature_grid():
+    # A 96-pixel side has a 2-cell P6 grid: torchvision's stride is 96 // 2 = 48, not 64.
+    (level,) = generate_grid_anchors(96, 64, [(2, 1)], sizes=(512,), aspect_ratios=(1.0,))
+    np.testing.assert_array_equal(level.numpy()[:, 0], [-256.0, -256.0 + 48.0])
+    with pytest.raises(ValueError, match="one anchor size per level"):
+        generate_grid_anchors(64, 64, [(16, 16)], sizes=(32, 64))

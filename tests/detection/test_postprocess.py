@@ -1,10 +1,14 @@
 """detect against torchvision's NMS keep sets and hand-made heads; paste_masks against geometry."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from kseg.detection.postprocess import detect, paste_masks
+
+TORCHVISION_PASTE = Path(__file__).resolve().parents[1] / "fixtures" / "torchvision_paste_masks.npz"
 
 
 @pytest.fixture
@@ -252,3 +256,27 @@ def test_detect_and_paste_export_with_dynamic_image_size(tmp_path):
         box = np.minimum(rois[0, 0], [height, width] * 2)
         np.testing.assert_array_equal(masks[0, 0], _box_image(box, height, width))
         assert not masks[0, 1:].numpy().any()
+
+
+def test_min_size_drops_boxes_with_a_short_side():
+    rois = tf.constant([[[10.0, 10.0, 30.0, 30.0], [10.0, 40.0, 10.005, 60.0]]])
+    logits = tf.constant([[[0.0, 4.0], [0.0, 4.0]]])
+    deltas = tf.zeros((1, 2, 2, 4))
+    kept = detect(rois, logits, deltas, 64, 64)["num_detections"].numpy()
+    # torchvision's remove_small_boxes(boxes, 1e-2) drops the 0.005-pixel-high box.
+    small = detect(rois, logits, deltas, 64, 64, min_size=1e-2)["num_detections"].numpy()
+    assert kept.tolist() == [2] and small.tolist() == [1]
+
+
+def test_torchvision_paste_is_paste_masks_in_image():
+    # Written by tests/fixtures/make_torchvision_paste_masks.py with torchvision 0.29.1.
+    reference = np.load(TORCHVISION_PASTE)
+    boxes = reference["boxes"][None][..., [1, 0, 3, 2]]
+    pasted = paste_masks(reference["masks"][None], boxes, 37, 45, method="torchvision")
+    expected = reference["pasted"] >= 0.5
+    np.testing.assert_array_equal(pasted.numpy()[0].astype(bool), expected)
+    # Padding rows (zero boxes) stay empty, which torchvision never sees.
+    empty = paste_masks(tf.ones((1, 1, 28, 28)), tf.zeros((1, 1, 4)), 8, 8, method="torchvision")
+    assert int(tf.reduce_sum(tf.cast(empty, tf.int32))) == 0
+    with pytest.raises(ValueError, match="method must be one of"):
+        paste_masks(tf.ones((1, 1, 28, 28)), tf.zeros((1, 1, 4)), 8, 8, method="nearest")

@@ -331,3 +331,40 @@ def test_bad_arguments_and_inputs_get_clear_errors():
         RoIAlign()([features])
     with pytest.raises(ValueError, match="expects 5 inputs"):
         MultiLevelRoIAlign()([features, features, np.zeros((1, 3, 4), np.float32)])
+
+
+# Written by tests/fixtures/make_torchvision_detection_parts.py with torchvision 0.29.1.
+PARTS = Path(__file__).resolve().parents[1] / "fixtures" / "torchvision_detection_parts.npz"
+
+
+def test_level_epsilon_gives_torchvisions_level_mapper():
+    parts = np.load(PARTS)
+    boxes = parts["level_boxes"][:, [1, 0, 3, 2]]
+    levels = assign_levels(boxes, epsilon=1e-6).numpy()
+    np.testing.assert_array_equal(levels, parts["levels"])
+    # The exact rule differs only just under a level's boundary (223.99997 and 447.9999 px).
+    exact = assign_levels(boxes).numpy()
+    assert np.flatnonzero(exact != levels).tolist() == [3, 5]
+
+
+def test_multi_level_without_alignment_equals_roi_align_without_alignment():
+    rng = np.random.default_rng(1)
+    pyramid = make_pyramid(rng)
+    boxes = pyramid_boxes()
+    levels = np.asarray(assign_levels(boxes, epsilon=1e-6))
+    layer = MultiLevelRoIAlign(output_size=7, sampling_ratio=2, aligned=False, level_epsilon=1e-6)
+    got = np.asarray(layer([*pyramid, boxes]))
+    per_level = {
+        level: np.asarray(
+            RoIAlign(7, 2, aligned=False, spatial_scale=2.0**-level)([pyramid[level - 2], boxes])
+        )
+        for level in range(2, 6)
+    }
+    expected = np.empty_like(got)
+    for b, n in np.ndindex(levels.shape):
+        expected[b, n] = per_level[levels[b, n]][b, n]
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+    config = layer.get_config()
+    assert config["aligned"] is False and config["level_epsilon"] == 1e-6
+    with pytest.raises(TypeError, match="aligned must be True or False"):
+        MultiLevelRoIAlign(aligned=0)

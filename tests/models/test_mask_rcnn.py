@@ -164,3 +164,78 @@ def test_degenerate_outside_and_empty_ground_truth_train_without_nan():
     for _ in range(2):
         logs = model.train_on_batch(images, targets, return_dict=True)
         assert all(np.isfinite(v) for v in logs.values()), logs
+
+
+TORCHVISION_STYLE = {
+    "size_divisor": 32,
+    "anchor_layout": "grid",
+    "clip_boxes_to": "image",
+    "roi_aligned": False,
+    "roi_level_epsilon": 1e-6,
+    "detection_min_size": 1e-2,
+    "mask_paste": "torchvision",
+}
+
+
+def test_resizing_inside_the_model_equals_resizing_before_it():
+    resizing = small_model(
+        score_threshold=0.0, resize_min_side=80, resize_max_side=120, **TORCHVISION_STYLE
+    )
+    plain = small_model(score_threshold=0.0, **TORCHVISION_STYLE)
+    plain.set_weights(resizing.get_weights())
+    image = np.random.default_rng(3).uniform(0, 255, (1, 50, 70, 3)).astype("float32")
+    # 50 x 70 -> shorter side 80: (80, 112); boxes come back scaled by 50 / 80 and 70 / 112.
+    resized = tf.image.resize(image, (80, 112), method="bilinear")
+    expected = plain(resized)
+    got = resizing(image)
+    count = int(got["num_detections"][0])
+    assert count == int(expected["num_detections"][0]) > 0
+    np.testing.assert_array_equal(got["classes"], expected["classes"])
+    np.testing.assert_allclose(got["scores"], expected["scores"], atol=1e-6)
+    scale = np.array([50 / 80, 70 / 112, 50 / 80, 70 / 112], "float32")
+    np.testing.assert_allclose(got["boxes"], expected["boxes"] * scale, atol=1e-4)
+    assert float(tf.reduce_max(got["boxes"][..., 2])) <= 50.0
+    masks = kseg.detection.instance_predictor(resizing)(image)["masks"]
+    assert masks.shape == (1, resizing.detections_per_image, 50, 70)
+
+
+def test_image_clipping_and_normalisation_before_padding():
+    model = small_model(
+        score_threshold=0.0,
+        input_normalization="torch",
+        backbone_kwargs={"include_preprocessing": False},
+        **TORCHVISION_STYLE,
+    )
+    image = np.random.default_rng(4).uniform(0, 255, (1, 40, 50, 3)).astype("float32")
+    detections = model(image)
+    # Boxes stay inside the 40 x 50 image, not the 64 x 64 padded input.
+    assert float(tf.reduce_max(detections["boxes"][..., 2])) <= 40.0
+    assert float(tf.reduce_max(detections["boxes"][..., 3])) <= 50.0
+    # Padding comes after normalisation: the padded pixels are zeros in normalised values.
+    inputs, image_size = model._inputs(tf.constant(image))
+    assert inputs.shape == (1, 64, 64, 3) and image_size.numpy().tolist() == [40, 50]
+    np.testing.assert_array_equal(inputs.numpy()[0, 40:], 0.0)
+    normalised = kseg.backbones.preprocessing.ImagePreprocessing("torch")(image)
+    np.testing.assert_allclose(inputs.numpy()[:, :40, :50], normalised, atol=1e-6)
+
+
+def test_torchvision_options_default_to_kseg_behaviour_and_are_checked():
+    config = small_model().get_config()
+    assert config["size_divisor"] == 64 and config["anchor_layout"] == "centred"
+    assert config["clip_boxes_to"] == "padded" and config["roi_aligned"] is True
+    assert config["resize_min_side"] is None and config["mask_paste"] == "centres"
+    for options, message in (
+        ({"anchor_layout": "torchvision"}, "anchor_layout must be one of"),
+        ({"clip_boxes_to": "original"}, "clip_boxes_to must be one of"),
+        ({"resize_min_side": 800}, "go together"),
+        ({"resize_min_side": 900, "resize_max_side": 800}, "at most resize_max_side"),
+        ({"size_divisor": 0}, "size_divisor must be a positive integer"),
+        ({"mask_paste": "nearest"}, "mask_paste must be one of"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            small_model(**options)
+    resizing = small_model(resize_min_side=80, resize_max_side=120)
+    batches = shapes_batches(batch_size=1, num_samples=1)
+    images, targets = next(iter(batches))
+    with pytest.raises(ValueError, match="resizes only at inference"):
+        resizing.compute_losses(images, targets)
