@@ -364,6 +364,11 @@ _CONVERTER_MODULES = (
         "TORCHVISION_SEGMENTATION_CONFIGS",
         "load_torchvision_segmentation_checkpoint",
     ),
+    (
+        "kseg.pretrained.convert_torchvision_mask_rcnn",
+        "TORCHVISION_MASK_RCNN_CONFIGS",
+        "load_torchvision_mask_rcnn_checkpoint",
+    ),
 )
 
 

@@ -125,6 +125,7 @@ LOADABLE = [
     "deeplabv3_resnet101",
     "deeplabv3_mobilenet_v3_large",
     "lraspp_mobilenet_v3_large",
+    "maskrcnn_resnet50_fpn",
 ]
 NOT_LOADABLE = [name for name in NAMES if name not in LOADABLE]
 
@@ -136,7 +137,7 @@ def test_list_pretrained_filters():
         kseg.pretrained.list_pretrained(task="panoptic")
 
 
-@pytest.mark.parametrize("name", LOADABLE)
+@pytest.mark.parametrize("name", [name for name in LOADABLE if not name.startswith("maskrcnn")])
 def test_loadable_entries_build_the_converted_configuration(name):
     from kseg.pretrained.convert_torchvision_segmentation import TORCHVISION_SEGMENTATION_CONFIGS
 
@@ -144,6 +145,19 @@ def test_loadable_entries_build_the_converted_configuration(name):
     builder, kwargs = TORCHVISION_SEGMENTATION_CONFIGS[name]
     assert entry.status == "loadable" and entry.missing == ""
     assert entry.builder == builder and entry.builder_kwargs == {**kwargs, "num_classes": 21}
+    module, function = entry.converter.split(":")
+    assert callable(getattr(importlib.import_module(module), function))
+
+
+def test_the_mask_rcnn_entry_builds_its_torchvision_configuration():
+    from kseg.pretrained.convert_torchvision_mask_rcnn import TORCHVISION_MASK_RCNN_CONFIGS
+
+    entry = kseg.pretrained.get("maskrcnn_resnet50_fpn")
+    builder, kwargs = TORCHVISION_MASK_RCNN_CONFIGS["maskrcnn_resnet50_fpn"]
+    assert entry.status == "loadable" and entry.missing == ""
+    assert entry.builder == builder and entry.builder_kwargs == {**kwargs, "num_classes": 91}
+    assert (kwargs["resize_min_side"], kwargs["resize_max_side"]) == (800, 1333)
+    assert entry.resize == "min 800 max 1333"
     module, function = entry.converter.split(":")
     assert callable(getattr(importlib.import_module(module), function))
 
