@@ -74,12 +74,27 @@ class PretrainedSettings:
 def settings_of(entry):
     """The `PretrainedSettings` of a registry entry (`kseg.pretrained.get`).
 
+    An instance entry's names are those of classes 1..K (its background dropped) and it has no
+    resize here: its configuration resizes inside the model.
+
     Example:
         >>> settings = kseg.cli.pretrained_models.settings_of(
         ...     kseg.pretrained.get("deeplabv3_resnet50"))
         >>> settings.class_names[:2], settings.palette.shape, str(settings.resize)
         (('__background__', 'aeroplane'), (21, 3), 'min_side 520')
+        >>> settings = kseg.cli.pretrained_models.settings_of(
+        ...     kseg.pretrained.get("maskrcnn_resnet50_fpn"))
+        >>> settings.class_names[:2], settings.resize
+        (('person', 'bicycle'), None)
     """
+    if entry.task == "instance":
+        # An instance configuration resizes inside the model (torchvision's min/max-side
+        # transform, boxes mapped back), and instance commands name classes 1..K.
+        return PretrainedSettings(
+            class_names=tuple(entry.class_names[1:]),
+            palette=arguments.palette(entry.palette, entry.num_classes),
+            resize=None,
+        )
     return PretrainedSettings(
         class_names=tuple(entry.class_names),
         palette=arguments.palette(entry.palette, entry.num_classes),
