@@ -373,7 +373,7 @@ def test_full_mobilenet_v3_models_match_torchvision(name, tmp_path):
     sizes = set()
     for index in (0, 1):
         expected = reference[f"out{index}"]
-        result = np.asarray(model.predict(reference[f"image{index}"], verbose=0))
+        result = np.asarray(model(reference[f"image{index}"]))
         assert result.shape == expected.shape
         sizes.add(result.shape)
         # Measured: about 2e-7 on logits of a few tenths; the acceptance bound is 1e-4.
