@@ -143,7 +143,10 @@ def mobilenet_v3_taps():
 
 
 def _conv_bn(x, filters, name, activation=None, kernel_size=1, stride=1, dilation=1):
-    """A Conv2dNormActivation of torchvision: `{name}.0` conv, `.1` BN, `.2` activation."""
+    """A Conv2dNormActivation of torchvision: `{name}.0` conv, `.1` BN, `.2` activation.
+
+    `filters=None` makes the convolution depthwise (one filter per input channel).
+    """
     padding = dilation * (kernel_size - 1) // 2
     if padding:
         # PyTorch pads symmetrically; "same" would pad a strided convolution's bottom/right only.
