@@ -318,6 +318,7 @@ def main():
     if args.tiny:
         args.size, args.matmul_size, args.conv_size, args.steps = 64, 256, 16, 2
     machine = results_io.machine_facts(
+        niceness=os.nice(0),
         inter_op_threads=tf.config.threading.get_inter_op_parallelism_threads(),
         intra_op_threads=tf.config.threading.get_intra_op_parallelism_threads(),
     )

@@ -1414,6 +1414,64 @@ def generic_table(results):
     return _join(*blocks)
 
 
+def efficiency_table(results):
+    """Ceilings, each model's share of the convolution ceiling, folded BN and the op profile."""
+    ceilings = results.get("ceilings", {})
+    ceiling_rows = [
+        (name, _plain(entry.get("shape") or entry.get("input_shape")), rate(entry.get("gflop_s")))
+        for name, entry in ceilings.items()
+    ]
+    model_rows = [
+        (
+            name,
+            rate(entry.get("gflop_per_image")),
+            rate(entry.get("inference_img_s")),
+            percent(entry.get("inference_share_of_conv_ceiling"), 0),
+            rate(entry.get("folded_img_s")),
+            ratio(entry.get("folded_over_unfolded")),
+            rate(entry.get("train_img_s")),
+            percent(entry.get("train_share_of_conv_ceiling"), 0),
+        )
+        for name, entry in results.get("models", {}).items()
+    ]
+    if not ceiling_rows and not model_rows:
+        return f"*{NOT_MEASURED}: the file holds no measurement.*"
+    blocks = []  # `conditions` repeats the file's note on the load and a tiny run
+    if ceiling_rows:
+        blocks.append(_table(("float32 ceiling", "shape", "GFLOP/s"), ceiling_rows))
+    if model_rows:
+        header = (
+            "model",
+            "GFLOP/image",
+            "inference (img/s)",
+            "share of conv ceiling",
+            "BN folded (img/s)",
+            "folded / as built",
+            "train (img/s)",
+            "train share (3 passes)",
+        )
+        blocks.append(_table(header, model_rows))
+    profile = results.get("profile", {})
+    variants = [variant for variant in ("unfolded", "folded") if variant in profile]
+    if variants:
+        shares = {
+            variant: {row["type"]: row["share"] for row in profile[variant]["by_type"]}
+            for variant in variants
+        }
+        kinds = [row["type"] for row in profile[variants[0]]["by_type"][:12]]
+        rows = [
+            (kind, *(percent(shares[variant].get(kind), 1) for variant in variants))
+            for kind in kinds
+        ]
+        blocks.append(
+            f"*Op time by type, {profile.get('model')} {_plain(profile.get('kwargs'))} at "
+            f"{profile.get('size')}×{profile.get('size')}, batch {profile.get('batch_size')}.*"
+        )
+        blocks.append(_table(("op type", *(f"share ({v})" for v in variants)), rows))
+    blocks.append(conditions(results))
+    return _join(*blocks)
+
+
 RENDERERS = {
     "roi_align": roi_align_table,
     "mask_rcnn_shapes": mask_rcnn_shapes_table,
@@ -1432,6 +1490,7 @@ RENDERERS = {
     "weak_vs_full": weak_vs_full_table,
     "recipe_results": recipe_results_table,
     "pretrained_load": pretrained_load_table,
+    "efficiency": efficiency_table,
 }
 RECORDED_BY = {
     "roi_align": "benchmarks/roi_align.py",
@@ -1451,6 +1510,7 @@ RECORDED_BY = {
     "weak_vs_full": "benchmarks/weak_vs_full.py",
     "recipe_results": "benchmarks/recipe_results.py",
     "pretrained_load": "benchmarks/pretrained_load.py",
+    "efficiency": "benchmarks/efficiency.py",
 }
 
 
