@@ -1,8 +1,5 @@
-import importlib.util
 import json
-import os
 import subprocess
-import sys
 import types
 from pathlib import Path
 
@@ -211,26 +208,9 @@ def test_converted_models_save_and_reload(kind, tmp_path):
     np.testing.assert_allclose(np.asarray(reloaded(image)), np.asarray(model(image)), atol=1e-6)
 
 
-def _torch_python():
-    """An interpreter with torchvision: KSEG_TORCH_PYTHON, or this one when it has torchvision.
-
-    torch is run in a separate process: importing it after TensorFlow in one process can
-    crash, so the test checks for torchvision without importing it.
-    """
-    configured = os.environ.get("KSEG_TORCH_PYTHON")
-    if configured:
-        return configured
-    if importlib.util.find_spec("torchvision") is None:
-        pytest.skip(
-            "torchvision is not installed (set KSEG_TORCH_PYTHON to an interpreter with it)"
-        )
-    return sys.executable
-
-
 @pytest.mark.parametrize("name", ["deeplabv3_resnet50", "fcn_resnet50"])
-def test_full_models_match_torchvision(name, tmp_path):
-    python = _torch_python()
-    subprocess.run([python, str(REFERENCE_SCRIPT), name, str(tmp_path)], check=True)
+def test_full_models_match_torchvision(name, tmp_path, torch_python):
+    subprocess.run([torch_python, str(REFERENCE_SCRIPT), name, str(tmp_path)], check=True)
     state = read_torch_checkpoint(tmp_path / "state_dict.pth")
     reference = np.load(tmp_path / "reference.npz")
     model = build_torchvision_segmentation(name)
@@ -363,9 +343,8 @@ def test_mobilenet_v3_configurations_are_torchvisions_architectures():
 
 
 @pytest.mark.parametrize("name", MOBILENET_V3_MODELS)
-def test_full_mobilenet_v3_models_match_torchvision(name, tmp_path):
-    python = _torch_python()
-    subprocess.run([python, str(REFERENCE_SCRIPT), name, str(tmp_path)], check=True)
+def test_full_mobilenet_v3_models_match_torchvision(name, tmp_path, torch_python):
+    subprocess.run([torch_python, str(REFERENCE_SCRIPT), name, str(tmp_path)], check=True)
     state = read_torch_checkpoint(tmp_path / "state_dict.pth")
     reference = np.load(tmp_path / "reference.npz")
     model = build_torchvision_segmentation(name)
