@@ -28,6 +28,7 @@ collect_ignore = ["benchmarks", "examples", "docs", "notebooks"]
 
 # The packages of kseg's optional extras (pyproject.toml) that examples import, by import name.
 EXTRA_PACKAGES = {"tf2onnx": "onnx", "onnxruntime": "onnx", "skimage": "weak", "gco": "weak"}
+EXTRA_PACKAGES["keras_hub"] = "hub"
 
 
 def pytest_ignore_collect(collection_path):

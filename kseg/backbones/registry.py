@@ -11,6 +11,7 @@ import keras
 from kseg.backbones.aligned_xception import AlignedXception65
 from kseg.backbones.atrous import dilate, layer_strides
 from kseg.backbones.bundled import bundled_imagenet_weights, explain_failed_download
+from kseg.backbones.hub_presets import get_hub_backbone, is_hub_preset
 from kseg.backbones.mobilenet_v3 import MobileNetV3Large
 from kseg.backbones.preprocessing import ImagePreprocessing
 from kseg.backbones.resnet import ResNet
@@ -172,7 +173,8 @@ def get_backbone(
     `kseg.backbones.feature_info` recomputes the first from a reloaded model's graph.
 
     Args:
-        name: Backbone name, one of `kseg.backbones.list_backbones()`.
+        name: Backbone name, one of `kseg.backbones.list_backbones()`, or a keras-hub preset
+            spelled `"keras_hub:<preset>"` (`kseg.backbones.hub_presets.get_hub_backbone`).
         input_shape: `(height, width, 3)`; None sizes keep the model size-agnostic.
         weights: None (random initialisation), `"imagenet"` or the path of a weights file for
             the underlying network. `"imagenet"` loads the file kseg ships when it is the one
@@ -193,6 +195,16 @@ def get_backbone(
     >>> [(info["key"], info["stride"]) for info in backbone.feature_info]
     [('P1', 2), ('P2', 4), ('P3', 8), ('P4', 16)]
     """
+    if is_hub_preset(name):
+        return get_hub_backbone(
+            name,
+            input_shape=input_shape,
+            weights=weights,
+            output_stride=output_stride,
+            include_preprocessing=include_preprocessing,
+            multi_grid=multi_grid,
+            **app_kwargs,
+        )
     key = name.lower() if isinstance(name, str) else name
     if key not in _BACKBONES:
         raise ValueError(
