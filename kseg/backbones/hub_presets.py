@@ -116,7 +116,11 @@ def _is_local(preset):
 
 def _load_hub_backbone(keras_hub, preset, load_weights):
     try:
-        return keras_hub.models.Backbone.from_preset(preset, load_weights=load_weights)
+        # A preset records a float32 policy per layer; the global policy (mixed precision)
+        # applies to kseg's backbones as to the rest of the model.
+        return keras_hub.models.Backbone.from_preset(
+            preset, load_weights=load_weights, dtype=keras.config.dtype_policy()
+        )
     except (ValueError, TypeError, FileNotFoundError, ImportError):
         raise
     except Exception as error:

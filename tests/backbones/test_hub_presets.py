@@ -295,6 +295,23 @@ def test_deeplabv3plus_on_a_hub_mit_saves_and_reloads_in_safe_mode(presets, tmp_
     np.testing.assert_allclose(reloaded.predict(images, verbose=0), logits, atol=1e-5)
 
 
+def test_backbone_follows_the_global_mixed_precision_policy(presets):
+    _, directory = presets["resnet"]
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = kseg.models.get_model(
+            "deeplabv3plus", num_classes=2, backbone="keras_hub:" + directory, output_stride=16
+        )
+    finally:
+        keras.config.set_dtype_policy("float32")
+    backbone = kseg.models.backbone_of(model)
+    assert backbone.get_layer("conv1_conv").compute_dtype == "bfloat16"
+    assert backbone.get_layer("conv1_conv").kernel.dtype == "float32"
+    logits = model.predict(_image((33, 47, 3)), verbose=0)
+    assert logits.dtype == np.float32
+    assert np.isfinite(logits).all()
+
+
 def test_fixed_size_network_needs_a_fixed_input_shape(presets):
     _, directory = presets["mit"]
     with pytest.raises(ValueError, match="fixed input_shape"):
