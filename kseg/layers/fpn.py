@@ -5,6 +5,13 @@ import tensorflow as tf
 from keras import ops
 
 
+def _batch_norm(layer, name):
+    # PyTorch's BatchNorm2d: epsilon 1e-5, momentum 0.1 on the new statistics (0.9 in Keras).
+    return keras.layers.BatchNormalization(
+        epsilon=1e-5, momentum=0.9, dtype=layer.dtype_policy, name=name
+    )
+
+
 @keras.saving.register_keras_serializable(package="kseg")
 class FeaturePyramid(keras.layers.Layer):
     """Builds P2..P6 of equal width from backbone features C2..C5.
@@ -23,6 +30,11 @@ class FeaturePyramid(keras.layers.Layer):
     Args:
         channels: width of every pyramid level (256 in the papers).
         extra_level: add P6 (stride-2 subsampling of P5).
+        num_inputs: number of backbone maps C2..C(1 + num_inputs).
+        batch_norm: follow every lateral and output convolution by batch normalisation (the
+            convolutions then have no bias), as torchvision's `maskrcnn_resnet50_fpn_v2`
+            (Li et al. 2021, "Benchmarking Detection Transfer Learning with Vision
+            Transformers") builds its FPN; still no activation.
         **kwargs: standard `keras.layers.Layer` arguments.
 
     Returns:
@@ -36,7 +48,7 @@ class FeaturePyramid(keras.layers.Layer):
         [(1, 16, 16, 16), (1, 8, 8, 16), (1, 4, 4, 16), (1, 2, 2, 16), (1, 1, 1, 16)]
     """
 
-    def __init__(self, channels=256, extra_level=True, num_inputs=4, **kwargs):
+    def __init__(self, channels=256, extra_level=True, num_inputs=4, batch_norm=False, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(channels, int) or channels < 1:
             raise ValueError(
@@ -47,17 +59,30 @@ class FeaturePyramid(keras.layers.Layer):
         self.channels = channels
         self.extra_level = bool(extra_level)
         self.num_inputs = num_inputs
+        self.batch_norm = bool(batch_norm)
         level_names = [f"p{level}" for level in range(2, 2 + num_inputs)]
+        bias = not self.batch_norm
         self.laterals = [
-            keras.layers.Conv2D(channels, 1, dtype=self.dtype_policy, name=f"{n}_lateral")
+            keras.layers.Conv2D(
+                channels, 1, use_bias=bias, dtype=self.dtype_policy, name=f"{n}_lateral"
+            )
             for n in level_names
         ]
         self.smoothing = [
             keras.layers.Conv2D(
-                channels, 3, padding="same", dtype=self.dtype_policy, name=f"{n}_output"
+                channels,
+                3,
+                padding="same",
+                use_bias=bias,
+                dtype=self.dtype_policy,
+                name=f"{n}_output",
             )
             for n in level_names
         ]
+        self.lateral_norms, self.smoothing_norms = [], []
+        if self.batch_norm:
+            self.lateral_norms = [_batch_norm(self, f"{n}_lateral_bn") for n in level_names]
+            self.smoothing_norms = [_batch_norm(self, f"{n}_output_bn") for n in level_names]
         self.subsample = keras.layers.MaxPooling2D(
             1, strides=2, padding="same", dtype=self.dtype_policy, name="p6_subsample"
         )
@@ -68,19 +93,28 @@ class FeaturePyramid(keras.layers.Layer):
                 f"FeaturePyramid expects a list of {self.num_inputs} feature maps (C2..C"
                 f"{1 + self.num_inputs}). Received input shapes: {input_shape}"
             )
-        for lateral, smoothing, shape in zip(self.laterals, self.smoothing, input_shape):
+        for index, (lateral, smoothing, shape) in enumerate(
+            zip(self.laterals, self.smoothing, input_shape)
+        ):
             lateral.build(shape)
             smoothing.build((*shape[:-1], self.channels))
+            for norms in (self.lateral_norms, self.smoothing_norms):
+                if norms:
+                    norms[index].build((*shape[:-1], self.channels))
         self.subsample.build((*input_shape[-1][:-1], self.channels))
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         laterals = [lateral(c) for lateral, c in zip(self.laterals, inputs)]
+        if self.lateral_norms:
+            laterals = [norm(x, training=training) for norm, x in zip(self.lateral_norms, laterals)]
         merged = [laterals[-1]]
         for lateral in reversed(laterals[:-1]):
             coarser = merged[0]
             upsampled = tf.image.resize(coarser, tf.shape(lateral)[1:3], method="nearest")
             merged.insert(0, lateral + ops.cast(upsampled, lateral.dtype))
         outputs = [smoothing(m) for smoothing, m in zip(self.smoothing, merged)]
+        if self.smoothing_norms:
+            outputs = [norm(x, training=training) for norm, x in zip(self.smoothing_norms, outputs)]
         if self.extra_level:
             outputs.append(self.subsample(outputs[-1]))
         return outputs
@@ -96,6 +130,9 @@ class FeaturePyramid(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(
-            channels=self.channels, extra_level=self.extra_level, num_inputs=self.num_inputs
+            channels=self.channels,
+            extra_level=self.extra_level,
+            num_inputs=self.num_inputs,
+            batch_norm=self.batch_norm,
         )
         return config

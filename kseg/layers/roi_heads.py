@@ -6,6 +6,44 @@ from keras import ops
 from kseg.validation import validate_positive_int
 
 
+def _conv_bn_relu(layer, channels, batch_norm, name):
+    """A 3x3 convolution with ReLU, or without bias and followed by batch norm then ReLU."""
+    conv = keras.layers.Conv2D(
+        channels,
+        3,
+        padding="same",
+        activation=None if batch_norm else "relu",
+        use_bias=not batch_norm,
+        kernel_initializer=keras.initializers.HeNormal(),
+        dtype=layer.dtype_policy,
+        name=name,
+    )
+    if not batch_norm:
+        return conv, None
+    # PyTorch's BatchNorm2d: epsilon 1e-5, momentum 0.1 on the new statistics (0.9 in Keras).
+    norm = keras.layers.BatchNormalization(
+        epsilon=1e-5, momentum=0.9, dtype=layer.dtype_policy, name=f"{name}_bn"
+    )
+    return conv, norm
+
+
+def _run_convs(convs, norms, hidden, training):
+    for conv, norm in zip(convs, norms):
+        hidden = conv(hidden)
+        if norm is not None:
+            hidden = ops.relu(norm(hidden, training=training))
+    return hidden
+
+
+def _build_convs(convs, norms, shape, channels):
+    for conv, norm in zip(convs, norms):
+        conv.build(shape)
+        shape = (*shape[:-1], channels)
+        if norm is not None:
+            norm.build(shape)
+    return shape
+
+
 @keras.saving.register_keras_serializable(package="kseg")
 class BoxHead(keras.layers.Layer):
     """Class scores and class-specific box deltas for pooled regions.
@@ -15,9 +53,17 @@ class BoxHead(keras.layers.Layer):
     `num_classes` (background included) and a regressor of four deltas per class. As in
     Detectron the classifier starts at std 0.01 and the regressor at std 0.001.
 
+    With `num_convs` the pooled features first pass that many 3x3 convolutions without bias,
+    each followed by batch normalisation and ReLU, and `num_fc` sets the fully connected
+    layers: torchvision's `maskrcnn_resnet50_fpn_v2` uses four convolutions and one layer
+    (`FastRCNNConvFCHead`, after Wu & He 2018's "4conv1fc" head).
+
     Args:
         num_classes: classes including the background (81 for COCO).
-        fc_units: width of the two hidden layers (1024).
+        fc_units: width of the hidden fully connected layers (1024).
+        num_convs: 3x3 convolution + batch norm + ReLU blocks before them (0).
+        conv_channels: width of those convolutions (256).
+        num_fc: number of hidden fully connected layers (2), named `box_fc1`, ...
         **kwargs: standard `keras.layers.Layer` arguments.
 
     Returns:
@@ -32,10 +78,18 @@ class BoxHead(keras.layers.Layer):
         ((2, 5, 3), (2, 5, 3, 4))
     """
 
-    def __init__(self, num_classes, fc_units=1024, **kwargs):
+    def __init__(
+        self, num_classes, fc_units=1024, num_convs=0, conv_channels=256, num_fc=2, **kwargs
+    ):
         super().__init__(**kwargs)
         num_classes = validate_positive_int(num_classes, "num_classes")
         fc_units = validate_positive_int(fc_units, "fc_units")
+        num_fc = validate_positive_int(num_fc, "num_fc")
+        conv_channels = validate_positive_int(conv_channels, "conv_channels")
+        if isinstance(num_convs, bool) or not isinstance(num_convs, int) or num_convs < 0:
+            raise ValueError(
+                f"num_convs must be a non-negative integer. Received: num_convs={num_convs!r}"
+            )
         if num_classes < 2:
             raise ValueError(
                 "num_classes counts the background and at least one object class. "
@@ -43,11 +97,19 @@ class BoxHead(keras.layers.Layer):
             )
         self.num_classes = num_classes
         self.fc_units = fc_units
+        self.num_convs = num_convs
+        self.conv_channels = conv_channels
+        self.num_fc = num_fc
+        blocks = [
+            _conv_bn_relu(self, conv_channels, True, f"box_conv{i + 1}") for i in range(num_convs)
+        ]
+        self.convs = [conv for conv, _ in blocks]
+        self.conv_norms = [norm for _, norm in blocks]
         self.hidden = [
             keras.layers.Dense(
-                fc_units, activation="relu", dtype=self.dtype_policy, name=f"box_fc{i}"
+                fc_units, activation="relu", dtype=self.dtype_policy, name=f"box_fc{i + 1}"
             )
-            for i in (1, 2)
+            for i in range(num_fc)
         ]
         self.classifier = keras.layers.Dense(
             num_classes,
@@ -63,15 +125,23 @@ class BoxHead(keras.layers.Layer):
         )
 
     def build(self, input_shape):
-        flat = input_shape[2] * input_shape[3] * input_shape[4]
+        shape = _build_convs(
+            self.convs, self.conv_norms, (None, *input_shape[2:]), self.conv_channels
+        )
+        flat = shape[1] * shape[2] * shape[3]
         self.hidden[0].build((None, flat))
-        self.hidden[1].build((None, self.fc_units))
+        for layer in self.hidden[1:]:
+            layer.build((None, self.fc_units))
         self.classifier.build((None, self.fc_units))
         self.regressor.build((None, self.fc_units))
 
-    def call(self, pooled):
+    def call(self, pooled, training=None):
         shape = ops.shape(pooled)
-        hidden = ops.reshape(pooled, (shape[0] * shape[1], -1))
+        hidden = pooled
+        if self.convs:
+            hidden = ops.reshape(pooled, (shape[0] * shape[1], shape[2], shape[3], shape[4]))
+            hidden = _run_convs(self.convs, self.conv_norms, hidden, training)
+        hidden = ops.reshape(hidden, (shape[0] * shape[1], -1))
         for layer in self.hidden:
             hidden = layer(hidden)
         logits = ops.reshape(ops.cast(self.classifier(hidden), "float32"), (shape[0], shape[1], -1))
@@ -86,7 +156,13 @@ class BoxHead(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(num_classes=self.num_classes, fc_units=self.fc_units)
+        config.update(
+            num_classes=self.num_classes,
+            fc_units=self.fc_units,
+            num_convs=self.num_convs,
+            conv_channels=self.conv_channels,
+            num_fc=self.num_fc,
+        )
         return config
 
 
@@ -103,6 +179,9 @@ class MaskHead(keras.layers.Layer):
         num_classes: classes including the background.
         channels: width of the convolutions (256).
         num_convs: number of 3x3 convolutions (4).
+        batch_norm: the convolutions have no bias and are followed by batch normalisation
+            before their ReLU (`mask_conv{i}_bn`), as in torchvision's
+            `maskrcnn_resnet50_fpn_v2`.
         **kwargs: standard `keras.layers.Layer` arguments.
 
     Returns:
@@ -115,7 +194,7 @@ class MaskHead(keras.layers.Layer):
         TensorShape([2, 5, 28, 28, 3])
     """
 
-    def __init__(self, num_classes, channels=256, num_convs=4, **kwargs):
+    def __init__(self, num_classes, channels=256, num_convs=4, batch_norm=False, **kwargs):
         super().__init__(**kwargs)
         num_classes = validate_positive_int(num_classes, "num_classes")
         channels = validate_positive_int(channels, "channels")
@@ -123,19 +202,14 @@ class MaskHead(keras.layers.Layer):
         self.num_classes = num_classes
         self.channels = channels
         self.num_convs = num_convs
+        self.batch_norm = bool(batch_norm)
         he = keras.initializers.HeNormal()
-        self.convs = [
-            keras.layers.Conv2D(
-                channels,
-                3,
-                padding="same",
-                activation="relu",
-                kernel_initializer=he,
-                dtype=self.dtype_policy,
-                name=f"mask_conv{i + 1}",
-            )
+        blocks = [
+            _conv_bn_relu(self, channels, self.batch_norm, f"mask_conv{i + 1}")
             for i in range(num_convs)
         ]
+        self.convs = [conv for conv, _ in blocks]
+        self.conv_norms = [norm for _, norm in blocks]
         self.upsample = keras.layers.Conv2DTranspose(
             channels,
             2,
@@ -155,19 +229,15 @@ class MaskHead(keras.layers.Layer):
 
     def build(self, input_shape):
         size = input_shape[2:4]
-        shape = (None, *size, input_shape[4])
-        for conv in self.convs:
-            conv.build(shape)
-            shape = (None, *size, self.channels)
+        shape = _build_convs(self.convs, self.conv_norms, (None, *input_shape[2:]), self.channels)
         self.upsample.build(shape)
         doubled = [None if s is None else 2 * s for s in size]
         self.predictor.build((None, *doubled, self.channels))
 
-    def call(self, pooled):
+    def call(self, pooled, training=None):
         shape = ops.shape(pooled)
         hidden = ops.reshape(pooled, (shape[0] * shape[1], shape[2], shape[3], shape[4]))
-        for conv in self.convs:
-            hidden = conv(hidden)
+        hidden = _run_convs(self.convs, self.conv_norms, hidden, training)
         logits = ops.cast(self.predictor(self.upsample(hidden)), "float32")
         return ops.reshape(
             logits, (shape[0], shape[1], 2 * shape[2], 2 * shape[3], self.num_classes)
@@ -181,6 +251,9 @@ class MaskHead(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(
-            num_classes=self.num_classes, channels=self.channels, num_convs=self.num_convs
+            num_classes=self.num_classes,
+            channels=self.channels,
+            num_convs=self.num_convs,
+            batch_norm=self.batch_norm,
         )
         return config

@@ -20,6 +20,9 @@ class RegionProposalHead(keras.layers.Layer):
     Args:
         num_anchors: anchors per position (3 aspect ratios in Mask R-CNN).
         channels: width of the shared 3x3 convolution (256 in the papers).
+        num_convs: shared 3x3 convolutions with ReLU before the two predictors (1; 2 in
+            torchvision's `maskrcnn_resnet50_fpn_v2`). The first is `rpn_conv`, the next
+            `rpn_conv_2`, ...
         **kwargs: standard `keras.layers.Layer` arguments.
 
     Returns:
@@ -34,22 +37,27 @@ class RegionProposalHead(keras.layers.Layer):
         ((2, 48), (2, 48, 4))
     """
 
-    def __init__(self, num_anchors=3, channels=256, **kwargs):
+    def __init__(self, num_anchors=3, channels=256, num_convs=1, **kwargs):
         super().__init__(**kwargs)
         num_anchors = validate_positive_int(num_anchors, "num_anchors")
         channels = validate_positive_int(channels, "channels")
+        num_convs = validate_positive_int(num_convs, "num_convs")
         self.num_anchors = num_anchors
         self.channels = channels
+        self.num_convs = num_convs
         normal = keras.initializers.RandomNormal(stddev=0.01)
-        self.shared = keras.layers.Conv2D(
-            channels,
-            3,
-            padding="same",
-            activation="relu",
-            kernel_initializer=normal,
-            dtype=self.dtype_policy,
-            name="rpn_conv",
-        )
+        self.convs = [
+            keras.layers.Conv2D(
+                channels,
+                3,
+                padding="same",
+                activation="relu",
+                kernel_initializer=normal,
+                dtype=self.dtype_policy,
+                name="rpn_conv" if index == 0 else f"rpn_conv_{index + 1}",
+            )
+            for index in range(num_convs)
+        ]
         self.objectness = keras.layers.Conv2D(
             num_anchors,
             1,
@@ -65,16 +73,25 @@ class RegionProposalHead(keras.layers.Layer):
             name="rpn_box_deltas",
         )
 
+    @property
+    def shared(self):
+        """The first shared 3x3 convolution, `rpn_conv`."""
+        return self.convs[0]
+
     def build(self, input_shape):
         shape = input_shape[0]
-        self.shared.build(shape)
+        for conv in self.convs:
+            conv.build(shape)
+            shape = (*shape[:-1], self.channels)
         self.objectness.build((*shape[:-1], self.channels))
         self.box_deltas.build((*shape[:-1], self.channels))
 
     def call(self, inputs):
         scores, deltas = [], []
         for feature in inputs:
-            hidden = self.shared(feature)
+            hidden = feature
+            for conv in self.convs:
+                hidden = conv(hidden)
             batch = ops.shape(feature)[0]
             scores.append(ops.reshape(ops.cast(self.objectness(hidden), "float32"), (batch, -1)))
             deltas.append(ops.reshape(ops.cast(self.box_deltas(hidden), "float32"), (batch, -1, 4)))
@@ -92,5 +109,7 @@ class RegionProposalHead(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(num_anchors=self.num_anchors, channels=self.channels)
+        config.update(
+            num_anchors=self.num_anchors, channels=self.channels, num_convs=self.num_convs
+        )
         return config

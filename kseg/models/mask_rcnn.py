@@ -10,10 +10,10 @@ import keras
 import tensorflow as tf
 
 from kseg.backbones import feature_info
-from kseg.backbones.preprocessing import PREPROCESSING_MODES, ImagePreprocessing
+from kseg.backbones.preprocessing import ImagePreprocessing
 from kseg.detection.anchors import generate_anchors, generate_grid_anchors
 from kseg.detection.losses import box_head_losses, mask_loss, rpn_losses
-from kseg.detection.postprocess import PASTE_METHODS, detect
+from kseg.detection.postprocess import detect
 from kseg.detection.proposals import select_proposals
 from kseg.detection.targets import roi_targets, rpn_targets
 from kseg.detection.transform import rescale_boxes, resize_min_max_side
@@ -22,12 +22,11 @@ from kseg.layers.roi_align import MultiLevelRoIAlign
 from kseg.layers.roi_heads import BoxHead, MaskHead
 from kseg.layers.rpn_head import RegionProposalHead
 from kseg.models.backbone_input import resolve_backbone
+from kseg.models.mask_rcnn_checks import check_images, check_options, check_targets
 from kseg.models.registry import register_model
 from kseg.utils.padding import pad_bottom_right_to_multiple
 
 SIZE_DIVISOR = 64
-ANCHOR_LAYOUTS = ("centred", "grid")
-CLIP_TARGETS = ("padded", "image")
 LOSS_NAMES = (
     "rpn_objectness_loss",
     "rpn_box_loss",
@@ -35,95 +34,6 @@ LOSS_NAMES = (
     "box_regression_loss",
     "mask_loss",
 )
-
-
-def _static_shape(value):
-    return tf.TensorShape(
-        value.shape if hasattr(value, "shape") else tf.convert_to_tensor(value).shape
-    )
-
-
-def _check_images(images):
-    """Raises a ValueError naming the shape of images that are not a (B, H, W, 3) batch."""
-    shape = _static_shape(images)
-    if shape.rank is not None and (shape.rank != 4 or shape[-1] not in (None, 3)):
-        raise ValueError(
-            "MaskRCNN takes a batch of RGB images (batch, height, width, 3). "
-            f"Received: images.shape={tuple(shape)}"
-        )
-
-
-def _check_targets(images, targets):
-    """Raises a ValueError naming missing target keys or target shapes that disagree."""
-    missing = [key for key in ("gt_boxes", "gt_classes", "gt_masks") if key not in targets]
-    if missing:
-        raise ValueError(
-            f"MaskRCNN targets need 'gt_boxes', 'gt_classes' and 'gt_masks'; {missing} missing. "
-            f"Received: keys {sorted(targets)}"
-        )
-    image = _static_shape(images)
-    boxes, classes, masks = (
-        _static_shape(targets[key]) for key in ("gt_boxes", "gt_classes", "gt_masks")
-    )
-
-    def agree(*dims):
-        return len({d for d in dims if d is not None}) <= 1
-
-    # Only static sizes can be compared here; pad_instance_batch checks streamed examples.
-    fits = (
-        boxes.is_compatible_with([None, None, 4])
-        and classes.is_compatible_with([None, None])
-        and masks.is_compatible_with([None, None, None, None])
-    )
-    if fits and boxes.rank and classes.rank and masks.rank:
-        fits = (
-            agree(image[0], boxes[0], classes[0], masks[0])
-            and agree(boxes[1], classes[1], masks[1])
-            and agree(image[1], masks[2])
-            and agree(image[2], masks[3])
-        )
-    if not fits:
-        raise ValueError(
-            "MaskRCNN targets must be gt_boxes (B, M, 4), gt_classes (B, M) and gt_masks "
-            "(B, M, H, W), with B, H and W those of the images (B, H, W, 3). Received: "
-            f"images.shape={tuple(image)}, gt_boxes.shape={tuple(boxes)}, "
-            f"gt_classes.shape={tuple(classes)}, gt_masks.shape={tuple(masks)}"
-        )
-
-
-def _check_torchvision_options(
-    size_divisor,
-    resize_min_side,
-    resize_max_side,
-    input_normalization,
-    anchor_layout,
-    clip_boxes_to,
-    mask_paste,
-):
-    """Raises a ValueError naming the first option outside its accepted values."""
-    if isinstance(size_divisor, bool) or not isinstance(size_divisor, int) or size_divisor < 1:
-        raise ValueError(
-            f"size_divisor must be a positive integer. Received: size_divisor={size_divisor!r}"
-        )
-    if (resize_min_side is None) != (resize_max_side is None):
-        raise ValueError(
-            "resize_min_side and resize_max_side go together (both None: no resize). "
-            f"Received: resize_min_side={resize_min_side!r}, resize_max_side={resize_max_side!r}"
-        )
-    if resize_min_side is not None and not 0 < resize_min_side <= resize_max_side:
-        raise ValueError(
-            "resize_min_side must be positive and at most resize_max_side. "
-            f"Received: resize_min_side={resize_min_side!r}, resize_max_side={resize_max_side!r}"
-        )
-    choices = (
-        ("input_normalization", input_normalization, (None, *PREPROCESSING_MODES)),
-        ("anchor_layout", anchor_layout, ANCHOR_LAYOUTS),
-        ("clip_boxes_to", clip_boxes_to, CLIP_TARGETS),
-        ("mask_paste", mask_paste, PASTE_METHODS),
-    )
-    for name, value, accepted in choices:
-        if value not in accepted:
-            raise ValueError(f"{name} must be one of {accepted}. Received: {name}={value!r}")
 
 
 @register_model("mask_rcnn", task="instance", aliases=("maskrcnn",))
@@ -195,6 +105,12 @@ class MaskRCNN(keras.Model):
             side under it (torchvision: 1e-2).
         mask_paste: how `kseg.detection.paste_masks` pastes this model's masks: "centres" or
             "torchvision" (read by `kseg.detection.instance_predictor` and the export).
+        fpn_batch_norm: batch normalisation after every FPN convolution (torchvision v2).
+        rpn_num_convs: shared 3x3 convolutions of the RPN head (1; 2 in torchvision v2).
+        box_head_convs: 3x3 convolution + batch norm + ReLU blocks of the box head before its
+            fully connected layers (0; 4 in torchvision v2).
+        box_head_fc: fully connected layers of the box head (2; 1 in torchvision v2).
+        mask_head_batch_norm: batch normalisation in the mask head's convolutions (v2).
         **kwargs: standard `keras.Model` arguments (`name`).
 
     Example:
@@ -238,10 +154,15 @@ class MaskRCNN(keras.Model):
         roi_level_epsilon=None,
         detection_min_size=None,
         mask_paste="centres",
+        fpn_batch_norm=False,
+        rpn_num_convs=1,
+        box_head_convs=0,
+        box_head_fc=2,
+        mask_head_batch_norm=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        _check_torchvision_options(
+        check_options(
             size_divisor,
             resize_min_side,
             resize_max_side,
@@ -299,6 +220,11 @@ class MaskRCNN(keras.Model):
         self.roi_level_epsilon = None if roi_level_epsilon is None else float(roi_level_epsilon)
         self.detection_min_size = None if detection_min_size is None else float(detection_min_size)
         self.mask_paste = mask_paste
+        self.fpn_batch_norm = bool(fpn_batch_norm)
+        self.rpn_num_convs = int(rpn_num_convs)
+        self.box_head_convs = int(box_head_convs)
+        self.box_head_fc = int(box_head_fc)
+        self.mask_head_batch_norm = bool(mask_head_batch_norm)
 
         backbone_options = dict(self.backbone_kwargs)
         if input_normalization is not None:
@@ -317,8 +243,12 @@ class MaskRCNN(keras.Model):
             for layer in self.backbone._flatten_layers():
                 if isinstance(layer, keras.layers.BatchNormalization):
                     layer.trainable = False
-        self.feature_pyramid = FeaturePyramid(fpn_channels, name="fpn")
-        self.rpn_head = RegionProposalHead(len(self.aspect_ratios), fpn_channels, name="rpn_head")
+        self.feature_pyramid = FeaturePyramid(
+            fpn_channels, batch_norm=self.fpn_batch_norm, name="fpn"
+        )
+        self.rpn_head = RegionProposalHead(
+            len(self.aspect_ratios), fpn_channels, num_convs=self.rpn_num_convs, name="rpn_head"
+        )
         roi_options = {
             "sampling_ratio": sampling_ratio,
             "aligned": self.roi_aligned,
@@ -328,8 +258,17 @@ class MaskRCNN(keras.Model):
         self.mask_roi_align = MultiLevelRoIAlign(
             output_size=14, name="mask_roi_align", **roi_options
         )
-        self.box_head = BoxHead(num_classes, box_fc_units, name="box_head")
-        self.mask_head = MaskHead(num_classes, mask_channels, name="mask_head")
+        self.box_head = BoxHead(
+            num_classes,
+            box_fc_units,
+            num_convs=self.box_head_convs,
+            conv_channels=fpn_channels,
+            num_fc=self.box_head_fc,
+            name="box_head",
+        )
+        self.mask_head = MaskHead(
+            num_classes, mask_channels, batch_norm=self.mask_head_batch_norm, name="mask_head"
+        )
         self.loss_trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", *LOSS_NAMES)}
         self.build((None, None, None, 3))
 
@@ -404,7 +343,7 @@ class MaskRCNN(keras.Model):
     # ----------------------------------------------------------------- inference
 
     def call(self, images, training=False):
-        _check_images(images)
+        check_images(images)
         input_size = tf.shape(images)[1:3]
         images, image_size = self._inputs(images)
         clip_size = self._clip_size(images, image_size)
@@ -442,8 +381,8 @@ class MaskRCNN(keras.Model):
             >>> sorted(losses)[:2]  # doctest: +SKIP
             ['box_class_loss', 'box_regression_loss']
         """
-        _check_images(images)
-        _check_targets(images, targets)
+        check_images(images)
+        check_targets(images, targets)
         if self.resize_min_side is not None:
             raise ValueError(
                 "MaskRCNN computes losses on images at their given size; a model built with "
@@ -554,4 +493,9 @@ class MaskRCNN(keras.Model):
             "roi_level_epsilon": self.roi_level_epsilon,
             "detection_min_size": self.detection_min_size,
             "mask_paste": self.mask_paste,
+            "fpn_batch_norm": self.fpn_batch_norm,
+            "rpn_num_convs": self.rpn_num_convs,
+            "box_head_convs": self.box_head_convs,
+            "box_head_fc": self.box_head_fc,
+            "mask_head_batch_norm": self.mask_head_batch_norm,
         }

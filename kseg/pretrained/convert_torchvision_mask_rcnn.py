@@ -61,10 +61,25 @@ _TORCHVISION_OPTIONS = {
     "mask_paste": "torchvision",
 }
 
+# torchvision's v2 (Li et al. 2021, "Benchmarking Detection Transfer Learning with Vision
+# Transformers"): batch norm in the FPN and the mask head, a two-convolution RPN head and a
+# "4conv1fc" box head with batch norm.
+_V2_OPTIONS = {
+    "fpn_batch_norm": True,
+    "rpn_num_convs": 2,
+    "box_head_convs": 4,
+    "box_head_fc": 1,
+    "mask_head_batch_norm": True,
+}
+
 TORCHVISION_MASK_RCNN_CONFIGS = {
     "maskrcnn_resnet50_fpn": (
         "mask_rcnn",
         {**_TORCHVISION_OPTIONS, "name": "maskrcnn_resnet50_fpn"},
+    ),
+    "maskrcnn_resnet50_fpn_v2": (
+        "mask_rcnn",
+        {**_TORCHVISION_OPTIONS, **_V2_OPTIONS, "name": "maskrcnn_resnet50_fpn_v2"},
     ),
 }
 """torchvision model name -> (registered kseg builder, its keyword arguments but num_classes)."""
@@ -163,6 +178,14 @@ def _conv(array, variable, key, reorder_rows=False):
     return keras_layout(array, variable, key)
 
 
+def _conv_blocks(plan, prefix, convs, norms):
+    """`<prefix>.{i}.0` -> convolution i, `<prefix>.{i}.1` -> its batch norm (when it has one)."""
+    for index, (conv, norm) in enumerate(zip(convs, norms)):
+        plan[f"{prefix}.{index}.0"] = (conv, _conv)
+        if norm is not None:
+            plan[f"{prefix}.{index}.1"] = (norm, _conv)
+
+
 def _head_plan(model):
     """Each torch module path -> (keras layer, convert function) for everything but the ResNet."""
     fpn, rpn, box, mask = model.feature_pyramid, model.rpn_head, model.box_head, model.mask_head
@@ -170,22 +193,31 @@ def _head_plan(model):
     for index, (lateral, output) in enumerate(zip(fpn.laterals, fpn.smoothing)):
         plan[f"backbone.fpn.inner_blocks.{index}.0"] = (lateral, _conv)
         plan[f"backbone.fpn.layer_blocks.{index}.0"] = (output, _conv)
-    plan["rpn.head.conv.0.0"] = (rpn.shared, _conv)
+        if fpn.batch_norm:
+            plan[f"backbone.fpn.inner_blocks.{index}.1"] = (fpn.lateral_norms[index], _conv)
+            plan[f"backbone.fpn.layer_blocks.{index}.1"] = (fpn.smoothing_norms[index], _conv)
+    for index, conv in enumerate(rpn.convs):
+        plan[f"rpn.head.conv.{index}.0"] = (conv, _conv)
     plan["rpn.head.cls_logits"] = (rpn.objectness, _conv)
     plan["rpn.head.bbox_pred"] = (rpn.box_deltas, lambda a, v, k: _conv(a, v, k, True))
-    fpn_channels = model.fpn_channels
-    plan["roi_heads.box_head.fc6"] = (
-        box.hidden[0],
-        lambda a, v, k: _dense(a, v, k, channel_first_input=fpn_channels),
-    )
-    plan["roi_heads.box_head.fc7"] = (box.hidden[1], _dense)
+    # TwoMLPHead (v1) names its layers fc6 and fc7; FastRCNNConvFCHead (v2) is a Sequential
+    # of conv blocks, a Flatten and then Linear, ReLU pairs.
+    if box.convs:
+        _conv_blocks(plan, "roi_heads.box_head", box.convs, box.conv_norms)
+        names = [f"roi_heads.box_head.{box.num_convs + 1 + 2 * j}" for j in range(box.num_fc)]
+        channels = box.conv_channels
+    else:
+        names = [f"roi_heads.box_head.fc{6 + j}" for j in range(box.num_fc)]
+        channels = model.fpn_channels
+    plan[names[0]] = (box.hidden[0], lambda a, v, k: _dense(a, v, k, channel_first_input=channels))
+    for name, layer in zip(names[1:], box.hidden[1:]):
+        plan[name] = (layer, _dense)
     plan["roi_heads.box_predictor.cls_score"] = (box.classifier, _dense)
     plan["roi_heads.box_predictor.bbox_pred"] = (
         box.regressor,
         lambda a, v, k: _dense(a, v, k, reorder_rows=True),
     )
-    for index, conv in enumerate(mask.convs):
-        plan[f"roi_heads.mask_head.{index}.0"] = (conv, _conv)
+    _conv_blocks(plan, "roi_heads.mask_head", mask.convs, mask.conv_norms)
     # ConvTranspose2d (in, out, kh, kw) -> Keras's (kh, kw, out, in): the same transpose.
     plan["roi_heads.mask_predictor.conv5_mask"] = (mask.upsample, _conv)
     plan["roi_heads.mask_predictor.mask_fcn_logits"] = (mask.predictor, _conv)

@@ -65,3 +65,48 @@ def test_saves_and_reloads_in_safe_mode(tmp_path):
     reloaded = keras.saving.load_model(path, safe_mode=True)
     for a, b in zip(model(features), reloaded(features)):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+
+
+def _torchvision_v2_parameters(prefix):
+    """Values under `prefix` in torchvision's maskrcnn_resnet50_fpn_v2 state dict (counters out)."""
+    import json
+    from pathlib import Path
+
+    keys = json.loads(
+        (
+            Path(__file__).resolve().parents[1] / "fixtures" / "torchvision_mask_rcnn_keys.json"
+        ).read_text()
+    )["maskrcnn_resnet50_fpn_v2"]
+    return sum(
+        int(np.prod(shape))
+        for key, shape in keys
+        if key.startswith(prefix) and not key.endswith("num_batches_tracked")
+    )
+
+
+def test_batch_norm_variant_has_torchvisions_v2_neck():
+    # torchvision's v2 FPN: Conv2dNormActivation(conv without bias, BatchNorm2d) for every
+    # lateral and output; its four BN vectors are Keras's gamma, beta, moving mean and variance.
+    layer = FeaturePyramid(256, batch_norm=True)
+    layer.build([(None, None, None, c) for c in RESNET50_STAGE_CHANNELS])
+    assert layer.count_params() == _torchvision_v2_parameters("backbone.fpn.")
+    assert not layer.laterals[0].use_bias and layer.smoothing_norms[3].name == "p5_output_bn"
+    config = layer.get_config()
+    assert FeaturePyramid.from_config(config).get_config() == config
+    # In inference the normalisation uses the moving statistics.
+    small = FeaturePyramid(2, extra_level=False, num_inputs=2, batch_norm=True)
+    features = [np.ones((1, 4, 4, 3), "float32"), np.ones((1, 2, 2, 3), "float32")]
+    small(features)
+    for norm in small.lateral_norms + small.smoothing_norms:
+        norm.moving_mean.assign([1.0, -1.0])
+        # Variance + epsilon = 1: the normalisation is a shift by the mean only.
+        norm.moving_variance.assign([1.0 - 1e-5, 1.0 - 1e-5])
+    outputs = small(features, training=False)
+    plain = FeaturePyramid(2, extra_level=False, num_inputs=2)
+    plain(features)
+    for source, target in zip(small.laterals + small.smoothing, plain.laterals + plain.smoothing):
+        target.kernel.assign(source.kernel)
+        target.bias.assign([-1.0, 1.0])
+    expected = plain(features)
+    for output, reference in zip(outputs, expected):
+        np.testing.assert_allclose(np.asarray(output), reference, atol=1e-5)

@@ -36,3 +36,14 @@ def test_outputs_are_float32_under_mixed_precision():
     keras.config.set_dtype_policy("mixed_bfloat16")
     scores, deltas = RegionProposalHead(3, 4)([np.zeros((1, 2, 2, 4), "float32")])
     assert scores[0].dtype == "float32" and deltas[0].dtype == "float32"
+
+
+def test_two_convolution_head_is_torchvisions_v2_rpn():
+    # torchvision's RPNHead(256, 3, conv_depth=2): two 3x3 convolutions with bias and ReLU.
+    head = RegionProposalHead(3, 256, num_convs=2)
+    head.build([(None, None, None, 256)])
+    assert head.count_params() == 2 * (9 * 256 * 256 + 256) + (256 * 3 + 3) + (256 * 12 + 12)
+    assert [conv.name for conv in head.convs] == ["rpn_conv", "rpn_conv_2"]
+    assert head.shared is head.convs[0]
+    config = head.get_config()
+    assert RegionProposalHead.from_config(config).get_config() == config

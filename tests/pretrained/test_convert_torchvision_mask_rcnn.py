@@ -1,4 +1,5 @@
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -26,6 +27,9 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 SMALL_STATE = FIXTURES / "torchvision_mask_rcnn_small.pth"
 SMALL_REFERENCE = FIXTURES / "torchvision_mask_rcnn_small.npz"
 REFERENCE_SCRIPT = FIXTURES / "torchvision_mask_rcnn_reference.py"
+# Written by tests/fixtures/make_torchvision_mask_rcnn_keys.py (torchvision 0.29.1).
+KEY_SHAPES = json.loads((FIXTURES / "torchvision_mask_rcnn_keys.json").read_text())
+NAMES = ("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2")
 # The reference script's transform sizes (torchvision's min_size / max_size).
 TEST_SIZES = {"resize_min_side": 160, "resize_max_side": 256}
 # The narrow model of the reference script, as a kseg configuration.
@@ -75,6 +79,39 @@ def test_narrow_model_matches_torchvision_detections_on_five_sizes():
     reference = np.load(SMALL_REFERENCE)
     for index in range(5):
         _assert_parity(_parity(model, reference, index))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_key_of_the_full_models_fills_one_variable(name):
+    rng = np.random.default_rng(0)
+    state = {
+        key: np.array(0, "int64")
+        if key.endswith("num_batches_tracked")
+        else rng.normal(size=shape).astype("float32")
+        for key, shape in KEY_SHAPES[name]
+    }
+    model = build_torchvision_mask_rcnn(name)
+    assert load_torchvision_mask_rcnn_weights(model, state) == sorted(state)
+    placements = {
+        "rpn.head.cls_logits.bias": model.rpn_head.objectness.bias,
+        "roi_heads.mask_predictor.mask_fcn_logits.bias": model.mask_head.predictor.bias,
+        "roi_heads.box_predictor.cls_score.bias": model.box_head.classifier.bias,
+    }
+    if name.endswith("v2"):
+        # torchvision v2: Conv2dNormActivation blocks (conv, BN) in the FPN, the box and mask
+        # heads; a second RPN convolution; one Linear after the box head's Flatten (index 4).
+        placements["backbone.fpn.layer_blocks.2.1.running_var"] = (
+            model.feature_pyramid.smoothing_norms[2].moving_variance
+        )
+        placements["rpn.head.conv.1.0.bias"] = model.rpn_head.convs[1].bias
+        placements["roi_heads.box_head.3.1.weight"] = model.box_head.conv_norms[3].gamma
+        placements["roi_heads.box_head.5.bias"] = model.box_head.hidden[0].bias
+        placements["roi_heads.mask_head.2.1.bias"] = model.mask_head.conv_norms[2].beta
+    else:
+        placements["backbone.fpn.inner_blocks.1.0.bias"] = model.feature_pyramid.laterals[1].bias
+        placements["roi_heads.box_head.fc7.bias"] = model.box_head.hidden[1].bias
+    for key, variable in placements.items():
+        np.testing.assert_array_equal(np.asarray(variable), state[key], key)
 
 
 def test_every_key_is_used_once_and_lands_on_its_layer():
@@ -183,6 +220,18 @@ def test_configuration_is_torchvisions_transform_and_heads():
     )
     assert model.rpn_test_nms == (1000, 1000) and model.rpn_nms_iou == 0.7
     assert model.detection_min_size == 1e-2 and model.mask_paste == "torchvision"
+    # maskrcnn_resnet50_fpn_v2: FPN(norm_layer=BatchNorm2d), RPNHead(conv_depth=2),
+    # FastRCNNConvFCHead([256] * 4, [1024], BatchNorm2d), MaskRCNNHeads(..., BatchNorm2d).
+    _, v2 = TORCHVISION_MASK_RCNN_CONFIGS["maskrcnn_resnet50_fpn_v2"]
+    assert {key: v2[key] for key in ("rpn_num_convs", "box_head_convs", "box_head_fc")} == {
+        "rpn_num_convs": 2,
+        "box_head_convs": 4,
+        "box_head_fc": 1,
+    }
+    assert v2["fpn_batch_norm"] and v2["mask_head_batch_norm"]
+    assert {key: v2[key] for key in kwargs if key != "name"} == {
+        key: kwargs[key] for key in kwargs if key != "name"
+    }
 
 
 def test_converted_model_saves_and_reloads(tmp_path):
@@ -213,9 +262,9 @@ def _torch_python():
     return sys.executable
 
 
-def test_full_model_matches_torchvision(tmp_path):
+@pytest.mark.parametrize("name", NAMES)
+def test_full_model_matches_torchvision(name, tmp_path):
     python = _torch_python()
-    name = "maskrcnn_resnet50_fpn"
     subprocess.run([python, str(REFERENCE_SCRIPT), name, str(tmp_path)], check=True)
     state = read_torch_checkpoint(tmp_path / "state_dict.pth")
     reference = np.load(tmp_path / "reference.npz")

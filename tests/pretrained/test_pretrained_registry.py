@@ -126,6 +126,7 @@ LOADABLE = [
     "deeplabv3_mobilenet_v3_large",
     "lraspp_mobilenet_v3_large",
     "maskrcnn_resnet50_fpn",
+    "maskrcnn_resnet50_fpn_v2",
 ]
 NOT_LOADABLE = [name for name in NAMES if name not in LOADABLE]
 
@@ -149,11 +150,12 @@ def test_loadable_entries_build_the_converted_configuration(name):
     assert callable(getattr(importlib.import_module(module), function))
 
 
-def test_the_mask_rcnn_entry_builds_its_torchvision_configuration():
+@pytest.mark.parametrize("name", ["maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2"])
+def test_the_mask_rcnn_entries_build_their_torchvision_configuration(name):
     from kseg.pretrained.convert_torchvision_mask_rcnn import TORCHVISION_MASK_RCNN_CONFIGS
 
-    entry = kseg.pretrained.get("maskrcnn_resnet50_fpn")
-    builder, kwargs = TORCHVISION_MASK_RCNN_CONFIGS["maskrcnn_resnet50_fpn"]
+    entry = kseg.pretrained.get(name)
+    builder, kwargs = TORCHVISION_MASK_RCNN_CONFIGS[name]
     assert entry.status == "loadable" and entry.missing == ""
     assert entry.builder == builder and entry.builder_kwargs == {**kwargs, "num_classes": 91}
     assert (kwargs["resize_min_side"], kwargs["resize_max_side"]) == (800, 1333)
