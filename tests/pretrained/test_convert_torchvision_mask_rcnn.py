@@ -274,3 +274,23 @@ def test_full_model_matches_torchvision(name, tmp_path):
         figures = _parity(model, reference, index)
         print(f"{name} image {index} {reference[f'image{index}'].shape[1:3]}: {figures}")
         _assert_parity(figures)
+
+
+def test_saved_model_export_serves_torchvisions_detections(tmp_path):
+    import kseg
+
+    model = _small_model()
+    path = kseg.export.saved_model(model, tmp_path / "export")
+    serving = tf.saved_model.load(str(path)).signatures["serving_default"]
+    reference = np.load(SMALL_REFERENCE)
+    image = reference["image1"][0]
+    served = serving(image=tf.constant(image))
+    count = int(served["num_detections"])
+    assert count == len(reference["boxes1"])
+    boxes = served["boxes"].numpy()[:count][:, [1, 0, 3, 2]]
+    assert np.abs(boxes - reference["boxes1"]).max() <= 1e-3
+    assert np.abs(served["scores"].numpy()[:count] - reference["scores1"]).max() <= 1e-4
+    np.testing.assert_array_equal(served["classes"].numpy()[:count], reference["labels1"])
+    masks = served["masks"].numpy()[:count].astype(bool)
+    assert masks.shape[1:] == image.shape[:2]
+    assert np.mean(masks == reference["masks1"].astype(bool)) >= 0.999
