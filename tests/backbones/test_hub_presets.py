@@ -33,6 +33,18 @@ def small_resnet(pre_activation=False):
     )
 
 
+def small_resnet_vd():
+    # ResNet-vd: a three-convolution stem and average pooling on the strided shortcuts.
+    return keras_hub.models.ResNetBackbone(
+        input_conv_filters=[32, 32, 64],
+        input_conv_kernel_sizes=[3, 3, 3],
+        stackwise_num_filters=[64, 64, 64, 64],
+        stackwise_num_blocks=[1, 1, 1, 1],
+        stackwise_num_strides=[1, 2, 2, 2],
+        block_type="bottleneck_block_vd",
+    )
+
+
 def small_efficientnet(block_types):
     return keras_hub.models.EfficientNetBackbone(
         stackwise_width_coefficients=[1.0] * 5,
@@ -67,6 +79,7 @@ def small_mit(size=64):
 BUILDERS = {
     "resnet": small_resnet,
     "resnet_v2": lambda: small_resnet(pre_activation=True),
+    "resnet_vd": small_resnet_vd,
     "efficientnet": lambda: small_efficientnet(["v1"] * 5),
     "efficientnet_v2": lambda: small_efficientnet(
         ["fused", "fused", "fused", "unfused", "unfused"]
@@ -74,7 +87,7 @@ BUILDERS = {
     "mit": small_mit,
 }
 # Families whose strides all sit in plain Keras convolutions and poolings (dilatable).
-TRACEABLE = ("resnet", "resnet_v2", "efficientnet")
+TRACEABLE = ("resnet", "resnet_v2", "resnet_vd", "efficientnet")
 
 
 def _randomise_batch_norm(model, seed=0):
