@@ -50,7 +50,7 @@ def evaluate_instances(model, examples, categories, *, batch_size=4, iou_types=(
             `masks`, optionally `image_id`), as `kseg.data.coco_instance_dataset` and
             `kseg.data.shapes_instance_examples` yield.
         categories: the class names or `CocoCategories` (see `coco_ground_truth`).
-        batch_size: images per forward pass.
+        batch_size: images per forward pass (1, unpadded, for a model that resizes its input).
         iou_types: "segm" and/or "bbox".
 
     Returns:
@@ -71,7 +71,13 @@ def evaluate_instances(model, examples, categories, *, batch_size=4, iou_types=(
     predict = instance_predictor(model)
     detections = []
     start = 0
-    for images, targets in pad_instance_batch(examples, batch_size):
+    if getattr(model, "resize_min_side", None) is not None:
+        # A model that resizes its input (a torchvision configuration) must see every image at
+        # its own size, unpadded, as torchvision's transform resizes each image before padding.
+        batches = pad_instance_batch(examples, 1, pad_to_multiple=1)
+    else:
+        batches = pad_instance_batch(examples, batch_size)
+    for images, targets in batches:
         out = {key: value.numpy() for key, value in predict(images).items()}
         count = images.shape[0]
         detections.extend(
