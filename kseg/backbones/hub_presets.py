@@ -16,6 +16,7 @@ Users spell these backbones `"keras_hub:<preset>"` wherever kseg takes a backbon
 backbone_weights="imagenet")`. keras-hub is an optional dependency (`pip install kseg[hub]`).
 """
 
+import contextlib
 import math
 import os
 
@@ -114,13 +115,11 @@ def _is_local(preset):
     return os.path.isdir(os.path.expanduser(preset))
 
 
-def _load_hub_backbone(keras_hub, preset, load_weights):
+@contextlib.contextmanager
+def _explain_failed_fetch(preset):
+    """Turns a failed download of a remote preset's file into an `OSError` saying what to do."""
     try:
-        # A preset records a float32 policy per layer; the global policy (mixed precision)
-        # applies to kseg's backbones as to the rest of the model.
-        return keras_hub.models.Backbone.from_preset(
-            preset, load_weights=load_weights, dtype=keras.config.dtype_policy()
-        )
+        yield
     except (ValueError, TypeError, FileNotFoundError, ImportError):
         raise
     except Exception as error:
@@ -128,16 +127,26 @@ def _load_hub_backbone(keras_hub, preset, load_weights):
             raise
         raise OSError(
             f"keras-hub could not fetch preset {preset!r} ({type(error).__name__}: {error}). "
-            "Without network access, download the preset on another machine (for example "
-            "`keras_hub.models.Backbone.from_preset(name).save_to_preset(directory)`), copy the "
-            f"directory here and pass 'keras_hub:<directory>' as the backbone."
+            "Without network access, fetch the preset on a machine that has it (kagglehub keeps "
+            "Kaggle presets under ~/.cache/kagglehub/models/), copy its directory here and pass "
+            "'keras_hub:<directory>' as the backbone."
         ) from error
+
+
+def _load_hub_backbone(keras_hub, preset, load_weights):
+    with _explain_failed_fetch(preset):
+        # A preset records a float32 policy per layer; the global policy (mixed precision)
+        # applies to kseg's backbones as to the rest of the model.
+        return keras_hub.models.Backbone.from_preset(
+            preset, load_weights=load_weights, dtype=keras.config.dtype_policy()
+        )
 
 
 def _hub_scale_offset(keras_hub, preset):
     """The preset's (scale, offset) for [0, 255] inputs; None without an image_converter.json."""
     try:
-        converter = keras_hub.layers.ImageConverter.from_preset(preset)
+        with _explain_failed_fetch(preset):
+            converter = keras_hub.layers.ImageConverter.from_preset(preset)
     except FileNotFoundError:
         return None
     scale = 1.0 if converter.scale is None else converter.scale

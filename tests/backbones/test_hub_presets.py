@@ -345,12 +345,22 @@ def test_preset_without_feature_pyramid_is_refused(tmp_path):
         kseg.backbones.get_backbone("keras_hub:" + str(tmp_path))
 
 
-def test_failed_download_names_the_preset_and_the_offline_way(monkeypatch):
-    def unreachable(*args, **kwargs):
-        raise ConnectionError("Failed to resolve 'api.kaggle.com'")
+def _unreachable(*args, **kwargs):
+    raise ConnectionError("Failed to resolve 'api.kaggle.com'")
 
-    monkeypatch.setattr(keras_hub.models.Backbone, "from_preset", unreachable)
+
+def test_failed_download_names_the_preset_and_the_offline_way(monkeypatch):
+    monkeypatch.setattr(keras_hub.models.Backbone, "from_preset", _unreachable)
     with pytest.raises(OSError, match="resnet_50_imagenet.*'keras_hub:<directory>'"):
+        kseg.backbones.get_backbone("keras_hub:resnet_50_imagenet", weights="imagenet")
+
+
+def test_failed_image_converter_download_is_not_mistaken_for_no_converter(
+    builtin_resnet_preset, monkeypatch
+):
+    # The backbone files are cached; the image converter cannot be fetched.
+    monkeypatch.setattr(keras_hub.layers.ImageConverter, "from_preset", _unreachable)
+    with pytest.raises(OSError, match="could not fetch preset 'resnet_50_imagenet'"):
         kseg.backbones.get_backbone("keras_hub:resnet_50_imagenet", weights="imagenet")
 
 
