@@ -286,7 +286,10 @@ class MaskRCNN(keras.Model):
 
     def _pyramid(self, images, training):
         features = self.backbone(images, training=training)
-        return self.feature_pyramid([features[f"P{level}"] for level in (2, 3, 4, 5)])
+        levels = [features[f"P{level}"] for level in (2, 3, 4, 5)]
+        # `training` is passed on explicitly: compute_losses runs outside Model.__call__, so
+        # no call context carries it to the batch norms of the torchvision v2 options.
+        return self.feature_pyramid(levels, training=training)
 
     def _inputs(self, images):
         """The padded network input and the size of the image inside it (before padding)."""
@@ -334,9 +337,9 @@ class MaskRCNN(keras.Model):
         )
         return tf.stop_gradient(proposals)
 
-    def _mask_logits_for(self, pyramid, boxes, classes):
+    def _mask_logits_for(self, pyramid, boxes, classes, training=False):
         pooled = self.mask_roi_align([*pyramid[:4], boxes])
-        logits = self.mask_head(pooled)
+        logits = self.mask_head(pooled, training=training)
         logits = tf.transpose(logits, (0, 1, 4, 2, 3))
         return tf.gather(logits, tf.maximum(classes, 0), axis=2, batch_dims=2)
 
@@ -351,7 +354,9 @@ class MaskRCNN(keras.Model):
         objectness, deltas = self.rpn_head(pyramid)
         anchors = self._anchors(images, pyramid)
         proposals = self._proposals(objectness, deltas, anchors, clip_size, self.rpn_test_nms)
-        class_logits, box_deltas = self.box_head(self.box_roi_align([*pyramid[:4], proposals]))
+        class_logits, box_deltas = self.box_head(
+            self.box_roi_align([*pyramid[:4], proposals]), training=training
+        )
         detections = detect(
             proposals,
             class_logits,
@@ -363,7 +368,9 @@ class MaskRCNN(keras.Model):
             max_detections=self.detections_per_image,
             min_size=self.detection_min_size,
         )
-        mask_logits = self._mask_logits_for(pyramid, detections["boxes"], detections["classes"])
+        mask_logits = self._mask_logits_for(
+            pyramid, detections["boxes"], detections["classes"], training
+        )
         detections["masks"] = tf.sigmoid(mask_logits)
         if self.resize_min_side is not None:
             detections["boxes"] = rescale_boxes(
@@ -414,7 +421,9 @@ class MaskRCNN(keras.Model):
             mask_size=28,
         )
         rois = tf.stop_gradient(sampled["rois"])
-        class_logits, box_deltas = self.box_head(self.box_roi_align([*pyramid[:4], rois]))
+        class_logits, box_deltas = self.box_head(
+            self.box_roi_align([*pyramid[:4], rois]), training=training
+        )
         box_class, box_regression = box_head_losses(
             class_logits, box_deltas, sampled["classes"], sampled["box_deltas"]
         )
@@ -425,7 +434,7 @@ class MaskRCNN(keras.Model):
         mask_classes = tf.gather(sampled["classes"], order, batch_dims=1)
         mask_targets = tf.gather(sampled["mask_targets"], order, batch_dims=1)
         pooled = self.mask_roi_align([*pyramid[:4], mask_rois])
-        masks = mask_loss(self.mask_head(pooled), mask_classes, mask_targets)
+        masks = mask_loss(self.mask_head(pooled, training=training), mask_classes, mask_targets)
         losses = dict(zip(LOSS_NAMES, (rpn_objectness, rpn_box, box_class, box_regression, masks)))
         losses["loss"] = tf.add_n(list(losses.values()))
         if self.losses:

@@ -239,3 +239,27 @@ def test_torchvision_options_default_to_kseg_behaviour_and_are_checked():
     images, targets = next(iter(batches))
     with pytest.raises(ValueError, match="resizes only at inference"):
         resizing.compute_losses(images, targets)
+
+
+V2_HEADS = {
+    "fpn_batch_norm": True,
+    "rpn_num_convs": 2,
+    "box_head_convs": 2,
+    "box_head_fc": 1,
+    "mask_head_batch_norm": True,
+}
+
+
+def test_torchvision_v2_options_train_under_mixed_precision():
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    model = small_model(**TORCHVISION_STYLE, **V2_HEADS)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), run_eagerly=True)
+    images, targets = next(iter(shapes_batches()))
+    before = np.asarray(model.box_head.conv_norms[0].moving_mean).copy()
+    logs = model.train_on_batch(images, targets, return_dict=True)
+    assert all(np.isfinite(v) for v in logs.values())
+    # The heads' batch norms learn their statistics in training, as torchvision's do.
+    assert not np.array_equal(np.asarray(model.box_head.conv_norms[0].moving_mean), before)
+    out = model(np.zeros((1, 70, 50, 3), "float32"))
+    assert out["boxes"].dtype == tf.float32 and out["masks"].dtype == tf.float32
+    assert np.isfinite(out["scores"].numpy()).all()
