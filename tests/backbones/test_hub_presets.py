@@ -325,6 +325,22 @@ def test_backbone_follows_the_global_mixed_precision_policy(presets):
     assert np.isfinite(logits).all()
 
 
+def test_keras_hub_features_layer_config_round_trip(presets):
+    hub, _ = presets["mit"]
+    layer = hub_presets.KerasHubFeatures(hub, {"P2": "P1", "P5": "P4"}, name="features")
+    config = layer.get_config()
+    rebuilt = hub_presets.KerasHubFeatures.from_config(config)
+    assert rebuilt.get_config() == config
+    assert rebuilt.keys == {"P2": "P1", "P5": "P4"}
+    rebuilt.backbone.set_weights(hub.get_weights())
+    images = _image((64, 64, 3), seed=5) / 255
+    expected = _library_pyramid(hub, images)
+    features = rebuilt(images)
+    np.testing.assert_allclose(np.asarray(features["P5"]), expected["P4"], atol=1e-5)
+    with pytest.raises(ValueError, match=r"pyramid outputs \['P7'\]"):
+        hub_presets.KerasHubFeatures(hub, {"P2": "P7"})
+
+
 def test_fixed_size_network_needs_a_fixed_input_shape(presets):
     _, directory = presets["mit"]
     with pytest.raises(ValueError, match="fixed input_shape"):
