@@ -1,8 +1,5 @@
-import importlib.util
 import json
-import os
 import subprocess
-import sys
 import types
 from pathlib import Path
 
@@ -246,26 +243,9 @@ def test_converted_model_saves_and_reloads(tmp_path):
         np.testing.assert_allclose(result[key], expected[key], atol=1e-5)
 
 
-def _torch_python():
-    """An interpreter with torchvision: KSEG_TORCH_PYTHON, or this one when it has torchvision.
-
-    torch runs in a separate process: importing it after TensorFlow in one process can crash,
-    so the test checks for torchvision without importing it.
-    """
-    configured = os.environ.get("KSEG_TORCH_PYTHON")
-    if configured:
-        return configured
-    if importlib.util.find_spec("torchvision") is None:
-        pytest.skip(
-            "torchvision is not installed (set KSEG_TORCH_PYTHON to an interpreter with it)"
-        )
-    return sys.executable
-
-
 @pytest.mark.parametrize("name", NAMES)
-def test_full_model_matches_torchvision(name, tmp_path):
-    python = _torch_python()
-    subprocess.run([python, str(REFERENCE_SCRIPT), name, str(tmp_path)], check=True)
+def test_full_model_matches_torchvision(name, tmp_path, torch_python):
+    subprocess.run([torch_python, str(REFERENCE_SCRIPT), name, str(tmp_path)], check=True)
     state = read_torch_checkpoint(tmp_path / "state_dict.pth")
     reference = np.load(tmp_path / "reference.npz")
     model = build_torchvision_mask_rcnn(name, **TEST_SIZES)
