@@ -50,13 +50,19 @@ class MaskRCNN(keras.Model):
     the graph; the mask loss is the average binary cross-entropy of the ground-truth class's
     28x28 mask only.
 
-    Inputs are RGB images in [0, 255], any size (padded inside to a multiple of 64). `fit`
+    Inputs are RGB images in [0, 255], any size (padded inside to a multiple of
+    `size_divisor`, 64). `fit`
     takes `(images, targets)` with `targets` a dict of `gt_boxes (B, M, 4)` `[y1, x1, y2,
     x2]` pixels, `gt_classes (B, M)` (1..num_classes-1; -1 on padding rows) and `gt_masks (B,
     M, H, W)`, as `kseg.data.pad_instance_batch` yields. `call` and `predict` return a dict of
     `boxes (B, D, 4)`, `scores (B, D)`, `classes (B, D)`, `num_detections (B,)` and `masks
     (B, D, 28, 28)` probabilities of each detection's class; `kseg.detection.paste_masks`
     turns those into full-image masks.
+
+    The options after `detection_nms_iou` are where torchvision's Mask R-CNN differs; their
+    defaults keep the design above, and `kseg.pretrained.convert_torchvision_mask_rcnn`
+    sets them for torchvision's `maskrcnn_resnet50_fpn` (v1) and `maskrcnn_resnet50_fpn_v2`
+    checkpoints.
 
     Args:
         num_classes: classes including the background (81 for COCO).
