@@ -81,3 +81,21 @@ def rescale_boxes(boxes, from_height, from_width, to_height, to_width):
     ratio_y = tf.cast(to_height, tf.float32) / tf.cast(from_height, tf.float32)
     ratio_x = tf.cast(to_width, tf.float32) / tf.cast(from_width, tf.float32)
     return boxes * tf.stack([ratio_y, ratio_x, ratio_y, ratio_x])
+
+
+def resize_instance_masks(masks, height, width):
+    """Resizes `(B, M, H, W)` instance masks to `(B, M, height, width)` by nearest neighbour.
+
+    The training-target side of `resize_min_max_side`: ground-truth masks follow their image
+    when a model resizes its input (torchvision's transform resizes masks by nearest neighbour
+    too). The dtype is kept.
+
+    Example:
+        >>> from kseg.detection.transform import resize_instance_masks
+        >>> resize_instance_masks(tf.ones((2, 3, 4, 6), tf.uint8), 8, 12).shape
+        TensorShape([2, 3, 8, 12])
+    """
+    masks = tf.convert_to_tensor(masks)
+    channels_last = tf.transpose(masks, (0, 2, 3, 1))
+    resized = tf.image.resize(channels_last, tf.stack([height, width]), method="nearest")
+    return tf.cast(tf.transpose(resized, (0, 3, 1, 2)), masks.dtype)

@@ -16,7 +16,11 @@ from kseg.detection.losses import box_head_losses, mask_loss, rpn_losses
 from kseg.detection.postprocess import detect
 from kseg.detection.proposals import select_proposals
 from kseg.detection.targets import roi_targets, rpn_targets
-from kseg.detection.transform import rescale_boxes, resize_min_max_side
+from kseg.detection.transform import (
+    rescale_boxes,
+    resize_instance_masks,
+    resize_min_max_side,
+)
 from kseg.layers.fpn import FeaturePyramid
 from kseg.layers.roi_align import MultiLevelRoIAlign
 from kseg.layers.roi_heads import BoxHead, MaskHead
@@ -91,7 +95,8 @@ class MaskRCNN(keras.Model):
             keeps every level of P2..P6 exact; torchvision pads to 32).
         resize_min_side: None, or resize every batch inside the model so the shorter side is
             this (bilinear, torchvision's `GeneralizedRCNNTransform` rule, see
-            `kseg.detection.transform`); boxes come back in the input's pixels.
+            `kseg.detection.transform`); boxes come back in the input's pixels, and in
+            training the ground-truth boxes and masks are resized with their images.
         resize_max_side: the bound of the longer side with `resize_min_side` (1333 with 800).
         input_normalization: None lets the backbone normalise its input (after padding); a
             `kseg.backbones.preprocessing` mode ("torch") normalises inside the model before
@@ -396,17 +401,16 @@ class MaskRCNN(keras.Model):
         """
         check_images(images)
         check_targets(images, targets)
-        if self.resize_min_side is not None:
-            raise ValueError(
-                "MaskRCNN computes losses on images at their given size; a model built with "
-                f"resize_min_side={self.resize_min_side} resizes only at inference. Resize the "
-                "training data instead and build the model with resize_min_side=None."
-            )
+        input_size = tf.shape(images)[1:3]
         images, image_size = self._inputs(images)
         clip_size = self._clip_size(images, image_size)
         gt_boxes = tf.cast(targets["gt_boxes"], tf.float32)
-        gt_classes = tf.cast(targets["gt_classes"], tf.int32)
         gt_masks = targets["gt_masks"]
+        if self.resize_min_side is not None:
+            # The targets follow their images through the resize, as in torchvision's transform.
+            gt_boxes = rescale_boxes(gt_boxes, *tf.unstack(input_size), *tf.unstack(image_size))
+            gt_masks = resize_instance_masks(gt_masks, image_size[0], image_size[1])
+        gt_classes = tf.cast(targets["gt_classes"], tf.int32)
         pyramid = self._pyramid(images, training)
         objectness, deltas = self.rpn_head(pyramid)
         anchors = self._anchors(images, pyramid)

@@ -234,11 +234,28 @@ def test_torchvision_options_default_to_kseg_behaviour_and_are_checked():
     ):
         with pytest.raises(ValueError, match=message):
             small_model(**options)
-    resizing = small_model(resize_min_side=80, resize_max_side=120)
-    batches = shapes_batches(batch_size=1, num_samples=1)
-    images, targets = next(iter(batches))
-    with pytest.raises(ValueError, match="resizes only at inference"):
-        resizing.compute_losses(images, targets)
+
+
+def test_training_with_a_resize_moves_the_targets_with_the_images():
+    resizing = small_model(resize_min_side=96, resize_max_side=128, **TORCHVISION_STYLE)
+    plain = small_model(**TORCHVISION_STYLE)
+    plain.set_weights(resizing.get_weights())
+    images, targets = next(iter(shapes_batches(batch_size=2, num_samples=2)))
+    # 64 x 64 images become 96 x 96: boxes scale by 1.5, masks follow by nearest neighbour.
+    resized = tf.image.resize(images, (96, 96), method="bilinear")
+    masks = tf.transpose(targets["gt_masks"], (0, 2, 3, 1))
+    resized_targets = {
+        "gt_boxes": targets["gt_boxes"] * 1.5,
+        "gt_classes": targets["gt_classes"],
+        "gt_masks": tf.transpose(tf.image.resize(masks, (96, 96), method="nearest"), (0, 3, 1, 2)),
+    }
+    # The same random sampling in both: the global seed restarts the op seeds.
+    tf.random.set_seed(0)
+    losses = resizing.compute_losses(images, targets)
+    tf.random.set_seed(0)
+    expected = plain.compute_losses(resized, resized_targets)
+    for name in ("loss", *kseg.models.mask_rcnn.LOSS_NAMES):
+        np.testing.assert_allclose(losses[name], expected[name], rtol=1e-4, err_msg=name)
 
 
 V2_HEADS = {
