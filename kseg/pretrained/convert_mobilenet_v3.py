@@ -16,8 +16,12 @@ and a ValueError lists the unused keys and the unset variables.
 import keras
 import numpy as np
 
-from kseg.pretrained.convert_resnet import _weighted_layers
-from kseg.pretrained.torch_parameters import keras_layout, plan_assignments
+from kseg.pretrained.torch_parameters import (
+    apply_assignments,
+    keras_layout,
+    plan_assignments,
+    weighted_layers,
+)
 
 _LAYER_PREFIX = "features."
 _DEPTHWISE_PARAMETERS = {"weight": "kernel", "bias": "bias"}
@@ -81,7 +85,7 @@ def load_torchvision_mobilenet_v3_weights(backbone, state_dict, prefix="backbone
     """
     if not isinstance(prefix, str) or not prefix:
         raise TypeError(f"`prefix` must be a non-empty string. Received: prefix={prefix!r}")
-    layers = _weighted_layers(backbone)
+    layers = weighted_layers(backbone)
     paths = {
         key: _LAYER_PREFIX + key[len(prefix) :] for key in state_dict if key.startswith(prefix)
     }
@@ -95,18 +99,5 @@ def load_torchvision_mobilenet_v3_weights(backbone, state_dict, prefix="backbone
     more_consumed, more_unused = _plan_depthwise(state_dict, depthwise, layers, assignments)
     consumed += more_consumed
     unused += more_unused
-    unset = [
-        variable.path
-        for layer in layers.values()
-        for variable in layer.weights
-        if id(variable) not in assignments
-    ]
-    if unused or unset:
-        raise ValueError(
-            f"The state dict does not match backbone {backbone.name!r} (prefix {prefix!r}): "
-            f"unused keys ({len(unused)}): {sorted(unused)}; "
-            f"unset variables ({len(unset)}): {sorted(unset)}"
-        )
-    for variable, array in assignments.values():
-        variable.assign(array)
+    apply_assignments(backbone, layers, assignments, unused, prefix)
     return sorted(consumed)

@@ -14,26 +14,9 @@ of the backbone is set exactly once, otherwise nothing is written and a ValueErr
 unused keys and the unset variables.
 """
 
-import keras
-
-from kseg.pretrained.torch_parameters import plan_assignments
+from kseg.pretrained.torch_parameters import apply_assignments, plan_assignments, weighted_layers
 
 _CLASSIFIER = "fc."
-
-
-def _weighted_layers(model):
-    """Every layer holding variables, nested models flattened, by name."""
-    layers = {}
-    pending = list(model.layers)
-    while pending:
-        layer = pending.pop(0)
-        if isinstance(layer, keras.Model):
-            pending.extend(layer.layers)
-        elif layer.weights:
-            if layer.name in layers:
-                raise ValueError(f"Two layers are named {layer.name!r} in model {model.name!r}")
-            layers[layer.name] = layer
-    return layers
 
 
 def load_torchvision_resnet_weights(backbone, state_dict, prefix="backbone.", ignore_fc=False):
@@ -75,25 +58,12 @@ def load_torchvision_resnet_weights(backbone, state_dict, prefix="backbone.", ig
     """
     if not isinstance(prefix, str):
         raise TypeError(f"`prefix` must be a string. Received: prefix={prefix!r}")
-    layers = _weighted_layers(backbone)
+    layers = weighted_layers(backbone)
     paths = {key: key[len(prefix) :] for key in state_dict if key.startswith(prefix)}
     skipped = [key for key, local in paths.items() if ignore_fc and local.startswith(_CLASSIFIER)]
     for key in skipped:
         del paths[key]
     assignments, consumed, unused = plan_assignments(state_dict, paths, layers)
     consumed += skipped
-    unset = [
-        variable.path
-        for layer in layers.values()
-        for variable in layer.weights
-        if id(variable) not in assignments
-    ]
-    if unused or unset:
-        raise ValueError(
-            f"The state dict does not match backbone {backbone.name!r} (prefix {prefix!r}): "
-            f"unused keys ({len(unused)}): {sorted(unused)}; "
-            f"unset variables ({len(unset)}): {sorted(unset)}"
-        )
-    for variable, array in assignments.values():
-        variable.assign(array)
+    apply_assignments(backbone, layers, assignments, unused, prefix)
     return sorted(consumed)

@@ -101,3 +101,68 @@ def plan_assignments(state_dict, paths, layers):
         assignments[id(variable)] = (variable, keras_layout(state_dict[key], variable, key))
         consumed.append(key)
     return assignments, consumed, unused
+
+
+def weighted_layers(model):
+    """Every layer of `model` holding variables, nested models flattened, by layer name.
+
+    Raises:
+        ValueError: two such layers share a name (a torch module path must name one layer).
+
+    Example:
+        >>> inputs = keras.Input((4, 4, 3))
+        >>> outputs = keras.layers.Conv2D(2, 1, name="conv1")(keras.layers.ReLU()(inputs))
+        >>> list(weighted_layers(keras.Model(inputs, outputs)))
+        ['conv1']
+    """
+    layers = {}
+    pending = list(model.layers)
+    while pending:
+        layer = pending.pop(0)
+        if isinstance(layer, keras.Model):
+            pending.extend(layer.layers)
+        elif layer.weights:
+            if layer.name in layers:
+                raise ValueError(f"Two layers are named {layer.name!r} in model {model.name!r}")
+            layers[layer.name] = layer
+    return layers
+
+
+def apply_assignments(model, layers, assignments, unused, prefix):
+    """Sets every planned variable, once nothing is left over on either side.
+
+    The checkpoint and the model must match exactly: a key that fills nothing or a variable of
+    `layers` that receives nothing fails the whole conversion before any variable changes.
+
+    Args:
+        model: the model converted onto, named in the error.
+        layers: mapping of module paths to the layers whose variables must all be filled.
+        assignments: `plan_assignments`' dict id(variable) -> (variable, array).
+        unused: checkpoint keys that filled nothing.
+        prefix: the key prefix the conversion read, named in the error.
+
+    Raises:
+        ValueError: listing the unused keys and the unset variables.
+
+    Example:
+        >>> layer = keras.layers.Dense(2, name="fc")
+        >>> layer.build((None, 3))
+        >>> apply_assignments(layer, {"fc": layer}, {}, ["head.weight"], prefix="")
+        Traceback (most recent call last):
+        ...
+        ValueError: ... unused keys (1): ['head.weight']; unset variables (2): ['fc/bias', ...
+    """
+    unset = [
+        variable.path
+        for layer in layers.values()
+        for variable in layer.weights
+        if id(variable) not in assignments
+    ]
+    if unused or unset:
+        raise ValueError(
+            f"The state dict does not match {model.name!r} (prefix {prefix!r}): "
+            f"unused keys ({len(unused)}): {sorted(unused)}; "
+            f"unset variables ({len(unset)}): {sorted(unset)}"
+        )
+    for variable, array in assignments.values():
+        variable.assign(array)
