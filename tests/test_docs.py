@@ -103,9 +103,20 @@ def test_documented_command_parses(location, argv, complete, capsys):
             f"{location}: unknown model {args.model}"
         )
     if getattr(args, "backbone", None):
-        assert args.backbone in kseg.backbones.list_backbones(), (
-            f"{location}: unknown backbone {args.backbone}"
-        )
+        assert args.backbone in kseg.backbones.list_backbones() or _known_hub_preset(
+            args.backbone
+        ), f"{location}: unknown backbone {args.backbone}"
+
+
+def _known_hub_preset(name):
+    """A `keras_hub:` backbone naming one of keras-hub's presets (any, without keras-hub)."""
+    from kseg.backbones import hub_presets
+
+    if not hub_presets.is_hub_preset(name):
+        return False
+    if importlib.util.find_spec("keras_hub") is None:
+        return True
+    return name in hub_presets.list_hub_presets()
 
 
 def test_documented_command_check_rejects_a_drifted_flag():
