@@ -2,9 +2,10 @@
 
 - `list_pretrained`, `get`, `load`: the registry of published checkpoints (torchvision's
   segmentation and Mask R-CNN weights so far), each with its source, hash, licence, classes,
-  input normalisation, resize policy and the publisher's metrics. FCN and DeepLabv3 on
-  ResNet-50/101, DeepLabv3 and LR-ASPP on MobileNetV3-Large load as kseg models; an entry kseg
-  cannot convert yet says what is missing instead of loading.
+  input normalisation, resize policy and the publisher's metrics. Every entry loads as a kseg
+  model: FCN and DeepLabv3 on ResNet-50/101, DeepLabv3 and LR-ASPP on MobileNetV3-Large, and
+  Mask R-CNN ResNet-50-FPN v1 and v2 (`load_torchvision_mask_rcnn_weights`); an entry added
+  without a converter says what is missing instead of loading.
 - `segment`, `draw`: a published semantic model on a photo, resized the way its publisher
   evaluated it, labels at the photo's size, and those labels drawn with the entry's classes.
 - `fetch_checkpoint`: download into the Keras cache, verified against its SHA-256 (or the hash
@@ -21,6 +22,10 @@
 
 from kseg.pretrained.convert_mobilenet_v3 import load_torchvision_mobilenet_v3_weights
 from kseg.pretrained.convert_resnet import load_torchvision_resnet_weights
+from kseg.pretrained.convert_torchvision_mask_rcnn import (
+    build_torchvision_mask_rcnn,
+    load_torchvision_mask_rcnn_weights,
+)
 from kseg.pretrained.convert_torchvision_segmentation import (
     build_torchvision_segmentation,
     load_torchvision_segmentation_weights,
@@ -64,4 +69,6 @@ __all__ += [
     "load_torchvision_mobilenet_v3_weights",
     "build_torchvision_segmentation",
     "load_torchvision_segmentation_weights",
+    "build_torchvision_mask_rcnn",
+    "load_torchvision_mask_rcnn_weights",
 ]

@@ -8,10 +8,11 @@ apart from anything kseg measures. `status` says whether kseg can load it yet.
 
 The first entries are torchvision's semantic segmentation and Mask R-CNN weights, with the
 values of torchvision 0.29.1's `Weights` enums (`url`, `meta["categories"]`,
-`meta["_metrics"]`, `meta["_file_size"]`, `meta["num_params"]`) and of their transforms. The
-semantic segmentation ones load (`kseg.pretrained.convert_torchvision_segmentation`: FCN and
-DeepLabv3 on ResNet-50/101, DeepLabv3 and LR-ASPP on MobileNetV3-Large); for the others `load`
-says what is missing, while `PretrainedEntry.fetch` already downloads and verifies the raw file.
+`meta["_metrics"]`, `meta["_file_size"]`, `meta["num_params"]`) and of their transforms. All
+of them load: the semantic ones through `kseg.pretrained.convert_torchvision_segmentation` (FCN
+and DeepLabv3 on ResNet-50/101, DeepLabv3 and LR-ASPP on MobileNetV3-Large), Mask R-CNN v1 and
+v2 through `kseg.pretrained.convert_torchvision_mask_rcnn`. An entry without a converter would
+say what is missing, while `PretrainedEntry.fetch` downloads and verifies its raw file.
 """
 
 import dataclasses
