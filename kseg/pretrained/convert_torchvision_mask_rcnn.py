@@ -42,6 +42,7 @@ import keras
 import numpy as np
 
 from kseg.models.registry import get_builder
+from kseg.pretrained.configurations import build_configured
 from kseg.pretrained.convert_resnet import load_torchvision_resnet_weights
 from kseg.pretrained.torch_checkpoint import read_torch_checkpoint
 from kseg.pretrained.torch_parameters import UNUSED_PARAMETERS, keras_layout
@@ -119,13 +120,9 @@ def build_torchvision_mask_rcnn(name, num_classes=91, **overrides):
         >>> model.anchor_layout, model.size_divisor, model.resize_min_side
         ('grid', 32, 800)
     """
-    if name not in TORCHVISION_MASK_RCNN_CONFIGS:
-        raise ValueError(
-            f"Unknown torchvision Mask R-CNN {name!r}. "
-            f"Known: {sorted(TORCHVISION_MASK_RCNN_CONFIGS)}"
-        )
-    builder, kwargs = TORCHVISION_MASK_RCNN_CONFIGS[name]
-    return get_builder(builder)(num_classes=num_classes, **{**kwargs, **overrides})
+    return build_configured(
+        TORCHVISION_MASK_RCNN_CONFIGS, name, "torchvision Mask R-CNN", num_classes, overrides
+    )
 
 
 def current_key(key):

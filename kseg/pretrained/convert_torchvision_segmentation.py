@@ -52,6 +52,7 @@ not build; it is skipped by default
 
 from kseg.models.backbone_input import backbone_of
 from kseg.models.registry import get_builder
+from kseg.pretrained.configurations import build_configured
 from kseg.pretrained.convert_mobilenet_v3 import load_torchvision_mobilenet_v3_weights
 from kseg.pretrained.convert_resnet import load_torchvision_resnet_weights
 from kseg.pretrained.torch_checkpoint import read_torch_checkpoint
@@ -145,13 +146,13 @@ def build_torchvision_segmentation(name, num_classes=21, **overrides):
         >>> model.name, model.get_layer("head_conv").filters
         ('fcn_resnet50', 512)
     """
-    if name not in TORCHVISION_SEGMENTATION_CONFIGS:
-        raise ValueError(
-            f"Unknown torchvision segmentation model {name!r}. "
-            f"Known: {sorted(TORCHVISION_SEGMENTATION_CONFIGS)}"
-        )
-    builder, kwargs = TORCHVISION_SEGMENTATION_CONFIGS[name]
-    return get_builder(builder)(num_classes=num_classes, **{**kwargs, **overrides})
+    return build_configured(
+        TORCHVISION_SEGMENTATION_CONFIGS,
+        name,
+        "torchvision segmentation model",
+        num_classes,
+        overrides,
+    )
 
 
 def _block_pairs(model):
