@@ -1,7 +1,8 @@
 """Time of loading a full-size torchvision segmentation checkpoint into kseg, and output parity.
 
-For each model (`--models`, default `deeplabv3_resnet50 fcn_resnet50`; the ResNet-101 ones also
-work), a torch worker in its own virtual environment (torch and TensorFlow are never imported in
+For each model (`--models`, default `deeplabv3_resnet50 fcn_resnet50`; the ResNet-101 ones and
+the Mask R-CNN ones, `maskrcnn_resnet50_fpn` and `maskrcnn_resnet50_fpn_v2`, also work), a
+torch worker in its own virtual environment (torch and TensorFlow are never imported in
 one process) builds the torchvision model with `weights=None, weights_backbone=None,
 num_classes=21, aux_loss=True` under `torch.manual_seed(0)`, gives every BatchNorm a random
 weight, bias, running mean and running variance (`numpy.random.default_rng(0)`), puts it in
@@ -30,6 +31,14 @@ same). The worker waits for a line on stdin before each timed call, so the two s
 whatever else the machine is doing; the load average at the start and end of each model says
 how busy it was.
 
+For Mask R-CNN the torch worker, images, timed calls and parity figures are those of
+`pretrained_load_instance.py` (two 480x640 and 427x640 images, which the model resizes to a
+shorter side of 800; detections compared box by box); the load steps are the same.
+
+Rows of models not in `--models` that the result file already holds are kept (`--fresh`
+drops them); each row records the command that measured it, and the file's `machine` and
+`command` describe the latest run.
+
 `--torch-python` (the interpreter of a virtual environment with CPU torch and torchvision)
 defaults to the environment variable `KSEG_TORCH_PYTHON`; without flag or variable the script
 stops.
@@ -37,7 +46,9 @@ stops.
 Usage:
     python benchmarks/pretrained_load.py [--models deeplabv3_resnet50 fcn_resnet50]
         [--repeats 5] [--threads 2] [--torch-python ENV/bin/python]
-        [--out benchmarks/results/pretrained_load.json]
+        [--out benchmarks/results/pretrained_load.json] [--fresh]
+    python benchmarks/pretrained_load.py --models maskrcnn_resnet50_fpn
+        maskrcnn_resnet50_fpn_v2 --repeats 3
 """
 
 import argparse
@@ -55,18 +66,24 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
+import pretrained_load_instance
 import results_io
 from locations import require_locations, torch_python_argument
 
 MODELS = ("deeplabv3_resnet50", "fcn_resnet50", "deeplabv3_resnet101", "fcn_resnet101")
 IMAGE_SIZES = ((520, 700), (389, 521))
 NUM_CLASSES = 21
+# A one-minute load average above this many runnable tasks per core marks the run as shared.
+BUSY_LOAD_PER_CORE = 0.5
 MEAN = np.array([0.485, 0.456, 0.406], "float32")
 STD = np.array([0.229, 0.224, 0.225], "float32")
 
 
 def torch_worker(args):
     """Writes the state dict, images, logits and inference times of one torchvision model."""
+    if args.model in pretrained_load_instance.MODELS:
+        pretrained_load_instance.torch_worker(args)
+        return
     import torch
     import torchvision
     from torch import nn
@@ -219,26 +236,14 @@ def measure(args, model_name, torch_side_folder):
         finally:
             del registry._REGISTRY[name]
 
-        # One untimed warm-up call per image size (the torch worker made its own), then the two
-        # sides alternate call by call so they share whatever else the machine is doing.
-        inputs = [reference[f"image{index}"] for index in range(len(IMAGE_SIZES))]
-        logits = [np.asarray(model(image, training=False)) for image in inputs]
-        calls = {index: {"kseg": [], "torchvision": []} for index in range(len(IMAGE_SIZES))}
-        for _ in range(args.repeats):
-            for index, image in enumerate(inputs):
-                calls[index]["kseg"].append(timed(model, image, training=False)[0])
-                calls[index]["torchvision"].append(worker.timed_call(index))
-        images = {}
-        for index, (height, width) in enumerate(IMAGE_SIZES):
-            images[f"{height}x{width}"] = {
-                **results_io.timing_comparison(
-                    calls[index]["kseg"], calls[index]["torchvision"], "torchvision"
-                ),
-                **parity(logits[index], reference[f"out{index}"]),
-            }
+        if model_name in pretrained_load_instance.MODELS:
+            images, summary = pretrained_load_instance.compare_inference(
+                model, worker, reference, args.repeats
+            )
+        else:
+            images, summary = compare_semantic_inference(model, worker, reference, args.repeats)
     finally:
         worker.close()
-    worst = max(images.values(), key=lambda image: image["max_abs_diff_over_max_logit"])
     return {
         "checkpoint_bytes": checkpoint.stat().st_size,
         "tensors": tensors,
@@ -248,13 +253,43 @@ def measure(args, model_name, torch_side_folder):
         "first_load_s": first_seconds,
         "cached_load_s": second_seconds,
         "images": images,
-        "worst_max_abs_diff_over_max_logit": worst["max_abs_diff_over_max_logit"],
-        "min_argmax_agreement": min(image["argmax_agreement"] for image in images.values()),
+        **summary,
         "torch_threads": torch_side["torch_threads"],
         "torch": torch_side["torch"],
         "torchvision": torch_side["torchvision"],
         "load_average_start": machine_start,
         "load_average_end": results_io.load_average(),
+    }
+
+
+def compare_semantic_inference(model, worker, reference, repeats):
+    """Per-image times and logit parity of a converted semantic model against the torch worker's.
+
+    Returns:
+        `(images, summary)`: per image size the timing comparison and `parity`; the worst
+        relative difference and argmax agreement over the images.
+    """
+    # One untimed warm-up call per image size (the torch worker made its own), then the two
+    # sides alternate call by call so they share whatever else the machine is doing.
+    inputs = [reference[f"image{index}"] for index in range(len(IMAGE_SIZES))]
+    logits = [np.asarray(model(image, training=False)) for image in inputs]
+    calls = {index: {"kseg": [], "torchvision": []} for index in range(len(IMAGE_SIZES))}
+    for _ in range(repeats):
+        for index, image in enumerate(inputs):
+            calls[index]["kseg"].append(timed(model, image, training=False)[0])
+            calls[index]["torchvision"].append(worker.timed_call(index))
+    images = {}
+    for index, (height, width) in enumerate(IMAGE_SIZES):
+        images[f"{height}x{width}"] = {
+            **results_io.timing_comparison(
+                calls[index]["kseg"], calls[index]["torchvision"], "torchvision"
+            ),
+            **parity(logits[index], reference[f"out{index}"]),
+        }
+    worst = max(images.values(), key=lambda image: image["max_abs_diff_over_max_logit"])
+    return images, {
+        "worst_max_abs_diff_over_max_logit": worst["max_abs_diff_over_max_logit"],
+        "min_argmax_agreement": min(image["argmax_agreement"] for image in images.values()),
     }
 
 
@@ -267,23 +302,39 @@ def main(args):
 
     import kseg
 
-    results = results_io.read_result(args.out) if args.keep else {}
-    results["machine"] = results_io.machine_facts(threads=args.threads)
-    results["input"] = {
-        "image_sizes": [list(size) for size in IMAGE_SIZES],
-        "num_classes": NUM_CLASSES,
-        "repeats": args.repeats,
-        "weights": "random (torch.manual_seed(0), BatchNorm statistics from default_rng(0))",
-    }
+    results = {} if args.fresh else results_io.read_result(args.out)
     models = results.setdefault("models", {})
+    # Kept rows were measured by the file's previous command; say so before it is replaced.
+    for entry in models.values():
+        entry.setdefault("command", results.get("command"))
+    results["command"] = results_io.command_line()
+    results["machine"] = results_io.machine_facts(threads=args.threads)
+    load = results["machine"]["load_average_start"][0]
+    if load > BUSY_LOAD_PER_CORE * (os.cpu_count() or 1):
+        results["machine"]["note"] = (
+            f"Other jobs shared the machine (one-minute load average {load:.1f} at the start of "
+            "the latest run; each row records its own): times and kseg / torchvision ratios "
+            "taken under load are not the machine's own"
+        )
+    semantic = [name for name in args.models if name in MODELS]
+    if semantic:
+        results["input"] = {
+            "image_sizes": [list(size) for size in IMAGE_SIZES],
+            "num_classes": NUM_CLASSES,
+            "repeats": args.repeats,
+            "weights": "random (torch.manual_seed(0), BatchNorm statistics from default_rng(0))",
+        }
+    if len(semantic) < len(args.models):
+        results["instance_input"] = {**pretrained_load_instance.INPUT, "repeats": args.repeats}
     print(
-        f"{'model':22s} {'read s':>7s} {'first s':>8s} {'cached s':>9s} "
-        f"{'kseg s/img':>11s} {'torch s/img':>12s} {'rel diff':>9s} {'argmax':>7s}"
+        f"{'model':26s} {'read s':>7s} {'first s':>8s} {'cached s':>9s} "
+        f"{'kseg s/img':>11s} {'torch s/img':>12s}  parity"
     )
     for model_name in args.models:
         with tempfile.TemporaryDirectory(prefix="kseg-pretrained-load-") as folder:
             entry = measure(args, model_name, folder)
         keras.backend.clear_session()
+        entry["command"] = results["command"]
         models[model_name] = entry
         results["machine"]["torch"] = entry["torch"]
         results["machine"]["torchvision"] = entry["torchvision"]
@@ -293,11 +344,24 @@ def main(args):
         torch_median = statistics.median(
             i["torchvision_median_s"] for i in entry["images"].values()
         )
+        if model_name in MODELS:
+            agreement = (
+                f"rel diff {entry['worst_max_abs_diff_over_max_logit']:.2e}, "
+                f"argmax {entry['min_argmax_agreement']:.4f}"
+            )
+        else:
+            agreement = (
+                f"boxes {entry['max_boxes_abs_px']:.1e} px, scores {entry['max_scores_abs']:.1e}, "
+                f"labels {'same' if entry['all_same_labels_and_order'] else 'DIFFER'}, "
+                f"masks {entry['min_mask_pixels_equal']:.5f}; near-tie swaps "
+                f"{entry['near_tie_swaps']}, paired: boxes "
+                f"{entry['max_boxes_abs_px_ties_paired']:.1e} px, "
+                f"masks {entry['min_mask_pixels_equal_ties_paired']:.5f}"
+            )
         print(
-            f"{model_name:22s} {entry['read_torch_checkpoint_s']:7.2f} "
+            f"{model_name:26s} {entry['read_torch_checkpoint_s']:7.2f} "
             f"{entry['first_load_s']:8.2f} {entry['cached_load_s']:9.2f} {kseg_median:11.2f} "
-            f"{torch_median:12.2f} {entry['worst_max_abs_diff_over_max_logit']:9.2e} "
-            f"{entry['min_argmax_agreement']:7.4f}",
+            f"{torch_median:12.2f}  {agreement}",
             flush=True,
         )
     print("wrote", results_io.write_result(args.out, results))
@@ -305,13 +369,18 @@ def main(args):
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS[:2]))
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        choices=MODELS + pretrained_load_instance.MODELS,
+        default=list(MODELS[:2]),
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
-        "--keep",
+        "--fresh",
         action="store_true",
-        help="keep the other models already in the result file (a run of some models)",
+        help="drop the rows of other models already in the result file",
     )
     torch_python = torch_python_argument(parser)
     parser.add_argument("--out", default=results_io.result_path("pretrained_load"))

@@ -1288,10 +1288,54 @@ def weak_vs_full_table(results):
     )
 
 
+def _load_span(start, end):
+    """`1.4 → 1.6`: one-minute load averages at a row's start and end."""
+    if not (start and end and _is_number(start[0]) and _is_number(end[0])):
+        return MISSING
+    return f"{start[0]:.1f} → {end[0]:.1f}"
+
+
+def _pretrained_semantic_row(name, size, image):
+    return (
+        _code(name),
+        size.replace("x", "×"),
+        duration(image.get("kseg_median_s")),
+        duration(image.get("torchvision_median_s")),
+        ratio(image.get("time_ratio_kseg_over_torchvision")),
+        scientific(image.get("max_abs_diff")),
+        scientific(image.get("max_abs_diff_over_max_logit")),
+        "100%" if image.get("argmax_agreement") == 1 else percent(image.get("argmax_agreement"), 4),
+    )
+
+
+def _pretrained_instance_row(name, size, image):
+    same = image.get("same_labels_and_order")
+    return (
+        _code(name),
+        size.replace("x", "×"),
+        duration(image.get("kseg_median_s")),
+        duration(image.get("torchvision_median_s")),
+        ratio(image.get("time_ratio_kseg_over_torchvision")),
+        f"{image.get('detections_kseg', MISSING)} / {image.get('detections_torchvision', MISSING)}",
+        {True: "yes", False: "no"}.get(same, MISSING),
+        str(image.get("near_tie_swaps", MISSING)),
+        scientific(image.get("boxes_max_abs_px")),
+        scientific(image.get("boxes_max_abs_px_ties_paired")),
+        scientific(image.get("scores_max_abs")),
+        percent(image.get("mask_pixels_equal"), 3),
+        percent(image.get("mask_pixels_equal_ties_paired"), 3),
+    )
+
+
 def pretrained_load_table(results):
-    """Load times of a full-size torchvision checkpoint, then kseg against torchvision per image."""
+    """Load times of full-size torchvision checkpoints, then kseg against torchvision per image.
+
+    Semantic rows compare logits; Mask R-CNN rows (their images carry `boxes_max_abs_px`)
+    compare detections. Rows can come from different runs, so the load table gives each
+    row's own one-minute load average at its start and end.
+    """
     models = results.get("models") if isinstance(results.get("models"), dict) else {}
-    loads, images = [], []
+    loads, semantic, instance = [], [], []
     for name, entry in models.items():
         loads.append(
             (
@@ -1301,26 +1345,18 @@ def pretrained_load_table(results):
                 duration(entry.get("first_load_s")),
                 duration(entry.get("cached_load_s")),
                 ratio(_quotient(entry.get("first_load_s"), entry.get("cached_load_s"))),
+                _load_span(entry.get("load_average_start"), entry.get("load_average_end")),
             )
         )
         for size, image in (entry.get("images") or {}).items():
-            images.append(
-                (
-                    _code(name),
-                    size.replace("x", "×"),
-                    duration(image.get("kseg_median_s")),
-                    duration(image.get("torchvision_median_s")),
-                    ratio(image.get("time_ratio_kseg_over_torchvision")),
-                    scientific(image.get("max_abs_diff")),
-                    scientific(image.get("max_abs_diff_over_max_logit")),
-                    "100%"
-                    if image.get("argmax_agreement") == 1
-                    else percent(image.get("argmax_agreement"), 4),
-                )
-            )
+            if "boxes_max_abs_px" in image:
+                instance.append(_pretrained_instance_row(name, size, image))
+            else:
+                semantic.append(_pretrained_semantic_row(name, size, image))
     if not loads:
         return _join(_table(("model", "load"), [(MISSING, NOT_MEASURED)]), conditions(results))
     repeats = _get(results, "input", "repeats")
+    instance_repeats = _get(results, "instance_input", "repeats")
     return _join(
         _table(
             (
@@ -1330,10 +1366,11 @@ def pretrained_load_table(results):
                 "first load (verify + convert + cache)",
                 "cached load",
                 "first over cached",
+                "load average (start → end)",
             ),
             loads,
         ),
-        images
+        semantic
         and _table(
             (
                 "model",
@@ -1345,12 +1382,42 @@ def pretrained_load_table(results):
                 "over largest logit",
                 "argmax agrees",
             ),
-            images,
+            semantic,
         ),
+        semantic
+        and "*Semantic models: inference times are the median of "
+        f"{repeats or 'the'} calls per image after a warm-up (an eager call of the model).*",
+        instance
+        and _table(
+            (
+                "model",
+                "image (resized to a shorter side of 800)",
+                "kseg",
+                "torchvision",
+                "kseg over torchvision",
+                "detections kseg / torchvision",
+                "same labels, same order",
+                "near-tie swaps",
+                "boxes max abs (px)",
+                "boxes, ties paired (px)",
+                "scores max abs",
+                "mask pixels equal",
+                "mask pixels, ties paired",
+            ),
+            instance,
+        ),
+        instance
+        and f"*Mask R-CNN: inference times are the median of {instance_repeats or 'the'} calls "
+        "per image after a warm-up: `kseg.detection.instance_predictor` (compiled, masks pasted at "
+        "the photo's size) against torchvision's `model([image])` (its transform and mask "
+        "pasting included); smooth-noise images at photo sizes, the random weights rescaled so "
+        "the network detects objects (tests/fixtures/torchvision_mask_rcnn_reference.py). "
+        "Detections are compared row by row; a near-tie swap is two detections of one label "
+        "whose scores differ by less than 1e-5 coming out of the score sort in the other order, "
+        "and the paired columns compare such rows across the swap.*",
         "*Random weights with random BatchNorm statistics, written by torchvision with "
-        "`torch.save`; loads from a `file://` URL into an empty cache. Inference times are the "
-        f"median of {repeats or 'the'} calls per image after a warm-up, the two sides "
-        "alternating call by call on the same intra-op threads.*",
+        "`torch.save`; loads from a `file://` URL into an empty cache. The two sides alternate "
+        "call by call on the same intra-op threads.*",
         conditions(results),
     )
 

@@ -247,6 +247,63 @@ def test_mask_rcnn_timing_partial_and_complete():
     assert "torch 2.14.1, torchvision 0.29.1" in text and "2 intra-op threads" in text
 
 
+def test_pretrained_load_splits_semantic_and_detection_rows():
+    timing = {"kseg_median_s": 3.0, "torchvision_median_s": 2.0}
+    results = {
+        "input": {"repeats": 5},
+        "instance_input": {"repeats": 3},
+        "models": {
+            "fcn_resnet50": {
+                "first_load_s": 2.0,
+                "cached_load_s": 1.0,
+                "load_average_start": [1.44, 2.0, 3.0],
+                "images": {"520x700": {**timing, "argmax_agreement": 1.0}},
+            },
+            "maskrcnn_resnet50_fpn": {
+                "first_load_s": 4.0,
+                "cached_load_s": 1.0,
+                "load_average_start": [3.5, 4.0, 5.0],
+                "load_average_end": [4.31, 4.0, 5.0],
+                "images": {
+                    "480x640": {
+                        **timing,
+                        "time_ratio_kseg_over_torchvision": 1.5,
+                        "detections_kseg": 99,
+                        "detections_torchvision": 100,
+                        "boxes_max_abs_px": 4e-4,
+                        "scores_max_abs": 3e-6,
+                        "same_labels_and_order": False,
+                        "mask_pixels_equal": 0.99991,
+                        "near_tie_swaps": 2,
+                        "boxes_max_abs_px_ties_paired": 2e-4,
+                        "mask_pixels_equal_ties_paired": 0.99998,
+                    }
+                },
+            },
+        },
+    }
+    text = tables.pretrained_load_table(results)
+    assert assert_tables_well_formed(text) == 3
+    loads = {_cells(line)[0].strip(): _cells(line) for line in text.split("\n\n")[0].splitlines()}
+    # A row without its end load average shows a dash rather than half a span.
+    assert loads["`fcn_resnet50`"][-1].strip() == "—"
+    assert loads["`maskrcnn_resnet50_fpn`"][-1].strip() == "3.5 → 4.3"
+    detection = next(line for line in text.splitlines() if "480×640" in line)
+    cells = [cell.strip() for cell in _cells(detection)]
+    assert cells[4:] == [
+        "1.50×",
+        "99 / 100",
+        "no",
+        "2",
+        "4.0e-04",
+        "2.0e-04",
+        "3.0e-06",
+        "99.991%",
+        "99.998%",
+    ]
+    assert "median of 5 calls" in text and "median of 3 calls" in text
+
+
 def test_mask_rcnn_shapes_metrics_settings_and_undefined_ranges():
     results = {
         "args": {"image_size": 128, "epochs": 40},
