@@ -6,7 +6,12 @@ from kseg.backbones.atrous import layer_strides
 from kseg.layers.aspp import ASPP, aspp_rates
 from kseg.layers.conv_block import ConvBNReLU
 from kseg.models.backbone_input import backbone_of, deepest_feature_key, resolve_backbone
-from kseg.models.heads import logits_head
+from kseg.models.heads import (
+    check_auxiliary_loss_weight,
+    logits_head,
+    supervised_model,
+    with_auxiliary_tap,
+)
 from kseg.models.registry import register_model
 
 _CONVOLUTIONS = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D")
@@ -26,6 +31,10 @@ def DeepLabV3(
     backbone_weights=None,
     name="deeplabv3",
     head_conv=False,
+    auxiliary_loss_weight=0.0,
+    auxiliary_layer=None,
+    auxiliary_filters=256,
+    auxiliary_dropout=0.1,
     **backbone_kwargs,
 ):
     """DeepLab v3: ASPP with image pooling and batch normalisation on a multi-grid ResNet.
@@ -71,11 +80,20 @@ def DeepLabV3(
         head_conv: add a 3x3 convolution of `num_filters` channels with BN and ReLU
             (layer "head_conv") between the ASPP and the classifier, as torchvision's
             DeepLabHead does; False (the paper's head) goes straight to the classifier.
+        auxiliary_loss_weight: > 0 adds a training-only auxiliary head (3x3 conv-BN-ReLU,
+            dropout, classifier) on `auxiliary_layer`, its loss weighted so in `fit`; the
+            model is then a `kseg.models.heads.DeepSupervisionModel` whose inference output
+            is unchanged. torchvision trains its DeepLabv3 with weight 0.5 on res4 ("aux_loss").
+        auxiliary_layer: the backbone layer the auxiliary head reads; None: the stride-16 tap
+            of the undilated network (res4 of a ResNet).
+        auxiliary_filters: channels of the auxiliary 3x3 convolution (torchvision: a quarter
+            of the layer's channels, 256 on res4).
+        auxiliary_dropout: the auxiliary head's dropout (0.1).
         **backbone_kwargs: forwarded to `kseg.backbones.get_backbone`.
 
     Returns:
-        A `keras.Model` mapping `(B, H, W, 3)` RGB images in [0, 255] to float32
-        `(B, H, W, num_classes)` logits.
+        A `keras.Model` (a `DeepSupervisionModel` with an auxiliary head) mapping
+        `(B, H, W, 3)` RGB images in [0, 255] to float32 `(B, H, W, num_classes)` logits.
 
     Example:
         >>> import numpy as np, kseg
@@ -87,6 +105,7 @@ def DeepLabV3(
     if output_stride not in (8, 16):
         raise ValueError(f"output_stride must be 8 or 16. Received: output_stride={output_stride}")
     dilation_rates = aspp_rates(output_stride, dilation_rates)
+    auxiliary_loss_weight = check_auxiliary_loss_weight(auxiliary_loss_weight)
     if isinstance(backbone, str) and multi_grid is not None:
         backbone_kwargs["multi_grid"] = tuple(multi_grid)
     encoder = resolve_backbone(
@@ -96,13 +115,28 @@ def DeepLabV3(
         output_stride=output_stride,
         **backbone_kwargs,
     )
+    deepest = deepest_feature_key(encoder)
+    if auxiliary_loss_weight > 0:
+        encoder = with_auxiliary_tap(encoder, backbone, auxiliary_layer, deepest)
+        deepest = "context"
     image = keras.Input(shape=input_shape, name="image")
-    features = encoder(image)[deepest_feature_key(encoder)]
-    x = ASPP(num_filters, dilation_rates, separable=False, dropout=dropout, name="aspp")(features)
+    outputs = encoder(image)
+    x = ASPP(num_filters, dilation_rates, separable=False, dropout=dropout, name="aspp")(
+        outputs[deepest]
+    )
     if head_conv:
         x = ConvBNReLU(num_filters, 3, name="head_conv")(x)
     logits = logits_head(x, num_classes, image, name="logits")
-    return keras.Model(image, logits, name=name)
+    return supervised_model(
+        image,
+        logits,
+        outputs.get("auxiliary"),
+        num_classes,
+        weight=auxiliary_loss_weight,
+        filters=auxiliary_filters,
+        dropout=auxiliary_dropout,
+        name=name,
+    )
 
 
 def _own_stride(layer_config):

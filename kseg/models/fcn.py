@@ -16,7 +16,12 @@ from kseg.layers.conv_block import ConvBNReLU
 from kseg.layers.crop import CenteredPadToMultiple, CropToMatch
 from kseg.layers.offset_crop import OffsetCrop
 from kseg.models.backbone_input import deepest_feature_key, resolve_backbone
-from kseg.models.heads import logits_head
+from kseg.models.heads import (
+    check_auxiliary_loss_weight,
+    logits_head,
+    supervised_model,
+    with_auxiliary_tap,
+)
 from kseg.models.registry import register_model
 
 # Caffe crop offsets of the reference VGG16 FCNs (skip crops and the final crop at the image).
@@ -108,6 +113,9 @@ def FCN(
     dropout=0.5,
     name=None,
     head="skips",
+    auxiliary_loss_weight=0.0,
+    auxiliary_layer=None,
+    auxiliary_filters=256,
     **backbone_kwargs,
 ):
     """A fully convolutional network of Long, Shelhamer & Darrell 2015, at any of its strides.
@@ -179,6 +187,12 @@ def FCN(
             with `head="dilated"`).
         head: "skips" (the paper's fc6/fc7 with skip fusion) or "dilated" (torchvision's
             head on a dilated backbone; `input_padding` and `fc6_padding` do not apply).
+        auxiliary_loss_weight: with `head="dilated"`, > 0 adds torchvision's training-only
+            auxiliary head on `auxiliary_layer` (default res4), its loss weighted so in `fit`
+            (torchvision: 0.5); the model is then a `kseg.models.heads.DeepSupervisionModel`.
+        auxiliary_layer: the backbone layer the auxiliary head reads; None: the stride-16 tap
+            of the undilated network.
+        auxiliary_filters: channels of the auxiliary 3x3 convolution (torchvision: 256).
         **backbone_kwargs: forwarded to `kseg.backbones.get_backbone`.
 
     Returns:
@@ -213,6 +227,16 @@ def FCN(
             dropout,
             name or f"fcn_dilated{prediction_stride}",
             backbone_kwargs,
+            (
+                check_auxiliary_loss_weight(auxiliary_loss_weight),
+                auxiliary_layer,
+                auxiliary_filters,
+            ),
+        )
+    if auxiliary_loss_weight:
+        raise ValueError(
+            "An auxiliary head applies to head='dilated' only. "
+            f"Received: auxiliary_loss_weight={auxiliary_loss_weight}"
         )
     if fc6_padding not in _FC6_PADDINGS:
         raise ValueError(
@@ -298,8 +322,13 @@ def _dilated_fcn(
     dropout,
     name,
     backbone_kwargs,
+    auxiliary,
 ):
-    """The FCN torchvision publishes: dilated backbone, 3x3 conv-BN-ReLU, dropout, classifier."""
+    """The FCN torchvision publishes: dilated backbone, 3x3 conv-BN-ReLU, dropout, classifier.
+
+    `auxiliary` is `(loss weight, layer, filters)` of an optional training-only auxiliary head
+    (torchvision's aux_classifier: weight 0.5 on res4).
+    """
     encoder = resolve_backbone(
         backbone,
         input_shape=input_shape,
@@ -307,12 +336,26 @@ def _dilated_fcn(
         output_stride=output_stride,
         **backbone_kwargs,
     )
+    weight, auxiliary_layer, auxiliary_filters = auxiliary
+    deepest = deepest_feature_key(encoder)
+    if weight > 0:
+        encoder = with_auxiliary_tap(encoder, backbone, auxiliary_layer, deepest)
+        deepest = "context"
     image = keras.Input(shape=input_shape, name="image")
-    features = encoder(image)[deepest_feature_key(encoder)]
-    x = ConvBNReLU(num_filters, 3, name="head_conv")(features)
+    outputs = encoder(image)
+    x = ConvBNReLU(num_filters, 3, name="head_conv")(outputs[deepest])
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     logits = logits_head(x, num_classes, image, name="logits")
-    return keras.Model(image, logits, name=name)
+    return supervised_model(
+        image,
+        logits,
+        outputs.get("auxiliary"),
+        num_classes,
+        weight=weight,
+        filters=auxiliary_filters,
+        dropout=dropout,
+        name=name,
+    )
 
 
 _ENTRY_DOC = """

@@ -2,6 +2,7 @@
 
 import keras
 
+from kseg.backbones.taps import TAPS
 from kseg.layers import ConvBNReLU, ResizeToMatch
 
 
@@ -162,3 +163,94 @@ class DeepSupervisionModel(keras.Model):
         config = super().get_config()
         config["auxiliary_loss_weight"] = self.auxiliary_loss_weight
         return config
+
+
+def with_auxiliary_tap(encoder, backbone, auxiliary_layer, deepest_key):
+    """The backbone re-tapped for deep supervision: `{"context": deepest, "auxiliary": ...}`.
+
+    Args:
+        encoder: the backbone model.
+        backbone: the backbone's registered name (for the default layer), or a model.
+        auxiliary_layer: the backbone layer whose output the auxiliary head reads; None: the
+            registered stride-16 tap of the undilated network ("P4": res4 of a ResNet).
+        deepest_key: the key of the backbone's output the main head reads.
+
+    Returns:
+        A `keras.Model` on the backbone's input with outputs "context" and "auxiliary".
+
+    Raises:
+        ValueError: no default layer for a prebuilt backbone, or no layer of that name.
+
+    Example:
+        >>> encoder = kseg.backbones.get_backbone("resnet50_v1.5", base_channels=2)
+        >>> tapped = kseg.models.heads.with_auxiliary_tap(encoder, "resnet50_v1.5", None, "P5")
+        >>> sorted(tapped.output), tapped.output["auxiliary"].shape[-1]
+        (['auxiliary', 'context'], 32)
+    """
+    if auxiliary_layer is None:
+        if not isinstance(backbone, str) or backbone.lower() not in TAPS:
+            raise ValueError(
+                "auxiliary_layer must name the backbone layer the auxiliary head reads when the "
+                "backbone is a prebuilt model. "
+                f"Received: backbone={getattr(backbone, 'name', backbone)!r}"
+            )
+        auxiliary_layer = TAPS[backbone.lower()]["P4"]
+    try:
+        auxiliary = encoder.get_layer(auxiliary_layer).output
+    except ValueError:
+        raise ValueError(
+            f"backbone {encoder.name!r} has no layer named {auxiliary_layer!r}. "
+            f"Received: auxiliary_layer={auxiliary_layer!r}"
+        ) from None
+    outputs = {"context": encoder.output[deepest_key], "auxiliary": auxiliary}
+    return keras.Model(encoder.input, outputs, name=encoder.name)
+
+
+def check_auxiliary_loss_weight(auxiliary_loss_weight):
+    """The weight as a float, refusing a negative one."""
+    if float(auxiliary_loss_weight) < 0:
+        raise ValueError(
+            "auxiliary_loss_weight must be non-negative. "
+            f"Received: auxiliary_loss_weight={auxiliary_loss_weight}"
+        )
+    return float(auxiliary_loss_weight)
+
+
+def supervised_model(
+    image, logits, auxiliary_features, num_classes, *, weight, filters, dropout, name
+):
+    """The model of `logits`, with an `auxiliary_head` on `auxiliary_features` when weighted.
+
+    Args:
+        image: the model's input.
+        logits: the main logits.
+        auxiliary_features: the intermediate features, or None when `weight` is 0.
+        num_classes: classes of the auxiliary classifier.
+        weight: the auxiliary loss weight; 0 gives a plain functional model.
+        filters: channels of the auxiliary 3x3 convolution.
+        dropout: the auxiliary head's dropout.
+        name: the model's name.
+
+    Returns:
+        A `DeepSupervisionModel`, or a `keras.Model` when `weight` is 0.
+
+    Example:
+        >>> image = keras.Input((None, None, 3))
+        >>> mid = keras.layers.Conv2D(4, 3, strides=4, padding="same")(image)
+        >>> logits = kseg.models.heads.logits_head(mid, 2, image, name="logits")
+        >>> model = kseg.models.heads.supervised_model(
+        ...     image, logits, mid, 2, weight=0.5, filters=4, dropout=0.1, name="demo")
+        >>> type(model).__name__, model.auxiliary_loss_weight
+        ('DeepSupervisionModel', 0.5)
+    """
+    if weight == 0:
+        return keras.Model(image, logits, name=name)
+    auxiliary = auxiliary_head(
+        auxiliary_features, num_classes, image, filters=filters, dropout=dropout, name="auxiliary"
+    )
+    return DeepSupervisionModel(
+        image,
+        {MAIN_OUTPUT: logits, AUXILIARY_OUTPUT: auxiliary},
+        auxiliary_loss_weight=weight,
+        name=name,
+    )

@@ -9,37 +9,16 @@ weighted auxiliary loss during `fit`.
 
 import keras
 
-from kseg.backbones.taps import TAPS
 from kseg.layers.conv_block import ConvBNReLU
 from kseg.layers.pyramid_pooling import PyramidPooling
 from kseg.models.backbone_input import deepest_feature_key, resolve_backbone
 from kseg.models.heads import (
-    AUXILIARY_OUTPUT,
-    MAIN_OUTPUT,
-    DeepSupervisionModel,
-    auxiliary_head,
+    check_auxiliary_loss_weight,
     logits_head,
+    supervised_model,
+    with_auxiliary_tap,
 )
 from kseg.models.registry import register_model
-
-
-def _auxiliary_tap(backbone, auxiliary_layer, encoder):
-    if auxiliary_layer is None:
-        if not isinstance(backbone, str) or backbone.lower() not in TAPS:
-            raise ValueError(
-                "auxiliary_layer must name the backbone layer the auxiliary head reads when the "
-                "backbone is a prebuilt model. "
-                f"Received: backbone={getattr(backbone, 'name', backbone)!r}"
-            )
-        # The stride-16 tap of the undilated network: res4 (conv4 block output) for ResNets.
-        auxiliary_layer = TAPS[backbone.lower()]["P4"]
-    try:
-        return encoder.get_layer(auxiliary_layer).output
-    except ValueError:
-        raise ValueError(
-            f"backbone {encoder.name!r} has no layer named {auxiliary_layer!r}. "
-            f"Received: auxiliary_layer={auxiliary_layer!r}"
-        ) from None
 
 
 @register_model("pspnet")
@@ -105,11 +84,7 @@ def PSPNet(
         >>> model.predict(np.zeros((1, 65, 97, 3)), verbose=0).shape
         (1, 65, 97, 4)
     """
-    if float(auxiliary_loss_weight) < 0:
-        raise ValueError(
-            "auxiliary_loss_weight must be non-negative. "
-            f"Received: auxiliary_loss_weight={auxiliary_loss_weight}"
-        )
+    auxiliary_loss_weight = check_auxiliary_loss_weight(auxiliary_loss_weight)
     encoder = resolve_backbone(
         backbone,
         input_shape=input_shape,
@@ -117,11 +92,13 @@ def PSPNet(
         output_stride=output_stride,
         **backbone_kwargs,
     )
-    deepest = encoder.output[deepest_feature_key(encoder)]
-    taps = {"context": deepest}
     if auxiliary_loss_weight > 0:
-        taps["auxiliary"] = _auxiliary_tap(backbone, auxiliary_layer, encoder)
-    encoder = keras.Model(encoder.input, taps, name=encoder.name)
+        encoder = with_auxiliary_tap(
+            encoder, backbone, auxiliary_layer, deepest_feature_key(encoder)
+        )
+    else:
+        deepest = encoder.output[deepest_feature_key(encoder)]
+        encoder = keras.Model(encoder.input, {"context": deepest}, name=encoder.name)
 
     image = keras.Input(shape=input_shape, name="image")
     features = encoder(image)
@@ -131,19 +108,13 @@ def PSPNet(
     x = ConvBNReLU(num_filters, 3, name="psp_conv")(x)
     x = keras.layers.SpatialDropout2D(dropout, name="psp_dropout")(x)
     logits = logits_head(x, num_classes, image, name="logits")
-    if auxiliary_loss_weight == 0:
-        return keras.Model(image, logits, name=name)
-    auxiliary = auxiliary_head(
-        features["auxiliary"],
-        num_classes,
+    return supervised_model(
         image,
+        logits,
+        features.get("auxiliary"),
+        num_classes,
+        weight=auxiliary_loss_weight,
         filters=auxiliary_filters,
         dropout=dropout,
-        name="auxiliary",
-    )
-    return DeepSupervisionModel(
-        image,
-        {MAIN_OUTPUT: logits, AUXILIARY_OUTPUT: auxiliary},
-        auxiliary_loss_weight=auxiliary_loss_weight,
         name=name,
     )

@@ -45,9 +45,15 @@ LR-ASPP's head (torchvision's `LRASPPHead`) maps module by module:
 | `classifier.high_classifier`        | `high_classifier`                    |
 
 The published FCN and DeepLabv3 checkpoints also hold the training-only auxiliary classifier
-(`aux_classifier.*`, on ResNet's layer3 or MobileNetV3's `features.4`), which these models do
-not build; it is skipped by default
-(`ignore_aux=True`).
+(`aux_classifier.*`, an FCNHead on ResNet's layer3 or MobileNetV3's `features.4`). The
+configurations build no auxiliary head and skip those keys (`ignore_aux=True`); a model built
+with `auxiliary_loss_weight=0.5` (torchvision's training weight; on MobileNetV3 also
+`auxiliary_layer="features.4.out", auxiliary_filters=10`) receives them in its
+`auxiliary_conv` (`aux_classifier.0` / `.1`) and `auxiliary_classifier` (`aux_classifier.4`),
+for fine-tuning the way torchvision trained:
+
+    >>> model = build_torchvision_segmentation(
+    ...     "deeplabv3_resnet50", auxiliary_loss_weight=0.5)  # doctest: +SKIP
 """
 
 from kseg.models.backbone_input import backbone_of
@@ -211,6 +217,19 @@ def _head_layers(model):
     return layers
 
 
+def _auxiliary_layers(model):
+    """Torchvision's aux_classifier (FCNHead) onto the model's auxiliary head, if it has one."""
+    names = {layer.name for layer in model.layers}
+    if "auxiliary_conv" not in names:
+        return {}
+    block = model.get_layer("auxiliary_conv")
+    return {
+        "aux_classifier.0": block.conv,
+        "aux_classifier.1": block.bn,
+        "aux_classifier.4": model.get_layer("auxiliary_classifier"),
+    }
+
+
 def _backbone_loader(backbone):
     """The converter of the backbone's torchvision layout: MobileNetV3's `features` or ResNet."""
     names = {layer.name for layer in backbone.layers}
@@ -234,9 +253,11 @@ def load_torchvision_segmentation_weights(model, state_dict, ignore_aux=True):
         model: the kseg model.
         state_dict: a mapping of torchvision keys to arrays, e.g. from
             `kseg.pretrained.read_torch_checkpoint`.
-        ignore_aux: skip the auxiliary classifier (`aux_classifier.*`), which the published
-            checkpoints hold for training and the kseg models do not build. With False,
-            those keys are reported unused.
+        ignore_aux: for a model built without an auxiliary head, skip the auxiliary
+            classifier (`aux_classifier.*`) the published checkpoints hold for training; with
+            False those keys are reported unused. A model built with one
+            (`auxiliary_loss_weight > 0`; `auxiliary_filters` a quarter of the tapped layer's
+            channels, as torchvision's FCNHead) receives them.
 
     Returns:
         The sorted list of consumed keys (skipped auxiliary keys included).
@@ -255,11 +276,14 @@ def load_torchvision_segmentation_weights(model, state_dict, ignore_aux=True):
         ValueError: ... unused keys (0): []; unset variables (6): ['head_conv/bn/beta', ...
     """
     head_layers = _head_layers(model)
+    auxiliary_layers = _auxiliary_layers(model)
+    head_layers.update(auxiliary_layers)
     backbone = backbone_of(model)
     if backbone is None:
         raise ValueError(f"Model {model.name!r} has no nested backbone for the backbone.* keys.")
     head_keys = [key for key in state_dict if not key.startswith(_BACKBONE_PREFIX)]
-    skipped = [key for key in head_keys if ignore_aux and key.startswith(_AUXILIARY_PREFIX)]
+    skip_auxiliary = ignore_aux and not auxiliary_layers
+    skipped = [key for key in head_keys if skip_auxiliary and key.startswith(_AUXILIARY_PREFIX)]
     paths = {key: key for key in head_keys if key not in skipped}
     assignments, consumed, unused = plan_assignments(state_dict, paths, head_layers)
     consumed += skipped

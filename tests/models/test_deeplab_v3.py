@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+import kseg
 from kseg.models import backbone_of
 from kseg.models.deeplab_v3 import DeepLabV3, with_output_stride
 
@@ -100,3 +101,27 @@ def test_bad_output_strides_are_named():
 def test_other_models_are_refused():
     with pytest.raises(ValueError, match="DeepLabV3"):
         with_output_stride(keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Dense(2)]), 8)
+
+
+def test_an_auxiliary_head_on_res4_trains_with_its_weighted_loss_and_leaves_inference_alone():
+    # torchvision's aux_loss: an FCNHead on layer3 whose loss is added with weight 0.5.
+    kwargs = dict(num_classes=3, backbone="resnet50_v1.5", base_channels=2, output_stride=8)
+    kwargs.update(multi_grid=None, num_filters=8, head_conv=True)
+    model = kseg.models.get_model("deeplabv3", auxiliary_loss_weight=0.5, **kwargs)
+    assert isinstance(model, kseg.models.DeepSupervisionModel)
+    assert model.auxiliary_loss_weight == 0.5
+    image = np.random.default_rng(0).uniform(0, 255, (2, 33, 41, 3)).astype("float32")
+    outputs = model(image, training=True)
+    assert sorted(outputs) == ["auxiliary_logits", "logits"]
+    assert outputs["auxiliary_logits"].shape == (2, 33, 41, 3)
+    # res4 of ResNet v1.5 (layer3) has 4 x 4 x base_channels channels.
+    assert model.get_layer("auxiliary_conv").conv.kernel.shape == (3, 3, 32, 256)
+    assert model(image).shape == (2, 33, 41, 3)
+    plain = kseg.models.get_model("deeplabv3", **kwargs)
+    assert not isinstance(plain, kseg.models.DeepSupervisionModel)
+    assert {w.path for w in plain.weights} < {w.path for w in model.weights}
+
+
+def test_a_negative_auxiliary_weight_is_refused():
+    with pytest.raises(ValueError, match="auxiliary_loss_weight must be non-negative"):
+        kseg.models.get_model("deeplabv3", backbone="tiny", auxiliary_loss_weight=-1)

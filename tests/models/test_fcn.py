@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 
+import kseg
 from kseg.layers.bilinear import bilinear_kernel_1d
 from kseg.models import FCN8s, FCN16s, FCN32s, backbone_of
 
@@ -319,3 +320,21 @@ def test_bad_fc6_padding_configuration_is_explained():
         FCN8s(num_classes=3, backbone="tiny", num_filters=8, fc6_padding="valid ")
     with pytest.raises(ValueError, match=r"input_padding must be None or 0.*input_padding=100"):
         FCN8s(num_classes=3, backbone="tiny", num_filters=8, fc6_padding="same", input_padding=100)
+
+
+def test_the_dilated_head_takes_torchvisions_auxiliary_head_and_the_skips_head_refuses_it():
+    model = kseg.models.get_model(
+        "fcn8s",
+        num_classes=3,
+        backbone="resnet50_v1.5",
+        base_channels=2,
+        head="dilated",
+        num_filters=8,
+        auxiliary_loss_weight=0.5,
+        auxiliary_filters=8,
+    )
+    assert isinstance(model, kseg.models.DeepSupervisionModel)
+    image = np.zeros((1, 33, 40, 3), "float32")
+    assert model(image, training=True)["auxiliary_logits"].shape == (1, 33, 40, 3)
+    with pytest.raises(ValueError, match="applies to head='dilated' only"):
+        kseg.models.get_model("fcn8s", backbone="tiny", auxiliary_loss_weight=0.5)

@@ -116,6 +116,31 @@ def test_the_registry_converter_builds_the_entrys_model_from_the_file():
     assert _scaled_error(result, reference["fcn_out0"]) <= 1e-5
 
 
+@pytest.mark.parametrize("kind", ["fcn", "deeplabv3"])
+def test_a_model_with_an_auxiliary_head_receives_the_auxiliary_classifier(kind):
+    # torchvision's FCNHead on layer3: a quarter of its channels (32 in the narrow copy).
+    name, overrides = SMALL_MODELS[kind]
+    state = read_torch_checkpoint(FIXTURES / f"torchvision_{kind}_small.pth")
+    model = build_torchvision_segmentation(
+        name, num_classes=3, auxiliary_loss_weight=0.5, auxiliary_filters=8, **overrides
+    )
+    assert load_torchvision_segmentation_weights(model, state, ignore_aux=False) == sorted(state)
+    block = model.get_layer("auxiliary_conv")
+    np.testing.assert_array_equal(
+        np.asarray(block.conv.kernel), state["aux_classifier.0.weight"].transpose(2, 3, 1, 0)
+    )
+    np.testing.assert_array_equal(
+        np.asarray(block.bn.moving_variance), state["aux_classifier.1.running_var"]
+    )
+    np.testing.assert_array_equal(
+        np.asarray(model.get_layer("auxiliary_classifier").bias), state["aux_classifier.4.bias"]
+    )
+    # The main output is the configuration's without the head: the same logits.
+    reference = np.load(SMALL_OUTPUTS)
+    result = np.asarray(model(reference["image0"]))
+    assert _scaled_error(result, reference[f"{kind}_out0"]) <= 1e-5
+
+
 def test_auxiliary_keys_are_reported_unless_ignored():
     state = read_torch_checkpoint(FIXTURES / "torchvision_fcn_small.pth")
     name, overrides = SMALL_MODELS["fcn"]
@@ -213,13 +238,17 @@ def test_full_models_match_torchvision(name, tmp_path, torch_python):
     subprocess.run([torch_python, str(REFERENCE_SCRIPT), name, str(tmp_path)], check=True)
     state = read_torch_checkpoint(tmp_path / "state_dict.pth")
     reference = np.load(tmp_path / "reference.npz")
-    model = build_torchvision_segmentation(name)
-    assert load_torchvision_segmentation_weights(model, state) == sorted(state)
+    # With torchvision's auxiliary head, so its aux output is compared too.
+    model = build_torchvision_segmentation(name, auxiliary_loss_weight=0.5)
+    assert load_torchvision_segmentation_weights(model, state, ignore_aux=False) == sorted(state)
+    auxiliary = keras.Model(model.inputs, model.auxiliary_output)
     for index in (0, 1):
         expected = reference[f"out{index}"]
-        result = np.asarray(model.predict(reference[f"image{index}"], verbose=0))
+        result = np.asarray(model(reference[f"image{index}"]))
         assert result.shape == expected.shape
         assert _scaled_error(result, expected) <= 1e-4
+        expected = reference[f"aux{index}"]
+        assert _scaled_error(np.asarray(auxiliary(reference[f"image{index}"])), expected) <= 1e-4
 
 
 # --- MobileNetV3-Large: DeepLabv3 and LR-ASPP --------------------------------------------------
