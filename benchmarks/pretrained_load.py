@@ -57,7 +57,6 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -69,6 +68,7 @@ import numpy as np
 import pretrained_load_instance
 import results_io
 from locations import require_locations, torch_python_argument
+from torch_timed_calls import serve_timed_calls
 
 MODELS = ("deeplabv3_resnet50", "fcn_resnet50", "deeplabv3_resnet101", "fcn_resnet101")
 IMAGE_SIZES = ((520, 700), (389, 521))
@@ -119,22 +119,7 @@ def torch_worker(args):
             arrays[f"image{index}"] = image
             arrays[f"out{index}"] = logits.numpy().transpose(0, 2, 3, 1)
         np.savez(folder / "reference.npz", **arrays)
-        print(
-            json.dumps(
-                {
-                    "torch": torch.__version__,
-                    "torchvision": torchvision.__version__,
-                    "torch_threads": torch.get_num_threads(),
-                }
-            ),
-            flush=True,
-        )
-        for line in sys.stdin:
-            if not line.strip():
-                break
-            start = time.perf_counter()
-            model(batches[int(line)])
-            print(json.dumps({"seconds": time.perf_counter() - start}), flush=True)
+        serve_timed_calls(torch, torchvision, lambda index: model(batches[index]))
 
 
 class TorchWorker:

@@ -25,7 +25,6 @@ order either library may swap; the box and mask figures are also given with such
 paired across the swap, and the number of rows it moved.
 """
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 import results_io
+from torch_timed_calls import serve_timed_calls
 
 MODELS = ("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2")
 IMAGE_SIZES = ((480, 640), (427, 640))
@@ -104,22 +104,7 @@ def torch_worker(args):
             arrays[f"labels{index}"] = result["labels"].numpy()
             arrays[f"masks{index}"] = (result["masks"][:, 0] > 0.5).numpy().astype(np.uint8)
         np.savez(folder / "reference.npz", **arrays)
-        print(
-            json.dumps(
-                {
-                    "torch": torch.__version__,
-                    "torchvision": torchvision.__version__,
-                    "torch_threads": torch.get_num_threads(),
-                }
-            ),
-            flush=True,
-        )
-        for line in sys.stdin:
-            if not line.strip():
-                break
-            start = time.perf_counter()
-            model(batches[int(line)])
-            print(json.dumps({"seconds": time.perf_counter() - start}), flush=True)
+        serve_timed_calls(torch, torchvision, lambda index: model(batches[index]))
 
 
 def tie_pairing(boxes, labels, scores, reference_boxes, reference_labels, reference_scores):
