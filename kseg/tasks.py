@@ -163,9 +163,15 @@ class InstanceTask:
         """Compiles and trains the model: `kseg.recipes.fit_instances`."""
         return fit_instances(model, batches, **kwargs)
 
-    def evaluate(self, model, examples, categories, *, batch_size=4):
+    def evaluate(self, model, examples, categories, *, batch_size=4, detection_category_ids=None):
         """COCO mask and box AP over instance examples: `kseg.detection.evaluate_instances`."""
-        return evaluate_instances(model, examples, categories, batch_size=batch_size)
+        return evaluate_instances(
+            model,
+            examples,
+            categories,
+            batch_size=batch_size,
+            detection_category_ids=detection_category_ids,
+        )
 
     def predictor(self, model, *, mask_threshold=0.5, min_score=0.0):
         """A function mapping one uint8 image `(H, W, 3)` to its detections.

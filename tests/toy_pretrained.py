@@ -1,4 +1,4 @@
-"""A stand-in published checkpoint for tests: the committed narrow torchvision FCN as "toy"."""
+"""Stand-in published checkpoints for tests: the committed narrow torchvision FCN and Mask R-CNN."""
 
 import dataclasses
 import functools
@@ -46,3 +46,48 @@ def register_toy_checkpoint(tmp_path, monkeypatch):
         kseg.pretrained, "load", functools.partial(kseg.pretrained.load, cache_dir=cache_dir)
     )
     return toy, cache_dir
+
+
+def register_toy_mask_rcnn(tmp_path, monkeypatch, class_names):
+    """Registers "toy_instances": the committed narrow torchvision Mask R-CNN (5 classes).
+
+    The model of tests/fixtures/torchvision_mask_rcnn_reference.py, served from a file:// URL,
+    resizing to min 160 / max 256 like that reference; `class_names` (5, background first) are
+    the entry's, class k being COCO category id k as in torchvision's COCO checkpoints.
+    `kseg.pretrained.load` is pointed at a cache under `tmp_path`.
+
+    Returns:
+        The registered entry.
+    """
+    from kseg.pretrained.convert_torchvision_mask_rcnn import TORCHVISION_MASK_RCNN_CONFIGS
+
+    checkpoint = FIXTURES / "torchvision_mask_rcnn_small.pth"
+    digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    served = tmp_path / "served" / f"maskrcnn_small-{digest[:8]}.pth"
+    served.parent.mkdir(exist_ok=True)
+    shutil.copyfile(checkpoint, served)
+    builder, kwargs = TORCHVISION_MASK_RCNN_CONFIGS["maskrcnn_resnet50_fpn"]
+    toy = dataclasses.replace(
+        kseg.pretrained.get("maskrcnn_resnet50_fpn"),
+        name="toy_instances",
+        url=served.as_uri(),
+        hash_prefix=digest[:8],
+        builder_kwargs={
+            **kwargs,
+            "num_classes": 5,
+            "resize_min_side": 160,
+            "resize_max_side": 256,
+            "fpn_channels": 16,
+            "box_fc_units": 32,
+            "mask_channels": 16,
+            "backbone_kwargs": {"frozen_batchnorm": True, "base_channels": 2},
+        },
+        class_names=tuple(class_names),
+    )
+    monkeypatch.setitem(registry._REGISTRY, "toy_instances", toy)
+    monkeypatch.setattr(
+        kseg.pretrained,
+        "load",
+        functools.partial(kseg.pretrained.load, cache_dir=tmp_path / "cache"),
+    )
+    return toy

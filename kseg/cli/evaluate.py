@@ -24,7 +24,7 @@ def run(args):
     model, recipe = pretrained_models.load_model(args.model)
     task = kseg.tasks.for_model(model)
     if task is kseg.tasks.INSTANCE:
-        return _evaluate_instances(model, task, args)
+        return _evaluate_instances(model, task, args, recipe)
     if coco_source(args.data) is not None:
         raise SystemExit(
             f"kseg: error: {args.data} holds instance annotations, which only MaskRCNN models "
@@ -69,7 +69,33 @@ def run(args):
         reports.write_scores(args.output, scores, class_names)
 
 
-def _evaluate_instances(model, task, args):
+def _published_category_ids(model, recipe, categories, args):
+    """COCO ids of a published COCO model's classes (class k is id k), checked against the data.
+
+    None for a model trained by kseg, whose classes are the data's contiguous classes.
+    """
+    if not isinstance(recipe, pretrained_models.PretrainedSettings):
+        return None
+    if not hasattr(categories, "coco_ids"):
+        raise SystemExit(
+            f"kseg: error: {args.model} predicts COCO category ids; evaluate it on COCO-format "
+            f"annotations (--data coco:ANNOTATIONS.json,IMAGE_DIR). Received: --data {args.data}"
+        )
+    names = recipe.class_names  # classes 1..K: class k is COCO id k
+    mismatched = []
+    for coco_id, name in zip(categories.coco_ids, categories.names):
+        predicted = names[coco_id - 1] if 0 < coco_id <= len(names) else None
+        if predicted != name:
+            mismatched.append(f"id {coco_id} {name!r} (the model's id {coco_id}: {predicted!r})")
+    if mismatched:
+        raise SystemExit(
+            f"kseg: error: {args.data} has categories that {args.model} does not predict under "
+            f"the same COCO id: {', '.join(mismatched)}."
+        )
+    return list(range(1, model.num_classes))
+
+
+def _evaluate_instances(model, task, args, recipe):
     arguments.refuse_semantic_flags(
         args,
         [
@@ -82,12 +108,19 @@ def _evaluate_instances(model, task, args):
     )
     examples, categories = instance_examples(args.data, args.split, args.num_samples)
     class_names = list(category_names(categories))
-    if len(class_names) + 1 != model.num_classes:
+    detection_ids = _published_category_ids(model, recipe, categories, args)
+    if detection_ids is None and len(class_names) + 1 != model.num_classes:
         raise SystemExit(
             f"kseg: error: {args.model} predicts {model.num_classes - 1} object classes but "
             f"{args.data} has {len(class_names)} ({', '.join(class_names)})."
         )
-    scores = task.evaluate(model, examples, categories, batch_size=args.batch_size)
+    scores = task.evaluate(
+        model,
+        examples,
+        categories,
+        batch_size=args.batch_size,
+        detection_category_ids=detection_ids,
+    )
     reports.print_instance_scores(scores)
     if args.output:
         reports.write_instance_scores(args.output, scores, class_names)

@@ -36,7 +36,15 @@ def instance_predictor(model, *, mask_threshold=0.5):
     return predict
 
 
-def evaluate_instances(model, examples, categories, *, batch_size=4, iou_types=("segm", "bbox")):
+def evaluate_instances(
+    model,
+    examples,
+    categories,
+    *,
+    batch_size=4,
+    iou_types=("segm", "bbox"),
+    detection_category_ids=None,
+):
     """Mask and box AP of `model` on instance examples, computed by pycocotools' COCOeval.
 
     The ground truth is built from the examples themselves
@@ -52,6 +60,12 @@ def evaluate_instances(model, examples, categories, *, batch_size=4, iou_types=(
         categories: the class names or `CocoCategories` (see `coco_ground_truth`).
         batch_size: images per forward pass (1, unpadded, for a model that resizes its input).
         iou_types: "segm" and/or "bbox".
+        detection_category_ids: the COCO category id of each model class
+            (`detection_category_ids[k - 1]` for class k), when the model's classes are not
+            the examples' contiguous ones: a published COCO model predicts category ids
+            directly (class k is id k), whatever subset of categories the data holds.
+            Detections of ids the data lacks count as false positives of no category and are
+            ignored by COCOeval. None: the model's classes are the examples' classes.
 
     Returns:
         A dict of floats: `mask_AP`, `mask_AP50`, `mask_AP75`, ..., `box_AP`, ... and
@@ -67,7 +81,11 @@ def evaluate_instances(model, examples, categories, *, batch_size=4, iou_types=(
         int(example["image_id"]) if "image_id" in example else index + 1
         for index, example in enumerate(examples.as_numpy_iterator())
     ]
-    category_ids = _category_ids(ground_truth)
+    category_ids = (
+        _category_ids(ground_truth)
+        if detection_category_ids is None
+        else [int(i) for i in detection_category_ids]
+    )
     predict = instance_predictor(model)
     detections = []
     start = 0

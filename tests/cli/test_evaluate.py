@@ -227,3 +227,50 @@ def test_evaluate_a_pretrained_name_scores_at_the_entrys_min_side(tmp_path, monk
             small_mask.astype(np.int64).ravel() * 3 + labels.ravel(), minlength=9
         ).reshape(3, 3)
     np.testing.assert_array_equal(scores["confusion_matrix"], expected)
+
+
+def _toy_coco(tmp_path, names):
+    """write_tiny_coco's folder with its categories renumbered 1..4 and named `names`."""
+    annotations, image_dir = write_tiny_coco(tmp_path)
+    data = json.loads(annotations.read_text())
+    renumber = {category["id"]: index + 1 for index, category in enumerate(COCO_CATEGORIES)}
+    for annotation in data["annotations"]:
+        annotation["category_id"] = renumber[annotation["category_id"]]
+    data["categories"] = [{"id": index + 1, "name": name} for index, name in enumerate(names)]
+    annotations.write_text(json.dumps(data))
+    return annotations, image_dir
+
+
+def test_a_published_coco_model_is_scored_by_category_id_on_any_subset(tmp_path, monkeypatch):
+    from toy_pretrained import register_toy_mask_rcnn
+
+    # torchvision's COCO checkpoints predict category ids (class k is id k, "N/A" where COCO
+    # has no category), not the data's contiguous classes.
+    register_toy_mask_rcnn(tmp_path, monkeypatch, ("__background__", "cat", "N/A", "car", "tree"))
+    calls = spy_on_evaluate_instances(monkeypatch)
+    annotations, image_dir = _toy_coco(tmp_path, ["cat", "N/A", "car", "tree"])
+    data = json.loads(annotations.read_text())
+    # The data holds ids 1, 3 and 4 only: kseg's contiguous classes 1..3.
+    data["categories"] = [c for c in data["categories"] if c["name"] != "N/A"]
+    data["annotations"] = [a for a in data["annotations"] if a["category_id"] != 2]
+    annotations.write_text(json.dumps(data))
+    output = tmp_path / "scores.json"
+    data_flag = f"coco:{annotations},{image_dir}"
+    args = ["evaluate", "--model", "toy_instances", "--data", data_flag, "--output", str(output)]
+    assert cli.main(args) == 0
+    (call,) = calls
+    assert call["categories"].coco_ids == (1, 3, 4)
+    assert call["kwargs"]["detection_category_ids"] == [1, 2, 3, 4]
+    scores = json.loads(output.read_text())
+    assert scores["num_images"] == 3 and scores["class_names"] == ["cat", "car", "tree"]
+
+
+def test_a_published_coco_model_refuses_data_whose_ids_name_other_things(tmp_path, monkeypatch):
+    from toy_pretrained import register_toy_mask_rcnn
+
+    register_toy_mask_rcnn(tmp_path, monkeypatch, ("__background__", "cat", "dog", "car", "tree"))
+    annotations, image_dir = _toy_coco(tmp_path, ["cat", "dog", "bus", "tree"])
+    data_flag = f"coco:{annotations},{image_dir}"
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["evaluate", "--model", "toy_instances", "--data", data_flag])
+    assert "id 3 'bus' (the model's id 3: 'car')" in str(stop.value.code)

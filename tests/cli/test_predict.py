@@ -394,48 +394,13 @@ def test_predict_with_an_unknown_model_names_files_and_the_registry(tmp_path):
 
 
 def test_predict_with_a_pretrained_mask_rcnn_name_reproduces_torchvision(tmp_path, monkeypatch):
-    import dataclasses
-    import functools
-    import hashlib
-    import shutil
-
-    import kseg
-    from kseg.pretrained import registry
-    from kseg.pretrained.convert_torchvision_mask_rcnn import TORCHVISION_MASK_RCNN_CONFIGS
+    from toy_pretrained import register_toy_mask_rcnn
 
     # The narrow torchvision Mask R-CNN of tests/fixtures/torchvision_mask_rcnn_reference.py,
     # registered as a published checkpoint served from a file:// URL.
     fixtures = Path(__file__).resolve().parents[1] / "fixtures"
-    checkpoint = fixtures / "torchvision_mask_rcnn_small.pth"
-    digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
-    served = tmp_path / "served" / f"maskrcnn_small-{digest[:8]}.pth"
-    served.parent.mkdir()
-    shutil.copyfile(checkpoint, served)
-    builder, kwargs = TORCHVISION_MASK_RCNN_CONFIGS["maskrcnn_resnet50_fpn"]
     names = ("__background__", "cat", "dog", "car", "tree")
-    toy = dataclasses.replace(
-        kseg.pretrained.get("maskrcnn_resnet50_fpn"),
-        name="toy_instances",
-        url=served.as_uri(),
-        hash_prefix=digest[:8],
-        builder_kwargs={
-            **kwargs,
-            "num_classes": 5,
-            "resize_min_side": 160,
-            "resize_max_side": 256,
-            "fpn_channels": 16,
-            "box_fc_units": 32,
-            "mask_channels": 16,
-            "backbone_kwargs": {"frozen_batchnorm": True, "base_channels": 2},
-        },
-        class_names=names,
-    )
-    monkeypatch.setitem(registry._REGISTRY, "toy_instances", toy)
-    monkeypatch.setattr(
-        kseg.pretrained,
-        "load",
-        functools.partial(kseg.pretrained.load, cache_dir=tmp_path / "cache"),
-    )
+    register_toy_mask_rcnn(tmp_path, monkeypatch, names)
     reference = np.load(fixtures / "torchvision_mask_rcnn_small.npz")
     (tmp_path / "in").mkdir()
     for index in (0, 3):
