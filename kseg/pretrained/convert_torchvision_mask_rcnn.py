@@ -45,7 +45,13 @@ from kseg.models.registry import get_builder
 from kseg.pretrained.configurations import build_configured
 from kseg.pretrained.convert_resnet import load_torchvision_resnet_weights
 from kseg.pretrained.torch_checkpoint import read_torch_checkpoint
-from kseg.pretrained.torch_parameters import UNUSED_PARAMETERS, keras_layout
+from kseg.pretrained.torch_parameters import (
+    UNUSED_PARAMETERS,
+    assign_planned,
+    keras_layout,
+    require_complete,
+    variables_outside,
+)
 
 _TORCHVISION_OPTIONS = {
     "backbone": "resnet50_v1.5",
@@ -278,21 +284,10 @@ def load_torchvision_mask_rcnn_weights(model, state_dict):
             continue
         assignments[id(variable)] = (variable, convert(array, variable, key))
         consumed.append(key)
-    backbone_variables = {id(variable) for variable in model.backbone.weights}
-    unset = [
-        variable.path
-        for variable in model.weights
-        if id(variable) not in backbone_variables and id(variable) not in assignments
-    ]
-    if unused or unset:
-        raise ValueError(
-            f"The state dict does not match the heads of model {model.name!r}: "
-            f"unused keys ({len(unused)}): {sorted(unused)}; "
-            f"unset variables ({len(unset)}): {sorted(unset)}"
-        )
+    head_variables = variables_outside(model, model.backbone)
+    require_complete(f"the heads of model {model.name!r}", head_variables, assignments, unused)
     consumed += load_torchvision_resnet_weights(model.backbone, state_dict, prefix=_BACKBONE_PREFIX)
-    for variable, array in assignments.values():
-        variable.assign(array)
+    assign_planned(assignments)
     return sorted(consumed)
 
 

@@ -62,7 +62,12 @@ from kseg.pretrained.configurations import build_configured
 from kseg.pretrained.convert_mobilenet_v3 import load_torchvision_mobilenet_v3_weights
 from kseg.pretrained.convert_resnet import load_torchvision_resnet_weights
 from kseg.pretrained.torch_checkpoint import read_torch_checkpoint
-from kseg.pretrained.torch_parameters import plan_assignments
+from kseg.pretrained.torch_parameters import (
+    assign_planned,
+    plan_assignments,
+    require_complete,
+    variables_outside,
+)
 
 
 def _deeplabv3(depth):
@@ -287,21 +292,10 @@ def load_torchvision_segmentation_weights(model, state_dict, ignore_aux=True):
     paths = {key: key for key in head_keys if key not in skipped}
     assignments, consumed, unused = plan_assignments(state_dict, paths, head_layers)
     consumed += skipped
-    backbone_variables = {id(variable) for variable in backbone.weights}
-    unset = [
-        variable.path
-        for variable in model.weights
-        if id(variable) not in backbone_variables and id(variable) not in assignments
-    ]
-    if unused or unset:
-        raise ValueError(
-            f"The state dict does not match the head of model {model.name!r}: "
-            f"unused keys ({len(unused)}): {sorted(unused)}; "
-            f"unset variables ({len(unset)}): {sorted(unset)}"
-        )
+    head_variables = variables_outside(model, backbone)
+    require_complete(f"the head of model {model.name!r}", head_variables, assignments, unused)
     consumed += _backbone_loader(backbone)(backbone, state_dict, prefix=_BACKBONE_PREFIX)
-    for variable, array in assignments.values():
-        variable.assign(array)
+    assign_planned(assignments)
     return sorted(consumed)
 
 

@@ -152,17 +152,55 @@ def apply_assignments(model, layers, assignments, unused, prefix):
         ...
         ValueError: ... unused keys (1): ['head.weight']; unset variables (2): ['fc/bias', ...
     """
-    unset = [
-        variable.path
-        for layer in layers.values()
-        for variable in layer.weights
-        if id(variable) not in assignments
-    ]
+    variables = [variable for layer in layers.values() for variable in layer.weights]
+    require_complete(f"{model.name!r} (prefix {prefix!r})", variables, assignments, unused)
+    assign_planned(assignments)
+
+
+def require_complete(subject, variables, assignments, unused):
+    """Raises unless every key filled a variable and every one of `variables` received a key.
+
+    Args:
+        subject: what the state dict is matched against, for the error ("the head of ...").
+        variables: the variables that must all be planned.
+        assignments: `plan_assignments`' dict id(variable) -> (variable, array).
+        unused: checkpoint keys that filled nothing.
+
+    Raises:
+        ValueError: listing the unused keys and the unset variables.
+
+    Example:
+        >>> layer = keras.layers.Dense(2, name="fc")
+        >>> layer.build((None, 3))
+        >>> require_complete("the toy", layer.weights, {}, [])
+        Traceback (most recent call last):
+        ...
+        ValueError: The state dict does not match the toy: unused keys (0): []; unset ...
+    """
+    unset = [variable.path for variable in variables if id(variable) not in assignments]
     if unused or unset:
         raise ValueError(
-            f"The state dict does not match {model.name!r} (prefix {prefix!r}): "
+            f"The state dict does not match {subject}: "
             f"unused keys ({len(unused)}): {sorted(unused)}; "
             f"unset variables ({len(unset)}): {sorted(unset)}"
         )
+
+
+def assign_planned(assignments):
+    """Sets each planned variable to its array (after `require_complete` passed)."""
     for variable, array in assignments.values():
         variable.assign(array)
+
+
+def variables_outside(model, part):
+    """The variables of `model` that are not `part`'s (a converter's head beside its backbone).
+
+    Example:
+        >>> inputs = keras.Input((3,))
+        >>> part = keras.layers.Dense(2)
+        >>> model = keras.Model(inputs, keras.layers.Dense(1)(part(inputs)))
+        >>> len(model.weights), len(variables_outside(model, part))
+        (4, 2)
+    """
+    inside = {id(variable) for variable in part.weights}
+    return [variable for variable in model.weights if id(variable) not in inside]
