@@ -5,6 +5,7 @@ them, so no script has a default path of its own: each such flag falls back on a
 variable, and without either the script stops and names both.
 """
 
+import argparse
 import os
 import shutil
 import tempfile
@@ -54,6 +55,27 @@ def require_locations(parser, args, *actions):
     for action in actions:
         if getattr(args, action.dest) is None:
             parser.error(f"{action.option_strings[0]} is required: {action.help}")
+
+
+def run_with_torch_worker(parser, torch_python, main, torch_worker):
+    """Parses the arguments, then runs `torch_worker` (with `--torch-worker`) or `main`.
+
+    A benchmark against PyTorch starts itself again under `--torch-python` with the hidden
+    `--torch-worker` flag for the torch side; only the main side needs `--torch-python`.
+
+    Args:
+        parser: the script's parser, its own flags added.
+        torch_python: the action `torch_python_argument` returned.
+        main: the benchmark, called with the parsed arguments.
+        torch_worker: the torch side, called with the parsed arguments.
+    """
+    parser.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
+    arguments = parser.parse_args()
+    if arguments.torch_worker:
+        torch_worker(arguments)
+    else:
+        require_locations(parser, arguments, torch_python)
+        main(arguments)
 
 
 def private_keras_home(weights_dir):

@@ -77,7 +77,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 import results_io
-from locations import require_locations, torch_python_argument
+from locations import run_with_torch_worker, torch_python_argument
 
 LEVELS = (2, 3, 4, 5)
 MASK_SIZE = 28
@@ -748,12 +748,6 @@ if __name__ == "__main__":
     parser.add_argument("--profile-steps", type=int, default=2)
     torch_python = torch_python_argument(parser)
     parser.add_argument("--out", default=results_io.result_path("mask_rcnn_timing"))
-    parser.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--inputs", help=argparse.SUPPRESS)
     parser.add_argument("--outputs", help=argparse.SUPPRESS)
-    arguments = parser.parse_args()
-    if arguments.torch_worker:
-        torch_worker(arguments)
-    else:
-        require_locations(parser, arguments, torch_python)
-        main(arguments)
+    run_with_torch_worker(parser, torch_python, main, torch_worker)

@@ -67,7 +67,7 @@ import numpy as np
 
 import pretrained_load_instance
 import results_io
-from locations import require_locations, torch_python_argument
+from locations import run_with_torch_worker, torch_python_argument
 from torch_timed_calls import serve_timed_calls
 
 MODELS = ("deeplabv3_resnet50", "fcn_resnet50", "deeplabv3_resnet101", "fcn_resnet101")
@@ -369,12 +369,6 @@ if __name__ == "__main__":
     )
     torch_python = torch_python_argument(parser)
     parser.add_argument("--out", default=results_io.result_path("pretrained_load"))
-    parser.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
-    arguments = parser.parse_args()
-    if arguments.torch_worker:
-        torch_worker(arguments)
-    else:
-        require_locations(parser, arguments, torch_python)
-        main(arguments)
+    run_with_torch_worker(parser, torch_python, main, torch_worker)

@@ -43,7 +43,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 import results_io
-from locations import require_locations, torch_python_argument
+from locations import run_with_torch_worker, torch_python_argument
 
 IMAGE_SIZE = 512
 CHANNELS = 256
@@ -248,12 +248,6 @@ if __name__ == "__main__":
     parser.add_argument("--threads", type=int, default=2)
     torch_python = torch_python_argument(parser)
     parser.add_argument("--out", default=results_io.result_path("roi_align"))
-    parser.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--inputs", help=argparse.SUPPRESS)
     parser.add_argument("--outputs", help=argparse.SUPPRESS)
-    arguments = parser.parse_args()
-    if arguments.torch_worker:
-        torch_worker(arguments)
-    else:
-        require_locations(parser, arguments, torch_python)
-        main(arguments)
+    run_with_torch_worker(parser, torch_python, main, torch_worker)
