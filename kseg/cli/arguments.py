@@ -393,7 +393,7 @@ def trained_resize(args, recipe):
 
     Returns:
         `(height, width)`, a policy giving each image's size from its own (a pretrained
-        checkpoint's `kseg.cli.pretrained_models.MinSideResize`), or None (native size).
+        checkpoint's `kseg.pretrained.resize.MinSideResize`), or None (native size).
     """
     trained = None if recipe is None else recipe.resize
     if args.resize is None:

@@ -60,7 +60,7 @@ def at_size(predict, size):
     Args:
         predict: a function of one float image `(H, W, 3)` to uint8 labels `(h, w)`.
         size: `(height, width)`; a function of an image's height and width giving one (e.g.
-            `kseg.cli.pretrained_models.MinSideResize`); or None to run images as they are.
+            `kseg.pretrained.resize.MinSideResize`); or None to run images as they are.
 
     Returns:
         A function of one image to labels of the image's own size.

@@ -23,7 +23,7 @@ def load_split(source, split, *, num_classes=None, resize=None, **options):
         num_classes: the class count of plain folders; ignored for other sources.
         resize: optional `(height, width)` every pair is resized to, or a function of an
             image's height and width (scalar tensors) giving its size, such as a shorter-side
-            policy (`kseg.cli.pretrained_models.MinSideResize`).
+            policy (`kseg.pretrained.resize.MinSideResize`).
         **options: passed to the loader, e.g. `num_samples=`, `image_size=` for "shapes",
             `mask_values=` for image/mask folders (`"binary"` for 0/255 masks, see
             `kseg.data.folder_dataset`).

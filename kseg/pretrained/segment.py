@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from kseg.pretrained.resize import resize_policy
+
 
 def read_photo(image):
     """An RGB uint8 `(H, W, 3)` array from a path or an array.
@@ -82,7 +84,6 @@ def segment(name, image, *, model=None, cache_dir=None):
         ValueError: 'maskrcnn_resnet50_fpn' is not a semantic segmentation checkpoint ...
     """
     import kseg.pretrained
-    from kseg.cli.pretrained_models import resize_policy
 
     entry = _semantic_entry(name)
     photo = read_photo(image)
