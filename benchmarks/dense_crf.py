@@ -1,38 +1,52 @@
-"""Time per 512x512 image of kseg's dense CRF against pydensecrf, label agreement, 2048x2048 memory.
+"""Time per 512x512 image of kseg's dense CRF against pydensecrf at equal threads, 2048x2048 memory.
 
 Both sides run the fully-connected CRF of Krahenbuhl & Koltun (2011) with the permutohedral
-lattice: kseg through `kseg.inference.dense_crf` (TensorFlow, sparse splat/slice products,
-all cores), pydensecrf2 (Krahenbuhl's C++ code, one core) in its own virtual environment as a
-subprocess that waits for a line on stdin before each timed run, so the two sides alternate
-in one run and share whatever else the machine is doing. Each timed run is the whole call
-from image and probabilities to marginals: lattice construction plus mean-field iterations
-(kseg's tf.function is traced once before timing). The input is a CamVid val image resized
-to 512x512 with synthetic 21-class scores (annotation bonus plus smooth and per-pixel noise).
+lattice: kseg through `kseg.inference.dense_crf` (TensorFlow, sparse splat/blur/slice products)
+and pydensecrf2 (Krahenbuhl's C++ code, single-threaded) from its own virtual environment.
+Every timed side is a worker subprocess that waits for a line on stdin before each timed run,
+so the sides alternate call by call and share whatever else the machine is doing:
+
+- kseg on one thread (TensorFlow's intra-op and inter-op pools both set to 1 before any op
+  runs, OMP_NUM_THREADS=1) against pydensecrf on one thread (OMP_NUM_THREADS=1): the
+  headline time ratio;
+- kseg on `--scaling-threads` threads (2 by default; 0 leaves it out), reported separately
+  as its speed-up over one thread.
+
+Each timed run is the whole call from image and probabilities to marginals: lattice
+construction plus mean-field iterations. Each worker makes one untimed call per setting
+first (kseg traces its tf.function, pydensecrf warms its caches); the workers do this at the
+same time, before any timed run. The input is a CamVid val image resized to 512x512 with
+synthetic 21-class scores (annotation bonus plus smooth and per-pixel noise).
 
 Settings: DeepLab v2's (w1=4, theta_alpha=67, theta_beta=3, w2=3, theta_gamma=1, 10
 iterations, kseg's defaults) and pydensecrf's README settings (10, 80, 13, 3, 3) with 5
 iterations, the configuration of the reference timing in the team data's `refs/` folder.
 
-The 2048x2048 check runs each side alone in a fresh subprocess (same image resized, DeepLab
-settings) and reports its peak resident set size (`resource.getrusage`).
+The 2048x2048 check runs each side alone on one thread in a fresh subprocess (same image
+resized, DeepLab settings) and reports its peak resident set size (`resource.getrusage`).
+The result file records the load average at the start and the end of the run; timings are
+only the machine's when it was idle.
 
 `--camvid` (the CamVid root; one val image is read) and `--pydensecrf-python` (the interpreter
 of a virtual environment with pydensecrf2 and numpy) default to the environment variables
 `KSEG_CAMVID` and `KSEG_PYDENSECRF_PYTHON`; without flag or variable the script stops.
 
 Usage:
-    python benchmarks/dense_crf.py [--repeats 5] [--pydensecrf-python ENV/bin/python]
-        [--camvid CAMVID] [--out benchmarks/results/dense_crf.json]
+    python benchmarks/dense_crf.py [--repeats 7] [--scaling-threads 2]
+        [--pydensecrf-python ENV/bin/python] [--camvid CAMVID]
+        [--out benchmarks/results/dense_crf.json]
 """
 
 import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from importlib import metadata
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -65,11 +79,27 @@ SETTINGS = {
         5,
     ),
 }
+# Thread pools that numpy's BLAS or an OpenMP build could start; the workers get them capped.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def peak_rss_mib():
     # Linux reports ru_maxrss in KiB.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def thread_limited_env(threads):
+    """This process's environment with the OpenMP/BLAS thread pools capped at `threads`."""
+    return {**os.environ, **{name: str(threads) for name in THREAD_VARIABLES}}
+
+
+def use_tensorflow_threads(threads):
+    """Imports TensorFlow and fixes its intra-op and inter-op pools; call before any op runs."""
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    return tf
 
 
 def make_inputs(camvid, size, seed=0):
@@ -125,27 +155,86 @@ def kseg_run(image, probabilities, settings, iterations):
     return seconds, q.argmax(-1).astype(np.uint8)
 
 
-def pydensecrf_worker(args):
+def side_versions(side):
+    if side == "pydensecrf":
+        return {"pydensecrf2": metadata.version("pydensecrf2"), "pydensecrf_numpy": np.__version__}
+    import tensorflow as tf
+
+    import kseg
+
+    return {"tensorflow": tf.__version__, "kseg": kseg.__version__}
+
+
+def timing_worker(args):
+    """One side of the comparison: warms up, says it is ready, then times one run per key read."""
+    if args.side == "kseg":
+        use_tensorflow_threads(args.threads)
+    run = kseg_run if args.side == "kseg" else pydensecrf_run
     data = np.load(args.inputs)
     image = np.array(data["image"], np.uint8, order="C")
     probabilities = data["probabilities"]
-    labels = {}
+    # The untimed first call per setting: tracing on kseg's side, cache warm-up on both.
+    labels = {key: run(image, probabilities, *SETTINGS[key])[1] for key in SETTINGS}
+    print(json.dumps({"ready": True, "versions": side_versions(args.side)}), flush=True)
     for line in sys.stdin:
         key = line.strip()
         if not key:
             break
-        settings, iterations = SETTINGS[key]
-        seconds, labels[key] = pydensecrf_run(image, probabilities, settings, iterations)
+        seconds, _ = run(image, probabilities, *SETTINGS[key])
         print(json.dumps({"seconds": seconds}), flush=True)
     np.savez(args.labels_out, **labels)
 
 
+class TimingWorker:
+    """A `timing_worker` subprocess of one side at a thread count, driven line by line."""
+
+    def __init__(self, python, side, threads, inputs, labels_out):
+        self.labels_out = labels_out
+        self.process = subprocess.Popen(
+            [
+                python,
+                __file__,
+                "--timing-worker",
+                "--side",
+                side,
+                "--threads",
+                str(threads),
+                "--inputs",
+                inputs,
+                "--labels-out",
+                labels_out,
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=thread_limited_env(threads),
+        )
+
+    def wait_ready(self):
+        """Blocks until the warm-up calls are done; returns the side's library versions."""
+        return json.loads(self.process.stdout.readline())["versions"]
+
+    def time(self, key):
+        self.process.stdin.write(key + "\n")
+        self.process.stdin.flush()
+        return json.loads(self.process.stdout.readline())["seconds"]
+
+    def close(self):
+        """Ends the worker; returns its labels per setting (from its untimed calls)."""
+        self.process.stdin.write("\n")
+        self.process.stdin.flush()
+        if self.process.wait() != 0:
+            raise RuntimeError(f"timing worker {self.process.args} failed")
+        return dict(np.load(self.labels_out))
+
+
 def memory_worker(args):
+    if args.side == "kseg":
+        # Its import alone costs RSS; counted in the baseline.
+        use_tensorflow_threads(args.threads)
     image, probabilities, _ = make_inputs(args.camvid, args.size)
     settings, iterations = SETTINGS["deeplab_10it"]
     run = pydensecrf_run if args.side == "pydensecrf" else kseg_run
-    if args.side == "kseg":
-        import tensorflow as tf  # noqa: F401  (its import alone costs RSS; counted in the baseline)
     baseline = peak_rss_mib()
     seconds, labels = run(image, probabilities, settings, iterations)
     print(
@@ -153,6 +242,7 @@ def memory_worker(args):
             {
                 "side": args.side,
                 "size": args.size,
+                "threads": args.threads,
                 "seconds": seconds,
                 "peak_rss_mib": peak_rss_mib(),
                 "peak_rss_before_crf_mib": baseline,
@@ -162,61 +252,78 @@ def memory_worker(args):
     )
 
 
+def time_sides(args, image, probabilities, machine):
+    """Alternating timed runs of every worker; returns seconds and labels per worker and key."""
+    workers = {"kseg_1": ("kseg", sys.executable, 1)}
+    workers["pydensecrf"] = ("pydensecrf", args.pydensecrf_python, 1)
+    if args.scaling_threads:
+        workers[f"kseg_{args.scaling_threads}"] = ("kseg", sys.executable, args.scaling_threads)
+    with tempfile.TemporaryDirectory() as folder:
+        inputs = os.path.join(folder, "inputs.npz")
+        np.savez(inputs, image=image, probabilities=probabilities)
+        running = {
+            name: TimingWorker(python, side, threads, inputs, os.path.join(folder, f"{name}.npz"))
+            for name, (side, python, threads) in workers.items()
+        }
+        for worker in running.values():
+            for library, version in worker.wait_ready().items():
+                machine.setdefault(library, version)
+        seconds = {name: {key: [] for key in SETTINGS} for name in running}
+        for _ in range(args.repeats):
+            for key in SETTINGS:
+                for name, worker in running.items():
+                    seconds[name][key].append(worker.time(key))
+        labels = {name: worker.close() for name, worker in running.items()}
+    return seconds, labels
+
+
+def scaling_entry(seconds, one_thread_seconds, reference_seconds, labels, one_thread_labels):
+    median = statistics.median(seconds)
+    return {
+        "kseg_seconds": seconds,
+        "kseg_median_s": median,
+        "speedup_over_1_thread": statistics.median(one_thread_seconds) / median,
+        "time_ratio_kseg_over_pydensecrf_1_thread": median / statistics.median(reference_seconds),
+        "label_agreement_with_kseg_1_thread": float(np.mean(labels == one_thread_labels)),
+    }
+
+
 def main(args):
     image, probabilities, name = make_inputs(args.camvid, 512)
     results = {
-        "machine": results_io.machine_facts(),
+        "machine": results_io.machine_facts(
+            threads=1,
+            note="headline: kseg and pydensecrf each on 1 thread; "
+            + (
+                f"kseg on {args.scaling_threads} threads reported separately"
+                if args.scaling_threads
+                else "no scaling run"
+            ),
+        ),
         "input": {"image": name, "size": [512, 512], "labels": LABELS},
         "settings": {key: {"iterations": it, **s} for key, (s, it) in SETTINGS.items()},
     }
-    with tempfile.TemporaryDirectory() as folder:
-        inputs = os.path.join(folder, "inputs.npz")
-        labels_path = os.path.join(folder, "labels.npz")
-        np.savez(inputs, image=image, probabilities=probabilities)
-        worker = subprocess.Popen(
-            [
-                args.pydensecrf_python,
-                __file__,
-                "--pydensecrf-worker",
-                "--inputs",
-                inputs,
-                "--labels-out",
-                labels_path,
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-
-        def pydensecrf_timed(key):
-            worker.stdin.write(key + "\n")
-            worker.stdin.flush()
-            return json.loads(worker.stdout.readline())["seconds"]
-
-        timings = {key: {"kseg": [], "pydensecrf": []} for key in SETTINGS}
-        kseg_labels = {}
-        for key, (settings, iterations) in SETTINGS.items():
-            # One untimed call each: kseg traces its tf.function, pydensecrf warms its caches.
-            kseg_labels[key] = kseg_run(image, probabilities, settings, iterations)[1]
-            pydensecrf_timed(key)
-        for _ in range(args.repeats):
-            for key, (settings, iterations) in SETTINGS.items():
-                timings[key]["kseg"].append(kseg_run(image, probabilities, settings, iterations)[0])
-                timings[key]["pydensecrf"].append(pydensecrf_timed(key))
-        worker.stdin.write("\n")
-        worker.stdin.flush()
-        worker.wait()
-        reference_labels = np.load(labels_path)
-        for key in SETTINGS:
-            results[key] = {
-                **results_io.timing_comparison(
-                    timings[key]["kseg"], timings[key]["pydensecrf"], "pydensecrf"
-                ),
-                "label_agreement_with_pydensecrf": float(
-                    np.mean(kseg_labels[key] == reference_labels[key])
-                ),
-            }
-            print(key, json.dumps(results[key]), flush=True)
+    seconds, labels = time_sides(args, image, probabilities, results["machine"])
+    for key in SETTINGS:
+        results[key] = {
+            "threads": 1,
+            **results_io.timing_comparison(
+                seconds["kseg_1"][key], seconds["pydensecrf"][key], "pydensecrf"
+            ),
+            "label_agreement_with_pydensecrf": float(
+                np.mean(labels["kseg_1"][key] == labels["pydensecrf"][key])
+            ),
+        }
+        if args.scaling_threads:
+            name = f"kseg_{args.scaling_threads}"
+            results[key][f"kseg_{args.scaling_threads}_threads"] = scaling_entry(
+                seconds[name][key],
+                seconds["kseg_1"][key],
+                seconds["pydensecrf"][key],
+                labels[name][key],
+                labels["kseg_1"][key],
+            )
+        print(key, json.dumps(results[key]), flush=True)
 
     if args.skip_memory:
         return
@@ -229,6 +336,8 @@ def main(args):
                 "--memory-worker",
                 "--side",
                 side,
+                "--threads",
+                "1",
                 "--size",
                 "2048",
                 "--camvid",
@@ -237,6 +346,7 @@ def main(args):
             check=True,
             capture_output=True,
             text=True,
+            env=thread_limited_env(1),
         ).stdout
         report = json.loads(output.strip().splitlines()[-1])
         histogram = report.pop("label_histogram")
@@ -254,7 +364,14 @@ def main(args):
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument(
+        "--scaling-threads",
+        type=int,
+        default=2,
+        help="also time kseg on this many threads, reported apart from the 1-thread ratio; "
+        "0 leaves it out",
+    )
     pydensecrf_python = location_argument(
         parser,
         "--pydensecrf-python",
@@ -269,15 +386,16 @@ if __name__ == "__main__":
         action="store_true",
         help="time 512x512 only; no 2048x2048 run, no results file",
     )
-    parser.add_argument("--pydensecrf-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--timing-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--memory-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--inputs", help=argparse.SUPPRESS)
     parser.add_argument("--labels-out", help=argparse.SUPPRESS)
     parser.add_argument("--side", help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, default=2048, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
-    if arguments.pydensecrf_worker:
-        pydensecrf_worker(arguments)
+    if arguments.timing_worker:
+        timing_worker(arguments)
     elif arguments.memory_worker:
         memory_worker(arguments)
     else:
