@@ -1539,6 +1539,111 @@ def efficiency_table(results):
     return _join(*blocks)
 
 
+DEPLOYMENT_FORMS = (
+    ("keras", "Keras model (`tf.function`)"),
+    ("saved_model", "SavedModel"),
+    ("tflite_float32", "TFLite float32"),
+    ("tflite_float16", "TFLite float16 weights"),
+    ("tflite_int8_dynamic", "TFLite int8 dynamic range"),
+    ("tflite_int8_full", "TFLite int8 full integer"),
+)
+
+
+def deployment_speed_table(results):
+    """Per model: images/second, size and agreement with Keras of each exported form."""
+    blocks = []
+    for name, entry in results.items():
+        if not isinstance(entry, dict) or "saved_model" not in entry:
+            continue
+        size = "×".join(map(str, entry.get("image_size") or [])) or MISSING
+        rows = []
+        for key, label in DEPLOYMENT_FORMS:
+            form = entry.get(key) or {}
+            two = form.get("threads_2", form)
+            megabytes = form.get("bytes") / 2**20 if _is_number(form.get("bytes")) else None
+            delegated = _get(form, "default_delegates", "delegate_nodes")
+            rows.append(
+                (
+                    label,
+                    rate(two.get("img_s")),
+                    rate(_get(form, "threads_1", "img_s")),
+                    _cell(lambda v: f"{v:.1f} MB", megabytes),
+                    percent(form.get("label_agreement"), 2),
+                    percent(form.get("label_agreement_clear_pixels"), 2),
+                    scientific(form.get("max_abs_logit_difference_relative")),
+                    MISSING if delegated is None else ("yes" if delegated else "no"),
+                )
+            )
+        without = _get(entry, "tflite_float32", "threads_2_without_xnnpack", "img_s")
+        rows.append(
+            ("TFLite float32 without XNNPACK", rate(without), MISSING, "", "", "", "", "no")
+        )
+        clear = _get(entry, "saved_model", "clear_pixel_share")
+        blocks.append(
+            f"**{name}** ({size}, batch 1, {entry.get('weights', 'weights not recorded')}; "
+            f"clear pixels: {percent(clear, 0)} of all)"
+        )
+        blocks.append(
+            _table(
+                (
+                    "form",
+                    "img/s, 2 threads",
+                    "img/s, 1 thread",
+                    "file",
+                    "labels as Keras",
+                    "same, clear pixels",
+                    "max logit difference / max logit",
+                    "XNNPACK",
+                ),
+                rows,
+            )
+        )
+    blocks.append(
+        "*SavedModel and Keras rows run on TensorFlow's default thread pools (all cores), in the "
+        "2-thread column.*"
+    )
+    blocks.append(conditions(results))
+    return _join(*blocks)
+
+
+def input_pipeline_table(results):
+    """Images/second of the training pipeline against the training step it feeds."""
+    rows = []
+    for name, entry in results.items():
+        if not isinstance(entry, dict) or "pipeline" not in entry:
+            continue
+        crop = "×".join(map(str, entry.get("crop_size") or [])) or MISSING
+        models = entry.get("models") or {"": {}}
+        for model, rates in models.items():
+            rows.append(
+                (
+                    f"`{name}`",
+                    crop,
+                    entry.get("batch_size", MISSING),
+                    rate(_get(entry, "source", "img_s")),
+                    rate(_get(entry, "pipeline", "img_s")),
+                    model or MISSING,
+                    rate(rates.get("train_img_s")),
+                    rate(rates.get("fed_train_img_s")),
+                    ratio(rates.get("pipeline_over_train")),
+                    ratio(rates.get("fed_over_fixed")),
+                )
+            )
+    header = (
+        "setting",
+        "crop",
+        "batch",
+        "decoded img/s",
+        "pipeline img/s",
+        "model",
+        "train img/s",
+        "train img/s, fed",
+        "pipeline / train",
+        "fed / fixed batch",
+    )
+    return _join(_table(header, rows), conditions(results))
+
+
 RENDERERS = {
     "roi_align": roi_align_table,
     "mask_rcnn_shapes": mask_rcnn_shapes_table,
@@ -1558,6 +1663,8 @@ RENDERERS = {
     "recipe_results": recipe_results_table,
     "pretrained_load": pretrained_load_table,
     "efficiency": efficiency_table,
+    "deployment_speed": deployment_speed_table,
+    "input_pipeline": input_pipeline_table,
 }
 RECORDED_BY = {
     "roi_align": "benchmarks/roi_align.py",
@@ -1578,6 +1685,8 @@ RECORDED_BY = {
     "recipe_results": "benchmarks/recipe_results.py",
     "pretrained_load": "benchmarks/pretrained_load.py",
     "efficiency": "benchmarks/efficiency.py",
+    "deployment_speed": "benchmarks/deployment_speed.py",
+    "input_pipeline": "benchmarks/input_pipeline.py",
 }
 
 
