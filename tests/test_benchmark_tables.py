@@ -431,3 +431,75 @@ def test_page_marker_renders_from_the_real_results(name):
         assert not list(RESULTS.glob(f"{name.rstrip('*')}{'*' if name.endswith('*') else ''}.json"))
     elif "None at present" not in text:
         assert assert_tables_well_formed(text) >= 1
+
+
+def test_deployment_speed_table_gives_each_form_its_speed_and_agreement():
+    form = {
+        "bytes": 3 * 2**20,
+        "label_agreement": 0.9876,
+        "label_agreement_clear_pixels": 1.0,
+        "max_abs_logit_difference_relative": 0.0123,
+        "default_delegates": {"delegate_nodes": 4, "nodes": 60},
+        "threads_2": {"img_s": 21.5},
+        "threads_1": {"img_s": 12.25},
+    }
+    results = {
+        "config": {"quick": False},
+        "unet": {
+            "image_size": [256, 256],
+            "weights": "random",
+            "keras": {"img_s": 5.0},
+            "saved_model": {"img_s": 6.0, "label_agreement": 1.0, "clear_pixel_share": 0.8},
+            "tflite_float32": {**form, "threads_2_without_xnnpack": {"img_s": 3.0}},
+            "tflite_int8_full": dict(form, default_delegates={"delegate_nodes": 0, "nodes": 9}),
+        },
+    }
+    text = tables.deployment_speed_table(results)
+    assert assert_tables_well_formed(text) == 1
+    rows = {_cells(line)[0].strip(): _cells(line) for line in text.splitlines()[4:11]}
+    float32 = [cell.strip() for cell in rows["TFLite float32"]]
+    assert float32[1:] == ["21.5", "12.2", "3.0 MB", "98.76%", "100.00%", "1.2e-02", "yes"]
+    assert rows["TFLite int8 full integer"][-1].strip() == "no"
+    assert rows["TFLite float16 weights"][1].strip() == tables.MISSING
+    assert rows["TFLite float32 without XNNPACK"][1].strip() == "3"
+    assert rows["SavedModel"][1].strip() == "6"
+    assert "**unet** (256×256, batch 1, random; clear pixels: 80% of all)" in text
+
+
+def test_input_pipeline_table_relates_the_pipeline_to_each_training_step():
+    results = {
+        "recipe": {
+            "crop_size": [192, 256],
+            "batch_size": 8,
+            "source": {"img_s": 150.0},
+            "pipeline": {"img_s": 110.0},
+            "models": {
+                "mobilenet": {
+                    "train_img_s": 20.0,
+                    "fed_train_img_s": 19.0,
+                    "pipeline_over_train": 5.5,
+                    "fed_over_fixed": 0.95,
+                }
+            },
+        },
+        "crop512": {"crop_size": [512, 512], "batch_size": 2, "pipeline": {"img_s": 60.0}},
+    }
+    text = tables.input_pipeline_table(results)
+    assert assert_tables_well_formed(text) == 1
+    lines = text.splitlines()
+    recipe = [cell.strip() for cell in _cells(lines[2])]
+    assert recipe == [
+        "`recipe`",
+        "192×256",
+        "8",
+        "150",
+        "110",
+        "mobilenet",
+        "20",
+        "19",
+        "5.50×",
+        "0.95×",
+    ]
+    crop512 = [cell.strip() for cell in _cells(lines[3])]
+    assert crop512[:5] == ["`crop512`", "512×512", "2", tables.MISSING, "60"]
+    assert crop512[6] == tables.MISSING
