@@ -2,6 +2,8 @@
 
 import keras
 
+from kseg.layers.atrous_conv import native_dilation_class
+
 _CONVOLUTIONS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
 _POOLINGS = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)
 _UNTRACEABLE = (
@@ -190,7 +192,7 @@ def dilate(model, output_stride, multi_grid=None):
                 if layer.name in rates:
                     rate = rates[layer.name]
                     config.update(padding="same", dilation_rate=(rate, rate))
-        return layer.__class__.from_config(config)
+        return native_dilation_class(layer.__class__, config).from_config(config)
 
     dilated = keras.models.clone_model(model, clone_function=rebuild)
     for layer in model.layers:

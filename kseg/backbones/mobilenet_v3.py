@@ -32,6 +32,8 @@ for: `*_pad` paddings, activations at torch's own index (`features.0.2`,
 
 import keras
 
+from kseg.layers.atrous_conv import conv2d
+
 LARGE_BLOCKS = (
     (3, 16, 16, False, "relu", 1),
     (3, 64, 24, False, "relu", 2),
@@ -156,7 +158,7 @@ def _conv_bn(x, filters, name, activation=None, kernel_size=1, stride=1, dilatio
         x = keras.layers.DepthwiseConv2D(kernel_size, **options)(x)
     else:
         initializer = keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal")
-        x = keras.layers.Conv2D(filters, kernel_size, kernel_initializer=initializer, **options)(x)
+        x = conv2d(filters, kernel_size, kernel_initializer=initializer, **options)(x)
     x = keras.layers.BatchNormalization(
         epsilon=BN_EPSILON, momentum=_TORCH_BN_MOMENTUM, name=f"{name}.1"
     )(x)

@@ -20,6 +20,8 @@ has no module for: `conv1_pad`, `relu`, `maxpool_pad`, `maxpool`, `layer{s}.{u}.
 
 import keras
 
+from kseg.layers.atrous_conv import conv2d
+
 BOTTLENECK_UNITS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 """Bottleneck units per stage for each depth (He et al., 2016, Table 1)."""
 
@@ -118,7 +120,7 @@ def _conv(x, filters, kernel_size, name, stride=1, dilation=1, use_bias=False):
     padding = dilation * (kernel_size - 1) // 2
     if padding:
         x = keras.layers.ZeroPadding2D(padding, name=f"{name}_pad")(x)
-    return keras.layers.Conv2D(
+    return conv2d(
         filters,
         kernel_size,
         strides=stride,

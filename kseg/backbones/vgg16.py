@@ -18,6 +18,7 @@ import keras
 
 from kseg.backbones.bundled import explain_failed_download
 from kseg.backbones.surgery import convolutionalize
+from kseg.layers.atrous_conv import conv2d
 
 VGG16_BLOCKS = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
 """VGG16's five blocks as (convolutions, channels), Simonyan & Zisserman 2015, Table 1 (D)."""
@@ -83,7 +84,7 @@ def atrous_front_end(x, pool_size=2, stride_1_late_pools=False):
     stride = 1
     for block, (convolutions, filters) in enumerate(VGG16_BLOCKS, start=1):
         for index in range(1, convolutions + 1):
-            x = keras.layers.Conv2D(
+            x = conv2d(
                 filters,
                 3,
                 padding="same",

@@ -21,6 +21,7 @@ import keras
 import numpy as np
 from keras.src.models.functional import Functional
 
+from kseg.layers import atrous_conv
 from kseg.layers.conv_block import ConvBNReLU
 
 # Kernel axes that hold the output channels, by how each convolution lays its kernel out:
@@ -28,6 +29,7 @@ from kseg.layers.conv_block import ConvBNReLU
 _KERNEL_LAYOUTS = {
     keras.layers.Conv1D: "last",
     keras.layers.Conv2D: "last",
+    atrous_conv.Conv2D: "last",
     keras.layers.Conv3D: "last",
     keras.layers.SeparableConv1D: "last",
     keras.layers.SeparableConv2D: "last",
@@ -356,11 +358,12 @@ def fold_batch_norm(model):
             return layer  # never called: `call` passes its input through
         config = layer.get_config()
         if id(layer) in batchnorm_of:
-            copy = type(layer).from_config({**config, "use_bias": True})
+            config = {**config, "use_bias": True}
+            copy = atrous_conv.native_dilation_class(type(layer), config).from_config(config)
         elif _holds_blocks(layer):
             copy = BatchNormFolded(type(layer).from_config(config), name=layer.name)
         else:
-            copy = type(layer).from_config(config)
+            copy = atrous_conv.native_dilation_class(type(layer), config).from_config(config)
         copies.append((layer, copy))
         return copy
 

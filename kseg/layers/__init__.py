@@ -2,6 +2,7 @@
 
 from kseg.layers.aspp import ASPP
 from kseg.layers.aspp_sum import ASPPSum
+from kseg.layers.atrous_conv import Conv2D
 from kseg.layers.bilinear import BilinearConvTranspose2D, BilinearUpsamplingKernel
 from kseg.layers.context_module import ContextIdentity, ContextModule
 from kseg.layers.conv_block import ConvBNReLU
@@ -34,6 +35,7 @@ __all__ = [
     "ChainedResidualPooling",
     "ContextIdentity",
     "ContextModule",
+    "Conv2D",
     "ConvBNReLU",
     "CropToMatch",
     "DenseCRF",

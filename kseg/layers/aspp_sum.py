@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from kseg.layers.atrous_conv import conv2d
 from kseg.validation import validate_num_classes
 
 
@@ -47,7 +48,7 @@ class ASPPSum(keras.layers.Layer):
         self.num_classes = num_classes
         self.dilation_rates = rates
         self.branches = [
-            keras.layers.Conv2D(
+            conv2d(
                 num_classes,
                 3,
                 padding="same",

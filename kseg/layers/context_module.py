@@ -3,6 +3,8 @@
 import keras
 import numpy as np
 
+from kseg.layers.atrous_conv import conv2d
+
 # Table 1 of the paper: dilation of each 3x3 layer, then the 1x1 output layer.
 CONTEXT_DILATIONS = (1, 1, 2, 4, 8, 16, 1)
 # Output channels of the 3x3 layers in units of C; the 1x1 layer outputs C.
@@ -129,7 +131,7 @@ def ContextModule(num_channels, variant="basic", name="context"):
     for index, (multiplier, dilation, layer_name) in enumerate(
         zip(CONTEXT_MULTIPLIERS[variant], CONTEXT_DILATIONS, _CONTEXT_NAMES, strict=True)
     ):
-        x = keras.layers.Conv2D(
+        x = conv2d(
             multiplier * num_channels,
             3,
             dilation_rate=dilation,

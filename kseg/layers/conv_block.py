@@ -2,6 +2,8 @@
 
 import keras
 
+from kseg.layers.atrous_conv import conv2d
+
 
 @keras.saving.register_keras_serializable(package="kseg")
 class ConvBNReLU(keras.layers.Layer):
@@ -76,7 +78,7 @@ class ConvBNReLU(keras.layers.Layer):
                 self.filters, 1, use_bias=False, name="pointwise", dtype=self.dtype_policy
             )
         else:
-            self.conv = keras.layers.Conv2D(self.filters, self.kernel_size, name="conv", **spatial)
+            self.conv = conv2d(self.filters, self.kernel_size, name="conv", **spatial)
         self.bn = keras.layers.BatchNormalization(name="bn", **bn)
 
     def build(self, input_shape):

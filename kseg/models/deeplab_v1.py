@@ -11,6 +11,7 @@ from kseg.backbones.vgg16 import (
     load_vgg16_classifier,
     load_vgg16_convolutions,
 )
+from kseg.layers.atrous_conv import conv2d
 from kseg.models.backbone_input import feature_stride, resolve_backbone
 from kseg.models.heads import logits_head
 from kseg.models.registry import register_model
@@ -174,7 +175,7 @@ def DeepLabV1(
         x = features["P3"]
         taps = [(image, 1)] + [(features[key], feature_stride(encoder, key)) for key in strides]
 
-    x = keras.layers.Conv2D(
+    x = conv2d(
         num_filters,
         int(fc6_kernel_size),
         padding="same",

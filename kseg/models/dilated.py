@@ -10,6 +10,7 @@ from kseg.backbones.vgg16 import (
     is_vgg16,
     load_vgg16_classifier,
 )
+from kseg.layers.atrous_conv import conv2d
 from kseg.layers.context_module import CONTEXT_MULTIPLIERS, ContextModule
 from kseg.layers.resize import ResizeToMatch
 from kseg.models.backbone_input import deepest_feature_key, feature_stride, resolve_backbone
@@ -113,9 +114,9 @@ def DilatedNet(
             )
         features = encoder(image)[key]
 
-    x = keras.layers.Conv2D(
-        num_filters, 7, dilation_rate=4, padding="same", activation="relu", name="fc6"
-    )(features)
+    x = conv2d(num_filters, 7, dilation_rate=4, padding="same", activation="relu", name="fc6")(
+        features
+    )
     x = keras.layers.Dropout(dropout, name="drop6")(x)
     x = keras.layers.Conv2D(num_filters, 1, activation="relu", name="fc7")(x)
     x = keras.layers.Dropout(dropout, name="drop7")(x)
