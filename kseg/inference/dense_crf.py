@@ -69,6 +69,41 @@ def crf_parameters(
     }
 
 
+def _simplex_ids(corner, rank, total):
+    """Numbers the simplices of the points in order of first appearance.
+
+    A point's simplex is fixed by its vertex 0 (`corner`, the first d coordinates of the
+    nearest remainder-0 point) and the rank of its first d coordinates (the last is implied).
+    Each coordinate is folded into the running id by one more tf.unique, so the combined
+    int64 value stays below N times a coordinate's range however wide the features span.
+
+    Args:
+        corner: int32 (N, d).
+        rank: int32 (N, d), values in [0, total).
+        total: d + 1.
+
+    Returns:
+        int32 (N,) simplex id per point and int32 (S,) the first point of each simplex.
+    """
+    points = tf.shape(corner)[0]
+    rank = tf.cast(rank, tf.int64)
+    digits = tf.shape(rank, out_type=tf.int64)[1]
+    # The rank order as one base-(d+1) number below (d+1)^d.
+    order = tf.reduce_sum(rank * total ** tf.range(digits), axis=1)
+    parts = [(order, tf.constant(total, tf.int64) ** digits)]
+    for column in tf.unstack(tf.cast(corner, tf.int64), axis=1):
+        low = tf.reduce_min(column)
+        parts.append((column - low, tf.reduce_max(column) - low + 1))
+    ids = tf.zeros([points], tf.int64)
+    for values, radix in parts:
+        distinct, ids = tf.unique(ids * radix + values, out_idx=tf.int64)
+    ids = tf.cast(ids, tf.int32)
+    first_point = tf.math.unsorted_segment_min(
+        tf.range(points, dtype=tf.int32), ids, tf.shape(distinct)[0]
+    )
+    return ids, first_point
+
+
 def _lookup_vertex_ids(codes, queries):
     """The position of each query in the distinct non-negative int64 `codes`, or len(codes).
 
@@ -171,8 +206,14 @@ class _PermutohedralLattice:
         u = tf.reverse(by_rank, axis=[1])
         self.weights = tf.concat([u[:, :1] + 1.0 - u[:, d:], u[:, 1:] - u[:, :-1]], axis=1)
 
+        # Points in one simplex share its d+1 vertices, and in an image most simplices hold
+        # many points: the vertices are found once per simplex, from its first point.
+        simplex, first_point = _simplex_ids(nearest[:, :d], rank[:, :d], total)
+        nearest = tf.gather(nearest, first_point)
+        rank = tf.gather(rank, first_point)
+
         # Vertex r of the enclosing simplex: nearest + r, minus d+1 where rank > d - r; the last
-        # coordinate is implied by the zero sum, so keys keep the first d. One (N, d+1) tensor
+        # coordinate is implied by the zero sum, so keys keep the first d. One (S, d+1) tensor
         # per coordinate keeps every operation elementwise.
         remainder = tf.range(total, dtype=tf.int32)[None, :]
         keys = [
@@ -204,11 +245,12 @@ class _PermutohedralLattice:
                 ]
             )
 
-        # Vertex ids in order of first use by the pixels (tf.unique's order) keep vertices of
-        # neighbouring pixels close in memory for the splat, blur and slice.
+        # Vertex ids in order of first use by the pixels (tf.unique's order over simplices in
+        # order of their first pixel) keep vertices of neighbouring pixels close in memory for
+        # the splat, blur and slice.
         codes, vertices = tf.unique(tf.reshape(code, (-1,)), out_idx=tf.int32)
         self.size = tf.shape(codes)[0]
-        self.vertices = tf.reshape(vertices, (-1, total))
+        self.vertices = tf.gather(tf.reshape(vertices, (-1, total)), simplex)
 
         # Neighbour look-up in a hash table from code to vertex id: a neighbour that exists
         # gets its vertex's id (< M), a missing one M. Only the +step neighbours are looked
