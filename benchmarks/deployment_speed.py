@@ -5,15 +5,17 @@ For DeepLabV3+ (MobileNetV2 width 0.35 from kseg's bundled ImageNet weights, out
 one process:
 
 1. Each model is built with 5 classes: DeepLabV3+ with its ImageNet backbone and a random
-   decoder, U-Net random (it has no pretrained encoder). A short training on the shapes data
-   (150 steps, a minute) still labelled every 512x512 pixel background, so no training is done;
-   agreement is reported over all pixels and over the "clear" pixels whose two largest Keras
-   logits differ by more than 5% of the largest logit, where a swapped label is an error of
-   the export rather than rounding between near-equal logits.
+   decoder, U-Net random (it has no pretrained encoder); `--model-file NAME=FILE.keras` exports
+   a trained model instead (for DeepLabV3+, the `model.keras` of `kseg train --data CAMVID`,
+   whose default recipe is this MobileNetV2-0.35 form). A short training on the shapes data
+   (150 steps, a minute) still labelled every 512x512 pixel background, so the script does no
+   training of its own. Agreement is reported over all pixels and over the "clear" pixels whose
+   two largest Keras logits differ by more than 5% of the largest logit: a random decoder leaves
+   many near-ties, where rounding swaps labels without the export being wrong.
 2. Each is exported with kseg's public functions at a fixed image size, batch 1, uint8 in:
    `kseg.export.saved_model` (batch norm folded, as kseg exports by default) and
    `kseg.export.tflite_from_saved_model` as float32, float16 weights, int8 dynamic range and
-   int8 full-integer (calibrated on shapes images of the same size).
+   int8 full-integer (calibrated on `--calibration-images` images of the same size).
 3. Speed: images/second of one image per call, the median of `--repeats` timed calls after
    warm-up calls. The SavedModel runs through `tf.saved_model.load(...).signatures
    ["serving_default"]` on TensorFlow's default thread pools (all cores); each TFLite file runs
@@ -21,15 +23,17 @@ one process:
    delegate by default; the run records, per file, how many "DELEGATE" nodes it left in the
    graph (0: nothing delegated) and also times the float32 file with
    `OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES` (no XNNPACK) for comparison.
-4. Agreement with the Keras model on `--eval-images` shapes images of the same size: the share
-   of pixels whose label matches the Keras argmax (all pixels, and the clear ones), and the
-   largest absolute logit difference over the largest absolute Keras logit.
+4. Agreement with the Keras model on `--eval-images` images of the same size (CamVid val images
+   resized, with `--camvid`; else shapes images; calibration likewise from CamVid train or
+   shapes): the share of pixels whose label matches the Keras argmax (all pixels, and the
+   clear ones), and the largest absolute logit difference over the largest absolute logit.
 
 Speeds are only meaningful on an idle machine: the file records the load average at the start,
 before each model and at the end.
 
 Usage:
-    python benchmarks/deployment_speed.py
+    python benchmarks/deployment_speed.py [--camvid ../shared/data/camvid] \
+        [--model-file deeplabv3plus_mobilenetv2=RUN/model.keras]
     python benchmarks/deployment_speed.py --quick  # smoke run: small sizes, few calls
 """
 
@@ -87,9 +91,40 @@ def shapes_images(split, count, size):
     return images.round().clip(0, 255).astype("uint8")
 
 
-def built_model(spec):
+def camvid_images(root, split, count, size):
+    """The first `count` CamVid images of `split`, resized to `size` x `size`, as uint8."""
+    pairs = kseg.data.camvid_dataset(root, split).take(count)
+    images = np.stack([tf.image.resize(image, (size, size)).numpy() for image, _ in pairs])
+    return images.round().clip(0, 255).astype("uint8")
+
+
+def sample_images(args, role, count, size):
+    """Agreement ("eval") or calibration images: CamVid val/train with `--camvid`, else shapes."""
+    if args.camvid:
+        return camvid_images(args.camvid, "val" if role == "eval" else "train", count, size)
+    return shapes_images("test" if role == "eval" else "calibration", count, size)
+
+
+def model_and_weights(name, spec, args):
+    """The model to export and what its weights are: a `--model-file` or a fresh build."""
+    path = dict(args.model_file or {}).get(name)
+    if path:
+        return keras.saving.load_model(path), f"trained: {path}"
     keras.utils.set_random_seed(SEED)
-    return kseg.models.get_model(spec["builder"], num_classes=SHAPES_CLASSES, **spec["kwargs"])
+    model = kseg.models.get_model(spec["builder"], num_classes=SHAPES_CLASSES, **spec["kwargs"])
+    if spec["kwargs"].get("backbone_weights") == "imagenet":
+        return model, "bundled ImageNet MobileNetV2-0.35 backbone, random decoder"
+    return model, "random"
+
+
+def model_file(text):
+    """`NAME=PATH` of `--model-file`, checked."""
+    name, _, path = text.partition("=")
+    if name not in MODELS or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=FILE.keras with NAME in {list(MODELS)}")
+    if not Path(path).is_file():
+        raise argparse.ArgumentTypeError(f"model file not found: {path}")
+    return name, path
 
 
 def agreement(labels, logits, expected):
@@ -155,15 +190,11 @@ def measure(name, spec, args, folder):
         "batch": 1,
         "load_average_before": results_io.load_average(),
     }
-    model = built_model(spec)
-    row["weights"] = (
-        "bundled ImageNet MobileNetV2-0.35 backbone, random decoder"
-        if spec["kwargs"].get("backbone_weights") == "imagenet"
-        else "random"
-    )
-    images = shapes_images("test", args.eval_images, size)
+    model, row["weights"] = model_and_weights(name, spec, args)
+    row["images"] = "CamVid val (calibration: train)" if args.camvid else "shapes"
+    images = sample_images(args, "eval", args.eval_images, size)
     expected = np.asarray(model.predict(images.astype("float32"), batch_size=1, verbose=0))
-    calibration = shapes_images("calibration", args.calibration_images, size)
+    calibration = sample_images(args, "calibration", args.calibration_images, size)
     image = images[:1]
 
     keras_call = tf.function(lambda x: model(x, training=False))
@@ -216,6 +247,20 @@ def measure(name, spec, args, folder):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument(
+        "--model-file",
+        type=model_file,
+        action="append",
+        metavar="NAME=FILE",
+        help="a trained .keras model to export instead of the built one, e.g. "
+        "deeplabv3plus_mobilenetv2=RUN/model.keras from `kseg train --data CAMVID` (repeatable)",
+    )
+    parser.add_argument(
+        "--camvid",
+        default=os.environ.get("KSEG_CAMVID"),
+        help="CamVid root: agreement and calibration images from it, resized to each model's "
+        "size (default: $KSEG_CAMVID; without either, shapes images)",
+    )
     parser.add_argument("--eval-images", type=int, default=4)
     parser.add_argument("--calibration-images", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=2)

@@ -1581,7 +1581,8 @@ def deployment_speed_table(results):
         clear = _get(entry, "saved_model", "clear_pixel_share")
         blocks.append(
             f"**{name}** ({size}, batch 1, {entry.get('weights', 'weights not recorded')}; "
-            f"clear pixels: {percent(clear, 0)} of all)"
+            + (f"agreement on {entry['images']} images; " if entry.get("images") else "")
+            + f"clear pixels: {percent(clear, 0)} of all)"
         )
         blocks.append(
             _table(
