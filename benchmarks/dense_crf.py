@@ -23,7 +23,8 @@ iterations, kseg's defaults) and pydensecrf's README settings (10, 80, 13, 3, 3)
 iterations, the configuration of the reference timing in the team data's `refs/` folder.
 
 The 2048x2048 check runs each side alone on one thread in a fresh subprocess (same image
-resized, DeepLab settings) and reports its peak resident set size (`resource.getrusage`).
+resized, DeepLab settings, inputs read from a .npz file the main process writes) and reports
+its peak resident set size (`resource.getrusage`) before and after the CRF call.
 The result file records the load average at the start and the end of the run; timings are
 only the machine's when it was idle.
 
@@ -232,7 +233,9 @@ def memory_worker(args):
     if args.side == "kseg":
         # Its import alone costs RSS; counted in the baseline.
         use_tensorflow_threads(args.threads)
-    image, probabilities, _ = make_inputs(args.camvid, args.size)
+    data = np.load(args.inputs)
+    image = np.array(data["image"], np.uint8, order="C")
+    probabilities = data["probabilities"]
     settings, iterations = SETTINGS["deeplab_10it"]
     run = pydensecrf_run if args.side == "pydensecrf" else kseg_run
     baseline = peak_rss_mib()
@@ -241,7 +244,7 @@ def memory_worker(args):
         json.dumps(
             {
                 "side": args.side,
-                "size": args.size,
+                "size": image.shape[0],
                 "threads": args.threads,
                 "seconds": seconds,
                 "peak_rss_mib": peak_rss_mib(),
@@ -328,31 +331,47 @@ def main(args):
     if args.skip_memory:
         return
     results["memory_2048"] = {}
-    for side, python in (("kseg", sys.executable), ("pydensecrf", args.pydensecrf_python)):
-        output = subprocess.run(
+    with tempfile.TemporaryDirectory() as folder:
+        # Written once for both workers (the pydensecrf environment has no Pillow), by a
+        # process of its own: Linux hands a parent's peak RSS down to its children, so this
+        # process must stay small.
+        inputs = os.path.join(folder, "inputs_2048.npz")
+        subprocess.run(
             [
-                python,
+                sys.executable,
                 __file__,
-                "--memory-worker",
-                "--side",
-                side,
-                "--threads",
-                "1",
+                "--write-inputs",
+                inputs,
                 "--size",
                 "2048",
                 "--camvid",
                 args.camvid,
             ],
             check=True,
-            capture_output=True,
-            text=True,
-            env=thread_limited_env(1),
-        ).stdout
-        report = json.loads(output.strip().splitlines()[-1])
-        histogram = report.pop("label_histogram")
-        results["memory_2048"][side] = report
-        results["memory_2048"].setdefault("histograms", {})[side] = histogram
-        print("2048", json.dumps(report), flush=True)
+        )
+        for side, python in (("kseg", sys.executable), ("pydensecrf", args.pydensecrf_python)):
+            output = subprocess.run(
+                [
+                    python,
+                    __file__,
+                    "--memory-worker",
+                    "--side",
+                    side,
+                    "--threads",
+                    "1",
+                    "--inputs",
+                    inputs,
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+                env=thread_limited_env(1),
+            ).stdout
+            report = json.loads(output.strip().splitlines()[-1])
+            histogram = report.pop("label_histogram")
+            results["memory_2048"][side] = report
+            results["memory_2048"].setdefault("histograms", {})[side] = histogram
+            print("2048", json.dumps(report), flush=True)
     kseg_hist, reference_hist = (
         np.array(results["memory_2048"]["histograms"][s]) for s in ("kseg", "pydensecrf")
     )
@@ -391,13 +410,17 @@ if __name__ == "__main__":
     parser.add_argument("--inputs", help=argparse.SUPPRESS)
     parser.add_argument("--labels-out", help=argparse.SUPPRESS)
     parser.add_argument("--side", help=argparse.SUPPRESS)
-    parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--write-inputs", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, default=2048, help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.timing_worker:
         timing_worker(arguments)
     elif arguments.memory_worker:
         memory_worker(arguments)
+    elif arguments.write_inputs:
+        image, probabilities, _ = make_inputs(arguments.camvid, arguments.size)
+        np.savez(arguments.write_inputs, image=image, probabilities=probabilities)
     else:
         require_locations(parser, arguments, pydensecrf_python, camvid)
         main(arguments)
