@@ -933,25 +933,70 @@ def dense_crf_table(results):
         if isinstance(entry := results.get(key), dict)
         and isinstance(entry.get("kseg_seconds"), list)
     }
+    equal_threads = any(_get(results, key, "threads") == 1 for key in results.get("settings", {}))
+    threads_text = (
+        "kseg and pydensecrf each on one thread"
+        if equal_threads
+        else "previous method: kseg's TensorFlow on all cores against single-threaded "
+        "pydensecrf (the script now runs both on one thread)"
+    )
     note = (
         f"*Input: CamVid `{source.get('image', '?')}` resized to {size[0]}×{size[1]}, "
-        f"{source.get('labels', '?')} synthetic label scores; median of "
+        f"{source.get('labels', '?')} synthetic label scores; {threads_text}; median of "
         f"{'/'.join(map(str, sorted(repeats))) or '?'} alternating runs per side. A time ratio "
         "below 1 means kseg is faster.*"
     )
+    scaling_rows = [
+        (
+            CRF_SETTING_LABELS.get(key, key),
+            name.split("_")[1],
+            duration(_get(results, key, "kseg_median_s")),
+            duration(scaling.get("kseg_median_s")),
+            ratio(scaling.get("speedup_over_1_thread")),
+            ratio(scaling.get("time_ratio_kseg_over_pydensecrf_1_thread")),
+            percent(scaling.get("label_agreement_with_kseg_1_thread"), 2),
+        )
+        for key in results.get("settings", {})
+        for name, scaling in (results.get(key) or {}).items()
+        if name.startswith("kseg_") and name.endswith("_threads") and isinstance(scaling, dict)
+    ]
+    scaling_text = ""
+    if scaling_rows:
+        scaling_text = _join(
+            _table(
+                (
+                    "settings",
+                    "kseg threads",
+                    "kseg, 1 thread",
+                    "kseg, more threads",
+                    "speed-up",
+                    "time / pydensecrf on 1 thread",
+                    "same label as kseg on 1 thread",
+                ),
+                scaling_rows,
+            ),
+            "*Thread scaling of kseg, timed in the same alternating run; not part of the "
+            "equal-thread comparison above.*",
+        )
     memory_text = ""
     if memory_rows:
         overlap = memory.get("label_histogram_overlap")
+        one_thread = all(
+            _get(memory, side, "threads") == 1
+            for side in ("kseg", "pydensecrf")
+            if isinstance(memory.get(side), dict)
+        )
         memory_text = _join(
             _table(
                 ("2048×2048, DeepLab settings", "time", "peak RSS", "peak RSS before the CRF"),
                 memory_rows,
             ),
-            f"*Each side alone in a fresh process; label histograms overlap {percent(overlap, 3)}.*"
+            f"*Each side alone in a fresh process{', on one thread' if one_thread else ''}; "
+            f"label histograms overlap {percent(overlap, 3)}.*"
             if _is_number(overlap)
             else "",
         )
-    return _join(speed, note, memory_text, conditions(results))
+    return _join(speed, note, scaling_text, memory_text, conditions(results))
 
 
 def _parity_cell(entry, select_tf_ops):

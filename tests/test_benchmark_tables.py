@@ -503,3 +503,31 @@ def test_input_pipeline_table_relates_the_pipeline_to_each_training_step():
     crop512 = [cell.strip() for cell in _cells(lines[3])]
     assert crop512[:5] == ["`crop512`", "512×512", "2", tables.MISSING, "60"]
     assert crop512[6] == tables.MISSING
+
+
+def test_dense_crf_table_reports_thread_scaling_apart_and_names_the_old_method():
+    setting = {"iterations": 10, "sxy_bilateral": 67.0}
+    timing = {"kseg_seconds": [1.0, 1.2], "kseg_median_s": 1.1, "pydensecrf_median_s": 1.4}
+    equal = {
+        "settings": {"deeplab_10it": setting},
+        "deeplab_10it": {
+            "threads": 1,
+            **timing,
+            "kseg_2_threads": {
+                "kseg_median_s": 0.55,
+                "speedup_over_1_thread": 2.0,
+                "time_ratio_kseg_over_pydensecrf_1_thread": 0.55 / 1.4,
+                "label_agreement_with_kseg_1_thread": 1.0,
+            },
+        },
+    }
+    text = tables.dense_crf_table(equal)
+    assert assert_tables_well_formed(text) == 2
+    assert "each on one thread" in text
+    scaling = [line for line in text.splitlines() if line.startswith("| DeepLab")][1]
+    assert [cell.strip() for cell in _cells(scaling)][1:5] == ["2", "1.1 s", "550 ms", "2.00×"]
+    # A file written before the equal-thread method has neither key: one table, marked old.
+    previous = {"settings": {"deeplab_10it": setting}, "deeplab_10it": timing}
+    text = tables.dense_crf_table(previous)
+    assert assert_tables_well_formed(text) == 1
+    assert "previous method" in text
