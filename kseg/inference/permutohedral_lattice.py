@@ -14,8 +14,8 @@ def _simplex_ids(corner, rank, total):
 
     A point's simplex is fixed by its vertex 0 (`corner`, the first d coordinates of the
     nearest remainder-0 point) and the rank of its first d coordinates (the last is implied).
-    Each coordinate is folded into the running id by one more tf.unique, so the combined
-    int64 value stays below N times a coordinate's range however wide the features span.
+    Corners become mixed-radix int64 codes numbered by tf.unique; a second tf.unique over
+    corner id and rank order (below N (d+1)^d, so it cannot overflow) numbers the simplices.
 
     Args:
         corner: int32 (N, d).
@@ -26,20 +26,27 @@ def _simplex_ids(corner, rank, total):
         int32 (N,) simplex id per point and int32 (S,) the first point of each simplex.
     """
     points = tf.shape(corner)[0]
+    corner = tf.cast(corner, tf.int64)
+    low = tf.reduce_min(corner, axis=0)
+    radices = tf.reduce_max(corner, axis=0) - low + 1
+    strides = tf.math.cumprod(radices, exclusive=True)
+    # The vertex codes made later span wider ranges than the corners and stop the call when
+    # they overflow; this check only names the problem at its first appearance.
+    check = tf.debugging.assert_less(
+        tf.reduce_prod(tf.cast(radices, tf.float64)),
+        tf.constant(2.0**62, tf.float64),
+        message="dense CRF lattice keys overflow int64: features span too wide a range",
+    )
+    with tf.control_dependencies([check]):
+        corner_code = tf.reduce_sum((corner - low) * strides, axis=1)
+    corner_id = tf.unique(corner_code, out_idx=tf.int64)[1]
     rank = tf.cast(rank, tf.int64)
     digits = tf.shape(rank, out_type=tf.int64)[1]
     # The rank order as one base-(d+1) number below (d+1)^d.
     order = tf.reduce_sum(rank * total ** tf.range(digits), axis=1)
-    parts = [(order, tf.constant(total, tf.int64) ** digits)]
-    for column in tf.unstack(tf.cast(corner, tf.int64), axis=1):
-        low = tf.reduce_min(column)
-        parts.append((column - low, tf.reduce_max(column) - low + 1))
-    ids = tf.zeros([points], tf.int64)
-    for values, radix in parts:
-        distinct, ids = tf.unique(ids * radix + values, out_idx=tf.int64)
-    ids = tf.cast(ids, tf.int32)
+    simplices, ids = tf.unique(corner_id * total**digits + order, out_idx=tf.int32)
     first_point = tf.math.unsorted_segment_min(
-        tf.range(points, dtype=tf.int32), ids, tf.shape(distinct)[0]
+        tf.range(points, dtype=tf.int32), ids, tf.shape(simplices)[0]
     )
     return ids, first_point
 
