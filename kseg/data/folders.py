@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 
 from kseg.data import validate as checks
@@ -81,12 +82,15 @@ def paired_files_dataset(
     checks.scan_pairs(image_paths, mask_paths, validate=validate, **decoding)
 
     def load(image_path, mask_path):
-        return checks.read_pair(image_path, mask_path, **decoding)
+        return checks.read_pair(image_path, mask_path, image_dtype=np.uint8, **decoding)
 
     def load_graph(image_path, mask_path):
+        # Decoded as uint8 and cast here: the same float32 values, with less work under the
+        # interpreter lock, which the parallel decoding calls share.
         image, mask = tf.numpy_function(
-            load, [image_path, mask_path], (tf.float32, tf.int32), stateful=False
+            load, [image_path, mask_path], (tf.uint8, tf.int32), stateful=False
         )
+        image = tf.cast(image, tf.float32)
         image.set_shape([None, None, 3])
         mask.set_shape([None, None])
         return image, mask

@@ -58,16 +58,18 @@ def _as_str(path) -> str:
     return path.decode() if isinstance(path, bytes) else os.fspath(path)
 
 
-def read_image(path) -> np.ndarray:
-    """Decode an image file into a float32 `(H, W, 3)` array in [0, 255].
+def read_image(path, dtype=np.float32) -> np.ndarray:
+    """Decode an image file into an `(H, W, 3)` array in [0, 255].
 
     Grayscale, palette and RGBA images are converted to RGB. Any decoder failure becomes a
-    `DatasetError` naming the file.
+    `DatasetError` naming the file. The RGB conversion yields 8-bit values, so `dtype=np.uint8`
+    loses nothing: the input pipeline decodes to uint8 and casts to float32 in the graph, which
+    is cheaper than converting in numpy under the interpreter lock.
     """
     path = _as_str(path)
     try:
         with Image.open(path) as im:
-            array = np.asarray(im.convert("RGB"), dtype=np.float32)
+            array = np.asarray(im.convert("RGB"), dtype=dtype)
     except Exception as exc:  # PIL raises several unrelated exception types
         raise DatasetError(f"Cannot read image file {path!r}: {exc}") from exc
     return array
@@ -192,9 +194,13 @@ def read_pair(
     ignore_label: int = IGNORE_LABEL,
     label_table: np.ndarray | None = None,
     mask_colors=None,
+    image_dtype=np.float32,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Decode, map and check one image/mask pair; every failure names its file."""
-    image = read_image(image_path)
+    """Decode, map and check one image/mask pair; every failure names its file.
+
+    The image comes as `image_dtype` (see `read_image`), the mask as int32.
+    """
+    image = read_image(image_path, image_dtype)
     mask = read_mask(mask_path, mask_colors)
     check_same_size(image.shape, mask.shape, image_path, mask_path)
     mask = apply_label_lookup(mask, label_table)

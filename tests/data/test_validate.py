@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from kseg.data import DatasetError, folder_dataset, load_dataset
-from kseg.data.validate import assert_valid_example, read_mask
+from kseg.data.validate import assert_valid_example, read_image, read_mask
 
 PIPELINE_OR_EAGER = (DatasetError, tf.errors.InvalidArgumentError)
 
@@ -117,3 +117,22 @@ def test_in_graph_checks_name_the_source():
         assert_valid_example(image, tf.fill((4, 5), 9), 3, 255, "my-source")
     _, mask = assert_valid_example(image, tf.fill((4, 5), 255), 3, 255, "my-source")
     assert int(tf.reduce_max(mask)) == 255
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "P", "RGBA"])
+def test_uint8_decoding_holds_the_same_values_as_float32(tmp_path, rng, mode):
+    # The pipeline decodes to uint8 and casts in the graph; PIL's RGB conversion is 8-bit, so
+    # the two reads must match Pillow's own RGB pixels exactly, whatever the stored mode.
+    from PIL import Image
+
+    pixels = rng.integers(0, 256, size=(5, 7, 4 if mode == "RGBA" else 3), dtype=np.uint8)
+    stored = Image.fromarray(pixels).convert(mode)
+    path = tmp_path / "a.png"
+    stored.save(path)
+    expected = np.asarray(Image.open(path).convert("RGB"))
+    as_uint8 = read_image(path, np.uint8)
+    assert as_uint8.dtype == np.uint8
+    np.testing.assert_array_equal(as_uint8, expected)
+    as_float = read_image(path)
+    assert as_float.dtype == np.float32
+    np.testing.assert_array_equal(as_float, expected.astype(np.float32))
