@@ -17,7 +17,9 @@ DeepLabV3+ ResNet-50 at output stride 16, as in benchmarks/efficiency.py) is tim
 fixed batch (`train_img_s`) and fed by the pipeline (`fed_train_img_s`): the pipeline and the
 step then share the two cores, which is how training runs. `pipeline_over_train` above 1 says
 the pipeline delivers more than the step consumes; `fed_over_fixed` near 1 says feeding costs
-the step nothing.
+the step nothing. The CPU time of the process per pipeline image (all tf.data threads) gives
+`pipeline_core_share_at_train_rate`: the share of the cores the pipeline keeps busy while it
+feeds the step at the step's own rate, which is what training loses to it.
 
 Speeds are only meaningful on an idle machine: the file records the load average at the start,
 before each configuration and at the end.
@@ -104,11 +106,19 @@ def iteration_rate(dataset, batch_size, warmup_images, images):
     for _ in range(-(-warmup_images // batch_size)):
         next(iterator)
     count = -(-images // batch_size)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(count):
         next(iterator)
     seconds = time.perf_counter() - start
-    return {"images": count * batch_size, "seconds": seconds, "img_s": count * batch_size / seconds}
+    total = count * batch_size
+    return {
+        "images": total,
+        "seconds": seconds,
+        "img_s": total / seconds,
+        # CPU time of the whole process (every tf.data thread) per image: what feeding costs
+        # the training step when both share the cores, and less sensitive to other jobs.
+        "cpu_ms_per_image": 1000 * (time.process_time() - cpu_start) / total,
+    }
 
 
 def compiled_model(model_args, recipe, source, info, num_classes):
@@ -177,6 +187,10 @@ def measure(name, config, args, recipe, num_classes):
         rates["model_args"] = model_args
         rates["pipeline_over_train"] = pipeline_img_s / rates["train_img_s"]
         rates["fed_over_fixed"] = rates["fed_train_img_s"] / rates["train_img_s"]
+        # The share of the machine's cores the pipeline keeps busy at the training step's rate.
+        rates["pipeline_core_share_at_train_rate"] = (
+            rates["train_img_s"] * row["pipeline"]["cpu_ms_per_image"] / 1000 / os.cpu_count()
+        )
         row["models"][model_name] = rates
         print(
             f"{name}/{model_name}: train {rates['train_img_s']:.2f} img/s (fixed batch), "

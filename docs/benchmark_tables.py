@@ -1673,6 +1673,8 @@ def input_pipeline_table(results):
                     rate(rates.get("fed_train_img_s")),
                     ratio(rates.get("pipeline_over_train")),
                     ratio(rates.get("fed_over_fixed")),
+                    _cell(lambda v: f"{v:.1f}", _get(entry, "pipeline", "cpu_ms_per_image")),
+                    percent(rates.get("pipeline_core_share_at_train_rate"), 0),
                 )
             )
     header = (
@@ -1686,6 +1688,8 @@ def input_pipeline_table(results):
         "train img/s, fed",
         "pipeline / train",
         "fed / fixed batch",
+        "pipeline CPU ms/image",
+        "cores it takes at the train rate",
     )
     return _join(_table(header, rows), conditions(results))
 

@@ -472,13 +472,14 @@ def test_input_pipeline_table_relates_the_pipeline_to_each_training_step():
             "crop_size": [192, 256],
             "batch_size": 8,
             "source": {"img_s": 150.0},
-            "pipeline": {"img_s": 110.0},
+            "pipeline": {"img_s": 110.0, "cpu_ms_per_image": 9.04},
             "models": {
                 "mobilenet": {
                     "train_img_s": 20.0,
                     "fed_train_img_s": 19.0,
                     "pipeline_over_train": 5.5,
                     "fed_over_fixed": 0.95,
+                    "pipeline_core_share_at_train_rate": 0.0904,
                 }
             },
         },
@@ -499,6 +500,8 @@ def test_input_pipeline_table_relates_the_pipeline_to_each_training_step():
         "19",
         "5.50×",
         "0.95×",
+        "9.0",
+        "9%",
     ]
     crop512 = [cell.strip() for cell in _cells(lines[3])]
     assert crop512[:5] == ["`crop512`", "512×512", "2", tables.MISSING, "60"]
