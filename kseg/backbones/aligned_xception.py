@@ -2,6 +2,8 @@
 
 import keras
 
+from kseg.layers.batch_normalization import BatchNormalization
+
 # (block name, output widths of its three separable convolutions, shortcut kind, stride).
 _XCEPTION65_BLOCKS = (
     ("entry_flow_block1", (128, 128, 128), "conv", 2),
@@ -53,10 +55,10 @@ def _separable_conv(x, filters, stride, rate, name):
         use_bias=False,
         name=f"{name}_depthwise",
     )(x)
-    x = keras.layers.BatchNormalization(name=f"{name}_depthwise_bn")(x)
+    x = BatchNormalization(name=f"{name}_depthwise_bn")(x)
     x = keras.layers.ReLU(name=f"{name}_depthwise_relu")(x)
     x = keras.layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_pointwise")(x)
-    x = keras.layers.BatchNormalization(name=f"{name}_pointwise_bn")(x)
+    x = BatchNormalization(name=f"{name}_pointwise_bn")(x)
     return keras.layers.ReLU(name=f"{name}_pointwise_relu")(x)
 
 
@@ -74,7 +76,7 @@ def _xception_block(inputs, widths, shortcut, stride, rate, unit_rates, name):
         residual = keras.layers.Conv2D(
             widths[-1], 1, strides=stride, use_bias=False, name=f"{name}_shortcut"
         )(inputs)
-        residual = keras.layers.BatchNormalization(name=f"{name}_shortcut_bn")(residual)
+        residual = BatchNormalization(name=f"{name}_shortcut_bn")(residual)
         return keras.layers.Add(name=f"{name}_add")([x, residual])
     if shortcut == "sum":
         return keras.layers.Add(name=f"{name}_add")([x, inputs])
@@ -92,7 +94,7 @@ def _conv_bn_relu(x, filters, stride, name):
         use_bias=False,
         name=name,
     )(x)
-    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = BatchNormalization(name=f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 

@@ -2,7 +2,8 @@
 
 import keras
 
-from kseg.layers.atrous_conv import native_dilation_class
+from kseg.backbones.rebuild import rebuild_layers
+from kseg.layers.fast_equivalents import fast_equivalent
 
 _CONVOLUTIONS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
 _POOLINGS = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)
@@ -192,16 +193,6 @@ def dilate(model, output_stride, multi_grid=None):
                 if layer.name in rates:
                     rate = rates[layer.name]
                     config.update(padding="same", dilation_rate=(rate, rate))
-        return native_dilation_class(layer.__class__, config).from_config(config)
+        return fast_equivalent(layer.__class__, config).from_config(config)
 
-    dilated = keras.models.clone_model(model, clone_function=rebuild)
-    for layer in model.layers:
-        if not layer.weights:
-            continue
-        target = dilated.get_layer(layer.name)
-        for new, old in zip(target.weights, layer.weights, strict=True):
-            new.assign(old)
-        # Layers that snapshot their variables into constants (Normalization) refresh them.
-        if hasattr(target, "finalize_state"):
-            target.finalize_state()
-    return dilated
+    return rebuild_layers(model, rebuild)

@@ -32,7 +32,8 @@ for: `*_pad` paddings, activations at torch's own index (`features.0.2`,
 
 import keras
 
-from kseg.layers.atrous_conv import conv2d
+from kseg.layers.batch_normalization import BatchNormalization
+from kseg.layers.fast_equivalents import conv2d
 
 LARGE_BLOCKS = (
     (3, 16, 16, False, "relu", 1),
@@ -159,9 +160,7 @@ def _conv_bn(x, filters, name, activation=None, kernel_size=1, stride=1, dilatio
     else:
         initializer = keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal")
         x = conv2d(filters, kernel_size, kernel_initializer=initializer, **options)(x)
-    x = keras.layers.BatchNormalization(
-        epsilon=BN_EPSILON, momentum=_TORCH_BN_MOMENTUM, name=f"{name}.1"
-    )(x)
+    x = BatchNormalization(epsilon=BN_EPSILON, momentum=_TORCH_BN_MOMENTUM, name=f"{name}.1")(x)
     if activation is not None:
         x = keras.layers.Activation(_ACTIVATIONS[activation], name=f"{name}.2")(x)
     return x

@@ -14,6 +14,7 @@ from kseg.backbones.bundled import bundled_imagenet_weights, explain_failed_down
 from kseg.backbones.hub_presets import get_hub_backbone, is_hub_preset
 from kseg.backbones.mobilenet_v3 import MobileNetV3Large
 from kseg.backbones.preprocessing import ImagePreprocessing
+from kseg.backbones.rebuild import with_fast_layers
 from kseg.backbones.resnet import ResNet
 from kseg.backbones.taps import TAPS
 from kseg.backbones.tiny import TinyBackbone
@@ -241,6 +242,7 @@ def get_backbone(
             network = spec.build(x, input_shape, weights, **app_kwargs)
         if output_stride < 32 or multi_grid is not None:
             network = dilate(network, output_stride, multi_grid)
+        network = with_fast_layers(network)
 
     taps = _select_taps(network, key)
     outputs = {

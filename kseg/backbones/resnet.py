@@ -20,7 +20,8 @@ has no module for: `conv1_pad`, `relu`, `maxpool_pad`, `maxpool`, `layer{s}.{u}.
 
 import keras
 
-from kseg.layers.atrous_conv import conv2d
+from kseg.layers.batch_normalization import BatchNormalization
+from kseg.layers.fast_equivalents import conv2d
 
 BOTTLENECK_UNITS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 """Bottleneck units per stage for each depth (He et al., 2016, Table 1)."""
@@ -33,7 +34,7 @@ _TORCH_BN_MOMENTUM = 0.9
 
 
 @keras.saving.register_keras_serializable(package="kseg")
-class FrozenBatchNormalization(keras.layers.BatchNormalization):
+class FrozenBatchNormalization(BatchNormalization):
     """Batch normalisation with fixed statistics and affine parameters.
 
     The counterpart of torchvision's `FrozenBatchNorm2d`, which detection models use because
@@ -109,7 +110,7 @@ def stage_dilations(output_stride, units=BOTTLENECK_UNITS[50]):
 
 
 def _batch_norm(x, name, epsilon, frozen):
-    layer_class = FrozenBatchNormalization if frozen else keras.layers.BatchNormalization
+    layer_class = FrozenBatchNormalization if frozen else BatchNormalization
     return layer_class(epsilon=epsilon, momentum=_TORCH_BN_MOMENTUM, name=name)(x)
 
 

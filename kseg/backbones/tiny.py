@@ -2,6 +2,8 @@
 
 import keras
 
+from kseg.layers.batch_normalization import BatchNormalization
+
 TINY_WIDTHS = (8, 16, 24, 32, 48)
 
 
@@ -44,7 +46,7 @@ def TinyBackbone(input_tensor=None, input_shape=(None, None, 3), widths=TINY_WID
             x = keras.layers.Conv2D(
                 filters, 3, strides=stride, padding="same", use_bias=False, name=prefix
             )(x)
-            x = keras.layers.BatchNormalization(name=f"{prefix}_bn")(x)
+            x = BatchNormalization(name=f"{prefix}_bn")(x)
             x = keras.layers.ReLU(name=f"{prefix}_relu")(x)
     source = inputs if input_tensor is None else _single(keras.utils.get_source_inputs(inputs))
     return keras.Model(source, x, name=name)

@@ -18,7 +18,7 @@ import keras
 
 from kseg.backbones.bundled import explain_failed_download
 from kseg.backbones.surgery import convolutionalize
-from kseg.layers.atrous_conv import conv2d
+from kseg.layers.fast_equivalents import conv2d
 
 VGG16_BLOCKS = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
 """VGG16's five blocks as (convolutions, channels), Simonyan & Zisserman 2015, Table 1 (D)."""

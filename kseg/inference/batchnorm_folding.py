@@ -23,6 +23,7 @@ from keras.src.models.functional import Functional
 
 from kseg.layers import atrous_conv
 from kseg.layers.conv_block import ConvBNReLU
+from kseg.layers.fast_equivalents import fast_equivalent
 
 # Kernel axes that hold the output channels, by how each convolution lays its kernel out:
 # "last" (..., in, out), "transpose" (..., out, in), "depthwise" (..., in, multiplier).
@@ -359,11 +360,11 @@ def fold_batch_norm(model):
         config = layer.get_config()
         if id(layer) in batchnorm_of:
             config = {**config, "use_bias": True}
-            copy = atrous_conv.native_dilation_class(type(layer), config).from_config(config)
+            copy = fast_equivalent(type(layer), config).from_config(config)
         elif _holds_blocks(layer):
             copy = BatchNormFolded(type(layer).from_config(config), name=layer.name)
         else:
-            copy = atrous_conv.native_dilation_class(type(layer), config).from_config(config)
+            copy = fast_equivalent(type(layer), config).from_config(config)
         copies.append((layer, copy))
         return copy
 

@@ -57,9 +57,15 @@ def make_predictor(
         model = fold_batch_norm_if_exact(model)
     crf_options = dict(crf_options or {})
 
+    # Compiled, so TensorFlow fuses each convolution with its bias and activation; one graph
+    # for every image size once sizes vary.
+    @tf.function(reduce_retracing=True)
+    def plain_probabilities(images):
+        return tf.nn.softmax(tf.cast(model(images, training=False), tf.float32), -1)
+
     def probabilities(images):
         if plain:
-            return tf.nn.softmax(tf.cast(model(images, training=False), tf.float32), -1).numpy()
+            return plain_probabilities(tf.cast(images, tf.float32)).numpy()
         if window is None:
             return np.asarray(multiscale_predict(model, images, scales=scales, flip=flip))
         return np.stack(

@@ -3,6 +3,7 @@
 from kseg.layers.aspp import ASPP
 from kseg.layers.aspp_sum import ASPPSum
 from kseg.layers.atrous_conv import Conv2D
+from kseg.layers.batch_normalization import BatchNormalization
 from kseg.layers.bilinear import BilinearConvTranspose2D, BilinearUpsamplingKernel
 from kseg.layers.context_module import ContextIdentity, ContextModule
 from kseg.layers.conv_block import ConvBNReLU
@@ -28,6 +29,7 @@ from kseg.layers.unpooling import MaxPoolingWithArgmax2D, MaxUnpooling2D
 __all__ = [
     "ASPP",
     "ASPPSum",
+    "BatchNormalization",
     "BilinearConvTranspose2D",
     "BilinearUpsamplingKernel",
     "BoxHead",

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from kseg.layers.atrous_conv import conv2d
+from kseg.layers.fast_equivalents import conv2d
 from kseg.validation import validate_num_classes
 
 

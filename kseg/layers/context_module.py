@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 
-from kseg.layers.atrous_conv import conv2d
+from kseg.layers.fast_equivalents import conv2d
 
 # Table 1 of the paper: dilation of each 3x3 layer, then the 1x1 output layer.
 CONTEXT_DILATIONS = (1, 1, 2, 4, 8, 16, 1)

@@ -2,7 +2,8 @@
 
 import keras
 
-from kseg.layers.atrous_conv import conv2d
+from kseg.layers.batch_normalization import BatchNormalization
+from kseg.layers.fast_equivalents import conv2d
 
 
 @keras.saving.register_keras_serializable(package="kseg")
@@ -73,13 +74,13 @@ class ConvBNReLU(keras.layers.Layer):
             self.depthwise = keras.layers.DepthwiseConv2D(
                 self.kernel_size, name="depthwise", **spatial
             )
-            self.depthwise_bn = keras.layers.BatchNormalization(name="depthwise_bn", **bn)
+            self.depthwise_bn = BatchNormalization(name="depthwise_bn", **bn)
             self.conv = keras.layers.Conv2D(
                 self.filters, 1, use_bias=False, name="pointwise", dtype=self.dtype_policy
             )
         else:
             self.conv = conv2d(self.filters, self.kernel_size, name="conv", **spatial)
-        self.bn = keras.layers.BatchNormalization(name="bn", **bn)
+        self.bn = BatchNormalization(name="bn", **bn)
 
     def build(self, input_shape):
         shape = tuple(input_shape)

@@ -4,12 +4,12 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from kseg.layers.batch_normalization import BatchNormalization
+
 
 def _batch_norm(layer, name):
     # PyTorch's BatchNorm2d: epsilon 1e-5, momentum 0.1 on the new statistics (0.9 in Keras).
-    return keras.layers.BatchNormalization(
-        epsilon=1e-5, momentum=0.9, dtype=layer.dtype_policy, name=name
-    )
+    return BatchNormalization(epsilon=1e-5, momentum=0.9, dtype=layer.dtype_policy, name=name)
 
 
 @keras.saving.register_keras_serializable(package="kseg")

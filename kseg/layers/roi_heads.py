@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from kseg.layers.batch_normalization import BatchNormalization
 from kseg.validation import validate_positive_int
 
 
@@ -21,7 +22,7 @@ def _conv_bn_relu(layer, channels, batch_norm, name):
     if not batch_norm:
         return conv, None
     # PyTorch's BatchNorm2d: epsilon 1e-5, momentum 0.1 on the new statistics (0.9 in Keras).
-    norm = keras.layers.BatchNormalization(
+    norm = BatchNormalization(
         epsilon=1e-5, momentum=0.9, dtype=layer.dtype_policy, name=f"{name}_bn"
     )
     return conv, norm

@@ -11,7 +11,7 @@ from kseg.backbones.vgg16 import (
     load_vgg16_classifier,
     load_vgg16_convolutions,
 )
-from kseg.layers.atrous_conv import conv2d
+from kseg.layers.fast_equivalents import conv2d
 from kseg.models.backbone_input import feature_stride, resolve_backbone
 from kseg.models.heads import logits_head
 from kseg.models.registry import register_model

@@ -10,8 +10,8 @@ from kseg.backbones.vgg16 import (
     is_vgg16,
     load_vgg16_classifier,
 )
-from kseg.layers.atrous_conv import conv2d
 from kseg.layers.context_module import CONTEXT_MULTIPLIERS, ContextModule
+from kseg.layers.fast_equivalents import conv2d
 from kseg.layers.resize import ResizeToMatch
 from kseg.models.backbone_input import deepest_feature_key, feature_stride, resolve_backbone
 from kseg.models.registry import register_model

@@ -7,6 +7,7 @@ import keras
 from kseg.backbones.preprocessing import ImagePreprocessing
 from kseg.backbones.vgg16 import load_vgg16_convolutions
 from kseg.layers import MaxPoolingWithArgmax2D, MaxUnpooling2D
+from kseg.layers.batch_normalization import BatchNormalization
 from kseg.models.registry import register_model
 
 # VGG16's five convolution stages as (width multiple of num_filters, number of 3x3 convolutions).
@@ -15,7 +16,7 @@ _VGG16_STAGES = ((1, 2), (2, 2), (4, 3), (8, 3), (8, 3))
 
 def _conv_bn(x, filters, kernel_size, name, activation=True):
     x = keras.layers.Conv2D(filters, kernel_size, padding="same", name=name)(x)
-    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = BatchNormalization(name=f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x) if activation else x
 
 

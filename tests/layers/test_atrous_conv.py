@@ -7,7 +7,7 @@ import tensorflow as tf
 
 import kseg
 from kseg.layers.atrous_conv import Conv2D as NativeDilationConv2D
-from kseg.layers.atrous_conv import conv2d, native_dilation_class
+from kseg.layers.fast_equivalents import conv2d
 
 
 def _pair(rate, padding="same", use_bias=True, activation=None, strides=1, dtype=None):
@@ -111,16 +111,6 @@ def test_round_trips_through_a_keras_file(tmp_path):
     assert type(loaded.layers[-1]) is NativeDilationConv2D
     x = np.random.default_rng(3).normal(size=(1, 12, 12, 3)).astype("float32")
     np.testing.assert_array_equal(model(x), loaded(x))
-
-
-def test_conv2d_picks_the_class_by_dilation():
-    assert type(conv2d(2, 3, dilation_rate=(1, 2))) is NativeDilationConv2D
-    assert type(conv2d(2, 3, dilation_rate=1)) is keras.layers.Conv2D
-    config = keras.layers.Conv2D(2, 3, dilation_rate=4).get_config()
-    assert native_dilation_class(keras.layers.Conv2D, config) is NativeDilationConv2D
-    # Subclasses keep their own class: their convolution_op may do something else.
-    separable = keras.layers.SeparableConv2D
-    assert native_dilation_class(separable, config) is separable
 
 
 def test_dilated_builders_and_folding_run_without_the_rewrite():
