@@ -13,8 +13,10 @@ In one process:
    normalisation folded into the convolutions (`kseg.inference.fold_batch_norm_if_exact`),
    alternating call by call so both see the same machine; the largest logit difference of the
    two is recorded.
-3. A per-op profile (TensorFlow's profiler, XPlane trace) of DeepLabV3+ ResNet-50 at 512x512,
-   batch 2, unfolded and folded: time per op type and the most expensive ops.
+3. Per-op profiles (TensorFlow's profiler, XPlane trace) at 512x512, batch 2, of DeepLabV3+
+   ResNet-50, PSPNet ResNet-50, U-Net and Mask R-CNN, each as built and batch-norm folded
+   (where it folds), and of a DeepLabV3+ training step: time per op type and the most
+   expensive ops.
 
 Speeds are only meaningful on an idle machine: the file records the load average at the start,
 before each model and at the end, and marks the run `under_load` when the one-minute average
@@ -54,7 +56,9 @@ EXTRA_MODELS = {
     "deeplabv3_resnet50_os8": ("deeplabv3", {"backbone": "resnet50", "output_stride": 8}),
     "pspnet_resnet50": ("pspnet", {"backbone": "resnet50"}),
 }
-PROFILED_MODEL = "deeplabv3plus_resnet50"
+PROFILED_MODELS = ("deeplabv3plus_resnet50", "pspnet_resnet50", "unet", "mask_rcnn")
+TRAINING_PROFILED_MODEL = "deeplabv3plus_resnet50"
+PROFILE_VARIANTS = ("unfolded", "folded", "training")
 # The profile's size and batch are the efficiency target's, whatever --size says.
 PROFILE_SIZE, PROFILE_BATCH = 512, 2
 TOP_OPS = 25
@@ -152,16 +156,7 @@ def inference_rates(model, folded, images, steps):
 
 
 def training_rate(model, images, steps):
-    rng = np.random.default_rng(1)
-    labels = tf.constant(rng.integers(0, NUM_CLASSES, images.shape[:3]).astype("int32"))
-    model.compile(
-        optimizer=keras.optimizers.SGD(1e-3, momentum=0.9),
-        loss=keras.losses.SparseCategoricalCrossentropy(
-            from_logits=True, ignore_class=IGNORE_LABEL
-        ),
-        jit_compile=False,
-    )
-    best, median = best_and_median(lambda: model.train_on_batch(images, labels), steps)
+    best, median = best_and_median(_training_step(model, images), steps)
     return int(images.shape[0]) / median
 
 
@@ -241,16 +236,15 @@ def _readable_op_name(name):
     return re.sub(r"_\d+(?=/|$)", "", name)
 
 
-def op_profile(model, images, steps):
-    """Op-type and per-op time over `steps` calls of `model`, from TensorFlow's profiler."""
-    function = tf.function(lambda x: model(x, training=False))
-    function(images)
-    function(images)
+def op_profile(step, steps):
+    """Op-type and per-op time over `steps` calls of `step()`, from TensorFlow's profiler."""
+    step()
+    step()
     with tempfile.TemporaryDirectory() as logdir:
         tf.profiler.experimental.start(logdir)
         start = time.perf_counter()
         for _ in range(steps):
-            np.asarray(function(images))
+            step()
         wall = time.perf_counter() - start
         tf.profiler.experimental.stop()
         times = _xplane_op_times(logdir)
@@ -276,25 +270,45 @@ def op_profile(model, images, steps):
     }
 
 
-def profile(spec, size, batch, steps):
+def _inference_step(model, images):
+    function = tf.function(lambda x: model(x, training=False))
+    return lambda: tf.nest.map_structure(np.asarray, function(images))
+
+
+def _training_step(model, images):
+    labels = np.random.default_rng(1).integers(0, NUM_CLASSES, images.shape[:3]).astype("int32")
+    model.compile(
+        optimizer=keras.optimizers.SGD(1e-3, momentum=0.9),
+        loss=keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True, ignore_class=IGNORE_LABEL
+        ),
+        jit_compile=False,
+    )
+    return lambda: model.train_on_batch(images, labels)
+
+
+def profile(name, spec, size, batch, steps, training=False):
+    """Op profiles of one model: as built and batch-norm folded (inference), and training."""
     model = build(spec)
     rng = np.random.default_rng(0)
     images = tf.constant(rng.uniform(0, 255, (batch, size, size, 3)).astype("float32"))
-    report = {"model": spec[0], "kwargs": spec[1], "size": size, "batch_size": batch}
-    report["unfolded"] = op_profile(model, images, steps)
+    report = {"name": name, "model": spec[0], "kwargs": spec[1], "size": size, "batch_size": batch}
+    report["unfolded"] = op_profile(_inference_step(model, images), steps)
     folded = kseg.inference.fold_batch_norm_if_exact(model)
     if folded is not model:
-        report["folded"] = op_profile(folded, images, steps)
+        report["folded"] = op_profile(_inference_step(folded, images), steps)
+    if training:
+        report["training"] = op_profile(_training_step(model, images), steps)
     return report
 
 
 def print_profile(report, count=12):
-    for variant in ("unfolded", "folded"):
+    for variant in PROFILE_VARIANTS:
         if variant not in report:
             continue
         entry = report[variant]
         print(
-            f"profile {report['model']} {variant}: {entry['wall_ms_per_step']:.0f} ms/step wall, "
+            f"profile {report['name']} {variant}: {entry['wall_ms_per_step']:.0f} ms/step wall, "
             f"{entry['op_ms_per_step']:.0f} ms/step of op time"
         )
         for row in entry["by_type"][:count]:
@@ -372,11 +386,16 @@ def main():
         results_io.write_result(args.out, report)
 
     if args.profile:
-        keras.backend.clear_session()
-        spec = specs[PROFILED_MODEL]
         size, batch = (args.size, args.batch_size) if args.tiny else (PROFILE_SIZE, PROFILE_BATCH)
-        report["profile"] = profile(spec, size, batch, args.steps)
-        print_profile(report["profile"])
+        report["profiles"] = []
+        for name in PROFILED_MODELS:
+            keras.backend.clear_session()
+            training = name == TRAINING_PROFILED_MODEL
+            report["profiles"].append(
+                profile(name, specs[name], size, batch, args.steps, training=training)
+            )
+            print_profile(report["profiles"][-1])
+            results_io.write_result(args.out, report)
     print(f"wrote {results_io.write_result(args.out, report)}")
 
 

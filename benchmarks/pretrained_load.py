@@ -250,31 +250,57 @@ def measure(args, model_name, torch_side_folder):
 def compare_semantic_inference(model, worker, reference, repeats):
     """Per-image times and logit parity of a converted semantic model against the torch worker's.
 
+    kseg is timed twice: the model as loaded, called eagerly (`model(image)`), and what
+    `kseg predict` and `kseg.inference.make_predictor` run, its batch-norm-folded copy
+    (`kseg.inference.fold_batch_norm_if_exact`) inside a compiled `tf.function`
+    (`predict_path_*` keys).
+
     Returns:
-        `(images, summary)`: per image size the timing comparison and `parity`; the worst
-        relative difference and argmax agreement over the images.
+        `(images, summary)`: per image size the timing comparisons and `parity` of both
+        kseg forms; the worst relative difference and argmax agreement over the images.
     """
-    # One untimed warm-up call per image size (the torch worker made its own), then the two
-    # sides alternate call by call so they share whatever else the machine is doing.
+    import tensorflow as tf
+
+    import kseg
+
+    folded = kseg.inference.fold_batch_norm_if_exact(model)
+    compiled = tf.function(lambda image: folded(image, training=False), reduce_retracing=True)
+    sides = {"eager": lambda image: model(image, training=False), "predict_path": compiled}
+    # One untimed warm-up call per image size and side (the torch worker made its own), then
+    # the sides alternate call by call so they share whatever else the machine is doing.
     inputs = [reference[f"image{index}"] for index in range(len(IMAGE_SIZES))]
-    logits = [np.asarray(model(image, training=False)) for image in inputs]
-    calls = {index: {"kseg": [], "torchvision": []} for index in range(len(IMAGE_SIZES))}
+    logits = {name: [np.asarray(call(image)) for image in inputs] for name, call in sides.items()}
+    calls = {
+        index: {"eager": [], "predict_path": [], "torchvision": []}
+        for index in range(len(IMAGE_SIZES))
+    }
     for _ in range(repeats):
         for index, image in enumerate(inputs):
-            calls[index]["kseg"].append(timed(model, image, training=False)[0])
+            for name, call in sides.items():
+                calls[index][name].append(timed(lambda c=call, i=image: np.asarray(c(i)))[0])
             calls[index]["torchvision"].append(worker.timed_call(index))
     images = {}
     for index, (height, width) in enumerate(IMAGE_SIZES):
+        torch_calls, out = calls[index]["torchvision"], reference[f"out{index}"]
+        predict_path = results_io.timing_comparison(
+            calls[index]["predict_path"], torch_calls, "torchvision"
+        )
         images[f"{height}x{width}"] = {
-            **results_io.timing_comparison(
-                calls[index]["kseg"], calls[index]["torchvision"], "torchvision"
-            ),
-            **parity(logits[index], reference[f"out{index}"]),
+            **results_io.timing_comparison(calls[index]["eager"], torch_calls, "torchvision"),
+            **parity(logits["eager"][index], out),
+            **{f"predict_path_{key}": value for key, value in predict_path.items()},
+            **{
+                f"predict_path_{key}": value
+                for key, value in parity(logits["predict_path"][index], out).items()
+            },
         }
     worst = max(images.values(), key=lambda image: image["max_abs_diff_over_max_logit"])
     return images, {
         "worst_max_abs_diff_over_max_logit": worst["max_abs_diff_over_max_logit"],
         "min_argmax_agreement": min(image["argmax_agreement"] for image in images.values()),
+        "predict_path_worst_max_abs_diff_over_max_logit": max(
+            image["predict_path_max_abs_diff_over_max_logit"] for image in images.values()
+        ),
     }
 
 
@@ -313,7 +339,7 @@ def main(args):
         results["instance_input"] = {**pretrained_load_instance.INPUT, "repeats": args.repeats}
     print(
         f"{'model':26s} {'read s':>7s} {'first s':>8s} {'cached s':>9s} "
-        f"{'kseg s/img':>11s} {'torch s/img':>12s}  parity"
+        f"{'kseg s/img':>11s} {'predict s/img':>14s} {'torch s/img':>12s}  parity"
     )
     for model_name in args.models:
         with tempfile.TemporaryDirectory(prefix="kseg-pretrained-load-") as folder:
@@ -328,6 +354,9 @@ def main(args):
         kseg_median = statistics.median(i["kseg_median_s"] for i in entry["images"].values())
         torch_median = statistics.median(
             i["torchvision_median_s"] for i in entry["images"].values()
+        )
+        predict_median = statistics.median(
+            i.get("predict_path_kseg_median_s", float("nan")) for i in entry["images"].values()
         )
         if model_name in MODELS:
             agreement = (
@@ -346,7 +375,7 @@ def main(args):
         print(
             f"{model_name:26s} {entry['read_torch_checkpoint_s']:7.2f} "
             f"{entry['first_load_s']:8.2f} {entry['cached_load_s']:9.2f} {kseg_median:11.2f} "
-            f"{torch_median:12.2f}  {agreement}",
+            f"{predict_median:14.2f} {torch_median:12.2f}  {agreement}",
             flush=True,
         )
     print("wrote", results_io.write_result(args.out, results))
