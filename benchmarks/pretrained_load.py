@@ -53,10 +53,8 @@ Usage:
 
 import argparse
 import dataclasses
-import json
 import os
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -68,7 +66,7 @@ import numpy as np
 import pretrained_load_instance
 import results_io
 from locations import run_with_torch_worker, torch_python_argument
-from torch_timed_calls import serve_timed_calls
+from torch_timed_calls import TimedCallWorker, serve_timed_calls
 
 MODELS = ("deeplabv3_resnet50", "fcn_resnet50", "deeplabv3_resnet101", "fcn_resnet101")
 IMAGE_SIZES = ((520, 700), (389, 521))
@@ -122,45 +120,13 @@ def torch_worker(args):
         serve_timed_calls(torch, torchvision, lambda index: model(batches[index]))
 
 
-class TorchWorker:
+class TorchWorker(TimedCallWorker):
     """The torch side of one model, in its own process: written files, then timed calls."""
 
     def __init__(self, args, model_name, folder):
-        self.process = subprocess.Popen(
-            [
-                args.torch_python,
-                __file__,
-                "--torch-worker",
-                "--model",
-                model_name,
-                "--folder",
-                str(folder),
-                "--threads",
-                str(args.threads),
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        line = self.process.stdout.readline()
-        if not line:
-            raise RuntimeError(
-                f"the torch worker for {model_name} stopped before writing its files"
-            )
-        self.facts = json.loads(line)
-
-    def timed_call(self, index):
-        """Seconds of one torchvision inference on image `index`."""
-        self.process.stdin.write(f"{index}\n")
-        self.process.stdin.flush()
-        return json.loads(self.process.stdout.readline())["seconds"]
-
-    def close(self):
-        """Ends the worker: an empty line, or its end of input if it is still starting."""
-        if self.process.poll() is None:
-            self.process.stdin.write("\n")
-            self.process.stdin.close()
-        self.process.wait()
+        command = [args.torch_python, __file__, "--torch-worker", "--model", model_name]
+        command += ["--folder", str(folder), "--threads", str(args.threads)]
+        super().__init__(command, f"the torch worker for {model_name}")
 
 
 def timed(function, *args, **kwargs):

@@ -23,9 +23,7 @@ Usage:
 """
 
 import argparse
-import json
 import os
-import subprocess
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -34,7 +32,7 @@ import numpy as np
 
 import results_io
 from locations import run_with_torch_worker, torch_python_argument
-from torch_timed_calls import serve_timed_calls
+from torch_timed_calls import TimedCallWorker, serve_timed_calls
 
 NUM_CLASSES = 21
 IGNORE_LABEL = 255
@@ -83,31 +81,12 @@ def torch_worker(args):
     serve_timed_calls(torch, torchvision, step)
 
 
-class TorchWorker:
+def start_torch_worker(args, model_name):
     """The torch side of one model in its own process, taking one step per request."""
-
-    def __init__(self, args, model_name):
-        command = [args.torch_python, __file__, "--torch-worker", "--model", model_name]
-        for flag in ("size", "batch_size", "threads"):
-            command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
-        self.process = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-        line = self.process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the torch worker for {model_name} stopped before its first step")
-        self.facts = json.loads(line)
-
-    def timed_step(self):
-        self.process.stdin.write("0\n")
-        self.process.stdin.flush()
-        return json.loads(self.process.stdout.readline())["seconds"]
-
-    def close(self):
-        if self.process.poll() is None:
-            self.process.stdin.write("\n")
-            self.process.stdin.close()
-        self.process.wait()
+    command = [args.torch_python, __file__, "--torch-worker", "--model", model_name]
+    for flag in ("size", "batch_size", "threads"):
+        command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    return TimedCallWorker(command, f"the torch worker for {model_name}")
 
 
 def measure(args, model_name):
@@ -129,14 +108,14 @@ def measure(args, model_name):
     labels = labels.astype("int32")
     for _ in range(WARMUP_STEPS):
         model.train_on_batch(images, labels)
-    worker = TorchWorker(args, model_name)
+    worker = start_torch_worker(args, model_name)
     try:
         kseg_seconds, torch_seconds = [], []
         for _ in range(args.repeats):
             start = time.perf_counter()
             model.train_on_batch(images, labels)
             kseg_seconds.append(time.perf_counter() - start)
-            torch_seconds.append(worker.timed_step())
+            torch_seconds.append(worker.timed_call())
     finally:
         worker.close()
     row = results_io.timing_comparison(kseg_seconds, torch_seconds, "torchvision")
