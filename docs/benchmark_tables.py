@@ -1715,6 +1715,44 @@ def input_pipeline_table(results):
     return _join(_table(header, rows), conditions(results))
 
 
+def torchvision_training_step_table(results):
+    """One SGD step of torchvision's semantic models in kseg and in torchvision, per model."""
+    rows = []
+    for name, entry in (results.get("models") or {}).items():
+        torch_versions = (
+            f"torch {entry.get('torch', MISSING)}, torchvision {entry.get('torchvision', MISSING)}"
+        )
+        rows.append(
+            (
+                _code(name),
+                duration(entry.get("kseg_median_s")),
+                duration(entry.get("torchvision_median_s")),
+                rate(entry.get("kseg_img_s")),
+                rate(entry.get("torchvision_img_s")),
+                ratio(entry.get("speedup_kseg_over_torchvision")),
+                torch_versions,
+            )
+        )
+    if not rows:
+        return _join(_table(("model", "step"), [(MISSING, NOT_MEASURED)]), conditions(results))
+    size = _get(results, "input", "size")
+    batch = _get(results, "input", "batch_size")
+    header = (
+        "model",
+        "kseg step",
+        "torchvision step",
+        "kseg (img/s)",
+        "torchvision (img/s)",
+        "kseg speed-up",
+        "reference",
+    )
+    caption = (
+        f"*Median of {_get(results, 'input', 'repeats') or 'the'} steps each, batch {batch} of "
+        f"{size}×{size} images, taking turns step by step.*"
+    )
+    return _join(_table(header, rows), caption, conditions(results))
+
+
 RENDERERS = {
     "roi_align": roi_align_table,
     "mask_rcnn_shapes": mask_rcnn_shapes_table,
@@ -1736,6 +1774,7 @@ RENDERERS = {
     "efficiency": efficiency_table,
     "deployment_speed": deployment_speed_table,
     "input_pipeline": input_pipeline_table,
+    "torchvision_training_step": torchvision_training_step_table,
 }
 RECORDED_BY = {
     "roi_align": "benchmarks/roi_align.py",
