@@ -53,32 +53,28 @@ class BatchNormalization(keras.layers.BatchNormalization):
         channels = x.shape[-1]
         gamma = tf.cast(self.gamma, "float32") if self.scale else tf.ones([channels])
         beta = tf.cast(self.beta, "float32") if self.center else tf.zeros([channels])
-        if training and self.trainable:
-            outputs, mean, variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
-                x=x,
-                scale=gamma,
-                offset=beta,
-                mean=tf.constant([], "float32"),
-                variance=tf.constant([], "float32"),
-                epsilon=self.epsilon,
-                data_format="NHWC",
-                is_training=True,
-            )
+        updating = bool(training and self.trainable)
+        # Training takes the batch's statistics (empty inputs), inference the moving ones.
+        statistics = (
+            (tf.constant([], "float32"), tf.constant([], "float32"))
+            if updating
+            else (tf.cast(self.moving_mean, "float32"), tf.cast(self.moving_variance, "float32"))
+        )
+        outputs, mean, variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+            x=x,
+            scale=gamma,
+            offset=beta,
+            mean=statistics[0],
+            variance=statistics[1],
+            epsilon=self.epsilon,
+            data_format="NHWC",
+            is_training=updating,
+        )
+        if updating:
             # The kernel returns the unbiased batch variance; Keras averages the biased one.
             count = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), "float32")
             variance = variance * (count - 1.0) / tf.maximum(count, 1.0)
             for moving, batch in ((self.moving_mean, mean), (self.moving_variance, variance)):
                 average = tf.cast(moving, "float32") * self.momentum
                 moving.assign(tf.cast(average + batch * (1.0 - self.momentum), moving.dtype))
-        else:
-            outputs, _, _, _, _, _ = tf.raw_ops.FusedBatchNormV3(
-                x=x,
-                scale=gamma,
-                offset=beta,
-                mean=tf.cast(self.moving_mean, "float32"),
-                variance=tf.cast(self.moving_variance, "float32"),
-                epsilon=self.epsilon,
-                data_format="NHWC",
-                is_training=False,
-            )
         return tf.cast(outputs, self.compute_dtype)
