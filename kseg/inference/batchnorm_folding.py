@@ -358,12 +358,12 @@ def fold_batch_norm(model):
         if id(layer) in removed:
             return layer  # never called: `call` passes its input through
         config = layer.get_config()
-        if id(layer) in batchnorm_of:
-            config = {**config, "use_bias": True}
-            copy = fast_equivalent(type(layer), config).from_config(config)
-        elif _holds_blocks(layer):
+        if _holds_blocks(layer):
             copy = BatchNormFolded(type(layer).from_config(config), name=layer.name)
         else:
+            if id(layer) in batchnorm_of:
+                # The folded normalisation's shift becomes the convolution's bias.
+                config = {**config, "use_bias": True}
             copy = fast_equivalent(type(layer), config).from_config(config)
         copies.append((layer, copy))
         return copy
