@@ -161,9 +161,11 @@ def _train_semantic(args, task, recipe):
                 val_source, args.val_batch_size, augment=False, ignore_label=info.ignore_label
             )
         )
-    if train_count is None:
-        train_count = sum(1 for _ in train_source)
-    steps = recipe.steps_per_epoch or max(1, train_count // recipe.batch_size)
+    steps = recipe.steps_per_epoch
+    if not steps:
+        if train_count is None:  # too large to cache: the sizing pass stopped early
+            train_count = sum(1 for _ in train_source)
+        steps = max(1, train_count // recipe.batch_size)
     replicas = strategy.num_replicas_in_sync
     print(
         f"training {recipe.model} on {args.data} ({num_classes} classes), precision {policy}, "
