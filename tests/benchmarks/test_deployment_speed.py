@@ -1,30 +1,10 @@
 """How the deployment benchmark scores an exported model's outputs against the Keras model's."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
+from benchmark_scripts import load_benchmark
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _load_module():
-    # The module imports its sibling `results_io` as the scripts do, from benchmarks/ on the path.
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        spec = importlib.util.spec_from_file_location(
-            "deployment_speed", BENCHMARKS / "deployment_speed.py"
-        )
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    return module
-
-
-deployment = _load_module()
+deployment = load_benchmark("deployment_speed")
 
 
 def _logits():

@@ -1,29 +1,9 @@
 """How the pretrained-load benchmark compares kseg's Mask R-CNN detections with torchvision's."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
+from benchmark_scripts import load_benchmark
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _load_instance_module():
-    # The module imports its sibling `results_io` as the scripts do, from benchmarks/ on the path.
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        spec = importlib.util.spec_from_file_location(
-            "pretrained_load_instance", BENCHMARKS / "pretrained_load_instance.py"
-        )
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    return module
-
-
-instance = _load_instance_module()
+instance = load_benchmark("pretrained_load_instance")
 
 
 def _torchvision_reference():

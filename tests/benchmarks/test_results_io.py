@@ -4,22 +4,12 @@ import argparse
 import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
+from benchmark_scripts import BENCHMARKS, load_benchmark
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-results_io = _load("results_io")
-locations = _load("locations")
+results_io = load_benchmark("results_io")
+locations = load_benchmark("locations")
 
 
 def test_write_result_completes_the_machine_entry_and_the_command(tmp_path, monkeypatch):
@@ -81,11 +71,7 @@ def test_no_benchmark_script_has_a_machine_specific_default_path():
 def test_the_docs_list_every_weak_vs_full_row_with_its_labels_and_method():
     # The Benchmarks page names rows not yet measured from its own list; it must not drift
     # from the script's.
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        weak_vs_full = _load("weak_vs_full")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    weak_vs_full = load_benchmark("weak_vs_full")
     spec = importlib.util.spec_from_file_location(
         "benchmark_tables", BENCHMARKS.parent / "docs" / "benchmark_tables.py"
     )
