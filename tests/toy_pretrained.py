@@ -15,6 +15,16 @@ TOY_CLASS_NAMES = ("bg", "sky", "tree")
 TOY_MIN_SIDE = 32
 
 
+def _served_copy(fixture, tmp_path, stem):
+    """A copy of `fixture` in `tmp_path/served`, named as published files are
+    (`<stem>-<first 8 hex digits of its SHA-256>.pth`), and that hash prefix."""
+    prefix = hashlib.sha256(fixture.read_bytes()).hexdigest()[:8]
+    served = tmp_path / "served" / f"{stem}-{prefix}.pth"
+    served.parent.mkdir(exist_ok=True)
+    shutil.copyfile(fixture, served)
+    return served, prefix
+
+
 def register_toy_checkpoint(tmp_path, monkeypatch):
     """Registers "toy": the committed narrow torchvision FCN, served from a file:// URL.
 
@@ -24,17 +34,13 @@ def register_toy_checkpoint(tmp_path, monkeypatch):
     Returns:
         `(entry, cache_dir)`.
     """
-    fixture = FIXTURES / "torchvision_fcn_small.pth"
-    digest = hashlib.sha256(fixture.read_bytes()).hexdigest()
-    served = tmp_path / "served" / f"fcn_small-{digest[:8]}.pth"
-    served.parent.mkdir()
-    shutil.copyfile(fixture, served)
+    served, prefix = _served_copy(FIXTURES / "torchvision_fcn_small.pth", tmp_path, "fcn_small")
     builder, kwargs = TORCHVISION_SEGMENTATION_CONFIGS["fcn_resnet50"]
     toy = dataclasses.replace(
         kseg.pretrained.get("fcn_resnet50"),
         name="toy",
         url=served.as_uri(),
-        hash_prefix=digest[:8],
+        hash_prefix=prefix,
         builder=builder,
         builder_kwargs={**kwargs, "base_channels": 2, "num_filters": 16, "num_classes": 3},
         class_names=TOY_CLASS_NAMES,
@@ -62,16 +68,13 @@ def register_toy_mask_rcnn(tmp_path, monkeypatch, class_names):
     from kseg.pretrained.convert_torchvision_mask_rcnn import TORCHVISION_MASK_RCNN_CONFIGS
 
     checkpoint = FIXTURES / "torchvision_mask_rcnn_small.pth"
-    digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
-    served = tmp_path / "served" / f"maskrcnn_small-{digest[:8]}.pth"
-    served.parent.mkdir(exist_ok=True)
-    shutil.copyfile(checkpoint, served)
+    served, prefix = _served_copy(checkpoint, tmp_path, "maskrcnn_small")
     builder, kwargs = TORCHVISION_MASK_RCNN_CONFIGS["maskrcnn_resnet50_fpn"]
     toy = dataclasses.replace(
         kseg.pretrained.get("maskrcnn_resnet50_fpn"),
         name="toy_instances",
         url=served.as_uri(),
-        hash_prefix=digest[:8],
+        hash_prefix=prefix,
         builder_kwargs={
             **kwargs,
             "num_classes": 5,
