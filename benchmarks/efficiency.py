@@ -134,18 +134,18 @@ def ceilings(matmul_size, conv_shape, repeats):
 
 def inference_rates(model, folded, images, steps):
     """Images/s of `model` and `folded` (None: not folded), alternating call by call."""
-    functions = {"unfolded": tf.function(lambda x: model(x, training=False))}
+    calls = {"unfolded": _inference_step(model, images)}
     if folded is not None:
-        functions["folded"] = tf.function(lambda x: folded(x, training=False))
+        calls["folded"] = _inference_step(folded, images)
     outputs = {}
-    for name, function in functions.items():
-        function(images)
-        outputs[name] = tf.nest.map_structure(np.asarray, function(images))
-    seconds = {name: [] for name in functions}
+    for name, call in calls.items():
+        call()
+        outputs[name] = call()
+    seconds = {name: [] for name in calls}
     for _ in range(steps):
-        for name, function in functions.items():
+        for name, call in calls.items():
             start = time.perf_counter()
-            tf.nest.map_structure(np.asarray, function(images))
+            call()
             seconds[name].append(time.perf_counter() - start)
     batch = int(images.shape[0])
     rates = {f"{name}_img_s": batch / statistics.median(s) for name, s in seconds.items()}
