@@ -3,6 +3,7 @@
 import keras
 
 from kseg.layers.batch_normalization import BatchNormalization
+from kseg.layers.fast_equivalents import depthwise_conv2d
 
 # (block name, output widths of its three separable convolutions, shortcut kind, stride).
 _XCEPTION65_BLOCKS = (
@@ -47,7 +48,7 @@ def _separable_conv(x, filters, stride, rate, name):
     # shared with the 1x1 strided shortcut.
     if stride > 1:
         x = keras.layers.ZeroPadding2D(padding=1, name=f"{name}_pad")(x)
-    x = keras.layers.DepthwiseConv2D(
+    x = depthwise_conv2d(
         3,
         strides=stride,
         dilation_rate=rate,

@@ -33,7 +33,7 @@ for: `*_pad` paddings, activations at torch's own index (`features.0.2`,
 import keras
 
 from kseg.layers.batch_normalization import BatchNormalization
-from kseg.layers.fast_equivalents import conv2d
+from kseg.layers.fast_equivalents import conv2d, depthwise_conv2d
 
 LARGE_BLOCKS = (
     (3, 16, 16, False, "relu", 1),
@@ -156,7 +156,7 @@ def _conv_bn(x, filters, name, activation=None, kernel_size=1, stride=1, dilatio
         x = keras.layers.ZeroPadding2D(padding, name=f"{name}.0_pad")(x)
     options = {"strides": stride, "dilation_rate": dilation, "use_bias": False, "name": f"{name}.0"}
     if filters is None:
-        x = keras.layers.DepthwiseConv2D(kernel_size, **options)(x)
+        x = depthwise_conv2d(kernel_size, **options)(x)
     else:
         initializer = keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal")
         x = conv2d(filters, kernel_size, kernel_initializer=initializer, **options)(x)

@@ -21,7 +21,7 @@ import keras
 import numpy as np
 from keras.src.models.functional import Functional
 
-from kseg.layers import atrous_conv
+from kseg.layers import atrous_conv, atrous_depthwise_conv
 from kseg.layers.conv_block import ConvBNReLU
 from kseg.layers.fast_equivalents import fast_equivalent
 
@@ -39,6 +39,7 @@ _KERNEL_LAYOUTS = {
     keras.layers.Conv3DTranspose: "transpose",
     keras.layers.DepthwiseConv1D: "depthwise",
     keras.layers.DepthwiseConv2D: "depthwise",
+    atrous_depthwise_conv.DepthwiseConv2D: "depthwise",
 }
 
 

@@ -3,6 +3,7 @@
 from kseg.layers.aspp import ASPP
 from kseg.layers.aspp_sum import ASPPSum
 from kseg.layers.atrous_conv import Conv2D
+from kseg.layers.atrous_depthwise_conv import DepthwiseConv2D
 from kseg.layers.batch_normalization import BatchNormalization
 from kseg.layers.bilinear import BilinearConvTranspose2D, BilinearUpsamplingKernel
 from kseg.layers.context_module import ContextIdentity, ContextModule
@@ -40,6 +41,7 @@ __all__ = [
     "Conv2D",
     "ConvBNReLU",
     "CropToMatch",
+    "DepthwiseConv2D",
     "DenseCRF",
     "FeaturePyramid",
     "MaskHead",

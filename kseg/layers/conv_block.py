@@ -3,7 +3,7 @@
 import keras
 
 from kseg.layers.batch_normalization import BatchNormalization
-from kseg.layers.fast_equivalents import conv2d
+from kseg.layers.fast_equivalents import conv2d, depthwise_conv2d
 
 
 @keras.saving.register_keras_serializable(package="kseg")
@@ -71,9 +71,7 @@ class ConvBNReLU(keras.layers.Layer):
             "dtype": self.dtype_policy,
         }
         if self.separable:
-            self.depthwise = keras.layers.DepthwiseConv2D(
-                self.kernel_size, name="depthwise", **spatial
-            )
+            self.depthwise = depthwise_conv2d(self.kernel_size, name="depthwise", **spatial)
             self.depthwise_bn = BatchNormalization(name="depthwise_bn", **bn)
             self.conv = keras.layers.Conv2D(
                 self.filters, 1, use_bias=False, name="pointwise", dtype=self.dtype_policy

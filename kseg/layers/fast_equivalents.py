@@ -3,6 +3,7 @@
 import keras
 
 from kseg.layers.atrous_conv import Conv2D
+from kseg.layers.atrous_depthwise_conv import DepthwiseConv2D
 from kseg.layers.batch_normalization import BatchNormalization
 
 
@@ -13,8 +14,9 @@ def _largest(rate):
 def fast_equivalent(layer_class, config):
     """The class to build a layer of `layer_class` from `config` with, for speed.
 
-    kseg's `Conv2D` for a plain `keras.layers.Conv2D` whose config dilates, kseg's
-    `BatchNormalization` for a plain `keras.layers.BatchNormalization`, else `layer_class`
+    kseg's `Conv2D` or `DepthwiseConv2D` for a plain `keras.layers.Conv2D` or
+    `keras.layers.DepthwiseConv2D` whose config dilates, kseg's `BatchNormalization` for a
+    plain `keras.layers.BatchNormalization`, else `layer_class`
     (subclasses keep their own class: they may compute something else). Both replacements
     keep Keras's configuration, variables and class name, so weights load either way;
     graph rewrites (`kseg.backbones.atrous.dilate`, backbone construction, batch-norm
@@ -28,8 +30,11 @@ def fast_equivalent(layer_class, config):
     >>> fast_equivalent(keras.layers.Conv2D, {**config, "dilation_rate": 1}) is keras.layers.Conv2D
     True
     """
-    if layer_class is keras.layers.Conv2D and _largest(config.get("dilation_rate", 1)) > 1:
+    dilates = _largest(config.get("dilation_rate", 1)) > 1
+    if layer_class is keras.layers.Conv2D and dilates:
         return Conv2D
+    if layer_class is keras.layers.DepthwiseConv2D and dilates:
+        return DepthwiseConv2D
     if layer_class is keras.layers.BatchNormalization:
         return BatchNormalization
     return layer_class
@@ -65,3 +70,17 @@ def conv2d(filters, kernel_size, dilation_rate=1, **kwargs):
     """
     layer_class = Conv2D if _largest(dilation_rate) > 1 else keras.layers.Conv2D
     return layer_class(filters, kernel_size, dilation_rate=dilation_rate, **kwargs)
+
+
+def depthwise_conv2d(kernel_size, dilation_rate=1, **kwargs):
+    """A 2D depthwise convolution layer: kseg's `DepthwiseConv2D` when dilated, else Keras's.
+
+    Example:
+    >>> from kseg.layers.fast_equivalents import depthwise_conv2d
+    >>> type(depthwise_conv2d(3, dilation_rate=6, padding="same")) is kseg.layers.DepthwiseConv2D
+    True
+    >>> type(depthwise_conv2d(3)) is keras.layers.DepthwiseConv2D
+    True
+    """
+    layer_class = DepthwiseConv2D if _largest(dilation_rate) > 1 else keras.layers.DepthwiseConv2D
+    return layer_class(kernel_size, dilation_rate=dilation_rate, **kwargs)

@@ -10,10 +10,17 @@ import kseg
 
 def _pair(**kwargs):
     ours = kseg.layers.BatchNormalization(
-        gamma_initializer="random_normal", beta_initializer="random_normal", **kwargs
+        gamma_initializer=keras.initializers.RandomNormal(seed=1),
+        beta_initializer=keras.initializers.RandomNormal(seed=2),
+        **kwargs,
     )
     theirs = keras.layers.BatchNormalization(**kwargs)
     return ours, theirs
+
+
+# Relative gradient tolerance: float32 rounding, else one rounding step of the compute dtype
+# (10 stored mantissa bits for float16, 7 for bfloat16).
+_GRADIENT_TOLERANCE = {"float32": 1e-4, "mixed_float16": 2.0**-10, "mixed_bfloat16": 2.0**-7}
 
 
 def _difference(a, b):
@@ -39,13 +46,16 @@ def test_outputs_gradients_and_moving_statistics_equal_keras(policy, options):
                 loss_ours = tf.reduce_sum(tf.cast(y_ours, "float32") ** 3)
                 loss_theirs = tf.reduce_sum(tf.cast(y_theirs, "float32") ** 3)
             assert y_ours.dtype == y_theirs.dtype
-            tolerance = 1e-5 if policy == "float32" else 1e-2
+            # Low precision: one rounding step of bfloat16 (7 stored mantissa bits) at the
+            # largest output, since the fused kernel and Keras's ops round differently.
+            largest = np.abs(np.asarray(y_theirs, "float64")).max()
+            tolerance = 1e-5 if policy == "float32" else 2.0**-7 * largest
             assert _difference(y_ours, y_theirs) <= tolerance
             grads_ours = tape.gradient(loss_ours, [x, *ours.trainable_weights])
             grads_theirs = tape.gradient(loss_theirs, [x, *theirs.trainable_weights])
             for g_ours, g_theirs in zip(grads_ours, grads_theirs, strict=True):
                 scale = np.abs(np.asarray(g_theirs)).max()
-                assert _difference(g_ours, g_theirs) <= 1e-4 * scale
+                assert _difference(g_ours, g_theirs) <= _GRADIENT_TOLERANCE[policy] * scale
             assert _difference(ours.moving_mean, theirs.moving_mean) <= 1e-6
             assert _difference(ours.moving_variance, theirs.moving_variance) <= 1e-5
     finally:
