@@ -11,8 +11,10 @@ In one process:
    achieved GFLOP/s as a share of the convolution ceiling (a training step counted as three
    forward passes). Inference is timed for the model as built and for its copy with batch
    normalisation folded into the convolutions (`kseg.inference.fold_batch_norm_if_exact`),
-   alternating call by call so both see the same machine; the largest logit difference of the
-   two is recorded.
+   and for what `kseg.inference.make_predictor` runs (that copy frozen into one graph with its
+   weights as constants, `kseg.inference.FrozenModel`; semantic models only), alternating call
+   by call so all see the same machine; the largest logit difference from the model as built is
+   recorded.
 3. Per-op profiles (TensorFlow's profiler, XPlane trace) at 512x512, batch 2, of DeepLabV3+
    ResNet-50, PSPNet ResNet-50, U-Net and Mask R-CNN, each as built and batch-norm folded
    (where it folds), and of a DeepLabV3+ training step: time per op type and the most
@@ -132,11 +134,16 @@ def ceilings(matmul_size, conv_shape, repeats):
     return results
 
 
-def inference_rates(model, folded, images, steps):
-    """Images/s of `model` and `folded` (None: not folded), alternating call by call."""
+def inference_rates(model, folded, images, steps, predict_path=True):
+    """Images/s of `model`, `folded` (None: not folded) and, with `predict_path`, of what
+    `kseg.inference.make_predictor` runs (the folded copy frozen, `kseg.inference.FrozenModel`),
+    alternating call by call."""
     calls = {"unfolded": _inference_step(model, images)}
     if folded is not None:
         calls["folded"] = _inference_step(folded, images)
+    if predict_path:
+        frozen = kseg.inference.FrozenModel(model if folded is None else folded)
+        calls["predict_path"] = lambda: np.asarray(frozen(images))
     outputs = {}
     for name, call in calls.items():
         call()
@@ -149,11 +156,12 @@ def inference_rates(model, folded, images, steps):
             seconds[name].append(time.perf_counter() - start)
     batch = int(images.shape[0])
     rates = {f"{name}_img_s": batch / statistics.median(s) for name, s in seconds.items()}
-    if folded is not None:
-        reference = outputs["unfolded"]
-        difference = np.abs(outputs["folded"] - reference).max() / np.abs(reference).max()
-        rates["folded_max_difference_relative"] = float(difference)
-        rates["folded_over_unfolded"] = rates["folded_img_s"] / rates["unfolded_img_s"]
+    reference = outputs["unfolded"]
+    for name in ("folded", "predict_path"):
+        if name in outputs:
+            difference = np.abs(outputs[name] - reference).max() / np.abs(reference).max()
+            rates[f"{name}_max_difference_relative"] = float(difference)
+            rates[f"{name}_over_unfolded"] = rates[f"{name}_img_s"] / rates["unfolded_img_s"]
     return rates
 
 
@@ -186,7 +194,7 @@ def measure_model(name, spec, args, ceiling):
             else "nothing to fold or not float32"
         )
         folded = None
-    row.update(inference_rates(model, folded, images, args.steps))
+    row.update(inference_rates(model, folded, images, args.steps, predict_path=not instance))
     row["inference_img_s"] = row.pop("unfolded_img_s")
     if args.training and not instance:
         row["train_img_s"] = training_rate(model, images, args.steps)
@@ -198,6 +206,7 @@ def measure_model(name, spec, args, ceiling):
         for key, passes in (
             ("inference_img_s", 1),
             ("folded_img_s", 1),
+            ("predict_path_img_s", 1),
             ("train_img_s", TRAINING_FORWARD_PASSES),
         ):
             if row.get(key):
@@ -382,6 +391,7 @@ def main():
             f"infer {row['inference_img_s']:7.3f} img/s "
             f"({'-' if share is None else f'{100 * share:.0f}%'})  "
             f"folded x{row.get('folded_over_unfolded', float('nan')):.3f}  "
+            f"predict path x{row.get('predict_path_over_unfolded', float('nan')):.3f}  "
             f"train {row.get('train_img_s') or float('nan'):7.3f} img/s",
             flush=True,
         )

@@ -218,20 +218,17 @@ def compare_semantic_inference(model, worker, reference, repeats):
 
     kseg is timed twice: the model as loaded, called eagerly (`model(image)`), and what
     `kseg predict` and `kseg.inference.make_predictor` run, its batch-norm-folded copy
-    (`kseg.inference.fold_batch_norm_if_exact`) inside a compiled `tf.function`
-    (`predict_path_*` keys).
+    (`kseg.inference.fold_batch_norm_if_exact`) frozen into one graph with its weights as
+    constants (`kseg.inference.FrozenModel`; `predict_path_*` keys).
 
     Returns:
         `(images, summary)`: per image size the timing comparisons and `parity` of both
         kseg forms; the worst relative difference and argmax agreement over the images.
     """
-    import tensorflow as tf
-
     import kseg
 
-    folded = kseg.inference.fold_batch_norm_if_exact(model)
-    compiled = tf.function(lambda image: folded(image, training=False), reduce_retracing=True)
-    sides = {"eager": lambda image: model(image, training=False), "predict_path": compiled}
+    frozen = kseg.inference.FrozenModel(kseg.inference.fold_batch_norm_if_exact(model))
+    sides = {"eager": lambda image: model(image, training=False), "predict_path": frozen}
     # One untimed warm-up call per image size and side (the torch worker made its own), then
     # the sides alternate call by call so they share whatever else the machine is doing.
     inputs = [reference[f"image{index}"] for index in range(len(IMAGE_SIZES))]

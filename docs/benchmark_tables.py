@@ -1533,7 +1533,8 @@ def generic_table(results):
 
 
 def efficiency_table(results):
-    """Ceilings, each model's share of the convolution ceiling, folded BN and the op profile."""
+    """Ceilings, each model's share of the convolution ceiling (as built, BN folded, and frozen
+    as `make_predictor` runs it), and the op profile."""
     ceilings = results.get("ceilings", {})
     ceiling_rows = [
         (name, _plain(entry.get("shape") or entry.get("input_shape")), rate(entry.get("gflop_s")))
@@ -1547,6 +1548,9 @@ def efficiency_table(results):
             percent(entry.get("inference_share_of_conv_ceiling"), 0),
             rate(entry.get("folded_img_s")),
             ratio(entry.get("folded_over_unfolded")),
+            percent(entry.get("folded_share_of_conv_ceiling"), 0),
+            rate(entry.get("predict_path_img_s")),
+            percent(entry.get("predict_path_share_of_conv_ceiling"), 0),
             rate(entry.get("train_img_s")),
             percent(entry.get("train_share_of_conv_ceiling"), 0),
         )
@@ -1565,6 +1569,9 @@ def efficiency_table(results):
             "share of conv ceiling",
             "BN folded (img/s)",
             "folded / as built",
+            "folded share",
+            "predict path, folded and frozen (img/s)",
+            "predict path share",
             "train (img/s)",
             "train share (3 passes)",
         )

@@ -17,7 +17,6 @@ from kseg.detection.evaluation import evaluate_instances
 from kseg.detection.serving import instance_serving_function
 from kseg.evaluation import evaluate_model
 from kseg.export import saved_model
-from kseg.inference.batchnorm_folding import fold_batch_norm_if_exact
 from kseg.inference.predictor import make_predictor
 from kseg.models.registry import get_builder, get_model, get_task, list_models
 from kseg.recipes import fit_instances, fit_semantic
@@ -114,17 +113,12 @@ class SemanticTask:
         Returns:
             The function.
         """
-        predict_fn = self.inference(model, **inference)
-        if predict_fn is None:  # make_predictor folds its own copy
-            model = fold_batch_norm_if_exact(model)
+        # make_predictor runs a folded, frozen copy of the model in every mode.
+        predict_fn = self.inference(model, **inference) or make_predictor(model)
 
         def predict(image):
             images = np.asarray(image, np.float32)[None]
-            if predict_fn is None:
-                labels = np.argmax(model.predict(images, verbose=0)[0], axis=-1)
-            else:
-                labels = predict_fn(images)[0]
-            return labels.astype(np.uint8)
+            return predict_fn(images)[0].astype(np.uint8)
 
         return predict
 

