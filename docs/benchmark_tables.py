@@ -1536,8 +1536,14 @@ def efficiency_table(results):
     """Ceilings, each model's share of the convolution ceiling (as built, BN folded, and frozen
     as `make_predictor` runs it), and the op profile."""
     ceilings = results.get("ceilings", {})
+    after = results.get("ceilings_after_models", {})
     ceiling_rows = [
-        (name, _plain(entry.get("shape") or entry.get("input_shape")), rate(entry.get("gflop_s")))
+        (
+            name,
+            _plain(entry.get("shape") or entry.get("input_shape")),
+            rate(entry.get("gflop_s")),
+            rate(after.get(name, {}).get("gflop_s")),
+        )
         for name, entry in ceilings.items()
     ]
     model_rows = [
@@ -1560,7 +1566,13 @@ def efficiency_table(results):
         return f"*{NOT_MEASURED}: the file holds no measurement.*"
     blocks = []  # `conditions` repeats the file's note on the load and a tiny run
     if ceiling_rows:
-        blocks.append(_table(("float32 ceiling", "shape", "GFLOP/s"), ceiling_rows))
+        header = ("float32 ceiling", "shape", "GFLOP/s before the models", "after them")
+        blocks.append(_table(header, ceiling_rows))
+        if results.get("conv_ceiling_gflop_s"):
+            blocks.append(
+                f"Shares are of the higher convolution ceiling, "
+                f"{results['conv_ceiling_gflop_s']:.0f} GFLOP/s."
+            )
     if model_rows:
         header = (
             "model",
