@@ -19,7 +19,10 @@ In one process:
 3. Per-op profiles (TensorFlow's profiler, XPlane trace) at 512x512, batch 2, of DeepLabV3+
    ResNet-50, PSPNet ResNet-50, U-Net and Mask R-CNN, each as built and batch-norm folded
    (where it folds), and of a DeepLabV3+ training step: time per op type and the most
-   expensive ops.
+   expensive ops. For the semantic models among them, every convolution of the folded model is
+   also timed alone at its shape (`isolated_convolutions`): the sum says what the model's
+   convolutions cost at the speed TensorFlow's kernels give each shape, so the share of the
+   ceiling it could reach if nothing else took time.
 
 Speeds are only meaningful on an idle machine: the file records the load average at the start,
 before each model and at the end, and marks the run `under_load` when the one-minute average
@@ -299,8 +302,84 @@ def _training_step(model, images):
     return lambda: model.train_on_batch(images, labels)
 
 
+def isolated_convolutions(model, images, repeats):
+    """Each regular convolution of `model` timed alone at its input shape, and their sum.
+
+    Every `Conv2D` call's input shape, kernel, strides, dilation and padding is recorded in one
+    forward pass; each distinct case then runs as a compiled convolution + bias + ReLU (what
+    the folded graph fuses) on random data, best of `repeats` calls. The sum over all calls is
+    what the convolutions cost at the speed TensorFlow's kernels give each shape alone: the
+    share of the ceiling the model could reach if everything else were free.
+    """
+    cases = collections.Counter()
+    layers = [
+        layer
+        for layer in model._flatten_layers()
+        if isinstance(layer, keras.layers.Conv2D)
+        and not isinstance(layer, keras.layers.DepthwiseConv2D)
+        and layer.groups == 1
+    ]
+    originals = {}
+    for layer in layers:
+        originals[layer] = layer.call
+
+        def recording(x, *args, _layer=layer, **kwargs):
+            key = (
+                tuple(int(d) for d in x.shape[1:]),
+                tuple(int(d) for d in _layer.kernel.shape),
+                tuple(_layer.strides),
+                tuple(_layer.dilation_rate),
+                _layer.padding.upper(),
+            )
+            cases[key] += 1
+            return originals[_layer](x, *args, **kwargs)
+
+        layer.call = recording
+    try:
+        model(images, training=False)
+    finally:
+        for layer, call in originals.items():
+            layer.call = call
+    batch = int(images.shape[0])
+    rng = np.random.default_rng(0)
+    rows, total_seconds, total_flop = [], 0.0, 0.0
+    for (shape, kernel_shape, strides, rate, padding), count in cases.items():
+        x = tf.constant(rng.normal(size=(batch, *shape)).astype("float32"))
+        kernel = tf.constant(rng.normal(size=kernel_shape).astype("float32") * 0.01)
+        bias = tf.zeros(kernel_shape[-1])
+        conv = tf.function(
+            lambda x, k=kernel, b=bias, s=strides, r=rate, p=padding: tf.nn.relu(
+                tf.nn.conv2d(x, k, s, p, dilations=r) + b
+            )
+        )
+        out_elements = int(np.prod(conv(x).shape[:3]))
+        flop = 2 * out_elements * int(np.prod(kernel_shape))
+        best, _ = best_and_median(lambda f=conv, t=x: f(t).numpy(), repeats)
+        total_seconds += best * count
+        total_flop += flop * count
+        rows.append(
+            {
+                "input_shape": list(shape),
+                "kernel": list(kernel_shape),
+                "strides": list(strides),
+                "dilation": list(rate),
+                "calls": count,
+                "ms_each": 1e3 * best,
+                "gflop_s": flop / best / 1e9,
+            }
+        )
+    rows.sort(key=lambda row: -row["ms_each"] * row["calls"])
+    return {
+        "sum_ms": 1e3 * total_seconds,
+        "gflop": total_flop / 1e9,
+        "gflop_s": total_flop / total_seconds / 1e9,
+        "slowest": rows[:TOP_OPS],
+    }
+
+
 def profile(name, spec, size, batch, steps, training=False):
-    """Op profiles of one model: as built and batch-norm folded (inference), and training."""
+    """Op profiles of one model: as built and batch-norm folded (inference), and training; and
+    its convolutions timed alone (`isolated_convolutions`, on the folded copy)."""
     model = build(spec)
     rng = np.random.default_rng(0)
     images = tf.constant(rng.uniform(0, 255, (batch, size, size, 3)).astype("float32"))
@@ -309,12 +388,20 @@ def profile(name, spec, size, batch, steps, training=False):
     folded = kseg.inference.fold_batch_norm_if_exact(model)
     if folded is not model:
         report["folded"] = op_profile(_inference_step(folded, images), steps)
+    if kseg.models.get_task(spec[0]) == "semantic":
+        report["isolated_convolutions"] = isolated_convolutions(folded, images, repeats=10)
     if training:
         report["training"] = op_profile(_training_step(model, images), steps)
     return report
 
 
 def print_profile(report, count=12):
+    isolated = report.get("isolated_convolutions")
+    if isolated:
+        print(
+            f"profile {report['name']}: its convolutions alone {isolated['sum_ms']:.0f} ms "
+            f"({isolated['gflop_s']:.0f} GFLOP/s)"
+        )
     for variant in PROFILE_VARIANTS:
         if variant not in report:
             continue

@@ -1621,6 +1621,12 @@ def _op_profile_blocks(profile):
         f"{_plain(profile.get('kwargs'))} at {profile.get('size')}×{profile.get('size')}, batch "
         f"{profile.get('batch_size')} (wall time per step: {walls}).*"
     )
+    isolated = profile.get("isolated_convolutions")
+    if isolated:
+        caption += (
+            f" *Its convolutions, each timed alone at its shape: {isolated['sum_ms']:.0f} ms "
+            f"together ({isolated['gflop_s']:.0f} GFLOP/s).*"
+        )
     return [caption, _table(("op type", *(f"share ({v})" for v in variants)), rows)]
 
 
