@@ -7,10 +7,10 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 class FrozenModel:
     """`model(images, training=False)` as one graph whose weights are constants.
 
-    A compiled Keras call reads every weight from a variable on each call, so TensorFlow's
-    oneDNN convolutions cannot keep their filters in the blocked layout they compute in and
-    reorder them again every time. With the weights frozen into the graph as constants they
-    are reordered once and cached: on 2 cores torchvision's FCN ResNet-50 layout predicts a
+    A compiled Keras call reads every weight from a variable on each call; with the weights
+    frozen into the graph as constants, TensorFlow's oneDNN convolutions can keep their filters
+    in the layout they compute in (the likely reason, not traced further). Measured on 2 cores,
+    batch 1, torchvision's FCN ResNet-50 layout predicts a
     389x521 image in 0.48 s instead of 0.60 s, U-Net a 508x508 one in 0.47 s instead of 0.52
     (`benchmarks/pretrained_load.py` and `benchmarks/efficiency.py` time it). Outputs are the
     model's own within float rounding. The graph has an unknown batch, height and width, so

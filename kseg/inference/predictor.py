@@ -41,7 +41,8 @@ def make_predictor(
             the convolutions (`kseg.inference.fold_batch_norm_if_exact`: same outputs up to
             float32 rounding, less memory traffic); False runs `model` as it is.
         freeze: run the model as one graph with its weights as constants
-            (`kseg.inference.FrozenModel`: the same outputs, up to 20% faster on CPU).
+            (`kseg.inference.FrozenModel`: the same outputs; on CPU up to 20% faster at batch 1,
+            no faster at batch 2 on 512x512).
             None (the default) follows `fold_batchnorm`, so the predictor either is a
             snapshot of the model (folded and frozen) or follows its live weights.
 
