@@ -214,11 +214,15 @@ def measure_model(name, spec, args, ceiling):
             ("train_img_s", TRAINING_FORWARD_PASSES),
         ):
             if row.get(key):
-                achieved = flop * passes * row[key]
-                prefix = key.removesuffix("_img_s")
-                row[f"{prefix}_gflop_s"] = achieved
-                row[f"{prefix}_share_of_conv_ceiling"] = achieved / ceiling
+                row[f"{key.removesuffix('_img_s')}_gflop_s"] = flop * passes * row[key]
+    set_shares(row, ceiling)
     return row
+
+
+def set_shares(row, ceiling):
+    """Each `<form>_gflop_s` of `row` as `<form>_share_of_conv_ceiling` of `ceiling`."""
+    for key in [key for key in row if key.endswith("_gflop_s")]:
+        row[key.removesuffix("_gflop_s") + "_share_of_conv_ceiling"] = row[key] / ceiling
 
 
 # --- per-op profile ------------------------------------------------------------------------------
@@ -485,7 +489,7 @@ def main():
         )
         results_io.write_result(args.out, report)
 
-    # The ceiling's best-of-N timing moves by a few percent from run to run (474-495 GFLOP/s for
+    # The ceiling's best-of-N timing moves by a few percent from run to run (474-502 GFLOP/s for
     # the convolution on one day); measured again after the models, the higher of the two is
     # the one every share is taken against, so no share gains from a slow ceiling measurement.
     report["ceilings_after_models"] = ceilings(args.matmul_size, conv_shape, args.ceiling_repeats)
@@ -493,8 +497,7 @@ def main():
     report["conv_ceiling_gflop_s"] = conv_ceiling
     print(f"conv ceiling used: {conv_ceiling:.1f} GFLOP/s (the higher of before and after)")
     for name, row in report["models"].items():
-        for key in [key for key in row if key.endswith("_gflop_s")]:
-            row[key.removesuffix("_gflop_s") + "_share_of_conv_ceiling"] = row[key] / conv_ceiling
+        set_shares(row, conv_ceiling)
         share = row.get("predict_path_share_of_conv_ceiling")
         if share is not None:
             print(f"{name:24s} predict path {100 * share:.0f}% of the conv ceiling")
